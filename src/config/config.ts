@@ -1,0 +1,258 @@
+// nvi-switch.yaml: loaded once, validated at construction, every error naming its YAML
+// path. The result is plain typed data; tenant policy sections (groups, rules, tests) are
+// kept raw here and compiled by src/policy.
+
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { parseTenantPrefix, type TenantPrefix } from '../crypto/identity.js';
+import { type EspAlgorithm } from '../crypto/esp-cipher.js';
+import { parseMac } from '../dataplane/ethernet.js';
+import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
+import { parseIpv4Address } from '../dataplane/ipv4.js';
+import { at, int, isObj, list, num, obj, oneOf, onlyKeys, opt, str, type Obj } from './check.js';
+import { ConfigError } from './errors.js';
+
+export interface HostConfig {
+  readonly name: string;
+  /** Underlay IPv4 address, uint32 host order. */
+  readonly address: number;
+  readonly addressText: string;
+}
+
+export interface VmConfig {
+  readonly name: string;
+  readonly tenant: string;
+  readonly host: string;
+  readonly identity: Buffer; // 16 bytes
+  readonly identityText: string; // canonical
+  readonly mac: Buffer; // 6 bytes
+  readonly level: number | undefined;
+  /** Name of the TAP device the switch creates or attaches to. */
+  readonly tap: string;
+}
+
+export interface TenantConfig {
+  readonly name: string;
+  readonly prefix: TenantPrefix;
+  readonly vms: readonly VmConfig[];
+  /** The raw `groups`, `rules` and `tests` sections, compiled by src/policy. */
+  readonly policy: { readonly groups: unknown; readonly rules: unknown; readonly tests: unknown };
+  readonly path: string;
+}
+
+export interface StoreConfig {
+  readonly kind: 'embedded' | 'etcd';
+  /** embedded: absolute path of the SQLite file. */
+  readonly path: string;
+  /** etcd: endpoints. */
+  readonly endpoints: readonly string[];
+  readonly prefix: string;
+}
+
+export interface SwitchSettings {
+  readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number };
+  readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number };
+  readonly esp: {
+    readonly cipher: EspAlgorithm;
+    readonly rekey: { readonly seconds: number; readonly packets: number; readonly bytes: number };
+    readonly grace: number;
+  };
+}
+
+export interface CloudConfig {
+  /** Absolute path of the YAML file; relative paths in it are resolved against its folder. */
+  readonly file: string;
+  readonly pkiDir: string;
+  readonly store: StoreConfig;
+  readonly underlay: { readonly mtu: number; readonly keyExchangePort: number };
+  readonly switch: SwitchSettings;
+  readonly hosts: ReadonlyMap<string, HostConfig>;
+  readonly tenants: ReadonlyMap<string, TenantConfig>;
+  readonly vms: ReadonlyMap<string, VmConfig>;
+  readonly lab: { readonly prefix: string; readonly subnet: string };
+}
+
+const NAME = /^[a-z][a-z0-9-]{0,14}$/;
+
+function name(v: unknown, path: string): string {
+  const s = str(v, path);
+  if (!NAME.test(s)) throw new ConfigError(path, `names are 1-15 of a-z, 0-9, '-', starting with a letter; got ${JSON.stringify(s)}`);
+  return s;
+}
+
+export function loadConfig(file: string): CloudConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new ConfigError(file, `cannot read: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text);
+  } catch (e) {
+    throw new ConfigError(file, `not valid YAML: ${(e as Error).message}`);
+  }
+  return parseConfig(doc, resolve(file));
+}
+
+export function parseConfig(doc: unknown, file: string): CloudConfig {
+  const root = obj(doc, '(root)');
+  onlyKeys(root, ['version', 'pki', 'store', 'underlay', 'switch', 'hosts', 'lab', 'tenants'], '(root)');
+  int(root.version, 'version', 1, 1);
+  const dir = dirname(file);
+
+  const pki = obj(root.pki, 'pki');
+  onlyKeys(pki, ['dir'], 'pki');
+  const pkiDir = resolve(dir, str(pki.dir, 'pki.dir'));
+
+  const store = readStore(root.store, dir);
+  const underlay = readUnderlay(root.underlay ?? {});
+  const sw = readSwitch(root.switch ?? {});
+  const hosts = readHosts(root.hosts);
+  const labRaw = obj(root.lab ?? {}, 'lab');
+  onlyKeys(labRaw, ['prefix', 'subnet'], 'lab');
+  const lab = {
+    prefix: opt(labRaw, 'prefix', 'nvi-', str, 'lab'),
+    subnet: opt(labRaw, 'subnet', '10.77.0.0/24', str, 'lab'),
+  };
+  const tenants = new Map<string, TenantConfig>();
+  const vms = new Map<string, VmConfig>();
+  const byIdentity = new Map<string, string>();
+  const tenantsRaw = obj(root.tenants, 'tenants');
+  for (const [tname, traw] of Object.entries(tenantsRaw)) {
+    const tenant = readTenant(name(tname, `tenants.${tname}`), traw, hosts);
+    for (const vm of tenant.vms) {
+      const other = vms.get(vm.name);
+      if (other) throw new ConfigError(`tenants.${tname}.vms.${vm.name}`, `VM name already used in tenant ${other.tenant}`);
+      const dup = byIdentity.get(vm.identityText);
+      if (dup) throw new ConfigError(`tenants.${tname}.vms.${vm.name}.identity`, `identity already belongs to ${dup}`);
+      vms.set(vm.name, vm);
+      byIdentity.set(vm.identityText, vm.name);
+    }
+    tenants.set(tenant.name, tenant);
+  }
+  return { file, pkiDir, store, underlay, switch: sw, hosts, tenants, vms, lab };
+}
+
+function readStore(v: unknown, dir: string): StoreConfig {
+  const o = obj(v ?? { kind: 'embedded' }, 'store');
+  onlyKeys(o, ['kind', 'path', 'endpoints', 'prefix'], 'store');
+  const kind = oneOf(o.kind ?? 'embedded', 'store.kind', ['embedded', 'etcd'] as const);
+  const path = resolve(dir, opt(o, 'path', '.nvi-state/store.db', str, 'store'));
+  const endpoints = o.endpoints === undefined ? [] : list(o.endpoints, 'store.endpoints').map((e, k) => str(e, `store.endpoints[${k}]`));
+  if (kind === 'etcd' && endpoints.length === 0) throw new ConfigError('store.endpoints', 'etcd needs at least one endpoint');
+  return { kind, path, endpoints, prefix: opt(o, 'prefix', '/nvi/', str, 'store') };
+}
+
+function readUnderlay(v: unknown): CloudConfig['underlay'] {
+  const o = obj(v, 'underlay');
+  onlyKeys(o, ['mtu', 'keyExchangePort'], 'underlay');
+  return {
+    mtu: opt(o, 'mtu', 1500, (x, p) => int(x, p, 1334, 9000), 'underlay'), // 1280 + overhead at least
+    keyExchangePort: opt(o, 'keyExchangePort', 7011, (x, p) => int(x, p, 1, 65535), 'underlay'),
+  };
+}
+
+function readSwitch(v: unknown): SwitchSettings {
+  const o = obj(v, 'switch');
+  onlyKeys(o, ['cables', 'upcall', 'esp'], 'switch');
+  const c = obj(o.cables ?? {}, 'switch.cables');
+  onlyKeys(c, ['max', 'ttl', 'negativeTtl'], 'switch.cables');
+  const u = obj(o.upcall ?? {}, 'switch.upcall');
+  onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond'], 'switch.upcall');
+  const e = obj(o.esp ?? {}, 'switch.esp');
+  onlyKeys(e, ['cipher', 'rekey', 'grace'], 'switch.esp');
+  const r = obj(e.rekey ?? {}, 'switch.esp.rekey');
+  onlyKeys(r, ['seconds', 'packets', 'bytes'], 'switch.esp.rekey');
+  const ip = (x: unknown, p: string, lo: number, hi: number): number => int(x, p, lo, hi);
+  return {
+    cables: {
+      max: opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables'),
+      ttl: opt(c, 'ttl', 300, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),
+      negativeTtl: opt(c, 'negativeTtl', 10, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),
+    },
+    upcall: {
+      queuePerCable: opt(u, 'queuePerCable', 64, (x, p) => ip(x, p, 1, 65_536), 'switch.upcall'),
+      queueTotal: opt(u, 'queueTotal', 4096, (x, p) => ip(x, p, 1, 1_048_576), 'switch.upcall'),
+      verifyPerSecond: opt(u, 'verifyPerSecond', 2000, (x, p) => ip(x, p, 1, 1_000_000), 'switch.upcall'),
+    },
+    esp: {
+      cipher: oneOf(e.cipher ?? 'aes-128-gcm', 'switch.esp.cipher', ['aes-128-gcm', 'aes-256-gcm'] as const),
+      rekey: {
+        seconds: opt(r, 'seconds', 3600, (x, p) => num(x, p, 0.1, 86_400 * 30), 'switch.esp.rekey'),
+        packets: opt(r, 'packets', 1e9, (x, p) => ip(x, p, 1, 2 ** 53), 'switch.esp.rekey'),
+        bytes: opt(r, 'bytes', 1e12, (x, p) => ip(x, p, 1, 2 ** 53), 'switch.esp.rekey'),
+      },
+      grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
+    },
+  };
+}
+
+function readHosts(v: unknown): Map<string, HostConfig> {
+  const hosts = new Map<string, HostConfig>();
+  const seen = new Map<number, string>();
+  for (const [hname, hraw] of Object.entries(obj(v, 'hosts'))) {
+    const path = `hosts.${hname}`;
+    const h = obj(hraw, path);
+    onlyKeys(h, ['address'], path);
+    const addressText = str(h.address, `${path}.address`);
+    const address = at(`${path}.address`, () => parseIpv4Address(addressText));
+    const dup = seen.get(address);
+    if (dup) throw new ConfigError(`${path}.address`, `address already used by host ${dup}`);
+    seen.set(address, hname);
+    hosts.set(hname, { name: name(hname, path), address, addressText });
+  }
+  if (hosts.size === 0) throw new ConfigError('hosts', 'at least one host is needed');
+  return hosts;
+}
+
+function readTenant(tname: string, v: unknown, hosts: Map<string, HostConfig>): TenantConfig {
+  const path = `tenants.${tname}`;
+  const t = obj(v, path);
+  onlyKeys(t, ['prefix', 'vms', 'groups', 'rules', 'tests'], path);
+  const prefixText = str(t.prefix, `${path}.prefix`);
+  const prefix = at(`${path}.prefix`, () => parseTenantPrefix(prefixText));
+  const vms: VmConfig[] = [];
+  for (const [vname, vraw] of Object.entries(obj(t.vms ?? {}, `${path}.vms`))) {
+    vms.push(readVm(name(vname, `${path}.vms.${vname}`), tname, prefix, vraw, hosts, `${path}.vms.${vname}`));
+  }
+  return { name: tname, prefix, vms, policy: { groups: t.groups, rules: t.rules, tests: t.tests }, path };
+}
+
+function readVm(vname: string, tenant: string, prefix: TenantPrefix, v: unknown, hosts: Map<string, HostConfig>, path: string): VmConfig {
+  const o: Obj = isObj(v) ? v : obj(v, path);
+  onlyKeys(o, ['host', 'identity', 'mac', 'level', 'tap'], path);
+  const host = str(o.host, `${path}.host`);
+  if (!hosts.has(host)) throw new ConfigError(`${path}.host`, `unknown host ${JSON.stringify(host)} (hosts: ${[...hosts.keys()].join(', ')})`);
+  const idText = str(o.identity, `${path}.identity`);
+  const identity = at(`${path}.identity`, () => parseIpv6Address(idText));
+  if (!identity.subarray(0, 8).equals(prefix.bytes)) {
+    throw new ConfigError(`${path}.identity`, `${formatIpv6(identity)} is not inside the tenant prefix ${prefix.text}`);
+  }
+  const mac = o.mac === undefined ? macFromIdentity(identity) : at(`${path}.mac`, () => parseMac(str(o.mac, `${path}.mac`)));
+  if ((mac[0] & 1) !== 0) throw new ConfigError(`${path}.mac`, 'a VM MAC must be unicast');
+  const tap = o.tap === undefined ? `nvi-${vname}` : str(o.tap, `${path}.tap`);
+  if (tap.length > 15) throw new ConfigError(`${path}.tap`, `interface names have at most 15 characters; ${JSON.stringify(tap)} is longer (set tap:)`);
+  return {
+    name: vname,
+    tenant,
+    host,
+    identity,
+    identityText: formatIpv6(identity),
+    mac,
+    level: o.level === undefined ? undefined : int(o.level, `${path}.level`, 0, 1000),
+    tap,
+  };
+}
+
+/** A locally administered unicast MAC from the identity's last five bytes. */
+export function macFromIdentity(identity: Uint8Array): Buffer {
+  return Buffer.from([0x02, identity[11], identity[12], identity[13], identity[14], identity[15]]);
+}
+
+/** The VMs that run on `host`, in a stable order (their port indexes). */
+export function vmsOnHost(cfg: CloudConfig, host: string): VmConfig[] {
+  return [...cfg.vms.values()].filter((vm) => vm.host === host);
+}

@@ -1,0 +1,138 @@
+// AES-GCM for ESP (RFC 4106), a batch at a time. A stage queues its packets as jobs and
+// makes one call; implementations: node:crypto (TypeScript, always present) and the native
+// addon (one call into C per batch, in place, key schedule kept per SA).
+
+import { createCipheriv, createDecipheriv, type CipherGCMTypes } from 'node:crypto';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, ESP_SALT_LEN } from './esp.js';
+import { BATCH_MAX } from '../dataplane/batch.js';
+
+export type EspAlgorithm = 'aes-128-gcm' | 'aes-256-gcm';
+
+export function keyLength(alg: EspAlgorithm): number {
+  return alg === 'aes-128-gcm' ? 16 : 32;
+}
+
+/**
+ * Jobs of one batch. Job j covers the ESP packet at espOff[j] in the batch arena: the
+ * header (SPI, sequence, IV) is written; `ptLen[j]` bytes at espOff+16 are the plaintext
+ * (seal) or ciphertext (open); the ICV follows them.
+ */
+export class EspJobs {
+  count = 0;
+  readonly key = new Int32Array(BATCH_MAX);
+  readonly espOff = new Int32Array(BATCH_MAX);
+  readonly ptLen = new Int32Array(BATCH_MAX);
+  readonly seqHi = new Uint32Array(BATCH_MAX);
+  /** Batch index of the packet the job belongs to. */
+  readonly packet = new Int32Array(BATCH_MAX);
+  /** open(): 1 when the ICV verified and the plaintext replaced the ciphertext. */
+  readonly ok = new Uint8Array(BATCH_MAX);
+
+  add(key: number, espOff: number, ptLen: number, seqHi: number, packet: number): void {
+    const j = this.count++;
+    this.key[j] = key;
+    this.espOff[j] = espOff;
+    this.ptLen[j] = ptLen;
+    this.seqHi[j] = seqHi;
+    this.packet[j] = packet;
+    this.ok[j] = 0;
+  }
+}
+
+export interface EspCipher {
+  readonly name: string;
+  /** Install a key at plug time; returns its handle. `salt` is the 4-byte RFC 4106 salt. */
+  addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number;
+  removeKey(handle: number): void;
+  /** Encrypt every job in place and write its ICV. */
+  seal(buf: Buffer, jobs: EspJobs): void;
+  /** Verify and decrypt every job in place; sets jobs.ok[j]. The plaintext is written only when the ICV verifies. */
+  open(buf: Buffer, jobs: EspJobs): void;
+}
+
+interface KeyEntry {
+  alg: CipherGCMTypes;
+  key: Buffer;
+  salt: Buffer;
+}
+
+/**
+ * node:crypto implementation. Node's cipher objects cannot work in place or be rekeyed
+ * with a new IV, so this path allocates a cipher and an output buffer per packet; the
+ * native cipher does not. Kept as the reference and fallback (STYLE 13).
+ */
+export class NodeEspCipher implements EspCipher {
+  readonly name = 'node-crypto';
+  private readonly keys: (KeyEntry | null)[] = [];
+  private readonly free: number[] = [];
+  private readonly nonce = Buffer.alloc(12);
+  private readonly aad = Buffer.alloc(12);
+
+  addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number {
+    if (key.length !== keyLength(alg)) throw new Error(`${alg} needs a ${keyLength(alg)}-byte key, got ${key.length}`);
+    if (salt.length !== ESP_SALT_LEN) throw new Error(`ESP salt must be ${ESP_SALT_LEN} bytes, got ${salt.length}`);
+    const entry = { alg, key: Buffer.from(key), salt: Buffer.from(salt) };
+    const h = this.free.pop();
+    if (h !== undefined) {
+      this.keys[h] = entry;
+      return h;
+    }
+    this.keys.push(entry);
+    return this.keys.length - 1;
+  }
+
+  removeKey(handle: number): void {
+    const e = this.keys[handle];
+    if (!e) return;
+    e.key.fill(0);
+    this.keys[handle] = null;
+    this.free.push(handle);
+  }
+
+  private prepare(buf: Buffer, jobs: EspJobs, j: number): KeyEntry {
+    const e = this.keys[jobs.key[j]];
+    if (!e) throw new Error(`ESP key handle ${jobs.key[j]} is not installed`);
+    const esp = jobs.espOff[j];
+    e.salt.copy(this.nonce, 0);
+    buf.copy(this.nonce, ESP_SALT_LEN, esp + ESP_OFF_IV, esp + ESP_OFF_IV + 8);
+    buf.copy(this.aad, 0, esp + ESP_OFF_SPI, esp + ESP_OFF_SPI + 4);
+    this.aad.writeUInt32BE(jobs.seqHi[j], 4);
+    buf.copy(this.aad, 8, esp + ESP_OFF_SEQ, esp + ESP_OFF_SEQ + 4);
+    return e;
+  }
+
+  seal(buf: Buffer, jobs: EspJobs): void {
+    for (let j = 0; j < jobs.count; j++) {
+      const e = this.prepare(buf, jobs, j);
+      const p = jobs.espOff[j] + ESP_HLEN;
+      const n = jobs.ptLen[j];
+      const c = createCipheriv(e.alg, e.key, this.nonce, { authTagLength: ESP_ICV_LEN });
+      c.setAAD(this.aad);
+      const ct = c.update(buf.subarray(p, p + n));
+      c.final();
+      ct.copy(buf, p);
+      c.getAuthTag().copy(buf, p + n);
+      jobs.ok[j] = 1;
+    }
+  }
+
+  open(buf: Buffer, jobs: EspJobs): void {
+    for (let j = 0; j < jobs.count; j++) {
+      const e = this.prepare(buf, jobs, j);
+      const p = jobs.espOff[j] + ESP_HLEN;
+      const n = jobs.ptLen[j];
+      const d = createDecipheriv(e.alg, e.key, this.nonce, { authTagLength: ESP_ICV_LEN });
+      d.setAAD(this.aad);
+      d.setAuthTag(buf.subarray(p + n, p + n + ESP_ICV_LEN));
+      const pt = d.update(buf.subarray(p, p + n));
+      try {
+        d.final();
+      } catch {
+        jobs.ok[j] = 0; // ICV mismatch: the ciphertext stays as it was
+        continue;
+      }
+      pt.copy(buf, p);
+      jobs.ok[j] = 1;
+    }
+  }
+}

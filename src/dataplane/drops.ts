@@ -1,0 +1,160 @@
+// Every packet the switch does not deliver ends here, under one named reason. The list is
+// declared once so that `stats`, `replay` and the tests print the same names, and so that
+// the counters add up: packets in = delivered + consumed + held + sum(drops).
+//
+// Names read "stage/reason", as in VPP's /err/<node>/<reason>.
+
+export const enum Drop {
+  None = 0,
+  // Ethernet, from a VM port.
+  EthTruncated,
+  EthNotIpv6,
+  EthTooBig,
+  SpoofMac,
+  // IPv6 header and extension headers (outer from a VM, inner after decapsulation).
+  Ipv6Truncated,
+  Ipv6BadVersion,
+  Ipv6BadLength,
+  Ipv6ExtTruncated,
+  Ipv6ExtTooLong,
+  // Neighbour discovery and multicast: the switch answers, nothing is flooded.
+  NdMalformed,
+  NdMulticastNotForwarded,
+  // Anti-spoofing and destination checks.
+  SpoofSource,
+  DstNotUnicast,
+  DstOwnIdentity,
+  // Cable cache and upcall.
+  UpcallQueueFull,
+  UpcallRateLimited,
+  ResolveNotFound,
+  ResolveStoreError,
+  // Certificate and binding verification (SDN Algorithms 1 and 2, step 3).
+  VerifyUnknownCa,
+  VerifyExpired,
+  VerifyNotYetValid,
+  VerifySanMismatch,
+  VerifyIdentityNotDerived,
+  VerifyBadSignature,
+  VerifyWrongHostAddress,
+  VerifyOldEpoch,
+  VerifyHostCertMismatch,
+  VerifyMalformed,
+  // Policy (SDN Algorithms 1 and 2, steps 4 and 5).
+  PolicyDefaultDeny,
+  PolicyUnplugRule,
+  PolicyCrossTenant,
+  PolicyLevel,
+  PolicyDiode,
+  PolicyTimeWindow,
+  PolicyProtoPort,
+  PolicyInitiateOnly,
+  PolicyFragment,
+  PolicyFlowTableFull,
+  // Key exchange and SAs.
+  SaNegotiationFailed,
+  SaExhausted,
+  // Encapsulation and MTU.
+  MtuTooBig,
+  // Underlay IPv4.
+  Ipv4Truncated,
+  Ipv4BadVersion,
+  Ipv4BadHeader,
+  Ipv4BadChecksum,
+  Ipv4BadLength,
+  Ipv4Fragment,
+  Ipv4NotForUs,
+  Ipv4UnknownProtocol,
+  // ESP (RFC 4303).
+  EspTruncated,
+  EspUnknownSpi,
+  EspWrongPeer,
+  EspReplay,
+  EspLeftOfWindow,
+  EspAuthFailed,
+  EspBadTrailer,
+  EspBadNextHeader,
+  // Plain IPv6-in-IPv4 (RFC 4213).
+  Ip6in4WrongPeer,
+  Ip6in4EncryptionRequired,
+  // After decapsulation.
+  InnerPairMismatch,
+  InnerUnknownDestination,
+  // Transmit.
+  TxUnderlayError,
+  TxPortError,
+}
+
+/** [name, description] for each reason, indexed by Drop. */
+export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
+  [Drop.None]: ['none', 'not dropped'],
+  [Drop.EthTruncated]: ['eth/truncated', 'frame shorter than an Ethernet header'],
+  [Drop.EthNotIpv6]: ['eth/not-ipv6', 'EtherType is not IPv6 (ARP, IPv4 and VLAN tags are not switched)'],
+  [Drop.EthTooBig]: ['eth/too-big', 'frame larger than the port accepts'],
+  [Drop.SpoofMac]: ['spoof/mac', 'Ethernet source is not the MAC of the VM port'],
+  [Drop.Ipv6Truncated]: ['ipv6/truncated', 'shorter than an IPv6 header or than its payload length says'],
+  [Drop.Ipv6BadVersion]: ['ipv6/bad-version', 'IP version field is not 6'],
+  [Drop.Ipv6BadLength]: ['ipv6/bad-length', 'payload length is zero (jumbogram) or inconsistent'],
+  [Drop.Ipv6ExtTruncated]: ['ipv6/ext-truncated', 'an extension header runs past the end of the packet'],
+  [Drop.Ipv6ExtTooLong]: ['ipv6/ext-too-long', 'extension-header chain longer than the switch walks'],
+  [Drop.NdMalformed]: ['nd/malformed', 'neighbour-discovery message that fails RFC 4861 validation'],
+  [Drop.NdMulticastNotForwarded]: ['nd/multicast-not-forwarded', 'multicast from a VM: nothing is flooded beyond the host'],
+  [Drop.SpoofSource]: ['spoof/source', 'IPv6 source is not the identity of the VM port'],
+  [Drop.DstNotUnicast]: ['dst/not-unicast', 'destination is unspecified, loopback, link-local or otherwise not an identity'],
+  [Drop.DstOwnIdentity]: ['dst/own-identity', 'destination is the sender itself'],
+  [Drop.UpcallQueueFull]: ['upcall/queue-full', 'too many packets already wait for this or all pending lookups'],
+  [Drop.UpcallRateLimited]: ['upcall/rate-limited', 'too many misses to resolve right now'],
+  [Drop.ResolveNotFound]: ['resolve/not-found', 'the mapping store has no binding for the identity'],
+  [Drop.ResolveStoreError]: ['resolve/store-error', 'the mapping store did not answer'],
+  [Drop.VerifyUnknownCa]: ['verify/unknown-ca', 'certificate does not chain to the trust anchor'],
+  [Drop.VerifyExpired]: ['verify/expired', 'certificate or binding has expired'],
+  [Drop.VerifyNotYetValid]: ['verify/not-yet-valid', 'certificate or binding is not valid yet'],
+  [Drop.VerifySanMismatch]: ['verify/san-mismatch', 'certificate subjectAltName is not the identity'],
+  [Drop.VerifyIdentityNotDerived]: ['verify/identity-not-derived', 'identity is not derived from the certified key'],
+  [Drop.VerifyBadSignature]: ['verify/bad-signature', 'binding signature does not verify with the certified key'],
+  [Drop.VerifyWrongHostAddress]: ['verify/wrong-host-address', 'binding is for another host address than the packet came from'],
+  [Drop.VerifyOldEpoch]: ['verify/old-epoch', 'binding epoch is older than one already seen (replayed after a migration)'],
+  [Drop.VerifyHostCertMismatch]: ['verify/host-cert-mismatch', 'host certificate does not match the binding host'],
+  [Drop.VerifyMalformed]: ['verify/malformed', 'binding record or certificate cannot be parsed'],
+  [Drop.PolicyDefaultDeny]: ['policy/default-deny', 'no rule plugs this pair'],
+  [Drop.PolicyUnplugRule]: ['policy/unplug-rule', 'an unplug rule matches this pair'],
+  [Drop.PolicyCrossTenant]: ['policy/cross-tenant', 'the identities belong to different tenants and no rule names both'],
+  [Drop.PolicyLevel]: ['policy/level', 'data may not flow from a higher to a lower security level'],
+  [Drop.PolicyDiode]: ['policy/diode', 'reverse direction of a data-diode flow'],
+  [Drop.PolicyTimeWindow]: ['policy/time-window', 'outside the time window of the rule'],
+  [Drop.PolicyProtoPort]: ['policy/proto-port', 'protocol or port not allowed on this cable'],
+  [Drop.PolicyInitiateOnly]: ['policy/initiate-only', 'not a reply to a flow the allowed side opened'],
+  [Drop.PolicyFragment]: ['policy/fragment', 'fragment on a cable whose policy needs the ports'],
+  [Drop.PolicyFlowTableFull]: ['policy/flow-table-full', 'too many open initiate-only flows on this pair'],
+  [Drop.SaNegotiationFailed]: ['sa/negotiation-failed', 'the peer host refused or did not answer the key exchange'],
+  [Drop.SaExhausted]: ['sa/exhausted', 'sequence-number space of the SA used up; waiting for a new SA'],
+  [Drop.MtuTooBig]: ['mtu/too-big', 'packet does not fit the underlay after encapsulation (Packet Too Big sent)'],
+  [Drop.Ipv4Truncated]: ['ipv4/truncated', 'shorter than an IPv4 header'],
+  [Drop.Ipv4BadVersion]: ['ipv4/bad-version', 'IP version field is not 4'],
+  [Drop.Ipv4BadHeader]: ['ipv4/bad-header', 'header length field out of range'],
+  [Drop.Ipv4BadChecksum]: ['ipv4/bad-checksum', 'header checksum does not verify'],
+  [Drop.Ipv4BadLength]: ['ipv4/bad-length', 'total length larger than the packet or smaller than the header'],
+  [Drop.Ipv4Fragment]: ['ipv4/fragment', 'outer fragments are not reassembled by the switch'],
+  [Drop.Ipv4NotForUs]: ['ipv4/not-for-us', 'outer destination is not this host'],
+  [Drop.Ipv4UnknownProtocol]: ['ipv4/unknown-protocol', 'outer protocol is neither ESP (50) nor IPv6 (41)'],
+  [Drop.EspTruncated]: ['esp/truncated', 'shorter than ESP header, IV and ICV'],
+  [Drop.EspUnknownSpi]: ['esp/unknown-spi', 'no inbound SA has this SPI'],
+  [Drop.EspWrongPeer]: ['esp/wrong-peer', 'outer source is not the peer host of the SA'],
+  [Drop.EspReplay]: ['esp/replay', 'sequence number already received (RFC 4303 3.4.3)'],
+  [Drop.EspLeftOfWindow]: ['esp/left-of-window', 'sequence number left of the anti-replay window'],
+  [Drop.EspAuthFailed]: ['esp/auth-failed', 'integrity check value does not verify'],
+  [Drop.EspBadTrailer]: ['esp/bad-trailer', 'padding or pad length invalid after decryption'],
+  [Drop.EspBadNextHeader]: ['esp/bad-next-header', 'ESP next header is not IPv6 (41)'],
+  [Drop.Ip6in4WrongPeer]: ['ip6in4/wrong-peer', 'outer source is not the host the inner source is bound to'],
+  [Drop.Ip6in4EncryptionRequired]: ['ip6in4/encryption-required', 'plain packet on a cable whose policy wants ESP'],
+  [Drop.InnerPairMismatch]: ['inner/pair-mismatch', 'inner source or destination is not the pair of the cable (peer speaks for IDs it does not host)'],
+  [Drop.InnerUnknownDestination]: ['inner/unknown-destination', 'inner destination is not a VM of this host'],
+  [Drop.TxUnderlayError]: ['tx/underlay-error', 'the underlay port refused the packet'],
+  [Drop.TxPortError]: ['tx/port-error', 'the VM port refused the frame'],
+};
+
+export const DROP_COUNT = Object.keys(DROP_INFO).length;
+
+export function dropName(d: Drop): string {
+  return DROP_INFO[d][0];
+}
