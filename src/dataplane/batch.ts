@@ -37,8 +37,14 @@ export const enum Next {
   VmPort = 3,
   /** Taken out of the batch (copied into an upcall queue); the stage that took it counts it. */
   Held = 4,
-  /** Consumed by the switch itself (a neighbour-discovery message answered or ignored). */
+  /** Consumed by the switch itself (a neighbour-discovery message absorbed). */
   Consumed = 5,
+  /**
+   * Answered in place: the slot now holds the switch's reply (NA, RA, Packet Too Big) for
+   * the VM port in `outPort`. With reason None the request was consumed; with a reason the
+   * original packet counts as dropped for it (Packet Too Big).
+   */
+  Reply = 6,
 }
 
 export class Batch {
@@ -65,6 +71,8 @@ export class Batch {
   readonly reason = new Uint16Array(BATCH_MAX);
   /** Capture timestamp in microseconds (kept from pcap input, else the batch clock). */
   readonly time = new Float64Array(BATCH_MAX);
+  /** Opaque to the pipeline: a tool's own number for the packet (replay follows verdicts by it). */
+  readonly tag = new Int32Array(BATCH_MAX);
   /** The cable (or SA) a stage resolved for the packet; opaque to the batch. */
   readonly ref: unknown[] = new Array<unknown>(BATCH_MAX).fill(null);
 
@@ -86,12 +94,13 @@ export class Batch {
    * Append one packet copied from `src` at `offset` inside its slot; returns its index or -1
    * when the batch is full or the packet does not fit a slot.
    */
-  push(src: Uint8Array, offset: number, port: number, timeUs: number): number {
+  push(src: Uint8Array, offset: number, port: number, timeUs: number, tag = -1): number {
     const i = this.count;
     if (i >= BATCH_MAX || src.length > SLOT_BYTES - offset - 64) return -1;
     const at = i * SLOT_BYTES + offset;
     this.data.set(src, at);
     this.init(i, at, src.length, port, timeUs);
+    this.tag[i] = tag;
     this.count = i + 1;
     return i;
   }
@@ -110,6 +119,7 @@ export class Batch {
     this.next[i] = Next.Active;
     this.reason[i] = 0;
     this.time[i] = timeUs;
+    this.tag[i] = -1;
     this.ref[i] = null;
   }
 
@@ -125,4 +135,8 @@ export const enum PacketFlag {
   Fragment = 1,
   /** Not the first fragment: no upper-layer header is present. */
   LaterFragment = 2,
+  /** Underlay packet carried ESP (else plain IPv6-in-IPv4). */
+  Esp = 4,
+  /** Re-injected after an upcall: already counted as input once. */
+  Reinjected = 8,
 }

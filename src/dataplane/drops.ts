@@ -20,6 +20,7 @@ export const enum Drop {
   // Neighbour discovery and multicast: the switch answers, nothing is flooded.
   NdMalformed,
   NdMulticastNotForwarded,
+  NdRouterOnly,
   // Anti-spoofing and destination checks.
   SpoofSource,
   DstNotUnicast,
@@ -98,6 +99,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.Ipv6ExtTruncated]: ['ipv6/ext-truncated', 'an extension header runs past the end of the packet'],
   [Drop.Ipv6ExtTooLong]: ['ipv6/ext-too-long', 'extension-header chain longer than the switch walks'],
   [Drop.NdMalformed]: ['nd/malformed', 'neighbour-discovery message that fails RFC 4861 validation'],
+  [Drop.NdRouterOnly]: ['nd/router-only', 'router advertisements and redirects come only from the switch'],
   [Drop.NdMulticastNotForwarded]: ['nd/multicast-not-forwarded', 'multicast from a VM: nothing is flooded beyond the host'],
   [Drop.SpoofSource]: ['spoof/source', 'IPv6 source is not the identity of the VM port'],
   [Drop.DstNotUnicast]: ['dst/not-unicast', 'destination is unspecified, loopback, link-local or otherwise not an identity'],

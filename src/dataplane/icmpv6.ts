@@ -29,12 +29,15 @@ export const ND_HOP_LIMIT = 255;
 /** IPv6 minimum MTU: an ICMPv6 error never exceeds it (RFC 4443 2.4 c). */
 export const IPV6_MIN_MTU = 1280;
 
-/** ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) and the message at ip+40. */
-export function icmp6Checksum(buf: Uint8Array, ip: number, icmpLen: number): number {
+/**
+ * ICMPv6 checksum over the pseudo-header (RFC 8200 8.1) of the IPv6 header at `ip` and
+ * the message at `icmp`. A message with a valid checksum gives 0.
+ */
+export function icmp6Checksum(buf: Uint8Array, ip: number, icmp: number, icmpLen: number): number {
   let sum = onesSum(buf, ip + IPV6_OFF_SRC, 32, 0);
   sum += icmpLen;
   sum += PROTO_ICMPV6;
-  sum = onesSum(buf, ip + IPV6_HLEN, icmpLen, sum);
+  sum = onesSum(buf, icmp, icmpLen, sum);
   return finishChecksum(sum);
 }
 
@@ -59,7 +62,7 @@ export function sealIcmp6(buf: Uint8Array, ip: number, icmpLen: number): void {
   const m = ip + IPV6_HLEN;
   buf[m + ICMP6_OFF_CSUM] = 0;
   buf[m + ICMP6_OFF_CSUM + 1] = 0;
-  const c = icmp6Checksum(buf, ip, icmpLen);
+  const c = icmp6Checksum(buf, ip, m, icmpLen);
   buf[m + ICMP6_OFF_CSUM] = c >> 8;
   buf[m + ICMP6_OFF_CSUM + 1] = c & 0xff;
 }
@@ -139,3 +142,42 @@ export function linkLocalFromMac(mac: Uint8Array): Buffer {
 
 /** ff02::1, all nodes. */
 export const ALL_NODES = Buffer.from('ff020000000000000000000000000001', 'hex');
+
+/** Largest part of an offending packet quoted in an ICMPv6 error: 1280 - 40 - 8 (RFC 4443 2.4 c). */
+export const ICMP6_ERROR_QUOTE = IPV6_MIN_MTU - IPV6_HLEN - 8;
+
+/**
+ * Turn the IPv6 packet at `ip` (length `ipLen`) into an ICMPv6 Packet Too Big (RFC 4443 3.2)
+ * addressed back to its source, in place: the quoted packet moves 48 bytes up; the caller
+ * guarantees the room. `from` is the switch's address. Returns the new IPv6 length.
+ */
+export function writePacketTooBig(buf: Uint8Array, ip: number, ipLen: number, mtu: number, from: Uint8Array): number {
+  const quote = Math.min(ipLen, ICMP6_ERROR_QUOTE);
+  buf.copyWithin(ip + IPV6_HLEN + 8, ip, ip + quote);
+  const icmpLen = 8 + quote;
+  const dst = ip + IPV6_HLEN + 8 + IPV6_OFF_SRC; // the quoted packet's source
+  buf.copyWithin(ip + IPV6_OFF_DST, dst, dst + 16);
+  writeIcmp6HeaderFields(buf, ip, from, icmpLen);
+  const m = ip + IPV6_HLEN;
+  buf[m + ICMP6_OFF_TYPE] = ICMP6_PACKET_TOO_BIG;
+  buf[m + ICMP6_OFF_CODE] = 0;
+  buf[m + 4] = (mtu >>> 24) & 0xff;
+  buf[m + 5] = (mtu >>> 16) & 0xff;
+  buf[m + 6] = (mtu >>> 8) & 0xff;
+  buf[m + 7] = mtu & 0xff;
+  sealIcmp6(buf, ip, icmpLen);
+  return IPV6_HLEN + icmpLen;
+}
+
+/** Like writeIcmp6Header, keeping the destination already in place. */
+function writeIcmp6HeaderFields(buf: Uint8Array, ip: number, src: Uint8Array, icmpLen: number): void {
+  buf[ip] = 0x60;
+  buf[ip + 1] = 0;
+  buf[ip + 2] = 0;
+  buf[ip + 3] = 0;
+  buf[ip + IPV6_OFF_PLEN] = icmpLen >> 8;
+  buf[ip + IPV6_OFF_PLEN + 1] = icmpLen & 0xff;
+  buf[ip + IPV6_OFF_NEXT] = PROTO_ICMPV6;
+  buf[ip + IPV6_OFF_HOPS] = 64;
+  buf.set(src, ip + IPV6_OFF_SRC);
+}

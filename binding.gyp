@@ -1,0 +1,22 @@
+{
+  "targets": [
+    {
+      "target_name": "nvi_native",
+      "sources": [
+        "src/native/addon.c",
+        "src/native/napi_util.c",
+        "src/native/poll.c",
+        "src/native/fd_io.c",
+        "src/native/tap.c",
+        "src/native/raw_socket.c",
+        "src/native/netns.c",
+        "src/native/esp_gcm.c"
+      ],
+      "defines": ["NAPI_VERSION=8"],
+      "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+      "conditions": [
+        ["OS!='linux'", { "type": "none", "sources": [] }]
+      ]
+    }
+  ]
+}

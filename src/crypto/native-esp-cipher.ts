@@ -1,0 +1,43 @@
+// AES-GCM for ESP in the native addon (src/native/esp_gcm.c): the same interface and
+// semantics as NodeEspCipher, one call into C per batch, in place, the key schedule kept
+// per installed key. NodeEspCipher stays the tested reference and fallback (STYLE 13);
+// test/esp-cipher.test.ts checks both against each other and bench/esp-cipher.ts shows the gain.
+
+import { ESP_SALT_LEN } from './esp.js';
+import { NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher, type EspJobs } from './esp-cipher.js';
+import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } from '../io/native.js';
+
+export class NativeEspCipher implements EspCipher {
+  readonly name = 'native';
+  private readonly table: NativeGcmTable;
+
+  constructor(private readonly native: NativeAddon = loadNative()) {
+    this.table = native.gcmCreate();
+  }
+
+  addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number {
+    if (key.length !== keyLength(alg)) throw new Error(`${alg} needs a ${keyLength(alg)}-byte key, got ${key.length}`);
+    if (salt.length !== ESP_SALT_LEN) throw new Error(`ESP salt must be ${ESP_SALT_LEN} bytes, got ${salt.length}`);
+    return this.native.gcmAddKey(this.table, key, salt);
+  }
+
+  /** The key schedule is cleansed in C; the caller still owns (and should zero) its own copy of the key. */
+  removeKey(handle: number): void {
+    this.native.gcmRemoveKey(this.table, handle);
+  }
+
+  seal(buf: Buffer, jobs: EspJobs): void {
+    if (jobs.count === 0) return;
+    this.native.gcmSeal(this.table, buf, jobs.key, jobs.espOff, jobs.ptLen, jobs.seqHi, jobs.ok, jobs.count);
+  }
+
+  open(buf: Buffer, jobs: EspJobs): void {
+    if (jobs.count === 0) return;
+    this.native.gcmOpen(this.table, buf, jobs.key, jobs.espOff, jobs.ptLen, jobs.seqHi, jobs.ok, jobs.count);
+  }
+}
+
+/** The native cipher when the addon is built, else node:crypto. */
+export function createEspCipher(): EspCipher {
+  return nativeAvailable() ? new NativeEspCipher() : new NodeEspCipher();
+}

@@ -1,0 +1,76 @@
+// ESP security associations (RFC 4303), one per direction of a cable.
+//
+// Outbound: the 64-bit sequence number is two uint32 halves; it never repeats under a key
+// (the IV is derived from it, RFC 4106 3.1): at the hard limit the SA refuses to send
+// until a new SA replaces it. The soft limits (packets, bytes, age) ask for a rekey well
+// before that.
+// Inbound: the anti-replay window, the peer host it must come from, and the cable it
+// belongs to (whose pair the inner packet must match).
+
+import type { Cable } from '../dataplane/cable.js';
+import { ReplayWindow } from './replay-window.js';
+
+/** Limits of an outbound SA. Packet and byte limits are below 2^53, so numbers count them exactly. */
+export interface SaLimits {
+  /** Ask for a rekey after this many packets, bytes or milliseconds. */
+  readonly softPackets: number;
+  readonly softBytes: number;
+  readonly softAgeMs: number;
+  /** Never send beyond this sequence number, given as [hi, lo] (default 2^64 - 1). */
+  readonly hardSeq: readonly [number, number];
+}
+
+export const DEFAULT_HARD_SEQ: readonly [number, number] = [0xffffffff, 0xffffffff];
+
+export class OutboundSa {
+  /** Sequence number of the last packet sent; the first sent is 1. */
+  seqHi = 0;
+  seqLo = 0;
+  packets = 0;
+  bytes = 0;
+  /** Set once a soft limit is crossed, so the rekey is asked for once. */
+  rekeyRequested = false;
+
+  constructor(
+    readonly spi: number,
+    /** Handle of the key in the EspCipher. */
+    readonly key: number,
+    /** Underlay IPv4 address (uint32) of the peer host that chose the SPI. */
+    readonly peer: number,
+    readonly createdAt: number,
+    readonly limits: SaLimits,
+  ) {}
+
+  /** Take the next sequence number; false when the hard limit is reached (nothing is sent). */
+  advance(): boolean {
+    const [hardHi, hardLo] = this.limits.hardSeq;
+    if (this.seqHi > hardHi || (this.seqHi === hardHi && this.seqLo >= hardLo)) return false;
+    this.seqLo = (this.seqLo + 1) >>> 0;
+    if (this.seqLo === 0) this.seqHi = (this.seqHi + 1) >>> 0;
+    return true;
+  }
+
+  /** True when a soft limit is crossed at `now` (ms). */
+  wantsRekey(now: number): boolean {
+    const l = this.limits;
+    return this.packets >= l.softPackets || this.bytes >= l.softBytes || now - this.createdAt >= l.softAgeMs;
+  }
+}
+
+export class InboundSa {
+  readonly window = new ReplayWindow();
+  packets = 0;
+  bytes = 0;
+  /** After a rekey the old SA stays until this time (ms) for packets in flight; Infinity while current. */
+  retireAt = Infinity;
+
+  constructor(
+    readonly spi: number,
+    readonly key: number,
+    /** Underlay IPv4 address (uint32) the packets must come from. */
+    readonly peer: number,
+    /** The ingress cable (remote source -> local destination) this SA carries. */
+    public cable: Cable,
+    readonly createdAt: number,
+  ) {}
+}

@@ -1,0 +1,88 @@
+// The cable cache: cables by (src, dst) identity pair, bounded, least recently used out.
+// Keyed by pairHash (a 30-bit integer, no string per lookup); pairs with the same hash are
+// chained and told apart by their bytes. Lifetimes (TTL, time-window edges) live in each
+// cable and are checked against the batch clock by the lookup stage.
+
+import { LRUCache } from 'lru-cache';
+import type { Cable } from './cable.js';
+
+export class CableCache {
+  private readonly lru: LRUCache<number, Cable>;
+  /** Cables removed because the cache was full. */
+  evictions = 0;
+
+  constructor(readonly max: number, private readonly onEvict: (c: Cable) => void = () => {}) {
+    this.lru = new LRUCache<number, Cable>({
+      max,
+      dispose: (head, _key, reason) => {
+        if (reason !== 'evict') return;
+        for (let c: Cable | null = head; c; c = c.chain) {
+          this.evictions++;
+          this.onEvict(c);
+        }
+      },
+    });
+  }
+
+  /** The cable for the pair at buf[s..s+16), buf[d..d+16) with hash `hash`, if any. */
+  find(hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
+    for (let c = this.lru.get(hash) ?? null; c; c = c.chain) if (c.matches(buf, s, d)) return c;
+    return undefined;
+  }
+
+  /** The cached cable for the same pair as `c` (c itself, or the one that replaced it). */
+  findCable(c: Cable): Cable | undefined {
+    for (let x = this.lru.peek(c.hash) ?? null; x; x = x.chain) if (x.src.equals(c.src) && x.dst.equals(c.dst)) return x;
+    return undefined;
+  }
+
+  /** Insert `cable`, replacing the cable of the same pair if there is one. Returns the replaced cable. */
+  insert(cable: Cable): Cable | undefined {
+    let replaced: Cable | undefined;
+    const others = this.unlink(this.lru.peek(cable.hash) ?? null, (c) => {
+      const same = c !== cable && c.src.equals(cable.src) && c.dst.equals(cable.dst);
+      if (same) replaced = c;
+      return same || c === cable;
+    });
+    cable.chain = others;
+    this.lru.set(cable.hash, cable, { noDisposeOnSet: true });
+    return replaced;
+  }
+
+  /** Remove exactly this cable object (if it is still cached). */
+  remove(cable: Cable): boolean {
+    let found = false;
+    const others = this.unlink(this.lru.peek(cable.hash) ?? null, (c) => {
+      if (c === cable) found = true;
+      return c === cable;
+    });
+    if (!found) return false;
+    cable.chain = null;
+    if (others) this.lru.set(cable.hash, others, { noDisposeOnSet: true });
+    else this.lru.delete(cable.hash);
+    return true;
+  }
+
+  /** The chain from `head` without the cables `out` selects (slow path: inserts and removals). */
+  private unlink(head: Cable | null, out: (c: Cable) => boolean): Cable | null {
+    const keep: Cable[] = [];
+    for (let c = head; c; c = c.chain) if (!out(c)) keep.push(c);
+    for (let k = 0; k < keep.length; k++) keep[k].chain = keep[k + 1] ?? null;
+    return keep[0] ?? null;
+  }
+
+  /** Every cable, most recently used first. */
+  *all(): Generator<Cable> {
+    for (const head of this.lru.values()) for (let c: Cable | null = head; c; c = c.chain) yield c;
+  }
+
+  get size(): number {
+    let n = 0;
+    for (const head of this.lru.values()) for (let c: Cable | null = head; c; c = c.chain) n++;
+    return n;
+  }
+
+  clear(): void {
+    this.lru.clear();
+  }
+}

@@ -1,0 +1,86 @@
+// The per-packet part of policy, for both directions: what a plug-time decision could not
+// settle alone. The protocol/port filter, fragments on port-dependent cables, and the flow
+// state of initiate-only pairs (the opener's packets open flows, the other side may only
+// answer them). Cables whose decision passes every packet skip it at once.
+
+import { Next, PacketFlag, type Batch } from './batch.js';
+import type { Cable } from './cable.js';
+import { Drop } from './drops.js';
+import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from './ipv6.js';
+import { drop, type Stage } from './stage.js';
+import { FlowMode } from '../policy/decision.js';
+
+const ICMP6_ECHO_REQUEST = 128;
+const ICMP6_ECHO_REPLY = 129;
+const TCP_OFF_FLAGS = 13;
+
+export class CableFilter implements Stage {
+  readonly drops = [Drop.PolicyProtoPort, Drop.PolicyUnplugRule, Drop.PolicyFragment, Drop.PolicyInitiateOnly, Drop.PolicyFlowTableFull];
+
+  constructor(readonly name: string) {}
+
+  process(b: Batch, now: number): void {
+    const buf = b.data;
+    const nowSec = Math.floor(now / 1000);
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active) continue;
+      const c = b.ref[i] as Cable;
+      const d = c.decision;
+      if (d === null || (d.filter === null && d.flow === FlowMode.None)) continue;
+      const proto = b.proto[i];
+      const l4 = b.l4[i];
+      let sport = -1;
+      let dport = -1;
+      if ((b.flags[i] & PacketFlag.LaterFragment) === 0 && l4 >= 0) {
+        if (proto === PROTO_TCP || proto === PROTO_UDP) {
+          sport = (buf[l4] << 8) | buf[l4 + 1];
+          dport = (buf[l4 + 2] << 8) | buf[l4 + 3];
+        } else if (proto === PROTO_ICMPV6) {
+          dport = buf[l4];
+        }
+      }
+      if (d.filter !== null) {
+        const r = d.filter.check(proto, sport, dport);
+        if (r !== Drop.None) {
+          c.drops++;
+          drop(b, i, r);
+          continue;
+        }
+      }
+      if (d.flow === FlowMode.None || c.flows === null) continue;
+      const r = d.flow === FlowMode.Opens
+        ? this.open(c, buf, proto, l4, sport, dport, nowSec)
+        : this.answer(c, buf, proto, l4, sport, dport, nowSec);
+      if (r !== Drop.None) {
+        c.drops++;
+        drop(b, i, r);
+      }
+    }
+  }
+
+  /** A packet from the side that may open flows: record the flow. */
+  private open(c: Cable, buf: Uint8Array, proto: number, l4: number, sport: number, dport: number, nowSec: number): Drop {
+    const flows = c.flows!;
+    if (proto === PROTO_TCP || proto === PROTO_UDP) {
+      return sport < 0 ? Drop.None : flows.opened(proto, sport, dport, nowSec);
+    }
+    if (proto === PROTO_ICMPV6 && l4 >= 0 && buf[l4] === ICMP6_ECHO_REQUEST) {
+      return flows.opened(proto, (buf[l4 + 4] << 8) | buf[l4 + 5], 0, nowSec);
+    }
+    return Drop.None;
+  }
+
+  /** A packet from the side that may only answer: it must belong to a flow the other side opened. */
+  private answer(c: Cable, buf: Uint8Array, proto: number, l4: number, sport: number, dport: number, nowSec: number): Drop {
+    const flows = c.flows!;
+    if (proto === PROTO_TCP || proto === PROTO_UDP) {
+      if (sport < 0) return Drop.PolicyInitiateOnly; // a later fragment cannot be matched to a flow
+      const tcpFlags = proto === PROTO_TCP ? buf[l4 + TCP_OFF_FLAGS] : 0;
+      return flows.isReply(proto, sport, dport, tcpFlags, nowSec) ? Drop.None : Drop.PolicyInitiateOnly;
+    }
+    if (proto === PROTO_ICMPV6 && l4 >= 0 && buf[l4] === ICMP6_ECHO_REPLY) {
+      return flows.isReply(proto, 0, (buf[l4 + 4] << 8) | buf[l4 + 5], 0, nowSec) ? Drop.None : Drop.PolicyInitiateOnly;
+    }
+    return Drop.PolicyInitiateOnly;
+  }
+}

@@ -1,0 +1,77 @@
+// A cable: the plugged (or unplugged) decision for one direction src -> dst of an identity
+// pair, and everything the fast path needs to carry a packet along it, so that a cache
+// hit touches nothing else. Cables are made by the upcall (src/switch/resolver.ts) and
+// replaced, never edited, when a decision changes; only counters and the SA pointer
+// (rekey) change in place.
+
+import type { OutboundSa } from '../crypto/sa.js';
+import type { DirectionDecision } from '../policy/decision.js';
+import type { FlowTable } from '../policy/flow-table.js';
+import { Drop } from './drops.js';
+
+export const enum CableDirection {
+  /** src is a VM on this host; packets leave through encap or go to a local VM. */
+  Egress = 0,
+  /** dst is a VM on this host; packets arrive from the underlay. */
+  Ingress = 1,
+}
+
+export class Cable {
+  /** Next cable whose pair has the same hash (cable-cache.ts). */
+  chain: Cable | null = null;
+
+  // Where the packet goes (set at plug time).
+  /** Egress: the port of the source VM. */
+  srcPort = -1;
+  /** Egress to a VM of this host, or ingress: the destination VM's port index; else -1. */
+  localPort = -1;
+  /** Egress to another host: its underlay address (uint32) and name. */
+  peerAddr = 0;
+  peerHost = '';
+  /** Egress to another host: outer IPv4 header template (protocol 50 or 41). */
+  outer: Buffer | null = null;
+  /** Egress with ESP: the outbound SA (replaced in place by a rekey). */
+  sa: OutboundSa | null = null;
+  /** Initiate-only flow state, shared with the cable of the reverse direction. */
+  flows: FlowTable | null = null;
+
+  // Lifetime (ms since the epoch).
+  plugTime = 0;
+  /** After this, the cable keeps forwarding while the upcall verifies it again. */
+  refreshAt = Infinity;
+  /** After this, the cable is a miss (negative entries, time-window edges). */
+  expiresAt = Infinity;
+  refreshing = false;
+
+  // Counters.
+  packets = 0;
+  bytes = 0;
+  drops = 0;
+
+  constructor(
+    readonly hash: number,
+    readonly direction: CableDirection,
+    /** Source and destination identities, 16 bytes each, and their text. */
+    readonly src: Buffer,
+    readonly dst: Buffer,
+    readonly srcText: string,
+    readonly dstText: string,
+    /** Drop.None when plugged; else why every packet on it is dropped. */
+    readonly drop: Drop,
+    /** What decided: a policy rule, a verification step, a store lookup. */
+    readonly rule: string,
+    readonly decision: DirectionDecision | null,
+  ) {}
+
+  get plugged(): boolean {
+    return this.drop === Drop.None;
+  }
+
+  /** True when 16 bytes at s and 16 bytes at d are this cable's pair. */
+  matches(buf: Uint8Array, s: number, d: number): boolean {
+    const a = this.src;
+    const b = this.dst;
+    for (let k = 0; k < 16; k++) if (buf[s + k] !== a[k] || buf[d + k] !== b[k]) return false;
+    return true;
+  }
+}

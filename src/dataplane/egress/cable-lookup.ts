@@ -1,0 +1,46 @@
+// Egress stage 5: the cable cache, keyed by (source identity, destination identity). A hit
+// on a plugged cable touches nothing else; a hit on an unplugged one drops the packet for
+// the reason stored at plug time; a miss or an expired cable goes to the upcall.
+
+import { Next, type Batch } from '../batch.js';
+import type { Cable } from '../cable.js';
+import type { CableCache } from '../cable-cache.js';
+import { Drop } from '../drops.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../ipv6.js';
+import { pairHash } from '../pair-hash.js';
+import { drop, type Stage } from '../stage.js';
+import type { Upcall } from '../upcall.js';
+
+export class CableLookup implements Stage {
+  readonly name = 'cable-lookup';
+  /** Its own reasons; an unplugged cable drops for the Verify/Policy/Resolve/Sa reason it stores. */
+  readonly drops = [Drop.UpcallQueueFull, Drop.UpcallRateLimited];
+  hits = 0;
+  misses = 0;
+
+  constructor(private readonly cache: CableCache, private readonly upcall: Upcall) {}
+
+  process(b: Batch, now: number): void {
+    const buf = b.data;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active) continue;
+      const ip = b.l3[i];
+      const hash = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
+      const c: Cable | undefined = this.cache.find(hash, buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
+      if (c === undefined || now >= c.expiresAt) {
+        this.misses++;
+        const r = this.upcall.holdEgress(b, i, hash);
+        if (r !== Drop.None) drop(b, i, r);
+        continue;
+      }
+      this.hits++;
+      if (c.drop !== Drop.None) {
+        c.drops++;
+        drop(b, i, c.drop);
+        continue;
+      }
+      if (now >= c.refreshAt) this.upcall.refresh(c);
+      b.ref[i] = c;
+    }
+  }
+}

@@ -1,0 +1,126 @@
+// Egress stage 7: the packet leaves the VM's cable. To a VM of this host it becomes a frame
+// for that VM's port; to another host it is wrapped in ESP (RFC 4303/4106, tunnel mode)
+// and an outer IPv4 header, or in IPv4 alone (RFC 4213) when the policy turns encryption
+// off. The IPv6 packet never moves: headers go into the headroom, the trailer after it,
+// and one cipher call encrypts the whole batch in place.
+// A packet larger than the guest MTU is answered with ICMPv6 Packet Too Big (RFC 4443 3.2).
+
+import { Next, type Batch } from '../batch.js';
+import type { Cable } from '../cable.js';
+import { Drop } from '../drops.js';
+import { ETH_HLEN, writeEthIpv6 } from '../ethernet.js';
+import { writePacketTooBig } from '../icmpv6.js';
+import { IPV4_HLEN, writeOuter } from '../ipv4.js';
+import { drop, type Stage } from '../stage.js';
+import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, writeEspTrailer } from '../../crypto/esp.js';
+import { EspJobs, type EspCipher } from '../../crypto/esp-cipher.js';
+
+/** ICMPv6 errors the switch sends per second at most (RFC 4443 2.4 f). */
+const ERRORS_PER_SECOND = 100;
+
+function writeU32(buf: Uint8Array, off: number, v: number): void {
+  buf[off] = v >>> 24;
+  buf[off + 1] = (v >>> 16) & 0xff;
+  buf[off + 2] = (v >>> 8) & 0xff;
+  buf[off + 3] = v & 0xff;
+}
+
+export class Encap implements Stage {
+  readonly name = 'encap';
+  readonly drops = [Drop.MtuTooBig, Drop.SaExhausted];
+  private readonly jobs = new EspJobs();
+  private errorSecond = -1;
+  private errorsThisSecond = 0;
+
+  constructor(
+    private readonly ports: readonly VmPort[],
+    private readonly cipher: EspCipher,
+    /** Called once when an SA crosses a soft limit, or when it is used up. */
+    private readonly wantRekey: (cable: Cable) => void,
+  ) {}
+
+  process(b: Batch, now: number): void {
+    const buf = b.data;
+    const jobs = this.jobs;
+    jobs.count = 0;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active) continue;
+      const c = b.ref[i] as Cable;
+      const port = this.ports[b.port[i]];
+      const ip = b.l3[i];
+      const ipLen = b.len[i] - ETH_HLEN;
+      if (ipLen > port.mtu) {
+        this.tooBig(b, i, port, now);
+        continue;
+      }
+      c.packets++;
+      c.bytes += ipLen;
+      if (c.localPort >= 0) {
+        writeEthIpv6(buf, b.start[i], this.ports[c.localPort].mac, ROUTER_MAC);
+        b.outPort[i] = c.localPort;
+        b.next[i] = Next.VmPort;
+        continue;
+      }
+      const tos = (((buf[ip] & 0x0f) << 4) | (buf[ip + 1] >> 4)) & 0xfc; // inner DSCP, ECN not copied
+      const sa = c.sa;
+      if (sa === null) {
+        const outer = ip - IPV4_HLEN;
+        writeOuter(buf, outer, c.outer!, IPV4_HLEN + ipLen, tos);
+        b.start[i] = outer;
+        b.len[i] = IPV4_HLEN + ipLen;
+      } else {
+        if (!sa.advance()) {
+          c.packets--;
+          c.bytes -= ipLen;
+          drop(b, i, Drop.SaExhausted);
+          this.wantRekey(c);
+          continue;
+        }
+        const esp = ip - ESP_HLEN;
+        const outer = esp - IPV4_HLEN;
+        writeU32(buf, esp + ESP_OFF_SPI, sa.spi);
+        writeU32(buf, esp + ESP_OFF_SEQ, sa.seqLo);
+        writeU32(buf, esp + ESP_OFF_IV, sa.seqHi);
+        writeU32(buf, esp + ESP_OFF_IV + 4, sa.seqLo);
+        const ptLen = writeEspTrailer(buf, ip + ipLen, ipLen) - ip;
+        const total = IPV4_HLEN + ESP_HLEN + ptLen + ESP_ICV_LEN;
+        writeOuter(buf, outer, c.outer!, total, tos);
+        jobs.add(sa.key, esp, ptLen, sa.seqHi, i);
+        sa.packets++;
+        sa.bytes += ipLen;
+        if (!sa.rekeyRequested && sa.wantsRekey(now)) {
+          sa.rekeyRequested = true;
+          this.wantRekey(c);
+        }
+        b.start[i] = outer;
+        b.len[i] = total;
+      }
+      b.peer[i] = c.peerAddr;
+      b.next[i] = Next.Underlay;
+    }
+    if (jobs.count > 0) this.cipher.seal(buf, jobs);
+  }
+
+  /** Answer with Packet Too Big (rate-limited), the packet itself counted as dropped. */
+  private tooBig(b: Batch, i: number, port: VmPort, now: number): void {
+    const second = Math.floor(now / 1000);
+    if (second !== this.errorSecond) {
+      this.errorSecond = second;
+      this.errorsThisSecond = 0;
+    }
+    if (this.errorsThisSecond >= ERRORS_PER_SECOND) {
+      drop(b, i, Drop.MtuTooBig);
+      return;
+    }
+    this.errorsThisSecond++;
+    const buf = b.data;
+    const ip = b.l3[i];
+    const ipLen = writePacketTooBig(buf, ip, b.len[i] - ETH_HLEN, port.mtu, ROUTER_LINK_LOCAL);
+    writeEthIpv6(buf, b.start[i], port.mac, ROUTER_MAC);
+    b.len[i] = ETH_HLEN + ipLen;
+    b.outPort[i] = b.port[i];
+    b.next[i] = Next.Reply;
+    b.reason[i] = Drop.MtuTooBig;
+  }
+}

@@ -1,0 +1,92 @@
+// Ingress stage 2 (ESP packets): SPI -> inbound SA; the SA's peer must have sent it; the
+// sequence number is checked against the anti-replay window BEFORE decryption; one cipher
+// call verifies and decrypts the batch in place; only then is the window moved (in packet
+// order, so a duplicate inside one batch is still caught); the trailer is checked and the
+// inner IPv6 packet located. The packet's cable is the SA's cable.
+
+import { Next, PacketFlag, type Batch } from '../batch.js';
+import { Drop } from '../drops.js';
+import { readU32 } from '../ipv4.js';
+import { drop, type Stage } from '../stage.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../crypto/esp.js';
+import { EspJobs, type EspCipher } from '../../crypto/esp-cipher.js';
+import { ReplayCheck } from '../../crypto/replay-window.js';
+import type { InboundSa } from '../../crypto/sa.js';
+
+/** Smallest ESP packet: header, IV, a minimal trailer (pad length, next header) rounded to 4, ICV. */
+const ESP_MIN = ESP_HLEN + 4 + ESP_ICV_LEN;
+
+export class EspDecap implements Stage {
+  readonly name = 'esp-decap';
+  readonly drops = [
+    Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
+    Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader,
+  ];
+  private readonly jobs = new EspJobs();
+  private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
+
+  constructor(private readonly spis: ReadonlyMap<number, InboundSa>, private readonly cipher: EspCipher) {}
+
+  process(b: Batch, now: number): void {
+    const buf = b.data;
+    const jobs = this.jobs;
+    jobs.count = 0;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
+      const esp = b.l3[i];
+      const espLen = b.start[i] + b.len[i] - esp;
+      if (espLen < ESP_MIN) {
+        drop(b, i, Drop.EspTruncated);
+        continue;
+      }
+      const sa = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
+      if (sa === undefined || now >= sa.retireAt) {
+        drop(b, i, Drop.EspUnknownSpi);
+        continue;
+      }
+      if (sa.peer !== b.peer[i]) {
+        drop(b, i, Drop.EspWrongPeer);
+        continue;
+      }
+      const lo = readU32(buf, esp + ESP_OFF_SEQ);
+      const hi = sa.window.inferHigh(lo);
+      const seen = sa.window.check(hi, lo);
+      if (seen !== ReplayCheck.Ok) {
+        drop(b, i, seen === ReplayCheck.Replay ? Drop.EspReplay : Drop.EspLeftOfWindow);
+        continue;
+      }
+      this.seqLo[jobs.count] = lo;
+      jobs.add(sa.key, esp, espLen - ESP_HLEN - ESP_ICV_LEN, hi, i);
+      b.ref[i] = sa;
+    }
+    if (jobs.count === 0) return;
+    this.cipher.open(buf, jobs);
+    for (let j = 0; j < jobs.count; j++) {
+      const i = jobs.packet[j];
+      const sa = b.ref[i] as InboundSa;
+      if (jobs.ok[j] === 0) {
+        drop(b, i, Drop.EspAuthFailed);
+        continue;
+      }
+      const hi = jobs.seqHi[j];
+      const lo = this.seqLo[j];
+      if (sa.window.check(hi, lo) !== ReplayCheck.Ok) {
+        drop(b, i, Drop.EspReplay); // the same number twice in one batch
+        continue;
+      }
+      sa.window.accept(hi, lo);
+      const inner = jobs.espOff[j] + ESP_HLEN;
+      const payload = readEspTrailer(buf, inner, inner + jobs.ptLen[j]);
+      if (payload < 0) {
+        drop(b, i, payload === -2 ? Drop.EspBadNextHeader : Drop.EspBadTrailer);
+        continue;
+      }
+      sa.packets++;
+      sa.bytes += payload;
+      b.l3[i] = inner;
+      b.start[i] = inner;
+      b.len[i] = payload;
+      b.ref[i] = sa.cable;
+    }
+  }
+}

@@ -1,0 +1,66 @@
+// Ingress stage 4: who may speak on a cable. After ESP, the inner (source, destination)
+// must be exactly the pair of the SA's cable: a peer host may not speak for identities it
+// does not host. IPv6-in-IPv4 packets find their cable by the inner pair (a miss goes to
+// the upcall: SDN Algorithm 2), must come from the host the source is bound to, and may
+// not use a cable whose policy wants encryption.
+
+import { Next, PacketFlag, type Batch } from '../batch.js';
+import type { Cable } from '../cable.js';
+import type { CableCache } from '../cable-cache.js';
+import { Drop } from '../drops.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../ipv6.js';
+import { pairHash } from '../pair-hash.js';
+import { drop, type Stage } from '../stage.js';
+import type { Upcall } from '../upcall.js';
+
+export class PairCheck implements Stage {
+  readonly name = 'pair-check';
+  readonly drops = [
+    Drop.InnerPairMismatch, Drop.InnerUnknownDestination, Drop.Ip6in4WrongPeer, Drop.Ip6in4EncryptionRequired,
+    Drop.UpcallQueueFull, Drop.UpcallRateLimited,
+  ];
+
+  constructor(
+    private readonly cache: CableCache,
+    private readonly upcall: Upcall,
+    /** Port index of a local VM identity (16 bytes at off), or -1. */
+    private readonly portOf: (buf: Uint8Array, off: number) => number,
+  ) {}
+
+  process(b: Batch, now: number): void {
+    const buf = b.data;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active) continue;
+      const ip = b.l3[i];
+      if ((b.flags[i] & PacketFlag.Esp) !== 0) {
+        const c = b.ref[i] as Cable;
+        if (!c.matches(buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST)) drop(b, i, Drop.InnerPairMismatch);
+        else if (c.drop !== Drop.None) drop(b, i, c.drop);
+        continue;
+      }
+      const hash = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
+      const c = this.cache.find(hash, buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
+      if (c === undefined || now >= c.expiresAt) {
+        const port = this.portOf(buf, ip + IPV6_OFF_DST);
+        if (port < 0) {
+          drop(b, i, Drop.InnerUnknownDestination);
+          continue;
+        }
+        const r = this.upcall.holdIngress(b, i, hash, ip, port);
+        if (r !== Drop.None) drop(b, i, r);
+        continue;
+      }
+      if (c.drop !== Drop.None) {
+        c.drops++;
+        drop(b, i, c.drop);
+      } else if (c.peerAddr !== b.peer[i]) {
+        drop(b, i, Drop.Ip6in4WrongPeer);
+      } else if (c.decision !== null && c.decision.encrypt) {
+        drop(b, i, Drop.Ip6in4EncryptionRequired);
+      } else {
+        if (now >= c.refreshAt) this.upcall.refresh(c);
+        b.ref[i] = c;
+      }
+    }
+  }
+}

@@ -1,0 +1,192 @@
+// The one explicit miss path. A packet whose pair has no valid cable is copied into a
+// bounded queue and the resolver is asked, once per pair (single-flight), to resolve,
+// verify and decide (SDN Algorithm 1 for egress, Algorithm 2 for plain ingress). When it
+// answers, the cable goes into the cache and the held packets are released, in arrival
+// order, back through the pipeline, before anything newer of the same pair: a miss never
+// reorders a flow.
+//
+// Ownership: holding copies the packet out of the batch arena; the copy belongs to the
+// pending entry until it is released to the host, which runs it through the pipeline.
+
+import { Next, type Batch } from './batch.js';
+import { CableDirection, type Cable } from './cable.js';
+import type { CableCache } from './cable-cache.js';
+import { Drop } from './drops.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from './ipv6.js';
+
+export interface HeldPacket {
+  readonly data: Buffer;
+  readonly port: number;
+  readonly timeUs: number;
+  /** Underlay source address, for held ingress packets. */
+  readonly peer: number;
+  readonly tag: number;
+}
+
+/** The control plane behind the miss path (src/switch/resolver.ts). Its promises never reject. */
+export interface MissResolver {
+  /** SDN Algorithm 1: local VM on `port` -> dst. Returns the cable to install, plugged or not. */
+  plugEgress(port: number, dst: Buffer, hash: number, previous: Cable | undefined): Promise<Cable>;
+  /** SDN Algorithm 2 for plain IPv6-in-IPv4: remote src -> local VM on `port`, arrived from `outerSrc`. */
+  plugIngress(src: Buffer, port: number, outerSrc: number, hash: number, previous: Cable | undefined): Promise<Cable>;
+}
+
+export interface UpcallLimits {
+  /** Packets that may wait for one pair. */
+  readonly perCable: number;
+  /** Packets that may wait in all. */
+  readonly total: number;
+  /** Pairs that may be resolving at once. */
+  readonly maxPending: number;
+}
+
+interface Pending {
+  readonly direction: CableDirection;
+  readonly hash: number;
+  readonly src: Buffer;
+  readonly dst: Buffer;
+  readonly packets: HeldPacket[];
+}
+
+export class Upcall {
+  private readonly pending = new Map<number, Pending[]>();
+  private pendingCount = 0;
+  /** Packets waiting now. */
+  queued = 0;
+  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0 };
+
+  constructor(
+    private readonly resolver: MissResolver,
+    private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
+    private readonly limits: UpcallLimits,
+    /** Runs released packets through the pipeline of `direction` again. */
+    private readonly release: (direction: CableDirection, packets: HeldPacket[]) => void,
+    /** Reports a resolver that broke its contract (a bug, never a packet's fault). */
+    private readonly onBug: (err: unknown) => void = (err) => { throw err; },
+    /** A newly installed cable replaced an older one of the same pair (to release its SA). */
+    private readonly onReplaced: (old: Cable, next: Cable) => void = () => {},
+  ) {}
+
+  /** Egress miss: hold packet i (a frame from a VM port). Returns Drop.None when held. */
+  holdEgress(b: Batch, i: number, hash: number): Drop {
+    const ip = b.l3[i];
+    return this.hold(b, i, CableDirection.Egress, hash, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST, () =>
+      this.resolver.plugEgress(b.port[i], Buffer.from(b.data.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16)), hash, undefined));
+  }
+
+  /** Plain ingress miss: hold packet i (an underlay packet) for inner pair at `innerIp`, local VM `port`. */
+  holdIngress(b: Batch, i: number, hash: number, innerIp: number, port: number): Drop {
+    const peer = b.peer[i];
+    return this.hold(b, i, CableDirection.Ingress, hash, innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_DST, () =>
+      this.resolver.plugIngress(Buffer.from(b.data.subarray(innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_SRC + 16)), port, peer, hash, undefined));
+  }
+
+  /** Verify a plugged cable again while it keeps forwarding (its refresh time passed). */
+  refresh(cable: Cable): void {
+    if (cable.refreshing) return;
+    cable.refreshing = true;
+    this.counts.refreshes++;
+    const job = cable.direction === CableDirection.Egress
+      ? this.resolver.plugEgress(cable.srcPort, cable.dst, cable.hash, cable)
+      : this.resolver.plugIngress(cable.src, cable.localPort, cable.peerAddr, cable.hash, cable);
+    job.then(
+      (next) => {
+        cable.refreshing = false;
+        if (next !== cable) this.install(next);
+      },
+      (err) => {
+        cable.refreshing = false;
+        this.onBug(err);
+      },
+    );
+  }
+
+  private hold(b: Batch, i: number, direction: CableDirection, hash: number, s: number, d: number, start: () => Promise<Cable>): Drop {
+    const buf = b.data;
+    let p = this.find(direction, hash, buf, s, d);
+    if (!p && this.pendingCount >= this.limits.maxPending) return Drop.UpcallRateLimited;
+    if (this.queued >= this.limits.total || (p && p.packets.length >= this.limits.perCable)) return Drop.UpcallQueueFull;
+    if (!p) {
+      p = {
+        direction,
+        hash,
+        src: Buffer.from(buf.subarray(s, s + 16)),
+        dst: Buffer.from(buf.subarray(d, d + 16)),
+        packets: [],
+      };
+      this.add(p);
+      this.counts.misses++;
+      const pending = p;
+      start().then(
+        (cable) => this.finish(pending, cable),
+        (err) => {
+          this.remove(pending);
+          this.queued -= pending.packets.length;
+          this.onBug(err);
+        },
+      );
+    }
+    p.packets.push({
+      data: Buffer.from(buf.subarray(b.start[i], b.start[i] + b.len[i])),
+      port: b.port[i],
+      timeUs: b.time[i],
+      peer: b.peer[i],
+      tag: b.tag[i],
+    });
+    this.queued++;
+    b.next[i] = Next.Held;
+    return Drop.None;
+  }
+
+  private finish(p: Pending, cable: Cable): void {
+    this.remove(p);
+    this.queued -= p.packets.length;
+    this.install(cable);
+    this.counts.plugs++;
+    this.counts.released += p.packets.length;
+    if (p.packets.length > 0) this.release(p.direction, p.packets);
+  }
+
+  private install(cable: Cable): void {
+    const old = this.cacheOf(cable.direction).insert(cable);
+    if (old) this.onReplaced(old, cable);
+  }
+
+  private cacheOf(direction: CableDirection): CableCache {
+    return direction === CableDirection.Egress ? this.caches.egress : this.caches.ingress;
+  }
+
+  private find(direction: CableDirection, hash: number, buf: Uint8Array, s: number, d: number): Pending | undefined {
+    const list = this.pending.get(hash);
+    if (!list) return undefined;
+    for (const p of list) {
+      if (p.direction !== direction) continue;
+      let same = true;
+      for (let k = 0; k < 16 && same; k++) same = buf[s + k] === p.src[k] && buf[d + k] === p.dst[k];
+      if (same) return p;
+    }
+    return undefined;
+  }
+
+  private add(p: Pending): void {
+    const list = this.pending.get(p.hash);
+    if (list) list.push(p);
+    else this.pending.set(p.hash, [p]);
+    this.pendingCount++;
+  }
+
+  private remove(p: Pending): void {
+    const list = this.pending.get(p.hash);
+    if (!list) return;
+    const k = list.indexOf(p);
+    if (k < 0) return;
+    list.splice(k, 1);
+    if (list.length === 0) this.pending.delete(p.hash);
+    this.pendingCount--;
+  }
+
+  /** Pairs resolving now. */
+  get inFlight(): number {
+    return this.pendingCount;
+  }
+}

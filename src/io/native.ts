@@ -1,0 +1,148 @@
+// Typed loader for the native addon (binding.gyp → build/Release/nvi_native.node): TAP and
+// raw-socket I/O driven by the event loop, and AES-GCM for ESP. The C sources are in
+// src/native/; each function there is described beside its declaration here.
+//
+// Per-batch calls never throw for packet-level failures: they return counts and negative
+// errno values. They throw only for broken invariants (wrong argument types, offsets that
+// leave the arena), and the open calls throw for configuration errors.
+
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { getSystemErrorName } from 'node:util';
+import { NviError } from '../config/errors.js';
+
+declare const pollBrand: unique symbol;
+declare const gcmBrand: unique symbol;
+/** An event-loop watcher on one fd (a uv_poll handle). */
+export type NativePoll = { readonly [pollBrand]: true };
+/** The installed AES-GCM keys of one cipher. */
+export type NativeGcmTable = { readonly [gcmBrand]: true };
+
+/** pollStart events. */
+export const POLL_READABLE = 1;
+export const POLL_WRITABLE = 2;
+
+/** tapOpen flags. */
+export const TAP_VNET_HDR = 1;
+/** Leaves the fd blocking: only for a thread-pool baseline in bench/io.ts. */
+export const TAP_BLOCKING = 2;
+/** Bytes of the virtio-net header in front of each frame with TAP_VNET_HDR. */
+export const VNET_HDR_LEN = 10;
+
+/** Indices into the status array of tapWrite/rawSend. */
+export const TX_FAILED = 0;
+export const TX_ERRNO = 1;
+export const TX_STOPPED = 2;
+export const TX_STATUS_LEN = 3;
+
+export interface NativeAddon {
+  /** Largest n that rawRecv/rawSend accept (= BATCH_MAX). */
+  readonly batchMax: number;
+
+  /** Watch fd; cb(status, events) runs on the JS thread once per readiness event (status < 0: -errno). */
+  pollCreate(fd: number, cb: (status: number, events: number) => void): NativePoll;
+  pollStart(w: NativePoll, events: number): void;
+  pollStop(w: NativePoll): void;
+  /** ref=false: this watcher does not keep the process alive. */
+  pollRef(w: NativePoll, ref: boolean): void;
+  /** Stop for good; idempotent. No callback runs after it, and the fd may be closed right after. */
+  pollClose(w: NativePoll): void;
+
+  /** Create or attach TAP `name` (IFF_TAP|IFF_NO_PI, non-blocking, close-on-exec), set mtu (>0) and bring it up. */
+  tapOpen(name: string, mtu: number, flags: number, netnsPath: string | null): { fd: number; name: string };
+  /**
+   * Read up to n frames, frame k into buf[firstOff + k*stride] (at most cap bytes), its length
+   * into lens[k]. Stops at EAGAIN. Returns the count, or -errno when the first read failed.
+   */
+  tapRead(fd: number, buf: Uint8Array, firstOff: number, stride: number, cap: number, n: number,
+    lens: Int32Array, hdrLen: number): number;
+  /**
+   * Write frames buf[start[i]..start[i]+len[i]) for i = idx[0..n). Returns how many were written;
+   * status gets [refused, last errno, stopped at EAGAIN/ENOBUFS].
+   */
+  tapWrite(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
+    hdrLen: number, status: Int32Array): number;
+
+  /** Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). */
+  rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null): number;
+  /** recvmmsg up to n packets as tapRead does; addrs[k] = source address (host order). 0 at EAGAIN, -errno on error. */
+  rawRecv(fd: number, buf: Uint8Array, firstOff: number, stride: number, cap: number, n: number,
+    lens: Int32Array, addrs: Uint32Array): number;
+  /** sendmmsg packets idx[0..n) to peer[i]; returns how many were sent; status as for tapWrite. */
+  rawSend(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, peer: Uint32Array, idx: Int32Array,
+    n: number, status: Int32Array): number;
+
+  gcmCreate(): NativeGcmTable;
+  gcmAddKey(t: NativeGcmTable, key: Uint8Array, salt: Uint8Array): number;
+  gcmRemoveKey(t: NativeGcmTable, handle: number): void;
+  gcmSeal(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,
+    seqHi: Uint32Array, ok: Uint8Array, count: number): void;
+  gcmOpen(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,
+    seqHi: Uint32Array, ok: Uint8Array, count: number): void;
+}
+
+const ADDON_FILE = join('build', 'Release', 'nvi_native.node');
+
+/** The package root: the nearest directory above this module that holds binding.gyp. */
+function packageRoot(): string | null {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    if (existsSync(join(dir, 'binding.gyp'))) return dir;
+    const up = dirname(dir);
+    if (up === dir) return null;
+    dir = up;
+  }
+}
+
+// The addon, once loaded; a module is loaded once per process anyway.
+let loaded: NativeAddon | null = null;
+
+/** Load the addon; throws NVI_ERR_NATIVE_MISSING with what to do when it was not built. */
+export function loadNative(): NativeAddon {
+  if (loaded) return loaded;
+  const root = packageRoot();
+  const file = root === null ? null : join(root, ADDON_FILE);
+  if (file === null || !existsSync(file)) {
+    throw new NviError('NVI_ERR_NATIVE_MISSING',
+      `native addon ${file ?? ADDON_FILE} is missing: run npm install (builds the native addon)`);
+  }
+  try {
+    loaded = createRequire(import.meta.url)(file) as NativeAddon;
+  } catch (e) {
+    throw new NviError('NVI_ERR_NATIVE_LOAD',
+      `native addon ${file} does not load (${(e as Error).message}): run npm install (builds the native addon)`);
+  }
+  return loaded;
+}
+
+/** True when the addon is built and loads. */
+export function nativeAvailable(): boolean {
+  try {
+    loadNative();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** "EAGAIN"-style name for a positive errno, for messages and counters. */
+export function errnoName(errno: number): string {
+  try {
+    return getSystemErrorName(-Math.abs(errno));
+  } catch {
+    return `errno ${errno}`;
+  }
+}
+
+/** Text of an error thrown by an open call: its message and errno name. */
+export function nativeErrorText(e: unknown): string {
+  const err = e as Error & { errno?: number };
+  return typeof err.errno === 'number' ? `${err.message} (${errnoName(err.errno)})` : String(err.message ?? e);
+}
+
+/** Path of a named namespace as `ip netns` creates it. */
+export function netnsPath(name: string): string {
+  return `/run/netns/${name}`;
+}

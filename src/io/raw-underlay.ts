@@ -1,0 +1,174 @@
+// The host's IPv4 underlay as a batch port: raw sockets for ESP (protocol 50) and plain
+// IPv6-in-IPv4 (41), bound to the host's underlay address, IP_HDRINCL (the switch writes
+// the outer header), read with recvmmsg and written with sendmmsg, one native call each.
+//
+// Ownership: read() hands each packet to the batch (slot of index b.count.., at
+// UNDERLAY_OFFSET, source address in b.peer); send() is done with the packets when it
+// returns.
+
+import { closeSync } from 'node:fs';
+import { BATCH_MAX, Batch, SLOT_BYTES, UNDERLAY_OFFSET } from '../dataplane/batch.js';
+import { parseIpv4Address } from '../dataplane/ipv4.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../dataplane/ipv6.js';
+import { NviError } from '../config/errors.js';
+import {
+  POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED,
+  loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
+} from './native.js';
+
+/** The port index underlay packets carry in the batch. */
+export const UNDERLAY_PORT = -1;
+/** Largest packet read into a slot; the same tailroom as Batch.push keeps. */
+export const UNDERLAY_CAP = SLOT_BYTES - UNDERLAY_OFFSET - 64;
+/** Socket buffers: 4 MiB holds ~2800 full-size packets, a dozen batches of slack. */
+export const UNDERLAY_BUFFER_BYTES = 4 << 20;
+
+export interface RawUnderlayOptions {
+  /** Named network namespace (as `ip netns add` makes) to open the sockets in. */
+  netns?: string;
+  /** SO_RCVBUF and SO_SNDBUF in bytes (forced past net.core.*mem_max as root). */
+  bufferBytes?: number;
+}
+
+export class RawUnderlay {
+  rxPackets = 0;
+  /** recvmmsg calls that failed (other than EAGAIN). */
+  rxErrors = 0;
+  txPackets = 0;
+  /** Packets the kernel refused one by one (EMSGSIZE, ENETUNREACH, EPERM, ...). */
+  txRefused = 0;
+  /** send() calls that stopped early because the socket buffer was full. */
+  txBusy = 0;
+  lastErrno = 0;
+
+  /** fds[0]: ESP socket, also used to send both protocols; fds[1]: IPv6-in-IPv4 socket. */
+  readonly fds: readonly [number, number];
+  private readonly lens = new Int32Array(BATCH_MAX);
+  private readonly addrs = new Uint32Array(BATCH_MAX);
+  private readonly status = new Int32Array(TX_STATUS_LEN);
+  private readonly watchers: NativePoll[] = [];
+  private readable: (() => void) | null = null;
+  /** Which socket read() drains first; alternates so that neither protocol starves. */
+  private turn = 0;
+  private closed = false;
+  private readonly onPoll = (status: number): void => {
+    if (status < 0) {
+      // libuv stopped the watcher on a socket error (EPOLLERR). A raw socket's error is
+      // transient (the next read clears it), so count it, drain, and watch again.
+      this.rxErrors++;
+      this.lastErrno = -status;
+      if (this.closed) return;
+      for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
+    }
+    this.readable?.();
+  };
+
+  private constructor(
+    private readonly native: NativeAddon,
+    /** The host's underlay address, uint32 host order. */
+    readonly address: number,
+    readonly localAddress: string,
+    espFd: number,
+    ip6in4Fd: number,
+  ) {
+    this.fds = [espFd, ip6in4Fd];
+  }
+
+  /** Open both sockets bound to `localAddress`, which must be an address of this host. */
+  static open(localAddress: string, opts: RawUnderlayOptions = {}): RawUnderlay {
+    let address: number;
+    try {
+      address = parseIpv4Address(localAddress);
+    } catch (e) {
+      throw new NviError('NVI_ERR_UNDERLAY_ADDRESS', `underlay address: ${(e as Error).message}`);
+    }
+    const native = loadNative();
+    const ns = opts.netns ? netnsPath(opts.netns) : null;
+    const bytes = opts.bufferBytes ?? UNDERLAY_BUFFER_BYTES;
+    const fds: number[] = [];
+    try {
+      for (const proto of [PROTO_ESP, PROTO_IPV6]) fds.push(native.rawOpen(proto, address, bytes, ns));
+    } catch (e) {
+      for (const fd of fds) closeSync(fd);
+      const where = opts.netns ? ` in namespace ${opts.netns}` : '';
+      throw new NviError('NVI_ERR_UNDERLAY_OPEN',
+        `underlay ${localAddress}${where}: ${nativeErrorText(e)} (is the address configured on this host?)`);
+    }
+    return new RawUnderlay(native, address, localAddress, fds[0], fds[1]);
+  }
+
+  /** Call cb (on the JS thread) whenever packets of either protocol are waiting; replaces an earlier cb. */
+  onReadable(cb: () => void): void {
+    if (this.closed) throw new NviError('NVI_ERR_PORT_CLOSED', `underlay ${this.localAddress} is closed`);
+    this.readable = cb;
+    if (this.watchers.length === 0) for (const fd of this.fds) this.watchers.push(this.native.pollCreate(fd, this.onPoll));
+    for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
+  }
+
+  /** Let the process exit even while the underlay is watched. */
+  unref(): void {
+    if (!this.closed) for (const w of this.watchers) this.native.pollRef(w, false);
+  }
+
+  /**
+   * Append up to BATCH_MAX - b.count IPv4 packets (outer header first) at UNDERLAY_OFFSET
+   * of their slots; b.peer[i] = source address. Returns how many.
+   */
+  read(b: Batch, timeUs: number): number {
+    if (this.closed) return 0;
+    const first = b.count;
+    const t = this.turn;
+    this.turn = t ^ 1;
+    this.readSocket(b, this.fds[t], timeUs);
+    this.readSocket(b, this.fds[t ^ 1], timeUs);
+    const n = b.count - first;
+    this.rxPackets += n;
+    return n;
+  }
+
+  /**
+   * Send packets b.start[idx[k]] .. + b.len[idx[k]] (each a whole IPv4 packet) to
+   * b.peer[idx[k]], for k < n, in order. Returns how many were sent; the rest were refused
+   * (txRefused) or not tried because the socket buffer was full (txBusy).
+   */
+  send(b: Batch, idx: Int32Array, n: number): number {
+    if (n <= 0 || this.closed) return 0;
+    const s = this.status;
+    const sent = this.native.rawSend(this.fds[0], b.data, b.start, b.len, b.peer, idx, n, s);
+    this.txRefused += s[TX_FAILED];
+    if (s[TX_STOPPED] !== 0) this.txBusy++;
+    if (s[TX_ERRNO] !== 0) this.lastErrno = s[TX_ERRNO];
+    this.txPackets += sent;
+    return sent;
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.watchers) this.native.pollClose(w); // before close(fd): epoll forgets it
+    this.watchers.length = 0;
+    this.readable = null;
+    for (const fd of this.fds) closeSync(fd);
+  }
+
+  private readSocket(b: Batch, fd: number, timeUs: number): void {
+    const first = b.count;
+    const room = BATCH_MAX - first;
+    if (room <= 0) return;
+    const at = Batch.slot(first) + UNDERLAY_OFFSET;
+    const n = this.native.rawRecv(fd, b.data, at, SLOT_BYTES, UNDERLAY_CAP, room, this.lens, this.addrs);
+    if (n < 0) {
+      this.rxErrors++;
+      this.lastErrno = -n;
+      return;
+    }
+    const lens = this.lens;
+    const addrs = this.addrs;
+    for (let k = 0; k < n; k++) {
+      const i = first + k;
+      b.init(i, at + k * SLOT_BYTES, lens[k], UNDERLAY_PORT, timeUs);
+      b.peer[i] = addrs[k];
+    }
+    b.count = first + n;
+  }
+}

@@ -1,0 +1,160 @@
+// A VM's TAP device as a batch port. The fd is non-blocking and watched by the event loop
+// (uv_poll, no thread pool); on each readiness event the owner reads up to a batch with one
+// native call, and writes a batch of frames with one native call.
+//
+// Ownership: read() hands each frame to the batch (slot of index b.count.., at
+// FRAME_OFFSET); write() is done with the frames when it returns.
+
+import { closeSync } from 'node:fs';
+import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../dataplane/batch.js';
+import { ETH_HLEN } from '../dataplane/ethernet.js';
+import { NviError } from '../config/errors.js';
+import {
+  POLL_READABLE, TAP_VNET_HDR, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN,
+  errnoName, loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
+} from './native.js';
+
+/** Interface names are at most IFNAMSIZ - 1 = 15 bytes (linux/if.h). */
+export const TAP_NAME_MAX = 15;
+/** Smallest link MTU Linux accepts for IPv6 is 1280; IPv4 needs 68. */
+const MTU_MIN = 68;
+/** A frame must fit a slot: MTU + Ethernet header <= MAX_PACKET. */
+export const TAP_MTU_MAX = MAX_PACKET - ETH_HLEN;
+
+export interface TapOptions {
+  /** Link MTU to set; left as the kernel has it when absent. */
+  mtu?: number;
+  /** Named network namespace (as `ip netns add` makes) to create the device in. */
+  netns?: string;
+  /**
+   * Exchange a virtio-net header with the kernel (IFF_VNET_HDR), the hook for TSO/GSO
+   * later. Off by default; with no offloads enabled the header is all zero both ways.
+   */
+  vnetHdr?: boolean;
+}
+
+export class TapPort {
+  // Counters (never reset; the owner takes differences).
+  rxFrames = 0;
+  txFrames = 0;
+  /** Frames the kernel refused one by one (write error other than EAGAIN/ENOBUFS). */
+  txRefused = 0;
+  /** write() calls that stopped early because the device queue was full. */
+  txBusy = 0;
+  /** errno of the last read or write error, 0 if none yet. */
+  lastErrno = 0;
+  /** Set when a read failed for good (device deleted, ...): the port stopped watching. */
+  failure: string | null = null;
+
+  private readonly lens = new Int32Array(BATCH_MAX);
+  private readonly status = new Int32Array(TX_STATUS_LEN);
+  private readonly hdrLen: number;
+  private watcher: NativePoll | null = null;
+  private readable: (() => void) | null = null;
+  private closed = false;
+  // Created once: the watcher calls it on every readiness event.
+  private readonly onPoll = (status: number): void => {
+    if (status < 0) {
+      this.fail('poll', -status); // EPOLLERR: the tun driver reports a detached device this way
+      return;
+    }
+    this.readable?.();
+  };
+
+  private constructor(
+    private readonly native: NativeAddon,
+    readonly name: string,
+    readonly fd: number,
+    vnetHdr: boolean,
+  ) {
+    this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0;
+  }
+
+  /** Create the TAP device `name` or attach to an existing one, and bring it up. */
+  static open(name: string, opts: TapOptions = {}): TapPort {
+    if (name.length === 0 || Buffer.byteLength(name) > TAP_NAME_MAX || /[\s/:]/.test(name)) {
+      throw new NviError('NVI_ERR_TAP_NAME',
+        `TAP name ${JSON.stringify(name)}: must be 1..${TAP_NAME_MAX} bytes without spaces, "/" or ":"`);
+    }
+    const mtu = opts.mtu ?? 0;
+    if (opts.mtu !== undefined && !(Number.isInteger(mtu) && mtu >= MTU_MIN && mtu <= TAP_MTU_MAX)) {
+      throw new NviError('NVI_ERR_TAP_MTU', `TAP ${name}: mtu ${mtu} must be an integer in ${MTU_MIN}..${TAP_MTU_MAX}`);
+    }
+    const native = loadNative();
+    const vnetHdr = opts.vnetHdr === true;
+    let opened: { fd: number; name: string };
+    try {
+      opened = native.tapOpen(name, mtu, vnetHdr ? TAP_VNET_HDR : 0, opts.netns ? netnsPath(opts.netns) : null);
+    } catch (e) {
+      throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
+    }
+    return new TapPort(native, opened.name, opened.fd, vnetHdr);
+  }
+
+  /** Call cb (on the JS thread, no arguments) whenever frames are waiting; replaces an earlier cb. */
+  onReadable(cb: () => void): void {
+    if (this.closed) throw new NviError('NVI_ERR_PORT_CLOSED', `TAP ${this.name} is closed`);
+    this.readable = cb;
+    if (this.watcher === null) this.watcher = this.native.pollCreate(this.fd, this.onPoll);
+    if (this.failure === null) this.native.pollStart(this.watcher, POLL_READABLE);
+  }
+
+  /** Let the process exit even while this port is watched. */
+  unref(): void {
+    if (this.watcher !== null && !this.closed) this.native.pollRef(this.watcher, false);
+  }
+
+  /**
+   * Append up to BATCH_MAX - b.count frames to the batch, each at FRAME_OFFSET of its slot,
+   * marked as coming from `port` at `timeUs`. Returns how many; 0 when none are waiting.
+   */
+  read(b: Batch, port: number, timeUs: number): number {
+    const first = b.count;
+    const room = BATCH_MAX - first;
+    if (room <= 0 || this.closed || this.failure !== null) return 0;
+    const at = Batch.slot(first) + FRAME_OFFSET;
+    const n = this.native.tapRead(this.fd, b.data, at, SLOT_BYTES, MAX_PACKET, room, this.lens, this.hdrLen);
+    if (n < 0) {
+      this.fail('read', -n);
+      return 0;
+    }
+    const lens = this.lens;
+    for (let k = 0; k < n; k++) b.init(first + k, at + k * SLOT_BYTES, lens[k], port, timeUs);
+    b.count = first + n;
+    this.rxFrames += n;
+    return n;
+  }
+
+  /**
+   * Write frames b.start[idx[k]] .. + b.len[idx[k]] for k < n, in order. Returns how many
+   * were written; the rest were refused (txRefused) or not tried because the queue was full
+   * (txBusy). Never throws for a frame.
+   */
+  write(b: Batch, idx: Int32Array, n: number): number {
+    if (n <= 0 || this.closed) return 0;
+    const s = this.status;
+    const w = this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s);
+    this.txFrames += w;
+    this.txRefused += s[TX_FAILED];
+    if (s[TX_STOPPED] !== 0) this.txBusy++;
+    if (s[TX_ERRNO] !== 0) this.lastErrno = s[TX_ERRNO];
+    return w;
+  }
+
+  /** Stop watching and close the fd. The device goes away unless it was made persistent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.watcher !== null) this.native.pollClose(this.watcher); // before close(fd): epoll forgets it
+    this.watcher = null;
+    this.readable = null;
+    closeSync(this.fd);
+  }
+
+  /** A read error other than EAGAIN is not transient for a TAP (e.g. EBADFD: device deleted). */
+  private fail(what: 'poll' | 'read', errno: number): void {
+    this.lastErrno = errno;
+    this.failure = `TAP ${this.name}: ${what} failed with ${errnoName(errno)} (device deleted?); the port stopped reading`;
+    if (this.watcher !== null) this.native.pollStop(this.watcher);
+  }
+}

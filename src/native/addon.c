@@ -1,0 +1,25 @@
+// nvi_native: the switch's native I/O and crypto layer, loaded by src/io/native.ts.
+//
+//   poll.c        readiness of an fd through the event loop (uv_poll), no thread pool
+//   tap.c         TAP ports: open, batch read, batch write
+//   raw_socket.c  the IPv4 underlay: raw sockets for ESP (50) and IPv6-in-IPv4 (41)
+//   netns.c       open a device or socket inside another network namespace
+//   esp_gcm.c     AES-GCM for ESP (RFC 4106), one call per batch, in place
+//
+// Every per-batch call reports packet-level failures as counts and negative errno values;
+// only broken invariants (bad arguments, offsets outside the arena) throw.
+
+#include "napi_util.h"
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_value max;
+  napi_create_int32(env, NVI_BATCH_MAX, &max);
+  napi_set_named_property(env, exports, "batchMax", max);
+  if (nvi_init_poll(env, exports) || nvi_init_tap(env, exports) || nvi_init_raw_socket(env, exports) ||
+      nvi_init_esp_gcm(env, exports)) {
+    return NULL;
+  }
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,212 @@
+// TAP ports (Linux tun driver, Documentation/networking/tuntap.rst).
+//
+// JS API (see src/io/native.ts):
+//   tapOpen(name, mtu, flags, netns) -> { fd, name }    throws: config time
+//   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
+//   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
+//
+// One read()/write() per frame: the tun fd carries exactly one frame per system call.
+// With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes; reads
+// discard it and writes send a zero header (no offloads are enabled with TUNSETOFFLOAD, so
+// the kernel sends no GSO or partial-checksum frames and a zero header is exact).
+
+#define _GNU_SOURCE
+#include "fd_io.h"
+#include "napi_util.h"
+#include "netns.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if_tun.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/** tapOpen flags; the same values are in src/io/native.ts. */
+enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2 };
+/** Size of struct virtio_net_hdr, the default TUNSETVNETHDRSZ. */
+enum { VNET_HDR_LEN = 10 };
+static const uint8_t zero_hdr[16];
+
+/** Steps 2-4 of tapOpen; returns 0 or -errno with *step naming the call that failed. */
+static int open_tap(const char *name, int32_t mtu, int32_t flags, char *actual, const char **step) {
+  *step = "open /dev/net/tun";
+  int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | ((flags & TAP_BLOCKING) ? 0 : O_NONBLOCK));
+  if (fd < 0) return -errno;
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((flags & TAP_VNET_HDR) ? IFF_VNET_HDR : 0);
+  memcpy(ifr.ifr_name, name, strlen(name));  // strlen < IFNAMSIZ, checked by tap_open
+  *step = "TUNSETIFF";
+  if (ioctl(fd, TUNSETIFF, &ifr) < 0) goto fail;
+  memcpy(actual, ifr.ifr_name, IFNAMSIZ);
+  actual[IFNAMSIZ - 1] = 0;
+
+  *step = "socket for interface ioctls";
+  int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (s < 0) goto fail;
+  struct ifreq q;
+  memset(&q, 0, sizeof q);
+  memcpy(q.ifr_name, actual, IFNAMSIZ);
+  if (mtu > 0) {
+    q.ifr_mtu = mtu;
+    *step = "SIOCSIFMTU";
+    if (ioctl(s, SIOCSIFMTU, &q) < 0) goto fail_s;
+  }
+  *step = "SIOCGIFFLAGS";
+  if (ioctl(s, SIOCGIFFLAGS, &q) < 0) goto fail_s;
+  q.ifr_flags |= IFF_UP;
+  *step = "SIOCSIFFLAGS";
+  if (ioctl(s, SIOCSIFFLAGS, &q) < 0) goto fail_s;
+  close(s);
+  return fd;
+
+fail_s: {
+  int e = errno;
+  close(s);
+  errno = e;
+}
+fail: {
+  int e = errno;
+  close(fd);
+  return -e;
+}
+}
+
+static napi_value tap_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  char name[IFNAMSIZ], path[256], actual[IFNAMSIZ];
+  int32_t mtu, flags;
+  int has_ns;
+  if (nvi_args(env, info, 4, argv) || nvi_string(env, argv[0], "TAP name", name, sizeof name) ||
+      nvi_i32(env, argv[1], "mtu", &mtu) || nvi_i32(env, argv[2], "flags", &flags) ||
+      nvi_opt_string(env, argv[3], "netns path", path, sizeof path, &has_ns)) {
+    return NULL;
+  }
+  // 1. Step into the namespace: the device is created where /dev/net/tun is opened.
+  int saved;
+  int rc = nvi_netns_enter(has_ns ? path : NULL, &saved);
+  if (rc < 0) {
+    char what[300];
+    snprintf(what, sizeof what, "entering network namespace %s", path);
+    nvi_throw_errno(env, what, -rc);
+    return NULL;
+  }
+  // 2. Create or attach the device; 3. set the MTU; 4. bring the link up.
+  const char *step;
+  int fd = open_tap(name, mtu, flags, actual, &step);
+  nvi_netns_leave(saved);
+  if (fd < 0) {
+    nvi_throw_errno(env, step, -fd);
+    return NULL;
+  }
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_int32(env, fd, &v);
+  napi_set_named_property(env, out, "fd", v);
+  napi_create_string_utf8(env, actual, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, out, "name", v);
+  return out;
+}
+
+static napi_value tap_read(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  int32_t fd, firstOff, stride, cap, n, hdr;
+  uint8_t *buf;
+  size_t buf_len, lens_len;
+  int32_t *lens;
+  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
+      nvi_bytes(env, argv[1], "buf", &buf, &buf_len) || nvi_i32(env, argv[2], "firstOff", &firstOff) ||
+      nvi_i32(env, argv[3], "stride", &stride) || nvi_i32(env, argv[4], "cap", &cap) ||
+      nvi_i32(env, argv[5], "n", &n) || nvi_i32_array(env, argv[6], "lens", &lens, &lens_len) ||
+      nvi_i32(env, argv[7], "hdrLen", &hdr) || nvi_check_slots(env, buf_len, firstOff, stride, cap, n)) {
+    return NULL;
+  }
+  if ((size_t)n > lens_len || hdr < 0 || hdr > (int32_t)sizeof zero_hdr) {
+    nvi_throw_range(env, "n %d exceeds lens (%zu) or bad header length %d", n, lens_len, hdr);
+    return NULL;
+  }
+  uint8_t vnet[sizeof zero_hdr];
+  int32_t k = 0;
+  while (k < n) {
+    uint8_t *dst = buf + firstOff + (size_t)k * stride;
+    ssize_t r;
+    if (hdr > 0) {
+      struct iovec iov[2] = {{vnet, (size_t)hdr}, {dst, (size_t)cap}};
+      r = readv(fd, iov, 2);
+      if (r >= 0) r = r > hdr ? r - hdr : 0;
+    } else {
+      r = read(fd, dst, (size_t)cap);
+    }
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      // A hard error: report it now if nothing was read, else on the next call.
+      if (k == 0) return nvi_int(env, -errno);
+      break;
+    }
+    // A frame longer than the slot is cut to cap bytes; its IPv6 length no longer matches
+    // and the parse stage drops it under a named reason.
+    lens[k] = r > cap ? cap : (int32_t)r;
+    k++;
+  }
+  return nvi_int(env, k);
+}
+
+static napi_value tap_write(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  int32_t fd, n, hdr;
+  uint8_t *buf;
+  size_t buf_len, start_len, len_len, idx_len, status_len;
+  int32_t *start, *len, *idx, *status;
+  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
+      nvi_bytes(env, argv[1], "buf", &buf, &buf_len) || nvi_i32_array(env, argv[2], "start", &start, &start_len) ||
+      nvi_i32_array(env, argv[3], "len", &len, &len_len) || nvi_i32_array(env, argv[4], "idx", &idx, &idx_len) ||
+      nvi_i32(env, argv[5], "n", &n) || nvi_i32(env, argv[6], "hdrLen", &hdr) ||
+      nvi_i32_array(env, argv[7], "status", &status, &status_len)) {
+    return NULL;
+  }
+  if (status_len < NVI_TX_STATUS_LEN || hdr < 0 || hdr > (int32_t)sizeof zero_hdr) {
+    nvi_throw_range(env, "status needs %d entries; header length %d", NVI_TX_STATUS_LEN, hdr);
+    return NULL;
+  }
+  size_t arr_len = start_len < len_len ? start_len : len_len;
+  if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
+
+  int32_t written = 0, failed = 0, last_errno = 0, stopped = 0;
+  for (int32_t k = 0; k < n; k++) {
+    int32_t i = idx[k];
+    ssize_t r;
+    do {
+      if (hdr > 0) {
+        struct iovec iov[2] = {{(void *)zero_hdr, (size_t)hdr}, {buf + start[i], (size_t)len[i]}};
+        r = writev(fd, iov, 2);
+      } else {
+        r = write(fd, buf + start[i], (size_t)len[i]);
+      }
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written++;
+      continue;
+    }
+    last_errno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      stopped = 1;  // the device queue is full: the rest of the batch is not attempted
+      break;
+    }
+    failed++;  // this frame is refused (e.g. EINVAL, EIO); go on with the next
+  }
+  status[NVI_TX_FAILED] = failed;
+  status[NVI_TX_ERRNO] = last_errno;
+  status[NVI_TX_STOPPED] = stopped;
+  return nvi_int(env, written);
+}
+
+int nvi_init_tap(napi_env env, napi_value exports) {
+  return nvi_export(env, exports, "tapOpen", tap_open) || nvi_export(env, exports, "tapRead", tap_read) ||
+         nvi_export(env, exports, "tapWrite", tap_write);
+}

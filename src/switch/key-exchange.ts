@@ -1,0 +1,371 @@
+// The key-exchange engine of one host (protocol: src/crypto/handshake.ts).
+//
+// Initiator (establish): send INIT to the peer host, resend with exponential backoff until
+// a valid ANSWER arrives or the tries run out; an ANSWER counts only if it is signed by
+// the host the destination's binding names, at the address it names. Answers that fail
+// are ignored (an attacker cannot make us give up by sending garbage), so only silence or
+// a signed refusal ends a handshake unsuccessfully.
+// Responder (on INIT): rate-limit per source address; answer a retransmitted INIT with the
+// same ANSWER (no second SA); check the INIT's age and signature; run SDN Algorithm 2
+// (Resolver.accept) before installing anything; then choose the SPI, derive the key,
+// install the inbound SA, answer.
+
+import { randomBytes, type KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import type { Cable } from '../dataplane/cable.js';
+import { Drop, DROP_COUNT, dropName } from '../dataplane/drops.js';
+import { formatIpv4 } from '../dataplane/ipv4.js';
+import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
+import type { VmPort } from '../dataplane/vm-port.js';
+import type { EspAlgorithm, EspCipher } from '../crypto/esp-cipher.js';
+import {
+  answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify,
+  ephemeralKey, KX_ANSWER, KX_INIT, KX_NOTIFY, verifySignature, type Init,
+} from '../crypto/handshake.js';
+import { OutboundSa, type SaLimits } from '../crypto/sa.js';
+import type { Trace } from '../trace.js';
+import type { AcceptRequest, AcceptResult, Clock } from './resolver.js';
+
+export interface SaRequest {
+  readonly srcPort: VmPort;
+  readonly dst: string;
+  readonly peerHost: string;
+  readonly peerAddress: number;
+}
+
+export type SaResult =
+  | { readonly ok: true; readonly sa: OutboundSa }
+  | { readonly ok: false; readonly drop: Drop; readonly detail: string };
+
+export interface KeyExchange {
+  establish(req: SaRequest, trace?: Trace): Promise<SaResult>;
+}
+
+/** How handshake messages travel: UDP between hosts, or memory in an offline replay. */
+export interface KxTransport {
+  send(msg: Buffer, to: number): void;
+  onMessage(handler: (msg: Buffer, from: number) => void): void;
+  close(): void;
+}
+
+/** Verifies a host's certificate (chain, name, address) and gives its signing key. */
+export interface HostAuthority {
+  hostKey(host: string, address: string, trace?: Trace): Promise<{ readonly drop: Drop; readonly key?: KeyObject }>;
+}
+
+/** What the host does with an accepted cable: install the inbound SA and the ingress cable. */
+export interface InboundInstaller {
+  installInbound(cable: Cable, spi: number, key: number, peer: number): void;
+  spiInUse(spi: number): boolean;
+  /** The initiator was told this SPI is unknown at `from`: plug that cable again. */
+  spiRejected(spi: number, from: number): void;
+}
+
+/** An SA's keys, for the debug export in Wireshark's ESP SA format (never on by default). */
+export interface EspKeyExport {
+  readonly spi: number;
+  /** Underlay addresses the SA's packets go from and to (uint32). */
+  readonly from: number;
+  readonly to: number;
+  readonly alg: EspAlgorithm;
+  readonly key: Buffer;
+  readonly salt: Buffer;
+}
+
+export interface KxSettings {
+  readonly alg: EspAlgorithm;
+  readonly limits: SaLimits;
+  /** First resend after this many ms, doubling, `tries` sends in all. */
+  readonly retryMs: number;
+  readonly tries: number;
+  /** INITs older or newer than this (ms) are refused as stale. */
+  readonly maxSkewMs: number;
+  /** INITs per second per source address, and the burst allowed. */
+  readonly initsPerSecond: number;
+  readonly initBurst: number;
+  /** Debug only: receives the keys of every SA this host accepts as responder. */
+  readonly exportKeys?: (k: EspKeyExport) => void;
+}
+
+export const DEFAULT_KX: Omit<KxSettings, 'alg' | 'limits'> = {
+  retryMs: 250,
+  tries: 5,
+  maxSkewMs: 60_000,
+  initsPerSecond: 200,
+  initBurst: 400,
+};
+
+interface Pending {
+  readonly req: SaRequest;
+  readonly init: Buffer;
+  readonly fields: { src: Buffer; dst: Buffer };
+  readonly ephemeral: KeyObject;
+  readonly trace: Trace | undefined;
+  readonly resolve: (r: SaResult) => void;
+  timer: NodeJS.Timeout | undefined;
+  sent: number;
+  verifying: boolean;
+}
+
+export class KxCounters {
+  initsSent = 0;
+  resends = 0;
+  answersAccepted = 0;
+  answersRefused = 0;
+  /** Answers ignored: unknown request, bad signature, wrong host. */
+  answersIgnored = 0;
+  timeouts = 0;
+  initsReceived = 0;
+  initsRateLimited = 0;
+  initsMalformed = 0;
+  initsStale = 0;
+  initsRetransmitted = 0;
+  accepted = 0;
+  notifiesSent = 0;
+  notifiesReceived = 0;
+  /** Refusals this host made as responder, by Drop reason. */
+  readonly refusals = new Float64Array(DROP_COUNT);
+}
+
+export class KeyExchangeEngine implements KeyExchange {
+  readonly counters = new KxCounters();
+  private readonly pending = new Map<string, Pending>();
+  private readonly answered: LRUCache<string, Buffer>;
+  private readonly buckets: LRUCache<number, { tokens: number; at: number }>;
+  private readonly notified: LRUCache<string, number>;
+  private closed = false;
+  /** INITs being answered (the responder awaits verification and Algorithm 2). */
+  private responding = 0;
+
+  constructor(
+    private readonly host: { readonly name: string; readonly address: number },
+    private readonly hostKey: KeyObject,
+    private readonly transport: KxTransport,
+    private readonly authority: HostAuthority,
+    private readonly responder: { accept(req: AcceptRequest, trace?: Trace): Promise<AcceptResult> },
+    private readonly installer: InboundInstaller,
+    private readonly cipher: EspCipher,
+    private readonly settings: KxSettings,
+    private readonly clock: Clock,
+  ) {
+    this.answered = new LRUCache({ max: 16_384, ttl: 2 * settings.maxSkewMs, perf: clock });
+    this.buckets = new LRUCache({ max: 65_536 });
+    this.notified = new LRUCache({ max: 16_384, ttl: 1000, perf: clock });
+    transport.onMessage((msg, from) => this.receive(msg, from));
+  }
+
+  establish(req: SaRequest, trace?: Trace): Promise<SaResult> {
+    if (this.closed) return Promise.resolve({ ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
+    return new Promise((resolve) => {
+      const eph = ephemeralKey();
+      const requestId = randomBytes(8);
+      const fields = { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) };
+      const init = encodeInit(
+        { alg: this.settings.alg, requestId, timeMs: this.clock.now(), src: fields.src, dst: fields.dst, ephemeral: eph.publicRaw, host: this.host.name },
+        this.hostKey,
+      );
+      const p: Pending = { req, init, fields, ephemeral: eph.privateKey, trace, resolve, timer: undefined, sent: 0, verifying: false };
+      this.pending.set(requestId.toString('hex'), p);
+      trace?.step('sa', `INIT ${requestId.toString('hex')} to ${req.peerHost} (${formatIpv4(req.peerAddress)}): X25519, ${this.settings.alg}`);
+      this.sendInit(requestId.toString('hex'), p);
+    });
+  }
+
+  /** Tell `to` that it sent ESP with an SPI we do not have (at most once a second per SPI and peer). */
+  notifyUnknownSpi(spi: number, to: number): void {
+    const key = `${to}:${spi}`;
+    if (this.notified.has(key)) return;
+    this.notified.set(key, 1);
+    this.counters.notifiesSent++;
+    this.transport.send(encodeNotify(spi), to);
+  }
+
+  /** True while a handshake is in progress in either role. */
+  get busy(): boolean {
+    return this.pending.size > 0 || this.responding > 0;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const [id, p] of this.pending) this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
+    this.transport.close();
+  }
+
+  private sendInit(id: string, p: Pending): void {
+    if (p.sent > 0) this.counters.resends++;
+    else this.counters.initsSent++;
+    p.sent++;
+    this.transport.send(p.init, p.req.peerAddress);
+    const wait = this.settings.retryMs * 2 ** (p.sent - 1);
+    p.timer = setTimeout(() => {
+      if (p.verifying) return;
+      if (p.sent >= this.settings.tries) {
+        this.counters.timeouts++;
+        this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${p.req.peerHost} did not answer ${p.sent} INITs` });
+      } else {
+        this.sendInit(id, p);
+      }
+    }, wait);
+    p.timer.unref?.();
+  }
+
+  private finish(id: string, p: Pending, r: SaResult): void {
+    if (p.timer) clearTimeout(p.timer);
+    this.pending.delete(id);
+    if (!r.ok) p.trace?.step('sa', r.detail, 'fail');
+    p.resolve(r);
+  }
+
+  private receive(msg: Buffer, from: number): void {
+    if (this.closed || msg.length < 2) return;
+    if (msg[0] === KX_INIT) {
+      this.responding++;
+      void this.respond(msg, from).finally(() => this.responding--);
+    }
+    else if (msg[0] === KX_ANSWER) void this.complete(msg, from);
+    else if (msg[0] === KX_NOTIFY) this.onNotify(msg, from);
+  }
+
+  // ---- Responder ----------------------------------------------------------------------
+
+  private async respond(msg: Buffer, from: number): Promise<void> {
+    this.counters.initsReceived++;
+    if (!this.admit(from)) {
+      this.counters.initsRateLimited++;
+      return;
+    }
+    let init: Init;
+    try {
+      init = decodeInit(msg);
+    } catch {
+      this.counters.initsMalformed++;
+      return;
+    }
+    const id = init.requestId.toString('hex');
+    const again = this.answered.get(`${from}:${id}`);
+    if (again) {
+      this.counters.initsRetransmitted++;
+      this.transport.send(again, from);
+      return;
+    }
+    const now = this.clock.now();
+    if (Math.abs(now - init.timeMs) > this.settings.maxSkewMs) {
+      this.counters.initsStale++;
+      return;
+    }
+    const auth = await this.authority.hostKey(init.host, formatIpv4(from));
+    if (auth.drop !== Drop.None || !auth.key || !verifySignature(init.signed, init.signature, auth.key)) {
+      this.counters.initsMalformed++; // not worth an answer: we cannot tell it from noise
+      return;
+    }
+    if (init.alg !== this.settings.alg) {
+      this.refuse(init, from, id, Drop.SaNegotiationFailed);
+      return;
+    }
+    const result = await this.responder.accept({
+      initiatorHost: init.host,
+      initiatorAddress: from,
+      src: formatIpv6(init.src),
+      dst: formatIpv6(init.dst),
+    });
+    if (!result.ok) {
+      this.refuse(init, from, id, result.drop);
+      return;
+    }
+    const eph = ephemeralKey();
+    const spi = this.newSpi();
+    const { key, salt } = deriveEspKey(init.alg, eph.privateKey, init.ephemeral, init.raw, spi, init.src, init.dst);
+    const handle = this.cipher.addKey(init.alg, key, salt);
+    this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
+    key.fill(0);
+    this.installer.installInbound(result.cable, spi, handle, from);
+    this.counters.accepted++;
+    const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
+    this.answered.set(`${from}:${id}`, answer);
+    this.transport.send(answer, from);
+  }
+
+  private refuse(init: Init, from: number, id: string, drop: Drop): void {
+    this.counters.refusals[drop]++;
+    const answer = encodeAnswer({ status: drop, requestId: init.requestId, spi: 0, ephemeral: Buffer.alloc(32), host: this.host.name }, init.raw, this.hostKey);
+    this.answered.set(`${from}:${id}`, answer);
+    this.transport.send(answer, from);
+  }
+
+  /** Token bucket per source address. */
+  private admit(from: number): boolean {
+    const now = this.clock.now();
+    const { initsPerSecond: rate, initBurst: burst } = this.settings;
+    let b = this.buckets.get(from);
+    if (!b) {
+      b = { tokens: burst, at: now };
+      this.buckets.set(from, b);
+    }
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  private newSpi(): number {
+    for (;;) {
+      const spi = randomBytes(4).readUInt32BE(0);
+      if (spi >= 256 && !this.installer.spiInUse(spi)) return spi; // 1-255 reserved (RFC 4303 2.1)
+    }
+  }
+
+  // ---- Initiator ----------------------------------------------------------------------
+
+  private async complete(msg: Buffer, from: number): Promise<void> {
+    const id = answerRequestId(msg);
+    const p = id === undefined ? undefined : this.pending.get(id);
+    if (!p || from !== p.req.peerAddress || p.verifying) {
+      this.counters.answersIgnored++;
+      return;
+    }
+    let answer;
+    try {
+      answer = decodeAnswer(msg, p.init);
+    } catch {
+      this.counters.answersIgnored++;
+      return;
+    }
+    if (answer.host !== p.req.peerHost) {
+      this.counters.answersIgnored++;
+      p.trace?.step('sa', `answer signed as ${answer.host}, expected ${p.req.peerHost}: ignored`, 'fail');
+      return;
+    }
+    p.verifying = true;
+    const auth = await this.authority.hostKey(answer.host, formatIpv4(from), p.trace);
+    p.verifying = false;
+    if (!this.pending.has(id!)) return;
+    if (auth.drop !== Drop.None || !auth.key || !verifySignature(answer.signed, answer.signature, auth.key)) {
+      this.counters.answersIgnored++;
+      p.trace?.step('sa', `answer from ${answer.host} not signed by its certified key: ignored`, 'fail');
+      return;
+    }
+    if (answer.status !== 0) {
+      this.counters.answersRefused++;
+      const reason = answer.status < DROP_COUNT ? dropName(answer.status as Drop) : `code ${answer.status}`;
+      this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} refused: ${reason}` });
+      return;
+    }
+    const { key, salt } = deriveEspKey(this.settings.alg, p.ephemeral, answer.ephemeral, p.init, answer.spi, p.fields.src, p.fields.dst);
+    const handle = this.cipher.addKey(this.settings.alg, key, salt);
+    key.fill(0);
+    this.counters.answersAccepted++;
+    this.finish(id!, p, { ok: true, sa: new OutboundSa(answer.spi, handle, from, this.clock.now(), this.settings.limits) });
+  }
+
+  private onNotify(msg: Buffer, from: number): void {
+    let spi: number;
+    try {
+      spi = decodeNotify(msg);
+    } catch {
+      return;
+    }
+    this.counters.notifiesReceived++;
+    this.installer.spiRejected(spi, from);
+  }
+}

@@ -1,0 +1,76 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Cable, CableDirection } from '../src/dataplane/cable.js';
+import { CableCache } from '../src/dataplane/cable-cache.js';
+import { Drop } from '../src/dataplane/drops.js';
+import { pairHash } from '../src/dataplane/pair-hash.js';
+
+function id(n: number): Buffer {
+  const b = Buffer.alloc(16);
+  b[0] = 0xfd;
+  b.writeUInt32BE(n, 12);
+  return b;
+}
+
+function cable(src: number, dst: number, hash?: number, drop = Drop.None): Cable {
+  const s = id(src);
+  const d = id(dst);
+  return new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, `s${src}`, `d${dst}`, drop, 'test', null);
+}
+
+function packet(src: number, dst: number): Buffer {
+  return Buffer.concat([id(src), id(dst)]);
+}
+
+test('a cable is found by its pair, and not by another pair', () => {
+  const cache = new CableCache(10);
+  const c = cable(1, 2);
+  cache.insert(c);
+  const p = packet(1, 2);
+  assert.is(cache.find(pairHash(p, 0, p, 16), p, 0, 16), c);
+  const q = packet(2, 1);
+  assert.is(cache.find(pairHash(q, 0, q, 16), q, 0, 16), undefined);
+});
+
+test('pairs that collide on the hash are chained and told apart by their bytes', () => {
+  const cache = new CableCache(10);
+  const a = cable(1, 2, 77);
+  const b = cable(3, 4, 77);
+  const c = cable(5, 6, 77);
+  for (const x of [a, b, c]) cache.insert(x);
+  assert.is(cache.size, 3);
+  assert.is(cache.find(77, packet(1, 2), 0, 16), a);
+  assert.is(cache.find(77, packet(3, 4), 0, 16), b);
+  assert.is(cache.find(77, packet(5, 6), 0, 16), c);
+  assert.is(cache.find(77, packet(7, 8), 0, 16), undefined);
+  const b2 = cable(3, 4, 77, Drop.PolicyDefaultDeny);
+  assert.is(cache.insert(b2), b, 'the replaced cable is returned');
+  assert.is(cache.size, 3);
+  assert.is(cache.find(77, packet(3, 4), 0, 16), b2);
+  assert.ok(cache.remove(a));
+  assert.not.ok(cache.remove(a));
+  assert.is(cache.find(77, packet(1, 2), 0, 16), undefined);
+  assert.is(cache.find(77, packet(5, 6), 0, 16), c);
+});
+
+test('the cache is bounded: the least recently used cable is evicted and reported', () => {
+  const evicted: Cable[] = [];
+  const cache = new CableCache(3, (c) => evicted.push(c));
+  const cables = [1, 2, 3].map((n) => cable(n, 100));
+  cables.forEach((c) => cache.insert(c));
+  const p = packet(1, 100);
+  cache.find(cables[0].hash, p, 0, 16); // 1 is now the most recent
+  cache.insert(cable(4, 100));
+  assert.equal(evicted, [cables[1]]);
+  assert.is(cache.size, 3);
+  assert.is(cache.evictions, 1);
+});
+
+test('the pair hash spreads: 100k pairs give almost no collisions in 30 bits', () => {
+  const seen = new Set<number>();
+  for (let k = 0; k < 100_000; k++) seen.add(cable(k, k * 7 + 1).hash);
+  assert.ok(seen.size > 99_980, `${100_000 - seen.size} collisions`);
+  for (const h of seen) assert.ok(h >= 0 && h < 2 ** 30);
+});
+
+test.run();

@@ -1,0 +1,157 @@
+// The native addon's event-loop watcher (uv_poll) and loader, on a FIFO: callbacks once per
+// readiness event while data waits, none after close, an unref'd watcher lets the process
+// exit, and a missing addon says how to build it.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, constants, copyFileSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { POLL_READABLE, loadNative } from '../src/io/native.js';
+
+const native = loadNative();
+const dir = mkdtempSync(join(tmpdir(), 'nvi-native-'));
+let fifoCount = 0;
+
+/** A FIFO opened read-write and non-blocking: both ends in one fd, never blocks on open. */
+function fifo(): number {
+  const path = join(dir, `f${fifoCount++}`);
+  execFileSync('mkfifo', [path]);
+  return openSync(path, constants.O_RDWR | constants.O_NONBLOCK);
+}
+
+function drain(fd: number): void {
+  const b = Buffer.alloc(4096);
+  try {
+    while (readSync(fd, b, 0, b.length, null) > 0);
+  } catch {
+    // EAGAIN: empty
+  }
+}
+
+const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+test('a watcher calls back on every loop turn while data waits, and stops once it is drained', async () => {
+  const fd = fifo();
+  let calls = 0;
+  const w = native.pollCreate(fd, (status, events) => {
+    assert.is(status, 0);
+    assert.is(events & POLL_READABLE, POLL_READABLE);
+    calls++;
+  });
+  native.pollStart(w, POLL_READABLE);
+  await sleep(20);
+  assert.is(calls, 0, 'no data, no callback');
+  writeSync(fd, 'x');
+  await sleep(20);
+  assert.ok(calls >= 2, `level-triggered: called ${calls} times while the byte waits`);
+  drain(fd);
+  await turn();
+  const after = calls;
+  await sleep(20);
+  assert.is(calls, after, 'no callback once drained');
+  native.pollClose(w);
+  closeSync(fd);
+});
+
+test('no callback runs after close, even when close is called from inside the callback', async () => {
+  const fd = fifo();
+  let calls = 0;
+  const w = native.pollCreate(fd, () => {
+    calls++;
+    native.pollClose(w);
+    native.pollClose(w); // idempotent
+  });
+  native.pollStart(w, POLL_READABLE);
+  writeSync(fd, 'x');
+  await sleep(30);
+  assert.is(calls, 1);
+  assert.throws(() => native.pollStart(w, POLL_READABLE), /closed/);
+  closeSync(fd);
+});
+
+test('a stopped watcher is silent and can be started again', async () => {
+  const fd = fifo();
+  let calls = 0;
+  const w = native.pollCreate(fd, () => {
+    calls++;
+    drain(fd);
+  });
+  native.pollStart(w, POLL_READABLE);
+  native.pollStop(w);
+  writeSync(fd, 'x');
+  await sleep(20);
+  assert.is(calls, 0);
+  native.pollStart(w, POLL_READABLE);
+  await sleep(20);
+  assert.is(calls, 1);
+  native.pollClose(w);
+  closeSync(fd);
+});
+
+test('an exception thrown by the callback reaches uncaughtException and the loop goes on', async () => {
+  const fd = fifo();
+  const seen: unknown[] = [];
+  const handler = (e: unknown) => seen.push(e);
+  process.on('uncaughtException', handler);
+  const w = native.pollCreate(fd, () => {
+    drain(fd);
+    throw new Error('from the callback');
+  });
+  native.pollStart(w, POLL_READABLE);
+  writeSync(fd, 'x');
+  await sleep(30);
+  process.off('uncaughtException', handler);
+  native.pollClose(w);
+  closeSync(fd);
+  assert.is(seen.length, 1);
+  assert.match((seen[0] as Error).message, 'from the callback');
+});
+
+test('the process exits while an unref\'d watcher is started, and does not while a ref\'d one is', () => {
+  const nativeJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'io', 'native.js');
+  const script = (unref: boolean) => `
+    import { openSync, constants } from 'node:fs';
+    const { loadNative } = await import(${JSON.stringify(nativeJs)});
+    const n = loadNative();
+    const fd = openSync(${JSON.stringify(join(dir, 'exit-fifo'))}, constants.O_RDWR | constants.O_NONBLOCK);
+    const w = n.pollCreate(fd, () => {});
+    n.pollStart(w, 1);
+    ${unref ? 'n.pollRef(w, false);' : ''}
+  `;
+  execFileSync('mkfifo', [join(dir, 'exit-fifo')]);
+  const free = spawnSync(process.execPath, ['--input-type=module', '-e', script(true)], { timeout: 5000 });
+  assert.is(free.status, 0, `unref'd: ${free.stderr}`);
+  const held = spawnSync(process.execPath, ['--input-type=module', '-e', script(false)], { timeout: 1000 });
+  assert.is(held.signal, 'SIGTERM', 'a ref\'d watcher keeps the process alive until killed');
+});
+
+test('a watcher on an fd that is not open is refused with EBADF', () => {
+  assert.throws(() => native.pollCreate(1 << 20, () => {}), (e: Error & { errno?: number }) => e.errno === 9);
+});
+
+test('without the built addon, loading says to run npm install', () => {
+  // The loader copied to a directory with no binding.gyp above it finds no addon.
+  const here = dirname(fileURLToPath(import.meta.url));
+  const root = mkdtempSync(join(tmpdir(), 'nvi-noaddon-'));
+  try {
+    for (const f of ['src/io/native.js', 'src/config/errors.js']) {
+      mkdirSync(dirname(join(root, f)), { recursive: true });
+      copyFileSync(join(here, '..', f), join(root, f));
+    }
+    const r = spawnSync(process.execPath, ['--input-type=module', '-e', `
+      const { loadNative } = await import(${JSON.stringify(join(root, 'src/io/native.js'))});
+      try { loadNative(); } catch (e) { console.log(e.code + ' ' + e.message); }
+    `], { encoding: 'utf8' });
+    assert.match(r.stdout, /^NVI_ERR_NATIVE_MISSING .*run npm install \(builds the native addon\)/);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test.run();

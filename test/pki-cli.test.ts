@@ -1,0 +1,146 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ca, host, vm } from '../src/cli/cmd-pki.js';
+import { loadConfig } from '../src/config/config.js';
+import { NviError } from '../src/config/errors.js';
+import { parseCertificate, pkiPaths } from '../src/crypto/pki.js';
+import { BindingVerifier } from '../src/crypto/verifier.js';
+import { Drop, dropName } from '../src/dataplane/drops.js';
+import { SqliteStore } from '../src/store/sqlite-store.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const labKeys = resolve(here, '../../lab/pki/vms');
+
+const YAML = `# a test cloud
+version: 1
+pki:
+  dir: pki   # keys here
+store:
+  kind: embedded
+  path: state/store.db
+hosts:
+  h1: { address: 10.77.0.1 }
+  h2: { address: 10.77.0.2 }
+tenants:
+  blue:
+    prefix: fd9a:3c7e:51b2:1::/64
+    vms:
+      web1: { host: h1, identity: fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85 }   # from lab/pki/vms/web1.key
+      db1:  { host: h2, identity: fd9a:3c7e:51b2:1::dead }                 # not its key's identity
+    rules: []
+`;
+
+/** A temp cloud with the lab's web1 and db1 keys. */
+function cloud(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'nvi-cli-'));
+  writeFileSync(join(dir, 'nvi-switch.yaml'), YAML);
+  mkdirSync(join(dir, 'pki', 'vms'), { recursive: true });
+  for (const k of ['web1', 'db1']) copyFileSync(join(labKeys, `${k}.key`), join(dir, 'pki', 'vms', `${k}.key`));
+  return join(dir, 'nvi-switch.yaml');
+}
+
+/** Run a command with its output discarded. */
+async function quiet(f: () => Promise<number>): Promise<number> {
+  const write = process.stdout.write;
+  process.stdout.write = (() => true) as typeof process.stdout.write;
+  try {
+    return await f();
+  } finally {
+    process.stdout.write = write;
+  }
+}
+
+async function refused(f: () => Promise<number>, code: string, message: RegExp): Promise<void> {
+  try {
+    await quiet(f);
+  } catch (e) {
+    assert.instance(e, NviError);
+    assert.is((e as NviError).code, code);
+    assert.match((e as Error).message, message);
+    return;
+  }
+  assert.unreachable(`expected ${code}`);
+}
+
+test('ca init writes the CA with a 0600 key and refuses to overwrite it without --force', async () => {
+  const file = cloud();
+  assert.is(await quiet(() => ca.run(['init', '-c', file])), 0);
+  const p = pkiPaths(loadConfig(file).pkiDir);
+  const first = readFileSync(p.caCert, 'utf8');
+  assert.ok(parseCertificate(first).isCa);
+  assert.is(statSync(p.caKey).mode & 0o777, 0o600);
+  await refused(() => ca.run(['init', '-c', file]), 'NVI_ERR_PKI', /already exists.*--force/);
+  assert.is(await quiet(() => ca.run(['init', '-c', file, '--force'])), 0);
+  assert.is.not(readFileSync(p.caCert, 'utf8'), first);
+});
+
+test('host enroll issues the certificate and publishes the host record', async () => {
+  const file = cloud();
+  await quiet(() => ca.run(['init', '-c', file]));
+  assert.is(await quiet(() => host.run(['enroll', 'h1', '-c', file])), 0);
+  const cfg = loadConfig(file);
+  const cert = parseCertificate(readFileSync(pkiPaths(cfg.pkiDir).hostCert('h1'), 'utf8'));
+  assert.is(cert.commonName, 'h1');
+  assert.equal(cert.ipAddresses, ['10.77.0.1']);
+  const s = SqliteStore.open(cfg.store.path);
+  assert.is((await s.lookupHost('h1'))?.address, '10.77.0.1');
+  await s.close();
+  await refused(() => host.run(['enroll', 'h9', '-c', file]), 'NVI_ERR_CONFIG', /hosts.h9: no such host/);
+});
+
+test('vm create with an existing key publishes a binding that verifies, then epoch 2 on a second run', async () => {
+  const file = cloud();
+  await quiet(() => ca.run(['init', '-c', file]));
+  await quiet(() => host.run(['enroll', 'h1', '-c', file]));
+  const before = readFileSync(file, 'utf8');
+  assert.is(await quiet(() => vm.run(['create', 'web1', '--tenant', 'blue', '--host', 'h1', '-c', file])), 0);
+  assert.is(readFileSync(file, 'utf8'), before, 'already in the YAML with this identity: file untouched');
+  const cfg = loadConfig(file);
+  const s = SqliteStore.open(cfg.store.path);
+  const b = (await s.lookup('fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85'))!;
+  assert.is(b.epoch, 1);
+  const anchor = readFileSync(pkiPaths(cfg.pkiDir).caCert, 'utf8');
+  const v = new BindingVerifier(anchor, s, { now: () => Date.now() }, { verifyPerSecond: 10 });
+  assert.is(dropName(await v.verify(b, { hostAddress: '10.77.0.1', host: 'h1' })), dropName(Drop.None));
+  await quiet(() => vm.run(['create', 'web1', '--tenant', 'blue', '--host', 'h1', '-c', file]));
+  assert.is((await s.lookup(b.identity))!.epoch, 2);
+  await s.close();
+});
+
+test('vm create of a new VM adds one line to the YAML and keeps the rest of the file', async () => {
+  const file = cloud();
+  await quiet(() => ca.run(['init', '-c', file]));
+  await quiet(() => vm.run(['create', 'web7', '--tenant', 'blue', '--host', 'h2', '-c', file]));
+  const cfg = loadConfig(file);
+  const web7 = cfg.vms.get('web7')!;
+  assert.is(web7.host, 'h2');
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const original = YAML.split('\n');
+  const added = lines.findIndex((l) => l.startsWith('      web7: { host: h2, identity: '));
+  assert.ok(added > 0);
+  assert.equal([...lines.slice(0, added), ...lines.slice(added + 1)], original);
+  assert.is(lines[added], `      web7: { host: h2, identity: ${web7.identityText} }`);
+});
+
+test('vm create refuses a VM whose key does not derive the identity in the YAML', async () => {
+  const file = cloud();
+  await quiet(() => ca.run(['init', '-c', file]));
+  await refused(
+    () => vm.run(['create', 'db1', '--tenant', 'blue', '--host', 'h2', '-c', file]),
+    'NVI_ERR_CONFIG',
+    /tenants.blue.vms.db1.identity: .* says fd9a:3c7e:51b2:1::dead, but the key .* derives fd9a:3c7e:51b2:1:2789:55aa:5f71:9793/,
+  );
+});
+
+test('vm create refuses an unknown tenant, an unknown host and a missing --tenant', async () => {
+  const file = cloud();
+  await refused(() => vm.run(['create', 'x1', '--tenant', 'red', '--host', 'h1', '-c', file]), 'NVI_ERR_CONFIG', /tenants.red: no such tenant/);
+  await refused(() => vm.run(['create', 'x1', '--tenant', 'blue', '--host', 'h9', '-c', file]), 'NVI_ERR_CONFIG', /hosts.h9: no such host/);
+  await refused(() => vm.run(['create', 'x1', '--host', 'h1', '-c', file]), 'NVI_ERR_USAGE', /--tenant is required/);
+});
+
+test.run();

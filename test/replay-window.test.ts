@@ -1,0 +1,113 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/crypto/replay-window.js';
+
+const W = REPLAY_WINDOW;
+const OK = ReplayCheck.Ok;
+const REPLAY = ReplayCheck.Replay;
+const LEFT = ReplayCheck.LeftOfWindow;
+
+/** Receive (check, then accept when Ok, as after a verified ICV) and return the check result. */
+function receive(w: ReplayWindow, hi: number, lo: number): ReplayCheck {
+  const r = w.check(hi, lo);
+  if (r === OK) w.accept(hi, lo);
+  return r;
+}
+
+// A numbered table, read top to bottom against one window: each row is a packet and what it must get.
+const TABLE: [number, number, ReplayCheck][] = [
+  /* 1 */ [0, 0, REPLAY], // sequence number 0 is never valid
+  /* 2 */ [0, 1, OK],
+  /* 3 */ [0, 1, REPLAY],
+  /* 4 */ [0, 3, OK],
+  /* 5 */ [0, 2, OK], // late but inside the window
+  /* 6 */ [0, 2, REPLAY],
+  /* 7 */ [0, W, OK], // the window is now [1, W]
+  /* 8 */ [0, 1, REPLAY], // still inside, and seen
+  /* 9 */ [0, W + 1, OK], // window [2, W + 1]
+  /* 10 */ [0, 1, LEFT],
+  /* 11 */ [0, 2, REPLAY],
+  /* 12 */ [0, W + 2, OK], // window [3, W + 2]
+  /* 13 */ [0, 2, LEFT],
+  /* 14 */ [0, 3, REPLAY],
+  /* 15 */ [0, 5 * W, OK], // a jump clears every block
+  /* 16 */ [0, 4 * W + 1, OK], // the bottom of the new window
+  /* 17 */ [0, 4 * W + 1, REPLAY],
+  /* 18 */ [0, 4 * W, LEFT],
+  /* 19 */ [0, 5 * W - 1, OK],
+  /* 20 */ [0, 5 * W - 1, REPLAY],
+  /* 21 */ [0, 5 * W, REPLAY],
+];
+
+test('the numbered table: replays, late packets inside the window, packets left of it', () => {
+  const w = new ReplayWindow();
+  TABLE.forEach(([hi, lo, want], k) => {
+    assert.is(receive(w, hi, lo), want, `row ${k + 1}: (${hi}, ${lo})`);
+  });
+});
+
+test('check alone never moves the window: a packet that failed authentication can come again', () => {
+  const w = new ReplayWindow();
+  assert.is(w.check(0, 100), OK);
+  assert.is(w.check(0, 100), OK);
+  assert.equal(w.top(), [0, 0]);
+  w.accept(0, 100);
+  assert.is(w.check(0, 100), REPLAY);
+});
+
+test('the window is at least 1024 packets wide', () => {
+  assert.ok(W >= 1024, `window ${W}`);
+  const w = new ReplayWindow();
+  receive(w, 0, 5000);
+  assert.is(w.check(0, 5000 - 1024), OK);
+  assert.is(w.check(0, 5000 - W + 1), OK);
+  assert.is(w.check(0, 5000 - W), LEFT);
+});
+
+test('the high half is inferred across the 2^32 boundary (RFC 4303 appendix A)', () => {
+  const w = new ReplayWindow();
+  receive(w, 0, 0xffff_fff0);
+  assert.is(w.inferHigh(0xffff_fff8), 0, 'just above the top: same subspace');
+  assert.is(w.inferHigh(5), 1, 'a small low half after a high top: the next subspace');
+  assert.is(receive(w, w.inferHigh(5), 5), OK);
+  assert.equal(w.top(), [1, 5]);
+  // Now the window spans two subspaces (case B): a late packet from below 2^32.
+  assert.is(w.inferHigh(0xffff_fff8), 0);
+  assert.is(receive(w, 0, 0xffff_fff8), OK);
+  assert.is(receive(w, 0, 0xffff_fff8), REPLAY);
+  assert.is(receive(w, 0, 0xffff_fff0), REPLAY);
+  assert.is(receive(w, w.inferHigh(6), 6), OK);
+});
+
+test('below the first packet there is no high half to infer: left of the window', () => {
+  const w = new ReplayWindow();
+  receive(w, 0, 10);
+  const hi = w.inferHigh(0xffff_ff00);
+  assert.is(hi, -1);
+  assert.is(w.check(hi, 0xffff_ff00), LEFT);
+});
+
+test('a differential run against a set of every number seen agrees on every packet', () => {
+  // Reference: the window accepts n iff n > top - W and n was not seen, with n >= 1.
+  let seed = 12345;
+  const rand = (): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed;
+  };
+  const w = new ReplayWindow();
+  const seen = new Set<number>();
+  let top = 0;
+  for (let k = 0; k < 200_000; k++) {
+    const jitter = (rand() % (2 * W + 64)) - W - 32;
+    const n = Math.max(0, top + jitter + (rand() % 3 === 0 ? 40 : 0));
+    const want = n === 0 || seen.has(n) ? REPLAY : n <= top - W ? LEFT : OK;
+    const got = receive(w, Math.floor(n / 2 ** 32), n % 2 ** 32);
+    if (got !== want) assert.unreachable(`packet ${k}: n=${n} top=${top}: got ${got}, want ${want}`);
+    if (got === OK) {
+      seen.add(n);
+      top = Math.max(top, n);
+    }
+  }
+});
+
+test.run();

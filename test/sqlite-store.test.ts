@@ -1,0 +1,211 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import Database from 'better-sqlite3';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfig } from '../src/config/config.js';
+import { NviError } from '../src/config/errors.js';
+import { writeCertificate, pkiPaths } from '../src/crypto/pki.js';
+import { openStore, seedStore } from '../src/store/open-store.js';
+import { STALE_EPOCH, SqliteStore } from '../src/store/sqlite-store.js';
+import { STORE_UNAVAILABLE, type StoreChange } from '../src/store/store.js';
+import { T0, bind, hostRecord, makePki } from './pki-fixture.js';
+
+const pki = await makePki();
+
+function tmp(): string {
+  return mkdtempSync(join(tmpdir(), 'nvi-store-'));
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string, message: RegExp): Promise<void> {
+  try {
+    await p;
+  } catch (e) {
+    assert.instance(e, NviError);
+    assert.is((e as NviError).code, code);
+    assert.match((e as Error).message, message);
+    return;
+  }
+  assert.unreachable(`expected ${code}`);
+}
+
+function throwsWith(f: () => unknown, code: string, message: RegExp): Promise<void> {
+  return rejectsWith(Promise.resolve().then(f), code, message);
+}
+
+/** The changes `store` reports until `n` have arrived (or 2 s have passed). */
+function collect(store: SqliteStore, n: number): { changes: StoreChange[]; done: Promise<void>; stop: () => void } {
+  const changes: StoreChange[] = [];
+  let resolve!: () => void;
+  const done = new Promise<void>((r) => (resolve = r));
+  const stop = store.watch((c) => {
+    changes.push(c);
+    if (changes.length >= n) resolve();
+  });
+  const timer = setTimeout(resolve, 2000);
+  return { changes, done: done.then(() => clearTimeout(timer)), stop };
+}
+
+test('a binding, a host and a policy read back as published', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'));
+  const b = bind(pki.web1);
+  await s.publish(b);
+  assert.equal(await s.lookup(b.identity), b);
+  assert.is(await s.lookup(pki.web2.identity), undefined);
+  const h = pki.hosts.hosts.get('h1')!;
+  await s.publishHost(h);
+  assert.equal(await s.lookupHost('h1'), h);
+  assert.is(await s.lookupHost('h9'), undefined);
+  assert.is(await s.policy(), undefined);
+  assert.is(await s.publishPolicy('{"a":1}'), 1);
+  assert.is(await s.publishPolicy('{"a":2}'), 2);
+  assert.equal(await s.policy(), { revision: 2, document: '{"a":2}' });
+  await s.close();
+});
+
+test('a newer epoch replaces the binding', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'));
+  await s.publish(bind(pki.web1, { epoch: 1 }));
+  const moved = bind(pki.web1, { epoch: 2, host: 'h2', hostAddress: '10.77.0.2' });
+  await s.publish(moved);
+  assert.equal(await s.lookup(pki.web1.identity), moved);
+  await s.close();
+});
+
+test('an older epoch is refused and the newer binding kept', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'));
+  const moved = bind(pki.web1, { epoch: 2, host: 'h2', hostAddress: '10.77.0.2' });
+  await s.publish(moved);
+  await rejectsWith(s.publish(bind(pki.web1, { epoch: 1 })), STALE_EPOCH, /epoch 1 refused: the store holds epoch 2 on host h2/);
+  assert.equal(await s.lookup(pki.web1.identity), moved);
+  await s.close();
+});
+
+test('the same epoch on another host is refused; on the same host it renews', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'));
+  await s.publish(bind(pki.web1, { epoch: 3 }));
+  await rejectsWith(s.publish(bind(pki.web1, { epoch: 3, host: 'h2', hostAddress: '10.77.0.2' })), STALE_EPOCH, /a move publishes epoch 4/);
+  const renewed = bind(pki.web1, { epoch: 3, notAfter: new Date(T0 + 7_200_000).toISOString() });
+  await s.publish(renewed);
+  assert.equal(await s.lookup(pki.web1.identity), renewed);
+  await s.close();
+});
+
+test('two stores on the same file see each other\'s writes through watch()', async () => {
+  const path = join(tmp(), 'store.db');
+  const a = SqliteStore.open(path, { pollMs: 5 });
+  const b = SqliteStore.open(path, { pollMs: 5 });
+  const seenByB = collect(b, 3);
+  const seenByA = collect(a, 1);
+  await a.publish(bind(pki.web1));
+  await a.publishHost(pki.hosts.hosts.get('h1')!);
+  await a.publishPolicy('{}');
+  await seenByB.done;
+  assert.equal(seenByB.changes, [
+    { kind: 'binding', identity: pki.web1.identity },
+    { kind: 'host', host: 'h1' },
+    { kind: 'policy', revision: 1 },
+  ]);
+  assert.equal(await b.lookup(pki.web1.identity), bind(pki.web1));
+  await b.publish(bind(pki.web2));
+  await seenByA.done;
+  assert.equal(seenByA.changes.slice(-1), [{ kind: 'binding', identity: pki.web2.identity }]);
+  await a.close();
+  await b.close();
+});
+
+test('watch() reports nothing from before it started, and nothing for an identical publish', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'), { pollMs: 5 });
+  await s.publish(bind(pki.web1));
+  const seen = collect(s, 1);
+  await s.publish(bind(pki.web1)); // identical: no change
+  await s.publishHost(pki.hosts.hosts.get('h2')!);
+  await seen.done;
+  assert.equal(seen.changes, [{ kind: 'host', host: 'h2' }]);
+  seen.stop();
+  await s.close();
+});
+
+test('a store whose directory does not exist is unavailable', async () => {
+  await throwsWith(() => SqliteStore.open(join(tmp(), 'no', 'such', 'store.db')), STORE_UNAVAILABLE, /directory .* does not exist/);
+});
+
+test('a file that is not a database is unavailable as corrupt', async () => {
+  const path = join(tmp(), 'store.db');
+  writeFileSync(path, 'this is not a database, it only looks like a store file'.repeat(100));
+  await throwsWith(() => SqliteStore.open(path), STORE_UNAVAILABLE, /corrupt or not an SQLite database/);
+});
+
+test('a directory in place of the file is unavailable', async () => {
+  const path = join(tmp(), 'store.db');
+  mkdirSync(path);
+  await throwsWith(() => SqliteStore.open(path), STORE_UNAVAILABLE, /cannot open the file/);
+});
+
+test('a database with another schema version is unavailable', async () => {
+  const path = join(tmp(), 'store.db');
+  const raw = new Database(path);
+  raw.pragma('user_version = 9');
+  raw.close();
+  await throwsWith(() => SqliteStore.open(path), STORE_UNAVAILABLE, /schema version 9/);
+});
+
+test('a write while another process holds the write lock past the busy timeout is unavailable as locked', async () => {
+  const path = join(tmp(), 'store.db');
+  const s = SqliteStore.open(path, { busyTimeoutMs: 20 });
+  const other = new Database(path);
+  other.exec('BEGIN IMMEDIATE');
+  await rejectsWith(s.publish(bind(pki.web1)), STORE_UNAVAILABLE, /locked by another process \(waited 20 ms\)/);
+  other.exec('ROLLBACK');
+  await s.publish(bind(pki.web1)); // and works again once the lock is gone
+  other.close();
+  await s.close();
+});
+
+test('a closed store is unavailable', async () => {
+  const s = SqliteStore.open(join(tmp(), 'store.db'));
+  await s.close();
+  await rejectsWith(s.lookup(pki.web1.identity), STORE_UNAVAILABLE, /closed/);
+});
+
+function config(dir: string, store: Record<string, unknown>) {
+  return parseConfig(
+    {
+      version: 1,
+      pki: { dir: 'pki' },
+      store,
+      hosts: { h1: { address: '10.77.0.1' }, h2: { address: '10.77.0.2' } },
+      tenants: {},
+    },
+    join(dir, 'nvi-switch.yaml'),
+  );
+}
+
+test('openStore creates the directory of the embedded store', async () => {
+  const dir = tmp();
+  const s = await openStore(config(dir, { kind: 'embedded', path: 'state/deep/lab.db' }));
+  assert.is(s.kind, 'embedded');
+  await s.close();
+});
+
+test('openStore refuses etcd for now', async () => {
+  const dir = tmp();
+  await rejectsWith(openStore(config(dir, { kind: 'etcd', endpoints: ['http://127.0.0.1:2379'] })), 'NVI_ERR_CONFIG', /etcd store not built yet/);
+});
+
+test('seedStore publishes the enrolled hosts and names the others', async () => {
+  const dir = tmp();
+  const cfg = config(dir, { kind: 'embedded', path: 'lab.db' });
+  const h1 = await hostRecord(pki.ca, 'h1', '10.77.0.1');
+  writeCertificate(pkiPaths(cfg.pkiDir).hostCert('h1'), h1.certificate);
+  const s = await openStore(cfg);
+  const r = await seedStore(cfg, s, T0);
+  assert.equal(r.published, ['h1']);
+  assert.equal(r.skipped.map((x) => x.host), ['h2']);
+  assert.match(r.skipped[0].reason, /not enrolled/);
+  assert.equal(await s.lookupHost('h1'), h1);
+  await s.close();
+});
+
+test.run();
