@@ -37,6 +37,12 @@ export class ReplayWindow {
   /**
    * Infer the high 32 bits of a received sequence number from its low 32 bits and the
    * window (RFC 4303 Appendix A2.2). Returns -1 when it lies below sequence number 0.
+   *
+   * One refinement: in case A, a low half below the window's bottom is taken for the next
+   * 2^32 subspace only when that puts it less than 2^31 ahead of the top (serial-number
+   * arithmetic, as RFC 1982); otherwise it is an old packet, left of the window. A literal
+   * A2.2 would guess the next subspace for every old packet and report it as an ICV
+   * failure; no real sender jumps 2^31 packets ahead.
    */
   inferHigh(seqLo: number): number {
     const th = this.topHi;
@@ -44,7 +50,8 @@ export class ReplayWindow {
     const bottom = (tl - REPLAY_WINDOW + 1) >>> 0;
     if (tl >= REPLAY_WINDOW - 1) {
       // Case A: the window lies within one 2^32 subspace.
-      return seqLo >= bottom ? th : th + 1;
+      if (seqLo >= bottom) return th;
+      return ((seqLo - tl) >>> 0) < 0x8000_0000 ? th + 1 : th;
     }
     // Case B: the window spans two subspaces.
     if (seqLo >= bottom) return th - 1; // -1 when th is 0: below the first packet

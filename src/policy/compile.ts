@@ -40,6 +40,7 @@
 // so decide() looks up |keys(src)| x |keys(dst)| pairs each way: its cost depends on the
 // memberships of the two VMs, not on the number of rules.
 
+import { ConfigError } from '../config/errors.js';
 import { DROP_INFO, Drop, dropName } from '../dataplane/drops.js';
 import type { Trace } from '../trace.js';
 import { FlowMode, type DirectionDecision, type Policy } from './decision.js';
@@ -69,7 +70,7 @@ interface CompiledRule {
   /** Its condition on from -> to packets (destination port) and on to -> from packets (source port). */
   readonly forward: FilterEntry;
   readonly reverse: FilterEntry;
-  /** "plug web -> web tcp dport 80", for explain. */
+  /** "plug web -> db tcp 5432", for explain. */
   readonly text: string;
 }
 
@@ -104,6 +105,7 @@ export class CompiledPolicy implements Policy {
     this.ruleBase = model.tenants.map(() => -1);
     this.rules = model.rules.map((r, id) => {
       if (this.ruleBase[r.tenant] < 0) this.ruleBase[r.tenant] = id;
+      if (r.local >= RULES_PER_TENANT) throw new ConfigError(r.path, `a tenant may have at most ${RULES_PER_TENANT} rules`);
       const ports = r.ports === null ? '' : ` ${portsText(r.ports)}`;
       const proto = r.proto === PROTO_ANY && ports === '' ? '' : ` ${protoName(r.proto)}`;
       return {
@@ -187,8 +189,8 @@ export class CompiledPolicy implements Policy {
     const cross = T !== U;
     let consentMine = false;
     let consentTheirs = false;
-    let anyMine = false;
-    let anyTheirs = false;
+    let everyPacketMine = false;
+    let everyPacketTheirs = false;
     let inactiveMine = -1;
     let inactiveTheirs = -1;
     let firstCover = -1;
@@ -213,10 +215,10 @@ export class CompiledPolicy implements Policy {
       }
       if (mine) {
         consentMine = true;
-        if (c.unconditional) anyMine = true;
+        if (c.unconditional) everyPacketMine = true;
       } else {
         consentTheirs = true;
-        if (c.unconditional) anyTheirs = true;
+        if (c.unconditional) everyPacketTheirs = true;
       }
       if (firstCover < 0) firstCover = k;
       if (c.rule.encrypt) encrypt = true;
@@ -238,8 +240,8 @@ export class CompiledPolicy implements Policy {
     }
 
     // 5. Plugged.
-    const setMine = !anyMine;
-    const setTheirs = cross && !anyTheirs;
+    const setMine = !everyPacketMine;
+    const setTheirs = cross && !everyPacketTheirs;
     const filter = conditionalUnplugs > 0 || setMine || setTheirs ? this.filterFor(hits, active, T, U, setMine, setTheirs) : null;
     const flow = firstRepliesOnly >= 0 ? FlowMode.RepliesOnly : opens ? FlowMode.Opens : FlowMode.None;
     const rule = this.ruleOf(hits[firstRepliesOnly >= 0 ? firstRepliesOnly : firstCover], T, U).rule.name;
@@ -373,10 +375,10 @@ export class CompiledPolicy implements Policy {
 
   private ruleSignatures(tenant: string): { sig: string; rule: PolicyRule }[] {
     const t = this.model.tenantByName.get(tenant);
-    if (t === undefined) return [];
-    return this.model.rules
-      .filter((r) => r.tenant === t)
-      .map((r) => ({
+    if (t === undefined || this.ruleBase[t] < 0) return [];
+    const rules: PolicyRule[] = [];
+    for (let id = this.ruleBase[t]; id < this.rules.length && this.rules[id].rule.tenant === t; id++) rules.push(this.rules[id].rule);
+    return rules.map((r) => ({
         rule: r,
         sig: JSON.stringify([r.name, r.action, this.model.keys[r.from].text, this.model.keys[r.to].text, r.proto, r.ports, r.when?.text ?? null, r.encrypt]),
       }));

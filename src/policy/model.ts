@@ -130,41 +130,32 @@ export function parseModel(inputs: Iterable<PolicyTenantInput>): PolicyModel {
   const tenantByName = new Map<string, number>();
   const raw: PolicyTenantInput[] = [];
 
-  const addKey = (tenant: number, kind: KeyKind, name: string, vm: number, path: string): number => {
+  const addKey = (tenant: number, tenantName: string, kind: KeyKind, name: string, vm: number, path: string): number => {
     const id = keys.length;
-    keys.push({ id, tenant, kind, name, text: `${tenants[tenant].name}:${name}`, vm, members: [], path });
+    keys.push({ id, tenant, kind, name, text: `${tenantName}:${name}`, vm, members: [], path });
     return id;
   };
 
   // 1. Tenants, their VMs and '*'.
   for (const input of inputs) {
     if (tenantByName.has(input.name)) throw new ConfigError(input.path, `tenant ${input.name} defined twice`);
-    const t: PolicyTenant = {
-      index: tenants.length,
-      name: input.name,
-      prefix: input.prefix.text,
-      path: input.path,
-      vms: [],
-      names: new Map(),
-      groups: [],
-      star: -1,
-    };
+    const index = tenants.length;
+    const star = addKey(index, input.name, KeyKind.All, '*', -1, input.path);
+    const t: PolicyTenant = { index, name: input.name, prefix: input.prefix.text, path: input.path, vms: [], names: new Map([['*', star]]), groups: [], star };
     tenants.push(t);
     raw.push(input);
     tenantByName.set(t.name, t.index);
-    (t as { star: number }).star = addKey(t.index, KeyKind.All, '*', -1, input.path);
-    t.names.set('*', t.star);
     for (const v of input.vms) {
       const path = `${input.path}.vms.${v.name}`;
       if (t.names.has(v.name)) throw new ConfigError(path, `VM ${v.name} defined twice`);
       const other = byIdentity.get(v.identityText);
       if (other !== undefined) throw new ConfigError(`${path}.identity`, `identity already belongs to ${vmText(tenants, vms[other])}`);
-      const index = vms.length;
-      const key = addKey(t.index, KeyKind.Vm, v.name, index, path);
-      vms.push({ index, tenant: t.index, name: v.name, identity: v.identityText, level: v.level, key });
-      t.vms.push(index);
+      const vm = vms.length;
+      const key = addKey(t.index, t.name, KeyKind.Vm, v.name, vm, path);
+      vms.push({ index: vm, tenant: t.index, name: v.name, identity: v.identityText, level: v.level, key });
+      t.vms.push(vm);
       t.names.set(v.name, key);
-      byIdentity.set(v.identityText, index);
+      byIdentity.set(v.identityText, vm);
     }
   }
 
@@ -179,14 +170,15 @@ export function parseModel(inputs: Iterable<PolicyTenantInput>): PolicyModel {
       if (gname === '*') throw new ConfigError(gpath, `'*' is every VM of the tenant and cannot be defined`);
       if (!GROUP_NAME.test(gname)) throw new ConfigError(gpath, `group names are 1-63 of a-z, 0-9, '-', starting with a letter; got ${JSON.stringify(gname)}`);
       if (t.names.has(gname)) throw new ConfigError(gpath, `${gname} is already a VM of tenant ${t.name} (groups and VMs share one namespace)`);
-      const key = addKey(t.index, KeyKind.Group, gname, -1, gpath);
+      const key = addKey(t.index, t.name, KeyKind.Group, gname, -1, gpath);
       t.names.set(gname, key);
       t.groups.push(key);
       groupLists.push({ key, members: list(members, gpath) });
     }
   }
 
-  const model: PolicyModel = { tenants, vms, keys, rules: [], byIdentity, tenantByName };
+  const rules: PolicyRule[] = [];
+  const model: PolicyModel = { tenants, vms, keys, rules, byIdentity, tenantByName };
 
   // 3. Group members, then cycles.
   for (const { key, members } of groupLists) {
@@ -196,7 +188,6 @@ export function parseModel(inputs: Iterable<PolicyTenantInput>): PolicyModel {
   checkCycles(keys);
 
   // 4. Rules.
-  const rules: PolicyRule[] = [];
   for (const t of tenants) {
     const r = raw[t.index].policy.rules;
     if (r === undefined || r === null) continue;
@@ -208,7 +199,6 @@ export function parseModel(inputs: Iterable<PolicyTenantInput>): PolicyModel {
       rules.push(rule);
     });
   }
-  (model as { rules: readonly PolicyRule[] }).rules = rules;
   checkInitiateOverlap(model);
   return model;
 }

@@ -1,12 +1,14 @@
 // Ingress stage 2 (ESP packets): SPI -> inbound SA; the SA's peer must have sent it; the
 // sequence number is checked against the anti-replay window BEFORE decryption; one cipher
-// call verifies and decrypts the batch in place; only then is the window moved (in packet
-// order, so a duplicate inside one batch is still caught); the trailer is checked and the
-// inner IPv6 packet located. The packet's cable is the SA's cable.
+// call verifies and decrypts the batch in place; the trailer is checked, and the inner
+// (source, destination) must be exactly the pair of the SA's cable (a peer may not speak
+// for identities it does not host). Only a packet that passed all of it moves the window,
+// in packet order, so a duplicate inside one batch is still caught.
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import { Drop } from '../drops.js';
 import { readU32 } from '../ipv4.js';
+import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../ipv6.js';
 import { drop, type Stage } from '../stage.js';
 import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../crypto/esp.js';
 import { EspJobs, type EspCipher } from '../../crypto/esp-cipher.js';
@@ -20,7 +22,7 @@ export class EspDecap implements Stage {
   readonly name = 'esp-decap';
   readonly drops = [
     Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
-    Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader,
+    Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch,
   ];
   private readonly jobs = new EspJobs();
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
@@ -68,6 +70,20 @@ export class EspDecap implements Stage {
         drop(b, i, Drop.EspAuthFailed);
         continue;
       }
+      const inner = jobs.espOff[j] + ESP_HLEN;
+      const payload = readEspTrailer(buf, inner, inner + jobs.ptLen[j]);
+      if (payload < 0) {
+        drop(b, i, payload === -2 ? Drop.EspBadNextHeader : Drop.EspBadTrailer);
+        continue;
+      }
+      if (payload < IPV6_HLEN) {
+        drop(b, i, Drop.Ipv6Truncated);
+        continue;
+      }
+      if (!sa.cable.matches(buf, inner + IPV6_OFF_SRC, inner + IPV6_OFF_DST)) {
+        drop(b, i, Drop.InnerPairMismatch);
+        continue;
+      }
       const hi = jobs.seqHi[j];
       const lo = this.seqLo[j];
       if (sa.window.check(hi, lo) !== ReplayCheck.Ok) {
@@ -75,12 +91,6 @@ export class EspDecap implements Stage {
         continue;
       }
       sa.window.accept(hi, lo);
-      const inner = jobs.espOff[j] + ESP_HLEN;
-      const payload = readEspTrailer(buf, inner, inner + jobs.ptLen[j]);
-      if (payload < 0) {
-        drop(b, i, payload === -2 ? Drop.EspBadNextHeader : Drop.EspBadTrailer);
-        continue;
-      }
       sa.packets++;
       sa.bytes += payload;
       b.l3[i] = inner;

@@ -1,8 +1,7 @@
-// Ingress stage 4: who may speak on a cable. After ESP, the inner (source, destination)
-// must be exactly the pair of the SA's cable: a peer host may not speak for identities it
-// does not host. IPv6-in-IPv4 packets find their cable by the inner pair (a miss goes to
-// the upcall: SDN Algorithm 2), must come from the host the source is bound to, and may
-// not use a cable whose policy wants encryption.
+// Ingress stage 4: who may speak on a cable. ESP packets arrive with their cable (the SA's,
+// whose pair esp-decap checked); it must still be plugged. IPv6-in-IPv4 packets find their
+// cable by the inner pair (a miss goes to the upcall: SDN Algorithm 2), must come from the
+// host the source is bound to, and may not use a cable whose policy wants encryption.
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
@@ -16,7 +15,7 @@ import type { Upcall } from '../upcall.js';
 export class PairCheck implements Stage {
   readonly name = 'pair-check';
   readonly drops = [
-    Drop.InnerPairMismatch, Drop.InnerUnknownDestination, Drop.Ip6in4WrongPeer, Drop.Ip6in4EncryptionRequired,
+    Drop.InnerUnknownDestination, Drop.Ip6in4WrongPeer, Drop.Ip6in4EncryptionRequired,
     Drop.UpcallQueueFull, Drop.UpcallRateLimited,
   ];
 
@@ -34,8 +33,12 @@ export class PairCheck implements Stage {
       const ip = b.l3[i];
       if ((b.flags[i] & PacketFlag.Esp) !== 0) {
         const c = b.ref[i] as Cable;
-        if (!c.matches(buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST)) drop(b, i, Drop.InnerPairMismatch);
-        else if (c.drop !== Drop.None) drop(b, i, c.drop);
+        if (c.drop !== Drop.None) {
+          c.drops++;
+          drop(b, i, c.drop);
+        } else if (now >= c.refreshAt) {
+          this.upcall.refresh(c);
+        }
         continue;
       }
       const hash = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
