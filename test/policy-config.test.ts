@@ -1,6 +1,9 @@
 // Policy config errors name the YAML path; the policy document compiles as the YAML does;
 // the shipped nvi-switch.yaml passes its own policy tests.
 
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,6 +13,7 @@ import { formatIpv6, parseIpv6Address } from '../src/dataplane/ipv6.js';
 import { compilePolicy, type PolicyTenantInput } from '../src/policy/compile.js';
 import { compilePolicyDocument, policyDocument } from '../src/policy/document.js';
 import { runPolicyTests } from '../src/policy/policy-tests.js';
+import { run as policyCommand } from '../src/cli/cmd-policy.js';
 
 const MON = Date.UTC(2024, 0, 1);
 
@@ -132,6 +136,30 @@ test('the shipped nvi-switch.yaml passes all its policy tests', () => {
   const results = runPolicyTests(compilePolicy(tenants, 1), tenants, MON);
   assert.ok(results.length >= 6, `${results.length} cases`);
   for (const r of results) assert.ok(r.passed, `${r.tenant}[${r.index}] ${r.case}: expected ${r.expect}, got ${r.got} (${r.rule}, ${r.reason})`);
+});
+
+test('policy test prints each case and exits 1 when one fails', async () => {
+  const shipped = readFileSync(fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url)), 'utf8');
+  const last = '      - { src: web1, dst: web3, proto: tcp, port: 23, expect: unplug }\n';
+  assert.ok(shipped.includes(last));
+  const dir = mkdtempSync(join(tmpdir(), 'nvi-policy-'));
+  const file = join(dir, 'nvi-switch.yaml');
+  writeFileSync(file, shipped.replace(last, `${last}      - { src: db1, dst: web2, expect: plug }\n`));
+  const out: string[] = [];
+  const write = process.stdout.write;
+  process.stdout.write = ((chunk: string): boolean => out.push(chunk) > 0) as typeof process.stdout.write;
+  let code: number;
+  try {
+    code = await policyCommand(['test', '-c', file]);
+  } finally {
+    process.stdout.write = write;
+    rmSync(dir, { recursive: true });
+  }
+  assert.is(code, 1);
+  const text = out.join('');
+  assert.ok(text.includes('pass  blue[0]   web1 -> web2 tcp/80: plug (blue/web-mesh)\n'), text);
+  assert.ok(text.includes('FAIL  blue[4]   db1 -> web2: expected plug, got unplug (blue/web-opens-db, policy/initiate-only)\n'), text);
+  assert.ok(text.endsWith('6 passed, 1 failed\n'), text);
 });
 
 test.run();

@@ -99,6 +99,7 @@ export class CompiledPolicy implements Policy {
   /** Scratch of decide(), which is synchronous and never re-entered: the rules found, and which are active. */
   private readonly hits: number[] = [];
   private active = new Uint8Array(64);
+  private signatureCache: ReadonlyMap<string, TenantSignature> | undefined;
 
   constructor(model: PolicyModel, readonly revision: number) {
     this.model = model;
@@ -255,32 +256,49 @@ export class CompiledPolicy implements Policy {
   affected(next: Policy): { readonly all: boolean; readonly identities: ReadonlySet<string> } {
     const identities = new Set<string>();
     if (!(next instanceof CompiledPolicy)) return { all: true, identities };
-    // 1. VMs that appear, vanish, or change tenant, name, level or memberships.
-    const before = this.vmSignatures();
-    const after = next.vmSignatures();
-    for (const [id, sig] of before) if (after.get(id) !== sig) identities.add(id);
-    for (const id of after.keys()) if (!before.has(id)) identities.add(id);
-    // 2. Both sides of every rule added, removed, changed or moved relative to the others.
-    const names = new Set([...this.model.tenantByName.keys(), ...next.model.tenantByName.keys()]);
-    for (const tname of names) {
-      const olds = this.ruleSignatures(tname);
-      const news = next.ruleSignatures(tname);
-      const oldSet = new Set(olds.map((x) => x.sig));
-      const newSet = new Set(news.map((x) => x.sig));
-      const keptOld = olds.filter((x) => newSet.has(x.sig));
-      const keptNew = news.filter((x) => oldSet.has(x.sig));
-      let moved = 0;
-      while (moved < keptOld.length && keptOld[moved].sig === keptNew[moved].sig) moved++;
-      const touch = (p: CompiledPolicy, r: PolicyRule): void => {
-        for (const vm of expandKey(p.model, r.from)) identities.add(p.model.vms[vm].identity);
-        for (const vm of expandKey(p.model, r.to)) identities.add(p.model.vms[vm].identity);
-      };
-      for (const x of olds) if (!newSet.has(x.sig)) touch(this, x.rule);
-      for (const x of news) if (!oldSet.has(x.sig)) touch(next, x.rule);
-      for (const x of keptOld.slice(moved)) touch(this, x.rule);
-      for (const x of keptNew.slice(moved)) touch(next, x.rule);
+    const mine = this.signatures();
+    const theirs = next.signatures();
+    const candidates = new Set<string>();
+    for (const tenant of new Set([...mine.keys(), ...theirs.keys()])) {
+      const a = mine.get(tenant);
+      const b = theirs.get(tenant);
+      // 1. VMs or groups changed: only the tenant's VMs and the members of its groups (old
+      // and new) can have changed memberships; compare each of them below.
+      if (a?.members !== b?.members) {
+        this.tenantMembers(tenant, candidates);
+        next.tenantMembers(tenant, candidates);
+      }
+      // 2. Both sides of every rule added, removed, changed or moved relative to the others.
+      if (a?.rulesText !== b?.rulesText) this.ruleChanges(next, a?.rules ?? [], b?.rules ?? [], identities);
     }
+    for (const id of candidates) if (this.vmSignature(id) !== next.vmSignature(id)) identities.add(id);
     return { all: false, identities };
+  }
+
+  private ruleChanges(next: CompiledPolicy, olds: readonly RuleSignature[], news: readonly RuleSignature[], out: Set<string>): void {
+    const oldSet = new Set(olds.map((x) => x.sig));
+    const newSet = new Set(news.map((x) => x.sig));
+    const keptOld = olds.filter((x) => newSet.has(x.sig));
+    const keptNew = news.filter((x) => oldSet.has(x.sig));
+    let inOrder = 0;
+    while (inOrder < keptOld.length && keptOld[inOrder].sig === keptNew[inOrder].sig) inOrder++;
+    const touch = (p: CompiledPolicy, r: PolicyRule): void => {
+      for (const vm of expandKey(p.model, r.from)) out.add(p.model.vms[vm].identity);
+      for (const vm of expandKey(p.model, r.to)) out.add(p.model.vms[vm].identity);
+    };
+    for (const x of olds) if (!newSet.has(x.sig)) touch(this, x.rule);
+    for (const x of news) if (!oldSet.has(x.sig)) touch(next, x.rule);
+    for (const x of keptOld.slice(inOrder)) touch(this, x.rule);
+    for (const x of keptNew.slice(inOrder)) touch(next, x.rule);
+  }
+
+  /** Add the identities of tenant `name`'s VMs and of its groups' members. */
+  private tenantMembers(name: string, out: Set<string>): void {
+    const t = this.model.tenantByName.get(name);
+    if (t === undefined) return;
+    const vms = new Set(this.model.tenants[t].vms);
+    for (const g of this.model.tenants[t].groups) expandKey(this.model, g, vms);
+    for (const vm of vms) out.add(this.model.vms[vm].identity);
   }
 
   /** Append the rules of tenants T and U filed under (a key of vm `from`, a key of vm `to`). */
@@ -363,26 +381,45 @@ export class CompiledPolicy implements Policy {
     return keys.join(', ');
   }
 
-  /** identity -> "tenant name level keys", for affected(). */
-  private vmSignatures(): Map<string, string> {
-    const out = new Map<string, string>();
-    for (const v of this.model.vms) {
-      const keys = [...this.vmKeys[v.index]].map((k) => this.model.keys[k].text).sort();
-      out.set(v.identity, `${this.model.tenants[v.tenant].name} ${v.name} ${v.level ?? '-'} ${keys.join(' ')}`);
-    }
-    return out;
+  /** "tenant name level member-keys" of an identity, for affected(); undefined when absent. */
+  private vmSignature(identity: string): string | undefined {
+    const vm = this.model.byIdentity.get(identity);
+    if (vm === undefined) return undefined;
+    const v = this.model.vms[vm];
+    const keys = [...this.vmKeys[vm]].map((k) => this.model.keys[k].text).sort();
+    return `${this.model.tenants[v.tenant].name} ${v.name} ${v.level ?? '-'} ${keys.join(' ')}`;
   }
 
-  private ruleSignatures(tenant: string): { sig: string; rule: PolicyRule }[] {
-    const t = this.model.tenantByName.get(tenant);
-    if (t === undefined || this.ruleBase[t] < 0) return [];
-    const rules: PolicyRule[] = [];
-    for (let id = this.ruleBase[t]; id < this.rules.length && this.rules[id].rule.tenant === t; id++) rules.push(this.rules[id].rule);
-    return rules.map((r) => ({
-        rule: r,
-        sig: JSON.stringify([r.name, r.action, this.model.keys[r.from].text, this.model.keys[r.to].text, r.proto, r.ports, r.when?.text ?? null, r.encrypt]),
-      }));
+  /** Each tenant's VMs and groups, and its rules, as text; computed once, for affected(). */
+  private signatures(): ReadonlyMap<string, TenantSignature> {
+    if (this.signatureCache) return this.signatureCache;
+    const { model } = this;
+    const out = new Map<string, TenantSignature>();
+    for (const t of model.tenants) {
+      const vms = t.vms.map((vm) => [model.vms[vm].name, model.vms[vm].identity, model.vms[vm].level ?? null]);
+      const groups = t.groups.map((g) => [model.keys[g].name, model.keys[g].members.map((m) => model.keys[m].text)]);
+      const rules: RuleSignature[] = [];
+      for (let id = this.ruleBase[t.index]; id >= 0 && id < this.rules.length && this.rules[id].rule.tenant === t.index; id++) {
+        const r = this.rules[id].rule;
+        const sig = JSON.stringify([r.name, r.action, model.keys[r.from].text, model.keys[r.to].text, r.proto, r.ports, r.when?.text ?? null, r.encrypt]);
+        rules.push({ sig, rule: r });
+      }
+      out.set(t.name, { members: JSON.stringify([vms, groups]), rules, rulesText: rules.map((x) => x.sig).join('\n') });
+    }
+    this.signatureCache = out;
+    return out;
   }
+}
+
+interface RuleSignature {
+  readonly sig: string;
+  readonly rule: PolicyRule;
+}
+
+interface TenantSignature {
+  readonly members: string;
+  readonly rules: readonly RuleSignature[];
+  readonly rulesText: string;
 }
 
 /** Each VM's member keys: itself, its tenant's '*', and every group that reaches it. */

@@ -1,0 +1,73 @@
+// Operator commands against running switches, over their control sockets:
+//   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json]
+//   nvi-switch stats  [-c nvi-switch.yaml] [--host NAME] [--json]
+// Without --host: every host of the config whose switch answers.
+
+import { existsSync } from 'node:fs';
+import { loadConfig, type CloudConfig } from '../config/config.js';
+import { NviError } from '../config/errors.js';
+import { controlRequest, type CableInfo } from '../switch/control.js';
+import { controlPath } from '../switch/paths.js';
+import { DEFAULT_CONFIG, parseArgs } from './args.js';
+
+const SPEC = { values: { config: 'c', host: null }, flags: ['json'] } as const;
+
+/** Ask every selected host's switch; hosts not running are reported, not fatal, unless named. */
+async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Promise<Map<string, unknown>> {
+  const hosts = only ? [only] : [...cfg.hosts.keys()];
+  if (only && !cfg.hosts.has(only)) throw new NviError('NVI_ERR_USAGE', `--host ${only}: no such host in ${cfg.file}`);
+  const out = new Map<string, unknown>();
+  for (const h of hosts) {
+    const path = controlPath(cfg, h);
+    if (!only && !existsSync(path)) continue;
+    out.set(h, await controlRequest(path, { cmd }));
+  }
+  if (out.size === 0) throw new NviError('NVI_ERR_CONTROL', `no switch of ${cfg.file} is running (no control socket under ${controlPath(cfg, '*')})`);
+  return out;
+}
+
+export const cables = {
+  async run(argv: string[]): Promise<number> {
+    const args = parseArgs(argv, SPEC);
+    const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+    const answers = await ask(cfg, args.values.get('host'), 'cables');
+    if (args.flags.has('json')) {
+      process.stdout.write(`${JSON.stringify(Object.fromEntries(answers), null, 2)}\n`);
+      return 0;
+    }
+    for (const [host, list] of answers) {
+      process.stdout.write(`${host}\n`);
+      const rows = (list as CableInfo[]).map((c) => [
+        c.direction, `${c.srcVm ?? c.src} -> ${c.dstVm ?? c.dst}`, c.peer, c.state, c.rule, c.sa ?? '-', String(c.packets), String(c.bytes), `${c.ageSeconds}s`,
+      ]);
+      process.stdout.write(table(['dir', 'pair', 'peer', 'state', 'rule', 'SA', 'packets', 'bytes', 'age'], rows));
+    }
+    return 0;
+  },
+};
+
+export const stats = {
+  async run(argv: string[]): Promise<number> {
+    const args = parseArgs(argv, SPEC);
+    const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+    const answers = await ask(cfg, args.values.get('host'), 'stats');
+    if (args.flags.has('json')) {
+      process.stdout.write(`${JSON.stringify(Object.fromEntries(answers), null, 2)}\n`);
+      return 0;
+    }
+    for (const [host, s] of answers) {
+      process.stdout.write(`${host}\n`);
+      for (const [part, value] of Object.entries(s as Record<string, unknown>)) {
+        if (part === 'host') continue;
+        process.stdout.write(`  ${part.padEnd(9)} ${JSON.stringify(value)}\n`);
+      }
+    }
+    return 0;
+  },
+};
+
+export function table(head: string[], rows: string[][]): string {
+  const w = head.map((h, k) => Math.max(h.length, ...rows.map((r) => r[k].length)));
+  const line = (r: string[]): string => `  ${r.map((c, k) => c.padEnd(w[k])).join('  ').trimEnd()}\n`;
+  return line(head) + rows.map(line).join('');
+}

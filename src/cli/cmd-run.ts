@@ -1,0 +1,40 @@
+// nvi-switch run -c nvi-switch.yaml --host NAME [--control PATH] [--vm-netns PREFIX] [--cipher native|node]
+// Runs one host's switch until SIGINT or SIGTERM, then removes what it created (TAPs,
+// control socket) and exits 0.
+
+import { loadConfig } from '../config/config.js';
+import { NviError } from '../config/errors.js';
+import { chooseCipher } from '../crypto/choose-cipher.js';
+import { JsonLogger } from '../log.js';
+import { LiveSwitch } from '../switch/live.js';
+import { controlPath } from '../switch/paths.js';
+import { DEFAULT_CONFIG, parseArgs } from './args.js';
+
+export async function run(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: { config: 'c', host: null, control: null, 'vm-netns': null, cipher: null } });
+  const config = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+  const host = args.values.get('host');
+  if (!host) throw new NviError('NVI_ERR_USAGE', `--host is required (one of ${[...config.hosts.keys()].join(', ')})`);
+  if (!config.hosts.has(host)) throw new NviError('NVI_ERR_USAGE', `--host ${host}: no such host in ${config.file} (hosts: ${[...config.hosts.keys()].join(', ')})`);
+  const log = new JsonLogger(undefined, undefined, undefined, { host });
+  const sw = await LiveSwitch.start(config, host, {
+    cipher: chooseCipher(args.values.get('cipher')),
+    log,
+    control: args.values.get('control') ?? controlPath(config, host),
+    vmNetnsPrefix: args.values.get('vm-netns'),
+  });
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('signal', { signal });
+      sw.stop().then(() => resolve(0), (e) => {
+        log.error('stop-failed', { error: (e as Error).message });
+        resolve(1);
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  });
+}

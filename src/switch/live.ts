@@ -1,0 +1,176 @@
+// One host's switch running for real: a TAP per VM, raw IPv4 sockets on the underlay,
+// UDP for the key exchange, the mapping store watched for changes, a control socket for
+// the operator commands. Everything is driven by readiness events: a readable TAP or
+// socket is drained a batch at a time and the batch runs through the pipeline before
+// the event loop turns again.
+
+import { mkdirSync, rmSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { CloudConfig } from '../config/config.js';
+import { Batch } from '../dataplane/batch.js';
+import { dropName, type Drop } from '../dataplane/drops.js';
+import { formatIpv4 } from '../dataplane/ipv4.js';
+import type { EspCipher } from '../crypto/esp-cipher.js';
+import type { SaLimits } from '../crypto/sa.js';
+import { RawUnderlay } from '../io/raw-underlay.js';
+import { TapPort } from '../io/tap.js';
+import type { Logger } from '../log.js';
+import { openCloud, publishBindings, reloadPolicy, hostPrivateKey, type Cloud } from './cloud.js';
+import { ControlServer } from './control.js';
+import { Host } from './host.js';
+import { UdpTransport } from './transports.js';
+
+export interface LiveOptions {
+  readonly cipher: EspCipher;
+  readonly log: Logger;
+  /** Path of the control socket. */
+  readonly control: string;
+  /** Create each VM's TAP inside network namespace `${prefix}${vm}` (the lab); else in ours. */
+  readonly vmNetnsPrefix?: string;
+  readonly saLimits?: Partial<SaLimits>;
+}
+
+export class LiveSwitch {
+  private readonly egressBatch = new Batch();
+  private readonly ingressBatch = new Batch();
+  private readonly taps: TapPort[] = [];
+  private underlay: RawUnderlay | undefined;
+  private transport: UdpTransport | undefined;
+  private control: ControlServer | undefined;
+  private stopWatch: (() => void) | undefined;
+  private sweeper: NodeJS.Timeout | undefined;
+  private closed = false;
+  host!: Host;
+
+  private constructor(readonly cloud: Cloud, readonly name: string, private readonly opts: LiveOptions) {}
+
+  /** Start the switch of host `name`. Anything that fails on the way is undone before the error surfaces. */
+  static async start(config: CloudConfig, name: string, opts: LiveOptions): Promise<LiveSwitch> {
+    const cloud = await openCloud(config);
+    const s = new LiveSwitch(cloud, name, opts);
+    try {
+      await s.open();
+    } catch (e) {
+      await s.stop();
+      throw e;
+    }
+    return s;
+  }
+
+  private async open(): Promise<void> {
+    const { cloud, name, opts } = this;
+    const cfg = cloud.config;
+    const address = cfg.hosts.get(name)!.address;
+    this.transport = await UdpTransport.open(address, cfg.underlay.keyExchangePort);
+    this.host = new Host({
+      config: cfg,
+      host: name,
+      store: cloud.store,
+      verifier: cloud.verifier,
+      authority: cloud.verifier,
+      policy: cloud.policy,
+      hostKey: hostPrivateKey(cfg, name),
+      transport: this.transport,
+      cipher: opts.cipher,
+      clock: cloud.clock,
+      log: opts.log,
+      saLimits: opts.saLimits,
+    });
+    const host = this.host;
+    this.underlay = RawUnderlay.open(formatIpv4(address));
+    for (const port of host.ports) {
+      const vm = cfg.vms.get(port.name)!;
+      const netns = opts.vmNetnsPrefix === undefined ? undefined : `${opts.vmNetnsPrefix}${vm.name}`;
+      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns }));
+    }
+    const underlay = this.underlay;
+    host.attach(
+      { send: (b, idx, n) => underlay.send(b, idx, n) },
+      this.taps.map((tap) => ({ send: (b, idx, n) => tap.write(b, idx, n) })),
+    );
+    this.taps.forEach((tap, index) => tap.onReadable(() => this.readTap(tap, index)));
+    underlay.onReadable(() => this.readUnderlay());
+
+    const published = await publishBindings(cloud, name);
+    this.stopWatch = cloud.store.watch((change) => {
+      if (change.kind === 'binding') host.bindingChanged(change.identity);
+      else if (change.kind === 'policy') void this.policyChanged();
+    });
+    this.sweeper = setInterval(() => host.sweep(), 1000);
+    this.sweeper.unref();
+    mkdirSync(dirname(opts.control), { recursive: true });
+    this.control = await ControlServer.listen(opts.control, this);
+    opts.log.info('switch-started', {
+      host: name, address: formatIpv4(address), vms: host.ports.map((p) => `${p.name}=${p.identityText}`), bindings: published,
+      cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control,
+    });
+  }
+
+  private readTap(tap: TapPort, index: number): void {
+    const b = this.egressBatch;
+    b.reset();
+    if (tap.read(b, index, Date.now() * 1000) > 0) this.host.runEgress(b);
+    if (tap.failure) this.opts.log.error('tap-failed', { tap: tap.name, failure: tap.failure });
+  }
+
+  private readUnderlay(): void {
+    const b = this.ingressBatch;
+    b.reset();
+    if (this.underlay!.read(b, Date.now() * 1000) > 0) this.host.runIngress(b);
+  }
+
+  private async policyChanged(): Promise<void> {
+    try {
+      const next = await reloadPolicy(this.cloud.store);
+      if (!next || next.revision <= this.host.policy.revision) return;
+      const n = this.host.applyPolicy(next);
+      this.opts.log.info('policy-applied', { revision: next.revision, reevaluated: n });
+    } catch (e) {
+      this.opts.log.error('policy-reload-failed', { error: (e as Error).message });
+    }
+  }
+
+  /** Counters of everything, for `stats`. */
+  stats(): Record<string, unknown> {
+    const h = this.host;
+    return {
+      host: this.name,
+      egress: h.egress.counters.snapshot(),
+      ingress: h.ingress.counters.snapshot(),
+      nd: (h.egress.stage('nd-responder') as unknown as { counts: Record<string, number> }).counts,
+      upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
+      resolver: h.resolver.counts,
+      verifier: { ...this.cloud.verifier.counters },
+      kx: kxSnapshot(h),
+      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.spis.size },
+      taps: this.taps.map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
+      underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
+    };
+  }
+
+  /** Stop: close the ports (the TAPs the switch created disappear), the sockets, the store. */
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopWatch?.();
+    if (this.sweeper) clearInterval(this.sweeper);
+    await this.control?.close();
+    for (const tap of this.taps) tap.close();
+    this.underlay?.close();
+    if (this.host) this.host.close();
+    else this.transport?.close();
+    await this.cloud.store.close();
+    rmSync(this.opts.control, { force: true });
+    this.opts.log.info('switch-stopped', { host: this.name });
+  }
+}
+
+function kxSnapshot(h: Host): Record<string, unknown> {
+  const c = h.kx.counters;
+  const refusals: Record<string, number> = {};
+  c.refusals.forEach((n, k) => {
+    if (n > 0) refusals[dropName(k as Drop)] = n;
+  });
+  const { refusals: _r, ...rest } = c;
+  return { ...rest, refusals };
+}

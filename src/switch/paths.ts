@@ -1,0 +1,13 @@
+// Where a cloud keeps its runtime files: beside nvi-switch.yaml, in .nvi-state/.
+
+import { dirname, join } from 'node:path';
+import type { CloudConfig } from '../config/config.js';
+
+export function stateDir(cfg: CloudConfig): string {
+  return join(dirname(cfg.file), '.nvi-state');
+}
+
+/** The control socket of host `host`'s running switch. */
+export function controlPath(cfg: CloudConfig, host: string): string {
+  return join(stateDir(cfg), 'run', `${host}.sock`);
+}
