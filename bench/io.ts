@@ -131,7 +131,7 @@ async function runNative(size: number, seconds: number): Promise<Run> {
 }
 
 async function runStream(size: number, seconds: number): Promise<Run> {
-  const { fd } = loadNative().tapOpen(RX, 0, TAP_BLOCKING, netnsPath(NS));
+  const { fd } = loadNative().tapOpen(RX, 0, TAP_BLOCKING, netnsPath(NS), null);
   const m = new Meter();
   const stream = createReadStream('', { fd, highWaterMark: 2048, autoClose: false });
   stream.on('data', () => m.add(1));

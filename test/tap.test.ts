@@ -249,7 +249,7 @@ test('a TAP name longer than 15 bytes is refused with a clear error', () => {
   assert.throws(() => TapPort.open('nvi-this-is-too-long'),
     (e: Error & { code?: string }) => e.code === 'NVI_ERR_TAP_NAME' && /1\.\.15 bytes/.test(e.message));
   // The addon checks too, without crashing.
-  assert.throws(() => loadNative().tapOpen('nvi-this-is-too-long', 0, 0, null), RangeError);
+  assert.throws(() => loadNative().tapOpen('nvi-this-is-too-long', 0, 0, null, null), RangeError);
 });
 
 test('an MTU a slot cannot hold is refused before the device is created', () => {

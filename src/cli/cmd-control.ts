@@ -38,9 +38,9 @@ export const cables = {
     for (const [host, list] of answers) {
       process.stdout.write(`${host}\n`);
       const rows = (list as CableInfo[]).map((c) => [
-        c.direction, `${c.srcVm ?? c.src} -> ${c.dstVm ?? c.dst}`, c.peer, c.state, c.rule, c.sa ?? '-', String(c.packets), String(c.bytes), `${c.ageSeconds}s`,
+        c.direction, `${c.srcVm ?? c.src} -> ${c.dstVm ?? c.dst}`, c.peer, c.state, c.rule, c.sa ?? '-', String(c.packets), String(c.bytes), String(c.drops), `${c.ageSeconds}s`,
       ]);
-      process.stdout.write(table(['dir', 'pair', 'peer', 'state', 'rule', 'SA', 'packets', 'bytes', 'age'], rows));
+      process.stdout.write(table(['dir', 'pair', 'peer', 'state', 'rule', 'SA', 'packets', 'bytes', 'drops', 'age'], rows));
     }
     return 0;
   },

@@ -1,4 +1,5 @@
-// nvi-switch lab up|down|status [-c nvi-switch.yaml] [--json]
+// nvi-switch lab up|down|status [-c nvi-switch.yaml] [--json] [--export-sa]
+// --export-sa (debug): each switch writes the keys of its SAs beside the lab state, for tshark.
 // The lab of the config in network namespaces (src/lab/lab.ts). Needs root.
 
 import { existsSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { table } from './cmd-control.js';
 const BINARY = fileURLToPath(new URL('../../../bin/nvi-switch.js', import.meta.url));
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: { config: 'c' }, flags: ['json'] });
+  const args = parseArgs(argv, { values: { config: 'c' }, flags: ['json', 'export-sa'] });
   const [sub, ...rest] = args.positional;
   if (rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) {
     throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch lab up|down|status [-c nvi-switch.yaml]');
@@ -25,7 +26,7 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${line}\n`);
   };
   if (sub === 'up') {
-    await labUp(cfg, BINARY, say);
+    await labUp(cfg, BINARY, say, { exportSa: args.flags.has('export-sa') });
     say(`lab up: ${cfg.hosts.size} hosts, ${cfg.vms.size} VMs. Try: ip netns exec ${cfg.lab.prefix}web1 ping -6 -c 3 ${cfg.vms.get('web2')?.identityText ?? '<identity>'}`);
     return 0;
   }

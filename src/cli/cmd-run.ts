@@ -1,4 +1,5 @@
 // nvi-switch run -c nvi-switch.yaml --host NAME [--control PATH] [--vm-netns PREFIX] [--cipher native|node]
+//                [--export-sa FILE]   (debug: SA keys in Wireshark's esp_sa format)
 // Runs one host's switch until SIGINT or SIGTERM, then removes what it created (TAPs,
 // control socket) and exits 0.
 
@@ -11,7 +12,7 @@ import { controlPath } from '../switch/paths.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: { config: 'c', host: null, control: null, 'vm-netns': null, cipher: null } });
+  const args = parseArgs(argv, { values: { config: 'c', host: null, control: null, 'vm-netns': null, cipher: null, 'export-sa': null } });
   const config = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
   const host = args.values.get('host');
   if (!host) throw new NviError('NVI_ERR_USAGE', `--host is required (one of ${[...config.hosts.keys()].join(', ')})`);
@@ -22,6 +23,7 @@ export async function run(argv: string[]): Promise<number> {
     log,
     control: args.values.get('control') ?? controlPath(config, host),
     vmNetnsPrefix: args.values.get('vm-netns'),
+    exportSa: args.values.get('export-sa'),
   });
   return new Promise<number>((resolve) => {
     let stopping = false;

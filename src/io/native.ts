@@ -51,7 +51,7 @@ export interface NativeAddon {
   pollClose(w: NativePoll): void;
 
   /** Create or attach TAP `name` (IFF_TAP|IFF_NO_PI, non-blocking, close-on-exec), set mtu (>0) and bring it up. */
-  tapOpen(name: string, mtu: number, flags: number, netnsPath: string | null): { fd: number; name: string };
+  tapOpen(name: string, mtu: number, flags: number, netnsPath: string | null, mac: Buffer | null): { fd: number; name: string };
   /**
    * Read up to n frames, frame k into buf[firstOff + k*stride] (at most cap bytes), its length
    * into lens[k]. Stops at EAGAIN. Returns the count, or -errno when the first read failed.

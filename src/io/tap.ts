@@ -26,6 +26,8 @@ export interface TapOptions {
   mtu?: number;
   /** Named network namespace (as `ip netns add` makes) to create the device in. */
   netns?: string;
+  /** MAC of the device's own (guest) side, set before the link comes up. */
+  mac?: Buffer;
   /**
    * Exchange a virtio-net header with the kernel (IFF_VNET_HDR), the hook for TSO/GSO
    * later. Off by default; with no offloads enabled the header is all zero both ways.
@@ -84,7 +86,8 @@ export class TapPort {
     const vnetHdr = opts.vnetHdr === true;
     let opened: { fd: number; name: string };
     try {
-      opened = native.tapOpen(name, mtu, vnetHdr ? TAP_VNET_HDR : 0, opts.netns ? netnsPath(opts.netns) : null);
+      if (opts.mac !== undefined && opts.mac.length !== 6) throw new Error('mac must be 6 bytes');
+      opened = native.tapOpen(name, mtu, vnetHdr ? TAP_VNET_HDR : 0, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
     } catch (e) {
       throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
     }

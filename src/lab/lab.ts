@@ -56,7 +56,7 @@ export function readState(cfg: CloudConfig): LabState | undefined {
 }
 
 /** Build the lab and start its switches. `binary` is the nvi-switch entry script. */
-export async function labUp(cfg: CloudConfig, binary: string, log: (line: string) => void): Promise<LabState> {
+export async function labUp(cfg: CloudConfig, binary: string, log: (line: string) => void, opts: { exportSa?: boolean } = {}): Promise<LabState> {
   requireRoot('lab up');
   await labDown(cfg, () => {});
   const names = labNames(cfg);
@@ -66,13 +66,16 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
   const switches: { host: string; pid: number; log: string }[] = [];
   try {
     // 1. The underlay: a bridge in the fabric namespace, a veth per host.
+    // The underlay carries IPv4 only (identities travel inside it), so IPv6 is off there.
     ip('netns', 'add', names.fabric);
+    inNs(names.fabric, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
     inNs(names.fabric, 'ip', 'link', 'add', BRIDGE, 'type', 'bridge');
     inNs(names.fabric, 'ip', 'link', 'set', BRIDGE, 'up');
     for (const [host, ns] of names.hosts) {
       const h = cfg.hosts.get(host)!;
       ip('netns', 'add', ns);
       inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
+      inNs(ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
       ip('link', 'add', `${cfg.lab.prefix}u-${host}`.slice(0, 15), 'netns', ns, 'type', 'veth', 'peer', 'name', `port-${host}`.slice(0, 15), 'netns', names.fabric);
       inNs(ns, 'ip', 'link', 'set', `${cfg.lab.prefix}u-${host}`.slice(0, 15), 'name', UNDERLAY_IF);
       inNs(ns, 'ip', 'link', 'set', UNDERLAY_IF, 'mtu', String(cfg.underlay.mtu), 'up');
@@ -91,7 +94,8 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
     for (const [host, ns] of names.hosts) {
       const logFile = join(labDir(cfg), `${host}.log`);
       const out = openSync(logFile, 'a');
-      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix], {
+      const debug = opts.exportSa ? ['--export-sa', saExportPath(cfg, host)] : [];
+      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix, ...debug], {
         detached: true,
         stdio: ['ignore', out, out],
       });
@@ -140,8 +144,16 @@ export async function labDown(cfg: CloudConfig, log: (line: string) => void): Pr
   for (const ns of [...names.vms.values(), ...names.hosts.values(), names.fabric]) {
     if (present.has(ns) && deleteNetns(ns)) log(`namespace ${ns}: deleted`);
   }
-  for (const host of names.hosts.keys()) rmSync(controlPath(cfg, host), { force: true });
+  for (const host of names.hosts.keys()) {
+    rmSync(controlPath(cfg, host), { force: true });
+    rmSync(saExportPath(cfg, host), { force: true });
+  }
   rmSync(statePath(cfg), { force: true });
+}
+
+/** Where `lab up --export-sa` has host `host`'s switch write the SAs it accepts. */
+export function saExportPath(cfg: CloudConfig, host: string): string {
+  return join(labDir(cfg), `${host}.esp_sa`);
 }
 
 export function isLabUp(cfg: CloudConfig): boolean {

@@ -1,7 +1,7 @@
 // TAP ports (Linux tun driver, Documentation/networking/tuntap.rst).
 //
 // JS API (see src/io/native.ts):
-//   tapOpen(name, mtu, flags, netns) -> { fd, name }    throws: config time
+//   tapOpen(name, mtu, flags, netns, mac) -> { fd, name }    throws: config time
 //   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
 //   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
 //
@@ -17,6 +17,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <net/if_arp.h>
 #include <linux/if_tun.h>
 #include <net/if.h>
 #include <stdio.h>
@@ -33,7 +34,7 @@ enum { VNET_HDR_LEN = 10 };
 static const uint8_t zero_hdr[16];
 
 /** Steps 2-4 of tapOpen; returns 0 or -errno with *step naming the call that failed. */
-static int open_tap(const char *name, int32_t mtu, int32_t flags, char *actual, const char **step) {
+static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t *mac, char *actual, const char **step) {
   *step = "open /dev/net/tun";
   int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | ((flags & TAP_BLOCKING) ? 0 : O_NONBLOCK));
   if (fd < 0) return -errno;
@@ -57,6 +58,13 @@ static int open_tap(const char *name, int32_t mtu, int32_t flags, char *actual, 
     *step = "SIOCSIFMTU";
     if (ioctl(s, SIOCSIFMTU, &q) < 0) goto fail_s;
   }
+  if (mac != NULL) {
+    // The guest side's MAC, set before the link comes up so its first frames carry it.
+    q.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(q.ifr_hwaddr.sa_data, mac, 6);
+    *step = "SIOCSIFHWADDR";
+    if (ioctl(s, SIOCSIFHWADDR, &q) < 0) goto fail_s;
+  }
   *step = "SIOCGIFFLAGS";
   if (ioctl(s, SIOCGIFFLAGS, &q) < 0) goto fail_s;
   q.ifr_flags |= IFF_UP;
@@ -78,14 +86,25 @@ fail: {
 }
 
 static napi_value tap_open(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[5];
   char name[IFNAMSIZ], path[256], actual[IFNAMSIZ];
   int32_t mtu, flags;
   int has_ns;
-  if (nvi_args(env, info, 4, argv) || nvi_string(env, argv[0], "TAP name", name, sizeof name) ||
+  if (nvi_args(env, info, 5, argv) || nvi_string(env, argv[0], "TAP name", name, sizeof name) ||
       nvi_i32(env, argv[1], "mtu", &mtu) || nvi_i32(env, argv[2], "flags", &flags) ||
       nvi_opt_string(env, argv[3], "netns path", path, sizeof path, &has_ns)) {
     return NULL;
+  }
+  uint8_t *macp = NULL;  // points into the JS buffer, used only during this call
+  napi_valuetype mt;
+  napi_typeof(env, argv[4], &mt);
+  if (mt != napi_null && mt != napi_undefined) {
+    size_t maclen = 0;
+    if (nvi_bytes(env, argv[4], "mac", &macp, &maclen)) return NULL;
+    if (maclen != 6) {
+      napi_throw_range_error(env, NULL, "mac must be 6 bytes");
+      return NULL;
+    }
   }
   // 1. Step into the namespace: the device is created where /dev/net/tun is opened.
   int saved;
@@ -96,9 +115,9 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
     nvi_throw_errno(env, what, -rc);
     return NULL;
   }
-  // 2. Create or attach the device; 3. set the MTU; 4. bring the link up.
+  // 2. Create or attach the device; 3. set the MTU and MAC; 4. bring the link up.
   const char *step;
-  int fd = open_tap(name, mtu, flags, actual, &step);
+  int fd = open_tap(name, mtu, flags, macp, actual, &step);
   nvi_netns_leave(saved);
   if (fd < 0) {
     nvi_throw_errno(env, step, -fd);

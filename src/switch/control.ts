@@ -98,7 +98,7 @@ function cables(sw: LiveSwitch): CableInfo[] {
     dst: c.dstText,
     srcVm: vmOf.get(c.srcText),
     dstVm: vmOf.get(c.dstText),
-    peer: c.localPort >= 0 && c.direction === CableDirection.Egress ? 'this host' : c.peerHost || formatIpv4(c.peerAddr),
+    peer: c.localPort >= 0 && c.direction === CableDirection.Egress ? 'this host' : c.peerHost || (c.peerAddr ? formatIpv4(c.peerAddr) : '-'),
     state: c.plugged ? 'plugged' : `unplugged: ${dropName(c.drop)}`,
     rule: c.rule,
     revision: c.decision?.revision,

@@ -4,7 +4,7 @@
 // socket is drained a batch at a time and the batch runs through the pipeline before
 // the event loop turns again.
 
-import { mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
@@ -12,6 +12,7 @@ import { dropName, type Drop } from '../dataplane/drops.js';
 import { formatIpv4 } from '../dataplane/ipv4.js';
 import type { EspCipher } from '../crypto/esp-cipher.js';
 import type { SaLimits } from '../crypto/sa.js';
+import { wiresharkSaRecord } from '../crypto/wireshark-sa.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
 import { TapPort } from '../io/tap.js';
 import type { Logger } from '../log.js';
@@ -28,6 +29,8 @@ export interface LiveOptions {
   /** Create each VM's TAP inside network namespace `${prefix}${vm}` (the lab); else in ours. */
   readonly vmNetnsPrefix?: string;
   readonly saLimits?: Partial<SaLimits>;
+  /** Debug only: append the keys of every SA this host accepts to this file, in Wireshark's esp_sa format. */
+  readonly exportSa?: string;
 }
 
 export class LiveSwitch {
@@ -75,13 +78,14 @@ export class LiveSwitch {
       clock: cloud.clock,
       log: opts.log,
       saLimits: opts.saLimits,
+      exportKeys: opts.exportSa === undefined ? undefined : (k) => appendFileSync(opts.exportSa!, `${wiresharkSaRecord(k)}\n`, { mode: 0o600 }),
     });
     const host = this.host;
     this.underlay = RawUnderlay.open(formatIpv4(address));
     for (const port of host.ports) {
       const vm = cfg.vms.get(port.name)!;
       const netns = opts.vmNetnsPrefix === undefined ? undefined : `${opts.vmNetnsPrefix}${vm.name}`;
-      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns }));
+      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns, mac: vm.mac }));
     }
     const underlay = this.underlay;
     host.attach(
