@@ -70,7 +70,7 @@ test('the extension-header chain: each case parses to its upper layer or its dro
     ['hop-by-hop then destination options then TCP', ipv6(Buffer.concat([ext(60), ext(PROTO_TCP, 2), tcp]), 0), Drop.None, PROTO_TCP, 64],
     ['first fragment carries the UDP header', ipv6(Buffer.concat([frag(PROTO_UDP, 0, true), udp]), 44), Drop.None, PROTO_UDP, 48],
     ['later fragment has no upper-layer header', ipv6(Buffer.concat([frag(PROTO_UDP, 100, false), Buffer.alloc(16)]), 44), Drop.None, PROTO_UDP, -1],
-    ['hop-by-hop not first', ipv6(Buffer.concat([ext(0), ext(PROTO_UDP), udp]), 60), Drop.Ipv6ExtTooLong],
+    ['hop-by-hop not first', ipv6(Buffer.concat([ext(0), ext(PROTO_UDP), udp]), 60), Drop.Ipv6ExtOrder],
     ['nine destination-options headers', ipv6(Buffer.concat([...Array.from({ length: 9 }, () => ext(60)), udp]), 60), Drop.Ipv6ExtTooLong],
     ['header length past the end', ipv6(ext(PROTO_UDP, 4).subarray(0, 8), 60), Drop.Ipv6ExtTruncated],
     ['TCP header cut short', ipv6(Buffer.alloc(10), PROTO_TCP), Drop.Ipv6Truncated],

@@ -17,6 +17,7 @@ export const enum Drop {
   Ipv6BadLength,
   Ipv6ExtTruncated,
   Ipv6ExtTooLong,
+  Ipv6ExtOrder,
   // Neighbour discovery and multicast: the switch answers, nothing is flooded.
   NdMalformed,
   NdMulticastNotForwarded,
@@ -98,6 +99,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.Ipv6BadLength]: ['ipv6/bad-length', 'payload length is zero (jumbogram) or inconsistent'],
   [Drop.Ipv6ExtTruncated]: ['ipv6/ext-truncated', 'an extension header runs past the end of the packet'],
   [Drop.Ipv6ExtTooLong]: ['ipv6/ext-too-long', 'extension-header chain longer than the switch walks'],
+  [Drop.Ipv6ExtOrder]: ['ipv6/ext-order', 'hop-by-hop options header not first (RFC 8200 4.1)'],
   [Drop.NdMalformed]: ['nd/malformed', 'neighbour-discovery message that fails RFC 4861 validation'],
   [Drop.NdRouterOnly]: ['nd/router-only', 'router advertisements and redirects come only from the switch'],
   [Drop.NdMulticastNotForwarded]: ['nd/multicast-not-forwarded', 'multicast from a VM: nothing is flooded beyond the host'],

@@ -68,7 +68,7 @@ export function parseIpv6(buf: Uint8Array, off: number, avail: number, out: Ipv6
       break;
     }
     if (n === MAX_EXT_HEADERS) return Drop.Ipv6ExtTooLong;
-    if (next === PROTO_HOPOPTS && n !== 0) return Drop.Ipv6ExtTooLong; // only allowed first (RFC 8200 4.3)
+    if (next === PROTO_HOPOPTS && n !== 0) return Drop.Ipv6ExtOrder; // only allowed first (RFC 8200 4.1, 4.3)
     if (p + 8 > end) return Drop.Ipv6ExtTruncated;
     const hdrNext = buf[p];
     let hdrLen: number;

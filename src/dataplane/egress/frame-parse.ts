@@ -11,7 +11,7 @@ export class FrameParse implements Stage {
   readonly name = 'frame-parse';
   readonly drops = [
     Drop.EthTruncated, Drop.EthNotIpv6, Drop.EthTooBig,
-    Drop.Ipv6Truncated, Drop.Ipv6BadVersion, Drop.Ipv6BadLength, Drop.Ipv6ExtTruncated, Drop.Ipv6ExtTooLong,
+    Drop.Ipv6Truncated, Drop.Ipv6BadVersion, Drop.Ipv6BadLength, Drop.Ipv6ExtTruncated, Drop.Ipv6ExtTooLong, Drop.Ipv6ExtOrder,
   ];
   private readonly ip = new Ipv6Parse();
 

@@ -1,0 +1,679 @@
+// Pipeline throughput in one process, no I/O: (a) frames from a VM port through its host's
+// egress to underlay packets, (b) those packets through the peer host's ingress to the
+// destination VM's port, (c) both back to back; plain IPv6-in-IPv4 and ESP (node:crypto and
+// native ciphers); 10, 100k and 1M cables in the cache.
+//
+//   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
+//       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
+//       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1]
+//
+// Setup, without a single upcall:
+//   1. The cloud of nvi-switch.yaml in one process (OfflineCloud.open: the real Host objects,
+//      store, policy), with switch.cables.max raised to N when N is larger. Sinks discard.
+//   2. N cables built the way the resolver builds them and inserted straight into the caches:
+//      web1 (h1) -> N synthetic identities in blue's prefix; the egress cable on h1, the
+//      ingress cable on h2 (delivered to web2's port). Decisions: the real compiled policy for
+//      web1 -> web2 (its port filter runs per packet), with encryption turned off for plain.
+//   3. ESP: one key per SA (--key-pool K: K keys shared round-robin), installed with
+//      cipher.addKey; h1's OutboundSa and h2's InboundSa use the same handle because both
+//      hosts share one cipher object here. SPIs are random uint32 >= 256, as the key exchange
+//      draws them.
+// Traffic: a pool of --pool ICMPv6 echo requests from web1 (valid MAC, source and checksum),
+// each to a cable drawn at random, cut into 256-frame batches sent round-robin, so that the
+// hot set is min(N, pool) cables. Frames are copied into the batch before every egress run
+// (egress writes headers in place); that copy is timed, and measured alone as "fill".
+// Ingress alone is fed the packets h1's egress made from the pool, regenerated (untimed) for
+// every pass since ESP sequence numbers may not repeat; its timed part includes copying them
+// into the batch ("fill" again). Every run's counters are checked: no drops, every packet
+// delivered. Figures are medians of --runs runs of --ms ms after a warm-up; sizes are IPv6
+// packet sizes and Gbit/s counts IPv6 bytes. alloc B/pkt: JS heap bytes allocated per packet
+// in the timed part (v8.GCProfiler); 0 means the path allocates nothing.
+
+import { randomBytes } from 'node:crypto';
+import { performance } from 'node:perf_hooks';
+import v8 from 'node:v8';
+import vm from 'node:vm';
+import { loadConfig, type CloudConfig } from '../src/config/config.js';
+import { NodeEspCipher, type EspCipher } from '../src/crypto/esp-cipher.js';
+import { espLength } from '../src/crypto/esp.js';
+import { NativeEspCipher } from '../src/crypto/native-esp-cipher.js';
+import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa, type SaLimits } from '../src/crypto/sa.js';
+import { Batch, BATCH_MAX, FRAME_OFFSET, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
+import { Cable, CableDirection } from '../src/dataplane/cable.js';
+import type { CableLookup } from '../src/dataplane/egress/cable-lookup.js';
+import type { PipelineCounters } from '../src/dataplane/counters.js';
+import { Drop } from '../src/dataplane/drops.js';
+import { ETH_HLEN, ETH_OFF_SRC } from '../src/dataplane/ethernet.js';
+import { IPV4_HLEN, makeOuterTemplate } from '../src/dataplane/ipv4.js';
+import { formatIpv6, PROTO_ESP, PROTO_IPV6 } from '../src/dataplane/ipv6.js';
+import { pairHash } from '../src/dataplane/pair-hash.js';
+import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
+import { nativeAvailable } from '../src/io/native.js';
+import { MemoryLogger } from '../src/log.js';
+import type { DirectionDecision } from '../src/policy/decision.js';
+import { OfflineCloud } from '../src/replay/offline-cloud.js';
+import type { Host, PacketSink } from '../src/switch/host.js';
+import { CONFIG_FILE, echoBetween } from '../test/offline-fixture.js';
+
+// ---- Options ------------------------------------------------------------------------------
+
+const QUICK = process.argv.includes('--quick');
+
+function arg(name: string): string | undefined {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? process.argv[i + 1] : undefined;
+}
+const num = (name: string, dflt: number): number => Number(arg(name) ?? dflt);
+const list = (name: string, dflt: string): string[] => (arg(name) ?? dflt).split(',').filter((s) => s !== '');
+
+type Mode = 'plain' | 'node' | 'native';
+type Measure = 'egress' | 'ingress' | 'both';
+
+const RUNS = num('--runs', QUICK ? 3 : 5);
+const MS = num('--ms', QUICK ? 150 : 500);
+const CABLES = list('--cables', '10,100000,1000000').map(Number);
+const SIZES = list('--sizes', '64,512,1400').map(Number);
+const MODES = list('--modes', 'plain,node,native') as Mode[];
+const MEASURES = list('--measure', 'egress,ingress,both') as Measure[];
+const POOL = Math.ceil(num('--pool', 65_536) / BATCH_MAX) * BATCH_MAX;
+/** Distinct ESP keys at most (0: one per SA). Quick runs cap it: native addKey is O(keys) each. */
+const KEY_POOL = num('--key-pool', QUICK ? 65_536 : 0);
+const SEED = num('--seed', 1);
+
+const SRC_VM = 'web1';
+const DST_VM = 'web2';
+const NOW = Date.now();
+const T_US = NOW * 1000;
+
+v8.setFlagsFromString('--expose-gc');
+const gc = vm.runInNewContext('gc') as () => void;
+
+/** Seeded xorshift32: the same pool and SPIs every run. */
+function rng(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 0x1_0000_0000;
+  };
+}
+
+// ---- Sinks --------------------------------------------------------------------------------
+
+const enum WireMode {
+  Discard = 0,
+  /** Copy into `into` as the next packets of that batch (egress+ingress). */
+  Carry = 1,
+  /** Copy into the capture arena at the packet's pool index (tag), for ingress alone. */
+  Capture = 2,
+}
+
+/** h1's underlay port. */
+class Wire implements PacketSink {
+  mode = WireMode.Discard;
+  capture: Buffer = Buffer.alloc(0);
+  captureLen = 0;
+
+  constructor(private readonly into: Batch) {}
+
+  send(b: Batch, idx: Int32Array, n: number): number {
+    if (this.mode === WireMode.Carry) {
+      const t = this.into;
+      for (let k = 0; k < n; k++) {
+        const i = idx[k];
+        const j = t.count;
+        const at = Batch.slot(j) + UNDERLAY_OFFSET;
+        b.data.copy(t.data, at, b.start[i], b.start[i] + b.len[i]);
+        t.init(j, at, b.len[i], 0, b.time[i]);
+        t.tag[j] = b.tag[i];
+        t.count = j + 1;
+      }
+    } else if (this.mode === WireMode.Capture) {
+      for (let k = 0; k < n; k++) {
+        const i = idx[k];
+        if (b.len[i] !== this.captureLen) throw new Error(`underlay packet of ${b.len[i]} bytes, expected ${this.captureLen}`);
+        b.data.copy(this.capture, b.tag[i] * this.captureLen, b.start[i], b.start[i] + b.len[i]);
+      }
+    }
+    return n;
+  }
+}
+
+/** web2's port on h2: discards, or (for the check pass) compares each frame with what web1 sent. */
+class Receiver implements PacketSink {
+  checking = false;
+  checked = 0;
+  wrong = 0;
+  pool: Buffer[] = [];
+
+  constructor(private readonly mac: Buffer) {}
+
+  send(b: Batch, idx: Int32Array, n: number): number {
+    if (!this.checking) return n;
+    for (let k = 0; k < n; k++) {
+      const i = idx[k];
+      const sent = this.pool[b.tag[i]];
+      const at = b.start[i];
+      const ok = b.len[i] === sent.length &&
+        b.data.compare(this.mac, 0, 6, at, at + 6) === 0 &&
+        b.data.compare(ROUTER_MAC, 0, 6, at + ETH_OFF_SRC, at + ETH_OFF_SRC + 6) === 0 &&
+        b.data.compare(sent, ETH_HLEN, sent.length, at + ETH_HLEN, at + b.len[i]) === 0;
+      this.checked++;
+      if (!ok) this.wrong++;
+    }
+    return n;
+  }
+}
+
+const discard: PacketSink = { send: (_b, _idx, n) => n };
+
+// ---- The rig: two hosts, N cables ------------------------------------------------------------
+
+interface Rig {
+  readonly off: OfflineCloud;
+  readonly h1: Host;
+  readonly h2: Host;
+  readonly srcPort: number;
+  readonly cipher: EspCipher;
+  readonly keys: number[];
+  readonly wire: Wire;
+  readonly receiver: Receiver;
+  /** Egress batch (frames) and ingress batch (underlay packets). */
+  readonly b: Batch;
+  readonly ib: Batch;
+}
+
+/** Synthetic identity k (< 2^32) in the tenant prefix: prefix | be4c:0000 | k. */
+function identity(prefix: Buffer, k: number): Buffer {
+  const id = Buffer.alloc(16);
+  prefix.copy(id, 0, 0, 8);
+  id[8] = 0xbe;
+  id[9] = 0x4c;
+  id.writeUInt32BE(k >>> 0, 12);
+  return id;
+}
+
+function withCableMax(config: CloudConfig, n: number): CloudConfig {
+  const cables = { ...config.switch.cables, max: Math.max(config.switch.cables.max, n) };
+  return { ...config, switch: { ...config.switch, cables } };
+}
+
+function heapMb(): number {
+  gc();
+  return process.memoryUsage().heapUsed / 2 ** 20;
+}
+
+async function openRig(config: CloudConfig, n: number, mode: Mode): Promise<Rig> {
+  const cipher = mode === 'native' ? new NativeEspCipher() : new NodeEspCipher();
+  const off = await OfflineCloud.open(withCableMax(config, n), {
+    cipher, clock: { now: () => NOW }, log: new MemoryLogger(), carry: false,
+  });
+  const src = config.vms.get(SRC_VM)!;
+  const dst = config.vms.get(DST_VM)!;
+  const h1 = off.hosts.get(src.host)!;
+  const h2 = off.hosts.get(dst.host)!;
+  const b = new Batch();
+  const ib = new Batch();
+  const wire = new Wire(ib);
+  const receiver = new Receiver(dst.mac);
+  h1.attach(wire, h1.ports.map(() => discard));
+  h2.attach(discard, h2.ports.map((p) => (p.identityText === dst.identityText ? receiver : discard)));
+  return { off, h1, h2, srcPort: h1.portIndex(src.identityText)!, cipher, keys: [], wire, receiver, b, ib };
+}
+
+/** Insert N plugged cable pairs (and SAs); prints what it cost. */
+function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void {
+  const { h1, h2 } = rig;
+  const src = config.vms.get(SRC_VM)!;
+  const dstVm = config.vms.get(DST_VM)!;
+  const prefix = config.tenants.get(src.tenant)!.prefix.bytes;
+  const port = h1.ports[rig.srcPort];
+  const dstPort = h2.portIndex(dstVm.identityText)!;
+  const esp = mode !== 'plain';
+  const real = (h: Host): DirectionDecision => {
+    const d = h.policy.decide(src.identityText, dstVm.identityText, NOW);
+    if (d.drop !== Drop.None) throw new Error(`policy refuses ${SRC_VM} -> ${DST_VM}: ${d.rule}`);
+    return esp ? d : { ...d, encrypt: false };
+  };
+  const egressDecision = real(h1);
+  const ingressDecision = real(h2);
+  const s = config.switch;
+  const limits: SaLimits = {
+    softPackets: s.esp.rekey.packets, softBytes: s.esp.rekey.bytes, softAgeMs: s.esp.rekey.seconds * 1000, hardSeq: DEFAULT_HARD_SEQ,
+  };
+  const ttl = s.cables.ttl * 1000;
+  const random = rng(SEED * 7919);
+  const spis = new Set<number>();
+
+  const t0 = performance.now();
+  let keyMs = 0;
+  if (esp) {
+    const distinct = KEY_POOL > 0 ? Math.min(KEY_POOL, n) : n;
+    const material = randomBytes(20 * distinct);
+    const k0 = performance.now();
+    for (let k = 0; k < distinct; k++) {
+      rig.keys.push(rig.cipher.addKey(s.esp.cipher, material.subarray(20 * k, 20 * k + 16), material.subarray(20 * k + 16, 20 * k + 20)));
+    }
+    keyMs = performance.now() - k0;
+  }
+  const heap0 = heapMb();
+  const live = (c: Cable): void => {
+    c.plugTime = NOW;
+    c.refreshAt = NOW + ttl;
+    c.expiresAt = NOW + 2 * ttl;
+  };
+  const outbound: (OutboundSa | null)[] = [];
+  for (let k = 0; k < n; k++) {
+    const dst = identity(prefix, k + 1);
+    const c = new Cable(pairHash(port.identity, 0, dst, 0), CableDirection.Egress, port.identity, dst, port.identityText,
+      formatIpv6(dst), Drop.None, egressDecision.rule, egressDecision);
+    c.srcPort = rig.srcPort;
+    c.peerAddr = h2.address;
+    c.peerHost = h2.name;
+    c.outer = makeOuterTemplate(h1.address, h2.address, esp ? PROTO_ESP : PROTO_IPV6);
+    live(c);
+    if (esp) {
+      let spi: number;
+      do spi = Math.floor(random() * 0x1_0000_0000); while (spi < 256 || spis.has(spi));
+      spis.add(spi);
+      c.sa = new OutboundSa(spi, rig.keys[k % rig.keys.length], h2.address, NOW, limits);
+    }
+    outbound.push(c.sa);
+    h1.egressCables.insert(c);
+  }
+  const heap1 = heapMb();
+  for (let k = 0; k < n; k++) {
+    const srcId = Buffer.from(src.identity);
+    const dst = identity(prefix, k + 1);
+    const c = new Cable(pairHash(srcId, 0, dst, 0), CableDirection.Ingress, srcId, dst, src.identityText, formatIpv6(dst),
+      Drop.None, ingressDecision.rule, ingressDecision);
+    c.localPort = dstPort;
+    c.peerAddr = h1.address;
+    c.peerHost = h1.name;
+    live(c);
+    const sa = outbound[k];
+    if (sa) h2.spis.set(sa.spi, new InboundSa(sa.spi, sa.key, h1.address, c, NOW));
+    h2.ingressCables.insert(c);
+  }
+  outbound.length = 0;
+  const heap2 = heapMb();
+  const perCable = (mb: number): string => `${Math.round((mb * 2 ** 20) / n)} B/cable`;
+  console.log(
+    `  ${fmtCount(n)} cables, ${label(mode)}: plugged in ${((performance.now() - t0) / 1000).toFixed(1)} s` +
+      (esp ? ` (${rig.keys.length} keys in ${(keyMs / 1000).toFixed(1)} s)` : '') +
+      `; heapUsed ${heap2.toFixed(0)} MB: h1 egress +${(heap1 - heap0).toFixed(0)} MB (${perCable(heap1 - heap0)}` +
+      `${esp ? ' with OutboundSa' : ''}), h2 ingress +${(heap2 - heap1).toFixed(0)} MB (${perCable(heap2 - heap1)}` +
+      `${esp ? ' with InboundSa' : ''}); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
+  );
+  if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
+}
+
+function closeRig(rig: Rig): void {
+  for (const k of rig.keys) rig.cipher.removeKey(k);
+  rig.off.close();
+}
+
+// ---- Traffic ------------------------------------------------------------------------------
+
+interface Pool {
+  readonly size: number;
+  /** Pristine frames, never written after they are built. */
+  readonly frames: Buffer[];
+}
+
+/** --pool echo requests of `size` IPv6 bytes from web1, each to a random one of the n cables. */
+function makePool(config: CloudConfig, n: number, size: number): Pool {
+  const src = config.vms.get(SRC_VM)!;
+  const prefix = config.tenants.get(src.tenant)!.prefix.bytes;
+  const random = rng(SEED);
+  const stride = ETH_HLEN + size;
+  const arena = Buffer.alloc(POOL * stride);
+  const frames: Buffer[] = [];
+  for (let j = 0; j < POOL; j++) {
+    const dst = identity(prefix, 1 + Math.floor(random() * n));
+    echoBetween(src.mac, src.identity, dst, j, size - 40 - 8).copy(arena, j * stride);
+    frames.push(arena.subarray(j * stride, (j + 1) * stride));
+  }
+  return { size, frames };
+}
+
+function fillEgress(rig: Rig, pool: Pool, k: number): void {
+  const b = rig.b;
+  b.reset();
+  const base = k * BATCH_MAX;
+  for (let i = 0; i < BATCH_MAX; i++) b.push(pool.frames[base + i], FRAME_OFFSET, rig.srcPort, T_US, base + i);
+}
+
+/** Underlay packets made from the pool, as fed to ingress alone. */
+interface Captured {
+  readonly packets: Buffer[];
+  readonly arena: Buffer;
+  readonly len: number;
+}
+
+function makeCapture(pool: Pool, esp: boolean): Captured {
+  const len = IPV4_HLEN + (esp ? espLength(pool.size) : pool.size);
+  const arena = Buffer.alloc(POOL * len);
+  const packets: Buffer[] = [];
+  for (let j = 0; j < POOL; j++) packets.push(arena.subarray(j * len, (j + 1) * len));
+  return { packets, arena, len };
+}
+
+/** Send the whole pool through h1's egress (untimed) and keep what it puts on the underlay. */
+function capture(rig: Rig, pool: Pool, cap: Captured): void {
+  rig.wire.mode = WireMode.Capture;
+  rig.wire.capture = cap.arena;
+  rig.wire.captureLen = cap.len;
+  for (let k = 0; k < POOL / BATCH_MAX; k++) {
+    fillEgress(rig, pool, k);
+    rig.h1.runEgress(rig.b);
+  }
+  rig.wire.mode = WireMode.Discard;
+}
+
+function fillIngress(rig: Rig, cap: Captured, k: number): void {
+  const b = rig.ib;
+  b.reset();
+  const base = k * BATCH_MAX;
+  for (let i = 0; i < BATCH_MAX; i++) b.push(cap.packets[base + i], UNDERLAY_OFFSET, 0, T_US, base + i);
+}
+
+// ---- Measuring ----------------------------------------------------------------------------
+
+/** JS heap bytes allocated between begin() and end(), from the GCs in between. */
+class AllocMeter {
+  bytes = 0;
+  private profiler: v8.GCProfiler | null = null;
+  private startUsed = 0;
+
+  begin(): void {
+    this.startUsed = v8.getHeapStatistics().used_heap_size;
+    this.profiler = new v8.GCProfiler();
+    this.profiler.start();
+  }
+
+  end(): void {
+    const stats = (this.profiler!.stop() as unknown as GcStats).statistics;
+    const endUsed = v8.getHeapStatistics().used_heap_size;
+    let prev = this.startUsed;
+    for (const s of stats) {
+      this.bytes += Math.max(0, s.beforeGC.heapStatistics.usedHeapSize - prev);
+      prev = s.afterGC.heapStatistics.usedHeapSize;
+    }
+    this.bytes += Math.max(0, endUsed - prev);
+    this.profiler = null;
+  }
+}
+
+interface GcStats {
+  statistics: { beforeGC: { heapStatistics: { usedHeapSize: number } }; afterGC: { heapStatistics: { usedHeapSize: number } } }[];
+}
+
+interface Run {
+  readonly packets: number;
+  readonly ms: number;
+  readonly allocBytes: number;
+}
+
+interface Snapshot {
+  readonly eIn: number;
+  readonly eUnderlay: number;
+  readonly eDropped: number;
+  readonly eHeld: number;
+  readonly iIn: number;
+  readonly iDelivered: number;
+  readonly iDropped: number;
+  readonly iHeld: number;
+}
+
+function snapshot(rig: Rig): Snapshot {
+  const e: PipelineCounters = rig.h1.egress.counters;
+  const i: PipelineCounters = rig.h2.ingress.counters;
+  return {
+    eIn: e.in, eUnderlay: e.underlay, eDropped: e.dropped(), eHeld: e.held,
+    iIn: i.in, iDelivered: i.delivered, iDropped: i.dropped(), iHeld: i.held,
+  };
+}
+
+/** Every packet of the run went where it should: nothing dropped, held or lost. */
+function checkRun(rig: Rig, before: Snapshot, what: string): Snapshot {
+  const a = snapshot(rig);
+  const d = (k: keyof Snapshot): number => a[k] - before[k];
+  const bad = d('eDropped') + d('iDropped') + d('eHeld') + d('iHeld') > 0 || d('eUnderlay') !== d('eIn') || d('iDelivered') !== d('iIn');
+  if (bad) {
+    throw new Error(`${what}: egress ${JSON.stringify(rig.h1.egress.counters.snapshot())}, ingress ${JSON.stringify(rig.h2.ingress.counters.snapshot())}`);
+  }
+  return a;
+}
+
+function runEgress(rig: Rig, pool: Pool, ms: number, fillOnly: boolean): Run {
+  const batches = POOL / BATCH_MAX;
+  const meter = new AllocMeter();
+  let packets = 0;
+  let k = 0;
+  meter.begin();
+  const t0 = performance.now();
+  let t = t0;
+  do {
+    fillEgress(rig, pool, k);
+    if (!fillOnly) rig.h1.runEgress(rig.b);
+    packets += rig.b.count;
+    k = k + 1 === batches ? 0 : k + 1;
+    t = performance.now();
+  } while (t - t0 < ms);
+  meter.end();
+  return { packets, ms: t - t0, allocBytes: meter.bytes };
+}
+
+function runIngress(rig: Rig, pool: Pool, cap: Captured, esp: boolean, ms: number, fillOnly: boolean): Run {
+  const batches = POOL / BATCH_MAX;
+  const meter = new AllocMeter();
+  let packets = 0;
+  let spent = 0;
+  while (spent < ms) {
+    if (esp && !fillOnly) capture(rig, pool, cap); // fresh sequence numbers for every pass
+    meter.begin();
+    const t0 = performance.now();
+    let t = t0;
+    for (let k = 0; k < batches && spent + (t - t0) < ms; k++) {
+      fillIngress(rig, cap, k);
+      if (!fillOnly) rig.h2.runIngress(rig.ib);
+      packets += rig.ib.count;
+      t = performance.now();
+    }
+    meter.end();
+    spent += t - t0;
+  }
+  return { packets, ms: spent, allocBytes: meter.bytes };
+}
+
+function runBoth(rig: Rig, pool: Pool, ms: number): Run {
+  const batches = POOL / BATCH_MAX;
+  const meter = new AllocMeter();
+  let packets = 0;
+  let k = 0;
+  rig.wire.mode = WireMode.Carry;
+  meter.begin();
+  const t0 = performance.now();
+  let t = t0;
+  do {
+    fillEgress(rig, pool, k);
+    rig.ib.reset();
+    rig.h1.runEgress(rig.b);
+    rig.h2.runIngress(rig.ib);
+    packets += rig.b.count;
+    k = k + 1 === batches ? 0 : k + 1;
+    t = performance.now();
+  } while (t - t0 < ms);
+  meter.end();
+  rig.wire.mode = WireMode.Discard;
+  return { packets, ms: t - t0, allocBytes: meter.bytes };
+}
+
+/** One pass of the pool through egress and ingress, every delivered frame compared with what was sent. */
+function verify(rig: Rig, pool: Pool, what: string): void {
+  const before = snapshot(rig);
+  const r = rig.receiver;
+  r.pool = pool.frames;
+  r.checking = true;
+  r.checked = 0;
+  r.wrong = 0;
+  rig.wire.mode = WireMode.Carry;
+  for (let k = 0; k < POOL / BATCH_MAX; k++) {
+    fillEgress(rig, pool, k);
+    rig.ib.reset();
+    rig.h1.runEgress(rig.b);
+    rig.h2.runIngress(rig.ib);
+  }
+  rig.wire.mode = WireMode.Discard;
+  r.checking = false;
+  checkRun(rig, before, `${what}: check pass`);
+  if (r.checked !== POOL || r.wrong > 0) throw new Error(`${what}: ${r.checked} of ${POOL} frames delivered, ${r.wrong} differ from what was sent`);
+}
+
+interface Figures {
+  pps: number;
+  allocPerPacket: number;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+/** A warm-up run, then RUNS runs, each checked; the medians. */
+function measure(rig: Rig, what: string, run: () => Run, check: boolean): Figures {
+  run();
+  const pps: number[] = [];
+  const alloc: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const before = snapshot(rig);
+    const x = run();
+    if (check) checkRun(rig, before, what);
+    pps.push((x.packets * 1000) / x.ms);
+    alloc.push(x.allocBytes / x.packets);
+  }
+  return { pps: median(pps), allocPerPacket: median(alloc) };
+}
+
+// ---- Output -------------------------------------------------------------------------------
+
+const label = (m: Mode): string => (m === 'plain' ? 'plain 6in4' : `ESP ${m === 'node' ? 'node-crypto' : 'native'}`);
+const fmtCount = (n: number): string => (n >= 1e6 ? `${n / 1e6}M` : n >= 1e3 ? `${n / 1e3}k` : String(n));
+const mpps = (f: Figures | undefined): string => (f ? (f.pps / 1e6).toFixed(3) : '-');
+const gbps = (f: Figures | undefined, size: number): string => (f ? ((f.pps * size * 8) / 1e9).toFixed(2) : '-');
+const nsPer = (f: Figures | undefined): string => (f ? (1e9 / f.pps).toFixed(0) : '-');
+const alloc = (f: Figures | undefined): string => (f ? f.allocPerPacket.toFixed(f.allocPerPacket < 10 ? 1 : 0) : '-');
+
+interface Row {
+  cables: number;
+  mode: Mode;
+  size: number;
+  egress?: Figures;
+  ingress?: Figures;
+  both?: Figures;
+  fillE?: Figures;
+  fillI?: Figures;
+}
+
+const HEADER = [
+  'cables', 'encap', 'cipher', 'IPv6 B', 'egress Mpps', 'Gbit/s', 'ingress Mpps', 'Gbit/s', 'e+i Mpps', 'Gbit/s',
+  'fill ns/pkt e|i', 'alloc B/pkt e|i|e+i',
+];
+
+function cells(r: Row): string[] {
+  return [
+    fmtCount(r.cables), r.mode === 'plain' ? '6in4' : 'ESP', r.mode === 'plain' ? '-' : r.mode === 'node' ? 'node-crypto' : 'native',
+    String(r.size), mpps(r.egress), gbps(r.egress, r.size), mpps(r.ingress), gbps(r.ingress, r.size), mpps(r.both), gbps(r.both, r.size),
+    `${nsPer(r.fillE)}|${nsPer(r.fillI)}`, `${alloc(r.egress)}|${alloc(r.ingress)}|${alloc(r.both)}`,
+  ];
+}
+
+function table(rows: string[][]): string {
+  const w = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+  const line = (r: string[]): string => `| ${r.map((x, c) => (c < 3 ? x.padEnd(w[c]) : x.padStart(w[c]))).join(' | ')} |`;
+  return [line(rows[0]), `|${w.map((n, c) => (c < 3 ? `:${'-'.repeat(n + 1)}` : `${'-'.repeat(n + 1)}:`)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
+}
+
+function ratios(rows: Row[]): string {
+  const out: string[][] = [['cables', 'IPv6 B', 'native/node e', 'native/node i', 'native/node e+i', 'ESP native/plain e', 'ESP native/plain i', 'ESP native/plain e+i']];
+  const find = (n: number, m: Mode, s: number): Row | undefined => rows.find((r) => r.cables === n && r.mode === m && r.size === s);
+  const ratio = (a: Figures | undefined, b: Figures | undefined): string => (a && b ? `${(a.pps / b.pps).toFixed(2)}x` : '-');
+  for (const n of CABLES) {
+    for (const s of SIZES) {
+      const nat = find(n, 'native', s);
+      const node = find(n, 'node', s);
+      const plain = find(n, 'plain', s);
+      out.push([
+        fmtCount(n), String(s), ratio(nat?.egress, node?.egress), ratio(nat?.ingress, node?.ingress), ratio(nat?.both, node?.both),
+        ratio(nat?.egress, plain?.egress), ratio(nat?.ingress, plain?.ingress), ratio(nat?.both, plain?.both),
+      ]);
+    }
+  }
+  return table(out);
+}
+
+function printCounters(rig: Rig, before: Snapshot, what: string): void {
+  const a = snapshot(rig);
+  const lookup = rig.h1.egress.stage<CableLookup>('cable-lookup');
+  console.log(
+    `  counters of one run (${what}): h1 egress in ${a.eIn - before.eIn}, underlay ${a.eUnderlay - before.eUnderlay}, ` +
+      `dropped ${a.eDropped - before.eDropped}, held ${a.eHeld - before.eHeld}; h2 ingress in ${a.iIn - before.iIn}, ` +
+      `delivered ${a.iDelivered - before.iDelivered}, dropped ${a.iDropped - before.iDropped}, held ${a.iHeld - before.iHeld}; ` +
+      `h1 cable-lookup since plugging: hits ${lookup.hits}, misses ${lookup.misses}`,
+  );
+}
+
+// ---- Main ---------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const config = loadConfig(CONFIG_FILE);
+  const modes = MODES.filter((m) => m !== 'native' || nativeAvailable());
+  if (modes.length < MODES.length) console.log('native addon not built: native mode skipped');
+  console.log(
+    `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
+      `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)`,
+  );
+  const rows: Row[] = [];
+  const started = performance.now();
+  let printed = false;
+  for (const n of CABLES) {
+    const pools = SIZES.map((s) => makePool(config, n, s));
+    for (const mode of modes) {
+      const esp = mode !== 'plain';
+      const rig = await openRig(config, n, mode);
+      plugCables(rig, config, n, mode);
+      for (const pool of pools) {
+        const what = `${fmtCount(n)} cables, ${label(mode)}, ${pool.size} B`;
+        verify(rig, pool, what);
+        const row: Row = { cables: n, mode, size: pool.size };
+        const cap = makeCapture(pool, esp);
+        row.fillE = measure(rig, what, () => runEgress(rig, pool, MS / 2, true), false);
+        if (MEASURES.includes('egress')) row.egress = measure(rig, `${what}, egress`, () => runEgress(rig, pool, MS, false), true);
+        if (MEASURES.includes('ingress')) {
+          capture(rig, pool, cap); // plain packets carry no state: this one capture serves every pass
+          row.fillI = measure(rig, what, () => runIngress(rig, pool, cap, esp, MS / 2, true), false);
+          row.ingress = measure(rig, `${what}, ingress`, () => runIngress(rig, pool, cap, esp, MS, false), true);
+        }
+        if (MEASURES.includes('both')) {
+          const before = snapshot(rig);
+          row.both = measure(rig, `${what}, egress+ingress`, () => runBoth(rig, pool, MS), true);
+          if (!printed && n === CABLES[CABLES.length - 1] && esp) {
+            printCounters(rig, before, `${what}, egress+ingress, warm-up and ${RUNS} runs`);
+            printed = true;
+          }
+        }
+        rows.push(row);
+        console.log(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
+      }
+      closeRig(rig);
+      gc();
+    }
+  }
+  console.log(`\n${table([HEADER, ...rows.map(cells)])}`);
+  console.log(`\nratios (packets/s)\n${ratios(rows)}`);
+  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+await main();
