@@ -7,7 +7,7 @@
 // Each input frame carries a tag, so its verdict can be followed across held queues and
 // hosts: the host that set its final fate, and the fate.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
@@ -16,6 +16,7 @@ import { CableDirection } from '../dataplane/cable.js';
 import { Drop, dropName } from '../dataplane/drops.js';
 import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../dataplane/ipv4.js';
 import type { EspCipher } from '../crypto/esp-cipher.js';
+import { LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter } from '../io/pcap.js';
 import type { SaLimits } from '../crypto/sa.js';
 import type { Logger } from '../log.js';
 import { SqliteStore } from '../store/sqlite-store.js';
@@ -238,6 +239,19 @@ export class OfflineCloud {
           break; // Underlay and Held: the packet's story goes on
       }
     }
+  }
+
+  /** Write underlay.pcap (raw IPv4), delivered.pcap and replies.pcap (Ethernet) into `dir`. */
+  writeCaptures(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    const write = (file: string, link: number, recs: readonly OutputRecord[]): void => {
+      const w = new PcapWriter(join(dir, file), link);
+      for (const r of recs) w.write(r.data, 0, r.data.length, r.timeUs);
+      w.close();
+    };
+    write('underlay.pcap', LINKTYPE_RAW, this.underlay);
+    write('delivered.pcap', LINKTYPE_ETHERNET, this.delivered);
+    write('replies.pcap', LINKTYPE_ETHERNET, this.replies);
   }
 
   close(): void {
