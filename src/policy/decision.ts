@@ -24,6 +24,8 @@ export interface PacketFilter {
   check(proto: number, sport: number, dport: number): Drop;
   /** Human-readable, for `cables` and `explain`. */
   describe(): string;
+  /** The rule whose entry decides this packet (explain, slow path). */
+  decidingRule(proto: number, sport: number, dport: number): string;
 }
 
 export interface DirectionDecision {

@@ -20,7 +20,7 @@ import { LINKTYPE_ETHERNET, LINKTYPE_RAW, PcapWriter } from '../io/pcap.js';
 import type { SaLimits } from '../crypto/sa.js';
 import type { Logger } from '../log.js';
 import { SqliteStore } from '../store/sqlite-store.js';
-import { openCloud, publishBindings, hostPrivateKey, type Cloud } from '../switch/cloud.js';
+import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } from '../switch/cloud.js';
 import { Host, type PacketSink } from '../switch/host.js';
 import type { Clock } from '../switch/resolver.js';
 import { MemoryHub } from '../switch/transports.js';
@@ -101,12 +101,13 @@ export class OfflineCloud {
       this.underlay.push({ data: udpPacket(address, to, cfg.underlay.keyExchangePort, msg), timeUs: this.timeUs, tag: -1 });
       send(msg, to);
     };
+    const verifier = newVerifier(this.cloud);
     const host = new Host({
       config: cfg,
       host: name,
       store: this.cloud.store,
-      verifier: this.cloud.verifier,
-      authority: this.cloud.verifier,
+      verifier,
+      authority: verifier,
       policy: this.cloud.policy,
       hostKey: hostPrivateKey(cfg, name),
       transport,

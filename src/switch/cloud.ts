@@ -46,8 +46,13 @@ export async function openCloud(config: CloudConfig, opts: OpenCloudOptions = {}
     throw new NviError('NVI_ERR_PKI', `hosts not ready: ${seeded.skipped.map((s) => `${s.host}: ${s.reason}`).join('; ')}`);
   }
   const policy = await currentPolicy(config, store, opts.publishPolicy ?? true);
-  const verifier = new BindingVerifier(anchor, store, clock, { verifyPerSecond: config.switch.upcall.verifyPerSecond });
-  return { config, store, verifier, anchor, clock, policy };
+  const cloud = { config, store, anchor, clock, policy } as Omit<Cloud, 'verifier'>;
+  return { ...cloud, verifier: newVerifier(cloud) };
+}
+
+/** A verifier of its own, as every host has (its caches and the epochs it has seen). */
+export function newVerifier(cloud: Pick<Cloud, 'config' | 'store' | 'anchor' | 'clock'>): BindingVerifier {
+  return new BindingVerifier(cloud.anchor, cloud.store, cloud.clock, { verifyPerSecond: cloud.config.switch.upcall.verifyPerSecond });
 }
 
 /** The store's policy, after publishing the config's own when it differs. */

@@ -36,9 +36,9 @@ export async function explainSender(host: Host, src: string, dst: string, packet
   const trace = new Trace();
   const dstBytes = parseIpv6Address(dst);
   const cable = await host.resolver.egress(port, dstBytes, pairHash(host.ports[port].identity, 0, dstBytes, 0), undefined, { negotiate: false, trace });
-  let drop = cable.drop;
-  if (drop === Drop.None && packet) drop = packetCheck(cable.decision!, packet, 'sender', trace);
-  return { side: 'sender', host: host.name, steps: trace.steps, drop, rule: cable.rule };
+  if (cable.drop !== Drop.None || !packet) return { side: 'sender', host: host.name, steps: trace.steps, drop: cable.drop, rule: cable.rule };
+  const p = packetCheck(cable.decision!, packet, 'sender', trace);
+  return { side: 'sender', host: host.name, steps: trace.steps, drop: p.drop, rule: p.rule };
 }
 
 /** Algorithm 2 on `host`, where DST runs, for a request from `fromHost` at `fromAddress`. */
@@ -49,25 +49,27 @@ export async function explainReceiver(host: Host, src: string, dst: string, from
     trace.step('decision', `unplug at the receiver: ${dropName(r.drop)} (${r.detail})`, 'fail');
     return { side: 'receiver', host: host.name, steps: trace.steps, drop: r.drop, rule: r.detail };
   }
-  const drop = packet ? packetCheck(r.cable.decision!, packet, 'receiver', trace) : Drop.None;
-  return { side: 'receiver', host: host.name, steps: trace.steps, drop, rule: r.cable.rule };
+  if (!packet) return { side: 'receiver', host: host.name, steps: trace.steps, drop: Drop.None, rule: r.cable.rule };
+  const p = packetCheck(r.cable.decision!, packet, 'receiver', trace);
+  return { side: 'receiver', host: host.name, steps: trace.steps, drop: p.drop, rule: p.rule };
 }
 
-/** The per-packet part of the decision for a first packet from SRC (a new flow). */
-function packetCheck(d: DirectionDecision, p: Packet, side: string, trace: Trace): Drop {
+/** The per-packet part of the decision for a first packet from SRC (a new flow), and the rule that settles it. */
+function packetCheck(d: DirectionDecision, p: Packet, side: string, trace: Trace): { drop: Drop; rule: string } {
   const tcpUdp = p.proto === PROTO_TCP || p.proto === PROTO_UDP;
   const dport = p.port ?? (p.proto === PROTO_ICMPV6 ? 128 : -1);
   const sport = tcpUdp ? EPHEMERAL_PORT : -1;
   const what = `${protoName(p.proto)}${p.port !== undefined ? ` ${tcpUdp ? 'port' : 'type'} ${p.port}` : ''}`;
   let drop = d.filter ? d.filter.check(p.proto, sport, dport) : Drop.None;
+  const rule = d.filter && drop !== Drop.None ? d.filter.decidingRule(p.proto, sport, dport) : d.rule;
   if (drop === Drop.None && d.flow === FlowMode.RepliesOnly) drop = Drop.PolicyInitiateOnly;
   const filter = d.filter ? d.filter.describe() : 'every packet';
   if (drop === Drop.None) {
     trace.step('packet', `${what} passes at the ${side} (cable carries ${filter}${d.flow === FlowMode.Opens ? '; opens a flow' : ''})`, 'ok');
   } else {
-    trace.step('packet', `${what} refused at the ${side}: ${dropName(drop)} (cable carries ${filter}${d.flow === FlowMode.RepliesOnly ? ', replies only' : ''})`, 'fail');
+    trace.step('packet', `${what} refused at the ${side} by ${rule}: ${dropName(drop)} (cable carries ${filter}${d.flow === FlowMode.RepliesOnly ? ', replies only' : ''})`, 'fail');
   }
-  return drop;
+  return { drop, rule };
 }
 
 export function protoName(proto: number): string {
