@@ -1,18 +1,24 @@
 // nvi-switch policy test [-c nvi-switch.yaml] [--json]
 //   Compile every tenant's policy from the config and run its tests: one line per case
 //   (pass or FAIL, and the rule that decided); exit status 1 if any case fails.
+// nvi-switch policy apply [-c nvi-switch.yaml]
+//   The same tests first; only when all pass is the policy published to the mapping store,
+//   as a new revision. Running switches see it, recompile, and re-evaluate exactly the
+//   cables it may change.
 
 import { loadConfig } from '../config/config.js';
 import { NviError } from '../config/errors.js';
 import { compilePolicy } from '../policy/compile.js';
+import { policyDocument } from '../policy/document.js';
+import { openStore } from '../store/open-store.js';
 import { runPolicyTests } from '../policy/policy-tests.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';
 
-const USAGE = 'usage: nvi-switch policy test [-c nvi-switch.yaml] [--json]';
+const USAGE = 'usage: nvi-switch policy test|apply [-c nvi-switch.yaml] [--json]';
 
 export async function run(argv: string[]): Promise<number> {
   const [sub, ...rest] = argv;
-  if (sub !== 'test') {
+  if (sub !== 'test' && sub !== 'apply') {
     throw new NviError('NVI_ERR_USAGE', sub === undefined ? USAGE : `unknown policy subcommand ${JSON.stringify(sub)}; ${USAGE}`);
   }
   const args = parseArgs(rest, { values: { config: 'c' }, flags: ['json'] });
@@ -34,5 +40,23 @@ export async function run(argv: string[]): Promise<number> {
     }
     process.stdout.write(`${results.length - failed} passed, ${failed} failed\n`);
   }
-  return failed > 0 ? 1 : 0;
+  if (failed > 0) {
+    if (sub === 'apply') process.stderr.write('policy not applied: its tests fail\n');
+    return 1;
+  }
+  if (sub === 'apply') {
+    const store = await openStore(cfg);
+    try {
+      const doc = policyDocument(tenants);
+      const current = await store.policy();
+      if (current?.document === doc) {
+        process.stdout.write(`policy unchanged (revision ${current.revision})\n`);
+      } else {
+        process.stdout.write(`policy applied as revision ${await store.publishPolicy(doc)}\n`);
+      }
+    } finally {
+      await store.close();
+    }
+  }
+  return 0;
 }
