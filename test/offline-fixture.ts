@@ -11,6 +11,8 @@ import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { MemoryLogger } from '../src/log.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
 import type { SaLimits } from '../src/crypto/sa.js';
+import type { KxTiming } from '../src/switch/key-exchange.js';
+import type { MemoryHub } from '../src/switch/transports.js';
 
 export const CONFIG_FILE = new URL('../../nvi-switch.yaml', import.meta.url).pathname;
 
@@ -21,17 +23,19 @@ export interface Offline {
   readonly log: MemoryLogger;
 }
 
-export async function openOffline(opts: { carry?: boolean; cipher?: EspCipher; saLimits?: Partial<SaLimits>; now?: number } = {}): Promise<Offline> {
+export async function openOffline(opts: { carry?: boolean; cipher?: EspCipher; saLimits?: Partial<SaLimits>; now?: number; clock?: { now(): number }; hub?: MemoryHub; kx?: Partial<KxTiming> } = {}): Promise<Offline> {
   const config = loadConfig(CONFIG_FILE);
   const sas: SaKeys[] = [];
   const log = new MemoryLogger();
   const now = opts.now ?? Date.now();
   const off = await OfflineCloud.open(config, {
     cipher: opts.cipher ?? new NodeEspCipher(),
-    clock: { now: () => now },
+    clock: opts.clock ?? { now: () => now },
     log,
     carry: opts.carry,
     saLimits: opts.saLimits,
+    hub: opts.hub,
+    kx: opts.kx,
     exportKeys: (k) => sas.push(k),
   });
   return { off, config, sas, log };

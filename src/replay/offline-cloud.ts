@@ -24,7 +24,7 @@ import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } f
 import { Host, type PacketSink } from '../switch/host.js';
 import type { Clock } from '../switch/resolver.js';
 import { MemoryHub } from '../switch/transports.js';
-import type { EspKeyExport } from '../switch/key-exchange.js';
+import type { EspKeyExport, KxTiming } from '../switch/key-exchange.js';
 
 export type Fate = 'delivered' | 'answered' | 'consumed' | 'dropped' | 'underlay' | 'pending';
 
@@ -53,6 +53,10 @@ export interface OfflineOptions {
   readonly exportKeys?: (k: EspKeyExport) => void;
   /** Carry underlay packets into the ingress of the host they are addressed to (default true). */
   readonly carry?: boolean;
+  /** The hub the key exchange travels over (tests pass one that loses or delays messages). */
+  readonly hub?: MemoryHub;
+  /** Key-exchange timing and limits (tests shorten the retries). */
+  readonly kx?: Partial<KxTiming>;
 }
 
 const UDP_HLEN = 8;
@@ -69,11 +73,13 @@ export class OfflineCloud {
   readonly replies: (OutputRecord & { readonly vm: string })[] = [];
   private readonly wire: { data: Buffer; to: number; timeUs: number; tag: number }[] = [];
   private readonly byAddress = new Map<number, Host>();
-  private readonly hub = new MemoryHub();
+  private readonly hub: MemoryHub;
   private readonly batch = new Batch();
   private timeUs = 0;
 
-  private constructor(readonly cloud: Cloud, private readonly opts: OfflineOptions, private readonly dir: string) {}
+  private constructor(readonly cloud: Cloud, private readonly opts: OfflineOptions, private readonly dir: string) {
+    this.hub = opts.hub ?? new MemoryHub();
+  }
 
   static async open(config: CloudConfig, opts: OfflineOptions): Promise<OfflineCloud> {
     const dir = mkdtempSync(join(tmpdir(), 'nvi-replay-'));
@@ -115,6 +121,7 @@ export class OfflineCloud {
       clock: this.opts.clock,
       log: this.opts.log,
       saLimits: this.opts.saLimits,
+      kx: this.opts.kx,
       exportKeys: this.opts.exportKeys,
       observe: (b, direction, hostName) => this.observe(b, direction, hostName),
     });

@@ -21,7 +21,7 @@ import { InboundSa, DEFAULT_HARD_SEQ, type SaLimits } from '../crypto/sa.js';
 import type { Policy } from '../policy/decision.js';
 import type { MappingStore } from '../store/store.js';
 import type { Logger } from '../log.js';
-import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type InboundInstaller, type KxTransport } from './key-exchange.js';
+import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type InboundInstaller, type KxTiming, type KxTransport } from './key-exchange.js';
 import { Resolver, type BindingVerifierLike, type Clock } from './resolver.js';
 
 /** Where the pipelines hand their packets: the underlay port and each VM port. */
@@ -44,6 +44,8 @@ export interface HostParts {
   readonly log: Logger;
   /** Overrides of the SA limits (tests force early rekeys). */
   readonly saLimits?: Partial<SaLimits>;
+  /** Overrides of the key-exchange timing and limits (tests shorten the retries). */
+  readonly kx?: Partial<KxTiming>;
   /** Debug only: the keys of every SA this host accepts (Wireshark export). */
   readonly exportKeys?: (k: EspKeyExport) => void;
   /** Sees every batch after its packets' fates are set, before they are sent (replay verdicts). */
@@ -111,7 +113,7 @@ export class Host implements InboundInstaller {
     this.kx = new KeyExchangeEngine(
       { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority,
       { accept: (req, trace) => this.resolver.accept(req, trace) }, this, parts.cipher,
-      { alg: esp.cipher, limits, ...DEFAULT_KX, exportKeys: parts.exportKeys }, parts.clock,
+      { alg: esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys }, parts.clock,
     );
     this.resolver = new Resolver(
       hostView, parts.store, parts.verifier, () => this.policyNow, this.kx,

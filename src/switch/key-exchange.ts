@@ -87,7 +87,10 @@ export interface KxSettings {
   readonly exportKeys?: (k: EspKeyExport) => void;
 }
 
-export const DEFAULT_KX: Omit<KxSettings, 'alg' | 'limits'> = {
+/** The key exchange's timing and limits (all of KxSettings but the cipher and SA limits). */
+export type KxTiming = Omit<KxSettings, 'alg' | 'limits' | 'exportKeys'>;
+
+export const DEFAULT_KX: KxTiming = {
   retryMs: 250,
   tries: 5,
   maxSkewMs: 60_000,

@@ -1,0 +1,203 @@
+// The host-to-host key exchange on an imperfect network (issue 4): lost and forged
+// messages, silence, floods, stale requests; packets waiting (encrypted or not at all)
+// until their SA exists; a make-before-break rekey that loses nothing.
+
+import { randomBytes } from 'node:crypto';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { KX_ANSWER, KX_INIT, encodeInit, ephemeralKey } from '../src/crypto/handshake.js';
+import { Drop } from '../src/dataplane/drops.js';
+import { hostPrivateKey } from '../src/switch/cloud.js';
+import type { KxTransport } from '../src/switch/key-exchange.js';
+import { MemoryHub } from '../src/switch/transports.js';
+import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
+
+const H1 = 0x0a4d0001;
+const H2 = 0x0a4d0002;
+const FAST = { retryMs: 20, tries: 4 };
+
+/** A hub whose messages can be dropped, held back or forged. */
+class TestHub extends MemoryHub {
+  /** Return 'drop' to lose a message, 'hold' to keep it until release(). */
+  decide: (msg: Buffer, from: number, to: number) => 'pass' | 'drop' | 'hold' = () => 'pass';
+  private readonly held: (() => void)[] = [];
+  readonly sent: { type: number; from: number; to: number }[] = [];
+
+  override transport(address: number): KxTransport {
+    const inner = super.transport(address);
+    return {
+      ...inner,
+      send: (msg, to) => {
+        this.sent.push({ type: msg[0], from: address, to });
+        const d = this.decide(msg, address, to);
+        if (d === 'drop') return;
+        if (d === 'hold') this.held.push(() => inner.send(msg, to));
+        else inner.send(msg, to);
+      },
+    };
+  }
+
+  release(): void {
+    for (const f of this.held.splice(0)) f();
+  }
+
+  /** Deliver a message as if `from` had sent it. */
+  inject(from: number, to: number, msg: Buffer): void {
+    super.transport(from).send(msg, to);
+  }
+}
+
+async function ping(o: Offline, n = 1, from = 'web1', to = 'web2', first = 1): Promise<void> {
+  await o.off.sendFrames(from, frames(Array.from({ length: n }, (_, k) => echoFrame(o.config, from, to, first + k))));
+}
+
+function countOf(hub: TestHub, type: number, from: number): number {
+  return hub.sent.filter((m) => m.type === type && m.from === from).length;
+}
+
+test('lost INITs are sent again with backoff until one gets through', async () => {
+  const hub = new TestHub();
+  let lose = 2;
+  hub.decide = (msg) => (msg[0] === KX_INIT && lose-- > 0 ? 'drop' : 'pass');
+  const o = await openOffline({ hub, kx: FAST });
+  await ping(o);
+  const h1 = o.off.hosts.get('h1')!;
+  assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 1);
+  assert.is(h1.kx.counters.resends, 2);
+  assert.is(countOf(hub, KX_INIT, H1), 3);
+  o.off.close();
+});
+
+test('a lost ANSWER is answered again from the cache: one SA, not two', async () => {
+  const hub = new TestHub();
+  let lose = 1;
+  hub.decide = (msg) => (msg[0] === KX_ANSWER && lose-- > 0 ? 'drop' : 'pass');
+  const o = await openOffline({ hub, kx: FAST });
+  await ping(o);
+  const h2 = o.off.hosts.get('h2')!;
+  assert.is(h2.ingress.counters.delivered, 1);
+  assert.is(h2.kx.counters.initsRetransmitted, 1);
+  assert.is(h2.kx.counters.accepted, 1);
+  assert.is(h2.spis.size, 1);
+  o.off.close();
+});
+
+test('a forged ANSWER is ignored and the real one still plugs the cable', async () => {
+  const hub = new TestHub();
+  let forged = false;
+  hub.decide = (msg, from, to) => {
+    if (msg[0] === KX_INIT && !forged) {
+      forged = true;
+      // Someone answers first, with the right request id and a signature that is not h2's.
+      const fake = Buffer.alloc(48 + 3 + 64);
+      fake[0] = KX_ANSWER;
+      fake[1] = 1;
+      msg.copy(fake, 4, 4, 12);
+      fake.writeUInt32BE(0x1234, 12);
+      randomBytes(32).copy(fake, 16);
+      fake[48] = 2;
+      fake.write('h2', 49);
+      randomBytes(64).copy(fake, 51);
+      hub.inject(to, from, fake);
+    }
+    return 'pass';
+  };
+  const o = await openOffline({ hub, kx: FAST });
+  await ping(o);
+  const h1 = o.off.hosts.get('h1')!;
+  assert.ok(h1.kx.counters.answersIgnored >= 1);
+  assert.is(h1.kx.counters.answersAccepted, 1);
+  assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 1);
+  o.off.close();
+});
+
+test('silence unplugs the cable at the sender after the last try, and nothing leaves unencrypted', async () => {
+  const hub = new TestHub();
+  hub.decide = (msg) => (msg[0] === KX_INIT ? 'drop' : 'pass');
+  const o = await openOffline({ hub, kx: FAST });
+  await ping(o, 3);
+  const h1 = o.off.hosts.get('h1')!;
+  assert.is(countOf(hub, KX_INIT, H1), FAST.tries);
+  assert.is(h1.kx.counters.timeouts, 1);
+  assert.is(h1.egress.counters.drops[Drop.SaNegotiationFailed], 3, 'the three held packets are dropped under the reason');
+  assert.is(o.off.underlay.filter((u) => u.data[9] !== 17).length, 0, 'no ESP and no plain IPv6-in-IPv4 left h1');
+  o.off.close();
+});
+
+test('packets wait, bounded, until their SA exists, then leave encrypted and in order', async () => {
+  const hub = new TestHub();
+  hub.decide = (msg) => (msg[0] === KX_ANSWER ? 'hold' : 'pass');
+  const o = await openOffline({ hub, kx: { retryMs: 10_000 } });
+  const h1 = o.off.hosts.get('h1')!;
+  // No settle: the answer is held, so the packets stay in the upcall queue.
+  const pending = ping(o, 70);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(o.off.underlay.filter((u) => u.data[9] !== 17).length, 0, 'nothing but the key exchange on the underlay');
+  assert.is(h1.upcall.queued, 64, 'the queue holds at most queuePerCable packets');
+  assert.is(h1.egress.counters.drops[Drop.UpcallQueueFull], 6);
+  hub.release();
+  await pending;
+  const esp = o.off.underlay.filter((u) => u.data[9] === 50);
+  assert.is(esp.length, 64);
+  assert.equal(esp.map((u) => u.tag), Array.from({ length: 64 }, (_, k) => k), 'in the order they came');
+  assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 64);
+  o.off.close();
+});
+
+test('a flood of INITs from one address is rate-limited per source', async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub });
+  const h2 = o.off.hosts.get('h2')!;
+  const junk = Buffer.alloc(200);
+  junk[0] = KX_INIT;
+  junk[1] = 1;
+  for (let k = 0; k < 1000; k++) hub.inject(0x0a4d0063, H2, junk);
+  await new Promise((r) => setTimeout(r, 50));
+  await o.off.settle();
+  assert.is(h2.kx.counters.initsReceived, 1000);
+  assert.ok(h2.kx.counters.initsRateLimited >= 500, `${h2.kx.counters.initsRateLimited} rate-limited`);
+  assert.is(h2.kx.counters.initsMalformed + h2.kx.counters.initsRateLimited, 1000);
+  await ping(o);
+  assert.is(h2.ingress.counters.delivered, 1, 'another source is not affected');
+  o.off.close();
+});
+
+test('an INIT outside the time skew is ignored, even when signed by a real host', async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub });
+  const cfg = o.config;
+  const eph = ephemeralKey();
+  const old = encodeInit({
+    alg: 'aes-128-gcm', requestId: randomBytes(8), timeMs: Date.now() - 10 * 60_000,
+    src: cfg.vms.get('web1')!.identity, dst: cfg.vms.get('web2')!.identity, ephemeral: eph.publicRaw, host: 'h1',
+  }, hostPrivateKey(cfg, 'h1'));
+  hub.inject(H1, H2, old);
+  await new Promise((r) => setTimeout(r, 20));
+  await o.off.settle();
+  const h2 = o.off.hosts.get('h2')!;
+  assert.is(h2.kx.counters.initsStale, 1);
+  assert.is(h2.spis.size, 0);
+  o.off.close();
+});
+
+test('a rekey before the volume limit replaces the SA without losing a packet, and the old SA retires after its grace time', async () => {
+  let now = Date.now();
+  const clock = { now: () => now };
+  const o = await openOffline({ clock, saLimits: { softPackets: 100 } });
+  const h1 = o.off.hosts.get('h1')!;
+  const h2 = o.off.hosts.get('h2')!;
+  await ping(o, 1);
+  for (let k = 0; k < 10; k++) await ping(o, 50, 'web1', 'web2', 2 + k * 50);
+  assert.ok(h1.counts.rekeys >= 4, `${h1.counts.rekeys} rekeys`);
+  assert.is(h2.ingress.counters.delivered, 501, 'every packet arrived');
+  assert.is(h2.ingress.counters.dropped(), 0);
+  const spis = new Set(o.off.underlay.filter((u) => u.data[9] === 50).map((u) => u.data.readUInt32BE(20)));
+  assert.ok(spis.size >= 5, `${spis.size} SPIs used`);
+  assert.ok(h2.spis.size >= 2, 'old inbound SAs stay for their grace time');
+  now += o.config.switch.esp.grace * 1000 + 1;
+  h2.sweep();
+  assert.is(h2.spis.size, 1, 'after the grace time only the current SA is left');
+  o.off.close();
+});
+
+test.run();
