@@ -297,7 +297,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
   }
   outbound.length = 0;
   const heap2 = heapMb();
-  const perCable = (mb: number): string => `${Math.round((mb * 2 ** 20) / n)} B/cable`;
+  const perCable = (mb: number): string => (n >= 1000 ? `${Math.round((mb * 2 ** 20) / n)} B/cable` : 'too few to say per cable');
   console.log(
     `  ${fmtCount(n)} cables, ${label(mode)}: plugged in ${((performance.now() - t0) / 1000).toFixed(1)} s` +
       (esp ? ` (${rig.keys.length} keys in ${(keyMs / 1000).toFixed(1)} s)` : '') +
@@ -317,24 +317,29 @@ function closeRig(rig: Rig): void {
 
 interface Pool {
   readonly size: number;
-  /** Pristine frames, never written after they are built. */
+  /** Pristine frames (views of one arena), rewritten only between configurations. */
   readonly frames: Buffer[];
+  readonly arena: Buffer;
 }
 
-/** --pool echo requests of `size` IPv6 bytes from web1, each to a random one of the n cables. */
-function makePool(config: CloudConfig, n: number, size: number): Pool {
-  const src = config.vms.get(SRC_VM)!;
-  const prefix = config.tenants.get(src.tenant)!.prefix.bytes;
-  const random = rng(SEED);
+/** Room for --pool frames of `size` IPv6 bytes; allocated once, before any cable exists. */
+function allocPool(size: number): Pool {
   const stride = ETH_HLEN + size;
   const arena = Buffer.alloc(POOL * stride);
   const frames: Buffer[] = [];
+  for (let j = 0; j < POOL; j++) frames.push(arena.subarray(j * stride, (j + 1) * stride));
+  return { size, frames, arena };
+}
+
+/** Echo requests from web1 (valid MAC, identity and checksum), each to a random one of the n cables. */
+function fillPool(pool: Pool, config: CloudConfig, n: number): void {
+  const src = config.vms.get(SRC_VM)!;
+  const prefix = config.tenants.get(src.tenant)!.prefix.bytes;
+  const random = rng(SEED);
   for (let j = 0; j < POOL; j++) {
     const dst = identity(prefix, 1 + Math.floor(random() * n));
-    echoBetween(src.mac, src.identity, dst, j, size - 40 - 8).copy(arena, j * stride);
-    frames.push(arena.subarray(j * stride, (j + 1) * stride));
+    echoBetween(src.mac, src.identity, dst, j, pool.size - 40 - 8).copy(pool.frames[j]);
   }
-  return { size, frames };
 }
 
 function fillEgress(rig: Rig, pool: Pool, k: number): void {
@@ -351,9 +356,13 @@ interface Captured {
   readonly len: number;
 }
 
-function makeCapture(pool: Pool, esp: boolean): Captured {
-  const len = IPV4_HLEN + (esp ? espLength(pool.size) : pool.size);
-  const arena = Buffer.alloc(POOL * len);
+/** Room for the underlay packets made from a pool, ESP (the larger) or plain. */
+function allocCapture(size: number): Buffer {
+  return Buffer.alloc(POOL * (IPV4_HLEN + espLength(size)));
+}
+
+function captureViews(arena: Buffer, size: number, esp: boolean): Captured {
+  const len = IPV4_HLEN + (esp ? espLength(size) : size);
   const packets: Buffer[] = [];
   for (let j = 0; j < POOL; j++) packets.push(arena.subarray(j * len, (j + 1) * len));
   return { packets, arena, len };
@@ -380,9 +389,10 @@ function fillIngress(rig: Rig, cap: Captured, k: number): void {
 
 // ---- Measuring ----------------------------------------------------------------------------
 
-/** JS heap bytes allocated between begin() and end(), from the GCs in between. */
+/** JS heap bytes allocated between begin() and end(), from the GCs in between, and their time. */
 class AllocMeter {
   bytes = 0;
+  gcMs = 0;
   private profiler: v8.GCProfiler | null = null;
   private startUsed = 0;
 
@@ -397,6 +407,7 @@ class AllocMeter {
     const endUsed = v8.getHeapStatistics().used_heap_size;
     let prev = this.startUsed;
     for (const s of stats) {
+      this.gcMs += s.cost / 1000;
       this.bytes += Math.max(0, s.beforeGC.heapStatistics.usedHeapSize - prev);
       prev = s.afterGC.heapStatistics.usedHeapSize;
     }
@@ -406,13 +417,14 @@ class AllocMeter {
 }
 
 interface GcStats {
-  statistics: { beforeGC: { heapStatistics: { usedHeapSize: number } }; afterGC: { heapStatistics: { usedHeapSize: number } } }[];
+  statistics: { cost: number; beforeGC: { heapStatistics: { usedHeapSize: number } }; afterGC: { heapStatistics: { usedHeapSize: number } } }[];
 }
 
 interface Run {
   readonly packets: number;
   readonly ms: number;
   readonly allocBytes: number;
+  readonly gcMs: number;
 }
 
 interface Snapshot {
@@ -462,7 +474,7 @@ function runEgress(rig: Rig, pool: Pool, ms: number, fillOnly: boolean): Run {
     t = performance.now();
   } while (t - t0 < ms);
   meter.end();
-  return { packets, ms: t - t0, allocBytes: meter.bytes };
+  return { packets, ms: t - t0, allocBytes: meter.bytes, gcMs: meter.gcMs };
 }
 
 function runIngress(rig: Rig, pool: Pool, cap: Captured, esp: boolean, ms: number, fillOnly: boolean): Run {
@@ -484,7 +496,7 @@ function runIngress(rig: Rig, pool: Pool, cap: Captured, esp: boolean, ms: numbe
     meter.end();
     spent += t - t0;
   }
-  return { packets, ms: spent, allocBytes: meter.bytes };
+  return { packets, ms: spent, allocBytes: meter.bytes, gcMs: meter.gcMs };
 }
 
 function runBoth(rig: Rig, pool: Pool, ms: number): Run {
@@ -505,7 +517,7 @@ function runBoth(rig: Rig, pool: Pool, ms: number): Run {
     t = performance.now();
   } while (t - t0 < ms);
   meter.end();
-  return { packets, ms: t - t0, allocBytes: meter.bytes };
+  return { packets, ms: t - t0, allocBytes: meter.bytes, gcMs: meter.gcMs };
 }
 
 /** One pass of the pool through egress and ingress, every delivered frame compared with what was sent. */
@@ -530,6 +542,8 @@ function verify(rig: Rig, pool: Pool, what: string): void {
 interface Figures {
   pps: number;
   allocPerPacket: number;
+  /** Share of the run spent in GC, percent. */
+  gc: number;
 }
 
 function median(xs: number[]): number {
@@ -542,14 +556,16 @@ function measure(rig: Rig, what: string, run: () => Run, check: boolean): Figure
   run();
   const pps: number[] = [];
   const alloc: number[] = [];
+  const gcShare: number[] = [];
   for (let r = 0; r < RUNS; r++) {
     const before = snapshot(rig);
     const x = run();
     if (check) checkRun(rig, before, what);
     pps.push((x.packets * 1000) / x.ms);
     alloc.push(x.allocBytes / x.packets);
+    gcShare.push((100 * x.gcMs) / x.ms);
   }
-  return { pps: median(pps), allocPerPacket: median(alloc) };
+  return { pps: median(pps), allocPerPacket: median(alloc), gc: median(gcShare) };
 }
 
 // ---- Output -------------------------------------------------------------------------------
@@ -560,6 +576,7 @@ const mpps = (f: Figures | undefined): string => (f ? (f.pps / 1e6).toFixed(3) :
 const gbps = (f: Figures | undefined, size: number): string => (f ? ((f.pps * size * 8) / 1e9).toFixed(2) : '-');
 const nsPer = (f: Figures | undefined): string => (f ? (1e9 / f.pps).toFixed(0) : '-');
 const alloc = (f: Figures | undefined): string => (f ? f.allocPerPacket.toFixed(f.allocPerPacket < 10 ? 1 : 0) : '-');
+const gcPct = (f: Figures | undefined): string => (f ? f.gc.toFixed(0) : '-');
 
 interface Row {
   cables: number;
@@ -574,7 +591,7 @@ interface Row {
 
 const HEADER = [
   'cables', 'encap', 'cipher', 'IPv6 B', 'egress Mpps', 'Gbit/s', 'ingress Mpps', 'Gbit/s', 'e+i Mpps', 'Gbit/s',
-  'fill ns/pkt e|i', 'alloc B/pkt e|i|e+i',
+  'fill ns/pkt e|i', 'alloc B/pkt e|i|e+i', 'GC % e|i|e+i',
 ];
 
 function cells(r: Row): string[] {
@@ -582,6 +599,7 @@ function cells(r: Row): string[] {
     fmtCount(r.cables), r.mode === 'plain' ? '6in4' : 'ESP', r.mode === 'plain' ? '-' : r.mode === 'node' ? 'node-crypto' : 'native',
     String(r.size), mpps(r.egress), gbps(r.egress, r.size), mpps(r.ingress), gbps(r.ingress, r.size), mpps(r.both), gbps(r.both, r.size),
     `${nsPer(r.fillE)}|${nsPer(r.fillI)}`, `${alloc(r.egress)}|${alloc(r.ingress)}|${alloc(r.both)}`,
+    `${gcPct(r.egress)}|${gcPct(r.ingress)}|${gcPct(r.both)}`,
   ];
 }
 
@@ -632,18 +650,22 @@ async function main(): Promise<void> {
   );
   const rows: Row[] = [];
   const started = performance.now();
+  // The big arenas first: allocating them later would start a full GC over a heap of cables.
+  const pools = SIZES.map(allocPool);
+  const arenas = SIZES.map(allocCapture);
   let printed = false;
   for (const n of CABLES) {
-    const pools = SIZES.map((s) => makePool(config, n, s));
+    pools.forEach((p) => fillPool(p, config, n));
     for (const mode of modes) {
       const esp = mode !== 'plain';
       const rig = await openRig(config, n, mode);
       plugCables(rig, config, n, mode);
-      for (const pool of pools) {
+      for (const [p, pool] of pools.entries()) {
+        gc(); // no marking left over from setup or the last size
         const what = `${fmtCount(n)} cables, ${label(mode)}, ${pool.size} B`;
         verify(rig, pool, what);
         const row: Row = { cables: n, mode, size: pool.size };
-        const cap = makeCapture(pool, esp);
+        const cap = captureViews(arenas[p], pool.size, esp);
         row.fillE = measure(rig, what, () => runEgress(rig, pool, MS / 2, true), false);
         if (MEASURES.includes('egress')) row.egress = measure(rig, `${what}, egress`, () => runEgress(rig, pool, MS, false), true);
         if (MEASURES.includes('ingress')) {

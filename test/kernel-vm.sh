@@ -15,12 +15,12 @@
 # decompressed); 3. boot it with two 9p shares: `hostroot` (/, read-only) and `nviout` (a
 # temporary directory that carries the command in and the exit status out); 4. return the
 # status the guest wrote. Guest, stage 1 (initramfs /init): mount the shares, switch_root
-# into the host's root. Stage 2 (this script with --guest): mount proc, sys, dev, tmpfs on
+# into the host's root. Stage 2 (this script with NVI_VM_GUEST=1): mount proc, sys, dev, tmpfs on
 # /run and /tmp, load the ESP modules, run the command, write its status, reboot (qemu
 # runs with -no-reboot, so it exits).
 set -eu
 
-if [ "${1:-}" = "--guest" ]; then
+if [ "${NVI_VM_GUEST:-}" = 1 ]; then
   out=/tmp/nvi-out
   mount -t proc proc /proc
   mount -t sysfs sys /sys
@@ -73,12 +73,13 @@ cat > "$root/init" <<EOF
 /bin/busybox --install -s /bin
 mount -t proc proc /proc 2>/dev/null || { mkdir /proc; mount -t proc proc /proc; }
 for m in \$(ls /mods | sort -n); do insmod /mods/\$m; done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000 hostroot /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /newroot
 mount -t tmpfs tmpfs /newroot/tmp
 mkdir /newroot/tmp/nvi-out
-mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 nviout /newroot/tmp/nvi-out
+mount -t 9p -o trans=virtio,version=9p2000.L nviout /newroot/tmp/nvi-out
 umount /proc
-exec switch_root /newroot /bin/sh $script --guest
+export NVI_VM_GUEST=1
+exec switch_root /newroot /bin/sh $script
 EOF
 chmod +x "$root/init"
 (cd "$root" && find . | cpio -o -H newc --quiet) > "$work/initramfs.cpio"
@@ -91,7 +92,7 @@ pwd > "$work/out/cwd"
 printf '%s' "$PATH" > "$work/out/path"
 
 timeout "${NVI_VM_TIMEOUT:-600}" qemu-system-x86_64 \
-  -enable-kvm -cpu host,-arch-capabilities -smp 2 -m 2048 -nographic -no-reboot -nodefaults -serial stdio \
+  -accel "${NVI_VM_ACCEL:-kvm}" -cpu "${NVI_VM_CPU:-max}" -smp 2 -m 2048 -nographic -no-reboot -nodefaults -serial stdio \
   -kernel "$kernel" -initrd "$work/initramfs.cpio" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \

@@ -311,10 +311,14 @@ export class KeyExchangeEngine implements KeyExchange {
     return true;
   }
 
+  /**
+   * A fresh SPI: random in [256, 2^30). 1-255 are reserved (RFC 4303 2.1); staying below
+   * 2^30 keeps every SPI a small integer in V8, so the per-packet SPI lookup never boxes one.
+   */
   private newSpi(): number {
     for (;;) {
-      const spi = randomBytes(4).readUInt32BE(0);
-      if (spi >= 256 && !this.installer.spiInUse(spi)) return spi; // 1-255 reserved (RFC 4303 2.1)
+      const spi = randomBytes(4).readUInt32BE(0) >>> 2;
+      if (spi >= 256 && !this.installer.spiInUse(spi)) return spi;
     }
   }
 

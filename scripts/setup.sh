@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Set up a fresh machine for nvi-switch: the Debian tools the lab and the tests use, then
+# the npm dependencies (which builds the native addon and better-sqlite3) and the build.
+# Idempotent: installs only what is missing. Needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# command -> Debian package
+declare -A PACKAGES=(
+  [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
+  [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps
+)
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
+  echo "setup: npm ci (builds the native addon)"
+  npm ci --no-audit --no-fund >/dev/null
+fi
+echo "setup: build"
+npm run build --silent
