@@ -60,7 +60,7 @@ for lib in $(ldd /usr/bin/busybox | grep -o '/[^ ]*'); do
   cp -L "$lib" "$root$lib"
 done
 n=0
-for ko in $(modprobe -S "$kver" --show-depends 9p 9pnet_virtio | awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++'); do
+for ko in $(modprobe -S "$kver" --show-depends -a 9p 9pnet_virtio | awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++'); do
   n=$((n + 1))
   case "$ko" in
     *.xz) xz -dc "$ko" > "$root/mods/$n.ko" ;;
@@ -73,7 +73,7 @@ cat > "$root/init" <<EOF
 /bin/busybox --install -s /bin
 mount -t proc proc /proc 2>/dev/null || { mkdir /proc; mount -t proc proc /proc; }
 for m in \$(ls /mods | sort -n); do insmod /mods/\$m; done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /newroot
+mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /newroot || { dmesg | tail -20; ls /sys/bus/virtio/devices; cat /sys/bus/virtio/devices/*/mount_tag; lsmod; }
 mount -t tmpfs tmpfs /newroot/tmp
 mkdir /newroot/tmp/nvi-out
 mount -t 9p -o trans=virtio,version=9p2000.L nviout /newroot/tmp/nvi-out

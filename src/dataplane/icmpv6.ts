@@ -155,9 +155,8 @@ export function writePacketTooBig(buf: Uint8Array, ip: number, ipLen: number, mt
   const quote = Math.min(ipLen, ICMP6_ERROR_QUOTE);
   buf.copyWithin(ip + IPV6_HLEN + 8, ip, ip + quote);
   const icmpLen = 8 + quote;
-  const dst = ip + IPV6_HLEN + 8 + IPV6_OFF_SRC; // the quoted packet's source
-  buf.copyWithin(ip + IPV6_OFF_DST, dst, dst + 16);
-  writeIcmp6HeaderFields(buf, ip, from, icmpLen);
+  const quotedSrc = ip + IPV6_HLEN + 8 + IPV6_OFF_SRC; // the error goes back to the quoted packet's source
+  writeIcmp6Header(buf, ip, from, buf.subarray(quotedSrc, quotedSrc + 16), icmpLen, 64);
   const m = ip + IPV6_HLEN;
   buf[m + ICMP6_OFF_TYPE] = ICMP6_PACKET_TOO_BIG;
   buf[m + ICMP6_OFF_CODE] = 0;
@@ -167,17 +166,4 @@ export function writePacketTooBig(buf: Uint8Array, ip: number, ipLen: number, mt
   buf[m + 7] = mtu & 0xff;
   sealIcmp6(buf, ip, icmpLen);
   return IPV6_HLEN + icmpLen;
-}
-
-/** Like writeIcmp6Header, keeping the destination already in place. */
-function writeIcmp6HeaderFields(buf: Uint8Array, ip: number, src: Uint8Array, icmpLen: number): void {
-  buf[ip] = 0x60;
-  buf[ip + 1] = 0;
-  buf[ip + 2] = 0;
-  buf[ip + 3] = 0;
-  buf[ip + IPV6_OFF_PLEN] = icmpLen >> 8;
-  buf[ip + IPV6_OFF_PLEN + 1] = icmpLen & 0xff;
-  buf[ip + IPV6_OFF_NEXT] = PROTO_ICMPV6;
-  buf[ip + IPV6_OFF_HOPS] = 64;
-  buf.set(src, ip + IPV6_OFF_SRC);
 }
