@@ -9,6 +9,7 @@
 import { performance } from 'node:perf_hooks';
 import { compilePolicy, type PolicyTenantInput } from '../src/policy/compile.js';
 import { naiveDirection } from '../src/policy/naive.js';
+import { rng } from '../test/rng.js';
 
 const RULES_PER_TENANT = 100;
 const VMS_PER_TENANT = 60;
@@ -17,16 +18,6 @@ const QUERIES = 20_000;
 const RUNS = 5;
 const NOW = Date.UTC(2024, 0, 1, 10);
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function generate(rules: number, seed: number): PolicyTenantInput[] {
   const random = rng(seed);

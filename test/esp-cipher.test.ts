@@ -7,18 +7,8 @@ import * as assert from 'uvu/assert';
 import { EspJobs, NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher } from '../src/crypto/esp-cipher.js';
 import { ESP_HLEN, ESP_ICV_LEN } from '../src/crypto/esp.js';
 import { NativeEspCipher } from '../src/crypto/native-esp-cipher.js';
+import { rng } from './rng.js';
 
-/** mulberry32: a seeded PRNG, so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function randomBytes(r: () => number, n: number): Buffer {
   const b = Buffer.alloc(n);

@@ -10,6 +10,7 @@ import { ConfigError } from '../src/config/errors.js';
 import { compilePolicy, type CompiledPolicy, type PolicyTenantInput } from '../src/policy/compile.js';
 import { policyDocument } from '../src/policy/document.js';
 import { naiveDirection, naivePacket } from '../src/policy/naive.js';
+import { rng } from './rng.js';
 
 const SEED = 0x5eed_2014;
 const POLICIES = 300;
@@ -17,17 +18,6 @@ const QUESTIONS_PER_POLICY = 30;
 const PACKETS_PER_QUESTION = 8;
 const MON = Date.UTC(2024, 0, 1);
 
-/** mulberry32: a small seeded PRNG. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const random = rng(SEED);
 const int = (n: number): number => Math.floor(random() * n);
