@@ -31,7 +31,7 @@ import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
 import { baselineNamespaces, buildBaselines, vxDevice, wgDevice, WG_PORT, type Baselines } from './lab/baselines.js';
 import { pingTest, reachable, tcpTest, udpTest, type Path, type PingResult, type TcpResult, type Timing, type UdpResult } from './lab/measure.js';
-import { abort, alive, BenchError, delay, isAborted, query, stopChildren, trySh } from './lab/proc.js';
+import { abort, alive, BenchError, delay, isAborted, procStart, query, stopChildren, trySh } from './lab/proc.js';
 import { printReport, type PathResults } from './lab/report.js';
 
 const PREFIX = 'nvi-b-';
@@ -90,6 +90,30 @@ function preflight(): void {
   }
 }
 
+const LOCK = '/run/nvi-bench-lab.lock';
+
+/**
+ * One bench at a time: two would share the nvi-b- names and tear down each other's lab.
+ * The lock names our PID; a lock whose PID is no longer a bench/lab process is stale.
+ */
+function lock(): () => void {
+  for (let i = 0; i < 2; i++) {
+    try {
+      writeFileSync(LOCK, `${process.pid}\n`, { flag: 'wx' });
+      return () => {
+        if (readFileSync(LOCK, 'utf8').trim() === String(process.pid)) rmSync(LOCK, { force: true });
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      const pid = Number(readFileSync(LOCK, 'utf8').trim());
+      const cmd = alive(pid) ? query('cat', [`/proc/${pid}/cmdline`]) : '';
+      if (cmd.includes('bench/lab.js')) throw new BenchError(`another bench/lab run is in progress (pid ${pid}; lock ${LOCK})`);
+      rmSync(LOCK, { force: true });
+    }
+  }
+  throw new BenchError(`could not take ${LOCK}`);
+}
+
 /** The temp copy of the config: our prefix, absolute pki.dir, the embedded store in `dir`. */
 function benchConfig(source: string, dir: string): CloudConfig {
   const doc = parseDocument(readFileSync(source, 'utf8'));
@@ -117,10 +141,20 @@ function presentNamespaces(): Set<string> {
   return new Set(query('ip', ['netns', 'list']).split('\n').map((l) => l.split(' ')[0]!).filter(Boolean));
 }
 
-async function killPids(pids: readonly number[]): Promise<void> {
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGTERM');
-  for (let i = 0; i < 30 && pids.some(alive); i++) await delay(100);
-  for (const pid of pids) if (alive(pid)) process.kill(pid, 'SIGKILL');
+interface Proc { pid: number; start: string | undefined }
+
+/** Still the same process (not a reused PID)? */
+function stillThere(p: Proc): boolean {
+  return alive(p.pid) && procStart(p.pid) === p.start;
+}
+
+async function killProcs(procs: readonly Proc[]): Promise<void> {
+  const signal = (sig: NodeJS.Signals): void => {
+    for (const p of procs) if (stillThere(p)) process.kill(p.pid, sig);
+  };
+  signal('SIGTERM');
+  for (let i = 0; i < 30 && procs.some(stillThere); i++) await delay(100);
+  signal('SIGKILL');
 }
 
 /**
@@ -131,15 +165,15 @@ async function teardown(cfg: CloudConfig, log: (l: string) => void): Promise<str
   await stopChildren();
   const names = ourNamespaces(cfg);
   const present = presentNamespaces();
-  const strays = names.filter((n) => present.has(n)).flatMap(nsPids);
+  const strays = names.filter((n) => present.has(n)).flatMap(nsPids).map((pid): Proc => ({ pid, start: procStart(pid) }));
   await labDown(cfg, log);
-  await killPids(strays.filter(alive));
+  await killProcs(strays);
   for (const ns of baselineNamespaces(PREFIX)) if (presentNamespaces().has(ns)) trySh('ip', ['netns', 'delete', ns]);
   for (const i of [1, 2] as const) rmSync(`/var/run/wireguard/${wgDevice(PREFIX, i)}.sock`, { force: true });
   const left = presentNamespaces();
   return [
     ...names.filter((n) => left.has(n)).map((n) => `namespace ${n}`),
-    ...strays.filter(alive).map((p) => `process ${p}`),
+    ...strays.filter(stillThere).map((p) => `process ${p.pid}`),
   ];
 }
 
@@ -240,6 +274,8 @@ async function main(): Promise<number> {
   const t0 = Date.now();
   const opt = options(process.argv.slice(2));
   preflight();
+  const unlock = lock();
+  process.on('exit', unlock);
   const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-lab-'));
   let cfg: CloudConfig;
   try {

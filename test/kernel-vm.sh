@@ -45,7 +45,8 @@ kernel="${NVI_VM_KERNEL:-$(ls /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1)
 kver="${kernel##*/vmlinuz-}"
 [ -d "/lib/modules/$kver" ] || { echo "kernel-vm: /lib/modules/$kver is missing for $kernel" >&2; exit 2; }
 command -v qemu-system-x86_64 >/dev/null || { echo "kernel-vm: qemu-system-x86_64 not installed (apt-get install qemu-system-x86)" >&2; exit 2; }
-[ -w /dev/kvm ] || { echo "kernel-vm: /dev/kvm is not usable" >&2; exit 2; }
+accel="${NVI_VM_ACCEL:-tcg}"
+[ "$accel" != kvm ] || [ -w /dev/kvm ] || { echo "kernel-vm: /dev/kvm is not usable" >&2; exit 2; }
 
 work="$(mktemp -d /tmp/nvi-kvm.XXXXXX)"
 trap 'rm -rf "$work"' EXIT INT TERM
@@ -73,7 +74,7 @@ cat > "$root/init" <<EOF
 /bin/busybox --install -s /bin
 mount -t proc proc /proc 2>/dev/null || { mkdir /proc; mount -t proc proc /proc; }
 for m in \$(ls /mods | sort -n); do insmod /mods/\$m; done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /newroot || { dmesg | tail -20; ls /sys/bus/virtio/devices; cat /sys/bus/virtio/devices/*/mount_tag; lsmod; }
+mount -t 9p -o trans=virtio,version=9p2000.L,ro hostroot /newroot
 mount -t tmpfs tmpfs /newroot/tmp
 mkdir /newroot/tmp/nvi-out
 mount -t 9p -o trans=virtio,version=9p2000.L nviout /newroot/tmp/nvi-out
@@ -92,7 +93,7 @@ pwd > "$work/out/cwd"
 printf '%s' "$PATH" > "$work/out/path"
 
 timeout "${NVI_VM_TIMEOUT:-600}" qemu-system-x86_64 \
-  -accel "${NVI_VM_ACCEL:-kvm}" -cpu "${NVI_VM_CPU:-max}" -smp 2 -m 2048 -nographic -no-reboot -nodefaults -serial stdio \
+  -accel "$accel" -cpu "${NVI_VM_CPU:-max}" -smp 2 -m 2048 -nographic -no-reboot -nodefaults -serial stdio \
   -kernel "$kernel" -initrd "$work/initramfs.cpio" \
   -append "console=ttyS0 quiet loglevel=3 panic=-1" \
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap" \

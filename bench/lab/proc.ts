@@ -142,6 +142,16 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** The start time of `pid` (field 22 of /proc/<pid>/stat): with the PID, names one process. */
+export function procStart(pid: number): string | undefined {
+  try {
+    const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return s.slice(s.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
+}
+
 // ---- CPU ----
 
 export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout?.trim()) || 100;
