@@ -10,6 +10,7 @@ export const enum Drop {
   EthTruncated,
   EthNotIpv6,
   EthTooBig,
+  EthOffloadMalformed,
   SpoofMac,
   // IPv6 header and extension headers (outer from a VM, inner after decapsulation).
   Ipv6Truncated,
@@ -93,6 +94,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.EthTruncated]: ['eth/truncated', 'frame shorter than an Ethernet header'],
   [Drop.EthNotIpv6]: ['eth/not-ipv6', 'EtherType is not IPv6 (ARP, IPv4 and VLAN tags are not switched)'],
   [Drop.EthTooBig]: ['eth/too-big', 'frame larger than the port accepts'],
+  [Drop.EthOffloadMalformed]: ['eth/offload-malformed', 'offloaded frame (TSO, partial checksum) whose virtio-net header does not fit its contents'],
   [Drop.SpoofMac]: ['spoof/mac', 'Ethernet source is not the MAC of the VM port'],
   [Drop.Ipv6Truncated]: ['ipv6/truncated', 'shorter than an IPv6 header or than its payload length says'],
   [Drop.Ipv6BadVersion]: ['ipv6/bad-version', 'IP version field is not 6'],

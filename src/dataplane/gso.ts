@@ -1,0 +1,177 @@
+// Offloads between the switch and a guest's TAP (the virtio-net header, IFF_VNET_HDR).
+// With TSO the guest hands over TCP frames of up to 64 KB and with checksum offload it
+// leaves checksums partial; before a frame may enter the pipeline (and be encrypted, which
+// hides any "checksum still to do" flag from the receiver) the switch must make it what a
+// wire would carry: MSS-sized segments with complete checksums. This is the TypeScript
+// reference; the native addon does the same in C (src/native/gso.c) and
+// test/gso.test.ts holds the two to identical bytes.
+//
+// virtio_net_hdr (virtio 1.x 5.1.6, little-endian for tun):
+//   0 flags (NEEDS_CSUM 1, DATA_VALID 2)   1 gso_type (NONE 0, TCPV4 1, UDP 3, TCPV6 4, UDP_L4 5; ECN 0x80)
+//   2 hdr_len   4 gso_size   6 csum_start   8 csum_offset
+
+import { BATCH_MAX, FRAME_OFFSET, MAX_PACKET, type Batch } from './batch.js';
+import { finishChecksum, onesSum } from './checksum.js';
+import { Drop } from './drops.js';
+import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from './ethernet.js';
+import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP } from './ipv6.js';
+
+export const VNET_HDR_LEN = 10;
+export const VNET_F_NEEDS_CSUM = 1;
+export const VNET_F_DATA_VALID = 2;
+export const VNET_GSO_NONE = 0;
+export const VNET_GSO_TCPV6 = 4;
+export const VNET_GSO_ECN = 0x80;
+
+const TCP_OFF_SEQ = 4;
+const TCP_OFF_DOFF = 12;
+const TCP_OFF_FLAGS = 13;
+const TCP_OFF_CSUM = 16;
+const TCP_FIN = 0x01;
+const TCP_PSH = 0x08;
+const TCP_CWR = 0x80;
+
+export class VnetHdr {
+  flags = 0;
+  gsoType = 0;
+  hdrLen = 0;
+  gsoSize = 0;
+  csumStart = 0;
+  csumOffset = 0;
+
+  read(buf: Uint8Array, off: number): void {
+    this.flags = buf[off];
+    this.gsoType = buf[off + 1];
+    this.hdrLen = buf[off + 2] | (buf[off + 3] << 8);
+    this.gsoSize = buf[off + 4] | (buf[off + 5] << 8);
+    this.csumStart = buf[off + 6] | (buf[off + 7] << 8);
+    this.csumOffset = buf[off + 8] | (buf[off + 9] << 8);
+  }
+}
+
+/**
+ * Finish a partial checksum (NEEDS_CSUM): the 16-bit field at csumStart + csumOffset holds
+ * the pseudo-header sum; the checksum is the complement of the sum from csumStart to the
+ * end. Returns false when the offsets do not fit the frame.
+ */
+export function completeChecksum(buf: Uint8Array, off: number, len: number, csumStart: number, csumOffset: number): boolean {
+  const field = csumStart + csumOffset;
+  if (csumStart >= len || field + 2 > len) return false;
+  const c = finishChecksum(onesSum(buf, off + csumStart, len - csumStart, 0));
+  buf[off + field] = c >> 8;
+  buf[off + field + 1] = c & 0xff;
+  return true;
+}
+
+/** What one offloaded frame became: `count` frames appended, or the Drop reason (none appended). */
+export class GsoResult {
+  drop: Drop = Drop.None;
+  count = 0;
+}
+
+/** Turns frames read from an offloading TAP into wire frames in a batch. */
+export class Segmenter {
+  private readonly ip = new Ipv6Parse();
+
+  /** Slots a frame of `len` bytes will need: its segment count, or 1. */
+  slotsNeeded(len: number, h: VnetHdr): number {
+    if ((h.gsoType & ~VNET_GSO_ECN) === VNET_GSO_NONE || h.gsoSize === 0) return 1;
+    return Math.max(1, Math.ceil(Math.max(0, len - h.hdrLen) / h.gsoSize));
+  }
+
+  /**
+   * Append the frame at src[off, off+len) (after its virtio-net header `h`) to the batch as
+   * wire frames: TCP/IPv6 TSO frames cut at gso_size with complete checksums, other frames
+   * with a partial checksum completed; `out` says how many, or why none. Returns false when
+   * the batch has no room for all of them (nothing appended: keep the frame for the next batch).
+   */
+  append(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
+    out.drop = Drop.None;
+    out.count = 0;
+    const gso = h.gsoType & ~VNET_GSO_ECN;
+    if (gso === VNET_GSO_NONE) {
+      if (b.count >= BATCH_MAX) return false;
+      const partial = (h.flags & VNET_F_NEEDS_CSUM) !== 0;
+      if (len > MAX_PACKET || (partial && (h.csumStart >= len || h.csumStart + h.csumOffset + 2 > len))) {
+        out.drop = len > MAX_PACKET ? Drop.EthTooBig : Drop.EthOffloadMalformed;
+        return true;
+      }
+      const i = b.push(src.subarray(off, off + len), FRAME_OFFSET, port, timeUs);
+      if (partial) completeChecksum(b.data, b.start[i], len, h.csumStart, h.csumOffset);
+      out.count = 1;
+      return true;
+    }
+    if (gso !== VNET_GSO_TCPV6) {
+      out.drop = Drop.EthOffloadMalformed; // TCPv4 or UDP segmentation: only IPv6 TCP is enabled
+      return true;
+    }
+    return this.segmentTcp6(src, off, len, h, b, port, timeUs, out);
+  }
+
+  private segmentTcp6(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
+    // Headers: Ethernet, IPv6 (extension headers allowed), TCP.
+    const plen = len - ETH_HLEN - IPV6_HLEN;
+    if (plen <= 0 || plen > 0xffff || ((src[off + ETH_OFF_TYPE] << 8) | src[off + ETH_OFF_TYPE + 1]) !== ETHERTYPE_IPV6) {
+      out.drop = Drop.EthOffloadMalformed;
+      return true;
+    }
+    const ip = off + ETH_HLEN;
+    // The super-frame's IPv6 payload length is whatever the guest left there: set the true one
+    // (this is our own read buffer) and parse the extension-header chain to the TCP header.
+    src[ip + IPV6_OFF_PLEN] = plen >> 8;
+    src[ip + IPV6_OFF_PLEN + 1] = plen & 0xff;
+    const r = parseIpv6(src, ip, len - ETH_HLEN, this.ip);
+    const l4 = this.ip.l4;
+    const tcpLen = l4 >= 0 ? (src[l4 + TCP_OFF_DOFF] >> 4) * 4 : 0;
+    const hdrEnd = l4 + tcpLen;
+    const mss = h.gsoSize;
+    if (r !== Drop.None || this.ip.proto !== PROTO_TCP || l4 < 0 || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
+      out.drop = Drop.EthOffloadMalformed;
+      return true;
+    }
+    const payload = off + len - hdrEnd;
+    const n = Math.max(1, Math.ceil(payload / mss));
+    if (b.count + n > BATCH_MAX) return false;
+    const hlen = hdrEnd - off;
+    if (hlen + Math.min(mss, payload) > MAX_PACKET) {
+      out.drop = Drop.EthTooBig; // an MSS beyond any MTU the switch advertises
+      return true;
+    }
+    const seq0 = ((src[l4 + TCP_OFF_SEQ] << 24) | (src[l4 + TCP_OFF_SEQ + 1] << 16) | (src[l4 + TCP_OFF_SEQ + 2] << 8) | src[l4 + TCP_OFF_SEQ + 3]) >>> 0;
+    const flags = src[l4 + TCP_OFF_FLAGS];
+    const extLen = l4 - ip - IPV6_HLEN;
+    const d = b.data;
+    for (let k = 0; k < n; k++) {
+      const segLen = Math.min(mss, payload - k * mss);
+      const i = b.push(src.subarray(off, off + hlen), FRAME_OFFSET, port, timeUs);
+      const at = b.start[i];
+      d.set(src.subarray(hdrEnd + k * mss, hdrEnd + k * mss + segLen), at + hlen);
+      b.len[i] = hlen + segLen;
+      const sip = at + ETH_HLEN;
+      const stcp = at + (l4 - off);
+      const ipPayload = extLen + tcpLen + segLen;
+      d[sip + IPV6_OFF_PLEN] = ipPayload >> 8;
+      d[sip + IPV6_OFF_PLEN + 1] = ipPayload & 0xff;
+      const seq = (seq0 + k * mss) >>> 0;
+      d[stcp + TCP_OFF_SEQ] = seq >>> 24;
+      d[stcp + TCP_OFF_SEQ + 1] = (seq >>> 16) & 0xff;
+      d[stcp + TCP_OFF_SEQ + 2] = (seq >>> 8) & 0xff;
+      d[stcp + TCP_OFF_SEQ + 3] = seq & 0xff;
+      let f = flags;
+      if (k < n - 1) f &= ~(TCP_FIN | TCP_PSH);
+      if (k > 0) f &= ~TCP_CWR;
+      d[stcp + TCP_OFF_FLAGS] = f;
+      // Checksum over the pseudo-header (RFC 8200 8.1) and the segment.
+      d[stcp + TCP_OFF_CSUM] = 0;
+      d[stcp + TCP_OFF_CSUM + 1] = 0;
+      const l4Len = tcpLen + segLen;
+      let sum = onesSum(d, sip + IPV6_OFF_SRC, 32, 0) + l4Len + PROTO_TCP;
+      sum = onesSum(d, stcp, l4Len, sum);
+      const c = finishChecksum(sum);
+      d[stcp + TCP_OFF_CSUM] = c >> 8;
+      d[stcp + TCP_OFF_CSUM + 1] = c & 0xff;
+    }
+    out.count = n;
+    return true;
+  }
+}

@@ -1,0 +1,156 @@
+// Segmentation of offloaded frames (TSO, partial checksums) into wire frames: every segment
+// is a valid IPv6/TCP packet with a correct checksum, the stream is unchanged, flags and
+// sequence numbers are those the segments would have had on a wire.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Batch, BATCH_MAX } from '../src/dataplane/batch.js';
+import { finishChecksum, onesSum } from '../src/dataplane/checksum.js';
+import { Drop } from '../src/dataplane/drops.js';
+import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
+import { GsoResult, Segmenter, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6 } from '../src/dataplane/gso.js';
+import { Ipv6Parse, parseIpv6, parseIpv6Address, PROTO_TCP, PROTO_UDP } from '../src/dataplane/ipv6.js';
+import { rng } from './rng.js';
+
+const SRC = parseIpv6Address('fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85');
+const DST = parseIpv6Address('fd9a:3c7e:51b2:1:6efa:c636:9039:91e2');
+const MAC = Buffer.from('0236903991e2', 'hex');
+
+/** Pseudo-header sum as Linux leaves it in a partial checksum field (folded, not complemented). */
+function pseudo(proto: number, l4Len: number): number {
+  let sum = onesSum(Buffer.concat([SRC, DST]), 0, 32, 0) + l4Len + proto;
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** A TSO super-frame as a guest kernel hands it over: TCP with timestamps, partial checksum. */
+function tsoFrame(payload: Buffer, flags: number, seq: number): Buffer {
+  const tcpLen = 32;
+  const f = Buffer.alloc(ETH_HLEN + 40 + tcpLen + payload.length);
+  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
+  const ip = ETH_HLEN;
+  f[ip] = 0x60;
+  f.writeUInt16BE(0, ip + 4); // the guest may leave it anything: the segmenter sets its own
+  f[ip + 6] = PROTO_TCP;
+  f[ip + 7] = 64;
+  SRC.copy(f, ip + 8);
+  DST.copy(f, ip + 24);
+  const t = ip + 40;
+  f.writeUInt16BE(40000, t);
+  f.writeUInt16BE(5201, t + 2);
+  f.writeUInt32BE(seq >>> 0, t + 4);
+  f.writeUInt32BE(0x11223344, t + 8);
+  f[t + 12] = (tcpLen / 4) << 4;
+  f[t + 13] = flags;
+  f.writeUInt16BE(502, t + 14);
+  f.writeUInt16BE(pseudo(PROTO_TCP, tcpLen + payload.length), t + 16);
+  f.set([1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9], t + 20); // NOP NOP TS
+  payload.copy(f, t + tcpLen);
+  return f;
+}
+
+function hdr(gsoType: number, gsoSize: number, hdrLen: number, csumStart: number, csumOffset: number): VnetHdr {
+  const h = new VnetHdr();
+  Object.assign(h, { flags: VNET_F_NEEDS_CSUM, gsoType, hdrLen, gsoSize, csumStart, csumOffset });
+  return h;
+}
+
+function tcpChecksumOk(frame: Buffer): boolean {
+  const ip = ETH_HLEN;
+  const l4Len = frame.readUInt16BE(ip + 4);
+  const sum = onesSum(frame, ip + 8, 32, 0) + l4Len + PROTO_TCP;
+  return finishChecksum(onesSum(frame, ip + 40, l4Len, sum)) === 0;
+}
+
+test('a TSO frame becomes MSS-sized segments: valid IPv6/TCP, correct checksums, the same byte stream', () => {
+  const rand = rng(7);
+  for (const size of [1, 1399, 1400, 1401, 10_000, 65_000]) {
+    const payload = Buffer.from(Array.from({ length: size }, () => Math.floor(rand() * 256)));
+    const frame = tsoFrame(payload, 0x18 | 0x01 | 0x80, 0xfffff000); // PSH ACK FIN CWR, sequence about to wrap
+    const b = new Batch();
+    const out = new GsoResult();
+    const seg = new Segmenter();
+    assert.ok(seg.append(frame, 0, frame.length, hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16), b, 3, 99, out));
+    assert.is(out.drop, Drop.None);
+    const n = Math.ceil(size / 1400);
+    assert.is(out.count, n, `size ${size}`);
+    const parsed = new Ipv6Parse();
+    const stream: Buffer[] = [];
+    for (let i = 0; i < n; i++) {
+      const f = Buffer.from(b.view(i));
+      assert.is(parseIpv6(f, ETH_HLEN, f.length - ETH_HLEN, parsed), Drop.None, `segment ${i}`);
+      assert.is(parsed.length, f.length - ETH_HLEN, 'IPv6 payload length matches the segment');
+      assert.ok(tcpChecksumOk(f), `segment ${i} checksum`);
+      assert.is(f.readUInt32BE(ETH_HLEN + 44), (0xfffff000 + i * 1400) >>> 0, `segment ${i} sequence`);
+      const flags = f[ETH_HLEN + 53];
+      assert.is((flags & 0x01) !== 0, i === n - 1, 'FIN only on the last');
+      assert.is((flags & 0x08) !== 0, i === n - 1, 'PSH only on the last');
+      assert.is((flags & 0x80) !== 0, i === 0, 'CWR only on the first');
+      assert.is(b.port[i], 3);
+      assert.ok(f.subarray(ETH_HLEN + 60, ETH_HLEN + 72).equals(frame.subarray(ETH_HLEN + 60, ETH_HLEN + 72)), 'options kept');
+      stream.push(f.subarray(ETH_HLEN + 72));
+      assert.ok(f.length - ETH_HLEN <= 40 + 32 + 1400);
+    }
+    assert.ok(Buffer.concat(stream).equals(payload), `size ${size}: stream unchanged`);
+  }
+});
+
+test('a frame with a partial checksum gets its checksum completed and nothing else changes', () => {
+  const payload = Buffer.from('hello, world, hello');
+  const udpLen = 8 + payload.length;
+  const f = Buffer.alloc(ETH_HLEN + 40 + udpLen);
+  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
+  f[14] = 0x60;
+  f.writeUInt16BE(udpLen, 18);
+  f[20] = PROTO_UDP;
+  f[21] = 64;
+  SRC.copy(f, 22);
+  DST.copy(f, 38);
+  f.writeUInt16BE(1234, 54);
+  f.writeUInt16BE(514, 56);
+  f.writeUInt16BE(udpLen, 58);
+  f.writeUInt16BE(pseudo(PROTO_UDP, udpLen), 60);
+  payload.copy(f, 62);
+  const b = new Batch();
+  const out = new GsoResult();
+  assert.ok(new Segmenter().append(f, 0, f.length, hdr(VNET_GSO_NONE, 0, 0, 54, 6), b, 0, 0, out));
+  assert.is(out.count, 1);
+  const got = Buffer.from(b.view(0));
+  const sum = onesSum(got, 22, 32, 0) + udpLen + PROTO_UDP;
+  assert.is(finishChecksum(onesSum(got, 54, udpLen, sum)), 0, 'checksum verifies');
+  got.writeUInt16BE(0, 60);
+  const orig = Buffer.from(f);
+  orig.writeUInt16BE(0, 60);
+  assert.ok(got.equals(orig));
+});
+
+test('a TSO frame that does not fit the rest of the batch is left whole for the next one', () => {
+  const frame = tsoFrame(Buffer.alloc(14_000), 0x10, 1);
+  const b = new Batch();
+  b.count = BATCH_MAX - 5;
+  const out = new GsoResult();
+  assert.not.ok(new Segmenter().append(frame, 0, frame.length, hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16), b, 0, 0, out));
+  assert.is(b.count, BATCH_MAX - 5);
+  assert.is(new Segmenter().slotsNeeded(frame.length - 86 + 86, hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)), 10);
+});
+
+test('offloaded frames that do not make sense are refused as malformed, never half appended', () => {
+  const ok = tsoFrame(Buffer.alloc(3000), 0x10, 1);
+  const cases: [string, Buffer, VnetHdr][] = [
+    ['a TCPv4 segmentation request', ok, hdr(1, 1400, 86, 54, 16)],
+    ['UDP segmentation', ok, hdr(5, 1400, 62, 54, 6)],
+    ['not IPv6', Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), ok.subarray(14)]), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
+    ['TCP offload of a UDP packet', (() => { const f = Buffer.from(ok); f[20] = PROTO_UDP; return f; })(), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
+    ['a TCP header length past the frame', ok.subarray(0, 60), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
+    ['a checksum offset past the frame', ok.subarray(0, 100), hdr(VNET_GSO_NONE, 0, 0, 90, 16)],
+  ];
+  for (const [name, frame, h] of cases) {
+    const b = new Batch();
+    const out = new GsoResult();
+    assert.ok(new Segmenter().append(frame, 0, frame.length, h, b, 0, 0, out), name);
+    assert.is(out.drop, Drop.EthOffloadMalformed, name);
+    assert.is(b.count, 0, name);
+  }
+});
+
+test.run();
