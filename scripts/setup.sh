@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 # command -> Debian package
 declare -A PACKAGES=(
   [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
-  [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps
+  [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps [ethtool]=ethtool
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

@@ -4,12 +4,13 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Batch, BATCH_MAX } from '../src/dataplane/batch.js';
+import { Batch, BATCH_MAX, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../src/dataplane/batch.js';
 import { finishChecksum, onesSum } from '../src/dataplane/checksum.js';
 import { Drop } from '../src/dataplane/drops.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
 import { GsoResult, Segmenter, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6 } from '../src/dataplane/gso.js';
 import { Ipv6Parse, parseIpv6, parseIpv6Address, PROTO_TCP, PROTO_UDP } from '../src/dataplane/ipv6.js';
+import { GSO_MALFORMED, GSO_NO_ROOM, GSO_TOO_BIG, loadNative } from '../src/io/native.js';
 import { rng } from './rng.js';
 
 const SRC = parseIpv6Address('fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85');
@@ -151,6 +152,51 @@ test('offloaded frames that do not make sense are refused as malformed, never ha
     assert.is(out.drop, Drop.EthOffloadMalformed, name);
     assert.is(b.count, 0, name);
   }
+});
+
+test('the native segmenter makes the same bytes as the TypeScript reference, and refuses the same frames', () => {
+  const native = loadNative();
+  const rand = rng(2024);
+  const pick = (n: number): number => Math.floor(rand() * n);
+  const lens = new Int32Array(BATCH_MAX);
+  const seen = new Set<string>();
+  for (let trial = 0; trial < 3000; trial++) {
+    const size = [0, 1, 100, 1400, 1401, 9000, 64_000][pick(7)];
+    const frame = tsoFrame(Buffer.alloc(size, trial & 0xff), [0x10, 0x18, 0x19, 0x98][pick(4)], pick(2 ** 32));
+    const gso = [VNET_GSO_TCPV6, VNET_GSO_TCPV6, VNET_GSO_NONE, 1, 0x84][pick(5)];
+    const h = hdr(gso, [0, 88, 536, 1400, 1460, 1900][pick(6)], 86, pick(4) === 0 ? pick(200) : 54, pick(4) === 0 ? pick(40) : 16);
+    if (pick(5) === 0) frame[54 + 12] = pick(256); // a random TCP data offset
+    if (pick(8) === 0) frame[20] = [0, 17, 43, 44, 60][pick(5)]; // other next headers
+    const room = pick(6) === 0 ? 1 + pick(4) : BATCH_MAX;
+    // The TypeScript reference.
+    const b = new Batch();
+    b.count = BATCH_MAX - room;
+    const out = new GsoResult();
+    const fits = new Segmenter().append(Buffer.from(frame), 0, frame.length, h, b, 0, 0, out);
+    // The native one, from the same bytes behind their virtio-net header.
+    const v = Buffer.alloc(10 + frame.length);
+    v[0] = h.flags;
+    v[1] = h.gsoType;
+    v.writeUInt16LE(h.hdrLen, 2);
+    v.writeUInt16LE(h.gsoSize, 4);
+    v.writeUInt16LE(h.csumStart, 6);
+    v.writeUInt16LE(h.csumOffset, 8);
+    frame.copy(v, 10);
+    const dst = Buffer.alloc(BATCH_MAX * SLOT_BYTES);
+    const first = (BATCH_MAX - room) * SLOT_BYTES + FRAME_OFFSET;
+    const r = native.gsoSegment(v, 0, v.length, dst, first, SLOT_BYTES, MAX_PACKET, room, lens);
+    const ts = !fits ? GSO_NO_ROOM : out.drop === Drop.EthOffloadMalformed ? GSO_MALFORMED : out.drop === Drop.EthTooBig ? GSO_TOO_BIG : out.count;
+    assert.ok(out.drop === Drop.None || out.drop === Drop.EthOffloadMalformed || out.drop === Drop.EthTooBig, `trial ${trial}: ${out.drop}`);
+    assert.is(r, ts, `trial ${trial}: native ${r}, reference ${ts}`);
+    seen.add(String(Math.sign(r)) + (r < 0 ? r : ''));
+    for (let k = 0; k < Math.max(r, 0); k++) {
+      const i = BATCH_MAX - room + k;
+      const mine = b.view(i);
+      assert.is(lens[k], mine.length, `trial ${trial} segment ${k} length`);
+      assert.ok(dst.subarray(first + k * SLOT_BYTES, first + k * SLOT_BYTES + lens[k]).equals(mine), `trial ${trial} segment ${k} bytes`);
+    }
+  }
+  for (const outcome of ['1', '-1-1', '-1-2', '-1-3']) assert.ok(seen.has(outcome), `outcome ${outcome} never happened`);
 });
 
 test.run();

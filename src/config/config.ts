@@ -10,7 +10,7 @@ import { type EspAlgorithm } from '../crypto/esp-cipher.js';
 import { parseMac } from '../dataplane/ethernet.js';
 import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
 import { parseIpv4Address } from '../dataplane/ipv4.js';
-import { at, int, isObj, list, num, obj, oneOf, onlyKeys, opt, str, type Obj } from './check.js';
+import { at, bool, int, isObj, list, num, obj, oneOf, onlyKeys, opt, str, type Obj } from './check.js';
 import { ConfigError } from './errors.js';
 
 export interface HostConfig {
@@ -51,6 +51,8 @@ export interface StoreConfig {
 }
 
 export interface SwitchSettings {
+  /** TSO and checksum offload between guests and their TAPs (the switch segments; the kernel runs GRO). */
+  readonly offload: boolean;
   readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number };
   readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number };
   readonly esp: {
@@ -157,7 +159,7 @@ function readUnderlay(v: unknown): CloudConfig['underlay'] {
 
 function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
-  onlyKeys(o, ['cables', 'upcall', 'esp'], 'switch');
+  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
@@ -168,6 +170,7 @@ function readSwitch(v: unknown): SwitchSettings {
   onlyKeys(r, ['seconds', 'packets', 'bytes'], 'switch.esp.rekey');
   const ip = (x: unknown, p: string, lo: number, hi: number): number => int(x, p, lo, hi);
   return {
+    offload: opt(o, 'offload', true, bool, 'switch'),
     cables: {
       max: opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables'),
       ttl: opt(c, 'ttl', 300, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),

@@ -2,12 +2,14 @@
 //
 //   esp+0   SPI                       (4)  \
 //   esp+4   Sequence Number, low 32   (4)   > AAD = SPI | Seq high 32 | Seq low 32 (ESN, RFC 4106 5)
-//   esp+8   IV = 64-bit sequence no.  (8)  nonce = salt (4) | IV (8)  (RFC 4106 3.1, 4)
+//   esp+8   IV                        (8)  nonce = salt (4) | IV (8)  (RFC 4106 3.1, 4)
 //   esp+16  IPv6 packet | padding 1,2,3.. | pad length | next header 41   (encrypted)
 //   ...     ICV                       (16)
 //
-// The IV is the 64-bit sequence number, so it never repeats under a key while the
-// sequence number does not (which the SA enforces).
+// Our sender's IV is the 64-bit sequence number, so it never repeats under a key while the
+// sequence number does not (which the SA enforces). A receiver takes the IV from the
+// packet: other senders choose theirs otherwise (Linux XORs the sequence number with a
+// random per-SA value), which RFC 4106 3.1 allows.
 
 export const ESP_OFF_SPI = 0;
 export const ESP_OFF_SEQ = 4;

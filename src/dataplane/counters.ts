@@ -58,6 +58,12 @@ export class PipelineCounters {
     }
   }
 
+  /** Packets refused at a port before they could enter a batch (offloaded frames that make no sense). */
+  refusedAtPort(reason: Drop, n: number): void {
+    this.in += n;
+    this.drops[reason] += n;
+  }
+
   dropped(): number {
     let n = 0;
     for (let k = 0; k < DROP_COUNT; k++) n += this.drops[k];

@@ -125,7 +125,7 @@ export class Segmenter {
     const tcpLen = l4 >= 0 ? (src[l4 + TCP_OFF_DOFF] >> 4) * 4 : 0;
     const hdrEnd = l4 + tcpLen;
     const mss = h.gsoSize;
-    if (r !== Drop.None || this.ip.proto !== PROTO_TCP || l4 < 0 || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
+    if (r !== Drop.None || this.ip.fragment || this.ip.proto !== PROTO_TCP || l4 < 0 || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
       out.drop = Drop.EthOffloadMalformed;
       return true;
     }

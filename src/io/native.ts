@@ -28,6 +28,21 @@ export const POLL_WRITABLE = 2;
 export const TAP_VNET_HDR = 1;
 /** Leaves the fd blocking: only for a thread-pool baseline in bench/io.ts. */
 export const TAP_BLOCKING = 2;
+/** Accept TSO and partial checksums from the guest (vnet header + TUNSETOFFLOAD CSUM|TSO6). */
+export const TAP_OFFLOAD = 4;
+/** IFF_NAPI: the kernel runs GRO on the frames the switch writes. */
+export const TAP_NAPI = 8;
+/** virtio-net header flag for frames the switch writes: checksums need no checking. */
+export const VNET_F_DATA_VALID = 2;
+/** Indices into the counts array of tapReadGso. */
+export const RX_FRAMES = 0;
+export const RX_MALFORMED = 1;
+export const RX_TOO_BIG = 2;
+export const RX_COUNTS_LEN = 3;
+/** Results of gsoSegment besides a segment count. */
+export const GSO_NO_ROOM = -1;
+export const GSO_MALFORMED = -2;
+export const GSO_TOO_BIG = -3;
 /** Bytes of the virtio-net header in front of each frame with TAP_VNET_HDR. */
 export const VNET_HDR_LEN = 10;
 
@@ -63,7 +78,18 @@ export interface NativeAddon {
    * status gets [refused, last errno, stopped at EAGAIN/ENOBUFS].
    */
   tapWrite(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
-    hdrLen: number, status: Int32Array): number;
+    hdrLen: number, status: Int32Array, vnetFlags?: number): number;
+  /**
+   * Read offloaded frames (TAP_OFFLOAD) and make them wire frames in slots firstOff + k*stride
+   * (src/native/gso.c); a frame that does not fit stays in scratch, its length in state[0].
+   * Returns the slots filled, or -errno when the first read failed; counts gets frames read,
+   * malformed and too big.
+   */
+  tapReadGso(fd: number, scratch: Uint8Array, state: Int32Array, buf: Uint8Array, firstOff: number, stride: number,
+    cap: number, n: number, lens: Int32Array, counts: Int32Array): number;
+  /** One offloaded frame (virtio-net header at src[off], len bytes with it) as gso.c makes it; see GSO_*. */
+  gsoSegment(src: Uint8Array, off: number, len: number, dst: Uint8Array, firstOff: number, stride: number,
+    cap: number, maxSlots: number, lens: Int32Array): number;
 
   /** Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). */
   rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null): number;

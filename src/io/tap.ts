@@ -10,9 +10,13 @@ import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../datap
 import { ETH_HLEN } from '../dataplane/ethernet.js';
 import { NviError } from '../config/errors.js';
 import {
-  POLL_READABLE, TAP_VNET_HDR, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN,
-  errnoName, loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
+  POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
+  TX_STATUS_LEN, TX_STOPPED, VNET_F_DATA_VALID, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
+  type NativeAddon, type NativePoll,
 } from './native.js';
+
+/** Largest frame an offloading guest hands over: 64 KB of IPv6 payload and its headers, with the vnet header. */
+const OFFLOAD_SCRATCH = VNET_HDR_LEN + 14 + 40 + 65_535;
 
 /** Interface names are at most IFNAMSIZ - 1 = 15 bytes (linux/if.h). */
 export const TAP_NAME_MAX = 15;
@@ -33,6 +37,12 @@ export interface TapOptions {
    * later. Off by default; with no offloads enabled the header is all zero both ways.
    */
   vnetHdr?: boolean;
+  /**
+   * Let the guest hand over TSO frames of up to 64 KB and partial checksums; the switch makes
+   * them wire frames as it reads (src/native/gso.c), and the kernel runs GRO on what it
+   * writes (IFF_NAPI), marked as already checked (the ESP ICV covered every byte).
+   */
+  offload?: boolean;
 }
 
 export class TapPort {
@@ -47,10 +57,20 @@ export class TapPort {
   lastErrno = 0;
   /** Set when a read failed for good (device deleted, ...): the port stopped watching. */
   failure: string | null = null;
+  /** Offload mode: frames read from the kernel (each may have become several wire frames in rxFrames). */
+  rxKernelFrames = 0;
+  /** Offloaded frames refused before they became wire frames (counted by the owner as drops). */
+  rxMalformed = 0;
+  rxTooBig = 0;
 
   private readonly lens = new Int32Array(BATCH_MAX);
   private readonly status = new Int32Array(TX_STATUS_LEN);
   private readonly hdrLen: number;
+  /** Offload mode: the frame being read, kept across calls when its segments did not fit. */
+  private readonly scratch: Buffer | null;
+  private readonly rxState = new Int32Array(1);
+  private readonly rxCounts = new Int32Array(RX_COUNTS_LEN);
+  private readonly vnetFlags: number;
   private watcher: NativePoll | null = null;
   private readable: (() => void) | null = null;
   private closed = false;
@@ -68,8 +88,12 @@ export class TapPort {
     readonly name: string,
     readonly fd: number,
     vnetHdr: boolean,
+    /** TSO and partial checksums accepted (see TapOptions.offload). */
+    readonly offload: boolean,
   ) {
-    this.hdrLen = vnetHdr ? VNET_HDR_LEN : 0;
+    this.hdrLen = vnetHdr || offload ? VNET_HDR_LEN : 0;
+    this.scratch = offload ? Buffer.alloc(OFFLOAD_SCRATCH) : null;
+    this.vnetFlags = offload ? VNET_F_DATA_VALID : 0;
   }
 
   /** Create the TAP device `name` or attach to an existing one, and bring it up. */
@@ -84,14 +108,16 @@ export class TapPort {
     }
     const native = loadNative();
     const vnetHdr = opts.vnetHdr === true;
+    const offload = opts.offload === true;
     let opened: { fd: number; name: string };
     try {
       if (opts.mac !== undefined && opts.mac.length !== 6) throw new Error('mac must be 6 bytes');
-      opened = native.tapOpen(name, mtu, vnetHdr ? TAP_VNET_HDR : 0, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
+      const flags = (vnetHdr ? TAP_VNET_HDR : 0) | (offload ? TAP_OFFLOAD | TAP_NAPI : 0);
+      opened = native.tapOpen(name, mtu, flags, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
     } catch (e) {
       throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
     }
-    return new TapPort(native, opened.name, opened.fd, vnetHdr);
+    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload);
   }
 
   /** Call cb (on the JS thread, no arguments) whenever frames are waiting; replaces an earlier cb. */
@@ -116,7 +142,10 @@ export class TapPort {
     const room = BATCH_MAX - first;
     if (room <= 0 || this.closed || this.failure !== null) return 0;
     const at = Batch.slot(first) + FRAME_OFFSET;
-    const n = this.native.tapRead(this.fd, b.data, at, SLOT_BYTES, MAX_PACKET, room, this.lens, this.hdrLen);
+    const c = this.rxCounts;
+    const n = this.scratch === null
+      ? this.native.tapRead(this.fd, b.data, at, SLOT_BYTES, MAX_PACKET, room, this.lens, this.hdrLen)
+      : this.native.tapReadGso(this.fd, this.scratch, this.rxState, b.data, at, SLOT_BYTES, MAX_PACKET, room, this.lens, c);
     if (n < 0) {
       this.fail('read', -n);
       return 0;
@@ -125,6 +154,12 @@ export class TapPort {
     for (let k = 0; k < n; k++) b.init(first + k, at + k * SLOT_BYTES, lens[k], port, timeUs);
     b.count = first + n;
     this.rxFrames += n;
+    if (this.scratch !== null) {
+      this.rxKernelFrames += c[RX_FRAMES];
+      this.rxMalformed += c[RX_MALFORMED];
+      this.rxTooBig += c[RX_TOO_BIG];
+      c.fill(0);
+    }
     return n;
   }
 
@@ -136,7 +171,7 @@ export class TapPort {
   write(b: Batch, idx: Int32Array, n: number): number {
     if (n <= 0 || this.closed) return 0;
     const s = this.status;
-    const w = this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s);
+    const w = this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s, this.vnetFlags);
     this.txFrames += w;
     this.txRefused += s[TX_FAILED];
     if (s[TX_STOPPED] !== 0) this.txBusy++;

@@ -3,7 +3,8 @@
 // JS API (see src/io/native.ts):
 //   tapOpen(name, mtu, flags, netns, mac) -> { fd, name }    throws: config time
 //   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
-//   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
+//   tapWrite(fd, buf, start, len, idx, n, hdrLen, status, vnetFlags) -> frames written
+//   tapReadGso(fd, scratch, state, buf, firstOff, stride, cap, n, lens, counts) -> slots filled, or -errno
 //
 // One read()/write() per frame: the tun fd carries exactly one frame per system call.
 // With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes; reads
@@ -12,6 +13,7 @@
 
 #define _GNU_SOURCE
 #include "fd_io.h"
+#include "gso.h"
 #include "napi_util.h"
 #include "netns.h"
 
@@ -27,8 +29,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/** tapOpen flags; the same values are in src/io/native.ts. */
-enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2 };
+/** tapOpen flags; the same values are in src/io/native.ts. TAP_OFFLOAD accepts TSO and partial
+ * checksums from the guest (TUNSETOFFLOAD); TAP_NAPI lets the kernel run GRO on what we write. */
+enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8 };
+/** counts[] of tapReadGso. */
+enum { RX_FRAMES = 0, RX_MALFORMED = 1, RX_TOO_BIG = 2, RX_COUNTS = 3 };
 /** Size of struct virtio_net_hdr, the default TUNSETVNETHDRSZ. */
 enum { VNET_HDR_LEN = 10 };
 static const uint8_t zero_hdr[16];
@@ -40,12 +45,16 @@ static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t 
   if (fd < 0) return -errno;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((flags & TAP_VNET_HDR) ? IFF_VNET_HDR : 0);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((flags & (TAP_VNET_HDR | TAP_OFFLOAD)) ? IFF_VNET_HDR : 0) | ((flags & TAP_NAPI) ? IFF_NAPI : 0);
   memcpy(ifr.ifr_name, name, strlen(name));  // strlen < IFNAMSIZ, checked by tap_open
   *step = "TUNSETIFF";
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) goto fail;
   memcpy(actual, ifr.ifr_name, IFNAMSIZ);
   actual[IFNAMSIZ - 1] = 0;
+  if (flags & TAP_OFFLOAD) {
+    *step = "TUNSETOFFLOAD";
+    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO6)) < 0) goto fail;
+  }
 
   *step = "socket for interface ioctls";
   int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
@@ -177,12 +186,12 @@ static napi_value tap_read(napi_env env, napi_callback_info info) {
 }
 
 static napi_value tap_write(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
+  napi_value argv[9];
   int32_t fd, n, hdr;
   uint8_t *buf;
   size_t buf_len, start_len, len_len, idx_len, status_len;
   int32_t *start, *len, *idx, *status;
-  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
+  if (nvi_args(env, info, 9, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
       nvi_bytes(env, argv[1], "buf", &buf, &buf_len) || nvi_i32_array(env, argv[2], "start", &start, &start_len) ||
       nvi_i32_array(env, argv[3], "len", &len, &len_len) || nvi_i32_array(env, argv[4], "idx", &idx, &idx_len) ||
       nvi_i32(env, argv[5], "n", &n) || nvi_i32(env, argv[6], "hdrLen", &hdr) ||
@@ -195,6 +204,16 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
   }
   size_t arr_len = start_len < len_len ? start_len : len_len;
   if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
+  // The virtio-net header of every frame: its flags (DATA_VALID: checksums need no checking) or all zero.
+  uint8_t vhdr[sizeof zero_hdr];
+  memset(vhdr, 0, sizeof vhdr);
+  napi_valuetype vt;
+  napi_typeof(env, argv[8], &vt);
+  if (vt != napi_undefined) {
+    int32_t vflags;
+    if (nvi_i32(env, argv[8], "vnetFlags", &vflags)) return NULL;
+    vhdr[0] = (uint8_t)vflags;
+  }
 
   int32_t written = 0, failed = 0, last_errno = 0, stopped = 0;
   for (int32_t k = 0; k < n; k++) {
@@ -202,7 +221,7 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
     ssize_t r;
     do {
       if (hdr > 0) {
-        struct iovec iov[2] = {{(void *)zero_hdr, (size_t)hdr}, {buf + start[i], (size_t)len[i]}};
+        struct iovec iov[2] = {{vhdr, (size_t)hdr}, {buf + start[i], (size_t)len[i]}};
         r = writev(fd, iov, 2);
       } else {
         r = write(fd, buf + start[i], (size_t)len[i]);
@@ -225,7 +244,65 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
   return nvi_int(env, written);
 }
 
+/**
+ * Read from an offloading TAP (TAP_OFFLOAD): each read() brings one frame of up to 64 KB
+ * with its virtio-net header into `scratch`; gso.c makes it into wire frames in the slots.
+ * A frame whose segments do not fit the slots left stays in scratch (state[0] = its length)
+ * and is taken first by the next call. Frames refused are counted in counts[].
+ */
+static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  int32_t fd, first_off, stride, cap, n, *state, *lens, *counts;
+  uint8_t *scratch, *buf;
+  size_t scratch_len, buf_len, state_len, lens_len, counts_len;
+  if (nvi_args(env, info, 10, argv) || nvi_i32(env, argv[0], "fd", &fd) || nvi_bytes(env, argv[1], "scratch", &scratch, &scratch_len) ||
+      nvi_i32_array(env, argv[2], "state", &state, &state_len) || nvi_bytes(env, argv[3], "buf", &buf, &buf_len) ||
+      nvi_i32(env, argv[4], "firstOff", &first_off) || nvi_i32(env, argv[5], "stride", &stride) || nvi_i32(env, argv[6], "cap", &cap) ||
+      nvi_i32(env, argv[7], "n", &n) || nvi_i32_array(env, argv[8], "lens", &lens, &lens_len) ||
+      nvi_i32_array(env, argv[9], "counts", &counts, &counts_len) || nvi_check_slots(env, buf_len, first_off, stride, cap, n)) {
+    return NULL;
+  }
+  if (state_len < 1 || counts_len < RX_COUNTS || (size_t)n > lens_len || scratch_len < GSO_VNET_HDR_LEN + 65536 ||
+      state[0] < 0 || (size_t)state[0] > scratch_len) {
+    nvi_throw_range(env, "tapReadGso: bad state, counts, lens or scratch (%zu bytes)", scratch_len);
+    return NULL;
+  }
+  int32_t k = 0;
+  while (k < n) {
+    ssize_t r = state[0];
+    if (r == 0) {
+      r = read(fd, scratch, scratch_len);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        if (k == 0) return nvi_int(env, -errno);
+        break;
+      }
+      if (r < GSO_VNET_HDR_LEN) {
+        counts[RX_MALFORMED]++;
+        continue;
+      }
+    }
+    int32_t got = nvi_gso_segment(scratch, scratch + GSO_VNET_HDR_LEN, (size_t)r - GSO_VNET_HDR_LEN, buf, first_off + k * stride,
+                                  stride, cap, n - k, lens + k);
+    if (got == GSO_NO_ROOM && k > 0) {
+      state[0] = (int32_t)r;  // for the next batch
+      return nvi_int(env, k);
+    }
+    state[0] = 0;
+    if (got > 0) {
+      counts[RX_FRAMES]++;
+      k += got;
+    } else if (got == GSO_MALFORMED) {
+      counts[RX_MALFORMED]++;
+    } else {
+      counts[RX_TOO_BIG]++;  // GSO_TOO_BIG, or more segments than a whole batch holds
+    }
+  }
+  return nvi_int(env, k);
+}
+
 int nvi_init_tap(napi_env env, napi_value exports) {
   return nvi_export(env, exports, "tapOpen", tap_open) || nvi_export(env, exports, "tapRead", tap_read) ||
-         nvi_export(env, exports, "tapWrite", tap_write);
+         nvi_export(env, exports, "tapWrite", tap_write) || nvi_export(env, exports, "tapReadGso", tap_read_gso);
 }

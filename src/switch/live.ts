@@ -8,7 +8,7 @@ import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
-import { dropName, type Drop } from '../dataplane/drops.js';
+import { Drop, dropName } from '../dataplane/drops.js';
 import { formatIpv4 } from '../dataplane/ipv4.js';
 import type { EspCipher } from '../crypto/esp-cipher.js';
 import type { SaLimits } from '../crypto/sa.js';
@@ -85,7 +85,7 @@ export class LiveSwitch {
     for (const port of host.ports) {
       const vm = cfg.vms.get(port.name)!;
       const netns = opts.vmNetnsPrefix === undefined ? undefined : `${opts.vmNetnsPrefix}${vm.name}`;
-      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns, mac: vm.mac }));
+      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns, mac: vm.mac, offload: cfg.switch.offload }));
     }
     const underlay = this.underlay;
     host.attach(
@@ -113,7 +113,11 @@ export class LiveSwitch {
   private readTap(tap: TapPort, index: number): void {
     const b = this.egressBatch;
     b.reset();
+    const malformed = tap.rxMalformed;
+    const tooBig = tap.rxTooBig;
     if (tap.read(b, index, Date.now() * 1000) > 0) this.host.runEgress(b);
+    if (tap.rxMalformed !== malformed) this.host.egress.counters.refusedAtPort(Drop.EthOffloadMalformed, tap.rxMalformed - malformed);
+    if (tap.rxTooBig !== tooBig) this.host.egress.counters.refusedAtPort(Drop.EthTooBig, tap.rxTooBig - tooBig);
     if (tap.failure) this.opts.log.error('tap-failed', { tap: tap.name, failure: tap.failure });
   }
 

@@ -21,7 +21,7 @@
 //    socket and opened by both our ciphers with the high half the kernel used.
 //
 // Needs a kernel with ESP (esp4, gcm, xfrm_user) and the native addon (raw sockets). When
-// the kernel has no ESP every test FAILS and says so; test/kernel-vm.sh runs this file
+// the kernel has no ESP every test FAILS and says so; test/kernel/kernel-vm.sh runs this file
 // under a distribution kernel in a VM.
 
 import { test } from 'uvu';
@@ -31,16 +31,16 @@ import { createCipheriv } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { gunzipSync } from 'node:zlib';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer, writeEspTrailer } from '../src/crypto/esp.js';
-import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../src/crypto/esp-cipher.js';
-import { NativeEspCipher } from '../src/crypto/native-esp-cipher.js';
-import { Batch, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
-import { finishChecksum, onesSum } from '../src/dataplane/checksum.js';
-import { IPV4_HLEN, IPV4_OFF_DST, IPV4_OFF_PROTO, IPV4_OFF_SRC, makeOuterTemplate, parseIpv4Address, readU32, writeOuter } from '../src/dataplane/ipv4.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer, writeEspTrailer } from '../../src/crypto/esp.js';
+import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../../src/crypto/esp-cipher.js';
+import { NativeEspCipher } from '../../src/crypto/native-esp-cipher.js';
+import { Batch, UNDERLAY_OFFSET } from '../../src/dataplane/batch.js';
+import { finishChecksum, onesSum } from '../../src/dataplane/checksum.js';
+import { IPV4_HLEN, IPV4_OFF_DST, IPV4_OFF_PROTO, IPV4_OFF_SRC, makeOuterTemplate, parseIpv4Address, readU32, writeOuter } from '../../src/dataplane/ipv4.js';
 import {
   IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_ESP, PROTO_UDP, parseIpv6Address,
-} from '../src/dataplane/ipv6.js';
-import { RawUnderlay } from '../src/io/raw-underlay.js';
+} from '../../src/dataplane/ipv6.js';
+import { RawUnderlay } from '../../src/io/raw-underlay.js';
 
 const NS_US = `nvi-xi-${process.pid}-us`;
 const NS_K = `nvi-xi-${process.pid}-k`;
@@ -51,7 +51,7 @@ const UNDER_K = '10.99.0.2';
 const INNER_US = 'fd00:99::1';
 const INNER_K = 'fd00:99::2';
 const UDP_PORT = 7777;
-const WAIT_MS = 15000; // generous: the VM of test/kernel-vm.sh runs without KVM
+const WAIT_MS = 15000; // generous: the VM of test/kernel/kernel-vm.sh runs without KVM
 
 /** One SA as both ends see it. `seqHi`/`seqLo`: the kernel's replay state when it is added. */
 interface Sa {
@@ -339,7 +339,7 @@ function setup(): void {
   } catch (e) {
     throw new Error(`the kernel's ESP (xfrm, esp4, rfc4106(gcm(aes)) with ESN) is not usable here, so nothing can be `
       + `checked against it: ${(e as Error).message}. Kernel ${release()}: ${kernelEspConfig()}. `
-      + 'Run this test under a kernel with ESP, e.g. test/kernel-vm.sh.');
+      + 'Run this test under a kernel with ESP, e.g. test/kernel/kernel-vm.sh.');
   }
   ipOrExplain(['-n', NS_K, ...stateArgs(SA_256, UNDER_US, UNDER_K, 1, INNER_US, INNER_K, false)]);
   ipOrExplain(['-n', NS_K, ...stateArgs(SA_NO_ESN, UNDER_US, UNDER_K, 1, INNER_US, INNER_K, false)]);

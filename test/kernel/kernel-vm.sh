@@ -2,22 +2,25 @@
 # Run a command under a Linux kernel that has ESP (esp4, rfc4106(gcm(aes))), for
 # test/esp-kernel-interop.test.ts when the host kernel has none (CONFIG_INET_ESP unset, no
 # loadable modules): boots an installed distribution kernel (/boot/vmlinuz-*, its modules
-# in /lib/modules) under qemu + KVM, with this host's root file system shared read-only
-# over 9p as the guest's root, and runs the command there as root in the same directory.
-# The exit status is the command's.
+# in /lib/modules) under qemu, with this host's root file system shared read-only over 9p
+# as the guest's root, and runs the command there as root in the same directory. The exit
+# status is the command's; 2 when the VM could not run it.
 #
-#   test/kernel-vm.sh [command ...]        default: node dist/test/esp-kernel-interop.test.js
+#   test/kernel/kernel-vm.sh [command ...]        default: node dist/test/kernel/esp-kernel-interop.js
 #
-# Needs qemu-system-x86_64 (Debian: qemu-system-x86), /dev/kvm, busybox, and a kernel in
-# /boot whose modules are installed (NVI_VM_KERNEL=/boot/vmlinuz-... picks one).
+# Needs qemu-system-x86_64 (Debian: qemu-system-x86), busybox, and a kernel in /boot whose
+# modules are installed (NVI_VM_KERNEL=/boot/vmlinuz-... picks one). Runs under TCG by
+# default (about 90 s for the interop test); NVI_VM_ACCEL=kvm is faster where KVM works
+# (in a nested VM qemu+KVM may stop with "KVM internal error ... emulation failure").
+# NVI_VM_TIMEOUT (s, default 600) bounds the whole run.
 #
 # Steps (host): 1. pick the kernel; 2. build an initramfs (busybox, the 9p modules
 # decompressed); 3. boot it with two 9p shares: `hostroot` (/, read-only) and `nviout` (a
 # temporary directory that carries the command in and the exit status out); 4. return the
 # status the guest wrote. Guest, stage 1 (initramfs /init): mount the shares, switch_root
-# into the host's root. Stage 2 (this script with NVI_VM_GUEST=1): mount proc, sys, dev, tmpfs on
-# /run and /tmp, load the ESP modules, run the command, write its status, reboot (qemu
-# runs with -no-reboot, so it exits).
+# into the host's root. Stage 2 (this script with NVI_VM_GUEST=1): mount proc, sys, dev,
+# tmpfs on /run; load the ESP modules; run the command; write its status; reboot (qemu runs
+# with -no-reboot, so it exits).
 set -eu
 
 if [ "${NVI_VM_GUEST:-}" = 1 ]; then
@@ -29,7 +32,6 @@ if [ "${NVI_VM_GUEST:-}" = 1 ]; then
   mount -t devpts devpts /dev/pts
   mount -t tmpfs tmpfs /dev/shm
   mount -t tmpfs tmpfs /run
-  ip link set lo up
   # Loaded up front so that a missing module is reported here, not as a test failure.
   modprobe -a veth esp4 xfrm_user gcm ghash-generic aesni-intel seqiv || echo "kernel-vm: modprobe failed" >&2
   status=0
@@ -87,7 +89,7 @@ chmod +x "$root/init"
 
 # 3. the command, its directory and PATH go in through the share.
 mkdir -p "$work/out"
-if [ "$#" -eq 0 ]; then set -- node dist/test/esp-kernel-interop.test.js; fi
+if [ "$#" -eq 0 ]; then set -- node dist/test/kernel/esp-kernel-interop.js; fi
 for a in "$@"; do printf "'%s' " "$(printf '%s' "$a" | sed "s/'/'\\\\''/g")"; done > "$work/out/cmd"
 pwd > "$work/out/cwd"
 printf '%s' "$PATH" > "$work/out/path"
