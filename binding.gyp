@@ -11,7 +11,8 @@
         "src/native/raw_socket.c",
         "src/native/netns.c",
         "src/native/esp_gcm.c",
-        "src/native/gso.c"
+        "src/native/gso.c",
+        "src/native/gro.c"
       ],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-std=gnu11", "-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -16,8 +16,8 @@
 //      web1 -> web2 (its port filter runs per packet), with encryption turned off for plain.
 //   3. ESP: one key per SA (--key-pool K: K keys shared round-robin), installed with
 //      cipher.addKey; h1's OutboundSa and h2's InboundSa use the same handle because both
-//      hosts share one cipher object here. SPIs are random uint32 >= 256, as the key exchange
-//      draws them.
+//      hosts share one cipher object here. SPIs are random in [256, 2^30), as the key
+//      exchange draws them.
 // Traffic: a pool of --pool ICMPv6 echo requests from web1 (valid MAC, source and checksum),
 // each to a cable drawn at random, cut into 256-frame batches sent round-robin, so that the
 // hot set is min(N, pool) cables. Frames are copied into the batch before every egress run
@@ -281,7 +281,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     live(c);
     if (esp) {
       let spi: number;
-      do spi = Math.floor(random() * 0x1_0000_0000); while (spi < 256 || spis.has(spi));
+      do spi = Math.floor(random() * 0x4000_0000); while (spi < 256 || spis.has(spi));
       spis.add(spi);
       c.sa = new OutboundSa(spi, rig.keys[k % rig.keys.length], h2.address, NOW, limits);
     }
@@ -648,6 +648,44 @@ function describeCounters(rig: Rig, before: Snapshot, what: string): string {
 
 // ---- Main ---------------------------------------------------------------------------------
 
+/**
+ * Every size and measurement for N cables in one mode. A function of its own, so that nothing
+ * in main's frame (a register across an await) keeps this rig alive while the next is built.
+ */
+async function benchRig(
+  config: CloudConfig, n: number, mode: Mode, pools: Pool[], arenas: Buffer[],
+): Promise<{ rows: Row[]; counters: string }> {
+  const esp = mode !== 'plain';
+  const rig = await openRig(config, n, mode);
+  plugCables(rig, config, n, mode);
+  const rows: Row[] = [];
+  let counters = '';
+  for (const [p, pool] of pools.entries()) {
+    gc(); // no marking left over from setup or the last size
+    const what = `${fmtCount(n)} cables, ${label(mode)}, ${pool.size} B`;
+    verify(rig, pool, what);
+    const row: Row = { cables: n, mode, size: pool.size };
+    const cap = captureViews(arenas[p], pool.size, esp);
+    row.fillE = measure(rig, what, () => runEgress(rig, pool, MS / 2, true), false);
+    if (MEASURES.includes('egress')) row.egress = measure(rig, `${what}, egress`, () => runEgress(rig, pool, MS, false), true);
+    if (MEASURES.includes('ingress')) {
+      capture(rig, pool, cap); // plain packets carry no state: this one capture serves every pass
+      row.fillI = measure(rig, what, () => runIngress(rig, pool, cap, esp, MS / 2, true), false);
+      row.ingress = measure(rig, `${what}, ingress`, () => runIngress(rig, pool, cap, esp, MS, false), true);
+    }
+    if (MEASURES.includes('both')) {
+      const last = (before: Snapshot): void => {
+        counters = describeCounters(rig, before, `${what}, egress+ingress`);
+      };
+      row.both = measure(rig, `${what}, egress+ingress`, () => runBoth(rig, pool, MS), true, last);
+    }
+    rows.push(row);
+    console.log(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
+  }
+  closeRig(rig);
+  return { rows, counters };
+}
+
 async function main(): Promise<void> {
   const config = loadConfig(CONFIG_FILE);
   const modes = MODES.filter((m) => m !== 'native' || nativeAvailable());
@@ -657,40 +695,17 @@ async function main(): Promise<void> {
       `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)`,
   );
   const rows: Row[] = [];
+  let counters = '';
   const started = performance.now();
   // The big arenas first: allocating them later would start a full GC over a heap of cables.
   const pools = SIZES.map(allocPool);
   const arenas = SIZES.map(allocCapture);
-  let counters = '';
   for (const n of CABLES) {
     pools.forEach((p) => fillPool(p, config, n));
     for (const mode of modes) {
-      const esp = mode !== 'plain';
-      const rig = await openRig(config, n, mode);
-      plugCables(rig, config, n, mode);
-      for (const [p, pool] of pools.entries()) {
-        gc(); // no marking left over from setup or the last size
-        const what = `${fmtCount(n)} cables, ${label(mode)}, ${pool.size} B`;
-        verify(rig, pool, what);
-        const row: Row = { cables: n, mode, size: pool.size };
-        const cap = captureViews(arenas[p], pool.size, esp);
-        row.fillE = measure(rig, what, () => runEgress(rig, pool, MS / 2, true), false);
-        if (MEASURES.includes('egress')) row.egress = measure(rig, `${what}, egress`, () => runEgress(rig, pool, MS, false), true);
-        if (MEASURES.includes('ingress')) {
-          capture(rig, pool, cap); // plain packets carry no state: this one capture serves every pass
-          row.fillI = measure(rig, what, () => runIngress(rig, pool, cap, esp, MS / 2, true), false);
-          row.ingress = measure(rig, `${what}, ingress`, () => runIngress(rig, pool, cap, esp, MS, false), true);
-        }
-        if (MEASURES.includes('both')) {
-          const last = (before: Snapshot): void => {
-            counters = describeCounters(rig, before, `${what}, egress+ingress`);
-          };
-          row.both = measure(rig, `${what}, egress+ingress`, () => runBoth(rig, pool, MS), true, last);
-        }
-        rows.push(row);
-        console.log(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
-      }
-      closeRig(rig);
+      const r = await benchRig(config, n, mode, pools, arenas);
+      rows.push(...r.rows);
+      counters = r.counters || counters;
       gc();
     }
   }

@@ -1,7 +1,7 @@
-// A TAP with offloads against the kernel's own TCP: the guest (a namespace) sends TSO
-// super-frames and partial checksums; the switch's read makes them wire frames. The test
-// plays a minimal TCP peer on the switch side (SYN-ACK, cumulative ACKs) so that a real
-// connection carries 400 KB, and checks every frame it got.
+// A TAP with offloads against the kernel's own TCP, both ways. Sending, the guest (a
+// namespace) hands over TSO super-frames and partial checksums, which the switch's read
+// makes wire frames; receiving, the switch writes runs of segments as super-frames, which
+// the guest's stack takes whole. The test plays a minimal TCP peer on the switch side.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { test } from 'uvu';
@@ -20,6 +20,8 @@ const GUEST_MAC = Buffer.from('020000000001', 'hex');
 const PEER_MAC = Buffer.from('024e56490001', 'hex');
 const MTU = 1446;
 const BYTES = 400_000;
+
+import { createHash } from 'node:crypto';
 
 function ip(...args: string[]): void {
   execFileSync('ip', args, { stdio: 'ignore' });
@@ -65,15 +67,125 @@ function segment(b: Batch, sport: number, dport: number, seq: number, ack: numbe
 
 test.after(cleanup);
 
-test('the kernel hands over TSO super-frames and the switch reads them as valid wire frames of one unchanged stream', async () => {
+/** A fresh namespace with the offloading TAP as the guest's only interface. */
+function guest(): TapPort {
   cleanup();
   ip('netns', 'add', NS);
   const tap = TapPort.open(TAP, { netns: NS, mtu: MTU, mac: GUEST_MAC, offload: true });
+  ip('-n', NS, 'link', 'set', 'lo', 'up');
+  ip('-n', NS, '-6', 'addr', 'add', 'fd00:77::1/64', 'dev', TAP, 'nodad');
+  ip('-n', NS, 'link', 'set', TAP, 'up');
+  ip('-n', NS, '-6', 'neigh', 'add', 'fd00:77::2', 'lladdr', '02:4e:56:49:00:01', 'dev', TAP, 'nud', 'permanent');
+  return tap;
+}
+
+function rxPackets(): number {
+  const out = execFileSync('ip', ['-n', NS, '-s', '-j', 'link', 'show', TAP], { encoding: 'utf8' });
+  return (JSON.parse(out) as { stats64: { rx: { packets: number } } }[])[0].stats64.rx.packets;
+}
+
+/** A TCP data segment from the peer to the guest, in the batch. */
+function data(b: Batch, sport: number, dport: number, seq: number, ack: number, payload: Buffer, flags = 0x10): void {
+  segment(b, sport, dport, seq, ack, flags);
+  const i = b.count - 1;
+  const at = b.start[i];
+  b.data.set(payload, at + b.len[i]);
+  b.len[i] += payload.length;
+  const f = b.data;
+  f[at + 18] = (20 + payload.length) >> 8;
+  f[at + 19] = (20 + payload.length) & 0xff;
+  f[at + 70] = 0;
+  f[at + 71] = 0;
+  const sum = onesSum(f, at + 22, 32, 0) + 20 + payload.length + PROTO_TCP;
+  const c = finishChecksum(onesSum(f, at + 54, 20 + payload.length, sum));
+  f[at + 70] = c >> 8;
+  f[at + 71] = c & 0xff;
+}
+
+test('runs of segments written as super-frames reach the guest\'s socket as one unchanged stream', async () => {
+  const tap = guest();
   try {
-    ip('-n', NS, 'link', 'set', 'lo', 'up');
-    ip('-n', NS, '-6', 'addr', 'add', 'fd00:77::1/64', 'dev', TAP, 'nodad');
-    ip('-n', NS, 'link', 'set', TAP, 'up');
-    ip('-n', NS, '-6', 'neigh', 'add', 'fd00:77::2', 'lladdr', '02:4e:56:49:00:01', 'dev', TAP, 'nud', 'permanent');
+    const receiver = spawn('ip', ['netns', 'exec', NS, 'python3', '-c', [
+      'import socket, hashlib',
+      's = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)',
+      's.bind(("fd00:77::1", 5002)); s.listen(1)',
+      'c, _ = s.accept(); h = hashlib.sha256(); n = 0',
+      'while True:',
+      '    d = c.recv(1 << 16)',
+      '    if not d: break',
+      '    h.update(d); n += len(d)',
+      'print(n, h.hexdigest(), flush=True)',
+    ].join('\n')], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    receiver.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    await new Promise((r) => setTimeout(r, 300));
+    const mss = MTU - 60;
+    const payload = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 13 + 5) % 251));
+    const rx = new Batch();
+    const tx = new Batch();
+    const idx = Int32Array.from({ length: BATCH_MAX }, (_, k) => k);
+    const before = rxPackets();
+    let guestSeq = -1;
+    let acked = 0;
+    let sent = 0;
+    let segments = 0;
+    const ISN = 5000;
+    tx.reset();
+    segment(tx, 40001, 5002, ISN, 0, 0x02, mss); // SYN
+    tap.write(tx, idx, tx.count);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`stalled at ${acked} of ${payload.length} bytes acked`)), 20_000);
+      const push = (): void => {
+        tx.reset();
+        // Up to 40 segments in flight: a window the guest's buffer takes at once.
+        while (sent < payload.length && sent - acked < 40 * mss && tx.count < BATCH_MAX) {
+          const n = Math.min(mss, payload.length - sent);
+          data(tx, 40001, 5002, ISN + 1 + sent, guestSeq + 1, payload.subarray(sent, sent + n));
+          sent += n;
+          segments++;
+        }
+        if (sent === payload.length && acked === payload.length) segment(tx, 40001, 5002, ISN + 1 + sent, guestSeq + 1, 0x11); // FIN
+        if (tx.count > 0) tap.write(tx, idx, tx.count);
+      };
+      tap.onReadable(() => {
+        rx.reset();
+        tap.read(rx, 0, 0);
+        for (let i = 0; i < rx.count; i++) {
+          const f = Buffer.from(rx.view(i));
+          if (f.readUInt16BE(12) !== 0x86dd || f[20] !== PROTO_TCP) continue;
+          const flags = f[67];
+          if (flags & 0x02) {
+            guestSeq = f.readUInt32BE(58);
+            tx.reset();
+            segment(tx, 40001, 5002, ISN + 1, guestSeq + 1, 0x10);
+            tap.write(tx, idx, tx.count);
+          }
+          const ack = (f.readUInt32BE(62) - ISN - 1) >>> 0; // bytes of ours the guest has
+          if ((flags & 0x10) && ack <= payload.length) acked = Math.max(acked, ack);
+          if (flags & 0x01) {
+            clearTimeout(timer);
+            resolve();
+            return;
+          }
+        }
+        if (guestSeq >= 0) push();
+      });
+    });
+    await new Promise((r) => receiver.once('exit', r));
+    const [n, hash] = stdout.trim().split(' ');
+    assert.is(Number(n), payload.length, 'every byte arrived');
+    assert.is(hash, createHash('sha256').update(payload).digest('hex'), 'unchanged, in order');
+    const frames = rxPackets() - before;
+    assert.ok(frames < segments / 4, `the guest received ${frames} frames for ${segments} data segments: super-frames`);
+  } finally {
+    tap.close();
+    cleanup();
+  }
+});
+
+test('the kernel hands over TSO super-frames and the switch reads them as valid wire frames of one unchanged stream', async () => {
+  const tap = guest();
+  try {
     const features = execFileSync('ip', ['netns', 'exec', NS, 'ethtool', '-k', TAP], { encoding: 'utf8' });
     assert.match(features, /tcp-segmentation-offload: on/, 'the guest side offers TSO');
 

@@ -32,8 +32,6 @@ export const TAP_BLOCKING = 2;
 export const TAP_OFFLOAD = 4;
 /** IFF_NAPI: the kernel runs GRO on the frames the switch writes. */
 export const TAP_NAPI = 8;
-/** virtio-net header flag for frames the switch writes: checksums need no checking. */
-export const VNET_F_DATA_VALID = 2;
 /** Indices into the counts array of tapReadGso. */
 export const RX_FRAMES = 0;
 export const RX_MALFORMED = 1;
@@ -43,6 +41,8 @@ export const RX_COUNTS_LEN = 3;
 export const GSO_NO_ROOM = -1;
 export const GSO_MALFORMED = -2;
 export const GSO_TOO_BIG = -3;
+/** Bytes of the scratch tapWriteGro builds a super-frame in: 64 KB of IPv6 payload and the headers. */
+export const GRO_SCRATCH = 65_535 + 40 + 14;
 /** Bytes of the virtio-net header in front of each frame with TAP_VNET_HDR. */
 export const VNET_HDR_LEN = 10;
 
@@ -78,7 +78,7 @@ export interface NativeAddon {
    * status gets [refused, last errno, stopped at EAGAIN/ENOBUFS].
    */
   tapWrite(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
-    hdrLen: number, status: Int32Array, vnetFlags?: number): number;
+    hdrLen: number, status: Int32Array): number;
   /**
    * Read offloaded frames (TAP_OFFLOAD) and make them wire frames in slots firstOff + k*stride
    * (src/native/gso.c); a frame that does not fit stays in scratch, its length in state[0].
@@ -87,6 +87,15 @@ export interface NativeAddon {
    */
   tapReadGso(fd: number, scratch: Uint8Array, state: Int32Array, buf: Uint8Array, firstOff: number, stride: number,
     cap: number, n: number, lens: Int32Array, counts: Int32Array): number;
+  /**
+   * Write frames to an offloading TAP: runs of one TCP flow as one super-frame (src/native/gro.c,
+   * built in scratch, GRO_SCRATCH bytes), others alone marked DATA_VALID. Returns frames written.
+   */
+  tapWriteGro(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
+    status: Int32Array, scratch: Uint8Array): number;
+  /** The frames tapWriteGro would write: each [virtio-net header][frame] into out, lengths and merged counts; returns how many. */
+  groCoalesce(buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
+    out: Uint8Array, outLens: Int32Array, counts: Int32Array): number;
   /** One offloaded frame (virtio-net header at src[off], len bytes with it) as gso.c makes it; see GSO_*. */
   gsoSegment(src: Uint8Array, off: number, len: number, dst: Uint8Array, firstOff: number, stride: number,
     cap: number, maxSlots: number, lens: Int32Array): number;

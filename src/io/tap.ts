@@ -10,8 +10,8 @@ import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../datap
 import { ETH_HLEN } from '../dataplane/ethernet.js';
 import { NviError } from '../config/errors.js';
 import {
-  POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
-  TX_STATUS_LEN, TX_STOPPED, VNET_F_DATA_VALID, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
+  GRO_SCRATCH, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
+  TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
   type NativeAddon, type NativePoll,
 } from './native.js';
 
@@ -68,9 +68,10 @@ export class TapPort {
   private readonly hdrLen: number;
   /** Offload mode: the frame being read, kept across calls when its segments did not fit. */
   private readonly scratch: Buffer | null;
+  /** Offload mode: where a super-frame is built before it is written. */
+  private readonly groScratch: Buffer | null;
   private readonly rxState = new Int32Array(1);
   private readonly rxCounts = new Int32Array(RX_COUNTS_LEN);
-  private readonly vnetFlags: number;
   private watcher: NativePoll | null = null;
   private readable: (() => void) | null = null;
   private closed = false;
@@ -93,7 +94,7 @@ export class TapPort {
   ) {
     this.hdrLen = vnetHdr || offload ? VNET_HDR_LEN : 0;
     this.scratch = offload ? Buffer.alloc(OFFLOAD_SCRATCH) : null;
-    this.vnetFlags = offload ? VNET_F_DATA_VALID : 0;
+    this.groScratch = offload ? Buffer.alloc(GRO_SCRATCH) : null;
   }
 
   /** Create the TAP device `name` or attach to an existing one, and bring it up. */
@@ -171,7 +172,9 @@ export class TapPort {
   write(b: Batch, idx: Int32Array, n: number): number {
     if (n <= 0 || this.closed) return 0;
     const s = this.status;
-    const w = this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s, this.vnetFlags);
+    const w = this.groScratch === null
+      ? this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s)
+      : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch);
     this.txFrames += w;
     this.txRefused += s[TX_FAILED];
     if (s[TX_STOPPED] !== 0) this.txBusy++;

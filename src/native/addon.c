@@ -6,6 +6,7 @@
 //   netns.c       open a device or socket inside another network namespace
 //   esp_gcm.c     AES-GCM for ESP (RFC 4106), one call per batch, in place
 //   gso.c         TSO frames and partial checksums from an offloading TAP made into wire frames
+//   gro.c         runs of TCP segments to an offloading TAP written as one super-frame
 //
 // Every per-batch call reports packet-level failures as counts and negative errno values;
 // only broken invariants (bad arguments, offsets outside the arena) throw.
@@ -17,7 +18,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_int32(env, NVI_BATCH_MAX, &max);
   napi_set_named_property(env, exports, "batchMax", max);
   if (nvi_init_poll(env, exports) || nvi_init_tap(env, exports) || nvi_init_raw_socket(env, exports) ||
-      nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports)) {
+      nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports)) {
     return NULL;
   }
   return exports;

@@ -3,8 +3,9 @@
 // JS API (see src/io/native.ts):
 //   tapOpen(name, mtu, flags, netns, mac) -> { fd, name }    throws: config time
 //   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
-//   tapWrite(fd, buf, start, len, idx, n, hdrLen, status, vnetFlags) -> frames written
+//   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
 //   tapReadGso(fd, scratch, state, buf, firstOff, stride, cap, n, lens, counts) -> slots filled, or -errno
+//   tapWriteGro(fd, buf, start, len, idx, n, status, scratch) -> frames written (runs of one TCP flow as one write)
 //
 // One read()/write() per frame: the tun fd carries exactly one frame per system call.
 // With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes; reads
@@ -13,6 +14,7 @@
 
 #define _GNU_SOURCE
 #include "fd_io.h"
+#include "gro.h"
 #include "gso.h"
 #include "napi_util.h"
 #include "netns.h"
@@ -186,12 +188,12 @@ static napi_value tap_read(napi_env env, napi_callback_info info) {
 }
 
 static napi_value tap_write(napi_env env, napi_callback_info info) {
-  napi_value argv[9];
+  napi_value argv[8];
   int32_t fd, n, hdr;
   uint8_t *buf;
   size_t buf_len, start_len, len_len, idx_len, status_len;
   int32_t *start, *len, *idx, *status;
-  if (nvi_args(env, info, 9, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
+  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
       nvi_bytes(env, argv[1], "buf", &buf, &buf_len) || nvi_i32_array(env, argv[2], "start", &start, &start_len) ||
       nvi_i32_array(env, argv[3], "len", &len, &len_len) || nvi_i32_array(env, argv[4], "idx", &idx, &idx_len) ||
       nvi_i32(env, argv[5], "n", &n) || nvi_i32(env, argv[6], "hdrLen", &hdr) ||
@@ -204,16 +206,7 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
   }
   size_t arr_len = start_len < len_len ? start_len : len_len;
   if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
-  // The virtio-net header of every frame: its flags (DATA_VALID: checksums need no checking) or all zero.
-  uint8_t vhdr[sizeof zero_hdr];
-  memset(vhdr, 0, sizeof vhdr);
-  napi_valuetype vt;
-  napi_typeof(env, argv[8], &vt);
-  if (vt != napi_undefined) {
-    int32_t vflags;
-    if (nvi_i32(env, argv[8], "vnetFlags", &vflags)) return NULL;
-    vhdr[0] = (uint8_t)vflags;
-  }
+
 
   int32_t written = 0, failed = 0, last_errno = 0, stopped = 0;
   for (int32_t k = 0; k < n; k++) {
@@ -221,7 +214,7 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
     ssize_t r;
     do {
       if (hdr > 0) {
-        struct iovec iov[2] = {{vhdr, (size_t)hdr}, {buf + start[i], (size_t)len[i]}};
+        struct iovec iov[2] = {{(void *)zero_hdr, (size_t)hdr}, {buf + start[i], (size_t)len[i]}};
         r = writev(fd, iov, 2);
       } else {
         r = write(fd, buf + start[i], (size_t)len[i]);
@@ -302,7 +295,70 @@ static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
   return nvi_int(env, k);
 }
 
+/**
+ * Write to an offloading TAP: runs of one TCP flow as one super-frame (gro.c, built in
+ * `scratch`), other frames alone with DATA_VALID. Counts every delivered frame of a run as
+ * written when the run's write succeeds; failures as tapWrite.
+ */
+static napi_value tap_write_gro(napi_env env, napi_callback_info info) {
+  napi_value argv[8];
+  int32_t fd, n;
+  uint8_t *buf, *scratch;
+  size_t buf_len, start_len, len_len, idx_len, status_len, scratch_len;
+  int32_t *start, *len, *idx, *status;
+  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) || nvi_bytes(env, argv[1], "buf", &buf, &buf_len) ||
+      nvi_i32_array(env, argv[2], "start", &start, &start_len) || nvi_i32_array(env, argv[3], "len", &len, &len_len) ||
+      nvi_i32_array(env, argv[4], "idx", &idx, &idx_len) || nvi_i32(env, argv[5], "n", &n) ||
+      nvi_i32_array(env, argv[6], "status", &status, &status_len) || nvi_bytes(env, argv[7], "scratch", &scratch, &scratch_len)) {
+    return NULL;
+  }
+  if (status_len < NVI_TX_STATUS_LEN || scratch_len < GRO_MAX_FRAME) {
+    nvi_throw_range(env, "tapWriteGro: status needs %d entries, scratch %d bytes", NVI_TX_STATUS_LEN, GRO_MAX_FRAME);
+    return NULL;
+  }
+  size_t arr_len = start_len < len_len ? start_len : len_len;
+  if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
+  int32_t written = 0, failed = 0, last_errno = 0, stopped = 0;
+  uint8_t vnet[GRO_VNET_HDR_LEN];
+  for (int32_t k = 0; k < n;) {
+    int32_t end = nvi_gro_run(buf, start, len, idx, k, n);
+    struct iovec iov[2];
+    iov[0].iov_base = vnet;
+    iov[0].iov_len = GRO_VNET_HDR_LEN;
+    if (end == k + 1) {
+      memset(vnet, 0, sizeof vnet);
+      vnet[0] = 2;  // DATA_VALID: the checksum was checked (or made) before
+      iov[1].iov_base = buf + start[idx[k]];
+      iov[1].iov_len = (size_t)len[idx[k]];
+    } else {
+      iov[1].iov_base = scratch;
+      iov[1].iov_len = nvi_gro_build(buf, start, len, idx, k, end, vnet, scratch);
+    }
+    ssize_t r;
+    do {
+      r = writev(fd, iov, 2);
+    } while (r < 0 && errno == EINTR);
+    if (r >= 0) {
+      written += end - k;
+      k = end;
+      continue;
+    }
+    last_errno = errno;
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+      stopped = 1;
+      break;
+    }
+    failed += end - k;
+    k = end;
+  }
+  status[NVI_TX_FAILED] = failed;
+  status[NVI_TX_ERRNO] = last_errno;
+  status[NVI_TX_STOPPED] = stopped;
+  return nvi_int(env, written);
+}
+
 int nvi_init_tap(napi_env env, napi_value exports) {
   return nvi_export(env, exports, "tapOpen", tap_open) || nvi_export(env, exports, "tapRead", tap_read) ||
-         nvi_export(env, exports, "tapWrite", tap_write) || nvi_export(env, exports, "tapReadGso", tap_read_gso);
+         nvi_export(env, exports, "tapWrite", tap_write) || nvi_export(env, exports, "tapReadGso", tap_read_gso) ||
+         nvi_export(env, exports, "tapWriteGro", tap_write_gro);
 }
