@@ -33,8 +33,8 @@
 // bytes allocated per packet in the timed part (v8.GCProfiler; about 0 when nothing is);
 // GC %: share of the timed part spent in GC.
 //
-// A full run takes about 13 minutes on 2 cores, 4 of them installing the 1M native keys
-// (addKey scans the key table for a free slot) and needs about 5 GB of RSS at 1M cables.
+// A full run takes about 11 minutes on 2 cores, 3 of them installing the 1M native keys
+// (addKey scans the key table for a free slot), and needs about 5 GB of RSS at 1M cables.
 // --quick: 3 runs of 150 ms and at most 65,536 distinct ESP keys (shared round-robin, so
 // nonces repeat under a key: fine for throwaway keys in a benchmark), about 3 minutes.
 

@@ -306,6 +306,24 @@ export class Lab {
     return { rx: s.rx, tx: s.tx };
   }
 
+  /**
+   * The TCP counters of a namespace's kernel (/proc/net/snmp and /proc/net/netstat are per
+   * network namespace; a VM's namespace holds only the VM's own connections).
+   */
+  async tcpCounters(ns: string): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const file of ['/proc/net/snmp', '/proc/net/netstat']) {
+      const lines = (await this.inNs(ns, 'cat', [file])).stdout.split('\n');
+      for (let k = 0; k + 1 < lines.length; k += 2) {
+        const names = lines[k].split(/\s+/);
+        const values = lines[k + 1].split(/\s+/);
+        if (!['Tcp:', 'TcpExt:'].includes(names[0])) continue;
+        names.slice(1).forEach((n, j) => (out[n] = Number(values[j + 1])));
+      }
+    }
+    return out;
+  }
+
   async up(): Promise<void> {
     live.add(this);
     const r = await this.cli(['lab', 'up', '--export-sa'], 90);

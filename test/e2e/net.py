@@ -25,6 +25,7 @@ import sys
 import time
 
 CHUNK = 65536
+SO_MAX_PACING_RATE = 47  # asm-generic/socket.h
 
 
 def pattern(n):
@@ -69,15 +70,28 @@ def tcp_sink(port, seconds, echo):
     except socket.timeout:
         emit({'accepted': True, 'peer': peer[0], 'bytes': n, 'sha256': h.hexdigest(), 'timeout': True})
         return
+    info = tcp_info(conn)
     conn.shutdown(socket.SHUT_WR)
     conn.close()
-    emit({'accepted': True, 'peer': peer[0], 'bytes': n, 'sha256': h.hexdigest()})
+    emit(dict({'accepted': True, 'peer': peer[0], 'bytes': n, 'sha256': h.hexdigest()}, **info))
 
 
-def tcp_retransmissions(s):
-    """tcpi_total_retrans of struct tcp_info (linux/tcp.h): 8 bytes of u8 fields, then u32s; offset 100."""
-    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
-    return struct.unpack_from('I', info, 100)[0]
+# struct tcp_info (include/uapi/linux/tcp.h): 8 bytes of u8 fields, then u32 and u64 fields.
+TCPI_TOTAL_RETRANS = 100
+TCPI_DSACK_DUPS = 216
+TCPI_REORD_SEEN = 220
+TCPI_RCV_OOOPACK = 224
+TCPI_LEN = 228
+
+
+def tcp_info(s):
+    """The counters of the connection that tell lost, spurious and reordered segments apart."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCPI_LEN)
+    if len(info) < TCPI_LEN:
+        raise SystemExit('tcp_info is %d bytes: this kernel is older than 5.4' % len(info))
+    u32 = lambda off: struct.unpack_from('I', info, off)[0]
+    return {'retransmissions': u32(TCPI_TOTAL_RETRANS), 'dsackDups': u32(TCPI_DSACK_DUPS),
+            'reorderSeen': u32(TCPI_REORD_SEEN), 'outOfOrderIn': u32(TCPI_RCV_OOOPACK)}
 
 
 def tcp_send(host, port, nbytes, echo, mbps=None):
@@ -108,13 +122,10 @@ def tcp_send(host, port, nbytes, echo, mbps=None):
             echoed += len(r)
             eh.update(r)
     elif mbps:
-        step = 16384
-        for off in range(0, nbytes, step):
-            due = t0 + off * 8 / (mbps * 1e6)
-            wait = due - time.monotonic()
-            if wait > 0:
-                time.sleep(wait)
-            s.sendall(data[off:off + step])
+        # Kernel pacing (TCP's internal pacing, or fq's): the socket never runs dry and idles,
+        # which user-space pacing would do, making tail loss probes fire (spurious retransmissions).
+        s.setsockopt(socket.SOL_SOCKET, SO_MAX_PACING_RATE, int(mbps * 1e6 / 8))
+        s.sendall(data)
         s.shutdown(socket.SHUT_WR)
         while s.recv(CHUNK):
             pass
@@ -123,11 +134,11 @@ def tcp_send(host, port, nbytes, echo, mbps=None):
         s.shutdown(socket.SHUT_WR)
         while s.recv(CHUNK):
             pass
-    # The peer closed after reading everything: all data is acknowledged, the count is final.
-    retrans = tcp_retransmissions(s)
+    # The peer closed after reading everything: all data is acknowledged, the counts are final.
+    info = tcp_info(s)
     s.close()
-    emit({'sent': nbytes, 'sha256': hashlib.sha256(data).hexdigest(), 'echoed': echoed, 'echoSha256': eh.hexdigest() if echo else None,
-          'retransmissions': retrans, 'seconds': round(time.monotonic() - t0, 3)})
+    emit(dict({'sent': nbytes, 'sha256': hashlib.sha256(data).hexdigest(), 'echoed': echoed, 'echoSha256': eh.hexdigest() if echo else None,
+               'seconds': round(time.monotonic() - t0, 3)}, **info))
 
 
 def tcp_connect(host, port, seconds):
