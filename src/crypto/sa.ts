@@ -30,6 +30,8 @@ export class OutboundSa {
   bytes = 0;
   /** Set once a soft limit is crossed, so the rekey is asked for once. */
   rekeyRequested = false;
+  private readonly hardHi: number;
+  private readonly hardLo: number;
 
   constructor(
     readonly spi: number,
@@ -39,12 +41,14 @@ export class OutboundSa {
     readonly peer: number,
     readonly createdAt: number,
     readonly limits: SaLimits,
-  ) {}
+  ) {
+    this.hardHi = limits.hardSeq[0];
+    this.hardLo = limits.hardSeq[1];
+  }
 
   /** Take the next sequence number; false when the hard limit is reached (nothing is sent). */
   advance(): boolean {
-    const [hardHi, hardLo] = this.limits.hardSeq;
-    if (this.seqHi > hardHi || (this.seqHi === hardHi && this.seqLo >= hardLo)) return false;
+    if (this.seqHi > this.hardHi || (this.seqHi === this.hardHi && this.seqLo >= this.hardLo)) return false;
     this.seqLo = (this.seqLo + 1) >>> 0;
     if (this.seqLo === 0) this.seqHi = (this.seqHi + 1) >>> 0;
     return true;

@@ -6,6 +6,9 @@
 import { LRUCache } from 'lru-cache';
 import type { Cable } from './cable.js';
 
+/** Options for every lookup: one shared object, so a get() allocates nothing (lru-cache defaults a new one). */
+const GET: LRUCache.GetOptions<number, Cable, unknown> = {};
+
 export class CableCache {
   private readonly lru: LRUCache<number, Cable>;
   /** Cables removed because the cache was full. */
@@ -26,7 +29,7 @@ export class CableCache {
 
   /** The cable for the pair at buf[s..s+16), buf[d..d+16) with hash `hash`, if any. */
   find(hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
-    for (let c = this.lru.get(hash) ?? null; c; c = c.chain) if (c.matches(buf, s, d)) return c;
+    for (let c = this.lru.get(hash, GET) ?? null; c; c = c.chain) if (c.matches(buf, s, d)) return c;
     return undefined;
   }
 

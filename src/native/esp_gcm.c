@@ -13,8 +13,9 @@
 //   AAD   = SPI | seqHi[j] (big-endian) | seq low (esp+4)    RFC 4106 5 (ESN)
 //   text  = ptLen[j] bytes at esp+16, ICV (16 bytes) right after it
 //
-// Each key has its own EVP_CIPHER_CTX per direction, keyed once at addKey; per packet only
-// the nonce is set (EVP_*Init_ex with a NULL cipher and key keeps the key schedule).
+// Each key gets an EVP_CIPHER_CTX for the direction it is used in, keyed once when first
+// used (an SA only ever seals or only ever opens); per packet only the nonce is set
+// (EVP_*Init_ex with a NULL cipher and key keeps the key schedule).
 // open() decrypts into a scratch buffer and copies the plaintext over the ciphertext only
 // when the ICV verifies, so a forged packet leaves the buffer as it was.
 
@@ -29,8 +30,10 @@ enum { SALT_LEN = 4, IV_LEN = 8, ESP_HLEN = 16, ICV_LEN = 16, OFF_SPI = 0, OFF_S
 enum { MAX_TEXT = 65535 };
 
 typedef struct {
-  EVP_CIPHER_CTX *enc;
-  EVP_CIPHER_CTX *dec;
+  EVP_CIPHER_CTX *enc;  // made by the first seal
+  EVP_CIPHER_CTX *dec;  // made by the first open
+  uint8_t key[32];
+  uint8_t key_len;
   uint8_t salt[SALT_LEN];
   int used;
 } gcm_key;
@@ -38,6 +41,7 @@ typedef struct {
 typedef struct {
   gcm_key *keys;
   uint32_t cap;
+  uint32_t hint;     // no free slot below it: adds are O(1) amortized
   uint8_t *scratch;  // MAX_TEXT bytes, for open()
 } gcm_table;
 
@@ -45,6 +49,7 @@ static void key_clear(gcm_key *k) {
   // EVP_CIPHER_CTX_free cleanses the key schedule (OPENSSL_clear_free of the cipher state).
   EVP_CIPHER_CTX_free(k->enc);
   EVP_CIPHER_CTX_free(k->dec);
+  OPENSSL_cleanse(k->key, sizeof k->key);
   OPENSSL_cleanse(k->salt, sizeof k->salt);
   k->enc = k->dec = NULL;
   k->used = 0;
@@ -105,6 +110,13 @@ static EVP_CIPHER_CTX *keyed_ctx(const EVP_CIPHER *cipher, const uint8_t *key, i
   return ctx;
 }
 
+/** The key's context for one direction, keyed on first use; NULL if OpenSSL cannot make it. */
+static EVP_CIPHER_CTX *ctx_for(gcm_key *k, int enc) {
+  EVP_CIPHER_CTX **slot = enc ? &k->enc : &k->dec;
+  if (*slot == NULL) *slot = keyed_ctx(k->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(), k->key, enc);
+  return *slot;
+}
+
 static napi_value gcm_add_key(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   gcm_table *t;
@@ -119,7 +131,7 @@ static napi_value gcm_add_key(napi_env env, napi_callback_info info) {
                     key_len, salt_len);
     return NULL;
   }
-  uint32_t h = 0;
+  uint32_t h = t->hint;
   while (h < t->cap && t->keys[h].used) h++;
   if (h == t->cap) {
     uint32_t cap = t->cap ? t->cap * 2 : 16;
@@ -132,17 +144,12 @@ static napi_value gcm_add_key(napi_env env, napi_callback_info info) {
     t->keys = keys;
     t->cap = cap;
   }
-  const EVP_CIPHER *cipher = key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm();
   gcm_key *k = &t->keys[h];
-  k->enc = keyed_ctx(cipher, key, 1);
-  k->dec = keyed_ctx(cipher, key, 0);
-  if (k->enc == NULL || k->dec == NULL) {
-    key_clear(k);
-    napi_throw_error(env, NULL, "OpenSSL could not set up the AES-GCM key");
-    return NULL;
-  }
+  memcpy(k->key, key, key_len);
+  k->key_len = (uint8_t)key_len;
   memcpy(k->salt, salt, SALT_LEN);
   k->used = 1;
+  t->hint = h + 1;
   return nvi_int(env, (int32_t)h);
 }
 
@@ -153,7 +160,10 @@ static napi_value gcm_remove_key(napi_env env, napi_callback_info info) {
   if (nvi_args(env, info, 2, argv) || get_table(env, argv[0], &t) || nvi_i32(env, argv[1], "handle", &h)) {
     return NULL;
   }
-  if (h >= 0 && (uint32_t)h < t->cap && t->keys[h].used) key_clear(&t->keys[h]);
+  if (h >= 0 && (uint32_t)h < t->cap && t->keys[h].used) {
+    key_clear(&t->keys[h]);
+    if ((uint32_t)h < t->hint) t->hint = (uint32_t)h;
+  }
   return nvi_undefined(env);
 }
 
@@ -221,11 +231,12 @@ static napi_value gcm_seal(napi_env env, napi_callback_info info) {
     uint8_t *text = esp + ESP_HLEN;
     int n = J.pt_len[j], outl;
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    int good = EVP_EncryptInit_ex(k->enc, NULL, NULL, NULL, nonce) == 1 &&
-               EVP_EncryptUpdate(k->enc, NULL, &outl, aad, sizeof aad) == 1 &&
-               (n == 0 || EVP_EncryptUpdate(k->enc, text, &outl, text, n) == 1) &&
-               EVP_EncryptFinal_ex(k->enc, text + n, &outl) == 1 &&
-               EVP_CIPHER_CTX_ctrl(k->enc, EVP_CTRL_GCM_GET_TAG, ICV_LEN, text + n) == 1;
+    EVP_CIPHER_CTX *c = ctx_for(k, 1);
+    int good = c != NULL && EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
+               EVP_EncryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
+               (n == 0 || EVP_EncryptUpdate(c, text, &outl, text, n) == 1) &&
+               EVP_EncryptFinal_ex(c, text + n, &outl) == 1 &&
+               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, ICV_LEN, text + n) == 1;
     J.ok[j] = good ? 1 : 0;
   }
   return nvi_undefined(env);
@@ -242,11 +253,12 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
     uint8_t *text = esp + ESP_HLEN;
     int n = J.pt_len[j], outl;
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    int good = EVP_DecryptInit_ex(k->dec, NULL, NULL, NULL, nonce) == 1 &&
-               EVP_DecryptUpdate(k->dec, NULL, &outl, aad, sizeof aad) == 1 &&
-               (n == 0 || EVP_DecryptUpdate(k->dec, scratch, &outl, text, n) == 1) &&
-               EVP_CIPHER_CTX_ctrl(k->dec, EVP_CTRL_GCM_SET_TAG, ICV_LEN, text + n) == 1 &&
-               EVP_DecryptFinal_ex(k->dec, scratch + n, &outl) == 1;  // 1 only when the ICV verifies
+    EVP_CIPHER_CTX *c = ctx_for(k, 0);
+    int good = c != NULL && EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
+               EVP_DecryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
+               (n == 0 || EVP_DecryptUpdate(c, scratch, &outl, text, n) == 1) &&
+               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, ICV_LEN, text + n) == 1 &&
+               EVP_DecryptFinal_ex(c, scratch + n, &outl) == 1;  // 1 only when the ICV verifies
     if (good) memcpy(text, scratch, (size_t)n);
     J.ok[j] = good ? 1 : 0;
   }

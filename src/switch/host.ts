@@ -10,7 +10,7 @@ import { Batch, BATCH_MAX, FRAME_OFFSET, Next, PacketFlag, UNDERLAY_OFFSET } fro
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import { CableCache } from '../dataplane/cable-cache.js';
 import { Drop } from '../dataplane/drops.js';
-import { formatIpv6 } from '../dataplane/ipv6.js';
+import { addrEquals } from '../dataplane/ipv6.js';
 import { readU32 } from '../dataplane/ipv4.js';
 import { egressPipeline, ingressPipeline, type Pipeline } from '../dataplane/pipeline.js';
 import { Upcall, type HeldPacket } from '../dataplane/upcall.js';
@@ -136,7 +136,7 @@ export class Host implements InboundInstaller {
       cipher: parts.cipher,
       spis: this.spis,
       localAddress: this.address,
-      portOf: (buf: Uint8Array, off: number) => this.byIdentity.get(formatIpv6(buf, off)) ?? -1,
+      portOf: (buf: Uint8Array, off: number) => this.portAt(buf, off),
       wantRekey: (c: Cable) => this.rekey(c),
     };
     this.egress = egressPipeline(pipeParts);
@@ -156,6 +156,12 @@ export class Host implements InboundInstaller {
 
   portIndex(identityText: string): number | undefined {
     return this.byIdentity.get(identityText);
+  }
+
+  /** Port of the local VM whose identity is the 16 bytes at buf[off], or -1 (no allocation: a host has few VMs). */
+  private portAt(buf: Uint8Array, off: number): number {
+    for (const p of this.ports) if (addrEquals(buf, off, p.identity)) return p.index;
+    return -1;
   }
 
   /** Egress: a batch of frames read from VM ports. */

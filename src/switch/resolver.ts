@@ -76,6 +76,8 @@ type Lookup = { readonly record: BindingRecord | undefined } | { readonly error:
 export class Resolver implements MissResolver {
   private readonly inflight = new Map<string, Promise<Lookup>>();
   private readonly flows: LRUCache<string, FlowTable>;
+  /** Outer IPv4 header templates, one per (peer host, protocol), shared by all its cables so it stays in cache. */
+  private readonly outers = new Map<string, Buffer>();
   readonly counts = { lookups: 0, storeErrors: 0 };
 
   constructor(
@@ -147,7 +149,7 @@ export class Resolver implements MissResolver {
       if (peer === undefined) return this.negative(make(Drop.VerifyMalformed, `bad host address ${rec.hostAddress}`, null), now, this.negMs(), trace);
       cable.peerAddr = peer;
       cable.peerHost = rec.host;
-      cable.outer = makeOuterTemplate(this.host.address, peer, decision.encrypt ? PROTO_ESP : PROTO_IPV6);
+      cable.outer = this.outerTemplate(peer, decision.encrypt ? PROTO_ESP : PROTO_IPV6);
       if (decision.encrypt) {
         const reuse = previous?.sa && previous.peerAddr === peer && !previous.sa.rekeyRequested ? previous.sa : null;
         if (reuse) {
@@ -287,6 +289,16 @@ export class Resolver implements MissResolver {
     if (!t) {
       t = new FlowTable(this.settings.maxFlows);
       this.flows.set(key, t);
+    }
+    return t;
+  }
+
+  private outerTemplate(peer: number, proto: number): Buffer {
+    const key = `${peer}:${proto}`;
+    let t = this.outers.get(key);
+    if (!t) {
+      t = makeOuterTemplate(this.host.address, peer, proto);
+      this.outers.set(key, t);
     }
     return t;
   }
