@@ -9,7 +9,7 @@
 // `nvi-switch lab down`; the same happens synchronously on process exit and on SIGINT/SIGTERM,
 // so no namespace, TAP or switch process outlives the test process. Every command is bounded
 // by timeout(1), so even a SIGKILLed test leaves nothing running for long (the lab itself then
-// needs `nvi-switch lab down -c <tmp>/lab.yaml`; startLab refuses to start over it).
+// needs `nvi-switch lab down -c <tmp>/lab.yaml`; newLab refuses to start over it).
 //
 // The temporary directory (config, switch logs .nvi-state/lab/<host>.log, captures) is removed
 // after a clean run and kept, with its path printed, when a test failed.
@@ -279,10 +279,14 @@ export class Lab {
     };
   }
 
-  /** tcpdump on `iface` in `ns` into a file of the lab directory; resolves once it listens. */
+  /**
+   * tcpdump on `iface` in `ns` into a file of the lab directory; resolves once it listens.
+   * --immediate-mode: without it packets wait in the kernel's capture ring for up to a second
+   * and a tcpdump stopped meanwhile writes none of them ("0 captured, 6 received by filter").
+   */
   async capture(name: string, ns: string, iface: string, filter: string, timeoutS = 120): Promise<Capture> {
     const file = join(this.dir, `${name}.pcap`);
-    const b = this.bg(ns, 'tcpdump', ['-i', iface, '-n', '-U', '-s', '0', '-w', file, ...(filter ? [filter] : [])], timeoutS, 'INT');
+    const b = this.bg(ns, 'tcpdump', ['-i', iface, '-n', '--immediate-mode', '-B', '32768', '-U', '-s', '0', '-w', file, ...(filter ? [filter] : [])], timeoutS, 'INT');
     await b.waitFor(/listening on/);
     return new Capture(file, b);
   }
@@ -358,7 +362,9 @@ export class Capture {
   /** Stop tcpdump (SIGINT: it flushes the file) and return the file. */
   async stop(): Promise<string> {
     const r = await this.proc.stop('SIGINT');
-    if (!/packets captured/.test(r.stderr)) throw new Error(`tcpdump on ${this.file} did not end cleanly: ${r.stderr}`);
+    const m = /(\d+) packets? captured\n(\d+) packets? received by filter/.exec(r.stderr);
+    if (!m) throw new Error(`tcpdump on ${this.file} did not end cleanly: ${r.stderr}`);
+    if (m[1] !== m[2]) throw new Error(`tcpdump on ${this.file} wrote ${m[1]} of the ${m[2]} packets it received`);
     return this.file;
   }
 }

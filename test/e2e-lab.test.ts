@@ -3,13 +3,16 @@
 // through the switches. Needs root, iproute2, tcpdump, tshark and python3.
 //
 // The tests run in order and share the lab:
-//   1. it comes up; the underlay capture on the fabric's port-h1 starts
-//   2-7. traffic: one tenant across hosts and on one host, another tenant, the diode, initiate-only
-//   8. the capture of 2-7 shows only IPv4 ESP, the key exchange and ARP between the hosts, and
-//      decrypts (tshark with the exported SAs) to IPv6 between identities of the lab
-//   9-10. status and explain --live
-//   11-12. forged sources, then 100k malformed frames while other VMs keep talking
-//   13. lab down leaves no namespace and no switch process
+//   1. it comes up; a capture of the underlay (the fabric bridge's port-h1) starts
+//   2-9. traffic: one tenant across hosts and on one host (ping6, TCP), status, another tenant,
+//      the diode, initiate-only across hosts (allowed and refused) and on one host
+//   10. the capture of 2-9 shows only IPv4 ESP, the key exchange and ARP between the hosts, and
+//      decrypts (tshark with the SAs the switches exported) to IPv6 between identities of the lab
+//   11. explain --live
+//   12-13. forged sources, then 100k malformed frames while other VMs keep talking
+//   14. lab down leaves no namespace and no switch process
+// Every capture runs in immediate mode and is checked to have written all it received; the
+// captures that must stay empty also see a control packet that must arrive.
 // Rekeying under load is test/e2e-rekey.test.ts (a second lab with a low volume limit).
 
 import { test } from 'uvu';
@@ -84,18 +87,21 @@ test('lab status exits 0 and lists both switches running, every VM with its defa
 });
 
 test('a VM of another tenant gets nothing: web1 -> vault1 ping6 and TCP never reach vault1, and h1 counts each packet under policy/cross-tenant', async () => {
-  const atVault = await lab.capture('vault1-cross', lab.vm('vault1').ns, lab.vm('vault1').tap, `ip6 src ${id('web1')}`);
+  const atVault = await lab.capture('vault1-cross', lab.vm('vault1').ns, lab.vm('vault1').tap, `ip6 src ${id('web1')} or ip6 src ${id('sensor1')}`);
   const fromWeb1 = await lab.capture('web1-cross', lab.vm('web1').ns, lab.vm('web1').tap, `ip6 dst ${id('vault1')}`);
   const before = await lab.stats();
   const p = await ping('web1', 'vault1', 5);
   assert.equal(p, { sent: 5, received: 0 });
   const c = await lab.py('web1', ['tcp-connect', id('vault1'), 5005, 2.5]);
   assert.is(c.connected, false, 'the TCP connection does not open');
-  await sleep(300);
   const after = await lab.stats();
+  // The capture at vault1 works: what its own tenant sends (the diode's direction) shows up.
+  assert.is((await lab.py('sensor1', ['udp-send', id('vault1'), 5516, 3])).sent, 3);
+  await sleep(300);
   const sent = (await readCapture(await fromWeb1.stop())).length;
   const arrived = await readCapture(await atVault.stop());
-  assert.is(arrived.length, 0, `nothing from web1 arrived at vault1:\n${arrived.join('\n')}`);
+  assert.is(arrived.filter((l) => l.includes(`${id('sensor1')}.`)).length, 3, `the control datagrams of sensor1 arrived:\n${arrived.join('\n')}`);
+  assert.is(arrived.filter((l) => l.includes(id('web1'))).length, 0, `nothing from web1 arrived at vault1:\n${arrived.join('\n')}`);
   assert.ok(sent >= 6, `web1 sent the 5 echo requests and at least one SYN (${sent})`);
   assert.equal(dropDelta(before.h1.egress, after.h1.egress), { 'policy/cross-tenant': sent }, 'h1 dropped each packet web1 sent, as cross-tenant');
   assert.is(after.h2.ingress.in - before.h2.ingress.in, 0, 'nothing reached h2');
@@ -132,6 +138,12 @@ test('initiate-only: web1 opens a TCP connection to db1 (other host) and exchang
   assert.is(sent.echoSha256, sent.sha256);
 });
 
+/**
+ * `client` (the side that may only answer) tries to open a TCP connection to `server`: no SYN
+ * reaches the server and the client's host counts each under policy/initiate-only. Then the
+ * server opens one to the client, which works, and its answers show in the same capture (so
+ * the capture was live).
+ */
 async function initiateOnlyRefused(server: string, client: string, port: number): Promise<void> {
   const syns = await lab.capture(`${client}-syn`, lab.vm(client).ns, lab.vm(client).tap, `ip6 dst ${id(server)} and tcp dst port ${port}`);
   const atServer = await lab.capture(`${server}-syn`, lab.vm(server).ns, lab.vm(server).tap, `ip6 src ${id(client)} and tcp`);
@@ -140,11 +152,19 @@ async function initiateOnlyRefused(server: string, client: string, port: number)
   const c = await lab.py(client, ['tcp-connect', id(server), port, 2.5]);
   const after = await lab.stats();
   const l = await listener.result();
+  const sink = await lab.pyServer(client, ['tcp-sink', port + 100, 10, '--echo']);
+  const control = await lab.py(server, ['tcp-send', id(client), port + 100, 4096, '--echo'], 15);
+  await sink.result();
+  await sleep(200);
   const sent = (await readCapture(await syns.stop())).length;
-  const arrived = await readCapture(await atServer.stop());
+  const file = await atServer.stop();
+  const refused = await readCapture(file, `tcp dst port ${port}`);
+  const answers = await readCapture(file, `tcp src port ${port + 100}`);
   assert.is(c.connected, false, `${client} could not open a connection to ${server}`);
   assert.is(l.accepted, false, `${server} accepted nothing`);
-  assert.is(arrived.length, 0, `no packet of ${client} reached ${server}:\n${arrived.join('\n')}`);
+  assert.is(refused.length, 0, `no packet of ${client}'s attempt reached ${server}:\n${refused.join('\n')}`);
+  assert.is(control.echoed, 4096, `${server} opened a connection to ${client} and got its answers`);
+  assert.ok(answers.length >= 3, `the capture at ${server} saw ${client}'s answers (${answers.length})`);
   assert.ok(sent >= 1);
   const h = lab.vm(client).host;
   assert.equal(dropDelta(before[h].egress, after[h].egress), { 'policy/initiate-only': sent }, `${h} dropped each SYN as initiate-only`);
@@ -270,6 +290,7 @@ test('the underlay (port-h1) carried only IPv4 ESP, the key exchange on UDP 7011
     const pair = `${nameOf.get(src)}->${nameOf.get(dst)}`;
     pairs.set(pair, (pairs.get(pair) ?? 0) + 1);
   }
+  process.stdout.write(`\n  underlay: ${list.length} frames on port-h1: ${esp} ESP, ${kx} key exchange, ${arp} ARP; ${records.length} SAs exported; decrypted ${decrypted}: ${JSON.stringify(Object.fromEntries(pairs))}\n`);
   assert.is(undecrypted.length, 0, `ESP frames tshark could not decrypt: ${undecrypted.slice(0, 10).join(', ')}`);
   assert.is(decrypted, esp);
   for (const p of ['web1->web2', 'web2->web1', 'sensor1->vault1', 'web1->db1', 'db1->web1']) assert.ok(pairs.has(p), `${p} is among the decrypted pairs ${JSON.stringify(Object.fromEntries(pairs))}`);
