@@ -10,6 +10,7 @@ import { Batch, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { IPV4_HLEN, makeOuterTemplate, parseIpv4Address, writeOuter } from '../src/dataplane/ipv4.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../src/dataplane/ipv6.js';
 import { RawUnderlay, UNDERLAY_PORT } from '../src/io/raw-underlay.js';
+import { guardedSetup } from './guarded-setup.js';
 
 const NS_A = `nvi-tn-${process.pid}-a`;
 const NS_B = `nvi-tn-${process.pid}-b`;
@@ -44,7 +45,7 @@ async function until(done: () => boolean, ms: number): Promise<boolean> {
 let a: RawUnderlay;
 let b: RawUnderlay;
 
-test.before(() => {
+guardedSetup(test, () => {
   cleanup();
   ip('netns', 'add', NS_A);
   ip('netns', 'add', NS_B);

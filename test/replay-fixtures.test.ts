@@ -13,13 +13,14 @@ import { ETH_HLEN } from '../src/dataplane/ethernet.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { defaultManifest, readManifest, replayEntries, type FileResult, type FrameVerdict } from '../src/replay/manifest.js';
 import { CONFIG_FILE, openOffline, type Offline } from './offline-fixture.js';
+import { guardedSetup } from './guarded-setup.js';
 
 let o: Offline;
 let files: FileResult[];
 let frames: FrameVerdict[];
 const dir = mkdtempSync(join(tmpdir(), 'nvi-replay-test-'));
 
-test.before(async () => {
+guardedSetup(test, async () => {
   o = await openOffline();
   ({ files, frames } = await replayEntries(o.off, readManifest(defaultManifest(CONFIG_FILE))));
   o.off.writeCaptures(dir);

@@ -14,6 +14,7 @@ import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_NEXT, IPV6_OFF_SRC, PROTO_ICMPV6, for
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { TapPort } from '../src/io/tap.js';
 import { loadNative } from '../src/io/native.js';
+import { guardedSetup } from './guarded-setup.js';
 
 const NS = `nvi-tn-${process.pid}`;
 const TAP = 'nvi-tt0';
@@ -126,7 +127,7 @@ function drain(port: TapPort, portIndex: number): () => void {
   };
 }
 
-test.before(() => {
+guardedSetup(test, () => {
   cleanup();
   ip('netns', 'add', NS);
   ip('-n', NS, 'link', 'set', 'lo', 'up');

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { NviError } from '../config/errors.js';
 import { controlPath, stateDir } from '../switch/paths.js';
-import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, trySh } from './netns.js';
+import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
 
 export interface LabState {
   readonly config: string;
@@ -128,19 +128,28 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
   return state;
 }
 
-/** Remove everything the lab could have made: switch processes, namespaces, state. */
+/**
+ * Remove everything the lab could have made: switch processes (those the state file names,
+ * and any switch running inside the lab's host namespaces, even one started by another
+ * config with the same prefix), namespaces, state.
+ */
 export async function labDown(cfg: CloudConfig, log: (line: string) => void): Promise<void> {
   requireRoot('lab down');
   const state = readState(cfg);
-  for (const s of state?.switches ?? []) {
-    if (!isOurSwitch(s.pid, s.host)) continue;
-    process.kill(s.pid, 'SIGTERM');
-    const gone = await waitFor(() => !alive(s.pid), 5000, () => '').then(() => true, () => false);
-    if (!gone) process.kill(s.pid, 'SIGKILL');
-    log(`switch ${s.host}: stopped (pid ${s.pid})`);
-  }
   const names = labNames(cfg);
   const present = new Set(listNetns());
+  const switches = new Map<number, string>();
+  for (const s of state?.switches ?? []) if (isSwitch(s.pid, s.host)) switches.set(s.pid, s.host);
+  for (const [host, ns] of names.hosts) {
+    if (!present.has(ns)) continue;
+    for (const pid of netnsPids(ns)) if (isSwitch(pid)) switches.set(pid, host);
+  }
+  for (const [pid, host] of switches) {
+    process.kill(pid, 'SIGTERM');
+    const gone = await waitFor(() => !alive(pid), 5000, () => '').then(() => true, () => false);
+    if (!gone) process.kill(pid, 'SIGKILL');
+    log(`switch ${host}: stopped (pid ${pid})`);
+  }
   for (const ns of [...names.vms.values(), ...names.hosts.values(), names.fabric]) {
     if (present.has(ns) && deleteNetns(ns)) log(`namespace ${ns}: deleted`);
   }
@@ -173,13 +182,22 @@ function alive(pid: number): boolean {
   }
 }
 
-/** True when `pid` is still a switch of host `host` (not a reused PID of something else). */
-function isOurSwitch(pid: number, host: string): boolean {
+/** True when `pid` is a running nvi-switch switch (of host `host` when given), not a reused PID of something else. */
+function isSwitch(pid: number, host?: string): boolean {
   try {
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    return cmdline.includes('run') && cmdline.includes(host) && cmdline.some((a) => a.endsWith('nvi-switch.js'));
+    return cmdline.includes('run') && (host === undefined || cmdline.includes(host)) && cmdline.some((a) => a.endsWith('nvi-switch.js'));
   } catch {
     return false;
+  }
+}
+
+/** PIDs of the processes inside network namespace `ns`. */
+function netnsPids(ns: string): number[] {
+  try {
+    return sh('ip', ['netns', 'pids', ns]).split('\n').filter((l) => /^\d+$/.test(l)).map(Number);
+  } catch {
+    return [];
   }
 }
 

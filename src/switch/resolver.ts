@@ -281,10 +281,14 @@ export class Resolver implements MissResolver {
     }
   }
 
-  /** The flow table shared by both directions of an initiate-only pair on this host. */
-  private flowsFor(decision: DirectionDecision, local: string, remote: string): FlowTable | null {
+  /**
+   * The flow table shared by both directions of an initiate-only pair on this host, keyed
+   * by the unordered pair: A -> B and B -> A must find the same table, also when both VMs
+   * are on this host (each direction is then an egress cable).
+   */
+  private flowsFor(decision: DirectionDecision, a: string, b: string): FlowTable | null {
     if (decision.flow === FlowMode.None) return null;
-    const key = `${local} ${remote}`;
+    const key = a < b ? `${a} ${b}` : `${b} ${a}`;
     let t = this.flows.get(key);
     if (!t) {
       t = new FlowTable(this.settings.maxFlows);
