@@ -21,6 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# git keeps no file modes but the executable bit: the lab's keys are private again after a clone.
+chmod 600 lab/pki/*.key lab/pki/*/*.key 2>/dev/null || true
+
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   echo "setup: npm ci (builds the native addon)"
   npm ci --no-audit --no-fund >/dev/null

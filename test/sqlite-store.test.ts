@@ -4,6 +4,7 @@ import Database from 'better-sqlite3';
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
 import { parseConfig } from '../src/config/config.js';
 import { NviError } from '../src/config/errors.js';
 import { writeCertificate, pkiPaths } from '../src/crypto/pki.js';
@@ -206,6 +207,23 @@ test('seedStore publishes the enrolled hosts and names the others', async () => 
   assert.match(r.skipped[0].reason, /not enrolled/);
   assert.equal(await s.lookupHost('h1'), h1);
   await s.close();
+});
+
+test('switches starting together on a fresh store file all open it (no lock error from the race to create it)', async () => {
+  const dir = tmp();
+  const file = join(dir, 'race.db');
+  const module = new URL('../src/store/sqlite-store.js', import.meta.url).href;
+  const script = `import(${JSON.stringify(module)}).then((m) => { const s = m.SqliteStore.open(${JSON.stringify(file)}); return s.publishHost({ host: 'h' + process.pid, address: '10.0.0.1', certificate: 'x' }).then(() => s.close()); }).catch((e) => { console.error(e.message); process.exit(1); });`;
+  for (let round = 0; round < 3; round++) {
+    const codes = await Promise.all(Array.from({ length: 6 }, () => new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'ignore', 'inherit'] });
+      child.on('exit', (code) => resolve(code ?? 1));
+    })));
+    assert.equal(codes, [0, 0, 0, 0, 0, 0], `round ${round}`);
+  }
+  const db = new Database(file, { readonly: true });
+  assert.is((db.prepare('SELECT count(*) AS n FROM hosts').get() as { n: number }).n, 18);
+  db.close();
 });
 
 test.run();

@@ -123,6 +123,9 @@ function toChange(r: ChangeRow): StoreChange | undefined {
 }
 
 /** Turn a better-sqlite3 failure into STORE_UNAVAILABLE naming the file and the reason; rethrow anything else. */
+/** Something to wait on for a synchronous sleep (Atomics.wait on a value that never changes). */
+const SLEEP = new Int32Array(new SharedArrayBuffer(4));
+
 function unavailable(path: string, op: string, busyMs: number, e: unknown): Error {
   if (e instanceof NviError) return e;
   const err = e as Error & { code?: string };
@@ -185,12 +188,31 @@ export class SqliteStore implements MappingStore {
     };
   }
 
-  /** Open (creating the tables if needed) the store file at `path`; its directory must exist. */
+  /**
+   * Open (creating the tables if needed) the store file at `path`; its directory must exist.
+   * Switches starting together race to create a fresh file: each may hold a read lock and
+   * want to write (WAL mode, schema), which SQLite breaks by failing one of them at once,
+   * whatever the busy timeout. The loser backs off and opens again, within busyMs in all.
+   */
   static open(path: string, opts: SqliteStoreOptions = {}): SqliteStore {
     const busyMs = opts.busyTimeoutMs ?? 5000;
     if (!existsSync(dirname(path))) {
       throw new NviError(STORE_UNAVAILABLE, `store ${path}: open: directory ${dirname(path)} does not exist`);
     }
+    const deadline = Date.now() + busyMs;
+    for (let wait = 10; ; wait = Math.min(wait * 2, 200)) {
+      try {
+        return SqliteStore.openOnce(path, opts, busyMs);
+      } catch (e) {
+        const code = (e as { code?: string }).code ?? '';
+        const busy = e instanceof Database.SqliteError && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+        if (!busy || Date.now() + wait > deadline) throw unavailable(path, 'open', busyMs, e);
+        Atomics.wait(SLEEP, 0, 0, wait + Math.floor(Math.random() * wait)); // start-up only: a synchronous back-off
+      }
+    }
+  }
+
+  private static openOnce(path: string, opts: SqliteStoreOptions, busyMs: number): SqliteStore {
     let db: Database.Database | undefined;
     try {
       db = new Database(path, { timeout: busyMs });
@@ -210,7 +232,7 @@ export class SqliteStore implements MappingStore {
       return new SqliteStore(path, db, opts);
     } catch (e) {
       db?.close();
-      throw unavailable(path, 'open', busyMs, e);
+      throw e;
     }
   }
 
