@@ -26,7 +26,9 @@ chmod 600 lab/pki/*.key lab/pki/*/*.key 2>/dev/null || true
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   echo "setup: npm ci (builds the native addon)"
-  npm ci --no-audit --no-fund >/dev/null
+  log=$(mktemp)
+  npm ci --no-audit --no-fund >"$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
+  rm -f "$log"
 fi
 echo "setup: build"
 npm run build --silent

@@ -9,6 +9,7 @@ import { NviError } from '../config/errors.js';
 import { CableDirection, type Cable } from '../dataplane/cable.js';
 import { dropName } from '../dataplane/drops.js';
 import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
+import { FlowMode } from '../policy/decision.js';
 import { explainReceiver, explainSender, type Packet } from './explain.js';
 import type { LiveSwitch } from './live.js';
 
@@ -99,7 +100,8 @@ function cables(sw: LiveSwitch): CableInfo[] {
     srcVm: vmOf.get(c.srcText),
     dstVm: vmOf.get(c.dstText),
     peer: c.localPort >= 0 && c.direction === CableDirection.Egress ? 'this host' : c.peerHost || (c.peerAddr ? formatIpv4(c.peerAddr) : '-'),
-    state: c.plugged ? 'plugged' : `unplugged: ${dropName(c.drop)}`,
+    state: !c.plugged ? `unplugged: ${dropName(c.drop)}` : c.decision?.flow === FlowMode.Opens ? 'plugged, opens flows'
+      : c.decision?.flow === FlowMode.RepliesOnly ? 'plugged, replies only' : 'plugged',
     rule: c.rule,
     revision: c.decision?.revision,
     sa: c.sa ? `0x${c.sa.spi.toString(16)} seq ${c.sa.seqHi * 2 ** 32 + c.sa.seqLo}` : inboundSa(sw, c),
