@@ -39,7 +39,7 @@ async function offline(cfg: CloudConfig, src: Vm, dst: Vm, packet: Packet | unde
   const off = await OfflineCloud.open(cfg, { cipher: new NodeEspCipher(), clock: { now: () => now }, log: new MemoryLogger() });
   try {
     const sender = await explainSender(off.hosts.get(src.host)!, src.identityText, dst.identityText, packet);
-    if (sender.drop !== Drop.None && sender.steps.every((s) => s.stage !== 'policy' || true) && !reachesReceiver(sender)) return [sender];
+    if (!reachesReceiver(sender)) return [sender];
     const from = cfg.hosts.get(src.host)!;
     const receiver = await explainReceiver(off.hosts.get(dst.host)!, src.identityText, dst.identityText, from.name, from.address, packet);
     return [sender, receiver];

@@ -169,8 +169,7 @@ export class OfflineCloud {
         if (f.tag >= 0) this.verdicts.set(f.tag, { fate: 'pending', host: host.name, detail: '', path: [host.name] });
         if (b.push(f.data, FRAME_OFFSET, port, f.timeUs, f.tag) < 0) {
           this.verdicts.set(f.tag, { fate: 'dropped', host: host.name, detail: `${dropName(Drop.EthTooBig)} (does not fit a packet slot)`, path: [host.name] });
-          host.egress.counters.in++;
-          host.egress.counters.drops[Drop.EthTooBig]++;
+          host.egress.counters.refusedAtPort(Drop.EthTooBig, 1);
         }
       }
       host.runEgress(b);

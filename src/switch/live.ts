@@ -9,6 +9,7 @@ import { dirname } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../dataplane/drops.js';
+import type { NdResponder } from '../dataplane/egress/nd-responder.js';
 import { formatIpv4 } from '../dataplane/ipv4.js';
 import type { EspCipher } from '../crypto/esp-cipher.js';
 import type { SaLimits } from '../crypto/sa.js';
@@ -145,7 +146,7 @@ export class LiveSwitch {
       host: this.name,
       egress: h.egress.counters.snapshot(),
       ingress: h.ingress.counters.snapshot(),
-      nd: (h.egress.stage('nd-responder') as unknown as { counts: Record<string, number> }).counts,
+      nd: h.egress.stage<NdResponder>('nd-responder').counts,
       upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
       resolver: h.resolver.counts,
       verifier: { ...this.cloud.verifier.counters },

@@ -54,9 +54,9 @@ export class Encap implements Stage {
         this.tooBig(b, i, port, now);
         continue;
       }
-      c.packets++;
-      c.bytes += ipLen;
       if (c.localPort >= 0) {
+        c.packets++;
+        c.bytes += ipLen;
         writeEthIpv6(buf, b.start[i], this.ports[c.localPort].mac, ROUTER_MAC);
         b.outPort[i] = c.localPort;
         b.next[i] = Next.VmPort;
@@ -71,8 +71,6 @@ export class Encap implements Stage {
         b.len[i] = IPV4_HLEN + ipLen;
       } else {
         if (!sa.advance()) {
-          c.packets--;
-          c.bytes -= ipLen;
           drop(b, i, Drop.SaExhausted);
           this.wantRekey(c);
           continue;
@@ -96,6 +94,8 @@ export class Encap implements Stage {
         b.start[i] = outer;
         b.len[i] = total;
       }
+      c.packets++;
+      c.bytes += ipLen;
       b.peer[i] = c.peerAddr;
       b.next[i] = Next.Underlay;
     }
