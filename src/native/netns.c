@@ -8,6 +8,9 @@
 #define _GNU_SOURCE
 #include "netns.h"
 
+#include "napi_util.h"
+#include <stdio.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
@@ -35,6 +38,15 @@ int nvi_netns_enter(const char *path, int *saved) {
   close(target);
   *saved = self;
   return 0;
+}
+
+int nvi_netns_enter_or_throw(napi_env env, const char *path, int *saved) {
+  int rc = nvi_netns_enter(path, saved);
+  if (rc == 0) return 0;
+  char what[300];
+  snprintf(what, sizeof what, "entering network namespace %s", path);
+  nvi_throw_errno(env, what, -rc);
+  return -1;
 }
 
 void nvi_netns_leave(int saved) {

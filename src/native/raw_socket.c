@@ -71,13 +71,7 @@ static napi_value raw_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int saved;
-  int rc = nvi_netns_enter(has_ns ? path : NULL, &saved);
-  if (rc < 0) {
-    char what[300];
-    snprintf(what, sizeof what, "entering network namespace %s", path);
-    nvi_throw_errno(env, what, -rc);
-    return NULL;
-  }
+  if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
   const char *step;
   int fd = open_raw(proto, addr, bytes, &step);
   nvi_netns_leave(saved);

@@ -119,13 +119,7 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
   }
   // 1. Step into the namespace: the device is created where /dev/net/tun is opened.
   int saved;
-  int rc = nvi_netns_enter(has_ns ? path : NULL, &saved);
-  if (rc < 0) {
-    char what[300];
-    snprintf(what, sizeof what, "entering network namespace %s", path);
-    nvi_throw_errno(env, what, -rc);
-    return NULL;
-  }
+  if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
   // 2. Create or attach the device; 3. set the MTU and MAC; 4. bring the link up.
   const char *step;
   int fd = open_tap(name, mtu, flags, macp, actual, &step);
