@@ -7,9 +7,9 @@
 // shows the median of the runs in packets per second and the native/node ratio.
 
 import { BATCH_MAX } from '../src/dataplane/batch.js';
-import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../src/crypto/esp-cipher.js';
-import { ESP_HLEN, ESP_ICV_LEN } from '../src/crypto/esp.js';
-import { NativeEspCipher } from '../src/crypto/native-esp-cipher.js';
+import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../src/esp/esp-cipher.js';
+import { ESP_HLEN, ESP_ICV_LEN } from '../src/wire/esp.js';
+import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 
 const SIZES = [64, 512, 1400];
 const ALG: EspAlgorithm = 'aes-128-gcm';
@@ -37,7 +37,7 @@ function run(cipher: EspCipher, size: number): Result {
   const buf = Buffer.alloc(BATCH_MAX * slot);
   for (let i = 0; i < buf.length; i++) buf[i] = (i * 131) & 0xff;
   const key = cipher.addKey(ALG, Buffer.alloc(16, 0x42), Buffer.from([1, 2, 3, 4]));
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   for (let j = 0; j < BATCH_MAX; j++) jobs.add(key, j * slot, size, 0, j);
   let sealNs = 0n;
   let openNs = 0n;

@@ -15,7 +15,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { closeSync, createReadStream } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { BATCH_MAX, Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
-import { TAP_BLOCKING, loadNative, netnsPath } from '../src/io/native.js';
+import { TAP_BLOCKING, loadNative, netnsPath } from '../src/native/addon.js';
 import { TapPort } from '../src/io/tap.js';
 
 const NS = `nvi-tn-io-${process.pid}`;

@@ -12,12 +12,12 @@ import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { sign, verify } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
-import { signBinding } from '../src/crypto/binding.js';
-import { parseCertificateX509 } from '../src/crypto/certificate.js';
-import { generateKey, isIssuedBy, parseCertificate } from '../src/crypto/pki.js';
-import { BindingVerifier } from '../src/crypto/verifier.js';
-import { Drop } from '../src/dataplane/drops.js';
-import type { BindingRecord } from '../src/store/store.js';
+import { signBinding } from '../src/trust/binding.js';
+import { parseCertificateX509 } from '../src/trust/certificate.js';
+import { generateKey, isIssuedBy, parseCertificate } from '../src/trust/pki.js';
+import { BindingVerifier } from '../src/trust/verifier.js';
+import { Drop } from '../src/base/drops.js';
+import type { BindingRecord } from '../src/trust/records.js';
 import { FakeClock, fields, makePki, makeVm, type TestVm } from '../test/pki-fixture.js';
 
 const RUNS = 5;

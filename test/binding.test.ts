@@ -9,7 +9,7 @@ import {
   signatureBytes,
   verifyBindingSignature,
   type BindingFields,
-} from '../src/crypto/binding.js';
+} from '../src/trust/binding.js';
 import { createPublicKey } from 'node:crypto';
 import { HOUR, T0, fields, makePki } from './pki-fixture.js';
 

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
-import { Drop } from '../src/dataplane/drops.js';
+import { Drop } from '../src/base/drops.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
 
 function id(n: number): Buffer {

@@ -3,11 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checksum } from '../src/dataplane/checksum.js';
-import { Drop } from '../src/dataplane/drops.js';
-import { formatIpv4, IPV4_HLEN, Ipv4Parse, makeOuterTemplate, parseIpv4, parseIpv4Address, writeOuter } from '../src/dataplane/ipv4.js';
-import { formatIpv6, Ipv6Parse, parseIpv6, parseIpv6Address, PROTO_TCP, PROTO_UDP } from '../src/dataplane/ipv6.js';
-import { espLength, espMaxPayload, espPadLength, readEspTrailer, writeEspTrailer } from '../src/crypto/esp.js';
+import { checksum } from '../src/wire/checksum.js';
+import { Drop } from '../src/base/drops.js';
+import { IPV4_HLEN, Ipv4Parse, makeOuterTemplate, parseIpv4, writeOuter } from '../src/wire/ipv4.js';
+import { formatIpv4, parseIpv4Address } from '../src/base/address.js';
+import { Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
+import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
+import { espLength, espMaxPayload, espPadLength, readEspTrailer, writeEspTrailer } from '../src/wire/esp.js';
 import { PcapReader, PcapWriter, LINKTYPE_RAW } from '../src/io/pcap.js';
 
 test('IPv6 text parses and formats canonically (RFC 5952)', () => {

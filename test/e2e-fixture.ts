@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse, stringify } from 'yaml';
 import { loadConfig, type CloudConfig, type VmConfig } from '../src/config/config.js';
-import { formatMac } from '../src/dataplane/ethernet.js';
+import { formatMac } from '../src/base/address.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 
 /** The repository: this file runs as dist/test/e2e-fixture.js. */

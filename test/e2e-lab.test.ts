@@ -17,8 +17,8 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseIpv4Address } from '../src/dataplane/ipv4.js';
-import { tsharkDecryptArgs, type SaKeys } from '../src/crypto/wireshark-sa.js';
+import { parseIpv4Address } from '../src/base/address.js';
+import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { alive, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
 
 const MB = 1 << 20;

@@ -4,9 +4,10 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { EspJobs, NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher } from '../src/crypto/esp-cipher.js';
-import { ESP_HLEN, ESP_ICV_LEN } from '../src/crypto/esp.js';
-import { NativeEspCipher } from '../src/crypto/native-esp-cipher.js';
+import { BATCH_MAX } from '../src/dataplane/batch.js';
+import { EspJobs, NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher } from '../src/esp/esp-cipher.js';
+import { ESP_HLEN, ESP_ICV_LEN } from '../src/wire/esp.js';
+import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 import { rng } from './rng.js';
 
 
@@ -52,7 +53,7 @@ function randomBatch(seed: number, count: number): { buf: Buffer; cases: Case[] 
 }
 
 function jobsFor(cipher: EspCipher, cases: Case[]): EspJobs {
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   cases.forEach((c, j) => jobs.add(cipher.addKey(c.alg, c.key, c.salt), c.espOff, c.ptLen, c.seqHi, j));
   return jobs;
 }
@@ -192,7 +193,7 @@ for (const v of VECTORS) {
       header.copy(buf, espOff);
       pt.copy(buf, espOff + ESP_HLEN);
       const k = cipher.addKey(v.alg, hex(v.key), hex(v.salt));
-      const jobs = new EspJobs();
+      const jobs = new EspJobs(BATCH_MAX);
       jobs.add(k, espOff, pt.length, v.seqHi, 0);
       cipher.seal(buf, jobs);
       assert.is(buf.subarray(espOff + ESP_HLEN, espOff + ESP_HLEN + expected.length).toString('hex'),
@@ -211,7 +212,7 @@ test('a removed key handle cannot be used and is handed out again', () => {
   const salt = Buffer.alloc(4, 2);
   const h = native.addKey('aes-128-gcm', key, salt);
   native.removeKey(h);
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   jobs.add(h, 0, 16, 0, 0);
   assert.throws(() => native.seal(Buffer.alloc(64), jobs), /not installed/);
   assert.is(native.addKey('aes-128-gcm', key, salt), h);
@@ -221,7 +222,7 @@ test('a job that runs past the buffer throws before any packet is touched', () =
   const native = new NativeEspCipher();
   const h = native.addKey('aes-128-gcm', Buffer.alloc(16, 1), Buffer.alloc(4, 2));
   const buf = Buffer.alloc(200, 7);
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   jobs.add(h, 0, 32, 0, 0);
   jobs.add(h, 100, 100, 0, 1); // 100 + 16 + 100 + 16 > 200
   assert.throws(() => native.seal(buf, jobs), RangeError);

@@ -3,12 +3,13 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ESP_HLEN, ESP_ICV_LEN } from '../src/crypto/esp.js';
-import { EspJobs, NodeEspCipher } from '../src/crypto/esp-cipher.js';
-import { REPLAY_WINDOW } from '../src/crypto/replay-window.js';
-import { checksum } from '../src/dataplane/checksum.js';
-import { DROP_INFO, Drop } from '../src/dataplane/drops.js';
-import { IPV4_HLEN } from '../src/dataplane/ipv4.js';
+import { ESP_HLEN, ESP_ICV_LEN } from '../src/wire/esp.js';
+import { BATCH_MAX } from '../src/dataplane/batch.js';
+import { EspJobs, NodeEspCipher } from '../src/esp/esp-cipher.js';
+import { REPLAY_WINDOW } from '../src/esp/replay-window.js';
+import { checksum } from '../src/wire/checksum.js';
+import { DROP_INFO, Drop } from '../src/base/drops.js';
+import { IPV4_HLEN } from '../src/wire/ipv4.js';
 import type { Host } from '../src/switch/host.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 
@@ -123,7 +124,7 @@ test('an authentic packet whose inner source is not the cable pair is dropped an
   const pkt = Buffer.from(packets[0]);
   const esp = IPV4_HLEN;
   const ptLen = pkt.length - IPV4_HLEN - ESP_HLEN - ESP_ICV_LEN;
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   jobs.add(key, esp, ptLen, 0, 0);
   cipher.open(pkt, jobs);
   assert.is(jobs.ok[0], 1, 'the exported key opens the packet');

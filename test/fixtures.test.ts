@@ -8,8 +8,8 @@ import { resolve } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parse as parseYaml } from 'yaml';
-import { espMaxPayload } from '../src/crypto/esp.js';
-import { DROP_INFO } from '../src/dataplane/drops.js';
+import { espMaxPayload } from '../src/wire/esp.js';
+import { DROP_INFO } from '../src/base/drops.js';
 import { LINKTYPE_ETHERNET, PcapReader, readPcap } from '../src/io/pcap.js';
 import { buildCases } from '../fixtures/make/bad-frames.js';
 import { addVerdict, Classifier, emptyCounts, innerMtu, totalOf, type Counts } from '../fixtures/make/classify.js';
@@ -66,7 +66,7 @@ test('each entry names a VM port, says what it is, and its counts add up to the 
     assert.type(e.about, 'string', `${e.file}: about`);
     assert.ok(e.about.length > 0, `${e.file}: about is empty`);
     for (const [name, n] of Object.entries(e.expect.drops)) {
-      assert.ok(reasons.has(name) && name !== 'none', `${e.file}: ${name} is not a drop reason of src/dataplane/drops.ts`);
+      assert.ok(reasons.has(name) && name !== 'none', `${e.file}: ${name} is not a drop reason of src/base/drops.ts`);
       assert.ok(Number.isInteger(n) && n > 0, `${e.file}: ${name}: ${n}`);
     }
     const n = frameCount(e.file);
@@ -103,7 +103,7 @@ test('the reference classifier agrees with every expectation in the manifest', (
   }
 });
 
-test('the largest packet that fits the underlay is 1446 bytes, as src/crypto/esp.ts computes it', () => {
+test('the largest packet that fits the underlay is 1446 bytes, as src/wire/esp.ts computes it', () => {
   assert.is(innerMtu(1500), 1446);
   assert.is(innerMtu(lab.cfg.underlay.mtu), espMaxPayload(lab.cfg.underlay.mtu - 20));
 });

@@ -3,8 +3,8 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Drop } from '../src/dataplane/drops.js';
-import { icmp6Checksum } from '../src/dataplane/icmpv6.js';
+import { Drop } from '../src/base/drops.js';
+import { icmp6Checksum } from '../src/wire/icmpv6.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 
 /** An echo reply from `from` to `to` answering echo request `seq` (identifier 0x4e56, as echoFrame). */

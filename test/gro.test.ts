@@ -5,11 +5,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
-import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
-import { coalesce } from '../src/dataplane/gro.js';
-import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6 } from '../src/dataplane/gso.js';
-import { parseIpv6Address, PROTO_TCP, PROTO_UDP } from '../src/dataplane/ipv6.js';
-import { loadNative } from '../src/io/native.js';
+import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
+import { coalesce } from '../src/io/gro.js';
+import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6 } from '../src/io/gso.js';
+import { PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
+import { parseIpv6Address } from '../src/base/address.js';
+import { loadNative } from '../src/native/addon.js';
 import { rng } from './rng.js';
 
 const A = parseIpv6Address('fd00:77::2');

@@ -5,12 +5,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Batch, BATCH_MAX, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../src/dataplane/batch.js';
-import { finishChecksum, onesSum } from '../src/dataplane/checksum.js';
-import { Drop } from '../src/dataplane/drops.js';
-import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
-import { GsoResult, Segmenter, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6 } from '../src/dataplane/gso.js';
-import { Ipv6Parse, parseIpv6, parseIpv6Address, PROTO_TCP, PROTO_UDP } from '../src/dataplane/ipv6.js';
-import { GSO_MALFORMED, GSO_NO_ROOM, GSO_TOO_BIG, loadNative } from '../src/io/native.js';
+import { finishChecksum, onesSum } from '../src/wire/checksum.js';
+import { Drop } from '../src/base/drops.js';
+import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
+import { GsoResult, Segmenter, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6 } from '../src/io/gso.js';
+import { Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
+import { parseIpv6Address } from '../src/base/address.js';
+import { GSO_MALFORMED, GSO_NO_ROOM, GSO_TOO_BIG, loadNative } from '../src/native/addon.js';
 import { rng } from './rng.js';
 
 const SRC = parseIpv6Address('fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85');

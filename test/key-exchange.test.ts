@@ -5,8 +5,8 @@
 import { randomBytes } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { KX_ANSWER, KX_INIT, encodeInit, ephemeralKey } from '../src/crypto/handshake.js';
-import { Drop } from '../src/dataplane/drops.js';
+import { KX_ANSWER, KX_INIT, encodeInit, ephemeralKey } from '../src/esp/handshake.js';
+import { Drop } from '../src/base/drops.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import type { KxTransport } from '../src/switch/key-exchange.js';
 import { MemoryHub } from '../src/switch/transports.js';

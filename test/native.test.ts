@@ -9,7 +9,7 @@ import { closeSync, constants, copyFileSync, mkdirSync, mkdtempSync, openSync, r
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { POLL_READABLE, loadNative } from '../src/io/native.js';
+import { POLL_READABLE, loadNative } from '../src/native/addon.js';
 
 const native = loadNative();
 const dir = mkdtempSync(join(tmpdir(), 'nvi-native-'));
@@ -112,7 +112,7 @@ test('an exception thrown by the callback reaches uncaughtException and the loop
 });
 
 test('the process exits while an unref\'d watcher is started, and does not while a ref\'d one is', () => {
-  const nativeJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'io', 'native.js');
+  const nativeJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'native', 'addon.js');
   const script = (unref: boolean) => `
     import { openSync, constants } from 'node:fs';
     const { loadNative } = await import(${JSON.stringify(nativeJs)});
@@ -138,12 +138,12 @@ test('without the built addon, loading says to run npm install', () => {
   const here = dirname(fileURLToPath(import.meta.url));
   const root = mkdtempSync(join(tmpdir(), 'nvi-noaddon-'));
   try {
-    for (const f of ['src/io/native.js', 'src/config/errors.js']) {
+    for (const f of ['src/native/addon.js', 'src/base/errors.js']) {
       mkdirSync(dirname(join(root, f)), { recursive: true });
       copyFileSync(join(here, '..', f), join(root, f));
     }
     const r = spawnSync(process.execPath, ['--input-type=module', '-e', `
-      const { loadNative } = await import(${JSON.stringify(join(root, 'src/io/native.js'))});
+      const { loadNative } = await import(${JSON.stringify(join(root, 'src/native/addon.js'))});
       try { loadNative(); } catch (e) { console.log(e.code + ' ' + e.message); }
     `], { encoding: 'utf8' });
     assert.match(r.stdout, /^NVI_ERR_NATIVE_MISSING .*run npm install \(builds the native addon\)/);

@@ -2,15 +2,15 @@
 // built the way a guest's kernel builds them.
 
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
-import { NodeEspCipher, type EspCipher } from '../src/crypto/esp-cipher.js';
-import type { SaKeys } from '../src/crypto/wireshark-sa.js';
-import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
-import { icmp6Checksum } from '../src/dataplane/icmpv6.js';
-import { PROTO_ICMPV6 } from '../src/dataplane/ipv6.js';
+import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
+import type { SaKeys } from '../src/esp/wireshark-sa.js';
+import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
+import { icmp6Checksum } from '../src/wire/icmpv6.js';
+import { PROTO_ICMPV6 } from '../src/wire/ipv6.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
-import { MemoryLogger } from '../src/log.js';
+import { MemoryLogger } from '../src/base/log.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
-import type { SaLimits } from '../src/crypto/sa.js';
+import type { SaLimits } from '../src/esp/sa.js';
 import type { KxTiming } from '../src/switch/key-exchange.js';
 import type { MemoryHub } from '../src/switch/transports.js';
 

@@ -6,10 +6,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ca, host, vm } from '../src/cli/cmd-pki.js';
 import { loadConfig } from '../src/config/config.js';
-import { NviError } from '../src/config/errors.js';
-import { parseCertificate, pkiPaths } from '../src/crypto/pki.js';
-import { BindingVerifier } from '../src/crypto/verifier.js';
-import { Drop, dropName } from '../src/dataplane/drops.js';
+import { NviError } from '../src/base/errors.js';
+import { parseCertificate, pkiPaths } from '../src/trust/pki.js';
+import { BindingVerifier } from '../src/trust/verifier.js';
+import { Drop, dropName } from '../src/base/drops.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -2,8 +2,8 @@
 // around T0 with short validity, and a clock the tests move by hand.
 
 import type { KeyObject } from 'node:crypto';
-import { signBinding, type BindingFields } from '../src/crypto/binding.js';
-import { deriveIdentity, parseTenantPrefix } from '../src/crypto/identity.js';
+import { signBinding, type BindingFields } from '../src/trust/binding.js';
+import { deriveIdentity, parseTenantPrefix } from '../src/trust/identity.js';
 import {
   createCa,
   generateKey,
@@ -12,9 +12,10 @@ import {
   spkiDer,
   type CaCredentials,
   type Validity,
-} from '../src/crypto/pki.js';
-import { formatIpv6 } from '../src/dataplane/ipv6.js';
-import type { BindingRecord, HostRecord, MappingStore } from '../src/store/store.js';
+} from '../src/trust/pki.js';
+import { formatIpv6 } from '../src/base/address.js';
+import type { MappingStore } from '../src/store/store.js';
+import type { BindingRecord, HostRecord } from '../src/trust/records.js';
 
 export const T0 = Date.parse('2030-06-01T12:00:00.000Z');
 export const MINUTE = 60_000;

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadConfig } from '../src/config/config.js';
-import { deriveIdentity } from '../src/crypto/identity.js';
+import { deriveIdentity } from '../src/trust/identity.js';
 import {
   checkAnchor,
   createCa,
@@ -20,12 +20,12 @@ import {
   spkiDer,
   vmUri,
   writePrivateKey,
-} from '../src/crypto/pki.js';
-import { formatIpv6 } from '../src/dataplane/ipv6.js';
+} from '../src/trust/pki.js';
+import { formatIpv6 } from '../src/base/address.js';
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { webcrypto } from 'node:crypto';
-import { parseCertificateX509 } from '../src/crypto/certificate.js';
+import { parseCertificateX509 } from '../src/trust/certificate.js';
 import { CERT_VALIDITY, DAY, T0, hostRecord, makePki, makeVm } from './pki-fixture.js';
 
 const pki = await makePki();

@@ -3,7 +3,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { formatIpv6, parseIpv6Address } from '../src/dataplane/ipv6.js';
+import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
 import type { Policy } from '../src/policy/decision.js';
 import { compilePolicy, type CompiledPolicy, type PolicyTenantInput } from '../src/policy/compile.js';
 

@@ -4,9 +4,9 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Drop, dropName } from '../src/dataplane/drops.js';
-import { formatIpv6, parseIpv6Address } from '../src/dataplane/ipv6.js';
-import { ConfigError } from '../src/config/errors.js';
+import { Drop, dropName } from '../src/base/drops.js';
+import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
+import { ConfigError } from '../src/base/errors.js';
 import { compilePolicy, type CompiledPolicy, type PolicyTenantInput } from '../src/policy/compile.js';
 import { policyDocument } from '../src/policy/document.js';
 import { naiveDirection, naivePacket } from '../src/policy/naive.js';

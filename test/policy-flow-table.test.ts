@@ -2,7 +2,7 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Drop } from '../src/dataplane/drops.js';
+import { Drop } from '../src/base/drops.js';
 import { FlowTable } from '../src/policy/flow-table.js';
 
 const TCP = 6;

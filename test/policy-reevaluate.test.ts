@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { TenantConfig } from '../src/config/config.js';
 import { CableDirection } from '../src/dataplane/cable.js';
-import { Drop } from '../src/dataplane/drops.js';
+import { Drop } from '../src/base/drops.js';
 import { compilePolicy } from '../src/policy/compile.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 

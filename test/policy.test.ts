@@ -4,11 +4,11 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Drop, dropName } from '../src/dataplane/drops.js';
-import { formatIpv6, parseIpv6Address } from '../src/dataplane/ipv6.js';
-import { FlowMode, type DirectionDecision } from '../src/policy/decision.js';
+import { Drop, dropName } from '../src/base/drops.js';
+import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
+import { FlowMode, type DirectionDecision } from '../src/dataplane/decision.js';
 import { compilePolicy, type CompiledPolicy, type PolicyTenantInput } from '../src/policy/compile.js';
-import { Trace } from '../src/trace.js';
+import { Trace } from '../src/base/trace.js';
 
 const MON = Date.UTC(2024, 0, 1); // Monday 00:00 UTC
 const H = 3_600_000;

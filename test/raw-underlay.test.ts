@@ -7,8 +7,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { Batch, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
-import { IPV4_HLEN, makeOuterTemplate, parseIpv4Address, writeOuter } from '../src/dataplane/ipv4.js';
-import { PROTO_ESP, PROTO_IPV6 } from '../src/dataplane/ipv6.js';
+import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
+import { parseIpv4Address } from '../src/base/address.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../src/wire/ipv6.js';
 import { RawUnderlay, UNDERLAY_PORT } from '../src/io/raw-underlay.js';
 import { guardedSetup } from './guarded-setup.js';
 

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/crypto/replay-window.js';
+import { REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/esp/replay-window.js';
 
 const W = REPLAY_WINDOW;
 const OK = ReplayCheck.Ok;

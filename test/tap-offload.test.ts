@@ -7,9 +7,10 @@ import { execFileSync, spawn } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Batch, BATCH_MAX } from '../src/dataplane/batch.js';
-import { finishChecksum, onesSum } from '../src/dataplane/checksum.js';
-import { ETH_HLEN, writeEthIpv6 } from '../src/dataplane/ethernet.js';
-import { parseIpv6Address, PROTO_TCP } from '../src/dataplane/ipv6.js';
+import { finishChecksum, onesSum } from '../src/wire/checksum.js';
+import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
+import { PROTO_TCP } from '../src/wire/ipv6.js';
+import { parseIpv6Address } from '../src/base/address.js';
 import { TapPort } from '../src/io/tap.js';
 
 const NS = `nvi-tg-${process.pid}`;

@@ -8,12 +8,14 @@ import * as assert from 'uvu/assert';
 import { execFileSync, spawn } from 'node:child_process';
 import { fstatSync } from 'node:fs';
 import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
-import { ETHERTYPE_IPV6, ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, ETH_OFF_TYPE, formatMac, parseMac } from '../src/dataplane/ethernet.js';
-import { ICMP6_ECHO_REQUEST, sealIcmp6, writeIcmp6Header } from '../src/dataplane/icmpv6.js';
-import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_NEXT, IPV6_OFF_SRC, PROTO_ICMPV6, formatIpv6, parseIpv6Address } from '../src/dataplane/ipv6.js';
+import { ETHERTYPE_IPV6, ETH_HLEN, ETH_OFF_DST, ETH_OFF_SRC, ETH_OFF_TYPE } from '../src/wire/ethernet.js';
+import { formatMac, parseMac } from '../src/base/address.js';
+import { ICMP6_ECHO_REQUEST, sealIcmp6, writeIcmp6Header } from '../src/wire/icmpv6.js';
+import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_NEXT, IPV6_OFF_SRC, PROTO_ICMPV6 } from '../src/wire/ipv6.js';
+import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { TapPort } from '../src/io/tap.js';
-import { loadNative } from '../src/io/native.js';
+import { loadNative } from '../src/native/addon.js';
 import { guardedSetup } from './guarded-setup.js';
 
 const NS = `nvi-tn-${process.pid}`;

@@ -8,11 +8,11 @@ import Database from 'better-sqlite3';
 import type { KeyObject } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signBinding, type BindingFields } from '../src/crypto/binding.js';
-import { createCa, issueVmCertificate, loadCa, loadVmCredentials, readHostCertificate, validityFrom, type Validity } from '../src/crypto/pki.js';
+import { signBinding, type BindingFields } from '../src/trust/binding.js';
+import { createCa, issueVmCertificate, loadCa, loadVmCredentials, readHostCertificate, validityFrom, type Validity } from '../src/trust/pki.js';
 import { CableDirection, type Cable } from '../src/dataplane/cable.js';
-import { Drop, dropName } from '../src/dataplane/drops.js';
-import type { BindingRecord } from '../src/store/store.js';
+import { Drop, dropName } from '../src/base/drops.js';
+import type { BindingRecord } from '../src/trust/records.js';
 import type { Host } from '../src/switch/host.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 

@@ -1,11 +1,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { signBinding } from '../src/crypto/binding.js';
-import { createCa, generateKey } from '../src/crypto/pki.js';
-import { BindingVerifier, type VerifierLimits } from '../src/crypto/verifier.js';
-import { Drop, dropName } from '../src/dataplane/drops.js';
-import type { BindingRecord } from '../src/store/store.js';
-import { Trace } from '../src/trace.js';
+import { signBinding } from '../src/trust/binding.js';
+import { createCa, generateKey } from '../src/trust/pki.js';
+import { BindingVerifier, type VerifierLimits } from '../src/trust/verifier.js';
+import { Drop, dropName } from '../src/base/drops.js';
+import type { BindingRecord } from '../src/trust/records.js';
+import { Trace } from '../src/base/trace.js';
 import {
   CERT_VALIDITY,
   DAY,

@@ -1,7 +1,7 @@
 // A small argument reader for the subcommands: --name value, --flag, positionals.
 // Unknown options are errors, so that a typo never silently changes what runs.
 
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 
 export interface OptionSpec {
   /** Options that take a value, with an optional one-letter alias: { config: 'c' }. */

@@ -5,7 +5,7 @@
 
 import { existsSync } from 'node:fs';
 import { loadConfig, type CloudConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { controlRequest, type CableInfo } from '../switch/control.js';
 import { controlPath } from '../switch/paths.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';

@@ -4,11 +4,11 @@
 // default (the config's cloud, built in this process); --live asks the running switches.
 
 import { loadConfig, type CloudConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { NodeEspCipher } from '../crypto/esp-cipher.js';
-import { Drop } from '../dataplane/drops.js';
-import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../dataplane/ipv6.js';
-import { MemoryLogger } from '../log.js';
+import { NviError } from '../base/errors.js';
+import { NodeEspCipher } from '../esp/esp-cipher.js';
+import { Drop } from '../base/drops.js';
+import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
+import { MemoryLogger } from '../base/log.js';
 import { OfflineCloud } from '../replay/offline-cloud.js';
 import { controlRequest } from '../switch/control.js';
 import { explainReceiver, explainSender, formatExplanation, type Explanation, type Packet } from '../switch/explain.js';

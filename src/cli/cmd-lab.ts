@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type CloudConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { isLabUp, labDown, labNames, labUp, readState, ROUTER_LINK_LOCAL_TEXT } from '../lab/lab.js';
 import { inNs, netnsExists } from '../lab/netns.js';
 import { controlRequest, type CableInfo } from '../switch/control.js';

@@ -9,9 +9,9 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { isMap, isNode, parseDocument } from 'yaml';
 import { loadConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { makeBinding } from '../crypto/binding.js';
-import { deriveIdentity } from '../crypto/identity.js';
+import { NviError } from '../base/errors.js';
+import { makeBinding } from '../trust/binding.js';
+import { deriveIdentity } from '../trust/identity.js';
 import {
   CA_VALIDITY_DAYS,
   LEAF_VALIDITY_DAYS,
@@ -26,8 +26,8 @@ import {
   validityFrom,
   writeCertificate,
   writePrivateKey,
-} from '../crypto/pki.js';
-import { formatIpv6 } from '../dataplane/ipv6.js';
+} from '../trust/pki.js';
+import { formatIpv6 } from '../base/address.js';
 import { openStore } from '../store/open-store.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';
 

@@ -7,7 +7,7 @@
 //   cables it may change.
 
 import { loadConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { compilePolicy } from '../policy/compile.js';
 import { policyDocument } from '../policy/document.js';
 import { openStore } from '../store/open-store.js';

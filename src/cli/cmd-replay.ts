@@ -14,10 +14,10 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { wiresharkSaRecord, type SaKeys } from '../crypto/wireshark-sa.js';
-import { MemoryLogger } from '../log.js';
-import { chooseCipher } from '../crypto/choose-cipher.js';
+import { NviError } from '../base/errors.js';
+import { wiresharkSaRecord, type SaKeys } from '../esp/wireshark-sa.js';
+import { MemoryLogger } from '../base/log.js';
+import { chooseCipher } from '../esp/choose-cipher.js';
 import { OfflineCloud } from '../replay/offline-cloud.js';
 import { defaultManifest, readManifest, replayEntries, type FileResult, type FixtureEntry, type FrameVerdict } from '../replay/manifest.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';

@@ -4,9 +4,9 @@
 // control socket) and exits 0.
 
 import { loadConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { chooseCipher } from '../crypto/choose-cipher.js';
-import { JsonLogger } from '../log.js';
+import { NviError } from '../base/errors.js';
+import { chooseCipher } from '../esp/choose-cipher.js';
+import { JsonLogger } from '../base/log.js';
 import { LiveSwitch } from '../switch/live.js';
 import { controlPath } from '../switch/paths.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';

@@ -2,7 +2,7 @@
 // `run(argv): Promise<number>` (the exit code) and is loaded only when used.
 
 import 'reflect-metadata';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 
 type Command = { run(argv: string[]): Promise<number> };
 

@@ -5,13 +5,13 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { parseTenantPrefix, type TenantPrefix } from '../crypto/identity.js';
-import { type EspAlgorithm } from '../crypto/esp-cipher.js';
-import { parseMac } from '../dataplane/ethernet.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
-import { parseIpv4Address } from '../dataplane/ipv4.js';
-import { at, bool, int, isObj, list, num, obj, oneOf, onlyKeys, opt, str, type Obj } from './check.js';
-import { ConfigError } from './errors.js';
+import { parseTenantPrefix, type TenantPrefix } from '../trust/identity.js';
+import { type EspAlgorithm } from '../esp/esp-cipher.js';
+import { parseMac } from '../base/address.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
+import { parseIpv4Address } from '../base/address.js';
+import { at, bool, int, isObj, list, num, obj, oneOf, onlyKeys, opt, str, type Obj } from '../base/check.js';
+import { ConfigError } from '../base/errors.js';
 
 export interface HostConfig {
   readonly name: string;

@@ -5,10 +5,10 @@
 
 import { Next, PacketFlag, type Batch } from './batch.js';
 import type { Cable } from './cable.js';
-import { Drop } from './drops.js';
-import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from './ipv6.js';
+import { Drop } from '../base/drops.js';
+import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
 import { drop, type Stage } from './stage.js';
-import { FlowMode } from '../policy/decision.js';
+import { FlowMode } from './decision.js';
 
 const ICMP6_ECHO_REQUEST = 128;
 const ICMP6_ECHO_REPLY = 129;

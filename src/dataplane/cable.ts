@@ -4,10 +4,9 @@
 // replaced, never edited, when a decision changes; only counters and the SA pointer
 // (rekey) change in place.
 
-import type { OutboundSa } from '../crypto/sa.js';
-import type { DirectionDecision } from '../policy/decision.js';
-import type { FlowTable } from '../policy/flow-table.js';
-import { Drop } from './drops.js';
+import type { InboundSa, OutboundSa } from '../esp/sa.js';
+import type { DirectionDecision, FlowState } from './decision.js';
+import { Drop } from '../base/drops.js';
 
 export const enum CableDirection {
   /** src is a VM on this host; packets leave through encap or go to a local VM. */
@@ -33,7 +32,7 @@ export class Cable {
   /** Egress with ESP: the outbound SA (replaced in place by a rekey). */
   sa: OutboundSa | null = null;
   /** Initiate-only flow state, shared with the cable of the reverse direction. */
-  flows: FlowTable | null = null;
+  flows: FlowState | null = null;
 
   // Lifetime (ms since the epoch).
   plugTime = 0;
@@ -75,3 +74,6 @@ export class Cable {
     return true;
   }
 }
+
+/** An inbound SA of the data path: it carries one ingress cable. */
+export type CableSa = InboundSa<Cable>;

@@ -5,7 +5,7 @@
 // Pending upcalls hold (held - reinjected) packets at any moment.
 
 import { Next, PacketFlag, type Batch } from './batch.js';
-import { DROP_COUNT, DROP_INFO, Drop } from './drops.js';
+import { DROP_COUNT, DROP_INFO, Drop } from '../base/drops.js';
 
 export class PipelineCounters {
   in = 0;

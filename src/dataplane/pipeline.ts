@@ -30,7 +30,7 @@
 import type { Batch } from './batch.js';
 import { CableFilter } from './cable-filter.js';
 import type { CableCache } from './cable-cache.js';
-import type { Cable } from './cable.js';
+import type { Cable, CableSa } from './cable.js';
 import { PipelineCounters } from './counters.js';
 import { CableLookup } from './egress/cable-lookup.js';
 import { Encap } from './egress/encap.js';
@@ -46,8 +46,7 @@ import { UnderlayParse } from './ingress/underlay-parse.js';
 import type { Stage } from './stage.js';
 import type { Upcall } from './upcall.js';
 import type { VmPort } from './vm-port.js';
-import type { EspCipher } from '../crypto/esp-cipher.js';
-import type { InboundSa } from '../crypto/sa.js';
+import type { EspCipher } from '../esp/esp-cipher.js';
 
 export interface PipelineParts {
   readonly ports: readonly VmPort[];
@@ -55,7 +54,7 @@ export interface PipelineParts {
   readonly ingressCables: CableCache;
   readonly upcall: Upcall;
   readonly cipher: EspCipher;
-  readonly spis: ReadonlyMap<number, InboundSa>;
+  readonly spis: ReadonlyMap<number, CableSa>;
   /** This host's underlay address (uint32). */
   readonly localAddress: number;
   /** Port index of a local VM identity (16 bytes at off), or -1. */

@@ -2,7 +2,7 @@
 // process(batch), which looks only at packets still Active and sets each one's fate.
 
 import { Next, type Batch } from './batch.js';
-import type { Drop } from './drops.js';
+import type { Drop } from '../base/drops.js';
 
 export interface Stage {
   readonly name: string;

@@ -11,8 +11,8 @@
 import { Next, type Batch } from './batch.js';
 import { CableDirection, type Cable } from './cable.js';
 import type { CableCache } from './cable-cache.js';
-import { Drop } from './drops.js';
-import { IPV6_OFF_DST, IPV6_OFF_SRC } from './ipv6.js';
+import { Drop } from '../base/drops.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 
 export interface HeldPacket {
   readonly data: Buffer;

@@ -1,7 +1,7 @@
 // A VM port as the pipeline sees it: who may send on it (MAC, identity) and what it may
 // receive (MTU). The I/O side (TAP, pcap) is separate and plugs in by port index.
 
-import { linkLocalFromMac } from './icmpv6.js';
+import { linkLocalFromMac } from '../wire/icmpv6.js';
 
 /** The switch's MAC on every VM link: it is each VM's only neighbour and router. */
 export const ROUTER_MAC = Buffer.from([0x02, 0x4e, 0x56, 0x49, 0x00, 0x01]);

@@ -3,7 +3,7 @@
 // pcapng is refused with a message that says how to convert it.
 
 import { closeSync, openSync, readSync, writeSync } from 'node:fs';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 
 export const LINKTYPE_ETHERNET = 1;
 export const LINKTYPE_RAW = 101; // raw IPv4/IPv6, what the underlay carries

@@ -8,13 +8,13 @@
 
 import { closeSync } from 'node:fs';
 import { BATCH_MAX, Batch, SLOT_BYTES, UNDERLAY_OFFSET } from '../dataplane/batch.js';
-import { parseIpv4Address } from '../dataplane/ipv4.js';
-import { PROTO_ESP, PROTO_IPV6 } from '../dataplane/ipv6.js';
-import { NviError } from '../config/errors.js';
+import { parseIpv4Address } from '../base/address.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
+import { NviError } from '../base/errors.js';
 import {
   POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED,
   loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
-} from './native.js';
+} from '../native/addon.js';
 
 /** The port index underlay packets carry in the batch. */
 export const UNDERLAY_PORT = -1;

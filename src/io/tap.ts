@@ -7,13 +7,13 @@
 
 import { closeSync } from 'node:fs';
 import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../dataplane/batch.js';
-import { ETH_HLEN } from '../dataplane/ethernet.js';
-import { NviError } from '../config/errors.js';
+import { ETH_HLEN } from '../wire/ethernet.js';
+import { NviError } from '../base/errors.js';
 import {
   GRO_SCRATCH, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
   TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
   type NativeAddon, type NativePoll,
-} from './native.js';
+} from '../native/addon.js';
 
 /** Largest frame an offloading guest hands over: 64 KB of IPv6 payload and its headers, with the vnet header. */
 const OFFLOAD_SCRATCH = VNET_HDR_LEN + 14 + 40 + 65_535;

@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { controlPath, stateDir } from '../switch/paths.js';
 import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
 

@@ -2,7 +2,7 @@
 // and a failure becomes an NviError that quotes the command and what it printed.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 
 export function sh(cmd: string, args: readonly string[]): string {
   try {

@@ -1,4 +1,4 @@
-// nvi_native: the switch's native I/O and crypto layer, loaded by src/io/native.ts.
+// nvi_native: the switch's native I/O and crypto layer, loaded by src/native/addon.ts.
 //
 //   poll.c        readiness of an fd through the event loop (uv_poll), no thread pool
 //   tap.c         TAP ports: open, batch read, batch write

@@ -1,14 +1,14 @@
 // AES-GCM for ESP (RFC 4106) with OpenSSL's EVP interface, from the OpenSSL that Node
 // itself exports, one N-API call per batch.
 //
-// JS API (see src/crypto/native-esp-cipher.ts):
+// JS API (see src/esp/native-esp-cipher.ts):
 //   gcmCreate() -> table
 //   gcmAddKey(table, key, salt) -> handle          16- or 32-byte key, 4-byte salt
 //   gcmRemoveKey(table, handle)
 //   gcmSeal(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //   gcmOpen(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //
-// Job j is the ESP packet at buf[espOff[j]] (layout in src/crypto/esp.ts):
+// Job j is the ESP packet at buf[espOff[j]] (layout in src/wire/esp.ts):
 //   nonce = salt | IV (esp+8, 8 bytes)                       RFC 4106 4
 //   AAD   = SPI | seqHi[j] (big-endian) | seq low (esp+4)    RFC 4106 5 (ESN)
 //   text  = ptLen[j] bytes at esp+16, ICV (16 bytes) right after it

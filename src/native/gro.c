@@ -3,7 +3,7 @@
 // else alone and marked DATA_VALID. The same rules as src/dataplane/gro.ts (the tested
 // TypeScript reference); test/gro.test.ts holds the two to identical bytes.
 //
-// JS API (see src/io/native.ts):
+// JS API (see src/native/addon.ts):
 //   groCoalesce(buf, start, len, idx, n, out, outLens, counts) -> frames written to out,
 //     each [virtio-net header][frame], their lengths in outLens, merged counts in counts.
 

@@ -3,7 +3,7 @@
 // partial checksum gets it completed. The same rules as src/dataplane/gso.ts (the tested
 // TypeScript reference); test/gso.test.ts holds the two to identical bytes.
 //
-// JS API (see src/io/native.ts):
+// JS API (see src/native/addon.ts):
 //   gsoSegment(src, off, len, dst, firstOff, stride, cap, maxSlots, lens) -> segments, or
 //     GSO_NO_ROOM / GSO_MALFORMED / GSO_TOO_BIG; the virtio-net header is at src[off], the
 //     frame after it (len bytes in all, header included).

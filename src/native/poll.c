@@ -1,7 +1,7 @@
 // Readiness of a non-blocking fd through the Node event loop (uv_poll), so that a port is
 // read on the JS thread in batches with no thread-pool round trip per packet.
 //
-// JS API (see src/io/native.ts):
+// JS API (see src/native/addon.ts):
 //   pollCreate(fd, cb)        -> watcher   cb(status, events) once per readiness event
 //   pollStart(w, events)                   events: 1 readable, 2 writable
 //   pollStop(w)

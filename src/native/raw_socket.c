@@ -1,7 +1,7 @@
 // The IPv4 underlay: one raw socket per protocol the switch carries (ESP = 50,
 // IPv6-in-IPv4 = 41), bound to the host's underlay address.
 //
-// JS API (see src/io/native.ts):
+// JS API (see src/native/addon.ts):
 //   rawOpen(proto, addr, bufferBytes, netns) -> fd       throws: config time
 //   rawRecv(fd, buf, firstOff, stride, cap, n, lens, addrs) -> packets received, or -errno
 //   rawSend(fd, buf, start, len, peer, idx, n, status) -> packets sent

@@ -1,6 +1,6 @@
 // TAP ports (Linux tun driver, Documentation/networking/tuntap.rst).
 //
-// JS API (see src/io/native.ts):
+// JS API (see src/native/addon.ts):
 //   tapOpen(name, mtu, flags, netns, mac) -> { fd, name }    throws: config time
 //   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
 //   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
@@ -31,7 +31,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-/** tapOpen flags; the same values are in src/io/native.ts. TAP_OFFLOAD accepts TSO and partial
+/** tapOpen flags; the same values are in src/native/addon.ts. TAP_OFFLOAD accepts TSO and partial
  * checksums from the guest (TUNSETOFFLOAD); TAP_NAPI lets the kernel run GRO on what we write. */
 enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8 };
 /** counts[] of tapReadGso. */

@@ -40,10 +40,11 @@
 // so decide() looks up |keys(src)| x |keys(dst)| pairs each way: its cost depends on the
 // memberships of the two VMs, not on the number of rules.
 
-import { ConfigError } from '../config/errors.js';
-import { DROP_INFO, Drop, dropName } from '../dataplane/drops.js';
-import type { Trace } from '../trace.js';
-import { FlowMode, type DirectionDecision, type Policy } from './decision.js';
+import { ConfigError } from '../base/errors.js';
+import { DROP_INFO, Drop, dropName } from '../base/drops.js';
+import type { Trace } from '../base/trace.js';
+import { type Policy } from './decision.js';
+import { FlowMode, type DirectionDecision } from '../dataplane/decision.js';
 import { CompiledFilter, filterEntry, PortSide, type FilterEntry } from './filter.js';
 import {
   ACTION_NAMES,

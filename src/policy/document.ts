@@ -6,10 +6,10 @@
 // validated as strictly as nvi-switch.yaml, and its errors name the same paths
 // (tenants.blue.rules[2].ports[0]).
 
-import { parseTenantPrefix } from '../crypto/identity.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
-import { at, int, list, obj, onlyKeys, str } from '../config/check.js';
-import { ConfigError } from '../config/errors.js';
+import { parseTenantPrefix } from '../trust/identity.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
+import { at, int, list, obj, onlyKeys, str } from '../base/check.js';
+import { ConfigError } from '../base/errors.js';
 import { compilePolicy, type CompiledPolicy } from './compile.js';
 import type { PolicyTenantInput } from './model.js';
 

@@ -10,8 +10,8 @@
 // both must consent to the packet). A later fragment (sport = dport = -1) gets the result
 // the program gives for every pair of ports, or Drop.PolicyFragment if that depends on them.
 
-import { Drop } from '../dataplane/drops.js';
-import type { PacketFilter } from './decision.js';
+import { Drop } from '../base/drops.js';
+import type { PacketFilter } from '../dataplane/decision.js';
 import { PROTO_ANY, portsText, protoName } from './model.js';
 
 export const enum PortSide {

@@ -12,7 +12,8 @@
 // maxFlows slots). Idle entries expire (tcp 300 s, udp 60 s, icmp 30 s): an expired entry is
 // removed when a reply finds it, and all expired entries are swept when the table is full.
 
-import { Drop } from '../dataplane/drops.js';
+import { Drop } from '../base/drops.js';
+import type { FlowState } from '../dataplane/decision.js';
 import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from './model.js';
 
 const enum FlowClass {
@@ -35,7 +36,7 @@ function classOf(proto: number): FlowClass {
   return FlowClass.Empty;
 }
 
-export class FlowTable {
+export class FlowTable implements FlowState {
   private classes: Uint8Array;
   private keys: Int32Array;
   /** Last time (seconds) the flow was seen from either side. */

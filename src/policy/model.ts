@@ -7,8 +7,8 @@
 // selector in a rule or group (`web`, `db1`, `*`, `green:vault1`, `green:*`) resolves to
 // exactly one key. Group and VM names share one namespace per tenant.
 
-import { list, obj, onlyKeys, str } from '../config/check.js';
-import { ConfigError } from '../config/errors.js';
+import { list, obj, onlyKeys, str } from '../base/check.js';
+import { ConfigError } from '../base/errors.js';
 
 /** One tenant as src/config gives it (TenantConfig) or as a policy document carries it. */
 export interface PolicyTenantInput {

@@ -3,8 +3,8 @@
 // written from the semantics in compile.ts and sharing none of the compiled index, filter
 // or window code. Slow on purpose; never use it in the switch.
 
-import { Drop } from '../dataplane/drops.js';
-import { FlowMode } from './decision.js';
+import { Drop } from '../base/drops.js';
+import { FlowMode } from '../dataplane/decision.js';
 import { Action, KeyKind, PROTO_ANY, type PolicyModel, type PolicyRule } from './model.js';
 
 export interface NaiveDirection {

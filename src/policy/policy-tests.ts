@@ -7,8 +7,8 @@
 // filter passes a first packet of it: tcp/udp to `port` (from source port 0, which no rule
 // can name), ICMPv6 echo request, or any other protocol number.
 
-import { Drop, dropName } from '../dataplane/drops.js';
-import { FlowMode } from './decision.js';
+import { Drop, dropName } from '../base/drops.js';
+import { FlowMode } from '../dataplane/decision.js';
 import type { CompiledPolicy } from './compile.js';
 import { CompiledFilter } from './filter.js';
 import { parseTests, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP, type PolicyTenantInput } from './model.js';

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { LINKTYPE_ETHERNET, readPcap } from '../io/pcap.js';
 import type { OfflineCloud, Verdict } from './offline-cloud.js';
 

@@ -4,8 +4,8 @@
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { parseCertificate, readHostCertificate } from '../crypto/pki.js';
+import { NviError } from '../base/errors.js';
+import { parseCertificate, readHostCertificate } from '../trust/pki.js';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.js';
 import { STORE_UNAVAILABLE, type MappingStore } from './store.js';
 

@@ -15,15 +15,9 @@
 import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { NviError } from '../config/errors.js';
-import {
-  STORE_UNAVAILABLE,
-  type BindingRecord,
-  type HostRecord,
-  type MappingStore,
-  type PolicyRecord,
-  type StoreChange,
-} from './store.js';
+import { NviError } from '../base/errors.js';
+import { STORE_UNAVAILABLE, type MappingStore, type PolicyRecord, type StoreChange } from './store.js';
+import { type BindingRecord, type HostRecord } from '../trust/records.js';
 
 /** A publish with an older epoch than the store holds (a replay from before a migration). */
 export const STALE_EPOCH = 'NVI_ERR_STALE_EPOCH';

@@ -1,36 +1,10 @@
 // The mapping store: the one narrow interface through which the switch learns where an
 // identity lives (NVI Algorithm steps 2-6) and what the tenants' policy is. Backends: the
 // embedded SQLite file (one machine) and etcd (many machines). The switch trusts nothing it
-// reads here without verifying it (src/crypto/verifier.ts).
+// reads here without verifying it (src/trust/verifier.ts).
 
-/** A signed binding of a VM identity to the host it runs on now. */
-export interface BindingRecord {
-  /** The VM identity, canonical IPv6 text (RFC 5952). */
-  readonly identity: string;
-  readonly tenant: string;
-  readonly vm: string;
-  /** Host ID (name) the VM runs on. */
-  readonly host: string;
-  /** That host's underlay IPv4 address, dotted quad. */
-  readonly hostAddress: string;
-  /** Grows with every publication for the identity (each migration); never goes back. */
-  readonly epoch: number;
-  /** Validity of the binding, ISO 8601. */
-  readonly notBefore: string;
-  readonly notAfter: string;
-  /** Cert(V6): the VM certificate, PEM, with the identity as IP subjectAltName. */
-  readonly certificate: string;
-  /** Sign(V6, Physical-IP): signature by the VM key over all fields above, base64. */
-  readonly signature: string;
-}
+import type { BindingRecord, HostRecord } from '../trust/records.js';
 
-/** A host's certificate, binding its name to its underlay address. */
-export interface HostRecord {
-  readonly host: string;
-  readonly address: string;
-  /** PEM. */
-  readonly certificate: string;
-}
 
 /** The tenants' policy document (JSON text of the tenants sections) and its revision. */
 export interface PolicyRecord {

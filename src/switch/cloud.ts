@@ -6,15 +6,15 @@
 import type { KeyObject } from 'node:crypto';
 import type { CloudConfig } from '../config/config.js';
 import { vmsOnHost } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { makeBinding } from '../crypto/binding.js';
-import { loadAnchor, pkiPaths, readPrivateKey } from '../crypto/pki.js';
-import { BindingVerifier } from '../crypto/verifier.js';
+import { NviError } from '../base/errors.js';
+import { makeBinding } from '../trust/binding.js';
+import { loadAnchor, pkiPaths, readPrivateKey } from '../trust/pki.js';
+import { BindingVerifier } from '../trust/verifier.js';
 import type { Policy } from '../policy/decision.js';
 import { compilePolicyDocument, policyDocument } from '../policy/document.js';
 import { openStore, seedStore } from '../store/open-store.js';
 import type { MappingStore } from '../store/store.js';
-import type { Clock } from './resolver.js';
+import type { Clock } from '../base/clock.js';
 
 /** Validity of the bindings a host publishes for its VMs, seconds. */
 export const BINDING_VALIDITY_SECONDS = 24 * 3600;

@@ -5,11 +5,11 @@
 
 import { createConnection, createServer, type Server } from 'node:net';
 import { rmSync } from 'node:fs';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { CableDirection, type Cable } from '../dataplane/cable.js';
-import { dropName } from '../dataplane/drops.js';
-import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
-import { FlowMode } from '../policy/decision.js';
+import { dropName } from '../base/drops.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
+import { FlowMode } from '../dataplane/decision.js';
 import { explainReceiver, explainSender, type Packet } from './explain.js';
 import type { LiveSwitch } from './live.js';
 

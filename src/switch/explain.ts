@@ -4,11 +4,12 @@
 // receiver's host (lookup of SRC, its binding checked against the sending host, policy
 // at the receiver). Nothing is installed and no key exchange runs.
 
-import { Drop, dropName } from '../dataplane/drops.js';
-import { parseIpv6Address, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../dataplane/ipv6.js';
+import { Drop, dropName } from '../base/drops.js';
+import { PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
+import { parseIpv6Address } from '../base/address.js';
 import { pairHash } from '../dataplane/pair-hash.js';
-import { FlowMode, type DirectionDecision } from '../policy/decision.js';
-import { Trace, type TraceStep } from '../trace.js';
+import { FlowMode, type DirectionDecision } from '../dataplane/decision.js';
+import { Trace, type TraceStep } from '../base/trace.js';
 import type { Host } from './host.js';
 
 /** The source port assumed for a TCP/UDP question "may SRC reach DST's port P?". */

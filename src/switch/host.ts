@@ -9,20 +9,21 @@ import { vmsOnHost } from '../config/config.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, PacketFlag, UNDERLAY_OFFSET } from '../dataplane/batch.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import { CableCache } from '../dataplane/cable-cache.js';
-import { Drop } from '../dataplane/drops.js';
-import { addrEquals } from '../dataplane/ipv6.js';
-import { readU32 } from '../dataplane/ipv4.js';
+import { Drop } from '../base/drops.js';
+import { addrEquals } from '../wire/ipv6.js';
+import { readU32 } from '../wire/ipv4.js';
 import { egressPipeline, ingressPipeline, type Pipeline } from '../dataplane/pipeline.js';
 import { Upcall, type HeldPacket } from '../dataplane/upcall.js';
 import type { VmPort } from '../dataplane/vm-port.js';
-import { espMaxPayload, ESP_OFF_SPI } from '../crypto/esp.js';
-import type { EspCipher } from '../crypto/esp-cipher.js';
-import { InboundSa, DEFAULT_HARD_SEQ, type SaLimits } from '../crypto/sa.js';
+import { espMaxPayload, ESP_OFF_SPI } from '../wire/esp.js';
+import type { EspCipher } from '../esp/esp-cipher.js';
+import { InboundSa, DEFAULT_HARD_SEQ, type SaLimits } from '../esp/sa.js';
 import type { Policy } from '../policy/decision.js';
 import type { MappingStore } from '../store/store.js';
-import type { Logger } from '../log.js';
+import type { Logger } from '../base/log.js';
 import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type InboundInstaller, type KxTiming, type KxTransport } from './key-exchange.js';
-import { Resolver, type BindingVerifierLike, type Clock } from './resolver.js';
+import { Resolver, type BindingVerifierLike } from './resolver.js';
+import type { Clock } from '../base/clock.js';
 
 /** Where the pipelines hand their packets: the underlay port and each VM port. */
 export interface PacketSink {
@@ -63,7 +64,7 @@ export class Host implements InboundInstaller {
   readonly ports: readonly VmPort[];
   readonly egressCables: CableCache;
   readonly ingressCables: CableCache;
-  readonly spis = new Map<number, InboundSa>();
+  readonly spis = new Map<number, InboundSa<Cable>>();
   readonly upcall: Upcall;
   readonly resolver: Resolver;
   readonly kx: KeyExchangeEngine;
@@ -72,7 +73,7 @@ export class Host implements InboundInstaller {
   readonly counts = { reevaluated: 0, rekeys: 0, rekeyFailures: 0, retiredSas: 0 };
   private policyNow: Policy;
   private readonly byIdentity = new Map<string, number>();
-  private readonly inboundByPair = new Map<string, InboundSa>();
+  private readonly inboundByPair = new Map<string, InboundSa<Cable>>();
   private readonly rekeying = new Set<string>();
   private readonly reinjectBatch = new Batch();
   private readonly sinks: { underlay: PacketSink; ports: PacketSink[] };
@@ -308,7 +309,7 @@ export class Host implements InboundInstaller {
     for (const sa of this.spis.values()) if (sa.cable === old) sa.cable = next;
   }
 
-  private retire(sa: InboundSa): void {
+  private retire(sa: InboundSa<Cable>): void {
     this.spis.delete(sa.spi);
     this.parts.cipher.removeKey(sa.key);
     this.counts.retiredSas++;

@@ -1,4 +1,4 @@
-// The key-exchange engine of one host (protocol: src/crypto/handshake.ts).
+// The key-exchange engine of one host (protocol: src/esp/handshake.ts).
 //
 // Initiator (establish): send INIT to the peer host, resend with exponential backoff until
 // a valid ANSWER arrives or the tries run out; an ANSWER counts only if it is signed by
@@ -13,18 +13,19 @@
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Cable } from '../dataplane/cable.js';
-import { Drop, DROP_COUNT, dropName } from '../dataplane/drops.js';
-import { formatIpv4 } from '../dataplane/ipv4.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
+import { Drop, DROP_COUNT, dropName } from '../base/drops.js';
+import { formatIpv4 } from '../base/address.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
 import type { VmPort } from '../dataplane/vm-port.js';
-import type { EspAlgorithm, EspCipher } from '../crypto/esp-cipher.js';
+import type { EspAlgorithm, EspCipher } from '../esp/esp-cipher.js';
 import {
   answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify,
   ephemeralKey, KX_ANSWER, KX_INIT, KX_NOTIFY, verifySignature, type Init,
-} from '../crypto/handshake.js';
-import { OutboundSa, type SaLimits } from '../crypto/sa.js';
-import type { Trace } from '../trace.js';
-import type { AcceptRequest, AcceptResult, Clock } from './resolver.js';
+} from '../esp/handshake.js';
+import { OutboundSa, type SaLimits } from '../esp/sa.js';
+import type { Trace } from '../base/trace.js';
+import type { AcceptRequest, AcceptResult } from './resolver.js';
+import type { Clock } from '../base/clock.js';
 
 export interface SaRequest {
   readonly srcPort: VmPort;

@@ -14,23 +14,24 @@
 // rejects and the data path counts each refused packet under the reason found here.
 
 import { LRUCache } from 'lru-cache';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
-import { Drop, dropName } from '../dataplane/drops.js';
-import { formatIpv4, makeOuterTemplate, parseIpv4Address } from '../dataplane/ipv4.js';
-import { formatIpv6, parseIpv6Address, PROTO_ESP, PROTO_IPV6 } from '../dataplane/ipv6.js';
+import { Drop, dropName } from '../base/drops.js';
+import { makeOuterTemplate } from '../wire/ipv4.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
 import { pairHash } from '../dataplane/pair-hash.js';
 import type { MissResolver } from '../dataplane/upcall.js';
 import type { VmPort } from '../dataplane/vm-port.js';
-import { FlowMode, type DirectionDecision, type Policy } from '../policy/decision.js';
+import { type Policy } from '../policy/decision.js';
+import { FlowMode, type DirectionDecision } from '../dataplane/decision.js';
 import { FlowTable } from '../policy/flow-table.js';
-import type { BindingRecord, MappingStore } from '../store/store.js';
-import type { Trace } from '../trace.js';
+import type { MappingStore } from '../store/store.js';
+import type { BindingRecord } from '../trust/records.js';
+import type { Clock } from '../base/clock.js';
+import type { Trace } from '../base/trace.js';
 import type { KeyExchange } from './key-exchange.js';
-
-export interface Clock {
-  now(): number;
-}
 
 export interface BindingVerifierLike {
   verify(record: BindingRecord, expect: { hostAddress?: string; host?: string }, trace?: Trace): Promise<Drop>;

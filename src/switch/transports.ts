@@ -3,8 +3,8 @@
 // handshake code runs without a network.
 
 import { createSocket, type Socket } from 'node:dgram';
-import { NviError } from '../config/errors.js';
-import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
+import { NviError } from '../base/errors.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
 import type { KxTransport } from './key-exchange.js';
 
 /** UDP on the host's underlay address and the cloud's key-exchange port. */

@@ -31,15 +31,15 @@ import { createCipheriv } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { gunzipSync } from 'node:zlib';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer, writeEspTrailer } from '../../src/crypto/esp.js';
-import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../../src/crypto/esp-cipher.js';
-import { NativeEspCipher } from '../../src/crypto/native-esp-cipher.js';
-import { Batch, UNDERLAY_OFFSET } from '../../src/dataplane/batch.js';
-import { finishChecksum, onesSum } from '../../src/dataplane/checksum.js';
-import { IPV4_HLEN, IPV4_OFF_DST, IPV4_OFF_PROTO, IPV4_OFF_SRC, makeOuterTemplate, parseIpv4Address, readU32, writeOuter } from '../../src/dataplane/ipv4.js';
-import {
-  IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_ESP, PROTO_UDP, parseIpv6Address,
-} from '../../src/dataplane/ipv6.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer, writeEspTrailer } from '../../src/wire/esp.js';
+import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../../src/esp/esp-cipher.js';
+import { NativeEspCipher } from '../../src/esp/native-esp-cipher.js';
+import { Batch, BATCH_MAX, UNDERLAY_OFFSET } from '../../src/dataplane/batch.js';
+import { finishChecksum, onesSum } from '../../src/wire/checksum.js';
+import { IPV4_HLEN, IPV4_OFF_DST, IPV4_OFF_PROTO, IPV4_OFF_SRC, makeOuterTemplate, readU32, writeOuter } from '../../src/wire/ipv4.js';
+import { parseIpv4Address } from '../../src/base/address.js';
+import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_ESP, PROTO_UDP } from '../../src/wire/ipv6.js';
+import { parseIpv6Address } from '../../src/base/address.js';
 import { RawUnderlay } from '../../src/io/raw-underlay.js';
 
 const NS_US = `nvi-xi-${process.pid}-us`;
@@ -252,7 +252,7 @@ interface Send {
  */
 function sendPackets(us: RawUnderlay, cipher: EspCipher, sends: readonly Send[]): void {
   const b = new Batch();
-  const jobs = new EspJobs();
+  const jobs = new EspJobs(BATCH_MAX);
   const handles = new Map<Sa, number>();
   const template = makeOuterTemplate(parseIpv4Address(UNDER_US), parseIpv4Address(UNDER_K), PROTO_ESP);
   sends.forEach((s, k) => {
@@ -472,7 +472,7 @@ s.bind(0, '${INNER_K}', () => {
       const h = cipher.addKey(SA_OUT.alg, SA_OUT.key, SA_OUT.salt);
       const open = (seqHi: number): [number, Buffer] => {
         const copy = Buffer.from(pkt);
-        const jobs = new EspJobs();
+        const jobs = new EspJobs(BATCH_MAX);
         jobs.add(h, esp, ptLen, seqHi, 0);
         cipher.open(copy, jobs);
         return [jobs.ok[0], copy];

@@ -5,16 +5,16 @@
 // and one cipher call encrypts the whole batch in place.
 // A packet larger than the guest MTU is answered with ICMPv6 Packet Too Big (RFC 4443 3.2).
 
-import { Next, type Batch } from '../batch.js';
+import { BATCH_MAX, Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
-import { Drop } from '../drops.js';
-import { ETH_HLEN, writeEthIpv6 } from '../ethernet.js';
-import { writePacketTooBig } from '../icmpv6.js';
-import { IPV4_HLEN, writeOuter } from '../ipv4.js';
+import { Drop } from '../../base/drops.js';
+import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
+import { writePacketTooBig } from '../../wire/icmpv6.js';
+import { IPV4_HLEN, writeOuter } from '../../wire/ipv4.js';
 import { drop, type Stage } from '../stage.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, writeEspTrailer } from '../../crypto/esp.js';
-import { EspJobs, type EspCipher } from '../../crypto/esp-cipher.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, writeEspTrailer } from '../../wire/esp.js';
+import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
 
 /** ICMPv6 errors the switch sends per second at most (RFC 4443 2.4 f). */
 const ERRORS_PER_SECOND = 100;
@@ -29,7 +29,7 @@ function writeU32(buf: Uint8Array, off: number, v: number): void {
 export class Encap implements Stage {
   readonly name = 'encap';
   readonly drops = [Drop.MtuTooBig, Drop.SaExhausted];
-  private readonly jobs = new EspJobs();
+  private readonly jobs = new EspJobs(BATCH_MAX);
   private errorSecond = -1;
   private errorsThisSecond = 0;
 

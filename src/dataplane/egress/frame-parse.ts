@@ -2,9 +2,9 @@
 // trims Ethernet padding, so later stages see exactly the IPv6 packet.
 
 import { MAX_PACKET, PacketFlag, Next, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from '../ethernet.js';
-import { Ipv6Parse, parseIpv6 } from '../ipv6.js';
+import { Drop } from '../../base/drops.js';
+import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from '../../wire/ethernet.js';
+import { Ipv6Parse, parseIpv6 } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 
 export class FrameParse implements Stage {

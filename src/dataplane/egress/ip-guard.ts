@@ -3,8 +3,8 @@
 // the destination must be an identity and not the sender itself.
 
 import { Next, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { addrEquals, IPV6_OFF_DST, IPV6_OFF_SRC, isIdentityAddress } from '../ipv6.js';
+import { Drop } from '../../base/drops.js';
+import { addrEquals, IPV6_OFF_DST, IPV6_OFF_SRC, isIdentityAddress } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 import type { VmPort } from '../vm-port.js';
 

@@ -2,8 +2,8 @@
 // a VM cannot poison anything with a forged link-layer address).
 
 import { Next, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { ETH_OFF_SRC, macEquals } from '../ethernet.js';
+import { Drop } from '../../base/drops.js';
+import { ETH_OFF_SRC, macEquals } from '../../wire/ethernet.js';
 import { drop, type Stage } from '../stage.js';
 import type { VmPort } from '../vm-port.js';
 

@@ -6,16 +6,16 @@
 // from (Next.Reply), so answering costs no allocation.
 
 import { Next, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { ETH_HLEN, writeEthIpv6 } from '../ethernet.js';
+import { Drop } from '../../base/drops.js';
+import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
 import {
   ALL_NODES, ICMP6_MLD2_REPORT, ICMP6_MLD_DONE, ICMP6_MLD_QUERY, ICMP6_MLD_REPORT, ICMP6_OFF_CODE,
   icmp6Checksum, ND_HOP_LIMIT, ND_NEIGHBOR_ADVERT, ND_NEIGHBOR_SOLICIT, ND_REDIRECT, ND_ROUTER_ADVERT,
   ND_ROUTER_SOLICIT, NA_LEN, ndOptionsValid, RA_LEN, sealIcmp6, writeIcmp6Header, writeNeighborAdvert, writeRouterAdvert,
-} from '../icmpv6.js';
+} from '../../wire/icmpv6.js';
 import {
   addrEquals, IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_SRC, isMulticast, PROTO_ICMPV6,
-} from '../ipv6.js';
+} from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
 

@@ -3,7 +3,7 @@
 
 import { Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
-import { ETH_HLEN, writeEthIpv6 } from '../ethernet.js';
+import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
 import type { Stage } from '../stage.js';
 import { ROUTER_MAC, type VmPort } from '../vm-port.js';
 

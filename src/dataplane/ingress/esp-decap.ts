@@ -5,15 +5,15 @@
 // for identities it does not host). Only a packet that passed all of it moves the window,
 // in packet order, so a duplicate inside one batch is still caught.
 
-import { Next, PacketFlag, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { readU32 } from '../ipv4.js';
-import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../ipv6.js';
+import { BATCH_MAX, Next, PacketFlag, type Batch } from '../batch.js';
+import { Drop } from '../../base/drops.js';
+import { readU32 } from '../../wire/ipv4.js';
+import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
+import type { CableSa } from '../cable.js';
 import { drop, type Stage } from '../stage.js';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../crypto/esp.js';
-import { EspJobs, type EspCipher } from '../../crypto/esp-cipher.js';
-import { ReplayCheck } from '../../crypto/replay-window.js';
-import type { InboundSa } from '../../crypto/sa.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../wire/esp.js';
+import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
+import { ReplayCheck } from '../../esp/replay-window.js';
 
 /** Smallest ESP packet: header, IV, a minimal trailer (pad length, next header) rounded to 4, ICV. */
 const ESP_MIN = ESP_HLEN + 4 + ESP_ICV_LEN;
@@ -24,10 +24,10 @@ export class EspDecap implements Stage {
     Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
     Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch,
   ];
-  private readonly jobs = new EspJobs();
+  private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
 
-  constructor(private readonly spis: ReadonlyMap<number, InboundSa>, private readonly cipher: EspCipher) {}
+  constructor(private readonly spis: ReadonlyMap<number, CableSa>, private readonly cipher: EspCipher) {}
 
   process(b: Batch, now: number): void {
     const buf = b.data;
@@ -65,7 +65,7 @@ export class EspDecap implements Stage {
     this.cipher.open(buf, jobs);
     for (let j = 0; j < jobs.count; j++) {
       const i = jobs.packet[j];
-      const sa = b.ref[i] as InboundSa;
+      const sa = b.ref[i] as CableSa;
       if (jobs.ok[j] === 0) {
         drop(b, i, Drop.EspAuthFailed);
         continue;

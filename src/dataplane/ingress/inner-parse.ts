@@ -2,8 +2,8 @@
 // IPv6-in-IPv4). From here on the packet is start..start+len = the IPv6 packet.
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { Ipv6Parse, parseIpv6 } from '../ipv6.js';
+import { Drop } from '../../base/drops.js';
+import { Ipv6Parse, parseIpv6 } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 
 export class InnerParse implements Stage {

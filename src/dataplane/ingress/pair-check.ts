@@ -6,8 +6,8 @@
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import type { CableCache } from '../cable-cache.js';
-import { Drop } from '../drops.js';
-import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../ipv6.js';
+import { Drop } from '../../base/drops.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import { pairHash } from '../pair-hash.js';
 import { drop, type Stage } from '../stage.js';
 import type { Upcall } from '../upcall.js';

@@ -2,9 +2,9 @@
 // this host pass; the packet is trimmed to its total length and its payload located.
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
-import { Drop } from '../drops.js';
-import { Ipv4Parse, parseIpv4 } from '../ipv4.js';
-import { PROTO_ESP, PROTO_IPV6 } from '../ipv6.js';
+import { Drop } from '../../base/drops.js';
+import { Ipv4Parse, parseIpv4 } from '../../wire/ipv4.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 
 export class UnderlayParse implements Stage {

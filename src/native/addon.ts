@@ -11,7 +11,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { getSystemErrorName } from 'node:util';
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 
 declare const pollBrand: unique symbol;
 declare const gcmBrand: unique symbol;

@@ -1,6 +1,6 @@
 // The ESP cipher a command uses: --cipher native | node, else native when the addon is built.
 
-import { NviError } from '../config/errors.js';
+import { NviError } from '../base/errors.js';
 import { NodeEspCipher, type EspCipher } from './esp-cipher.js';
 import { createEspCipher, NativeEspCipher } from './native-esp-cipher.js';
 

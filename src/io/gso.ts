@@ -10,11 +10,11 @@
 //   0 flags (NEEDS_CSUM 1, DATA_VALID 2)   1 gso_type (NONE 0, TCPV4 1, UDP 3, TCPV6 4, UDP_L4 5; ECN 0x80)
 //   2 hdr_len   4 gso_size   6 csum_start   8 csum_offset
 
-import { BATCH_MAX, FRAME_OFFSET, MAX_PACKET, type Batch } from './batch.js';
-import { finishChecksum, onesSum } from './checksum.js';
-import { Drop } from './drops.js';
-import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from './ethernet.js';
-import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP } from './ipv6.js';
+import { BATCH_MAX, FRAME_OFFSET, MAX_PACKET, type Batch } from '../dataplane/batch.js';
+import { finishChecksum, onesSum } from '../wire/checksum.js';
+import { Drop } from '../base/drops.js';
+import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from '../wire/ethernet.js';
+import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP } from '../wire/ipv6.js';
 
 export const VNET_HDR_LEN = 10;
 export const VNET_F_NEEDS_CSUM = 1;

@@ -28,19 +28,15 @@
 import { LRUCache } from 'lru-cache';
 import { createHash } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
-import { Drop } from '../dataplane/drops.js';
-import type { BindingRecord, MappingStore } from '../store/store.js';
-import type { Trace } from '../trace.js';
+import { Drop } from '../base/drops.js';
+import type { Clock } from '../base/clock.js';
+import type { BindingRecord, HostRecord } from './records.js';
+import type { Trace } from '../base/trace.js';
 import { encodeBinding, identityBytes, signatureBytes, verifyBindingSignature } from './binding.js';
 import { KU_DIGITAL_SIGNATURE } from './certificate.js';
 import { identityMatchesKey } from './identity.js';
 import { checkAnchor, hostUri, isIssuedBy, parseCertificate, pemToDer, type ParsedCertificate } from './pki.js';
-import { TokenBucket } from './token-bucket.js';
-
-export interface Clock {
-  /** ms since 1970. */
-  now(): number;
-}
+import { TokenBucket } from '../base/token-bucket.js';
 
 export interface VerifierLimits {
   /** Bindings verified from scratch per second at most (switch.upcall.verifyPerSecond). */
@@ -88,7 +84,10 @@ interface BindingEntry {
   readonly notAfter: number;
 }
 
-type HostStore = Pick<MappingStore, 'lookupHost'>;
+/** Where the verifier finds host certificates (the mapping store). */
+export interface HostDirectory {
+  lookupHost(host: string): Promise<HostRecord | undefined>;
+}
 
 export class BindingVerifier {
   readonly counters = new VerifierCounters();
@@ -101,7 +100,7 @@ export class BindingVerifier {
   /** Throws (NVI_ERR_PKI, NVI_ERR_CERT_FORMAT) when `anchorPem` is not a usable CA certificate. */
   constructor(
     anchorPem: string,
-    private readonly store: HostStore,
+    private readonly store: HostDirectory,
     private readonly clock: Clock,
     limits: VerifierLimits,
   ) {

@@ -7,7 +7,7 @@
 // packets, but its optional ICV check uses the 8-byte AAD of 32-bit sequence numbers and
 // reports our ICVs (12-byte ESN AAD, RFC 4106 5) as incorrect.
 
-import { formatIpv4 } from '../dataplane/ipv4.js';
+import { formatIpv4 } from '../base/address.js';
 import type { EspAlgorithm } from './esp-cipher.js';
 
 export interface SaKeys {

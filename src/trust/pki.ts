@@ -21,9 +21,9 @@ import * as x509 from '@peculiar/x509';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, webcrypto, type KeyObject } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { NviError } from '../config/errors.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
-import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
+import { NviError } from '../base/errors.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
 import { KU_KEY_CERT_SIGN, isIssuedBy, parseCertificate, type ParsedCertificate } from './certificate.js';
 
 export { CertificateFormatError, isIssuedBy, parseCertificate, pemToDer, type ParsedCertificate } from './certificate.js';

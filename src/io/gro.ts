@@ -14,10 +14,10 @@
 // The super-frame's TCP checksum is left partial (NEEDS_CSUM): the pseudo-header sum, as
 // virtio expects; a frame written alone keeps its checksum and is marked DATA_VALID.
 
-import type { Batch } from './batch.js';
-import { onesSum } from './checksum.js';
-import { ETH_HLEN } from './ethernet.js';
-import { IPV6_HLEN, PROTO_TCP } from './ipv6.js';
+import type { Batch } from '../dataplane/batch.js';
+import { onesSum } from '../wire/checksum.js';
+import { ETH_HLEN } from '../wire/ethernet.js';
+import { IPV6_HLEN, PROTO_TCP } from '../wire/ipv6.js';
 import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_HDR_LEN } from './gso.js';
 
 const TCP = ETH_HLEN + IPV6_HLEN; // offset of the TCP header in a frame without extension headers

@@ -2,7 +2,7 @@
 // plain IPv6-in-IPv4 (protocol 41, RFC 4213). Addresses are kept as uint32 in host order.
 
 import { checksum } from './checksum.js';
-import { Drop } from './drops.js';
+import { Drop } from '../base/drops.js';
 
 export const IPV4_HLEN = 20;
 export const IPV4_OFF_VIHL = 0;
@@ -81,17 +81,4 @@ export function writeOuter(buf: Uint8Array, off: number, template: Uint8Array, t
 
 export function readU32(buf: Uint8Array, off: number): number {
   return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) >>> 0;
-}
-
-/** "10.0.0.1" → uint32; throws for anything else (config path). */
-export function parseIpv4Address(text: string): number {
-  const parts = text.split('.');
-  if (parts.length !== 4 || parts.some((p) => !/^\d{1,3}$/.test(p) || Number(p) > 255)) {
-    throw new Error(`not an IPv4 address: ${JSON.stringify(text)}`);
-  }
-  return parts.reduce((acc, p) => acc * 256 + Number(p), 0);
-}
-
-export function formatIpv4(addr: number): string {
-  return [addr >>> 24, (addr >>> 16) & 0xff, (addr >>> 8) & 0xff, addr & 0xff].join('.');
 }

@@ -1,7 +1,7 @@
 // IPv6 header (RFC 8200) and its extension-header chain. Parsing reads by named offsets,
 // checks bounds before every read and reports a Drop code; it never throws for a packet.
 
-import { Drop } from './drops.js';
+import { Drop } from '../base/drops.js';
 
 export const IPV6_HLEN = 40;
 export const IPV6_OFF_VTF = 0;
@@ -122,58 +122,4 @@ function isUnspecifiedOrLoopback(buf: Uint8Array, off: number): boolean {
 /** An address that can be a VM identity: unicast, not link-local, unspecified or loopback. */
 export function isIdentityAddress(buf: Uint8Array, off: number): boolean {
   return !isMulticast(buf, off) && !isLinkLocal(buf, off) && !isUnspecifiedOrLoopback(buf, off);
-}
-
-/** Parse IPv6 text (RFC 4291 2.2, with "::" and an optional trailing dotted quad). Config path: throws. */
-export function parseIpv6Address(text: string): Buffer {
-  const bad = (): never => {
-    throw new Error(`not an IPv6 address: ${JSON.stringify(text)}`);
-  };
-  let s = text;
-  const tail: number[] = [];
-  if (s.includes('.')) {
-    const cut = s.lastIndexOf(':');
-    const quad = s.slice(cut + 1).split('.');
-    if (cut < 0 || quad.length !== 4 || quad.some((q) => !/^\d{1,3}$/.test(q) || Number(q) > 255)) bad();
-    const q = quad.map(Number);
-    tail.push((q[0] << 8) | q[1], (q[2] << 8) | q[3]);
-    s = s.slice(0, cut + 1); // keep "::" before the quad, drop a single ':'
-    if (!s.endsWith('::')) s = s.slice(0, -1);
-  }
-  const halves = s.split('::');
-  if (halves.length > 2) bad();
-  const group = (g: string): number => (/^[0-9a-fA-F]{1,4}$/.test(g) ? parseInt(g, 16) : bad());
-  const head = halves[0] === '' ? [] : halves[0].split(':').map(group);
-  const rest = halves.length === 2 ? (halves[1] === '' ? [] : halves[1].split(':').map(group)) : [];
-  const words = halves.length === 2
-    ? [...head, ...new Array<number>(8 - head.length - rest.length - tail.length).fill(0), ...rest, ...tail]
-    : [...head, ...tail];
-  if (words.length !== 8 || (halves.length === 2 && head.length + rest.length + tail.length > 7)) bad();
-  const out = Buffer.alloc(16);
-  words.forEach((w, k) => out.writeUInt16BE(w, k * 2));
-  return out;
-}
-
-/** Canonical text (RFC 5952): lowercase, longest run of zero groups compressed. */
-export function formatIpv6(buf: Uint8Array, off = 0): string {
-  const words: number[] = [];
-  for (let k = 0; k < 8; k++) words.push((buf[off + 2 * k] << 8) | buf[off + 2 * k + 1]);
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let k = 0; k < 8; ) {
-    if (words[k] !== 0) {
-      k++;
-      continue;
-    }
-    let j = k;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - k > bestLen) {
-      bestAt = k;
-      bestLen = j - k;
-    }
-    k = j;
-  }
-  const hex = (ws: number[]): string => ws.map((w) => w.toString(16)).join(':');
-  if (bestAt < 0) return hex(words);
-  return `${hex(words.slice(0, bestAt))}::${hex(words.slice(bestAt + bestLen))}`;
 }

@@ -21,16 +21,3 @@ export function writeEthIpv6(buf: Uint8Array, off: number, dst: Uint8Array, src:
   buf[off + ETH_OFF_TYPE] = ETHERTYPE_IPV6 >> 8;
   buf[off + ETH_OFF_TYPE + 1] = ETHERTYPE_IPV6 & 0xff;
 }
-
-/** Parse "02:00:5e:10:00:01" into 6 bytes; throws on anything else (config only). */
-export function parseMac(text: string): Buffer {
-  const parts = text.split(':');
-  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) {
-    throw new Error(`not a MAC address: ${JSON.stringify(text)}`);
-  }
-  return Buffer.from(parts.map((p) => parseInt(p, 16)));
-}
-
-export function formatMac(mac: Uint8Array): string {
-  return Array.from(mac, (b) => b.toString(16).padStart(2, '0')).join(':');
-}

@@ -5,7 +5,7 @@
 // identity with another key without a 2^64 second-preimage search.
 
 import { createHash } from 'node:crypto';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
 
 const IDENTITY_CONTEXT = Buffer.from('nvi-switch identity v1\0');
 

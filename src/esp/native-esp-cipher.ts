@@ -3,9 +3,9 @@
 // per installed key. NodeEspCipher stays the tested reference and fallback (STYLE 13);
 // test/esp-cipher.test.ts checks both against each other and bench/esp-cipher.ts shows the gain.
 
-import { ESP_SALT_LEN } from './esp.js';
+import { ESP_SALT_LEN } from '../wire/esp.js';
 import { NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher, type EspJobs } from './esp-cipher.js';
-import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } from '../io/native.js';
+import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } from '../native/addon.js';
 
 export class NativeEspCipher implements EspCipher {
   readonly name = 'native';

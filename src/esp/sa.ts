@@ -4,10 +4,9 @@
 // (the IV is derived from it, RFC 4106 3.1): at the hard limit the SA refuses to send
 // until a new SA replaces it. The soft limits (packets, bytes, age) ask for a rekey well
 // before that.
-// Inbound: the anti-replay window, the peer host it must come from, and the cable it
-// belongs to (whose pair the inner packet must match).
+// Inbound: the anti-replay window, the peer host it must come from, and what it carries
+// (for the data path, the cable whose pair the inner packet must match).
 
-import type { Cable } from '../dataplane/cable.js';
 import { ReplayWindow } from './replay-window.js';
 
 /** Limits of an outbound SA. Packet and byte limits are below 2^53, so numbers count them exactly. */
@@ -61,7 +60,8 @@ export class OutboundSa {
   }
 }
 
-export class InboundSa {
+/** An inbound SA carrying `C` (the data path's cable). */
+export class InboundSa<C> {
   readonly window = new ReplayWindow();
   packets = 0;
   bytes = 0;
@@ -73,8 +73,8 @@ export class InboundSa {
     readonly key: number,
     /** Underlay IPv4 address (uint32) the packets must come from. */
     readonly peer: number,
-    /** The ingress cable (remote source -> local destination) this SA carries. */
-    public cable: Cable,
+    /** What the SA carries: the ingress cable (remote source -> local destination). */
+    public cable: C,
     readonly createdAt: number,
   ) {}
 }

@@ -11,9 +11,9 @@
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
 import { createHash, createPublicKey, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import { NviError } from '../config/errors.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
-import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
+import { NviError } from '../base/errors.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
 
 export interface ParsedCertificate {
   readonly der: Buffer;

@@ -18,11 +18,10 @@
 //   certificate    32 bytes: SHA-256 of the certificate DER (binds the record to Cert(V6))
 
 import { createHash, sign as cryptoSign, verify as cryptoVerify, type KeyObject } from 'node:crypto';
-import type { CloudConfig, HostConfig, VmConfig } from '../config/config.js';
-import { NviError } from '../config/errors.js';
-import { formatIpv6, parseIpv6Address } from '../dataplane/ipv6.js';
-import { formatIpv4, parseIpv4Address } from '../dataplane/ipv4.js';
-import type { BindingRecord } from '../store/store.js';
+import { NviError } from '../base/errors.js';
+import { formatIpv6, parseIpv6Address } from '../base/address.js';
+import { formatIpv4, parseIpv4Address } from '../base/address.js';
+import type { BindingRecord } from './records.js';
 import { loadVmCredentials, parseCertificate, pemToDer, spkiDer, type VmCredentials } from './pki.js';
 
 export const BINDING_CONTEXT = Buffer.from('nvi-switch binding v1\0');
@@ -136,17 +135,27 @@ export function verifyBindingSignature(message: Uint8Array, signature: Uint8Arra
   return cryptoVerify(null, message, publicKey, signature);
 }
 
-type VmRef = Pick<VmConfig, 'name' | 'tenant' | 'identityText'>;
-type HostRef = Pick<HostConfig, 'name' | 'addressText'>;
+/** The VM a binding is for. */
+export interface VmRef {
+  readonly name: string;
+  readonly tenant: string;
+  readonly identityText: string;
+}
+
+/** The host a binding places the VM on. */
+export interface HostRef {
+  readonly name: string;
+  readonly addressText: string;
+}
 
 /**
  * What host `host` does when VM `vm` starts on it (NVI Algorithm steps 2-5, epoch 1) or
  * arrives by migration (step 6, the previous epoch + 1): a binding valid from `now` (less
  * BINDING_BACKDATE_MS) for `validitySeconds`, signed with the VM's key. The key and
- * certificate come from the cloud's pki dir, or are given.
+ * certificate come from a pki dir, or are given.
  */
 export function makeBinding(
-  source: CloudConfig | VmCredentials,
+  source: { readonly pkiDir: string } | VmCredentials,
   vm: VmRef,
   host: HostRef,
   epoch: number,

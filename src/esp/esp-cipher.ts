@@ -3,8 +3,7 @@
 // addon (one call into C per batch, in place, key schedule kept per SA).
 
 import { createCipheriv, createDecipheriv, type CipherGCMTypes } from 'node:crypto';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, ESP_SALT_LEN } from './esp.js';
-import { BATCH_MAX } from '../dataplane/batch.js';
+import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, ESP_SALT_LEN } from '../wire/esp.js';
 
 export type EspAlgorithm = 'aes-128-gcm' | 'aes-256-gcm';
 
@@ -19,14 +18,24 @@ export function keyLength(alg: EspAlgorithm): number {
  */
 export class EspJobs {
   count = 0;
-  readonly key = new Int32Array(BATCH_MAX);
-  readonly espOff = new Int32Array(BATCH_MAX);
-  readonly ptLen = new Int32Array(BATCH_MAX);
-  readonly seqHi = new Uint32Array(BATCH_MAX);
+  readonly key: Int32Array;
+  readonly espOff: Int32Array;
+  readonly ptLen: Int32Array;
+  readonly seqHi: Uint32Array;
   /** Batch index of the packet the job belongs to. */
-  readonly packet = new Int32Array(BATCH_MAX);
+  readonly packet: Int32Array;
   /** open(): 1 when the ICV verified and the plaintext replaced the ciphertext. */
-  readonly ok = new Uint8Array(BATCH_MAX);
+  readonly ok: Uint8Array;
+
+  /** Room for `capacity` jobs: the largest batch a stage hands over. */
+  constructor(readonly capacity: number) {
+    this.key = new Int32Array(capacity);
+    this.espOff = new Int32Array(capacity);
+    this.ptLen = new Int32Array(capacity);
+    this.seqHi = new Uint32Array(capacity);
+    this.packet = new Int32Array(capacity);
+    this.ok = new Uint8Array(capacity);
+  }
 
   add(key: number, espOff: number, ptLen: number, seqHi: number, packet: number): void {
     const j = this.count++;
