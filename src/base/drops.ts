@@ -3,89 +3,96 @@
 // the counters add up: packets in = delivered + consumed + held + sum(drops).
 //
 // Names read "stage/reason", as in VPP's /err/<node>/<reason>.
+//
+// Codes are explicit and stable: the key exchange carries a refusal's code on the wire, and
+// stats consumers may key on it. Never renumber or reuse a code; a new reason takes the next
+// free one (test/drops.test.ts holds the table fixed).
 
 export const enum Drop {
   None = 0,
   // Ethernet, from a VM port.
-  EthTruncated,
-  EthNotIpv6,
-  EthTooBig,
-  EthOffloadMalformed,
-  SpoofMac,
+  EthTruncated = 1,
+  EthNotIpv6 = 2,
+  EthTooBig = 3,
+  EthOffloadMalformed = 4,
+  SpoofMac = 5,
   // IPv6 header and extension headers (outer from a VM, inner after decapsulation).
-  Ipv6Truncated,
-  Ipv6BadVersion,
-  Ipv6BadLength,
-  Ipv6ExtTruncated,
-  Ipv6ExtTooLong,
-  Ipv6ExtOrder,
+  Ipv6Truncated = 6,
+  Ipv6BadVersion = 7,
+  Ipv6BadLength = 8,
+  Ipv6ExtTruncated = 9,
+  Ipv6ExtTooLong = 10,
+  Ipv6ExtOrder = 11,
   // Neighbour discovery and multicast: the switch answers, nothing is flooded.
-  NdMalformed,
-  NdMulticastNotForwarded,
-  NdRouterOnly,
+  NdMalformed = 12,
+  NdMulticastNotForwarded = 13,
+  NdRouterOnly = 14,
   // Anti-spoofing and destination checks.
-  SpoofSource,
-  DstNotUnicast,
-  DstOwnIdentity,
+  SpoofSource = 15,
+  DstNotUnicast = 16,
+  DstOwnIdentity = 17,
   // Cable cache and upcall.
-  UpcallQueueFull,
-  UpcallRateLimited,
-  ResolveNotFound,
-  ResolveStoreError,
+  UpcallQueueFull = 18,
+  UpcallRateLimited = 19,
+  ResolveNotFound = 20,
+  ResolveStoreError = 21,
   // Certificate and binding verification (SDN Algorithms 1 and 2, step 3).
-  VerifyUnknownCa,
-  VerifyExpired,
-  VerifyNotYetValid,
-  VerifySanMismatch,
-  VerifyIdentityNotDerived,
-  VerifyBadSignature,
-  VerifyWrongHostAddress,
-  VerifyOldEpoch,
-  VerifyHostCertMismatch,
-  VerifyMalformed,
+  VerifyUnknownCa = 22,
+  VerifyExpired = 23,
+  VerifyNotYetValid = 24,
+  VerifySanMismatch = 25,
+  VerifyIdentityNotDerived = 26,
+  VerifyBadSignature = 27,
+  VerifyWrongHostAddress = 28,
+  VerifyOldEpoch = 29,
+  VerifyHostCertMismatch = 30,
+  VerifyMalformed = 31,
   // Policy (SDN Algorithms 1 and 2, steps 4 and 5).
-  PolicyDefaultDeny,
-  PolicyUnplugRule,
-  PolicyCrossTenant,
-  PolicyLevel,
-  PolicyDiode,
-  PolicyTimeWindow,
-  PolicyProtoPort,
-  PolicyInitiateOnly,
-  PolicyFragment,
-  PolicyFlowTableFull,
+  PolicyDefaultDeny = 32,
+  PolicyUnplugRule = 33,
+  PolicyCrossTenant = 34,
+  PolicyLevel = 35,
+  PolicyDiode = 36,
+  PolicyTimeWindow = 37,
+  PolicyProtoPort = 38,
+  PolicyInitiateOnly = 39,
+  PolicyFragment = 40,
+  PolicyFlowTableFull = 41,
   // Key exchange and SAs.
-  SaNegotiationFailed,
-  SaExhausted,
+  SaNegotiationFailed = 42,
+  SaExhausted = 43,
   // Encapsulation and MTU.
-  MtuTooBig,
+  MtuTooBig = 44,
   // Underlay IPv4.
-  Ipv4Truncated,
-  Ipv4BadVersion,
-  Ipv4BadHeader,
-  Ipv4BadChecksum,
-  Ipv4BadLength,
-  Ipv4Fragment,
-  Ipv4NotForUs,
-  Ipv4UnknownProtocol,
+  Ipv4Truncated = 45,
+  Ipv4BadVersion = 46,
+  Ipv4BadHeader = 47,
+  Ipv4BadChecksum = 48,
+  Ipv4BadLength = 49,
+  Ipv4Fragment = 50,
+  Ipv4NotForUs = 51,
+  Ipv4UnknownProtocol = 52,
   // ESP (RFC 4303).
-  EspTruncated,
-  EspUnknownSpi,
-  EspWrongPeer,
-  EspReplay,
-  EspLeftOfWindow,
-  EspAuthFailed,
-  EspBadTrailer,
-  EspBadNextHeader,
+  EspTruncated = 53,
+  EspUnknownSpi = 54,
+  EspWrongPeer = 55,
+  EspReplay = 56,
+  EspLeftOfWindow = 57,
+  EspAuthFailed = 58,
+  EspBadTrailer = 59,
+  EspBadNextHeader = 60,
   // Plain IPv6-in-IPv4 (RFC 4213).
-  Ip6in4WrongPeer,
-  Ip6in4EncryptionRequired,
+  Ip6in4WrongPeer = 61,
+  Ip6in4EncryptionRequired = 62,
   // After decapsulation.
-  InnerPairMismatch,
-  InnerUnknownDestination,
+  InnerPairMismatch = 63,
+  InnerUnknownDestination = 64,
   // Transmit.
-  TxUnderlayError,
-  TxPortError,
+  TxUnderlayError = 65,
+  TxPortError = 66,
+
+  // Added after the codes above were fixed: new reasons take the next free code.
+  EspSealFailed = 67,
 }
 
 /** [name, description] for each reason, indexed by Drop. */
@@ -157,9 +164,16 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.InnerUnknownDestination]: ['inner/unknown-destination', 'inner destination is not a VM of this host'],
   [Drop.TxUnderlayError]: ['tx/underlay-error', 'the underlay port refused the packet'],
   [Drop.TxPortError]: ['tx/port-error', 'the VM port refused the frame'],
+  [Drop.EspSealFailed]: ['esp/seal-failed', 'the cipher could not encrypt the packet (never sent unencrypted)'],
 };
 
-export const DROP_COUNT = Object.keys(DROP_INFO).length;
+/** One more than the highest code: the size of arrays indexed by Drop. */
+export const DROP_COUNT = Math.max(...Object.keys(DROP_INFO).map(Number)) + 1;
+
+/** True when `code` (from the wire, say) is a reason this build knows. */
+export function isDrop(code: number): code is Drop {
+  return Number.isInteger(code) && Object.prototype.hasOwnProperty.call(DROP_INFO, code);
+}
 
 export function dropName(d: Drop): string {
   return DROP_INFO[d][0];

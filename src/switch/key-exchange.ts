@@ -13,7 +13,7 @@
 import { randomBytes, type KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Cable } from '../dataplane/cable.js';
-import { Drop, DROP_COUNT, dropName } from '../base/drops.js';
+import { Drop, DROP_COUNT, dropName, isDrop } from '../base/drops.js';
 import { formatIpv4 } from '../base/address.js';
 import { formatIpv6, parseIpv6Address } from '../base/address.js';
 import type { VmPort } from '../dataplane/vm-port.js';
@@ -355,7 +355,7 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     if (answer.status !== 0) {
       this.counters.answersRefused++;
-      const reason = answer.status < DROP_COUNT ? dropName(answer.status as Drop) : `code ${answer.status}`;
+      const reason = isDrop(answer.status) ? dropName(answer.status) : `code ${answer.status}`;
       this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} refused: ${reason}` });
       return;
     }
