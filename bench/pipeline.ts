@@ -62,7 +62,8 @@ import { nativeAvailable } from '../src/native/addon.js';
 import { MemoryLogger } from '../src/base/log.js';
 import type { DirectionDecision } from '../src/dataplane/decision.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
-import type { Host, PacketSink } from '../src/switch/host.js';
+import type { Host } from '../src/switch/host.js';
+import type { PacketSink } from '../src/switch/tx.js';
 import { CONFIG_FILE, echoBetween } from '../test/offline-fixture.js';
 
 // ---- Options ------------------------------------------------------------------------------
@@ -300,7 +301,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     c.peerHost = h1.name;
     live(c);
     const sa = outbound[k];
-    if (sa) h2.spis.set(sa.spi, new InboundSa(sa.spi, sa.key, h1.address, c, NOW));
+    if (sa) h2.sas.spis.set(sa.spi, new InboundSa(sa.spi, sa.key, h1.address, c, NOW));
     h2.ingressCables.insert(c);
   }
   outbound.length = 0;

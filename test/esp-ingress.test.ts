@@ -36,7 +36,7 @@ function drops(h2: Host): Record<string, number> {
 }
 
 function top(h2: Host): [number, number] {
-  const sas = [...h2.spis.values()];
+  const sas = [...h2.sas.spis.values()];
   assert.is(sas.length, 1);
   return sas[0].window.top();
 }

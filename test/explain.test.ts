@@ -23,7 +23,8 @@ function explain(args: string[]): { code: number; out: string } {
 function golden(name: string, args: string[], code: number): void {
   const r = explain(args);
   const file = `${GOLDEN}explain-${name}.txt`;
-  if (process.env.UPDATE_GOLDEN === '1' || !existsSync(file)) writeFileSync(file, r.out);
+  if (process.env.UPDATE_GOLDEN === '1') writeFileSync(file, r.out);
+  assert.ok(existsSync(file), `no golden file ${file}: write it on purpose with UPDATE_GOLDEN=1 node dist/test/explain.test.js, then read it`);
   assert.fixture(r.out, readFileSync(file, 'utf8'));
   assert.is(r.code, code, `exit code of explain ${args.join(' ')}`);
 }

@@ -78,7 +78,7 @@ test('a lost ANSWER is answered again from the cache: one SA, not two', async ()
   assert.is(h2.ingress.counters.delivered, 1);
   assert.is(h2.kx.counters.initsRetransmitted, 1);
   assert.is(h2.kx.counters.accepted, 1);
-  assert.is(h2.spis.size, 1);
+  assert.is(h2.sas.spis.size, 1);
   o.off.close();
 });
 
@@ -176,7 +176,7 @@ test('an INIT outside the time skew is ignored, even when signed by a real host'
   await o.off.settle();
   const h2 = o.off.hosts.get('h2')!;
   assert.is(h2.kx.counters.initsStale, 1);
-  assert.is(h2.spis.size, 0);
+  assert.is(h2.sas.spis.size, 0);
   o.off.close();
 });
 
@@ -193,10 +193,10 @@ test('a rekey before the volume limit replaces the SA without losing a packet, a
   assert.is(h2.ingress.counters.dropped(), 0);
   const spis = new Set(o.off.underlay.filter((u) => u.data[9] === 50).map((u) => u.data.readUInt32BE(20)));
   assert.ok(spis.size >= 5, `${spis.size} SPIs used`);
-  assert.ok(h2.spis.size >= 2, 'old inbound SAs stay for their grace time');
+  assert.ok(h2.sas.spis.size >= 2, 'old inbound SAs stay for their grace time');
   now += o.config.switch.esp.grace * 1000 + 1;
   h2.sweep();
-  assert.is(h2.spis.size, 1, 'after the grace time only the current SA is left');
+  assert.is(h2.sas.spis.size, 1, 'after the grace time only the current SA is left');
   o.off.close();
 });
 

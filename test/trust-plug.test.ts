@@ -79,7 +79,7 @@ function refusedBySender(c: Case, reason: Drop): void {
 function refusedByReceiver(c: Case, reason: Drop): void {
   assert.is(c.h2.kx.counters.refusals[reason], 1, `h2 refused for ${dropName(reason)}`);
   assert.is(c.h2.kx.counters.accepted, 0);
-  assert.is(c.h2.spis.size, 0, 'h2 installed no SA');
+  assert.is(c.h2.sas.spis.size, 0, 'h2 installed no SA');
   assert.is(cable(c.h2, CableDirection.Ingress, 'web1', 'web2', c.o), undefined, 'h2 plugged nothing');
   const egress = cable(c.h1, CableDirection.Egress, 'web1', 'web2', c.o)!;
   assert.is(egress.drop, Drop.SaNegotiationFailed);

@@ -167,6 +167,19 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.EspSealFailed]: ['esp/seal-failed', 'the cipher could not encrypt the packet (never sent unencrypted)'],
 };
 
+/**
+ * Reasons the miss path decides (resolve, verify, policy, key exchange): an unplugged cable
+ * carries one, and every packet that meets the cable is dropped for it.
+ */
+export const PLUG_REASONS: readonly Drop[] = [
+  Drop.UpcallRateLimited, Drop.ResolveNotFound, Drop.ResolveStoreError,
+  Drop.VerifyUnknownCa, Drop.VerifyExpired, Drop.VerifyNotYetValid, Drop.VerifySanMismatch, Drop.VerifyIdentityNotDerived,
+  Drop.VerifyBadSignature, Drop.VerifyWrongHostAddress, Drop.VerifyOldEpoch, Drop.VerifyHostCertMismatch, Drop.VerifyMalformed,
+  Drop.PolicyDefaultDeny, Drop.PolicyUnplugRule, Drop.PolicyCrossTenant, Drop.PolicyLevel, Drop.PolicyDiode, Drop.PolicyTimeWindow,
+  Drop.PolicyProtoPort, Drop.PolicyInitiateOnly, Drop.PolicyFragment, Drop.PolicyFlowTableFull,
+  Drop.SaNegotiationFailed,
+];
+
 /** One more than the highest code: the size of arrays indexed by Drop. */
 export const DROP_COUNT = Math.max(...Object.keys(DROP_INFO).map(Number)) + 1;
 

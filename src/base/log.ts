@@ -1,6 +1,9 @@
-// Structured, rate-limited logging: one JSON object per line on stderr. Each event name
-// may log at most `perSecond` lines a second; the rest are counted and reported once the
-// second is over, so a packet flood never becomes a log flood.
+// Structured, rate-limited logging: one JSON object per line on stderr. Each event name has
+// a token bucket of `perSecond` lines a second; lines beyond it are counted, and the count is
+// reported ('log-suppressed') before that event's next line that gets through, so a packet
+// flood never becomes a log flood and nothing is lost without a trace.
+
+import { TokenBucket } from './token-bucket.js';
 
 export type Level = 'info' | 'warn' | 'error';
 
@@ -11,7 +14,7 @@ export interface Logger {
 }
 
 export class JsonLogger implements Logger {
-  private readonly windows = new Map<string, { second: number; count: number; suppressed: number }>();
+  private readonly buckets = new Map<string, { bucket: TokenBucket; suppressed: number }>();
 
   constructor(
     private readonly write: (line: string) => void = (line) => process.stderr.write(line),
@@ -34,23 +37,19 @@ export class JsonLogger implements Logger {
 
   private log(level: Level, event: string, fields?: Record<string, unknown>): void {
     const now = this.now();
-    const second = Math.floor(now / 1000);
-    let w = this.windows.get(event);
+    let w = this.buckets.get(event);
     if (!w) {
-      w = { second, count: 0, suppressed: 0 };
-      this.windows.set(event, w);
+      w = { bucket: new TokenBucket(this.perSecond, this.perSecond, now), suppressed: 0 };
+      this.buckets.set(event, w);
     }
-    if (w.second !== second) {
-      if (w.suppressed > 0) this.emit(now, 'warn', 'log-suppressed', { event, lines: w.suppressed });
-      w.second = second;
-      w.count = 0;
-      w.suppressed = 0;
-    }
-    if (w.count >= this.perSecond) {
+    if (!w.bucket.take(now)) {
       w.suppressed++;
       return;
     }
-    w.count++;
+    if (w.suppressed > 0) {
+      this.emit(now, 'warn', 'log-suppressed', { of: event, lines: w.suppressed });
+      w.suppressed = 0;
+    }
     this.emit(now, level, event, fields);
   }
 

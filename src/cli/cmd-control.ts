@@ -6,7 +6,8 @@
 import { existsSync } from 'node:fs';
 import { loadConfig, type CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
-import { controlRequest, type CableInfo } from '../switch/control.js';
+import type { CableInfo } from '../switch/cable-info.js';
+import { controlRequest } from '../switch/control.js';
 import { controlPath } from '../switch/paths.js';
 import { DEFAULT_CONFIG, parseArgs } from './args.js';
 
@@ -59,12 +60,31 @@ export const stats = {
       process.stdout.write(`${host}\n`);
       for (const [part, value] of Object.entries(s as Record<string, unknown>)) {
         if (part === 'host') continue;
-        process.stdout.write(`  ${part.padEnd(9)} ${JSON.stringify(value)}\n`);
+        if (part === 'egress' || part === 'ingress') process.stdout.write(pipelineText(part, value as PipelineStats));
+        else process.stdout.write(`  ${part.padEnd(9)} ${JSON.stringify(value)}\n`);
       }
     }
     return 0;
   },
 };
+
+interface PipelineStats {
+  readonly [total: string]: number | Record<string, number> | Record<string, Record<string, number | Record<string, number>>>;
+  readonly stages: Record<string, Record<string, number | Record<string, number>>>;
+}
+
+/** A pipeline's totals on one line, then one line per stage (and port, tx): what it settled, its drops by reason. */
+export function pipelineText(name: string, p: PipelineStats): string {
+  const totals = ['in', 'reinjected', 'delivered', 'underlay', 'consumed', 'replied', 'held', 'dropped'].map((k) => `${k} ${p[k] as number}`);
+  let out = `  ${name.padEnd(9)} ${totals.join('  ')}\n`;
+  for (const [stage, row] of Object.entries(p.stages)) {
+    const parts = Object.entries(row).filter(([k]) => k !== 'drops').map(([k, n]) => `${k} ${n as number}`);
+    const drops = Object.entries((row.drops ?? {}) as Record<string, number>).map(([r, n]) => `${r} ${n}`);
+    if (drops.length > 0) parts.push(`dropped: ${drops.join(', ')}`);
+    out += `    ${stage.padEnd(15)} ${parts.join(', ')}\n`;
+  }
+  return out;
+}
 
 export function table(head: string[], rows: string[][]): string {
   const w = head.map((h, k) => Math.max(h.length, ...rows.map((r) => r[k].length)));

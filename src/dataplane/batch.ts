@@ -47,6 +47,9 @@ export const enum Next {
   Reply = 6,
 }
 
+/** Names of the fates, indexed by Next (for messages). */
+export const NEXT_NAMES: readonly string[] = ['active', 'drop', 'underlay', 'vm-port', 'held', 'consumed', 'reply'];
+
 export class Batch {
   /** The arena: BATCH_MAX slots of SLOT_BYTES. */
   readonly data: Buffer;
@@ -69,6 +72,10 @@ export class Batch {
   readonly peer = new Uint32Array(BATCH_MAX);
   readonly next = new Uint8Array(BATCH_MAX);
   readonly reason = new Uint16Array(BATCH_MAX);
+  /** Row of the stage that settled the packet (its counters' row; 0 = not settled by a stage). */
+  readonly by = new Uint8Array(BATCH_MAX);
+  /** Counters' row of the stage running now; drop() and settle() record it in `by`. */
+  stage = 0;
   /** Capture timestamp in microseconds (kept from pcap input, else the batch clock). */
   readonly time = new Float64Array(BATCH_MAX);
   /** Opaque to the pipeline: a tool's own number for the packet (replay follows verdicts by it). */
@@ -118,6 +125,7 @@ export class Batch {
     this.peer[i] = 0;
     this.next[i] = Next.Active;
     this.reason[i] = 0;
+    this.by[i] = 0;
     this.time[i] = timeUs;
     this.tag[i] = -1;
     this.ref[i] = null;

@@ -13,6 +13,7 @@ import { CableDirection, type Cable } from './cable.js';
 import type { CableCache } from './cable-cache.js';
 import { Drop } from '../base/drops.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
+import { settle } from './stage.js';
 
 export interface HeldPacket {
   readonly data: Buffer;
@@ -134,7 +135,7 @@ export class Upcall {
       tag: b.tag[i],
     });
     this.queued++;
-    b.next[i] = Next.Held;
+    settle(b, i, Next.Held);
     return Drop.None;
   }
 

@@ -2,38 +2,36 @@
 // JSON answer per line. `nvi-switch cables|stats|explain --live` speak it.
 //   {"cmd":"stats"}   {"cmd":"cables"}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
+// The server knows the switch only through ControlHandler: what it may be asked.
 
 import { createConnection, createServer, type Server } from 'node:net';
 import { rmSync } from 'node:fs';
 import { NviError } from '../base/errors.js';
-import { CableDirection, type Cable } from '../dataplane/cable.js';
-import { dropName } from '../base/drops.js';
-import { formatIpv4, parseIpv4Address } from '../base/address.js';
-import { FlowMode } from '../dataplane/decision.js';
-import { explainReceiver, explainSender, type Packet } from './explain.js';
-import type { LiveSwitch } from './live.js';
+import { parseIpv4Address } from '../base/address.js';
+import type { CableInfo } from './cable-info.js';
+import type { Explanation, Packet } from './explain.js';
 
-export interface CableInfo {
-  readonly direction: 'egress' | 'ingress';
+export interface ExplainRequest {
+  readonly side: 'sender' | 'receiver';
   readonly src: string;
   readonly dst: string;
-  readonly srcVm?: string;
-  readonly dstVm?: string;
-  readonly peer: string;
-  readonly state: string;
-  readonly rule: string;
-  readonly revision?: number;
-  readonly sa?: string;
-  readonly packets: number;
-  readonly bytes: number;
-  readonly drops: number;
-  readonly ageSeconds: number;
+  readonly packet?: Packet;
+  /** Receiver side: the host the request comes from, and its underlay address (uint32). */
+  readonly fromHost?: string;
+  readonly fromAddress?: number;
+}
+
+/** What a control client may ask a running switch. */
+export interface ControlHandler {
+  stats(): Record<string, unknown>;
+  cables(): CableInfo[];
+  explain(req: ExplainRequest): Promise<Explanation>;
 }
 
 export class ControlServer {
   private constructor(private readonly server: Server, private readonly path: string) {}
 
-  static listen(path: string, sw: LiveSwitch): Promise<ControlServer> {
+  static listen(path: string, sw: ControlHandler): Promise<ControlServer> {
     rmSync(path, { force: true });
     const server = createServer((conn) => {
       let buf = '';
@@ -63,21 +61,25 @@ export class ControlServer {
   }
 }
 
-async function answer(sw: LiveSwitch, line: string): Promise<{ ok: boolean; result?: unknown; error?: string }> {
+async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; result?: unknown; error?: string }> {
   try {
     const req = JSON.parse(line) as Record<string, unknown>;
     switch (req.cmd) {
       case 'stats':
         return { ok: true, result: sw.stats() };
       case 'cables':
-        return { ok: true, result: cables(sw) };
+        return { ok: true, result: sw.cables() };
       case 'explain': {
         const packet: Packet | undefined = typeof req.proto === 'number' ? { proto: req.proto, port: typeof req.port === 'number' ? req.port : undefined } : undefined;
-        const src = String(req.src);
-        const dst = String(req.dst);
-        const result = req.side === 'receiver'
-          ? await explainReceiver(sw.host, src, dst, String(req.fromHost), parseIpv4Address(String(req.fromAddress)), packet)
-          : await explainSender(sw.host, src, dst, packet);
+        const receiver = req.side === 'receiver';
+        const result = await sw.explain({
+          side: receiver ? 'receiver' : 'sender',
+          src: String(req.src),
+          dst: String(req.dst),
+          packet,
+          fromHost: receiver ? String(req.fromHost) : undefined,
+          fromAddress: receiver ? parseIpv4Address(String(req.fromAddress)) : undefined,
+        });
         return { ok: true, result };
       }
       default:
@@ -86,38 +88,6 @@ async function answer(sw: LiveSwitch, line: string): Promise<{ ok: boolean; resu
   } catch (e) {
     return { ok: false, error: (e as Error).message };
   }
-}
-
-function cables(sw: LiveSwitch): CableInfo[] {
-  const h = sw.host;
-  const now = Date.now();
-  const vmOf = new Map([...sw.cloud.config.vms.values()].map((vm) => [vm.identityText, vm.name]));
-  const out: CableInfo[] = [];
-  const info = (c: Cable): CableInfo => ({
-    direction: c.direction === CableDirection.Egress ? 'egress' : 'ingress',
-    src: c.srcText,
-    dst: c.dstText,
-    srcVm: vmOf.get(c.srcText),
-    dstVm: vmOf.get(c.dstText),
-    peer: c.localPort >= 0 && c.direction === CableDirection.Egress ? 'this host' : c.peerHost || (c.peerAddr ? formatIpv4(c.peerAddr) : '-'),
-    state: !c.plugged ? `unplugged: ${dropName(c.drop)}` : c.decision?.flow === FlowMode.Opens ? 'plugged, opens flows'
-      : c.decision?.flow === FlowMode.RepliesOnly ? 'plugged, replies only' : 'plugged',
-    rule: c.rule,
-    revision: c.decision?.revision,
-    sa: c.sa ? `0x${c.sa.spi.toString(16)} seq ${c.sa.seqHi * 2 ** 32 + c.sa.seqLo}` : inboundSa(sw, c),
-    packets: c.packets,
-    bytes: c.bytes,
-    drops: c.drops,
-    ageSeconds: Math.round((now - c.plugTime) / 1000),
-  });
-  for (const c of h.egressCables.all()) out.push(info(c));
-  for (const c of h.ingressCables.all()) out.push(info(c));
-  return out;
-}
-
-function inboundSa(sw: LiveSwitch, c: Cable): string | undefined {
-  for (const sa of sw.host.spis.values()) if (sa.cable === c) return `0x${sa.spi.toString(16)} in, ${sa.packets} packets`;
-  return undefined;
 }
 
 /** Send one request to the control socket at `path`; resolves with its result. */

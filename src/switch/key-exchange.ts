@@ -7,10 +7,10 @@
 // a signed refusal ends a handshake unsuccessfully.
 // Responder (on INIT): rate-limit per source address; answer a retransmitted INIT with the
 // same ANSWER (no second SA); check the INIT's age and signature; run SDN Algorithm 2
-// (Resolver.accept) before installing anything; then choose the SPI, derive the key,
+// (Receiver.accept) before installing anything; then choose the SPI, derive the key,
 // install the inbound SA, answer.
 
-import { randomBytes, type KeyObject } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import type { Cable } from '../dataplane/cable.js';
 import { Drop, DROP_COUNT, dropName, isDrop } from '../base/drops.js';
@@ -24,8 +24,9 @@ import {
 } from '../esp/handshake.js';
 import { OutboundSa, type SaLimits } from '../esp/sa.js';
 import type { Trace } from '../base/trace.js';
-import type { AcceptRequest, AcceptResult } from './resolver.js';
-import type { Clock } from '../base/clock.js';
+import type { Clock, Random } from '../base/clock.js';
+import { TokenBucket } from '../base/token-bucket.js';
+import type { AcceptRequest, AcceptResult } from './receiver.js';
 
 export interface SaRequest {
   readonly srcPort: VmPort;
@@ -135,7 +136,7 @@ export class KeyExchangeEngine implements KeyExchange {
   readonly counters = new KxCounters();
   private readonly pending = new Map<string, Pending>();
   private readonly answered: LRUCache<string, Buffer>;
-  private readonly buckets: LRUCache<number, { tokens: number; at: number }>;
+  private readonly buckets: LRUCache<number, TokenBucket>;
   private readonly notified: LRUCache<string, number>;
   private closed = false;
   /** INITs being answered (the responder awaits verification and Algorithm 2). */
@@ -151,6 +152,7 @@ export class KeyExchangeEngine implements KeyExchange {
     private readonly cipher: EspCipher,
     private readonly settings: KxSettings,
     private readonly clock: Clock,
+    private readonly random: Random,
   ) {
     this.answered = new LRUCache({ max: 16_384, ttl: 2 * settings.maxSkewMs, perf: clock });
     this.buckets = new LRUCache({ max: 65_536 });
@@ -162,7 +164,7 @@ export class KeyExchangeEngine implements KeyExchange {
     if (this.closed) return Promise.resolve({ ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
     return new Promise((resolve) => {
       const eph = ephemeralKey();
-      const requestId = randomBytes(8);
+      const requestId = this.random.bytes(8);
       const fields = { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) };
       const init = encodeInit(
         { alg: this.settings.alg, requestId, timeMs: this.clock.now(), src: fields.src, dst: fields.dst, ephemeral: eph.publicRaw, host: this.host.name },
@@ -296,20 +298,15 @@ export class KeyExchangeEngine implements KeyExchange {
     this.transport.send(answer, from);
   }
 
-  /** Token bucket per source address. */
+  /** A token bucket per source address. */
   private admit(from: number): boolean {
     const now = this.clock.now();
-    const { initsPerSecond: rate, initBurst: burst } = this.settings;
     let b = this.buckets.get(from);
     if (!b) {
-      b = { tokens: burst, at: now };
+      b = new TokenBucket(this.settings.initsPerSecond, this.settings.initBurst, now);
       this.buckets.set(from, b);
     }
-    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
-    b.at = now;
-    if (b.tokens < 1) return false;
-    b.tokens -= 1;
-    return true;
+    return b.take(now);
   }
 
   /**
@@ -318,7 +315,7 @@ export class KeyExchangeEngine implements KeyExchange {
    */
   private newSpi(): number {
     for (;;) {
-      const spi = randomBytes(4).readUInt32BE(0) >>> 2;
+      const spi = this.random.bytes(4).readUInt32BE(0) >>> 2;
       if (spi >= 256 && !this.installer.spiInUse(spi)) return spi;
     }
   }

@@ -18,7 +18,9 @@ import { RawUnderlay } from '../io/raw-underlay.js';
 import { TapPort } from '../io/tap.js';
 import type { Logger } from '../base/log.js';
 import { openCloud, publishBindings, reloadPolicy, hostPrivateKey, type Cloud } from './cloud.js';
-import { ControlServer } from './control.js';
+import { cableInfo, type CableInfo } from './cable-info.js';
+import { ControlServer, type ControlHandler, type ExplainRequest } from './control.js';
+import { explainReceiver, explainSender, type Explanation } from './explain.js';
 import { Host } from './host.js';
 import { UdpTransport } from './transports.js';
 
@@ -34,7 +36,7 @@ export interface LiveOptions {
   readonly exportSa?: string;
 }
 
-export class LiveSwitch {
+export class LiveSwitch implements ControlHandler {
   private readonly egressBatch = new Batch();
   private readonly ingressBatch = new Batch();
   private readonly taps: TapPort[] = [];
@@ -148,13 +150,24 @@ export class LiveSwitch {
       ingress: h.ingress.counters.snapshot(),
       nd: h.egress.stage<NdResponder>('nd-responder').counts,
       upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
-      resolver: h.resolver.counts,
+      lookups: h.lookup.counts,
       verifier: { ...this.cloud.verifier.counters },
       kx: kxSnapshot(h),
-      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.spis.size },
+      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size },
       taps: this.taps.map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
+  }
+
+  cables(): CableInfo[] {
+    const vmOf = new Map([...this.cloud.config.vms.values()].map((vm) => [vm.identityText, vm.name]));
+    return cableInfo(this.host, vmOf, Date.now());
+  }
+
+  explain(req: ExplainRequest): Promise<Explanation> {
+    return req.side === 'receiver'
+      ? explainReceiver(this.host, req.src, req.dst, req.fromHost ?? '', req.fromAddress ?? 0, req.packet)
+      : explainSender(this.host, req.src, req.dst, req.packet);
   }
 
   /** Stop: close the ports (the TAPs the switch created disappear), the sockets, the store. */

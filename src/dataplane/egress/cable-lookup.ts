@@ -5,7 +5,7 @@
 import { Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import type { CableCache } from '../cable-cache.js';
-import { Drop } from '../../base/drops.js';
+import { Drop, PLUG_REASONS } from '../../base/drops.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import { pairHash } from '../pair-hash.js';
 import { drop, type Stage } from '../stage.js';
@@ -13,8 +13,9 @@ import type { Upcall } from '../upcall.js';
 
 export class CableLookup implements Stage {
   readonly name = 'cable-lookup';
-  /** Its own reasons; an unplugged cable drops for the Verify/Policy/Resolve/Sa reason it stores. */
-  readonly drops = [Drop.UpcallQueueFull, Drop.UpcallRateLimited];
+  /** Its own reasons, and those an unplugged cable stores (decided on the miss path). */
+  readonly drops = [Drop.UpcallQueueFull, ...PLUG_REASONS];
+  readonly outputs = [Next.Held];
   hits = 0;
   misses = 0;
 

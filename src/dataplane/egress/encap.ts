@@ -8,10 +8,11 @@
 import { BATCH_MAX, Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import { Drop } from '../../base/drops.js';
+import { TokenBucket } from '../../base/token-bucket.js';
 import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
 import { writePacketTooBig } from '../../wire/icmpv6.js';
 import { IPV4_HLEN, writeOuter } from '../../wire/ipv4.js';
-import { drop, type Stage } from '../stage.js';
+import { drop, settle, type Stage } from '../stage.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
 import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, writeEspTrailer } from '../../wire/esp.js';
 import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
@@ -28,10 +29,11 @@ function writeU32(buf: Uint8Array, off: number, v: number): void {
 
 export class Encap implements Stage {
   readonly name = 'encap';
-  readonly drops = [Drop.MtuTooBig, Drop.SaExhausted];
+  readonly drops = [Drop.MtuTooBig, Drop.SaExhausted, Drop.EspSealFailed];
+  readonly outputs = [Next.VmPort, Next.Underlay, Next.Reply];
   private readonly jobs = new EspJobs(BATCH_MAX);
-  private errorSecond = -1;
-  private errorsThisSecond = 0;
+  /** ICMPv6 errors allowed (RFC 4443 2.4 f); the clock is the batch's. */
+  private readonly errors = new TokenBucket(ERRORS_PER_SECOND, ERRORS_PER_SECOND, 0);
 
   constructor(
     private readonly ports: readonly VmPort[],
@@ -59,7 +61,7 @@ export class Encap implements Stage {
         c.bytes += ipLen;
         writeEthIpv6(buf, b.start[i], this.ports[c.localPort].mac, ROUTER_MAC);
         b.outPort[i] = c.localPort;
-        b.next[i] = Next.VmPort;
+        settle(b, i, Next.VmPort);
         continue;
       }
       const tos = (((buf[ip] & 0x0f) << 4) | (buf[ip + 1] >> 4)) & 0xfc; // inner DSCP, ECN not copied
@@ -97,30 +99,24 @@ export class Encap implements Stage {
       c.packets++;
       c.bytes += ipLen;
       b.peer[i] = c.peerAddr;
-      b.next[i] = Next.Underlay;
+      settle(b, i, Next.Underlay);
     }
     if (jobs.count > 0) this.cipher.seal(buf, jobs);
   }
 
   /** Answer with Packet Too Big (rate-limited), the packet itself counted as dropped. */
   private tooBig(b: Batch, i: number, port: VmPort, now: number): void {
-    const second = Math.floor(now / 1000);
-    if (second !== this.errorSecond) {
-      this.errorSecond = second;
-      this.errorsThisSecond = 0;
-    }
-    if (this.errorsThisSecond >= ERRORS_PER_SECOND) {
+    if (!this.errors.take(now)) {
       drop(b, i, Drop.MtuTooBig);
       return;
     }
-    this.errorsThisSecond++;
     const buf = b.data;
     const ip = b.l3[i];
     const ipLen = writePacketTooBig(buf, ip, b.len[i] - ETH_HLEN, port.mtu, ROUTER_LINK_LOCAL);
     writeEthIpv6(buf, b.start[i], port.mac, ROUTER_MAC);
     b.len[i] = ETH_HLEN + ipLen;
     b.outPort[i] = b.port[i];
-    b.next[i] = Next.Reply;
+    settle(b, i, Next.Reply);
     b.reason[i] = Drop.MtuTooBig;
   }
 }

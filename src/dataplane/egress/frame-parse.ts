@@ -13,6 +13,7 @@ export class FrameParse implements Stage {
     Drop.EthTruncated, Drop.EthNotIpv6, Drop.EthTooBig,
     Drop.Ipv6Truncated, Drop.Ipv6BadVersion, Drop.Ipv6BadLength, Drop.Ipv6ExtTruncated, Drop.Ipv6ExtTooLong, Drop.Ipv6ExtOrder,
   ];
+  readonly outputs = [];
   private readonly ip = new Ipv6Parse();
 
   process(b: Batch): void {

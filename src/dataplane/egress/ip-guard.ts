@@ -11,6 +11,7 @@ import type { VmPort } from '../vm-port.js';
 export class IpGuard implements Stage {
   readonly name = 'ip-guard';
   readonly drops = [Drop.SpoofSource, Drop.DstNotUnicast, Drop.DstOwnIdentity];
+  readonly outputs = [];
 
   constructor(private readonly ports: readonly VmPort[]) {}
 

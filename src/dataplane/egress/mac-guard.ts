@@ -10,6 +10,7 @@ import type { VmPort } from '../vm-port.js';
 export class MacGuard implements Stage {
   readonly name = 'mac-guard';
   readonly drops = [Drop.SpoofMac];
+  readonly outputs = [];
 
   constructor(private readonly ports: readonly VmPort[]) {}
 

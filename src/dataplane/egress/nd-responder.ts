@@ -16,7 +16,7 @@ import {
 import {
   addrEquals, IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_SRC, isMulticast, PROTO_ICMPV6,
 } from '../../wire/ipv6.js';
-import { drop, type Stage } from '../stage.js';
+import { drop, settle, type Stage } from '../stage.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
 
 /** Router lifetime advertised to guests, seconds (RFC 4861 6.2.1 default is 3 x 600). */
@@ -37,6 +37,7 @@ function isSolicitedNode(buf: Uint8Array, off: number): boolean {
 export class NdResponder implements Stage {
   readonly name = 'nd-responder';
   readonly drops = [Drop.NdMalformed, Drop.NdRouterOnly, Drop.NdMulticastNotForwarded];
+  readonly outputs = [Next.Consumed, Next.Reply];
   /** Answers and absorptions by kind, for `stats`. */
   readonly counts = { ns: 0, dad: 0, rs: 0, na: 0, mld: 0 };
   private readonly peerAddr = Buffer.alloc(16);
@@ -57,7 +58,7 @@ export class NdResponder implements Stage {
         }
         if (type === ICMP6_MLD_QUERY || type === ICMP6_MLD_REPORT || type === ICMP6_MLD_DONE || type === ICMP6_MLD2_REPORT) {
           this.counts.mld++;
-          b.next[i] = Next.Consumed;
+          settle(b, i, Next.Consumed);
           continue;
         }
       }
@@ -88,7 +89,7 @@ export class NdResponder implements Stage {
     }
     if (type === ND_NEIGHBOR_ADVERT) {
       this.counts.na++;
-      b.next[i] = Next.Consumed;
+      settle(b, i, Next.Consumed);
       return;
     }
     const port = this.ports[b.port[i]];
@@ -98,13 +99,13 @@ export class NdResponder implements Stage {
         if (!isSolicitedNode(buf, ip + IPV6_OFF_DST)) drop(b, i, Drop.NdMalformed);
         else {
           this.counts.dad++;
-          b.next[i] = Next.Consumed;
+          settle(b, i, Next.Consumed);
         }
         return;
       }
       if (addrEquals(buf, m + 8, port.identity)) {
         this.counts.dad++; // the guest asking for its own address: nobody else has it
-        b.next[i] = Next.Consumed;
+        settle(b, i, Next.Consumed);
         return;
       }
       this.answerNs(b, i, port);
@@ -151,6 +152,6 @@ export class NdResponder implements Stage {
     b.start[i] = at;
     b.len[i] = len;
     b.outPort[i] = b.port[i];
-    b.next[i] = Next.Reply;
+    settle(b, i, Next.Reply);
   }
 }

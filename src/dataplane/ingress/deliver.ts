@@ -4,12 +4,13 @@
 import { Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
-import type { Stage } from '../stage.js';
+import { settle, type Stage } from '../stage.js';
 import { ROUTER_MAC, type VmPort } from '../vm-port.js';
 
 export class Deliver implements Stage {
   readonly name = 'deliver';
   readonly drops = [];
+  readonly outputs = [Next.VmPort];
 
   constructor(private readonly ports: readonly VmPort[]) {}
 
@@ -24,7 +25,7 @@ export class Deliver implements Stage {
       b.start[i] = at;
       b.len[i] += ETH_HLEN;
       b.outPort[i] = c.localPort;
-      b.next[i] = Next.VmPort;
+      settle(b, i, Next.VmPort);
     }
   }
 }

@@ -24,6 +24,7 @@ export class EspDecap implements Stage {
     Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
     Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch,
   ];
+  readonly outputs = [];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
 

@@ -9,6 +9,7 @@ import { drop, type Stage } from '../stage.js';
 export class InnerParse implements Stage {
   readonly name = 'inner-parse';
   readonly drops = [Drop.Ipv6Truncated, Drop.Ipv6BadVersion, Drop.Ipv6BadLength, Drop.Ipv6ExtTruncated, Drop.Ipv6ExtTooLong, Drop.Ipv6ExtOrder];
+  readonly outputs = [];
   private readonly ip = new Ipv6Parse();
 
   process(b: Batch): void {

@@ -6,7 +6,7 @@
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import type { CableCache } from '../cable-cache.js';
-import { Drop } from '../../base/drops.js';
+import { Drop, PLUG_REASONS } from '../../base/drops.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import { pairHash } from '../pair-hash.js';
 import { drop, type Stage } from '../stage.js';
@@ -15,9 +15,10 @@ import type { Upcall } from '../upcall.js';
 export class PairCheck implements Stage {
   readonly name = 'pair-check';
   readonly drops = [
-    Drop.InnerUnknownDestination, Drop.Ip6in4WrongPeer, Drop.Ip6in4EncryptionRequired,
-    Drop.UpcallQueueFull, Drop.UpcallRateLimited,
+    Drop.InnerUnknownDestination, Drop.Ip6in4WrongPeer, Drop.Ip6in4EncryptionRequired, Drop.UpcallQueueFull,
+    ...PLUG_REASONS, // an unplugged cable drops for the reason it stores
   ];
+  readonly outputs = [Next.Held];
 
   constructor(
     private readonly cache: CableCache,

@@ -13,6 +13,7 @@ export class UnderlayParse implements Stage {
     Drop.Ipv4Truncated, Drop.Ipv4BadVersion, Drop.Ipv4BadHeader, Drop.Ipv4BadChecksum, Drop.Ipv4BadLength,
     Drop.Ipv4Fragment, Drop.Ipv4NotForUs, Drop.Ipv4UnknownProtocol,
   ];
+  readonly outputs = [];
   private readonly ip = new Ipv4Parse();
 
   /** `local` is this host's underlay address (uint32). */

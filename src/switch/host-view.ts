@@ -1,0 +1,22 @@
+// What the two algorithms need to know of their host and of the verifier: narrow views, so
+// that sender.ts and receiver.ts depend on no composition code.
+
+import type { Drop } from '../base/drops.js';
+import type { Trace } from '../base/trace.js';
+import type { VmPort } from '../dataplane/vm-port.js';
+import type { BindingRecord } from '../trust/records.js';
+import type { VerifyExpect } from '../trust/verifier.js';
+
+export interface HostView {
+  readonly name: string;
+  /** Underlay address, uint32. */
+  readonly address: number;
+  readonly ports: readonly VmPort[];
+  /** Port index of a local VM by identity text, or undefined. */
+  portIndex(identityText: string): number | undefined;
+}
+
+/** Step 3 of both algorithms (src/trust/verifier.ts). */
+export interface BindingVerifierLike {
+  verify(record: BindingRecord, expect: VerifyExpect, trace?: Trace): Promise<Drop>;
+}

@@ -1,0 +1,82 @@
+// Cables decided again when something they were decided on changes, without waiting for
+// their TTL: a new policy revision re-evaluates exactly the cables whose identities it may
+// affect; a changed binding (a migration, a renewal) makes the cables to or from that
+// identity verify again at their next packet.
+
+import { Drop } from '../base/drops.js';
+import type { Clock } from '../base/clock.js';
+import { Cable, CableDirection } from '../dataplane/cable.js';
+import type { CableCache } from '../dataplane/cable-cache.js';
+import type { Policy } from '../policy/decision.js';
+
+export class Reevaluator {
+  readonly counts = { reevaluated: 0 };
+
+  constructor(
+    private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
+    /** The policy in force; the sender and receiver read it through current(). */
+    private policy: Policy,
+    private readonly clock: Clock,
+    /** Seconds an unplug decision is remembered. */
+    private readonly negativeTtl: number,
+    /** An ingress cable was replaced: its inbound SAs now carry the new one. */
+    private readonly replaced: (old: Cable, next: Cable) => void,
+  ) {}
+
+  current(): Policy {
+    return this.policy;
+  }
+
+  /** A new policy revision. Returns how many cables were re-evaluated. */
+  applyPolicy(next: Policy): number {
+    const affected = this.policy.affected(next);
+    this.policy = next;
+    const now = this.clock.now();
+    let n = 0;
+    for (const cache of [this.caches.egress, this.caches.ingress]) {
+      for (const c of [...cache.all()]) {
+        if (!affected.all && !affected.identities.has(c.srcText) && !affected.identities.has(c.dstText)) continue;
+        n++;
+        this.reevaluate(cache, c, now);
+      }
+    }
+    this.counts.reevaluated += n;
+    return n;
+  }
+
+  /** A binding changed in the store: cables to or from it are verified again at their next packet. */
+  bindingChanged(identity: string): void {
+    for (const c of this.caches.egress.all()) if (c.dstText === identity) c.refreshAt = 0;
+    for (const c of this.caches.ingress.all()) if (c.srcText === identity) c.refreshAt = 0;
+  }
+
+  /**
+   * The decision for `c` under the new policy. A cable that stays plugged the same way keeps
+   * its SA, flows and counters under the new rule; one that is newly allowed, or changes
+   * encapsulation or flow mode, expires so that its next packet plugs it from scratch.
+   */
+  private reevaluate(cache: CableCache, c: Cable, now: number): void {
+    const d = this.policy.decide(c.srcText, c.dstText, now);
+    const reshaped = d.drop === Drop.None && (c.decision === null || d.encrypt !== c.decision.encrypt || d.flow !== c.decision.flow);
+    if (!c.plugged || reshaped) {
+      c.expiresAt = now;
+      return;
+    }
+    const next = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, d.drop, d.rule, d);
+    next.srcPort = c.srcPort;
+    next.localPort = c.localPort;
+    next.peerAddr = c.peerAddr;
+    next.peerHost = c.peerHost;
+    next.outer = c.outer;
+    next.sa = c.sa;
+    next.flows = c.flows;
+    next.plugTime = now;
+    next.refreshAt = d.drop === Drop.None ? c.refreshAt : Infinity;
+    next.expiresAt = d.drop === Drop.None ? Math.min(c.expiresAt, d.validUntil) : now + this.negativeTtl * 1000;
+    next.packets = c.packets;
+    next.bytes = c.bytes;
+    next.drops = c.drops;
+    cache.insert(next);
+    if (c.direction === CableDirection.Ingress) this.replaced(c, next);
+  }
+}

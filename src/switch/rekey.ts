@@ -1,0 +1,48 @@
+// Make-before-break rekey of an outbound SA: when encap reports an SA past a soft limit
+// (age, packets, bytes) or used up, a new key exchange runs for the cable's pair while the
+// old SA keeps carrying traffic; the new SA replaces it in one step, and the old key goes.
+
+import type { Logger } from '../base/log.js';
+import type { Cable } from '../dataplane/cable.js';
+import type { CableCache } from '../dataplane/cable-cache.js';
+import type { VmPort } from '../dataplane/vm-port.js';
+import type { EspCipher } from '../esp/esp-cipher.js';
+import type { KeyExchange } from './key-exchange.js';
+
+export class Rekeyer {
+  readonly counts = { rekeys: 0, rekeyFailures: 0 };
+  private readonly running = new Set<string>();
+
+  constructor(
+    private readonly ports: readonly VmPort[],
+    private readonly egress: CableCache,
+    private readonly keys: KeyExchange,
+    private readonly cipher: EspCipher,
+    private readonly log: Logger,
+  ) {}
+
+  /** Start a rekey of `c` unless one runs for its pair already. */
+  rekey(c: Cable): void {
+    const key = `${c.srcText} ${c.dstText}`;
+    if (this.running.has(key) || c.srcPort < 0) return;
+    this.running.add(key);
+    void this.keys.establish({ srcPort: this.ports[c.srcPort], dst: c.dstText, peerHost: c.peerHost, peerAddress: c.peerAddr }).then((r) => {
+      this.running.delete(key);
+      if (!r.ok) {
+        this.counts.rekeyFailures++;
+        this.log.warn('rekey-failed', { src: c.srcText, dst: c.dstText, detail: r.detail });
+        return;
+      }
+      const current = this.egress.findCable(c);
+      if (!current || current.sa === null) {
+        this.cipher.removeKey(r.sa.key);
+        return;
+      }
+      const old = current.sa;
+      current.sa = r.sa;
+      if (c !== current) c.sa = r.sa;
+      this.cipher.removeKey(old.key);
+      this.counts.rekeys++;
+    });
+  }
+}

@@ -1,0 +1,150 @@
+// SDN Algorithm 1, at the sender's hypervisor, for a local VM SRC sending to DST:
+//   1. look DST up in the mapping store (binding-lookup.ts);
+//   2-3. verify Cert(DST) and Sign(DST, Physical-IP); on failure unplug at the sender;
+//   4-5. evaluate the tenant policy for SRC -> DST; unplug or plug;
+//   6. for a remote DST with encryption, negotiate the ESP SA with DST's host (which runs
+//      Algorithm 2, receiver.ts, before it installs anything); packets wait until it exists.
+//
+// Every failure becomes an unplugged cable carrying its Drop reason, so plug() never
+// rejects and the data path counts each refused packet under the reason found here.
+
+import { Drop, dropName } from '../base/drops.js';
+import { formatIpv6, parseIpv4Address } from '../base/address.js';
+import type { Clock } from '../base/clock.js';
+import type { Trace } from '../base/trace.js';
+import { Cable, CableDirection } from '../dataplane/cable.js';
+import type { DirectionDecision } from '../dataplane/decision.js';
+import type { Policy } from '../policy/decision.js';
+import type { BindingRecord } from '../trust/records.js';
+import { makeOuterTemplate } from '../wire/ipv4.js';
+import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
+import type { BindingLookup } from './binding-lookup.js';
+import { RETRY_MS, type CableMaker } from './cable-maker.js';
+import type { HostView, BindingVerifierLike } from './host-view.js';
+import type { KeyExchange } from './key-exchange.js';
+
+export interface PlugOptions {
+  /** false (explain): describe the key exchange instead of running it. */
+  readonly negotiate: boolean;
+  readonly trace?: Trace;
+  /** A flow table of its own (explain), not the live one of the pair. */
+  readonly privateFlows?: boolean;
+}
+
+export class Sender {
+  /** Outer IPv4 header templates, one per (peer host, protocol), shared by all its cables so it stays in cache. */
+  private readonly outers = new Map<string, Buffer>();
+
+  constructor(
+    private readonly host: HostView,
+    private readonly lookup: BindingLookup,
+    private readonly verifier: BindingVerifierLike,
+    /** The policy in force now (it changes when the store's policy changes). */
+    private readonly policy: () => Policy,
+    private readonly keys: KeyExchange,
+    private readonly maker: CableMaker,
+    private readonly clock: Clock,
+  ) {}
+
+  /** The cable for the VM on `portIndex` -> dst, plugged or not; `previous` is the cable being verified again. */
+  async plug(portIndex: number, dst: Buffer, hash: number, previous: Cable | undefined, opts: PlugOptions = { negotiate: true }): Promise<Cable> {
+    const { trace } = opts;
+    const maker = this.maker;
+    const port = this.host.ports[portIndex];
+    const now = this.clock.now();
+    const dstText = formatIpv6(dst);
+    const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
+      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, port.identityText, dstText, drop, rule, decision);
+      c.srcPort = portIndex;
+      c.plugTime = now;
+      return c;
+    };
+    trace?.step('upcall', `miss for ${port.name} (${port.identityText}) -> ${dstText} on host ${this.host.name}`);
+
+    // 1. Where does DST live?
+    const found = await this.lookup.find(dstText, trace);
+    if ('error' in found) {
+      if (previous?.plugged) return maker.keepWhileStoreDown(previous, now, trace);
+      return maker.unplugged(make(Drop.ResolveStoreError, found.error, null), now, RETRY_MS, trace);
+    }
+    const rec = found.record;
+    if (!rec) return maker.unplugged(make(Drop.ResolveNotFound, `no binding for ${dstText}`, null), now, maker.negativeMs, trace);
+
+    // 2-3. Cert(DST) and Sign(DST, Physical-IP).
+    const verdict = await this.verifier.verify(rec, {}, trace);
+    if (verdict !== Drop.None) {
+      const ms = verdict === Drop.UpcallRateLimited ? RETRY_MS : maker.negativeMs;
+      return maker.unplugged(make(verdict, `binding of ${dstText}: ${dropName(verdict)}`, null), now, ms, trace);
+    }
+
+    // 4-5. The tenants' policy.
+    const decision = this.policy().decide(port.identityText, dstText, now, trace);
+    if (decision.drop !== Drop.None) {
+      return maker.unplugged(make(decision.drop, decision.rule, decision), now, Math.min(maker.negativeMs, decision.validUntil - now), trace);
+    }
+
+    // Plug: to a VM of this host, or (6) to DST's host over ESP or plain IPv6-in-IPv4.
+    const cable = make(Drop.None, decision.rule, decision);
+    if (rec.host === this.host.name) {
+      const local = this.host.portIndex(dstText);
+      if (local === undefined) {
+        return maker.unplugged(make(Drop.ResolveNotFound, `binding names this host but ${dstText} has no port here`, null), now, maker.negativeMs, trace);
+      }
+      cable.localPort = local;
+      trace?.step('plug', `local cable to ${this.host.ports[local].name} on this host (receiver checks are the same policy)`, 'ok');
+    } else {
+      const failed = await this.remote(cable, rec, decision, previous, opts);
+      if (failed) return maker.unplugged(make(failed.drop, failed.rule, decision), now, maker.negativeMs, trace);
+    }
+    cable.flows = maker.flowsFor(decision, port.identityText, dstText, opts.privateFlows);
+    maker.plugged(cable, now, decision, rec);
+    trace?.step('decision', `plug ${port.identityText} -> ${dstText} by ${decision.rule}`, 'ok');
+    return cable;
+  }
+
+  /** Step 6: the peer host, its outer header and (with ESP) the SA. Returns why not, or undefined. */
+  private async remote(
+    cable: Cable, rec: BindingRecord, decision: DirectionDecision, previous: Cable | undefined, opts: PlugOptions,
+  ): Promise<{ drop: Drop; rule: string } | undefined> {
+    const { trace } = opts;
+    let peer: number;
+    try {
+      peer = parseIpv4Address(rec.hostAddress);
+    } catch {
+      return { drop: Drop.VerifyMalformed, rule: `bad host address ${rec.hostAddress}` };
+    }
+    cable.peerAddr = peer;
+    cable.peerHost = rec.host;
+    cable.outer = this.outerTemplate(peer, decision.encrypt ? PROTO_ESP : PROTO_IPV6);
+    if (!decision.encrypt) {
+      trace?.step('plug', `plain IPv6-in-IPv4 to ${rec.host} (${rec.hostAddress}): the rule turns encryption off`, 'info');
+      return undefined;
+    }
+    const reuse = previous?.sa && previous.peerAddr === peer && !previous.sa.rekeyRequested ? previous.sa : null;
+    if (reuse) {
+      cable.sa = reuse;
+      trace?.step('sa', `keeps SA 0x${reuse.spi.toString(16)} with ${rec.host}`, 'ok');
+      return undefined;
+    }
+    if (!opts.negotiate) {
+      trace?.step('sa', `would negotiate an ESP SA with ${rec.host} (${rec.hostAddress}), which runs SDN Algorithm 2`, 'info');
+      return undefined;
+    }
+    const port = this.host.ports[cable.srcPort];
+    const r = await this.keys.establish({ srcPort: port, dst: cable.dstText, peerHost: rec.host, peerAddress: peer }, trace);
+    if (!r.ok) return { drop: r.drop, rule: `${rec.host} refused: ${r.detail}` };
+    cable.sa = r.sa;
+    trace?.step('sa', `ESP SA 0x${r.sa.spi.toString(16)} with ${rec.host}`, 'ok');
+    return undefined;
+  }
+
+  private outerTemplate(peer: number, proto: number): Buffer {
+    const key = `${peer}:${proto}`;
+    let t = this.outers.get(key);
+    if (!t) {
+      t = makeOuterTemplate(this.host.address, peer, proto);
+      this.outers.set(key, t);
+    }
+    return t;
+  }
+}
