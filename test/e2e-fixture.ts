@@ -142,6 +142,8 @@ export interface PipeStats {
   held: number;
   dropped: number;
   drops: Record<string, number>;
+  /** Per stage (and 'port', 'tx'): what it settled, and its drops by reason. */
+  stages: Record<string, Record<string, number | Record<string, number>>>;
 }
 
 export interface HostStats {
@@ -358,6 +360,11 @@ export class Lab {
 
 export class Capture {
   constructor(readonly file: string, private readonly proc: Background) {}
+
+  /** The packets captured so far (tcpdump -U writes each one as it comes), once `cond` holds for them or `ms` passed. */
+  async until(cond: (lines: string[]) => boolean, ms = 3000, filter = ''): Promise<string[]> {
+    return until(() => readCapture(this.file, filter), cond, ms, 50);
+  }
 
   /** Stop tcpdump (SIGINT: it flushes the file) and return the file. */
   async stop(): Promise<string> {

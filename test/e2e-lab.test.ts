@@ -97,7 +97,7 @@ test('a VM of another tenant gets nothing: web1 -> vault1 ping6 and TCP never re
   const after = await lab.stats();
   // The capture at vault1 works: what its own tenant sends (the diode's direction) shows up.
   assert.is((await lab.py('sensor1', ['udp-send', id('vault1'), 5516, 3])).sent, 3);
-  await sleep(300);
+  await atVault.until((l) => l.filter((x) => x.includes(`${id('sensor1')}.`)).length >= 3);
   const sent = (await readCapture(await fromWeb1.stop())).length;
   const arrived = await readCapture(await atVault.stop());
   assert.is(arrived.filter((l) => l.includes(`${id('sensor1')}.`)).length, 3, `the control datagrams of sensor1 arrived:\n${arrived.join('\n')}`);
@@ -155,7 +155,7 @@ async function initiateOnlyRefused(server: string, client: string, port: number)
   const sink = await lab.pyServer(client, ['tcp-sink', port + 100, 10, '--echo']);
   const control = await lab.py(server, ['tcp-send', id(client), port + 100, 4096, '--echo'], 15);
   await sink.result();
-  await sleep(200);
+  await atServer.until((l) => l.length >= 3, 3000, `tcp src port ${port + 100}`);
   const sent = (await readCapture(await syns.stop())).length;
   const file = await atServer.stop();
   const refused = await readCapture(file, `tcp dst port ${port}`);
@@ -319,7 +319,7 @@ test('forged IPv6 sources from web1 (web3, sensor1, link-local, multicast) never
   // The same frames with web1's own source go through: the capture at web2 would have seen the forged ones.
   const control = await forge(id('web1'), 3);
   assert.is(control.sent, 3);
-  await sleep(500);
+  await atWeb2.until((l) => l.length >= 3);
   const arrived = await readCapture(await atWeb2.stop());
   assert.is(arrived.length, 3, `only the 3 frames with web1's own source arrived:\n${arrived.join('\n')}`);
   for (const l of arrived) assert.ok(l.includes(`${id('web1')}.`), l);
@@ -377,6 +377,33 @@ test(`${FUZZ_FRAMES} random malformed frames from web1 are all counted while web
       const f = fates(after[h][dir]);
       assert.is(f.lhs, f.rhs, `${h} ${dir}: in + reinjected = delivered + underlay + consumed + replied + held + dropped`);
       assert.is(after[h][dir].held, after[h][dir].reinjected, `${h} ${dir}: nothing is still held`);
+    }
+  }
+});
+
+test('nvi-switch stats prints every pipeline by stage, and the stages\' counts add up to every packet in', async () => {
+  const text = await lab.cli(['stats']);
+  assert.is(text.code, 0, text.stderr);
+  assert.match(text.stdout, /^  egress    in \d+  reinjected \d+  delivered \d+  underlay \d+/m);
+  assert.match(text.stdout, /^    frame-parse +dropped: .*eth\/not-ipv6 \d+/m, 'the fuzz frames of web1, counted where they were refused');
+  assert.match(text.stdout, /^    ip-guard +dropped: .*spoof\/source \d+/m);
+  assert.match(text.stdout, /^    encap +underlay \d+/m);
+  assert.match(text.stdout, /^    deliver +delivered \d+/m);
+  const stats = await lab.stats();
+  for (const h of ['h1', 'h2']) {
+    for (const dir of ['egress', 'ingress'] as const) {
+      const p = stats[h][dir];
+      let settled = 0;
+      const drops: Record<string, number> = {};
+      for (const row of Object.values(p.stages)) {
+        for (const [k, v] of Object.entries(row)) {
+          if (k !== 'drops') settled += v as number;
+          else for (const [r, n] of Object.entries(v as Record<string, number>)) drops[r] = (drops[r] ?? 0) + n;
+        }
+      }
+      const dropped = Object.values(drops).reduce((a, b) => a + b, 0);
+      assert.is(settled + dropped, p.in + p.reinjected, `${h} ${dir}: every packet in was settled by exactly one stage`);
+      assert.equal(drops, p.drops, `${h} ${dir}: the stages' drops are the pipeline's drops`);
     }
   }
 });
