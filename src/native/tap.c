@@ -8,9 +8,12 @@
 //   tapWriteGro(fd, buf, start, len, idx, n, status, scratch) -> frames written (runs of one TCP flow as one write)
 //
 // One read()/write() per frame: the tun fd carries exactly one frame per system call.
-// With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes; reads
-// discard it and writes send a zero header (no offloads are enabled with TUNSETOFFLOAD, so
-// the kernel sends no GSO or partial-checksum frames and a zero header is exact).
+// With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes.
+// Without TAP_OFFLOAD no offload is enabled with TUNSETOFFLOAD, so the kernel sends no GSO or
+// partial-checksum frames: tapRead discards the header and tapWrite sends a zero one, which is
+// exact. With TAP_OFFLOAD (TUN_F_CSUM | TUN_F_TSO6) the guest may send TSO super-frames and
+// partial checksums: tapReadGso reads the header, segments and completes checksums (gso.c);
+// tapWriteGro writes runs of one TCP flow as one super-frame with DATA_VALID (gro.c).
 
 #define _GNU_SOURCE
 #include "fd_io.h"
