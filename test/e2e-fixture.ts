@@ -288,7 +288,7 @@ export class Lab {
    */
   async capture(name: string, ns: string, iface: string, filter: string, timeoutS = 120): Promise<Capture> {
     const file = join(this.dir, `${name}.pcap`);
-    const b = this.bg(ns, 'tcpdump', ['-i', iface, '-n', '--immediate-mode', '-B', '32768', '-U', '-s', '0', '-w', file, ...(filter ? [filter] : [])], timeoutS, 'INT');
+    const b = this.bg(ns, 'tcpdump', ['-i', iface, '-n', '--immediate-mode', '-B', '131072', '-U', '-s', '0', '-w', file, ...(filter ? [filter] : [])], timeoutS, 'INT');
     await b.waitFor(/listening on/);
     return new Capture(file, b);
   }
