@@ -11,8 +11,8 @@
 //                      goes to the upcall (resolve, verify,       unplugged cable stores
 //                      decide, plug) and waits in its queue       (verify/*, policy/*, resolve/*)
 //   6. egress-filter   per-packet policy: ports, initiate-only    policy/*
-//   7. encap           local VM frame, or ESP + IPv4 / IPv4 to    mtu/too-big, sa/exhausted
-//                      the peer host (one cipher call per batch)
+//   7. encap           local VM frame, or ESP + IPv4 / IPv4 to    mtu/too-big, sa/exhausted,
+//                      the peer host (one cipher call per batch)  esp/seal-failed
 //
 // Ingress: underlay -> VM port (SDN Algorithm 2 at the receiver's hypervisor)
 //   1. underlay-parse  outer IPv4 to this host, protocol 50/41    ipv4/*
