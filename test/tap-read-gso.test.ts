@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { closeSync, constants, mkdtempSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -111,5 +111,7 @@ test('a leftover length shorter than the virtio-net header is refused as a broke
   }
   closeSync(fd);
 });
+
+test.after(() => rmSync(dir, { recursive: true, force: true }));
 
 test.run();
