@@ -30,5 +30,13 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund >"$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
   rm -f "$log"
 fi
+# The addon again when its C sources changed since it was built (npm ci builds it the first time).
+addon=build/Release/nvi_native.node
+if [ -f "$addon" ] && [ -n "$(find src/native binding.gyp -newer "$addon" -name '*.[ch]' -o -newer "$addon" -name binding.gyp | head -1)" ]; then
+  echo "setup: rebuild the native addon"
+  log=$(mktemp)
+  npm rebuild --foreground-scripts >"$log" 2>&1 || { cat "$log"; rm -f "$log"; exit 1; }
+  rm -f "$log"
+fi
 echo "setup: build"
 npm run build --silent

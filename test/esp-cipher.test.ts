@@ -206,27 +206,47 @@ for (const v of VECTORS) {
   }
 }
 
-test('a removed key handle cannot be used and is handed out again', () => {
-  const native = new NativeEspCipher();
-  const key = Buffer.alloc(16, 1);
-  const salt = Buffer.alloc(4, 2);
-  const h = native.addKey('aes-128-gcm', key, salt);
-  native.removeKey(h);
-  const jobs = new EspJobs(BATCH_MAX);
-  jobs.add(h, 0, 16, 0, 0);
-  assert.throws(() => native.seal(Buffer.alloc(64), jobs), /not installed/);
-  assert.is(native.addKey('aes-128-gcm', key, salt), h);
+test('seal reports every job it sealed with ok = 1, in both ciphers', () => {
+  const { buf, cases } = randomBatch(31, 40);
+  for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
+    const jobs = jobsFor(cipher, cases);
+    jobs.ok.fill(7, 0, cases.length); // neither 0 nor 1: each job's flag must be written
+    cipher.seal(Buffer.from(buf), jobs);
+    assert.equal(Array.from(jobs.ok.subarray(0, cases.length)), cases.map(() => 1), cipher.name);
+  }
 });
 
-test('a job that runs past the buffer throws before any packet is touched', () => {
-  const native = new NativeEspCipher();
-  const h = native.addKey('aes-128-gcm', Buffer.alloc(16, 1), Buffer.alloc(4, 2));
-  const buf = Buffer.alloc(200, 7);
-  const jobs = new EspJobs(BATCH_MAX);
-  jobs.add(h, 0, 32, 0, 0);
-  jobs.add(h, 100, 100, 0, 1); // 100 + 16 + 100 + 16 > 200
-  assert.throws(() => native.seal(buf, jobs), RangeError);
-  assert.ok(buf.equals(Buffer.alloc(200, 7)));
+test('a removed key handle cannot be used and is handed out again, in both ciphers', () => {
+  for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
+    const key = Buffer.alloc(16, 1);
+    const salt = Buffer.alloc(4, 2);
+    const good = cipher.addKey('aes-128-gcm', key, salt);
+    const h = cipher.addKey('aes-128-gcm', key, salt);
+    cipher.removeKey(h);
+    const buf = Buffer.alloc(128, 7);
+    const jobs = new EspJobs(BATCH_MAX);
+    jobs.add(good, 0, 16, 0, 0); // a good job first: nothing of it may be written either
+    jobs.add(h, 64, 16, 0, 1);
+    assert.throws(() => cipher.seal(buf, jobs), /not installed/, `${cipher.name} seal`);
+    assert.throws(() => cipher.open(buf, jobs), /not installed/, `${cipher.name} open`);
+    assert.ok(buf.equals(Buffer.alloc(128, 7)), `${cipher.name}: a job was touched`);
+    assert.is(cipher.addKey('aes-128-gcm', key, salt), h, cipher.name);
+  }
+});
+
+test('a job that runs past the buffer throws before any packet is touched, in both ciphers', () => {
+  for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
+    const h = cipher.addKey('aes-128-gcm', Buffer.alloc(16, 1), Buffer.alloc(4, 2));
+    const buf = Buffer.alloc(200, 7);
+    const jobs = new EspJobs(BATCH_MAX);
+    jobs.add(h, 0, 32, 0, 0);
+    jobs.add(h, 100, 100, 0, 1); // 100 + 16 + 100 + 16 > 200
+    // A predicate, not the class: uvu calls a function `expects` with the error.
+    const outside = (e: unknown) => e instanceof RangeError && /lies outside the buffer/.test(e.message);
+    assert.throws(() => cipher.seal(buf, jobs), outside, `${cipher.name} seal`);
+    assert.throws(() => cipher.open(buf, jobs), outside, `${cipher.name} open`);
+    assert.ok(buf.equals(Buffer.alloc(200, 7)), `${cipher.name}: a job was touched`);
+  }
 });
 
 test('a key of the wrong length is refused with the same message as node:crypto', () => {

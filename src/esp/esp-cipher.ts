@@ -24,7 +24,12 @@ export class EspJobs {
   readonly seqHi: Uint32Array;
   /** Batch index of the packet the job belongs to. */
   readonly packet: Int32Array;
-  /** open(): 1 when the ICV verified and the plaintext replaced the ciphertext. */
+  /**
+   * Set by the cipher for every job, both ways. seal(): 1 when the job was encrypted and its
+   * ICV written, 0 when it failed (the buffer then holds plaintext behind the ESP header:
+   * the packet must not be sent). open(): 1 when the ICV verified and the plaintext
+   * replaced the ciphertext.
+   */
   readonly ok: Uint8Array;
 
   /** Room for `capacity` jobs: the largest batch a stage hands over. */
@@ -53,11 +58,22 @@ export interface EspCipher {
   /** Install a key at plug time; returns its handle. `salt` is the 4-byte RFC 4106 salt. */
   addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number;
   removeKey(handle: number): void;
-  /** Encrypt every job in place and write its ICV. */
+  /**
+   * Encrypt every job in place and write its ICV; sets jobs.ok[j] (0: this job failed, its
+   * plaintext is still there). A failure of one job is reported in ok, never thrown.
+   * Throws, before any job is touched, only for a broken invariant: a key handle that is
+   * not installed or a job outside the buffer.
+   */
   seal(buf: Buffer, jobs: EspJobs): void;
-  /** Verify and decrypt every job in place; sets jobs.ok[j]. The plaintext is written only when the ICV verifies. */
+  /**
+   * Verify and decrypt every job in place; sets jobs.ok[j]. The plaintext is written only
+   * when the ICV verifies. Throws as seal() does.
+   */
   open(buf: Buffer, jobs: EspJobs): void;
 }
+
+/** Largest ESP plaintext: an IPv4 packet cannot carry more (the native cipher's limit too). */
+const MAX_TEXT = 65535;
 
 interface KeyEntry {
   alg: CipherGCMTypes;
@@ -98,9 +114,21 @@ export class NodeEspCipher implements EspCipher {
     this.free.push(handle);
   }
 
+  /** The checks src/native/esp_gcm.c makes before any job, with the same errors. */
+  private check(buf: Buffer, jobs: EspJobs): void {
+    if (jobs.count < 0 || jobs.count > jobs.capacity) throw new RangeError(`job count ${jobs.count} exceeds the job arrays`);
+    for (let j = 0; j < jobs.count; j++) {
+      if (!this.keys[jobs.key[j]]) throw new Error(`ESP key handle ${jobs.key[j]} is not installed`);
+      const off = jobs.espOff[j];
+      const len = jobs.ptLen[j];
+      if (off < 0 || len < 0 || len > MAX_TEXT || off + ESP_HLEN + len + ESP_ICV_LEN > buf.length) {
+        throw new RangeError(`ESP job ${j} (offset ${off}, length ${len}) lies outside the buffer`);
+      }
+    }
+  }
+
   private prepare(buf: Buffer, jobs: EspJobs, j: number): KeyEntry {
-    const e = this.keys[jobs.key[j]];
-    if (!e) throw new Error(`ESP key handle ${jobs.key[j]} is not installed`);
+    const e = this.keys[jobs.key[j]]!; // check() saw every handle installed
     const esp = jobs.espOff[j];
     e.salt.copy(this.nonce, 0);
     buf.copy(this.nonce, ESP_SALT_LEN, esp + ESP_OFF_IV, esp + ESP_OFF_IV + 8);
@@ -111,21 +139,31 @@ export class NodeEspCipher implements EspCipher {
   }
 
   seal(buf: Buffer, jobs: EspJobs): void {
+    this.check(buf, jobs);
     for (let j = 0; j < jobs.count; j++) {
       const e = this.prepare(buf, jobs, j);
       const p = jobs.espOff[j] + ESP_HLEN;
       const n = jobs.ptLen[j];
-      const c = createCipheriv(e.alg, e.key, this.nonce, { authTagLength: ESP_ICV_LEN });
-      c.setAAD(this.aad);
-      const ct = c.update(buf.subarray(p, p + n));
-      c.final();
+      let ct: Buffer;
+      let tag: Buffer;
+      try {
+        const c = createCipheriv(e.alg, e.key, this.nonce, { authTagLength: ESP_ICV_LEN });
+        c.setAAD(this.aad);
+        ct = c.update(buf.subarray(p, p + n));
+        c.final();
+        tag = c.getAuthTag();
+      } catch {
+        jobs.ok[j] = 0; // as the native cipher reports an OpenSSL failure: this job only, buffer untouched
+        continue;
+      }
       ct.copy(buf, p);
-      c.getAuthTag().copy(buf, p + n);
+      tag.copy(buf, p + n);
       jobs.ok[j] = 1;
     }
   }
 
   open(buf: Buffer, jobs: EspJobs): void {
+    this.check(buf, jobs);
     for (let j = 0; j < jobs.count; j++) {
       const e = this.prepare(buf, jobs, j);
       const p = jobs.espOff[j] + ESP_HLEN;

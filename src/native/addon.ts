@@ -83,7 +83,9 @@ export interface NativeAddon {
    * Read offloaded frames (TAP_OFFLOAD) and make them wire frames in slots firstOff + k*stride
    * (src/native/gso.c); a frame that does not fit stays in scratch, its length in state[0].
    * Returns the slots filled, or -errno when the first read failed; counts gets frames read,
-   * malformed and too big.
+   * malformed (a record shorter than the virtio-net header among them) and too big. Stops at
+   * EAGAIN and at end of file. state[0] starts at 0 and is then only written by this call;
+   * any other value shorter than the virtio-net header throws a RangeError.
    */
   tapReadGso(fd: number, scratch: Uint8Array, state: Int32Array, buf: Uint8Array, firstOff: number, stride: number,
     cap: number, n: number, lens: Int32Array, counts: Int32Array): number;

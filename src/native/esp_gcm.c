@@ -12,6 +12,10 @@
 //   nonce = salt | IV (esp+8, 8 bytes)                       RFC 4106 4
 //   AAD   = SPI | seqHi[j] (big-endian) | seq low (esp+4)    RFC 4106 5 (ESN)
 //   text  = ptLen[j] bytes at esp+16, ICV (16 bytes) right after it
+//   ok[j] = 1 when job j was sealed (its ICV written) or opened (its ICV verified), else 0;
+//           a failed seal leaves the plaintext, and the caller must not send that packet
+// Both calls throw, before touching any job, only for a broken invariant (a key handle not
+// installed, a job outside the buffer); a failure of one job is reported in ok[j].
 //
 // Each key gets an EVP_CIPHER_CTX for the direction it is used in, keyed once when first
 // used (an SA only ever seals or only ever opens); per packet only the nonce is set

@@ -239,6 +239,12 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
  * with its virtio-net header into `scratch`; gso.c makes it into wire frames in the slots.
  * A frame whose segments do not fit the slots left stays in scratch (state[0] = its length)
  * and is taken first by the next call. Frames refused are counted in counts[].
+ *
+ * Invariants: a record reaches nvi_gso_segment only when it holds the whole virtio-net header
+ * (r >= GSO_VNET_HDR_LEN), so r - GSO_VNET_HDR_LEN never wraps; a shorter record (1 to 9
+ * bytes) is refused and counted RX_MALFORMED. state[0] is 0 or such a whole record's length.
+ * read() returning 0 is the end of the stream (a pipe or socket whose writer is gone; a tun
+ * fd has no end and never returns 0): the call stops there rather than read again forever.
  */
 static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
   napi_value argv[10];
@@ -253,7 +259,7 @@ static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (state_len < 1 || counts_len < RX_COUNTS || (size_t)n > lens_len || scratch_len < GSO_VNET_HDR_LEN + 65536 ||
-      state[0] < 0 || (size_t)state[0] > scratch_len) {
+      state[0] < 0 || (state[0] > 0 && state[0] < GSO_VNET_HDR_LEN) || (size_t)state[0] > scratch_len) {
     nvi_throw_range(env, "tapReadGso: bad state, counts, lens or scratch (%zu bytes)", scratch_len);
     return NULL;
   }
@@ -268,8 +274,9 @@ static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
         if (k == 0) return nvi_int(env, -errno);
         break;
       }
+      if (r == 0) break;  // end of the stream: nothing more to read, now or later
       if (r < GSO_VNET_HDR_LEN) {
-        counts[RX_MALFORMED]++;
+        counts[RX_MALFORMED]++;  // not even a whole virtio-net header
         continue;
       }
     }

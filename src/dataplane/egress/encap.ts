@@ -3,6 +3,10 @@
 // and an outer IPv4 header, or in IPv4 alone (RFC 4213) when the policy turns encryption
 // off. The IPv6 packet never moves: headers go into the headroom, the trailer after it,
 // and one cipher call encrypts the whole batch in place.
+// A packet is counted as sent (SA and cable) only once its seal succeeded: a job the cipher
+// reports as failed (ok = 0) still holds plaintext behind its ESP header, so it is dropped
+// as esp/seal-failed and never left for the underlay. Its sequence number stays used: a
+// number is never reused under a key, whatever became of the packet (RFC 4106 3.1).
 // A packet larger than the guest MTU is answered with ICMPv6 Packet Too Big (RFC 4443 3.2).
 
 import { BATCH_MAX, Next, type Batch } from '../batch.js';
@@ -32,6 +36,8 @@ export class Encap implements Stage {
   readonly drops = [Drop.MtuTooBig, Drop.SaExhausted, Drop.EspSealFailed];
   readonly outputs = [Next.VmPort, Next.Underlay, Next.Reply];
   private readonly jobs = new EspJobs(BATCH_MAX);
+  /** Inner IPv6 length of job j's packet, counted once the seal succeeded. */
+  private readonly ipLen = new Int32Array(BATCH_MAX);
   /** ICMPv6 errors allowed (RFC 4443 2.4 f); the clock is the batch's. */
   private readonly errors = new TokenBucket(ERRORS_PER_SECOND, ERRORS_PER_SECOND, 0);
 
@@ -86,22 +92,47 @@ export class Encap implements Stage {
         const ptLen = writeEspTrailer(buf, ip + ipLen, ipLen) - ip;
         const total = IPV4_HLEN + ESP_HLEN + ptLen + ESP_ICV_LEN;
         writeOuter(buf, outer, c.outer!, total, tos);
+        this.ipLen[jobs.count] = ipLen;
         jobs.add(sa.key, esp, ptLen, sa.seqHi, i);
-        sa.packets++;
-        sa.bytes += ipLen;
-        if (!sa.rekeyRequested && sa.wantsRekey(now)) {
-          sa.rekeyRequested = true;
-          this.wantRekey(c);
-        }
         b.start[i] = outer;
         b.len[i] = total;
+        b.peer[i] = c.peerAddr;
+        settle(b, i, Next.Underlay); // undone in sealed() if its seal fails
+        continue;
       }
       c.packets++;
       c.bytes += ipLen;
       b.peer[i] = c.peerAddr;
       settle(b, i, Next.Underlay);
     }
-    if (jobs.count > 0) this.cipher.seal(buf, jobs);
+    if (jobs.count > 0) {
+      this.cipher.seal(buf, jobs);
+      this.sealed(b, now);
+    }
+  }
+
+  /** After the seal: count each sealed packet on its SA and cable; drop each one that failed. */
+  private sealed(b: Batch, now: number): void {
+    const jobs = this.jobs;
+    for (let j = 0; j < jobs.count; j++) {
+      const i = jobs.packet[j];
+      const c = b.ref[i] as Cable;
+      if (jobs.ok[j] !== 1) {
+        drop(b, i, Drop.EspSealFailed);
+        c.drops++;
+        continue;
+      }
+      const sa = c.sa!;
+      const ipLen = this.ipLen[j];
+      sa.packets++;
+      sa.bytes += ipLen;
+      c.packets++;
+      c.bytes += ipLen;
+      if (!sa.rekeyRequested && sa.wantsRekey(now)) {
+        sa.rekeyRequested = true;
+        this.wantRekey(c);
+      }
+    }
   }
 
   /** Answer with Packet Too Big (rate-limited), the packet itself counted as dropped. */
