@@ -33,8 +33,12 @@
 // bytes allocated per packet in the timed part (v8.GCProfiler; about 0 when nothing is);
 // GC %: share of the timed part spent in GC.
 //
-// A full run takes about 11 minutes on 2 cores, 3 of them installing the 1M native keys
-// (addKey scans the key table for a free slot), and needs about 5 GB of RSS at 1M cables.
+// Installing the 1M native keys takes well under a second (0.2 s on 2 cores): addKey resumes
+// its search for a free slot at a hint below which every slot is taken (src/native/esp_gcm.c,
+// O(1) amortized), and a key's OpenSSL contexts are made when it is first used. A full run
+// took about 11 minutes on 2 cores and 5 GB of RSS at 1M cables when measured before that
+// (adds scanned the table from slot 0, 3 of those minutes, and keyed both contexts of every
+// key at once): expect less of both.
 // --quick: 3 runs of 150 ms and at most 65,536 distinct ESP keys (shared round-robin, so
 // nonces repeat under a key: fine for throwaway keys in a benchmark), about 3 minutes.
 
@@ -99,7 +103,7 @@ const SIZES = list('sizes', opt.sizes).map((n) => integer('sizes', n, 48));
 const MODES = oneOf<Mode>('modes', opt.modes, ['plain', 'node', 'native']);
 const MEASURES = oneOf<Measure>('measure', opt.measure, ['egress', 'ingress', 'both']);
 const POOL = Math.ceil(integer('pool', opt.pool) / BATCH_MAX) * BATCH_MAX;
-/** Distinct ESP keys at most (0: one per SA). Quick runs cap it: native addKey is O(keys) each. */
+/** Distinct ESP keys at most (0: one per SA); --quick caps it at 65,536. */
 const KEY_POOL = integer('key-pool', opt['key-pool'] ?? (QUICK ? '65536' : '0'), 0);
 const SEED = integer('seed', opt.seed, 0);
 
