@@ -10,16 +10,14 @@ import { BATCH_MAX } from '../src/dataplane/batch.js';
 import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../src/esp/esp-cipher.js';
 import { ESP_HLEN, ESP_ICV_LEN } from '../src/wire/esp.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
+import { benchOptions, integer } from './options.js';
 
 const SIZES = [64, 512, 1400];
 const ALG: EspAlgorithm = 'aes-128-gcm';
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
-const RUNS = arg('--runs', 5);
-const MS = arg('--ms', 300);
+const opt = benchOptions({ runs: { type: 'string', default: '5' }, ms: { type: 'string', default: '300' } });
+const RUNS = integer('runs', opt.runs);
+const MS = integer('ms', opt.ms);
 
 interface Result {
   seal: number;

@@ -17,16 +17,17 @@ import { fileURLToPath } from 'node:url';
 import { BATCH_MAX, Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
 import { TAP_BLOCKING, loadNative, netnsPath } from '../src/native/addon.js';
 import { TapPort } from '../src/io/tap.js';
+import { benchOptions, integer, refuse } from './options.js';
 
 const NS = `nvi-tn-io-${process.pid}`;
 const RX = 'nvi-tb0';
 const TX = 'nvi-tb1';
 const SIZES = [64, 1400];
 
-function arg(name: string, dflt: number): number {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-}
+// --blast --size N --seconds S: the blaster child's mode, as withBlaster() spawns it.
+const opt = benchOptions({
+  runs: { type: 'string', default: '3' }, seconds: { type: 'string', default: '2' }, blast: { type: 'boolean' }, size: { type: 'string' },
+});
 
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -43,7 +44,7 @@ function frame(size: number): Buffer {
   return f;
 }
 
-// ---- The blaster (child process): fd 3 is nvi-tb1; write for `seconds`, print frames/s. ----
+// ---- The blaster (child process, --blast): fd 3 is nvi-tb1; write for `seconds`, print frames/s. ----
 function blast(size: number, seconds: number): void {
   const native = loadNative();
   const b = new Batch();
@@ -78,7 +79,7 @@ async function withBlaster(size: number, seconds: number, onStart: () => void): 
   const tx = TapPort.open(TX, { netns: NS });
   ip('-n', NS, 'link', 'set', TX, 'master', 'br0', 'up');
   const self = fileURLToPath(import.meta.url);
-  const child = spawn(process.execPath, [self, '--blast', String(size), String(seconds)],
+  const child = spawn(process.execPath, [self, '--blast', '--size', String(size), '--seconds', String(seconds)],
     { stdio: ['ignore', 'pipe', 'inherit', tx.fd] });
   onStart();
   let out = '';
@@ -152,9 +153,7 @@ function median(xs: number[]): number {
   return s[s.length >> 1];
 }
 
-async function main(): Promise<void> {
-  const runs = arg('--runs', 3);
-  const seconds = arg('--seconds', 2);
+async function main(runs: number, seconds: number): Promise<void> {
   const cleanup = () => {
     try {
       ip('netns', 'del', NS);
@@ -192,5 +191,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (process.argv[2] === '--blast') blast(Number(process.argv[3]), Number(process.argv[4]));
-else await main();
+if (opt.blast) blast(integer('size', opt.size ?? refuse('--blast needs --size')), integer('seconds', opt.seconds));
+else await main(integer('runs', opt.runs), integer('seconds', opt.seconds));

@@ -33,6 +33,7 @@ import { baselineNamespaces, buildBaselines, vxDevice, wgDevice, WG_PORT, type B
 import { pingTest, reachable, tcpTest, udpTest, type Path, type PingResult, type TcpResult, type Timing, type UdpResult } from './lab/measure.js';
 import { abort, alive, BenchError, delay, isAborted, procStart, query, stopChildren, trySh } from './lab/proc.js';
 import { printReport, type PathResults } from './lab/report.js';
+import { benchOptions, integer } from './options.js';
 
 const PREFIX = 'nvi-b-';
 const BINARY = fileURLToPath(new URL('../../bin/nvi-switch.js', import.meta.url));
@@ -54,30 +55,20 @@ interface Options {
   keep: boolean;
 }
 
-function options(argv: string[]): Options {
-  const value = (name: string): string | undefined => {
-    const i = argv.indexOf(name);
-    if (i < 0) return undefined;
-    const v = argv[i + 1];
-    if (v === undefined) throw new BenchError(`${name} needs a value`);
-    return v;
-  };
-  const num = (name: string, dflt: number): number => {
-    const v = value(name);
-    if (v === undefined) return dflt;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new BenchError(`${name}: expected a positive integer, got ${v}`);
-    return n;
-  };
-  const quick = argv.includes('--quick');
+function options(): Options {
+  const v = benchOptions({
+    runs: { type: 'string' }, quick: { type: 'boolean' }, seconds: { type: 'string' }, ping: { type: 'string' },
+    config: { type: 'string', short: 'c', default: DEFAULT_CONFIG }, topology: { type: 'boolean' }, json: { type: 'string' }, keep: { type: 'boolean' },
+  });
+  const quick = v.quick === true;
   return {
-    runs: num('--runs', quick ? 1 : 5),
-    timing: { seconds: num('--seconds', quick ? 2 : 5), omit: 1 },
-    ping: num('--ping', quick ? 20 : 50),
-    config: resolve(value('-c') ?? value('--config') ?? DEFAULT_CONFIG),
-    topology: argv.includes('--topology'),
-    json: value('--json'),
-    keep: argv.includes('--keep'),
+    runs: integer('runs', v.runs ?? (quick ? '1' : '5')),
+    timing: { seconds: integer('seconds', v.seconds ?? (quick ? '2' : '5')), omit: 1 },
+    ping: integer('ping', v.ping ?? (quick ? '20' : '50')),
+    config: resolve(v.config),
+    topology: v.topology === true,
+    json: v.json,
+    keep: v.keep === true,
   };
 }
 
@@ -272,7 +263,7 @@ function baselinePaths(h1: string, h2: string, h1Name: string, h2Name: string, b
 
 async function main(): Promise<number> {
   const t0 = Date.now();
-  const opt = options(process.argv.slice(2));
+  const opt = options();
   preflight();
   const unlock = lock();
   process.on('exit', unlock);

@@ -1,53 +1,31 @@
-// A small argument reader for the subcommands: --name value, --flag, positionals.
-// Unknown options are errors, so that a typo never silently changes what runs.
+// The subcommands' options: node's parseArgs in strict mode, with positionals allowed.
+// What this adapter adds, and all it adds: node's ERR_PARSE_ARGS_* errors become
+// NviError('NVI_ERR_USAGE'), which main.ts reports on one line with exit status 2.
+// Invariants, all node's strict mode: an unknown option is an error, so a typo never
+// silently changes what runs; an option that takes a value and has none (`-c` last, or
+// `-c --json`) is an error; `--name=value` and `-c value` both work; after `--` every
+// argument is positional.
 
+import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { NviError } from '../base/errors.js';
 
-export interface OptionSpec {
-  /** Options that take a value, with an optional one-letter alias: { config: 'c' }. */
-  readonly values?: Readonly<Record<string, string | null>>;
-  /** Options that are flags. */
-  readonly flags?: readonly string[];
-}
+type Options = NonNullable<ParseArgsConfig['options']>;
 
-export interface Parsed {
-  readonly values: Map<string, string>;
-  readonly flags: Set<string>;
-  readonly positional: string[];
-}
-
-export function parseArgs(argv: readonly string[], spec: OptionSpec): Parsed {
-  const values = new Map<string, string>();
-  const flags = new Set<string>();
-  const positional: string[] = [];
-  const valueNames = spec.values ?? {};
-  const alias = new Map<string, string>();
-  for (const [long, short] of Object.entries(valueNames)) if (short) alias.set(short, long);
-  for (let k = 0; k < argv.length; k++) {
-    const a = argv[k];
-    if (a === '--') {
-      positional.push(...argv.slice(k + 1));
-      break;
+/** Parse `argv` against `options` (node's shape: `{ config: { type: 'string', short: 'c' } }`). */
+export function parseOptions<const O extends Options>(argv: readonly string[], options: O) {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+  } catch (e) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_')) {
+      throw new NviError('NVI_ERR_USAGE', (e as Error).message.replace(/\s*\n\s*/g, ' '));
     }
-    if (!a.startsWith('-') || a === '-') {
-      positional.push(a);
-      continue;
-    }
-    const eq = a.indexOf('=');
-    const rawName = a.startsWith('--') ? a.slice(2, eq > 0 ? eq : undefined) : a.slice(1);
-    const name = alias.get(rawName) ?? rawName;
-    if (name in valueNames) {
-      const v = eq > 0 ? a.slice(eq + 1) : argv[++k];
-      if (v === undefined) throw new NviError('NVI_ERR_USAGE', `option --${name} needs a value`);
-      values.set(name, v);
-    } else if (spec.flags?.includes(name)) {
-      flags.add(name);
-    } else {
-      throw new NviError('NVI_ERR_USAGE', `unknown option ${a}`);
-    }
+    throw e;
   }
-  return { values, flags, positional };
 }
 
 /** Default config file: ./nvi-switch.yaml */
 export const DEFAULT_CONFIG = 'nvi-switch.yaml';
+
+/** `-c FILE` / `--config FILE`, which every subcommand takes. */
+export const CONFIG_OPTION = { config: { type: 'string', short: 'c', default: DEFAULT_CONFIG } } as const;

@@ -9,9 +9,9 @@ import { NviError } from '../base/errors.js';
 import type { CableInfo } from '../switch/cable-info.js';
 import { controlRequest } from '../switch/control.js';
 import { controlPath } from '../switch/paths.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
-const SPEC = { values: { config: 'c', host: null }, flags: ['json'] } as const;
+const OPTIONS = { ...CONFIG_OPTION, host: { type: 'string' }, json: { type: 'boolean' } } as const;
 
 /** Ask every selected host's switch; hosts not running are reported, not fatal, unless named. */
 async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Promise<Map<string, unknown>> {
@@ -29,10 +29,10 @@ async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Pro
 
 export const cables = {
   async run(argv: string[]): Promise<number> {
-    const args = parseArgs(argv, SPEC);
-    const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
-    const answers = await ask(cfg, args.values.get('host'), 'cables');
-    if (args.flags.has('json')) {
+    const { values } = parseOptions(argv, OPTIONS);
+    const cfg = loadConfig(values.config);
+    const answers = await ask(cfg, values.host, 'cables');
+    if (values.json) {
       process.stdout.write(`${JSON.stringify(Object.fromEntries(answers), null, 2)}\n`);
       return 0;
     }
@@ -49,10 +49,10 @@ export const cables = {
 
 export const stats = {
   async run(argv: string[]): Promise<number> {
-    const args = parseArgs(argv, SPEC);
-    const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
-    const answers = await ask(cfg, args.values.get('host'), 'stats');
-    if (args.flags.has('json')) {
+    const { values } = parseOptions(argv, OPTIONS);
+    const cfg = loadConfig(values.config);
+    const answers = await ask(cfg, values.host, 'stats');
+    if (values.json) {
       process.stdout.write(`${JSON.stringify(Object.fromEntries(answers), null, 2)}\n`);
       return 0;
     }

@@ -13,24 +13,24 @@ import { OfflineCloud } from '../replay/offline-cloud.js';
 import { controlRequest } from '../switch/control.js';
 import { explainReceiver, explainSender, formatExplanation, type Explanation, type Packet } from '../switch/explain.js';
 import { controlPath } from '../switch/paths.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: { config: 'c', at: null }, flags: ['live', 'json'] });
-  const [srcArg, dstArg, protoArg, portArg] = args.positional;
-  if (!srcArg || !dstArg || args.positional.length > 4) {
+  const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, at: { type: 'string' }, live: { type: 'boolean' }, json: { type: 'boolean' } });
+  const [srcArg, dstArg, protoArg, portArg] = positionals;
+  if (!srcArg || !dstArg || positionals.length > 4) {
     throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch explain SRC DST [tcp|udp|icmp [PORT]]');
   }
-  const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+  const cfg = loadConfig(values.config);
   const src = vmOf(cfg, srcArg);
   const dst = vmOf(cfg, dstArg);
   const packet = protoArg === undefined ? undefined : parsePacket(protoArg, portArg);
-  const at = args.values.get('at');
+  const at = values.at;
   const now = at === undefined ? Date.now() : Date.parse(at);
   if (Number.isNaN(now)) throw new NviError('NVI_ERR_USAGE', `--at ${at}: not a time (use ISO 8601)`);
 
-  const results = args.flags.has('live') ? await live(cfg, src, dst, packet) : await offline(cfg, src, dst, packet, now);
-  if (args.flags.has('json')) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
+  const results = values.live ? await live(cfg, src, dst, packet) : await offline(cfg, src, dst, packet, now);
+  if (values.json) process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   else process.stdout.write(results.map(formatExplanation).join('\n'));
   return results.every((r) => r.drop === Drop.None) ? 0 : 3;
 }

@@ -11,23 +11,23 @@ import { inNs, netnsExists } from '../lab/netns.js';
 import type { CableInfo } from '../switch/cable-info.js';
 import { controlRequest } from '../switch/control.js';
 import { controlPath } from '../switch/paths.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 import { table } from './cmd-control.js';
 
 const BINARY = fileURLToPath(new URL('../../../bin/nvi-switch.js', import.meta.url));
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: { config: 'c' }, flags: ['json', 'export-sa'] });
-  const [sub, ...rest] = args.positional;
+  const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, json: { type: 'boolean' }, 'export-sa': { type: 'boolean' } });
+  const [sub, ...rest] = positionals;
   if (rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) {
     throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch lab up|down|status [-c nvi-switch.yaml]');
   }
-  const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+  const cfg = loadConfig(values.config);
   const say = (line: string): void => {
     process.stdout.write(`${line}\n`);
   };
   if (sub === 'up') {
-    await labUp(cfg, BINARY, say, { exportSa: args.flags.has('export-sa') });
+    await labUp(cfg, BINARY, say, { exportSa: values['export-sa'] });
     say(`lab up: ${cfg.hosts.size} hosts, ${cfg.vms.size} VMs. Try: ip netns exec ${cfg.lab.prefix}web1 ping -6 -c 3 ${cfg.vms.get('web2')?.identityText ?? '<identity>'}`);
     return 0;
   }
@@ -37,7 +37,7 @@ export async function run(argv: string[]): Promise<number> {
     return 0;
   }
   const status = await labStatus(cfg);
-  if (args.flags.has('json')) say(JSON.stringify(status, null, 2));
+  if (values.json) say(JSON.stringify(status, null, 2));
   else printStatus(status);
   return status.up ? 0 : 1;
 }

@@ -29,7 +29,7 @@ import {
 } from '../trust/pki.js';
 import { formatIpv6 } from '../base/address.js';
 import { openStore } from '../store/open-store.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
 /** Validity of the bindings `vm create` publishes; a running switch re-signs at VM start. */
 const DEFAULT_BINDING_SECONDS = 30 * 86_400;
@@ -54,11 +54,11 @@ function subcommand(argv: string[], expected: string, synopsis: string): string[
 export const ca = {
   async run(argv: string[]): Promise<number> {
     const synopsis = 'nvi-switch ca init [-c nvi-switch.yaml] [--force]';
-    const a = parseArgs(subcommand(argv, 'init', synopsis), { values: { config: 'c' }, flags: ['force'] });
-    if (a.positional.length > 0) usage(`unexpected ${a.positional.join(' ')}: ${synopsis}`);
-    const cfg = loadConfig(a.values.get('config') ?? DEFAULT_CONFIG);
+    const { values, positionals } = parseOptions(subcommand(argv, 'init', synopsis), { ...CONFIG_OPTION, force: { type: 'boolean' } });
+    if (positionals.length > 0) usage(`unexpected ${positionals.join(' ')}: ${synopsis}`);
+    const cfg = loadConfig(values.config);
     const p = pkiPaths(cfg.pkiDir);
-    if (!a.flags.has('force') && (existsSync(p.caCert) || existsSync(p.caKey))) {
+    if (!values.force && (existsSync(p.caCert) || existsSync(p.caKey))) {
       throw new NviError('NVI_ERR_PKI', `a CA already exists in ${show(cfg.pkiDir)} (ca.crt or ca.key); --force replaces it, and every host and VM certificate must then be issued again`);
     }
     const now = Date.now();
@@ -74,10 +74,10 @@ export const ca = {
 export const host = {
   async run(argv: string[]): Promise<number> {
     const synopsis = 'nvi-switch host enroll NAME [-c nvi-switch.yaml]';
-    const a = parseArgs(subcommand(argv, 'enroll', synopsis), { values: { config: 'c' } });
-    if (a.positional.length !== 1) usage(`one host name expected: ${synopsis}`);
-    const name = a.positional[0];
-    const cfg = loadConfig(a.values.get('config') ?? DEFAULT_CONFIG);
+    const { values, positionals } = parseOptions(subcommand(argv, 'enroll', synopsis), CONFIG_OPTION);
+    if (positionals.length !== 1) usage(`one host name expected: ${synopsis}`);
+    const name = positionals[0];
+    const cfg = loadConfig(values.config);
     const h = cfg.hosts.get(name);
     if (!h) throw new NviError('NVI_ERR_CONFIG', `hosts.${name}: no such host in ${cfg.file} (hosts: ${[...cfg.hosts.keys()].join(', ')})`);
     const authority = loadCa(cfg.pkiDir);
@@ -109,18 +109,19 @@ export const host = {
 export const vm = {
   async run(argv: string[]): Promise<number> {
     const synopsis = 'nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS]';
-    const a = parseArgs(subcommand(argv, 'create', synopsis), { values: { config: 'c', tenant: null, host: null, validity: null } });
-    if (a.positional.length !== 1) usage(`one VM name expected: ${synopsis}`);
-    const name = a.positional[0];
-    const tenantName = a.values.get('tenant') ?? usage(`--tenant is required: ${synopsis}`);
-    const hostName = a.values.get('host') ?? usage(`--host is required: ${synopsis}`);
-    const validityText = a.values.get('validity') ?? String(DEFAULT_BINDING_SECONDS);
+    const { values, positionals } = parseOptions(subcommand(argv, 'create', synopsis), {
+      ...CONFIG_OPTION, tenant: { type: 'string' }, host: { type: 'string' }, validity: { type: 'string', default: String(DEFAULT_BINDING_SECONDS) },
+    });
+    if (positionals.length !== 1) usage(`one VM name expected: ${synopsis}`);
+    const name = positionals[0];
+    const tenantName = values.tenant ?? usage(`--tenant is required: ${synopsis}`);
+    const hostName = values.host ?? usage(`--host is required: ${synopsis}`);
+    const validityText = values.validity;
     const validity = Number(validityText);
     if (!Number.isInteger(validity) || validity < 1) usage(`--validity is whole seconds, got ${JSON.stringify(validityText)}`);
     if (!/^[a-z][a-z0-9-]{0,14}$/.test(name)) usage(`VM names are 1-15 of a-z, 0-9, '-', starting with a letter; got ${JSON.stringify(name)}`);
 
-    const configPath = a.values.get('config') ?? DEFAULT_CONFIG;
-    const cfg = loadConfig(configPath);
+    const cfg = loadConfig(values.config);
     const tenant = cfg.tenants.get(tenantName);
     if (!tenant) throw new NviError('NVI_ERR_CONFIG', `tenants.${tenantName}: no such tenant in ${cfg.file} (tenants: ${[...cfg.tenants.keys()].join(', ')})`);
     const h = cfg.hosts.get(hostName);

@@ -12,7 +12,7 @@ import { compilePolicy } from '../policy/compile.js';
 import { policyDocument } from '../policy/document.js';
 import { openStore } from '../store/open-store.js';
 import { runPolicyTests } from '../policy/policy-tests.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
 const USAGE = 'usage: nvi-switch policy test|apply [-c nvi-switch.yaml] [--json]';
 
@@ -21,15 +21,15 @@ export async function run(argv: string[]): Promise<number> {
   if (sub !== 'test' && sub !== 'apply') {
     throw new NviError('NVI_ERR_USAGE', sub === undefined ? USAGE : `unknown policy subcommand ${JSON.stringify(sub)}; ${USAGE}`);
   }
-  const args = parseArgs(rest, { values: { config: 'c' }, flags: ['json'] });
-  if (args.positional.length > 0) throw new NviError('NVI_ERR_USAGE', `unexpected argument ${JSON.stringify(args.positional[0])}; ${USAGE}`);
-  const cfg = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
+  const { values, positionals } = parseOptions(rest, { ...CONFIG_OPTION, json: { type: 'boolean' } });
+  if (positionals.length > 0) throw new NviError('NVI_ERR_USAGE', `unexpected argument ${JSON.stringify(positionals[0])}; ${USAGE}`);
+  const cfg = loadConfig(values.config);
   const tenants = [...cfg.tenants.values()];
   const policy = compilePolicy(tenants, 0);
   // The CLI is the one place that reads the clock: cases without `at` run now.
   const results = runPolicyTests(policy, tenants, Date.now());
   const failed = results.filter((r) => !r.passed).length;
-  if (args.flags.has('json')) {
+  if (values.json) {
     process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
   } else {
     const w = Math.max(0, ...results.map((r) => `${r.tenant}[${r.index}]`.length));

@@ -20,30 +20,30 @@ import { MemoryLogger } from '../base/log.js';
 import { chooseCipher } from '../esp/choose-cipher.js';
 import { OfflineCloud } from '../replay/offline-cloud.js';
 import { defaultManifest, readManifest, replayEntries, type FileResult, type FixtureEntry, type FrameVerdict } from '../replay/manifest.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, {
-    values: { config: 'c', in: null, port: null, manifest: null, out: null, cipher: null, at: null },
-    flags: ['json', 'quiet', 'one-host'],
+  const { values } = parseOptions(argv, {
+    ...CONFIG_OPTION, in: { type: 'string' }, port: { type: 'string' }, manifest: { type: 'string' }, out: { type: 'string' }, cipher: { type: 'string' }, at: { type: 'string' },
+    json: { type: 'boolean' }, quiet: { type: 'boolean' }, 'one-host': { type: 'boolean' },
   });
-  const config = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
-  const input = args.values.get('in');
-  const port = args.values.get('port');
+  const config = loadConfig(values.config);
+  const input = values.in;
+  const port = values.port;
   if (input !== undefined && port === undefined) throw new NviError('NVI_ERR_USAGE', '--in needs --port VM (the VM whose port the frames were captured on)');
-  const entries: FixtureEntry[] = input !== undefined ? [{ file: input, port: port! }] : readManifest(args.values.get('manifest') ?? defaultManifest(config.file));
-  const at = args.values.get('at');
+  const entries: FixtureEntry[] = input !== undefined ? [{ file: input, port: port! }] : readManifest(values.manifest ?? defaultManifest(config.file));
+  const at = values.at;
   const fixed = at === undefined ? undefined : Date.parse(at);
   if (fixed !== undefined && Number.isNaN(fixed)) throw new NviError('NVI_ERR_USAGE', `--at ${at}: not a time (use ISO 8601)`);
   const clock = { now: () => fixed ?? Date.now() };
   const sas: SaKeys[] = [];
-  const cipher = chooseCipher(args.values.get('cipher'));
+  const cipher = chooseCipher(values.cipher);
   const off = await OfflineCloud.open(config, {
-    cipher, clock, log: new MemoryLogger(), carry: !args.flags.has('one-host'), exportKeys: (k) => sas.push(k),
+    cipher, clock, log: new MemoryLogger(), carry: !values['one-host'], exportKeys: (k) => sas.push(k),
   });
   try {
     const { files: results, frames: lines } = await replayEntries(off, entries);
-    const outDir = args.values.get('out');
+    const outDir = values.out;
     if (outDir) {
       off.writeCaptures(outDir);
       writeFileSync(join(outDir, 'esp_sa'), sas.map((s) => `${wiresharkSaRecord(s)}\n`).join(''), { mode: 0o600 });
@@ -51,10 +51,10 @@ export async function run(argv: string[]): Promise<number> {
     const counters = Object.fromEntries([...off.hosts].map(([name, h]) => [name, {
       egress: h.egress.counters.snapshot(), ingress: h.ingress.counters.snapshot(), kx: { accepted: h.kx.counters.accepted, refused: sum(h.kx.counters.refusals) },
     }]));
-    if (args.flags.has('json')) {
+    if (values.json) {
       process.stdout.write(`${JSON.stringify({ files: results, counters, verdicts: lines.map((l) => ({ file: l.file, frame: l.frame, port: l.port, ...l.verdict })) }, null, 2)}\n`);
     } else {
-      if (!args.flags.has('quiet')) printVerdicts(lines);
+      if (!values.quiet) printVerdicts(lines);
       printFiles(results);
       printCounters(counters);
       if (outDir) process.stdout.write(`\nwrote ${join(outDir, 'underlay.pcap')}, delivered.pcap, replies.pcap and esp_sa (${sas.length} SAs)\n`);

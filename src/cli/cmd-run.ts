@@ -9,21 +9,23 @@ import { chooseCipher } from '../esp/choose-cipher.js';
 import { JsonLogger } from '../base/log.js';
 import { LiveSwitch } from '../switch/live.js';
 import { controlPath } from '../switch/paths.js';
-import { DEFAULT_CONFIG, parseArgs } from './args.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: { config: 'c', host: null, control: null, 'vm-netns': null, cipher: null, 'export-sa': null } });
-  const config = loadConfig(args.values.get('config') ?? DEFAULT_CONFIG);
-  const host = args.values.get('host');
+  const { values } = parseOptions(argv, {
+    ...CONFIG_OPTION, host: { type: 'string' }, control: { type: 'string' }, 'vm-netns': { type: 'string' }, cipher: { type: 'string' }, 'export-sa': { type: 'string' },
+  });
+  const config = loadConfig(values.config);
+  const host = values.host;
   if (!host) throw new NviError('NVI_ERR_USAGE', `--host is required (one of ${[...config.hosts.keys()].join(', ')})`);
   if (!config.hosts.has(host)) throw new NviError('NVI_ERR_USAGE', `--host ${host}: no such host in ${config.file} (hosts: ${[...config.hosts.keys()].join(', ')})`);
   const log = new JsonLogger(undefined, undefined, undefined, { host });
   const sw = await LiveSwitch.start(config, host, {
-    cipher: chooseCipher(args.values.get('cipher')),
+    cipher: chooseCipher(values.cipher),
     log,
-    control: args.values.get('control') ?? controlPath(config, host),
-    vmNetnsPrefix: args.values.get('vm-netns'),
-    exportSa: args.values.get('export-sa'),
+    control: values.control ?? controlPath(config, host),
+    vmNetnsPrefix: values['vm-netns'],
+    exportSa: values['export-sa'],
   });
   return new Promise<number>((resolve) => {
     let stopping = false;

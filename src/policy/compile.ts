@@ -2,7 +2,7 @@
 // once per revision. decide() is SDN Algorithms 1 and 2, steps 4-5: it runs at plug time,
 // never per packet; what must run per packet is handed over as a PacketFilter and a FlowMode.
 //
-// Semantics (src/policy/README.md says the same for users):
+// Semantics (the Policy section of README.md says the same for users; keep the two in step):
 //
 //  Members. A tenant owns VMs. `groups: {name: [members]}` where a member is a VM or group
 //    of the tenant, '*' (every VM of the tenant), or `tenant:name` / `tenant:*` of another
