@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 declare -A PACKAGES=(
   [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
   [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps [ethtool]=ethtool
+  [etcd]=etcd-server [etcdctl]=etcd-client
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -22,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # git keeps no file modes but the executable bit: the lab's keys are private again after a clone.
-chmod 600 lab/pki/*.key lab/pki/*/*.key 2>/dev/null || true
+find lab/pki -name "*.key" -exec chmod 600 {} +
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   echo "setup: npm ci (builds the native addon)"

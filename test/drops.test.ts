@@ -75,6 +75,7 @@ const FIXED: readonly (readonly [number, string])[] = [
   [65, 'tx/underlay-error'],
   [66, 'tx/port-error'],
   [67, 'esp/seal-failed'],
+  [68, 'resolve/store-unavailable'],
 ];
 
 test('every code keeps its name', () => {

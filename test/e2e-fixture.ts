@@ -23,6 +23,7 @@ import { parse, stringify } from 'yaml';
 import { loadConfig, type CloudConfig, type VmConfig } from '../src/config/config.js';
 import { formatMac } from '../src/base/address.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
+import { etcdMembers, startEtcdMember, waitEtcdHealthy } from '../src/lab/etcd.js';
 
 /** The repository: this file runs as dist/test/e2e-fixture.js. */
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -118,6 +119,8 @@ function bounded(cmd: string, args: readonly string[], timeoutS: number, signal 
 export interface LabOptions {
   /** Dotted YAML paths and values to set in the copy of nvi-switch.yaml. */
   readonly set?: Readonly<Record<string, unknown>>;
+  /** The store on etcd with this many members on the fabric (10.77.0.250, .251, ...), as nvi-switch-etcd.yaml has one. */
+  readonly etcd?: number;
 }
 
 export interface Vm {
@@ -164,6 +167,7 @@ export interface CableInfo {
   peer: string;
   state: string;
   rule: string;
+  epoch?: number;
   sa?: string;
   packets: number;
   bytes: number;
@@ -202,6 +206,10 @@ export class Lab {
     setPath(doc, 'lab.prefix', PREFIX);
     setPath(doc, 'pki.dir', join(REPO, 'lab', 'pki'));
     setPath(doc, 'store.path', join(dir, 'lab.db'));
+    if (opts.etcd) {
+      setPath(doc, 'store.kind', 'etcd');
+      setPath(doc, 'store.endpoints', Array.from({ length: opts.etcd }, (_, k) => `http://10.77.0.${250 + k}:2379`));
+    }
     for (const [path, value] of Object.entries(opts.set ?? {})) setPath(doc, path, value);
     this.config = join(dir, 'lab.yaml');
     writeFileSync(this.config, stringify(doc));
@@ -235,6 +243,51 @@ export class Lab {
   saExport(host: string): string[] {
     const p = join(this.dir, '.nvi-state', 'lab', `${host}.esp_sa`);
     return existsSync(p) ? readFileSync(p, 'utf8').split('\n').filter((l) => l.length > 0) : [];
+  }
+
+  /** `etcdctl ARGS` against the lab's etcd, from the fabric namespace. */
+  etcdctl(args: readonly string[], timeoutS = 15): Promise<RunResult> {
+    return this.inNs(this.fabric, 'etcdctl', [`--endpoints=${this.cfg.store.endpoints.join(',')}`, '--dial-timeout=2s', ...args], timeoutS);
+  }
+
+  /** Stop etcd member k (SIGTERM, SIGKILL after 5 s) and wait until it is gone. */
+  async stopEtcd(k: number): Promise<void> {
+    const pid = this.etcdPids()[k]?.pid;
+    if (pid === undefined) throw new Error(`no etcd member ${k}`);
+    const alive = (): boolean => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    if (alive()) process.kill(pid, 'SIGTERM');
+    for (let t = 0; t < 100 && alive(); t++) await sleep(50);
+    if (alive()) process.kill(pid, 'SIGKILL');
+  }
+
+  /** Start etcd member k again (on its kept data), recorded in the lab state so that lab down stops it. */
+  startEtcd(k: number): void {
+    const labDir = join(this.dir, '.nvi-state', 'lab');
+    const members = etcdMembers(this.cfg.store.endpoints, labDir);
+    const pid = startEtcdMember(this.fabric, members[k], members, join(labDir, `etcd-${members[k].name}.log`));
+    const p = join(labDir, 'state.json');
+    const state = JSON.parse(readFileSync(p, 'utf8')) as { etcd: { name: string; pid: number; log: string }[] };
+    state.etcd[k] = { ...state.etcd[k], pid };
+    writeFileSync(p, JSON.stringify(state, null, 2));
+  }
+
+  /** Every etcd member answers its health check. */
+  etcdHealthy(timeoutMs = 20_000): Promise<void> {
+    return waitEtcdHealthy(this.fabric, this.cfg.store.endpoints, timeoutMs, join(this.dir, '.nvi-state', 'lab', 'etcd-m0.log'));
+  }
+
+  /** The etcd members as the lab state names them. */
+  etcdPids(): { name: string; pid: number }[] {
+    const p = join(this.dir, '.nvi-state', 'lab', 'state.json');
+    if (!existsSync(p)) return [];
+    return (JSON.parse(readFileSync(p, 'utf8')) as { etcd?: { name: string; pid: number }[] }).etcd ?? [];
   }
 
   /** PIDs of the switches as the lab state names them. */
@@ -297,6 +350,12 @@ export class Lab {
     const r = await this.cli(['stats', '--json']);
     if (r.code !== 0) throw new Error(`stats --json: exit ${r.code}: ${r.stderr}`);
     return JSON.parse(r.stdout) as Record<string, HostStats>;
+  }
+
+  /** Every switch forgets its cables and SAs: the next packet of each pair is a first packet again. */
+  async flush(): Promise<void> {
+    const r = await this.cli(['cables', '--flush']);
+    if (r.code !== 0) throw new Error(`cables --flush: exit ${r.code}: ${r.stderr}`);
   }
 
   async cables(): Promise<Record<string, CableInfo[]>> {

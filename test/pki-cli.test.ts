@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { Drop, dropName } from '../src/base/drops.js';
 import { SqliteStore } from '../src/store/sqlite-store.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const labKeys = resolve(here, '../../lab/pki/vms');
+const labKeys = resolve(here, '../../lab/pki/keys');
 
 const YAML = `# a test cloud
 version: 1
@@ -29,17 +29,19 @@ tenants:
   blue:
     prefix: fd9a:3c7e:51b2:1::/64
     vms:
-      web1: { host: h1, identity: fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85 }   # from lab/pki/vms/web1.key
+      web1: { host: h1, identity: fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85 }   # from lab/pki/keys/h1/vms/web1.key
       db1:  { host: h2, identity: fd9a:3c7e:51b2:1::dead }                 # not its key's identity
     rules: []
 `;
 
-/** A temp cloud with the lab's web1 and db1 keys. */
+/** A temp cloud with the lab's web1 and db1 keys, each in its host's key directory. */
 function cloud(): string {
   const dir = mkdtempSync(join(tmpdir(), 'nvi-cli-'));
   writeFileSync(join(dir, 'nvi-switch.yaml'), YAML);
-  mkdirSync(join(dir, 'pki', 'vms'), { recursive: true });
-  for (const k of ['web1', 'db1']) copyFileSync(join(labKeys, `${k}.key`), join(dir, 'pki', 'vms', `${k}.key`));
+  for (const [host, k] of [['h1', 'web1'], ['h2', 'db1']]) {
+    mkdirSync(join(dir, 'pki', 'keys', host, 'vms'), { recursive: true });
+    copyFileSync(join(labKeys, host, 'vms', `${k}.key`), join(dir, 'pki', 'keys', host, 'vms', `${k}.key`));
+  }
   return join(dir, 'nvi-switch.yaml');
 }
 
@@ -124,6 +126,17 @@ test('vm create of a new VM adds one line to the YAML and keeps the rest of the 
   assert.ok(added > 0);
   assert.equal([...lines.slice(0, added), ...lines.slice(added + 1)], original);
   assert.is(lines[added], `      web7: { host: h2, identity: ${web7.identityText} }`);
+  assert.ok(existsSync(join(dirname(file), 'pki', 'keys', 'h2', 'vms', 'web7.key')), "the new key is in h2's key directory");
+  assert.not.ok(existsSync(join(dirname(file), 'pki', 'vms', 'web7.key')), 'and nowhere else');
+  assert.ok(existsSync(join(dirname(file), 'pki', 'vms', 'web7.crt')), 'the certificate is public, in the pki dir');
+});
+
+test('host enroll writes the host key to its own key directory', async () => {
+  const file = cloud();
+  await quiet(() => ca.run(['init', '-c', file]));
+  await quiet(() => host.run(['enroll', 'h2', '-c', file]));
+  assert.ok(existsSync(join(dirname(file), 'pki', 'keys', 'h2', 'host.key')));
+  assert.is(statSync(join(dirname(file), 'pki', 'keys', 'h2', 'host.key')).mode & 0o777, 0o600);
 });
 
 test('vm create refuses a VM whose key does not derive the identity in the YAML', async () => {

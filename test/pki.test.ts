@@ -166,7 +166,7 @@ test('every lab certificate chains to the lab CA and every lab VM identity deriv
     assert.equal(cert.ipAddresses, [h.addressText], h.name);
   }
   for (const vm of cfg.vms.values()) {
-    const creds = loadVmCredentials(cfg.pkiDir, vm.name);
+    const creds = loadVmCredentials(cfg.pkiDir, cfg.hosts.get(vm.host)!.keyDir, vm.name);
     const cert = parseCertificate(creds.certificate);
     assert.ok(isIssuedBy(cert, anchor), vm.name);
     assert.equal(cert.ipAddresses, [vm.identityText], vm.name);

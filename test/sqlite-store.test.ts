@@ -9,8 +9,8 @@ import { parseConfig } from '../src/config/config.js';
 import { NviError } from '../src/base/errors.js';
 import { writeCertificate, pkiPaths } from '../src/trust/pki.js';
 import { openStore, seedStore } from '../src/store/open-store.js';
-import { STALE_EPOCH, SqliteStore } from '../src/store/sqlite-store.js';
-import { STORE_UNAVAILABLE, type StoreChange } from '../src/store/store.js';
+import { SqliteStore } from '../src/store/sqlite-store.js';
+import { STALE_EPOCH, STORE_UNAVAILABLE, type StoreChange } from '../src/store/store.js';
 import { T0, bind, hostRecord, makePki } from './pki-fixture.js';
 
 const pki = await makePki();
@@ -35,14 +35,17 @@ function throwsWith(f: () => unknown, code: string, message: RegExp): Promise<vo
   return rejectsWith(Promise.resolve().then(f), code, message);
 }
 
-/** The changes `store` reports until `n` have arrived (or 2 s have passed). */
-function collect(store: SqliteStore, n: number): { changes: StoreChange[]; done: Promise<void>; stop: () => void } {
+/** The changes `store` reports after its current revision until `n` have arrived (or 2 s have passed). */
+async function collect(store: SqliteStore, n: number): Promise<{ changes: StoreChange[]; done: Promise<void>; stop: () => void }> {
   const changes: StoreChange[] = [];
   let resolve!: () => void;
   const done = new Promise<void>((r) => (resolve = r));
-  const stop = store.watch((c) => {
-    changes.push(c);
-    if (changes.length >= n) resolve();
+  const stop = store.watch((await store.snapshot()).revision, {
+    changes: (list) => {
+      changes.push(...list);
+      if (changes.length >= n) resolve();
+    },
+    end: () => resolve(),
   });
   const timer = setTimeout(resolve, 2000);
   return { changes, done: done.then(() => clearTimeout(timer)), stop };
@@ -59,9 +62,9 @@ test('a binding, a host and a policy read back as published', async () => {
   assert.equal(await s.lookupHost('h1'), h);
   assert.is(await s.lookupHost('h9'), undefined);
   assert.is(await s.policy(), undefined);
-  assert.is(await s.publishPolicy('{"a":1}'), 1);
-  assert.is(await s.publishPolicy('{"a":2}'), 2);
-  assert.equal(await s.policy(), { revision: 2, document: '{"a":2}' });
+  await s.publishPolicy({ revision: 1, document: '{"a":1}', signature: 's1' });
+  await s.publishPolicy({ revision: 2, document: '{"a":2}', signature: 's2' });
+  assert.equal(await s.policy(), { revision: 2, document: '{"a":2}', signature: 's2' });
   await s.close();
 });
 
@@ -97,21 +100,21 @@ test('two stores on the same file see each other\'s writes through watch()', asy
   const path = join(tmp(), 'store.db');
   const a = SqliteStore.open(path, { pollMs: 5 });
   const b = SqliteStore.open(path, { pollMs: 5 });
-  const seenByB = collect(b, 3);
-  const seenByA = collect(a, 1);
+  const seenByB = await collect(b, 3);
+  const seenByA = await collect(a, 4);
   await a.publish(bind(pki.web1));
   await a.publishHost(pki.hosts.hosts.get('h1')!);
-  await a.publishPolicy('{}');
+  await a.publishPolicy({ revision: 1, document: '{}', signature: 's' });
   await seenByB.done;
   assert.equal(seenByB.changes, [
-    { kind: 'binding', identity: pki.web1.identity },
-    { kind: 'host', host: 'h1' },
-    { kind: 'policy', revision: 1 },
+    { kind: 'binding', identity: pki.web1.identity, record: bind(pki.web1) },
+    { kind: 'host', host: 'h1', record: pki.hosts.hosts.get('h1')! },
+    { kind: 'policy', record: { revision: 1, document: '{}', signature: 's' } },
   ]);
   assert.equal(await b.lookup(pki.web1.identity), bind(pki.web1));
   await b.publish(bind(pki.web2));
   await seenByA.done;
-  assert.equal(seenByA.changes.slice(-1), [{ kind: 'binding', identity: pki.web2.identity }]);
+  assert.equal(seenByA.changes.slice(-1), [{ kind: 'binding', identity: pki.web2.identity, record: bind(pki.web2) }]);
   await a.close();
   await b.close();
 });
@@ -119,11 +122,11 @@ test('two stores on the same file see each other\'s writes through watch()', asy
 test('watch() reports nothing from before it started, and nothing for an identical publish', async () => {
   const s = SqliteStore.open(join(tmp(), 'store.db'), { pollMs: 5 });
   await s.publish(bind(pki.web1));
-  const seen = collect(s, 1);
+  const seen = await collect(s, 1);
   await s.publish(bind(pki.web1)); // identical: no change
   await s.publishHost(pki.hosts.hosts.get('h2')!);
   await seen.done;
-  assert.equal(seen.changes, [{ kind: 'host', host: 'h2' }]);
+  assert.equal(seen.changes, [{ kind: 'host', host: 'h2', record: pki.hosts.hosts.get('h2')! }]);
   seen.stop();
   await s.close();
 });
@@ -190,9 +193,30 @@ test('openStore creates the directory of the embedded store', async () => {
   await s.close();
 });
 
-test('openStore refuses etcd for now', async () => {
+test('openStore opens etcd without connecting (connections are made per request)', async () => {
   const dir = tmp();
-  await rejectsWith(openStore(config(dir, { kind: 'etcd', endpoints: ['http://127.0.0.1:2379'] })), 'NVI_ERR_CONFIG', /etcd store not built yet/);
+  const s = await openStore(config(dir, { kind: 'etcd', endpoints: ['http://10.255.255.1:2379'] }));
+  assert.is(s.kind, 'etcd');
+  await s.close();
+});
+
+test('a version 1 store file is upgraded in place and keeps its bindings', async () => {
+  const path = join(tmp(), 'old.db');
+  const raw = new Database(path);
+  raw.exec(`CREATE TABLE bindings (identity TEXT PRIMARY KEY, tenant TEXT NOT NULL, vm TEXT NOT NULL, host TEXT NOT NULL,
+    host_address TEXT NOT NULL, epoch INTEGER NOT NULL, not_before TEXT NOT NULL, not_after TEXT NOT NULL, certificate TEXT NOT NULL, signature TEXT NOT NULL);
+    CREATE TABLE hosts (host TEXT PRIMARY KEY, address TEXT NOT NULL, certificate TEXT NOT NULL);
+    CREATE TABLE policy (revision INTEGER PRIMARY KEY, document TEXT NOT NULL);
+    CREATE TABLE changes (seq INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL);`);
+  const b = bind(pki.web1);
+  raw.prepare('INSERT INTO bindings VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)').run(b.identity, b.tenant, b.vm, b.host, b.hostAddress, b.epoch, b.notBefore, b.notAfter, b.certificate, b.signature);
+  raw.pragma('user_version = 1');
+  raw.close();
+  const s = SqliteStore.open(path);
+  assert.equal(await s.lookup(b.identity), b);
+  await s.publishPolicy({ revision: 1, document: '{}', signature: 'x' });
+  assert.equal(await s.policy(), { revision: 1, document: '{}', signature: 'x' });
+  await s.close();
 });
 
 test('seedStore publishes the enrolled hosts and names the others', async () => {

@@ -9,7 +9,8 @@ import type { KeyObject } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { signBinding, type BindingFields } from '../src/trust/binding.js';
-import { createCa, issueVmCertificate, loadCa, loadVmCredentials, readHostCertificate, validityFrom, type Validity } from '../src/trust/pki.js';
+import { createCa, issueVmCertificate, loadCa, readHostCertificate, validityFrom, type Validity } from '../src/trust/pki.js';
+import { vmCredentials } from '../src/switch/host-keys.js';
 import { CableDirection, type Cable } from '../src/dataplane/cable.js';
 import { Drop, dropName } from '../src/base/drops.js';
 import type { BindingRecord } from '../src/trust/records.js';
@@ -35,7 +36,7 @@ async function publish(o: Offline, vm: string, opts: { certificate?: string; key
   const cfg = o.config;
   const v = cfg.vms.get(vm)!;
   const prev = (await store.lookup(v.identityText))!;
-  const creds = loadVmCredentials(cfg.pkiDir, vm);
+  const creds = vmCredentials(cfg, vm);
   const now = Date.now();
   const fields: BindingFields = {
     identity: v.identityText, tenant: v.tenant, vm, host: prev.host, hostAddress: prev.hostAddress, epoch: prev.epoch + 1,
@@ -99,7 +100,7 @@ test('with every binding intact the ping is delivered (the control case)', async
 test('a destination certificate from an unknown CA is refused by the sender', async () => {
   const c = await open();
   const other = await createCa({ name: 'not the lab CA', validity: validityFrom(Date.now() - DAY, 10) });
-  const key = loadVmCredentials(c.o.config.pkiDir, 'web2').privateKey;
+  const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, validityFrom(Date.now() - DAY, 10), other) });
   await ping(c.o);
   refusedBySender(c, Drop.VerifyUnknownCa);
@@ -107,7 +108,7 @@ test('a destination certificate from an unknown CA is refused by the sender', as
 
 test('an expired destination certificate is refused by the sender', async () => {
   const c = await open();
-  const key = loadVmCredentials(c.o.config.pkiDir, 'web2').privateKey;
+  const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, { notBefore: Date.now() - 10 * DAY, notAfter: Date.now() - DAY }) });
   await ping(c.o);
   refusedBySender(c, Drop.VerifyExpired);
@@ -115,7 +116,7 @@ test('an expired destination certificate is refused by the sender', async () => 
 
 test('a destination certificate not yet valid is refused by the sender', async () => {
   const c = await open();
-  const key = loadVmCredentials(c.o.config.pkiDir, 'web2').privateKey;
+  const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, { notBefore: Date.now() + DAY, notAfter: Date.now() + 10 * DAY }) });
   await ping(c.o);
   refusedBySender(c, Drop.VerifyNotYetValid);
@@ -123,7 +124,7 @@ test('a destination certificate not yet valid is refused by the sender', async (
 
 test('a certificate whose subjectAltName is another identity is refused by the sender', async () => {
   const c = await open();
-  const key = loadVmCredentials(c.o.config.pkiDir, 'web2').privateKey;
+  const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web3', key, validityFrom(Date.now() - DAY, 10)) });
   await ping(c.o);
   refusedBySender(c, Drop.VerifySanMismatch);
@@ -131,7 +132,7 @@ test('a certificate whose subjectAltName is another identity is refused by the s
 
 test('an identity not derived from the certified key is refused by the sender, even with a CA-issued certificate', async () => {
   const c = await open();
-  const web3 = loadVmCredentials(c.o.config.pkiDir, 'web3').privateKey;
+  const web3 = vmCredentials(c.o.config, 'web3').privateKey;
   const cert = await vmCert(c.o, 'web2', 'web2', web3, validityFrom(Date.now() - DAY, 10)); // web2's identity, web3's key
   await publish(c.o, 'web2', { certificate: cert, key: web3 });
   await ping(c.o);
@@ -140,7 +141,7 @@ test('an identity not derived from the certified key is refused by the sender, e
 
 test('a binding signed by another key is refused by the sender', async () => {
   const c = await open();
-  await publish(c.o, 'web2', { key: loadVmCredentials(c.o.config.pkiDir, 'web3').privateKey });
+  await publish(c.o, 'web2', { key: vmCredentials(c.o.config, 'web3').privateKey });
   await ping(c.o);
   refusedBySender(c, Drop.VerifyBadSignature);
 });
@@ -192,7 +193,7 @@ test('a source binding that places it at another host address is refused by the 
 
 test('a source binding with an expired certificate is refused by the receiver', async () => {
   const c = await open();
-  const key = loadVmCredentials(c.o.config.pkiDir, 'web1').privateKey;
+  const key = vmCredentials(c.o.config, 'web1').privateKey;
   await publish(c.o, 'web1', { certificate: await vmCert(c.o, 'web1', 'web1', key, { notBefore: Date.now() - 10 * DAY, notAfter: Date.now() - DAY }) });
   await ping(c.o);
   refusedByReceiver(c, Drop.VerifyExpired);
@@ -200,7 +201,7 @@ test('a source binding with an expired certificate is refused by the receiver', 
 
 test('a source binding signed by another key is refused by the receiver', async () => {
   const c = await open();
-  await publish(c.o, 'web1', { key: loadVmCredentials(c.o.config.pkiDir, 'web3').privateKey });
+  await publish(c.o, 'web1', { key: vmCredentials(c.o.config, 'web3').privateKey });
   await ping(c.o);
   refusedByReceiver(c, Drop.VerifyBadSignature);
 });

@@ -93,6 +93,7 @@ export const enum Drop {
 
   // Added after the codes above were fixed: new reasons take the next free code.
   EspSealFailed = 67,
+  ResolveStoreUnavailable = 68,
 }
 
 /** [name, description] for each reason, indexed by Drop. */
@@ -118,7 +119,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.UpcallQueueFull]: ['upcall/queue-full', 'too many packets already wait for this or all pending lookups'],
   [Drop.UpcallRateLimited]: ['upcall/rate-limited', 'too many misses to resolve right now'],
   [Drop.ResolveNotFound]: ['resolve/not-found', 'the mapping store has no binding for the identity'],
-  [Drop.ResolveStoreError]: ['resolve/store-error', 'the mapping store did not answer'],
+  [Drop.ResolveStoreError]: ['resolve/store-error', 'the mapping store answered with something unusable (a record for another identity)'],
   [Drop.VerifyUnknownCa]: ['verify/unknown-ca', 'certificate does not chain to the trust anchor'],
   [Drop.VerifyExpired]: ['verify/expired', 'certificate or binding has expired'],
   [Drop.VerifyNotYetValid]: ['verify/not-yet-valid', 'certificate or binding is not valid yet'],
@@ -165,6 +166,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.TxUnderlayError]: ['tx/underlay-error', 'the underlay port refused the packet'],
   [Drop.TxPortError]: ['tx/port-error', 'the VM port refused the frame'],
   [Drop.EspSealFailed]: ['esp/seal-failed', 'the cipher could not encrypt the packet (never sent unencrypted)'],
+  [Drop.ResolveStoreUnavailable]: ['resolve/store-unavailable', 'the mapping store cannot be reached, or the host\'s replica of it is not current (fails closed)'],
 };
 
 /**
@@ -172,7 +174,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
  * carries one, and every packet that meets the cable is dropped for it.
  */
 export const PLUG_REASONS: readonly Drop[] = [
-  Drop.UpcallRateLimited, Drop.ResolveNotFound, Drop.ResolveStoreError,
+  Drop.UpcallRateLimited, Drop.ResolveNotFound, Drop.ResolveStoreError, Drop.ResolveStoreUnavailable,
   Drop.VerifyUnknownCa, Drop.VerifyExpired, Drop.VerifyNotYetValid, Drop.VerifySanMismatch, Drop.VerifyIdentityNotDerived,
   Drop.VerifyBadSignature, Drop.VerifyWrongHostAddress, Drop.VerifyOldEpoch, Drop.VerifyHostCertMismatch, Drop.VerifyMalformed,
   Drop.PolicyDefaultDeny, Drop.PolicyUnplugRule, Drop.PolicyCrossTenant, Drop.PolicyLevel, Drop.PolicyDiode, Drop.PolicyTimeWindow,

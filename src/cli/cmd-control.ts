@@ -1,5 +1,6 @@
 // Operator commands against running switches, over their control sockets:
-//   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json]
+//   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json] [--flush]
+//     --flush: forget every cable and SA (each pair goes through the miss path again)
 //   nvi-switch stats  [-c nvi-switch.yaml] [--host NAME] [--json]
 // Without --host: every host of the config whose switch answers.
 
@@ -29,8 +30,12 @@ async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Pro
 
 export const cables = {
   async run(argv: string[]): Promise<number> {
-    const { values } = parseOptions(argv, OPTIONS);
+    const { values } = parseOptions(argv, { ...OPTIONS, flush: { type: 'boolean' } });
     const cfg = loadConfig(values.config);
+    if (values.flush) {
+      for (const [host, r] of await ask(cfg, values.host, 'flush')) process.stdout.write(`${host}: ${(r as { flushed: number }).flushed} cables flushed\n`);
+      return 0;
+    }
     const answers = await ask(cfg, values.host, 'cables');
     if (values.json) {
       process.stdout.write(`${JSON.stringify(Object.fromEntries(answers), null, 2)}\n`);
@@ -39,9 +44,9 @@ export const cables = {
     for (const [host, list] of answers) {
       process.stdout.write(`${host}\n`);
       const rows = (list as CableInfo[]).map((c) => [
-        c.direction, `${c.srcVm ?? c.src} -> ${c.dstVm ?? c.dst}`, c.peer, c.state, c.rule, c.sa ?? '-', String(c.packets), String(c.bytes), String(c.drops), `${c.ageSeconds}s`,
+        c.direction, `${c.srcVm ?? c.src} -> ${c.dstVm ?? c.dst}`, c.peer, c.epoch === undefined ? '-' : String(c.epoch), c.state, c.rule, c.sa ?? '-', String(c.packets), String(c.bytes), String(c.drops), `${c.ageSeconds}s`,
       ]);
-      process.stdout.write(table(['dir', 'pair', 'peer', 'state', 'rule', 'SA', 'packets', 'bytes', 'drops', 'age'], rows));
+      process.stdout.write(table(['dir', 'pair', 'peer', 'epoch', 'state', 'rule', 'SA', 'packets', 'bytes', 'drops', 'age'], rows));
     }
     return 0;
   },

@@ -1,4 +1,5 @@
 // nvi-switch lab up|down|status [-c nvi-switch.yaml] [--json] [--export-sa]
+// nvi-switch lab restart HOST [-c nvi-switch.yaml]   stop HOST's switch and start a new one
 // --export-sa (debug): each switch writes the keys of its SAs beside the lab state, for tshark.
 // The lab of the config in network namespaces (src/lab/lab.ts). Needs root.
 
@@ -6,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
-import { isLabUp, labDown, labNames, labUp, readState, ROUTER_LINK_LOCAL_TEXT } from '../lab/lab.js';
+import { isLabUp, labDown, labNames, labRestartSwitch, labUp, readState, ROUTER_LINK_LOCAL_TEXT } from '../lab/lab.js';
 import { inNs, netnsExists } from '../lab/netns.js';
 import type { CableInfo } from '../switch/cable-info.js';
 import { controlRequest } from '../switch/control.js';
@@ -19,9 +20,8 @@ const BINARY = fileURLToPath(new URL('../../../bin/nvi-switch.js', import.meta.u
 export async function run(argv: string[]): Promise<number> {
   const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, json: { type: 'boolean' }, 'export-sa': { type: 'boolean' } });
   const [sub, ...rest] = positionals;
-  if (rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) {
-    throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch lab up|down|status [-c nvi-switch.yaml]');
-  }
+  const usage = 'usage: nvi-switch lab up|down|status|restart HOST [-c nvi-switch.yaml]';
+  if (sub === 'restart' ? rest.length !== 1 : rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) throw new NviError('NVI_ERR_USAGE', usage);
   const cfg = loadConfig(values.config);
   const say = (line: string): void => {
     process.stdout.write(`${line}\n`);
@@ -29,6 +29,10 @@ export async function run(argv: string[]): Promise<number> {
   if (sub === 'up') {
     await labUp(cfg, BINARY, say, { exportSa: values['export-sa'] });
     say(`lab up: ${cfg.hosts.size} hosts, ${cfg.vms.size} VMs. Try: ip netns exec ${cfg.lab.prefix}web1 ping -6 -c 3 ${cfg.vms.get('web2')?.identityText ?? '<identity>'}`);
+    return 0;
+  }
+  if (sub === 'restart') {
+    await labRestartSwitch(cfg, rest[0], BINARY, say);
     return 0;
   }
   if (sub === 'down') {

@@ -1,5 +1,7 @@
 // nvi-switch ca init | host enroll NAME | vm create NAME: the cloud's PKI and the first
-// binding of each VM (NVI Algorithm steps 1-5), written to the config's pki dir and store.
+// binding of each VM (NVI Algorithm steps 1-5). Certificates go to the config's pki dir;
+// private keys to the key directory of the host that uses them (hosts.NAME.keys, by default
+// keys/NAME/ under the pki dir); bindings and host certificates to the store.
 //
 //   nvi-switch ca init [-c nvi-switch.yaml] [--force]
 //   nvi-switch host enroll NAME [-c nvi-switch.yaml]
@@ -20,6 +22,7 @@ import {
   issueHostCertificate,
   issueVmCertificate,
   loadCa,
+  hostKeyPaths,
   pkiPaths,
   readPrivateKey,
   spkiDer,
@@ -82,7 +85,7 @@ export const host = {
     if (!h) throw new NviError('NVI_ERR_CONFIG', `hosts.${name}: no such host in ${cfg.file} (hosts: ${[...cfg.hosts.keys()].join(', ')})`);
     const authority = loadCa(cfg.pkiDir);
     const p = pkiPaths(cfg.pkiDir);
-    const keyPath = p.hostKey(name);
+    const keyPath = hostKeyPaths(h.keyDir).hostKey;
     const reused = existsSync(keyPath);
     const privateKey = reused ? readPrivateKey(keyPath) : generateKey().privateKey;
     const now = Date.now();
@@ -134,9 +137,10 @@ export const vm = {
       throw new NviError('NVI_ERR_CONFIG', `tenants.${tenantName}.vms.${name}.host: ${name} runs on ${existing.host} in ${cfg.file}, not ${hostName} (a move is a migration: epoch + 1 from the new host)`);
     }
 
-    // NVI Algorithm step 1: the identity, from the tenant prefix and the VM's key.
+    // NVI Algorithm step 1: the identity, from the tenant prefix and the VM's key, which lives
+    // in its host's key directory only.
     const p = pkiPaths(cfg.pkiDir);
-    const keyPath = p.vmKey(name);
+    const keyPath = hostKeyPaths(h.keyDir).vmKey(name);
     const reused = existsSync(keyPath);
     const privateKey = reused ? readPrivateKey(keyPath) : generateKey().privateKey;
     const identity = formatIpv6(deriveIdentity(tenant.prefix, spkiDer(privateKey)));

@@ -3,15 +3,16 @@
 //   (pass or FAIL, and the rule that decided); exit status 1 if any case fails.
 // nvi-switch policy apply [-c nvi-switch.yaml]
 //   The same tests first; only when all pass is the policy published to the mapping store,
-//   as a new revision. Running switches see it, recompile, and re-evaluate exactly the
+//   as a new revision signed with the cloud CA's key (switches take no other), with the
+//   certificates of the enrolled hosts. Running switches see it, recompile, and re-evaluate exactly the
 //   cables it may change.
 
 import { loadConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
 import { compilePolicy } from '../policy/compile.js';
-import { policyDocument } from '../policy/document.js';
 import { openStore } from '../store/open-store.js';
 import { runPolicyTests } from '../policy/policy-tests.js';
+import { prepareStore } from '../switch/cloud.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
 
 const USAGE = 'usage: nvi-switch policy test|apply [-c nvi-switch.yaml] [--json]';
@@ -47,13 +48,9 @@ export async function run(argv: string[]): Promise<number> {
   if (sub === 'apply') {
     const store = await openStore(cfg);
     try {
-      const doc = policyDocument(tenants);
-      const current = await store.policy();
-      if (current?.document === doc) {
-        process.stdout.write(`policy unchanged (revision ${current.revision})\n`);
-      } else {
-        process.stdout.write(`policy applied as revision ${await store.publishPolicy(doc)}\n`);
-      }
+      const before = (await store.policy())?.revision;
+      const revision = await prepareStore(cfg, store, Date.now());
+      process.stdout.write(revision === before ? `policy unchanged (revision ${revision})\n` : `policy applied as revision ${revision}, signed by the cloud CA\n`);
     } finally {
       await store.close();
     }

@@ -3,7 +3,7 @@
 // kept raw here and compiled by src/policy.
 
 import { readFileSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseTenantPrefix, type TenantPrefix } from '../trust/identity.js';
 import { type EspAlgorithm } from '../esp/esp-cipher.js';
@@ -18,6 +18,8 @@ export interface HostConfig {
   /** Underlay IPv4 address, uint32 host order. */
   readonly address: number;
   readonly addressText: string;
+  /** The host's own key directory (absolute): host.key and vms/<vm>.key of the VMs it runs. */
+  readonly keyDir: string;
 }
 
 export interface VmConfig {
@@ -45,9 +47,12 @@ export interface StoreConfig {
   readonly kind: 'embedded' | 'etcd';
   /** embedded: absolute path of the SQLite file. */
   readonly path: string;
-  /** etcd: endpoints. */
+  /** etcd: endpoints (http://host:port or https://host:port). */
   readonly endpoints: readonly string[];
+  /** etcd: every key starts with it. */
   readonly prefix: string;
+  /** etcd over TLS: PEM files of the CA, and the client's certificate and key (absolute paths). */
+  readonly tls?: { readonly ca?: string; readonly cert?: string; readonly key?: string };
 }
 
 export interface SwitchSettings {
@@ -112,7 +117,7 @@ export function parseConfig(doc: unknown, file: string): CloudConfig {
   const store = readStore(root.store, dir);
   const underlay = readUnderlay(root.underlay ?? {});
   const sw = readSwitch(root.switch ?? {});
-  const hosts = readHosts(root.hosts);
+  const hosts = readHosts(root.hosts, pkiDir, dir);
   const labRaw = obj(root.lab ?? {}, 'lab');
   onlyKeys(labRaw, ['prefix', 'subnet'], 'lab');
   const lab = {
@@ -140,12 +145,26 @@ export function parseConfig(doc: unknown, file: string): CloudConfig {
 
 function readStore(v: unknown, dir: string): StoreConfig {
   const o = obj(v ?? { kind: 'embedded' }, 'store');
-  onlyKeys(o, ['kind', 'path', 'endpoints', 'prefix'], 'store');
+  onlyKeys(o, ['kind', 'path', 'endpoints', 'prefix', 'tls'], 'store');
   const kind = oneOf(o.kind ?? 'embedded', 'store.kind', ['embedded', 'etcd'] as const);
   const path = resolve(dir, opt(o, 'path', '.nvi-state/store.db', str, 'store'));
-  const endpoints = o.endpoints === undefined ? [] : list(o.endpoints, 'store.endpoints').map((e, k) => str(e, `store.endpoints[${k}]`));
+  const endpoints = o.endpoints === undefined ? [] : list(o.endpoints, 'store.endpoints').map((e, k) => {
+    const url = str(e, `store.endpoints[${k}]`);
+    if (!/^https?:\/\/[^/\s]+$/.test(url)) throw new ConfigError(`store.endpoints[${k}]`, `expected http://host:port or https://host:port, got ${JSON.stringify(url)}`);
+    return url;
+  });
   if (kind === 'etcd' && endpoints.length === 0) throw new ConfigError('store.endpoints', 'etcd needs at least one endpoint');
-  return { kind, path, endpoints, prefix: opt(o, 'prefix', '/nvi/', str, 'store') };
+  const prefix = opt(o, 'prefix', '/nvi/', str, 'store');
+  if (!prefix.endsWith('/')) throw new ConfigError('store.prefix', `must end with '/', got ${JSON.stringify(prefix)}`);
+  let tls: StoreConfig['tls'];
+  if (o.tls !== undefined) {
+    const t = obj(o.tls, 'store.tls');
+    onlyKeys(t, ['ca', 'cert', 'key'], 'store.tls');
+    const file = (k: 'ca' | 'cert' | 'key'): string | undefined => (t[k] === undefined ? undefined : resolve(dir, str(t[k], `store.tls.${k}`)));
+    tls = { ca: file('ca'), cert: file('cert'), key: file('key') };
+    if ((tls.cert === undefined) !== (tls.key === undefined)) throw new ConfigError('store.tls', 'a client certificate needs its key, and a key its certificate');
+  }
+  return { kind, path, endpoints, prefix, tls };
 }
 
 function readUnderlay(v: unknown): CloudConfig['underlay'] {
@@ -193,19 +212,20 @@ function readSwitch(v: unknown): SwitchSettings {
   };
 }
 
-function readHosts(v: unknown): Map<string, HostConfig> {
+function readHosts(v: unknown, pkiDir: string, dir: string): Map<string, HostConfig> {
   const hosts = new Map<string, HostConfig>();
   const seen = new Map<number, string>();
   for (const [hname, hraw] of Object.entries(obj(v, 'hosts'))) {
     const path = `hosts.${hname}`;
     const h = obj(hraw, path);
-    onlyKeys(h, ['address'], path);
+    onlyKeys(h, ['address', 'keys'], path);
     const addressText = str(h.address, `${path}.address`);
     const address = at(`${path}.address`, () => parseIpv4Address(addressText));
     const dup = seen.get(address);
     if (dup) throw new ConfigError(`${path}.address`, `address already used by host ${dup}`);
     seen.set(address, hname);
-    hosts.set(hname, { name: name(hname, path), address, addressText });
+    const keyDir = h.keys === undefined ? join(pkiDir, 'keys', hname) : resolve(dir, str(h.keys, `${path}.keys`));
+    hosts.set(hname, { name: name(hname, path), address, addressText, keyDir });
   }
   if (hosts.size === 0) throw new ConfigError('hosts', 'at least one host is needed');
   return hosts;

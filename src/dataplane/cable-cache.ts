@@ -2,6 +2,9 @@
 // Keyed by pairHash (a 30-bit integer, no string per lookup); pairs with the same hash are
 // chained and told apart by their bytes. Lifetimes (TTL, time-window edges) live in each
 // cable and are checked against the batch clock by the lookup stage.
+//
+// A second index, by identity (either end), serves the control plane: when the store says an
+// identity moved, exactly its cables are found, and a host without one does no work.
 
 import { LRUCache } from 'lru-cache';
 import type { Cable } from './cable.js';
@@ -13,6 +16,7 @@ export class CableCache {
   private readonly lru: LRUCache<number, Cable>;
   /** Cables removed because the cache was full. */
   evictions = 0;
+  private readonly byIdentity = new Map<string, Set<Cable>>();
 
   constructor(readonly max: number, private readonly onEvict: (c: Cable) => void = () => {}) {
     this.lru = new LRUCache<number, Cable>({
@@ -21,6 +25,7 @@ export class CableCache {
         if (reason !== 'evict') return;
         for (let c: Cable | null = head; c; c = c.chain) {
           this.evictions++;
+          this.unindex(c);
           this.onEvict(c);
         }
       },
@@ -49,6 +54,8 @@ export class CableCache {
     });
     cable.chain = others;
     this.lru.set(cable.hash, cable, { noDisposeOnSet: true });
+    if (replaced) this.unindex(replaced);
+    this.index(cable);
     return replaced;
   }
 
@@ -60,10 +67,35 @@ export class CableCache {
       return c === cable;
     });
     if (!found) return false;
+    this.unindex(cable);
     cable.chain = null;
     if (others) this.lru.set(cable.hash, others, { noDisposeOnSet: true });
     else this.lru.delete(cable.hash);
     return true;
+  }
+
+  /** The cables with `identity` (canonical text) at either end. */
+  cablesOf(identity: string): readonly Cable[] {
+    const set = this.byIdentity.get(identity);
+    return set ? [...set] : [];
+  }
+
+  private index(c: Cable): void {
+    for (const id of c.srcText === c.dstText ? [c.srcText] : [c.srcText, c.dstText]) {
+      let set = this.byIdentity.get(id);
+      if (!set) {
+        set = new Set();
+        this.byIdentity.set(id, set);
+      }
+      set.add(c);
+    }
+  }
+
+  private unindex(c: Cable): void {
+    for (const id of [c.srcText, c.dstText]) {
+      const set = this.byIdentity.get(id);
+      if (set && set.delete(c) && set.size === 0) this.byIdentity.delete(id);
+    }
   }
 
   /** The chain from `head` without the cables `out` selects (slow path: inserts and removals). */
@@ -87,5 +119,6 @@ export class CableCache {
 
   clear(): void {
     this.lru.clear();
+    this.byIdentity.clear();
   }
 }

@@ -1,6 +1,7 @@
 // The lab of nvi-switch.yaml, built from network namespaces on this machine:
 //
-//   <prefix>fabric     the underlay: a bridge joining every host
+//   <prefix>fabric     the underlay: a bridge joining every host, and with store.kind etcd
+//                      the etcd members on the store's endpoints (reached over the underlay)
 //   <prefix><host>     one per host: its underlay interface (the host's address) and its
 //                      switch process (`nvi-switch run --host H --vm-netns <prefix>`)
 //   <prefix><vm>       one per VM: its only interface is the TAP its host's switch owns,
@@ -16,12 +17,14 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
-import { controlPath, stateDir } from '../switch/paths.js';
+import { controlPath, hostStateDir, stateDir } from '../switch/paths.js';
+import { etcdMembers, isLabEtcd, startEtcdMember, waitEtcdHealthy } from './etcd.js';
 import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
 
 export interface LabState {
   readonly config: string;
   readonly switches: { readonly host: string; readonly pid: number; readonly log: string }[];
+  readonly etcd?: { readonly name: string; readonly pid: number; readonly log: string }[];
 }
 
 export const ROUTER_LINK_LOCAL_TEXT = 'fe80::4e:56ff:fe49:1';
@@ -64,10 +67,12 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
   if (!net || !bits) throw new NviError('NVI_ERR_CONFIG', `lab.subnet: ${cfg.lab.subnet} is not an IPv4 prefix`);
   mkdirSync(labDir(cfg), { recursive: true });
   const switches: { host: string; pid: number; log: string }[] = [];
+  const etcd: { name: string; pid: number; log: string }[] = [];
   try {
     // 1. The underlay: a bridge in the fabric namespace, a veth per host.
     // The underlay carries IPv4 only (identities travel inside it), so IPv6 is off there.
     ip('netns', 'add', names.fabric);
+    inNs(names.fabric, 'ip', 'link', 'set', 'lo', 'up'); // etcd members there reach their own addresses through it
     inNs(names.fabric, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
     inNs(names.fabric, 'ip', 'link', 'add', BRIDGE, 'type', 'bridge');
     inNs(names.fabric, 'ip', 'link', 'set', BRIDGE, 'up');
@@ -83,6 +88,23 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
       inNs(names.fabric, 'ip', 'link', 'set', `port-${host}`.slice(0, 15), 'master', BRIDGE, 'mtu', String(cfg.underlay.mtu), 'up');
       log(`host ${host}: namespace ${ns}, ${UNDERLAY_IF} ${h.addressText}/${bits}`);
     }
+    // 1b. etcd, when the store is etcd: one member per endpoint, on the fabric.
+    if (cfg.store.kind === 'etcd') {
+      const members = etcdMembers(cfg.store.endpoints, labDir(cfg));
+      for (const addr of new Set(members.map((m) => new URL(m.client).hostname))) inNs(names.fabric, 'ip', 'addr', 'add', `${addr}/${bits}`, 'dev', BRIDGE);
+      for (const m of members) {
+        const logFile = join(labDir(cfg), `etcd-${m.name}.log`);
+        etcd.push({ name: m.name, pid: startEtcdMember(names.fabric, m, members, logFile), log: logFile });
+        writeState(cfg, { config: cfg.file, switches, etcd });
+      }
+      await waitEtcdHealthy(names.fabric, cfg.store.endpoints, 20_000, etcd[0].log);
+      log(`store: etcd ${members.map((m) => m.client).join(', ')} in ${names.fabric}`);
+    }
+    // 1c. As the operator: the hosts' certificates and the tenants' policy, signed with the CA
+    // key, published from inside a host's namespace (where the store's endpoints are reached).
+    const [firstHost] = names.hosts.values();
+    sh('ip', ['netns', 'exec', firstHost, process.execPath, binary, 'policy', 'apply', '-c', cfg.file]);
+    log(`store: host certificates and the signed policy published (${cfg.store.kind})`);
     // 2. A namespace per VM, empty until its switch creates the TAP inside it.
     for (const [vm, ns] of names.vms) {
       ip('netns', 'add', ns);
@@ -91,41 +113,85 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
       log(`vm ${vm}: namespace ${ns}`);
     }
     // 3. The switches, one per host, in their host's namespace.
-    for (const [host, ns] of names.hosts) {
-      const logFile = join(labDir(cfg), `${host}.log`);
-      const out = openSync(logFile, 'a');
-      const debug = opts.exportSa ? ['--export-sa', saExportPath(cfg, host)] : [];
-      const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix, ...debug], {
-        detached: true,
-        stdio: ['ignore', out, out],
-      });
-      child.unref();
-      if (!child.pid) throw new NviError('NVI_ERR_LAB', `could not start the switch of ${host}`);
-      switches.push({ host, pid: child.pid, log: logFile });
-      writeState(cfg, { config: cfg.file, switches });
-      log(`switch ${host}: pid ${child.pid}, log ${logFile}`);
+    for (const host of names.hosts.keys()) {
+      switches.push(startSwitch(cfg, host, binary, opts));
+      writeState(cfg, { config: cfg.file, switches, etcd });
+      log(`switch ${host}: pid ${switches[switches.length - 1].pid}, log ${switches[switches.length - 1].log}`);
     }
-    for (const s of switches) await waitFor(() => existsSync(controlPath(cfg, s.host)), 20_000, () => `the switch of ${s.host} did not start; see ${s.log}:\n${tail(s.log)}`);
+    for (const s of switches) await switchReady(cfg, s);
     // 4. Each VM's interface: its identity, then wait for the switch's Router Advertisement.
-    for (const [vmName, ns] of names.vms) {
-      const vm = cfg.vms.get(vmName)!;
-      inNs(ns, 'ip', 'link', 'set', vm.tap, 'address', formatMacColon(vm.mac));
-      inNs(ns, 'ip', '-6', 'addr', 'add', `${vm.identityText}/128`, 'dev', vm.tap, 'nodad');
-      inNs(ns, 'ip', 'link', 'set', vm.tap, 'up');
-    }
-    for (const [vmName, ns] of names.vms) {
-      const vm = cfg.vms.get(vmName)!;
-      const hasDefault = (): boolean => inNs(ns, 'ip', '-6', 'route', 'show', 'default').includes(ROUTER_LINK_LOCAL_TEXT);
-      await waitFor(hasDefault, 15_000, () => `VM ${vmName} got no Router Advertisement from its switch (no default route via ${ROUTER_LINK_LOCAL_TEXT} in ${ns})`);
-      log(`vm ${vmName}: ${vm.identityText} on ${vm.tap}, default route via ${ROUTER_LINK_LOCAL_TEXT} (from RA)`);
-    }
+    for (const host of names.hosts.keys()) for (const line of await configureVms(cfg, host)) log(line);
   } catch (e) {
     await labDown(cfg, () => {});
     throw e;
   }
-  const state = { config: cfg.file, switches };
+  const state = { config: cfg.file, switches, etcd };
   writeState(cfg, state);
   return state;
+}
+
+/** Start host `host`'s switch in its namespace (detached; output appended to its log). */
+function startSwitch(cfg: CloudConfig, host: string, binary: string, opts: { exportSa?: boolean }): { host: string; pid: number; log: string } {
+  const ns = labNames(cfg).hosts.get(host)!;
+  const logFile = join(labDir(cfg), `${host}.log`);
+  const out = openSync(logFile, 'a');
+  const debug = opts.exportSa ? ['--export-sa', saExportPath(cfg, host)] : [];
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix, ...debug], {
+    detached: true,
+    stdio: ['ignore', out, out],
+  });
+  child.unref();
+  if (!child.pid) throw new NviError('NVI_ERR_LAB', `could not start the switch of ${host}`);
+  return { host, pid: child.pid, log: logFile };
+}
+
+/** Wait for a started switch's control socket. */
+async function switchReady(cfg: CloudConfig, s: { host: string; log: string }): Promise<void> {
+  await waitFor(() => existsSync(controlPath(cfg, s.host)), 20_000, () => `the switch of ${s.host} did not start; see ${s.log}:\n${tail(s.log)}`);
+}
+
+/** The interfaces of `host`'s VMs (the TAPs its switch made): MAC, identity, up; then wait for each one's default route from the RA. */
+async function configureVms(cfg: CloudConfig, host: string): Promise<string[]> {
+  const names = labNames(cfg);
+  const vms = [...names.vms].filter(([vm]) => cfg.vms.get(vm)!.host === host);
+  for (const [vmName, ns] of vms) {
+    const vm = cfg.vms.get(vmName)!;
+    inNs(ns, 'ip', 'link', 'set', vm.tap, 'address', formatMacColon(vm.mac));
+    inNs(ns, 'ip', '-6', 'addr', 'add', `${vm.identityText}/128`, 'dev', vm.tap, 'nodad');
+    inNs(ns, 'ip', 'link', 'set', vm.tap, 'up');
+  }
+  const lines: string[] = [];
+  for (const [vmName, ns] of vms) {
+    const vm = cfg.vms.get(vmName)!;
+    const hasDefault = (): boolean => inNs(ns, 'ip', '-6', 'route', 'show', 'default').includes(ROUTER_LINK_LOCAL_TEXT);
+    await waitFor(hasDefault, 15_000, () => `VM ${vmName} got no Router Advertisement from its switch (no default route via ${ROUTER_LINK_LOCAL_TEXT} in ${ns})`);
+    lines.push(`vm ${vmName}: ${vm.identityText} on ${vm.tap}, default route via ${ROUTER_LINK_LOCAL_TEXT} (from RA)`);
+  }
+  return lines;
+}
+
+/**
+ * Stop host `host`'s switch and start a new one (its VMs' TAPs go with the old process and
+ * come back with the new; their interfaces are configured again).
+ */
+export async function labRestartSwitch(cfg: CloudConfig, host: string, binary: string, log: (line: string) => void): Promise<void> {
+  requireRoot('lab restart');
+  if (!cfg.hosts.has(host)) throw new NviError('NVI_ERR_USAGE', `no host ${host} in ${cfg.file}`);
+  const state = readState(cfg);
+  if (!state) throw new NviError('NVI_ERR_LAB', `the lab of ${cfg.file} is not up`);
+  const old = state.switches.find((s) => s.host === host);
+  if (old && isSwitch(old.pid, host)) {
+    process.kill(old.pid, 'SIGTERM');
+    const gone = await waitFor(() => !alive(old.pid), 5000, () => '').then(() => true, () => false);
+    if (!gone) process.kill(old.pid, 'SIGKILL');
+    log(`switch ${host}: stopped (pid ${old.pid})`);
+  }
+  rmSync(controlPath(cfg, host), { force: true });
+  const s = startSwitch(cfg, host, binary, {});
+  writeState(cfg, { ...state, switches: [...state.switches.filter((x) => x.host !== host), s] });
+  await switchReady(cfg, s);
+  for (const line of await configureVms(cfg, host)) log(line);
+  log(`switch ${host}: pid ${s.pid}`);
 }
 
 /**
@@ -150,12 +216,25 @@ export async function labDown(cfg: CloudConfig, log: (line: string) => void): Pr
     if (!gone) process.kill(pid, 'SIGKILL');
     log(`switch ${host}: stopped (pid ${pid})`);
   }
+  const members = new Map<number, string>();
+  for (const m of state?.etcd ?? []) if (isLabEtcd(m.pid, labDir(cfg))) members.set(m.pid, m.name);
+  if (present.has(names.fabric)) for (const pid of netnsPids(names.fabric)) if (isLabEtcd(pid, labDir(cfg))) members.set(pid, `pid ${pid}`);
+  for (const [pid, name] of members) {
+    process.kill(pid, 'SIGTERM');
+    const gone = await waitFor(() => !alive(pid), 5000, () => '').then(() => true, () => false);
+    if (!gone) process.kill(pid, 'SIGKILL');
+    log(`etcd ${name}: stopped (pid ${pid})`);
+  }
+  if (cfg.store.kind === 'etcd') for (const m of etcdMembers(cfg.store.endpoints, labDir(cfg))) rmSync(m.dataDir, { recursive: true, force: true });
   for (const ns of [...names.vms.values(), ...names.hosts.values(), names.fabric]) {
     if (present.has(ns) && deleteNetns(ns)) log(`namespace ${ns}: deleted`);
   }
   for (const host of names.hosts.keys()) {
     rmSync(controlPath(cfg, host), { force: true });
     rmSync(saExportPath(cfg, host), { force: true });
+    // What the lab's hosts remembered (epochs seen) belongs to this lab's store, which goes too (etcd) or
+    // moves on (embedded): a new lab starts its hosts with nothing remembered.
+    rmSync(hostStateDir(cfg, host), { recursive: true, force: true });
   }
   rmSync(statePath(cfg), { force: true });
 }

@@ -86,7 +86,7 @@ export class OfflineCloud {
     const dir = mkdtempSync(join(tmpdir(), 'nvi-replay-'));
     try {
       const store = SqliteStore.open(join(dir, 'store.db'));
-      const cloud = await openCloud(config, { clock: opts.clock, store });
+      const cloud = await openCloud(config, { clock: opts.clock, store, operator: true });
       const off = new OfflineCloud(cloud, opts, dir);
       for (const name of config.hosts.keys()) {
         await publishBindings(cloud, name);
@@ -108,11 +108,11 @@ export class OfflineCloud {
       this.underlay.push({ data: udpPacket(address, to, cfg.underlay.keyExchangePort, msg), timeUs: this.timeUs, tag: -1 });
       send(msg, to);
     };
-    const verifier = newVerifier(this.cloud);
+    const verifier = newVerifier(this.cloud, this.cloud.store);
     const host = new Host({
       config: cfg,
       host: name,
-      store: this.cloud.store,
+      bindings: this.cloud.store,
       verifier,
       authority: verifier,
       policy: this.cloud.policy,

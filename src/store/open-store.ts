@@ -1,4 +1,4 @@
-// Opening the mapping store a config names, and seeding it with what every switch needs
+// Opening the mapping store a config names (the embedded SQLite file, or etcd), and seeding it with what every switch needs
 // before the first binding can verify: the hosts' certificates.
 
 import { mkdirSync } from 'node:fs';
@@ -6,10 +6,11 @@ import { dirname } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
 import { parseCertificate, readHostCertificate } from '../trust/pki.js';
+import { EtcdStore } from './etcd-store.js';
 import { SqliteStore, type SqliteStoreOptions } from './sqlite-store.js';
 import { STORE_UNAVAILABLE, type MappingStore } from './store.js';
 
-/** The store of `cfg.store`: the embedded SQLite file (its directory is created) or etcd. */
+/** The store of `cfg.store`: the embedded SQLite file (its directory is created) or etcd (connections open on first use). */
 export async function openStore(cfg: CloudConfig, opts: SqliteStoreOptions = {}): Promise<MappingStore> {
   switch (cfg.store.kind) {
     case 'embedded': {
@@ -21,7 +22,7 @@ export async function openStore(cfg: CloudConfig, opts: SqliteStoreOptions = {})
       return SqliteStore.open(cfg.store.path, opts);
     }
     case 'etcd':
-      throw new NviError('NVI_ERR_CONFIG', 'etcd store not built yet');
+      return new EtcdStore({ endpoints: cfg.store.endpoints, prefix: cfg.store.prefix, tls: cfg.store.tls });
   }
 }
 

@@ -1,13 +1,15 @@
 // The embedded mapping store: one SQLite file (better-sqlite3) that every switch process on
 // one machine opens. WAL mode lets readers run beside the one writer; busy_timeout makes a
 // writer wait for another process's write instead of failing at once. Every write appends
-// to `changes`, and watch() polls it, so a switch sees what other processes published.
+// to `changes` (its seq is the store's revision, with the record written), and watch()
+// polls it, so a switch sees what other processes published, in order.
 //
-// Tables (schema version 1, PRAGMA user_version):
+// Tables (schema version 2, PRAGMA user_version; version 1 files are upgraded in place):
 //   bindings  identity PK -> the signed BindingRecord; publish keeps the highest epoch
 //   hosts     host PK -> HostRecord
-//   policy    revision PK -> document (every revision kept; the highest is current)
-//   changes   seq AUTOINCREMENT, kind ('binding' | 'host' | 'policy'), key
+//   policy    revision PK -> document, signature (every revision kept; the highest is current)
+//   changes   seq AUTOINCREMENT, kind ('binding' | 'host' | 'policy' | 'alive'), key, value
+//             (the record as JSON; NULL for a removal)
 //
 // Every SQLite failure (busy past the timeout, corrupt file, missing directory, no
 // permission, closed store) reaches the caller as NviError(STORE_UNAVAILABLE) saying which.
@@ -16,17 +18,20 @@ import Database from 'better-sqlite3';
 import { existsSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { NviError } from '../base/errors.js';
-import { STORE_UNAVAILABLE, type MappingStore, type PolicyRecord, type StoreChange } from './store.js';
-import { type BindingRecord, type HostRecord } from '../trust/records.js';
+import { epochVerdict } from './binding-rule.js';
+import {
+  STALE_EPOCH, STALE_REVISION, STORE_UNAVAILABLE,
+  type MappingStore, type PolicyRecord, type StoreChange, type StoreSnapshot, type StoreWatch,
+} from './store.js';
+import type { BindingRecord, HostRecord } from '../trust/records.js';
 
-/** A publish with an older epoch than the store holds (a replay from before a migration). */
-export const STALE_EPOCH = 'NVI_ERR_STALE_EPOCH';
-
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 /** Keep this many change rows; a watcher polling every 200 ms never falls that far behind. */
 const CHANGES_KEPT = 65_536;
 const CHANGES_TRIM_EVERY = 1024;
 const POLL_BATCH = 1000;
+/** Polls in a row that may fail before a watch ends (10 x 200 ms). */
+const WATCH_FAILURES = 10;
 
 export interface SqliteStoreOptions {
   /** How often watch() polls the changes table, ms (default 200). */
@@ -52,6 +57,7 @@ interface ChangeRow {
   seq: number;
   kind: string;
   key: string;
+  value: string | null;
 }
 
 const SCHEMA = `
@@ -74,13 +80,21 @@ CREATE TABLE IF NOT EXISTS hosts (
 );
 CREATE TABLE IF NOT EXISTS policy (
   revision INTEGER PRIMARY KEY,
-  document TEXT NOT NULL
+  document TEXT NOT NULL,
+  signature TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS changes (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   kind TEXT NOT NULL,
-  key TEXT NOT NULL
+  key TEXT NOT NULL,
+  value TEXT
 );
+`;
+
+/** Version 1 -> 2: change rows carry the record, policies their signature. */
+const UPGRADE_1_TO_2 = `
+ALTER TABLE policy ADD COLUMN signature TEXT NOT NULL DEFAULT '';
+ALTER TABLE changes ADD COLUMN value TEXT;
 `;
 
 function toRecord(r: BindingRow): BindingRecord {
@@ -98,21 +112,16 @@ function toRecord(r: BindingRow): BindingRecord {
   };
 }
 
-function sameBinding(a: BindingRow, b: BindingRecord): boolean {
-  const r = toRecord(a);
-  return (Object.keys(r) as (keyof BindingRecord)[]).every((k) => r[k] === b[k]);
-}
-
 function toChange(r: ChangeRow): StoreChange | undefined {
   switch (r.kind) {
     case 'binding':
-      return { kind: 'binding', identity: r.key };
+      return { kind: 'binding', identity: r.key, record: r.value === null ? undefined : (JSON.parse(r.value) as BindingRecord) };
     case 'host':
-      return { kind: 'host', host: r.key };
+      return { kind: 'host', host: r.key, record: r.value === null ? undefined : (JSON.parse(r.value) as HostRecord) };
     case 'policy':
-      return { kind: 'policy', revision: Number(r.key) };
+      return r.value === null ? undefined : { kind: 'policy', record: JSON.parse(r.value) as PolicyRecord };
     default:
-      return undefined; // written by a newer version; not ours to report
+      return undefined; // heartbeats, or written by a newer version: not ours to report
   }
 }
 
@@ -171,14 +180,16 @@ export class SqliteStore implements MappingStore {
         `INSERT INTO hosts (host, address, certificate) VALUES (@host, @address, @certificate)
          ON CONFLICT (host) DO UPDATE SET address = excluded.address, certificate = excluded.certificate`,
       ),
-      policy: db.prepare<[], PolicyRecord>('SELECT revision, document FROM policy ORDER BY revision DESC LIMIT 1'),
-      putPolicy: db.prepare<[string], { revision: number }>(
-        'INSERT INTO policy (revision, document) SELECT coalesce(max(revision), 0) + 1, ? FROM policy RETURNING revision',
-      ),
-      change: db.prepare<[string, string]>('INSERT INTO changes (kind, key) VALUES (?, ?)'),
+      dropBinding: db.prepare<[string, number]>('DELETE FROM bindings WHERE identity = ? AND epoch = ?'),
+      allBindings: db.prepare<[], BindingRow>('SELECT * FROM bindings'),
+      allHosts: db.prepare<[], HostRecord>('SELECT host, address, certificate FROM hosts'),
+      policy: db.prepare<[], PolicyRecord>('SELECT revision, document, signature FROM policy ORDER BY revision DESC LIMIT 1'),
+      putPolicy: db.prepare<[number, string, string]>('INSERT INTO policy (revision, document, signature) VALUES (?, ?, ?)'),
+      change: db.prepare<[string, string, string | null]>('INSERT INTO changes (kind, key, value) VALUES (?, ?, ?)'),
       trim: db.prepare<[number]>('DELETE FROM changes WHERE seq <= ?'),
-      lastSeq: db.prepare<[], { seq: number | null }>('SELECT max(seq) AS seq FROM changes'),
-      since: db.prepare<[number, number], ChangeRow>('SELECT seq, kind, key FROM changes WHERE seq > ? ORDER BY seq LIMIT ?'),
+      revision: db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'changes'"),
+      oldest: db.prepare<[], { seq: number | null }>('SELECT min(seq) AS seq FROM changes'),
+      since: db.prepare<[number, number], ChangeRow>('SELECT seq, kind, key, value FROM changes WHERE seq > ? ORDER BY seq LIMIT ?'),
     };
   }
 
@@ -220,6 +231,12 @@ export class SqliteStore implements MappingStore {
           d.exec(SCHEMA);
           d.pragma(`user_version = ${SCHEMA_VERSION}`);
         }).immediate();
+      } else if (version === 1) {
+        const d = db;
+        d.transaction(() => {
+          d.exec(UPGRADE_1_TO_2);
+          d.pragma(`user_version = ${SCHEMA_VERSION}`);
+        }).immediate();
       } else if (version !== SCHEMA_VERSION) {
         throw new NviError(STORE_UNAVAILABLE, `store ${path}: open: schema version ${version}, this nvi-switch reads version ${SCHEMA_VERSION}`);
       }
@@ -245,37 +262,31 @@ export class SqliteStore implements MappingStore {
     });
   }
 
-  /**
-   * Store a binding. Refused (STALE_EPOCH) when the store holds a higher epoch for the
-   * identity, or the same epoch on another host: a move to another host is a migration
-   * and publishes epoch + 1 (NVI Algorithm step 6). The same epoch on the same host
-   * replaces the record (a renewal); an identical record changes nothing.
-   */
+  /** Store a binding under the epoch rule (binding-rule.ts), in one write transaction. */
   async publish(record: BindingRecord): Promise<void> {
-    if (!Number.isSafeInteger(record.epoch) || record.epoch < 1) {
-      throw new NviError(STALE_EPOCH, `binding for ${record.identity}: epoch must be an integer from 1, got ${JSON.stringify(record.epoch)}`);
-    }
     this.run('publish', () =>
       this.db
         .transaction(() => {
-          const cur = this.q.binding.get(record.identity);
-          if (cur) {
-            if (record.epoch < cur.epoch) {
-              throw new NviError(
-                STALE_EPOCH,
-                `binding for ${record.identity} (${record.vm}) at epoch ${record.epoch} refused: the store holds epoch ${cur.epoch} on host ${cur.host}; publish epoch ${cur.epoch + 1} or later`,
-              );
-            }
-            if (record.epoch === cur.epoch && (record.host !== cur.host || record.hostAddress !== cur.host_address)) {
-              throw new NviError(
-                STALE_EPOCH,
-                `binding for ${record.identity} (${record.vm}) on ${record.host} ${record.hostAddress} refused: epoch ${cur.epoch} already binds it to ${cur.host} ${cur.host_address}; a move publishes epoch ${cur.epoch + 1}`,
-              );
-            }
-            if (sameBinding(cur, record)) return;
+          const row = this.q.binding.get(record.identity);
+          const v = epochVerdict(row && toRecord(row), record);
+          if (!v.write) {
+            if (v.same) return;
+            throw new NviError(STALE_EPOCH, v.why);
           }
           this.q.putBinding.run(record);
-          this.changed('binding', record.identity);
+          this.changed('binding', record.identity, JSON.stringify(record));
+        })
+        .immediate(),
+    );
+  }
+
+  async withdraw(identity: string, epoch: number): Promise<boolean> {
+    return this.run('withdraw', () =>
+      this.db
+        .transaction(() => {
+          if (this.q.dropBinding.run(identity, epoch).changes === 0) return false;
+          this.changed('binding', identity, null);
+          return true;
         })
         .immediate(),
     );
@@ -294,8 +305,9 @@ export class SqliteStore implements MappingStore {
         .transaction(() => {
           const cur = this.q.host.get(record.host);
           if (cur && cur.address === record.address && cur.certificate === record.certificate) return;
-          this.q.putHost.run({ host: record.host, address: record.address, certificate: record.certificate });
-          this.changed('host', record.host);
+          const r = { host: record.host, address: record.address, certificate: record.certificate };
+          this.q.putHost.run(r);
+          this.changed('host', record.host, JSON.stringify(r));
         })
         .immediate(),
     );
@@ -304,54 +316,109 @@ export class SqliteStore implements MappingStore {
   async policy(): Promise<PolicyRecord | undefined> {
     return this.run('policy', () => {
       const row = this.q.policy.get();
-      return row && { revision: row.revision, document: row.document };
+      return row && { revision: row.revision, document: row.document, signature: row.signature };
     });
   }
 
-  async publishPolicy(document: string): Promise<number> {
-    return this.run('publishPolicy', () =>
+  async publishPolicy(record: PolicyRecord): Promise<void> {
+    this.run('publishPolicy', () =>
       this.db
         .transaction(() => {
-          const { revision } = this.q.putPolicy.get(document)!;
-          this.changed('policy', String(revision));
-          return revision;
+          const cur = this.q.policy.get();
+          if (cur && record.revision <= cur.revision) {
+            throw new NviError(STALE_REVISION, `policy revision ${record.revision} refused: the store holds revision ${cur.revision}`);
+          }
+          const r = { revision: record.revision, document: record.document, signature: record.signature };
+          this.q.putPolicy.run(r.revision, r.document, r.signature);
+          this.changed('policy', String(r.revision), JSON.stringify(r));
         })
         .immediate(),
     );
   }
 
-  /** Inside a write transaction: log the change, trimming old rows now and then. */
-  private changed(kind: StoreChange['kind'], key: string): void {
-    const seq = Number(this.q.change.run(kind, key).lastInsertRowid);
+  async snapshot(): Promise<StoreSnapshot> {
+    return this.run('snapshot', () =>
+      this.db.transaction(() => ({
+        revision: this.revisionNow(),
+        bindings: this.q.allBindings.all().map(toRecord),
+        hosts: this.q.allHosts.all().map((h) => ({ host: h.host, address: h.address, certificate: h.certificate })),
+        policy: this.q.policy.get(),
+      }))(),
+    );
+  }
+
+  /** A change row of kind 'alive': watchers skip it, but their revision moves past it. */
+  async heartbeat(host: string): Promise<number> {
+    return this.run('heartbeat', () => this.db.transaction(() => this.changed('alive', host, String(Date.now()))).immediate());
+  }
+
+  async compact(revision: number): Promise<void> {
+    this.run('compact', () => this.q.trim.run(revision));
+  }
+
+  /** The revision of the last write (0 for a new store). */
+  private revisionNow(): number {
+    return this.q.revision.get()?.seq ?? 0;
+  }
+
+  /** Inside a write transaction: log the change with its value, trimming old rows now and then. Returns its revision. */
+  private changed(kind: string, key: string, value: string | null): number {
+    const seq = Number(this.q.change.run(kind, key, value).lastInsertRowid);
     if (seq % CHANGES_TRIM_EVERY === 0) this.q.trim.run(seq - CHANGES_KEPT);
+    return seq;
   }
 
   /**
-   * Report every change logged after this call, by this or any other process, polling
-   * every `pollMs`. The timer is unref'd: watching does not keep the process alive.
+   * Report every change after `fromRevision`, by this or any other process, polling every
+   * `pollMs`. When rows the watcher still needs were trimmed or compacted away, the watch
+   * ends as compacted. The timer is unref'd: watching does not keep the process alive.
    */
-  watch(listener: (change: StoreChange) => void): () => void {
-    let last = this.run('watch', () => this.q.lastSeq.get()?.seq ?? 0);
-    const poll = (): void => {
-      let rows: ChangeRow[];
-      try {
-        rows = this.q.since.all(last, POLL_BATCH);
-      } catch {
-        this.pollErrors++; // busy or closed underneath us: try again at the next tick
-        return;
-      }
-      for (const row of rows) {
-        last = row.seq;
-        const change = toChange(row);
-        if (change) listener(change);
-      }
-    };
-    const timer = setInterval(poll, this.pollMs);
-    timer.unref();
+  watch(fromRevision: number, w: StoreWatch): () => void {
+    let last = fromRevision;
+    let timer: NodeJS.Timeout | undefined;
     const stop = (): void => {
-      clearInterval(timer);
+      if (timer) clearInterval(timer);
+      timer = undefined;
       this.stops.delete(stop);
     };
+    const end = (compacted: boolean, reason: string): void => {
+      stop();
+      w.end({ compacted, reason });
+    };
+    let failures = 0;
+    const poll = (): void => {
+      for (;;) {
+        let rows: ChangeRow[];
+        let oldest: number | null;
+        let newest: number;
+        try {
+          oldest = this.q.oldest.get()?.seq ?? null;
+          newest = this.revisionNow();
+          rows = this.q.since.all(last, POLL_BATCH);
+          failures = 0;
+        } catch (e) {
+          // Busy under another process's write: try again next tick; a store that stays broken ends the watch.
+          this.pollErrors++;
+          if (++failures >= WATCH_FAILURES) end(false, (unavailable(this.path, 'watch', this.busyMs, e) as Error).message);
+          return;
+        }
+        if (last < newest && (oldest === null || oldest > last + 1)) {
+          end(true, `changes after revision ${last} are gone (the oldest kept is ${oldest ?? 'none'}, the store is at ${newest})`);
+          return;
+        }
+        if (rows.length === 0) return;
+        const changes: StoreChange[] = [];
+        for (const row of rows) {
+          const c = toChange(row);
+          if (c) changes.push(c);
+        }
+        last = rows[rows.length - 1].seq;
+        w.changes(changes, last);
+        if (rows.length < POLL_BATCH || timer === undefined) return;
+      }
+    };
+    timer = setInterval(poll, this.pollMs);
+    timer.unref();
     this.stops.add(stop);
     return stop;
   }

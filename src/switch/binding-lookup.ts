@@ -1,20 +1,28 @@
-// Step 1 of SDN Algorithms 1 and 2: ask the mapping store where an identity lives. One
-// request is in flight per identity (single-flight: a burst of misses for one destination
-// costs one store read), each bounded in time, and the answer is either a record (or none)
-// or a store error, never a rejection.
+// Step 1 of SDN Algorithms 1 and 2: ask the mapping store where an identity lives (on a live
+// switch, the host's replica of it: src/store/replica.ts). One request is in flight per
+// identity (single-flight: a burst of misses for one destination costs one read), each
+// bounded in time, and the answer is a record (or none) or why not, never a rejection:
+// resolve/store-unavailable when the store cannot be reached (a new cable fails closed),
+// resolve/store-error when it answered with something unusable.
 
+import { Drop } from '../base/drops.js';
 import { NviError } from '../base/errors.js';
 import type { Trace } from '../base/trace.js';
-import type { MappingStore } from '../store/store.js';
+import { STORE_UNAVAILABLE } from '../store/store.js';
 import type { BindingRecord } from '../trust/records.js';
 
-export type Lookup = { readonly record: BindingRecord | undefined } | { readonly error: string };
+export type Lookup = { readonly record: BindingRecord | undefined } | { readonly error: string; readonly drop: Drop };
+
+/** Where bindings are read: the store, or the host's replica of it. */
+export interface BindingSource {
+  lookup(identity: string): Promise<BindingRecord | undefined>;
+}
 
 export class BindingLookup {
   private readonly inflight = new Map<string, Promise<Lookup>>();
   readonly counts = { lookups: 0, storeErrors: 0 };
 
-  constructor(private readonly store: MappingStore, private readonly timeoutMs: number) {}
+  constructor(private readonly store: BindingSource, private readonly timeoutMs: number) {}
 
   /** The binding of `identity` (canonical text), none, or why the store did not say. */
   find(identity: string, trace?: Trace): Promise<Lookup> {
@@ -24,11 +32,12 @@ export class BindingLookup {
       p = withTimeout(this.store.lookup(identity), this.timeoutMs).then(
         (record): Lookup =>
           record && record.identity !== identity
-            ? { error: `store answered ${identity} with the binding of ${record.identity}` }
+            ? { error: `store answered ${identity} with the binding of ${record.identity}`, drop: Drop.ResolveStoreError }
             : { record },
         (err): Lookup => {
           this.counts.storeErrors++;
-          return { error: err instanceof NviError ? err.message : `store lookup failed: ${String(err)}` };
+          const unavailable = err instanceof NviError && err.code === STORE_UNAVAILABLE;
+          return { error: err instanceof Error ? err.message : `store lookup failed: ${String(err)}`, drop: unavailable ? Drop.ResolveStoreUnavailable : Drop.ResolveStoreError };
         },
       );
       this.inflight.set(identity, p);
@@ -45,7 +54,7 @@ export class BindingLookup {
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const t = setTimeout(() => reject(new NviError('NVI_ERR_STORE_UNAVAILABLE', `mapping store did not answer within ${ms} ms`)), ms);
+    const t = setTimeout(() => reject(new NviError(STORE_UNAVAILABLE, `mapping store did not answer within ${ms} ms`)), ms);
     t.unref?.();
     p.then(
       (v) => {

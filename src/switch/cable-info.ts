@@ -17,6 +17,8 @@ export interface CableInfo {
   readonly state: string;
   readonly rule: string;
   readonly revision?: number;
+  /** The far end's binding epoch the cable was verified against. */
+  readonly epoch?: number;
   readonly sa?: string;
   readonly packets: number;
   readonly bytes: number;
@@ -38,6 +40,7 @@ export function cableInfo(host: Host, vmOf: ReadonlyMap<string, string>, now: nu
       state: state(c),
       rule: c.rule,
       revision: c.decision?.revision,
+      epoch: c.epoch || undefined,
       sa: c.sa ? `0x${c.sa.spi.toString(16)} seq ${c.sa.seqHi * 2 ** 32 + c.sa.seqLo}` : inbound && `0x${inbound.spi.toString(16)} in, ${inbound.packets} packets`,
       packets: c.packets,
       bytes: c.bytes,

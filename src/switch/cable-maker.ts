@@ -44,6 +44,7 @@ export class CableMaker {
   plugged(c: Cable, now: number, decision: DirectionDecision, rec: BindingRecord): Cable {
     const ttl = this.settings.ttl * 1000;
     c.refreshAt = now + ttl;
+    c.epoch = rec.epoch;
     const bindingEnd = Date.parse(rec.notAfter);
     c.expiresAt = Math.min(now + 2 * ttl, decision.validUntil, Number.isNaN(bindingEnd) ? Infinity : bindingEnd);
     return c;

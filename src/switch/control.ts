@@ -1,6 +1,6 @@
 // The control socket of a running switch: a unix socket, one JSON request per line, one
 // JSON answer per line. `nvi-switch cables|stats|explain --live` speak it.
-//   {"cmd":"stats"}   {"cmd":"cables"}
+//   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
 // The server knows the switch only through ControlHandler: what it may be asked.
 
@@ -25,6 +25,8 @@ export interface ExplainRequest {
 export interface ControlHandler {
   stats(): Record<string, unknown>;
   cables(): CableInfo[];
+  /** Forget every cable and SA; returns how many cables. */
+  flush(): number;
   explain(req: ExplainRequest): Promise<Explanation>;
 }
 
@@ -69,6 +71,8 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
         return { ok: true, result: sw.stats() };
       case 'cables':
         return { ok: true, result: sw.cables() };
+      case 'flush':
+        return { ok: true, result: { flushed: sw.flush() } };
       case 'explain': {
         const packet: Packet | undefined = typeof req.proto === 'number' ? { proto: req.proto, port: typeof req.port === 'number' ? req.port : undefined } : undefined;
         const receiver = req.side === 'receiver';

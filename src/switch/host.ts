@@ -21,8 +21,7 @@ import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 import { DEFAULT_HARD_SEQ, type SaLimits } from '../esp/sa.js';
 import type { Policy } from '../policy/decision.js';
-import type { MappingStore } from '../store/store.js';
-import { BindingLookup } from './binding-lookup.js';
+import { BindingLookup, type BindingSource } from './binding-lookup.js';
 import { CableMaker } from './cable-maker.js';
 import type { BindingVerifierLike, HostView } from './host-view.js';
 import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type KxTiming, type KxTransport } from './key-exchange.js';
@@ -36,7 +35,8 @@ import { TxFanout, type PacketSink } from './tx.js';
 export interface HostParts {
   readonly config: CloudConfig;
   readonly host: string;
-  readonly store: MappingStore;
+  /** Where the miss path reads bindings: the store, or the host's replica of it. */
+  readonly bindings: BindingSource;
   readonly verifier: BindingVerifierLike;
   readonly authority: HostAuthority;
   readonly policy: Policy;
@@ -101,12 +101,12 @@ export class Host implements HostView {
     this.ingressCables = new CableCache(sw.cables.max, (c) => this.sas.evicted(c));
     const caches = { egress: this.egressCables, ingress: this.ingressCables };
     this.sas = new SaTable(caches, cipher, clock, sw.esp.grace * 1000, log);
-    this.updates = new Reevaluator(caches, parts.policy, clock, sw.cables.negativeTtl, (old, next) => this.sas.replaced(old, next));
+    this.updates = new Reevaluator(caches, parts.policy, clock, sw.cables.negativeTtl, (old, next) => this.sas.replaced(old, next), (c) => this.upcall.refresh(c));
 
     // The miss path: Algorithm 2 answers the key exchange, Algorithm 1 runs it.
     const policy = (): Policy => this.updates.current();
     const maker = new CableMaker({ ttl: sw.cables.ttl, negativeTtl: sw.cables.negativeTtl, maxFlows: 65_536 });
-    this.lookup = new BindingLookup(parts.store, 2000);
+    this.lookup = new BindingLookup(parts.bindings, 2000);
     this.receiver = new Receiver(this, this.lookup, parts.verifier, policy, maker, clock);
     const limits: SaLimits = {
       softPackets: sw.esp.rekey.packets, softBytes: sw.esp.rekey.bytes, softAgeMs: sw.esp.rekey.seconds * 1000,
@@ -145,7 +145,7 @@ export class Host implements HostView {
   }
 
   /** Counters of the control plane around the data path. */
-  get counts(): { reevaluated: number; rekeys: number; rekeyFailures: number; retiredSas: number } {
+  get counts(): { reevaluated: number; reverifiedByPush: number; rekeys: number; rekeyFailures: number; retiredSas: number } {
     return { ...this.updates.counts, ...this.rekeyer.counts, ...this.sas.counts };
   }
 
@@ -177,9 +177,26 @@ export class Host implements HostView {
     return this.updates.applyPolicy(next);
   }
 
-  /** A binding changed in the store (a migration, a renewal): cables to or from it are verified again. */
-  bindingChanged(identity: string): void {
-    this.updates.bindingChanged(identity);
+  /** A binding changed in the store (a migration, a renewal): cables to or from it are verified again now. Returns how many. */
+  bindingChanged(identity: string): number {
+    return this.updates.bindingChanged(identity);
+  }
+
+  /**
+   * Forget every cable and SA (operator's `cables --flush`): the next packet of each pair goes
+   * through the miss path again. Packets waiting in the upcall are not affected.
+   */
+  flushCables(): number {
+    let n = 0;
+    for (const cache of [this.egressCables, this.ingressCables]) {
+      for (const c of [...cache.all()]) {
+        cache.remove(c);
+        this.sas.evicted(c);
+        n++;
+      }
+    }
+    this.sas.retireAll();
+    return n;
   }
 
   /** Retire inbound SAs whose grace time is over. Call about once a second. */

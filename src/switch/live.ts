@@ -1,11 +1,12 @@
 // One host's switch running for real: a TAP per VM, raw IPv4 sockets on the underlay,
-// UDP for the key exchange, the mapping store watched for changes, a control socket for
-// the operator commands. Everything is driven by readiness events: a readable TAP or
+// UDP for the key exchange, a replica of the mapping store (kept current by its watch; misses
+// are answered from it, and binding and policy changes are pushed from it), a control
+// socket for the operator commands. Everything is driven by readiness events: a readable TAP or
 // socket is drained a batch at a time and the batch runs through the pipeline before
 // the event loop turns again.
 
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
@@ -17,7 +18,15 @@ import { wiresharkSaRecord } from '../esp/wireshark-sa.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
 import { TapPort } from '../io/tap.js';
 import type { Logger } from '../base/log.js';
-import { openCloud, publishBindings, reloadPolicy, hostPrivateKey, type Cloud } from './cloud.js';
+import { compilePolicyDocument } from '../policy/document.js';
+import { policyRefusal, type PolicyRefusal } from '../policy/signed-policy.js';
+import { StoreReplica } from '../store/replica.js';
+import type { PolicyRecord, StoreChange } from '../store/store.js';
+import type { BindingVerifier } from '../trust/verifier.js';
+import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } from './cloud.js';
+import { EpochFile } from './epoch-file.js';
+import { checkHostKeys } from './host-keys.js';
+import { hostStateDir } from './paths.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
@@ -43,7 +52,10 @@ export class LiveSwitch implements ControlHandler {
   private underlay: RawUnderlay | undefined;
   private transport: UdpTransport | undefined;
   private control: ControlServer | undefined;
-  private stopWatch: (() => void) | undefined;
+  private replica: StoreReplica | undefined;
+  private epochs: EpochFile | undefined;
+  private verifier!: BindingVerifier;
+  private readonly policyRefusals: Record<PolicyRefusal, number> = { unsigned: 0, 'bad-signature': 0, 'older-revision': 0 };
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
   host!: Host;
@@ -52,6 +64,7 @@ export class LiveSwitch implements ControlHandler {
 
   /** Start the switch of host `name`. Anything that fails on the way is undone before the error surfaces. */
   static async start(config: CloudConfig, name: string, opts: LiveOptions): Promise<LiveSwitch> {
+    checkHostKeys(config, name);
     const cloud = await openCloud(config);
     const s = new LiveSwitch(cloud, name, opts);
     try {
@@ -67,13 +80,22 @@ export class LiveSwitch implements ControlHandler {
     const { cloud, name, opts } = this;
     const cfg = cloud.config;
     const address = cfg.hosts.get(name)!.address;
+    // The store, as this host sees it: a replica, current before anything is plugged.
+    const replica = new StoreReplica(cloud.store, cloud.clock, {
+      change: (c) => this.storeChanged(c),
+      state: (up, why) => (up ? opts.log.info('store-up', { why }) : opts.log.warn('store-down', { why })),
+    }, { host: name });
+    this.replica = replica;
+    await replica.start();
+    this.epochs = new EpochFile(join(hostStateDir(cfg, name), 'epochs'));
+    this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
     this.transport = await UdpTransport.open(address, cfg.underlay.keyExchangePort);
     this.host = new Host({
       config: cfg,
       host: name,
-      store: cloud.store,
-      verifier: cloud.verifier,
-      authority: cloud.verifier,
+      bindings: { lookup: async (id) => replica.lookup(id) },
+      verifier: this.verifier,
+      authority: this.verifier,
       policy: cloud.policy,
       hostKey: hostPrivateKey(cfg, name),
       transport: this.transport,
@@ -99,10 +121,6 @@ export class LiveSwitch implements ControlHandler {
     underlay.onReadable(() => this.readUnderlay());
 
     const published = await publishBindings(cloud, name);
-    this.stopWatch = cloud.store.watch((change) => {
-      if (change.kind === 'binding') host.bindingChanged(change.identity);
-      else if (change.kind === 'policy') void this.policyChanged();
-    });
     this.sweeper = setInterval(() => host.sweep(), 1000);
     this.sweeper.unref();
     mkdirSync(dirname(opts.control), { recursive: true });
@@ -130,14 +148,27 @@ export class LiveSwitch implements ControlHandler {
     if (this.underlay!.read(b, Date.now() * 1000) > 0) this.host.runIngress(b);
   }
 
-  private async policyChanged(): Promise<void> {
+  /** A change the store's watch brought: bindings are pushed to the cables they concern; a policy is taken if the CA signed it. */
+  private storeChanged(c: StoreChange): void {
+    if (!this.host) return; // the first sync, before the host exists: nothing is plugged yet
+    if (c.kind === 'binding') this.host.bindingChanged(c.identity);
+    else if (c.kind === 'policy') this.policyChanged(c.record);
+  }
+
+  /** A new policy in the store: refused (and counted) unless signed by the CA and newer than ours. */
+  private policyChanged(rec: PolicyRecord): void {
+    const refusal = policyRefusal(rec, this.cloud.anchorKey, this.host.policy.revision);
+    if (refusal) {
+      this.policyRefusals[refusal]++;
+      this.opts.log.warn('policy-refused', { revision: rec.revision, reason: refusal, keeping: this.host.policy.revision });
+      return;
+    }
     try {
-      const next = await reloadPolicy(this.cloud.store);
-      if (!next || next.revision <= this.host.policy.revision) return;
+      const next = compilePolicyDocument(rec.document, rec.revision);
       const n = this.host.applyPolicy(next);
       this.opts.log.info('policy-applied', { revision: next.revision, reevaluated: n });
     } catch (e) {
-      this.opts.log.error('policy-reload-failed', { error: (e as Error).message });
+      this.opts.log.error('policy-refused', { revision: rec.revision, reason: 'does-not-compile', error: (e as Error).message });
     }
   }
 
@@ -146,12 +177,14 @@ export class LiveSwitch implements ControlHandler {
     const h = this.host;
     return {
       host: this.name,
+      policyRevision: h.policy.revision,
       egress: h.egress.counters.snapshot(),
       ingress: h.ingress.counters.snapshot(),
       nd: h.egress.stage<NdResponder>('nd-responder').counts,
       upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
       lookups: h.lookup.counts,
-      verifier: { ...this.cloud.verifier.counters },
+      verifier: { ...this.verifier.counters },
+      store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
       cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size },
       taps: this.taps.map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
@@ -164,6 +197,12 @@ export class LiveSwitch implements ControlHandler {
     return cableInfo(this.host, vmOf, Date.now());
   }
 
+  flush(): number {
+    const n = this.host.flushCables();
+    this.opts.log.info('cables-flushed', { cables: n });
+    return n;
+  }
+
   explain(req: ExplainRequest): Promise<Explanation> {
     return req.side === 'receiver'
       ? explainReceiver(this.host, req.src, req.dst, req.fromHost ?? '', req.fromAddress ?? 0, req.packet)
@@ -174,7 +213,7 @@ export class LiveSwitch implements ControlHandler {
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.stopWatch?.();
+    this.replica?.stop();
     if (this.sweeper) clearInterval(this.sweeper);
     await this.control?.close();
     for (const tap of this.taps) tap.close();

@@ -11,3 +11,8 @@ export function stateDir(cfg: CloudConfig): string {
 export function controlPath(cfg: CloudConfig, host: string): string {
   return join(stateDir(cfg), 'run', `${host}.sock`);
 }
+
+/** What host `host` keeps on its own disk (the epochs it has seen). */
+export function hostStateDir(cfg: CloudConfig, host: string): string {
+  return join(stateDir(cfg), 'hosts', host);
+}

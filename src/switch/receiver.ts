@@ -34,7 +34,7 @@ export type AcceptResult =
   | { readonly ok: false; readonly drop: Drop; readonly detail: string };
 
 type Checked =
-  | { readonly kind: 'store-error'; readonly detail: string }
+  | { readonly kind: 'store-error'; readonly drop: Drop; readonly detail: string }
   | { readonly kind: 'refused'; readonly drop: Drop; readonly detail: string; readonly decision: DirectionDecision | null }
   | { readonly kind: 'plug'; readonly record: BindingRecord; readonly decision: DirectionDecision };
 
@@ -58,7 +58,7 @@ export class Receiver {
     if (portIndex === undefined) return { ok: false, drop: Drop.InnerUnknownDestination, detail: `${req.dst} is not a VM of ${this.host.name}` };
     const port = this.host.ports[portIndex];
     const r = await this.checks(req.src, port, formatIpv4(req.initiatorAddress), req.initiatorHost, trace);
-    if (r.kind === 'store-error') return { ok: false, drop: Drop.ResolveStoreError, detail: r.detail };
+    if (r.kind === 'store-error') return { ok: false, drop: r.drop, detail: r.detail };
     if (r.kind === 'refused') return { ok: false, drop: r.drop, detail: r.detail };
     const src = parseIpv6Address(req.src);
     const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, req.src, port.identityText, Drop.None, r.decision.rule, r.decision);
@@ -87,7 +87,7 @@ export class Receiver {
     };
     if (r.kind === 'store-error') {
       if (previous?.plugged) return maker.keepWhileStoreDown(previous, now, trace);
-      return maker.unplugged(make(Drop.ResolveStoreError, r.detail, null), now, RETRY_MS, trace);
+      return maker.unplugged(make(r.drop, r.detail, null), now, RETRY_MS, trace);
     }
     if (r.kind === 'refused') {
       return maker.unplugged(make(r.drop, r.detail, r.decision), now, r.drop === Drop.UpcallRateLimited ? RETRY_MS : maker.negativeMs, trace);
@@ -101,7 +101,7 @@ export class Receiver {
   private async checks(srcText: string, port: VmPort, fromAddress: string, fromHost: string | undefined, trace?: Trace): Promise<Checked> {
     trace?.step('upcall', `receiver check for ${srcText} -> ${port.name} (${port.identityText}) from ${fromHost ?? fromAddress}`);
     const found = await this.lookup.find(srcText, trace);
-    if ('error' in found) return { kind: 'store-error', detail: found.error };
+    if ('error' in found) return { kind: 'store-error', drop: found.drop, detail: found.error };
     if (!found.record) return { kind: 'refused', drop: Drop.ResolveNotFound, detail: `no binding for ${srcText}`, decision: null };
     const expect = fromHost === undefined ? { hostAddress: fromAddress } : { hostAddress: fromAddress, host: fromHost };
     const verdict = await this.verifier.verify(found.record, expect, trace);

@@ -1,7 +1,8 @@
 // Cables decided again when something they were decided on changes, without waiting for
 // their TTL: a new policy revision re-evaluates exactly the cables whose identities it may
-// affect; a changed binding (a migration, a renewal) makes the cables to or from that
-// identity verify again at their next packet.
+// affect; a changed binding (a migration, a renewal, a VM gone), pushed by the store's watch,
+// makes exactly the cables to or from that identity verify again at once (found through the
+// caches' identity index: a host without such a cable does no work).
 
 import { Drop } from '../base/drops.js';
 import type { Clock } from '../base/clock.js';
@@ -10,7 +11,7 @@ import type { CableCache } from '../dataplane/cable-cache.js';
 import type { Policy } from '../policy/decision.js';
 
 export class Reevaluator {
-  readonly counts = { reevaluated: 0 };
+  readonly counts = { reevaluated: 0, reverifiedByPush: 0 };
 
   constructor(
     private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
@@ -21,6 +22,8 @@ export class Reevaluator {
     private readonly negativeTtl: number,
     /** An ingress cable was replaced: its inbound SAs now carry the new one. */
     private readonly replaced: (old: Cable, next: Cable) => void,
+    /** Verify a plugged cable again now; it keeps forwarding meanwhile (the upcall's refresh). */
+    private readonly refresh: (c: Cable) => void,
   ) {}
 
   current(): Policy {
@@ -44,10 +47,24 @@ export class Reevaluator {
     return n;
   }
 
-  /** A binding changed in the store: cables to or from it are verified again at their next packet. */
-  bindingChanged(identity: string): void {
-    for (const c of this.caches.egress.all()) if (c.dstText === identity) c.refreshAt = 0;
-    for (const c of this.caches.ingress.all()) if (c.srcText === identity) c.refreshAt = 0;
+  /**
+   * The binding of `identity` changed in the store: every cable whose far end it is (egress
+   * to it, ingress from it), plugged or not, is verified again now (a plugged one keeps
+   * forwarding meanwhile; an unplugged one may be allowed now). Returns how many.
+   */
+  bindingChanged(identity: string): number {
+    const now = this.clock.now();
+    let n = 0;
+    for (const c of this.caches.egress.cablesOf(identity)) if (c.dstText === identity) n += this.push(c, now);
+    for (const c of this.caches.ingress.cablesOf(identity)) if (c.srcText === identity) n += this.push(c, now);
+    this.counts.reverifiedByPush += n;
+    return n;
+  }
+
+  private push(c: Cable, now: number): number {
+    c.refreshAt = now;
+    this.refresh(c);
+    return 1;
   }
 
   /**
@@ -70,6 +87,7 @@ export class Reevaluator {
     next.outer = c.outer;
     next.sa = c.sa;
     next.flows = c.flows;
+    next.epoch = c.epoch;
     next.plugTime = now;
     next.refreshAt = d.drop === Drop.None ? c.refreshAt : Infinity;
     next.expiresAt = d.drop === Drop.None ? Math.min(c.expiresAt, d.validUntil) : now + this.negativeTtl * 1000;

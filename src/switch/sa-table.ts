@@ -83,6 +83,12 @@ export class SaTable implements InboundInstaller {
     for (const sa of this.spis.values()) if (sa.cable === old) sa.cable = next;
   }
 
+  /** Retire every inbound SA now (after a flush of the cables). */
+  retireAll(): void {
+    for (const sa of [...this.spis.values()]) this.retire(sa);
+    this.current.clear();
+  }
+
   /** Retire inbound SAs whose grace time is over. Call about once a second. */
   sweep(): void {
     const now = this.clock.now();

@@ -65,7 +65,7 @@ export class Sender {
     const found = await this.lookup.find(dstText, trace);
     if ('error' in found) {
       if (previous?.plugged) return maker.keepWhileStoreDown(previous, now, trace);
-      return maker.unplugged(make(Drop.ResolveStoreError, found.error, null), now, RETRY_MS, trace);
+      return maker.unplugged(make(found.drop, found.error, null), now, RETRY_MS, trace);
     }
     const rec = found.record;
     if (!rec) return maker.unplugged(make(Drop.ResolveNotFound, `no binding for ${dstText}`, null), now, maker.negativeMs, trace);

@@ -151,18 +151,18 @@ export interface HostRef {
 /**
  * What host `host` does when VM `vm` starts on it (NVI Algorithm steps 2-5, epoch 1) or
  * arrives by migration (step 6, the previous epoch + 1): a binding valid from `now` (less
- * BINDING_BACKDATE_MS) for `validitySeconds`, signed with the VM's key. The key and
- * certificate come from a pki dir, or are given.
+ * BINDING_BACKDATE_MS) for `validitySeconds`, signed with the VM's key. The certificate comes
+ * from a pki dir and the key from the host's key directory, or both are given.
  */
 export function makeBinding(
-  source: { readonly pkiDir: string } | VmCredentials,
+  source: { readonly pkiDir: string; readonly keyDir: string } | VmCredentials,
   vm: VmRef,
   host: HostRef,
   epoch: number,
   now: number,
   validitySeconds: number,
 ): BindingRecord {
-  const creds = 'pkiDir' in source ? loadVmCredentials(source.pkiDir, vm.name) : source;
+  const creds = 'pkiDir' in source ? loadVmCredentials(source.pkiDir, source.keyDir, vm.name) : source;
   const cert = parseCertificate(creds.certificate);
   if (!cert.ipAddresses.includes(vm.identityText)) {
     throw new NviError('NVI_ERR_PKI', `certificate of VM ${vm.name} names ${cert.ipAddresses.join(', ') || 'no IP'}, not its identity ${vm.identityText}`);

@@ -13,8 +13,10 @@
 // Reading and checking certificates on the miss path: certificate.ts (a DER reader, and
 // crypto.verify over the TBS bytes: both measured against @peculiar/x509 in bench/verify.ts).
 //
-// Files under the pki dir: ca.crt, ca.key, hosts/<name>.crt|.key, vms/<name>.crt|.key.
-// Keys are PKCS#8 PEM, mode 0600.
+// Files under the pki dir, public: ca.crt, hosts/<name>.crt, vms/<name>.crt; the operator's
+// ca.key. Private keys live in each host's own key directory (by default keys/<host>/ under
+// the pki dir): host.key and vms/<vm>.key for the VMs it runs, nothing else, so a host that
+// is broken into gives away only its own VMs. Keys are PKCS#8 PEM, mode 0600.
 
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
@@ -218,9 +220,7 @@ export interface PkiPaths {
   readonly caCert: string;
   readonly caKey: string;
   hostCert(host: string): string;
-  hostKey(host: string): string;
   vmCert(vm: string): string;
-  vmKey(vm: string): string;
 }
 
 export function pkiPaths(dir: string): PkiPaths {
@@ -229,10 +229,20 @@ export function pkiPaths(dir: string): PkiPaths {
     caCert: join(dir, 'ca.crt'),
     caKey: join(dir, 'ca.key'),
     hostCert: (h) => join(dir, 'hosts', `${h}.crt`),
-    hostKey: (h) => join(dir, 'hosts', `${h}.key`),
     vmCert: (v) => join(dir, 'vms', `${v}.crt`),
-    vmKey: (v) => join(dir, 'vms', `${v}.key`),
   };
+}
+
+/** A host's own key directory: its key, and the keys of the VMs it runs. */
+export interface HostKeyPaths {
+  readonly dir: string;
+  readonly hostKey: string;
+  readonly vmsDir: string;
+  vmKey(vm: string): string;
+}
+
+export function hostKeyPaths(dir: string): HostKeyPaths {
+  return { dir, hostKey: join(dir, 'host.key'), vmsDir: join(dir, 'vms'), vmKey: (v) => join(dir, 'vms', `${v}.key`) };
 }
 
 function readText(path: string, what: string): string {
@@ -278,11 +288,13 @@ export interface VmCredentials {
   readonly privateKey: KeyObject;
 }
 
-export function loadVmCredentials(dir: string, vm: string): VmCredentials {
-  const p = pkiPaths(dir);
-  const { pem: certificate, parsed } = readCertificate(p.vmCert(vm), `certificate of VM ${vm}`);
-  const privateKey = readPrivateKey(p.vmKey(vm));
-  if (!spkiDer(privateKey).equals(parsed.spki)) throw new NviError(PKI_ERROR, `${p.vmKey(vm)} is not the key of ${p.vmCert(vm)}`);
+/** VM `vm`'s certificate from the pki dir and its key from the key directory of the host it runs on. */
+export function loadVmCredentials(pkiDir: string, keyDir: string, vm: string): VmCredentials {
+  const cert = pkiPaths(pkiDir).vmCert(vm);
+  const key = hostKeyPaths(keyDir).vmKey(vm);
+  const { pem: certificate, parsed } = readCertificate(cert, `certificate of VM ${vm}`);
+  const privateKey = readPrivateKey(key);
+  if (!spkiDer(privateKey).equals(parsed.spki)) throw new NviError(PKI_ERROR, `${key} is not the key of ${cert}`);
   return { certificate, privateKey };
 }
 

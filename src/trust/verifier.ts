@@ -84,6 +84,17 @@ interface BindingEntry {
   readonly notAfter: number;
 }
 
+/**
+ * Where the highest epoch seen per identity is kept beyond the process (a file on the host's
+ * disk): an old signed binding replayed by the store after a restart is still refused.
+ */
+export interface EpochMemory {
+  /** Every remembered (identity, highest epoch). */
+  load(): Iterable<readonly [string, number]>;
+  /** `identity` was verified at `epoch`, higher than any seen before. */
+  save(identity: string, epoch: number): void;
+}
+
 /** Where the verifier finds host certificates (the mapping store). */
 export interface HostDirectory {
   lookupHost(host: string): Promise<HostRecord | undefined>;
@@ -103,12 +114,14 @@ export class BindingVerifier {
     private readonly store: HostDirectory,
     private readonly clock: Clock,
     limits: VerifierLimits,
+    private readonly memory?: EpochMemory,
   ) {
     this.anchor = parseCertificate(anchorPem);
     checkAnchor(this.anchor);
     this.certs = new LRUCache({ max: limits.certificates ?? 65_536 });
     this.bindings = new LRUCache({ max: limits.bindings ?? 65_536 });
     this.epochs = new LRUCache({ max: limits.epochs ?? 262_144 });
+    if (memory) for (const [identity, epoch] of memory.load()) if (epoch > (this.epochs.get(identity) ?? 0)) this.epochs.set(identity, epoch);
     this.bucket = new TokenBucket(limits.verifyPerSecond, limits.burst ?? limits.verifyPerSecond, clock.now());
   }
 
@@ -194,7 +207,10 @@ export class BindingVerifier {
       trace?.step('verify', `binding names host ${expect.host}, as expected`, 'ok');
     }
 
-    if (highest === undefined || record.epoch > highest) this.epochs.set(record.identity, record.epoch);
+    if (highest === undefined || record.epoch > highest) {
+      this.epochs.set(record.identity, record.epoch);
+      this.memory?.save(record.identity, record.epoch);
+    }
     this.bindings.set(key, entry);
     return Drop.None;
   }
@@ -304,7 +320,7 @@ export class BindingVerifier {
       host = await this.store.lookupHost(name);
     } catch (e) {
       trace?.step('verify', `store did not answer for host ${name}: ${(e as Error).message}`, 'fail');
-      return { drop: Drop.ResolveStoreError };
+      return { drop: Drop.ResolveStoreUnavailable };
     }
     if (!host) {
       trace?.step('verify', `no certificate for host ${name} in the store`, 'fail');

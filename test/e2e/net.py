@@ -4,9 +4,10 @@
 Every command prints one JSON object on stdout and bounds itself in time.
 
   tcp-sink PORT SECONDS [--echo]     accept one connection, count (and echo) bytes until EOF
-  tcp-send HOST PORT NBYTES [--echo] [--mbps=N]
+  tcp-send HOST PORT NBYTES [--echo] [--mbps=N] [--timeout=S]
                                      send NBYTES of a fixed pattern (paced at N Mbit/s if asked),
-                                     read the echo if asked; reports the kernel's retransmissions
+                                     read the echo if asked; reports the kernel's retransmissions;
+                                     S (default 20) bounds the whole send (Python's sendall)
   tcp-connect HOST PORT SECONDS      try to open a connection; says whether it opened
   udp-recv PORT SECONDS [COUNT]      collect datagrams (unconnected socket: no ICMP back)
   udp-send HOST PORT COUNT           send COUNT numbered datagrams
@@ -14,6 +15,9 @@ Every command prints one JSON object on stdout and bounds itself in time.
                                      COUNT hand-made Ethernet/IPv6/UDP frames on IFACE
   fuzz IFACE DST_MAC SRC_MAC SRC6 SEED COUNT DST6...
                                      COUNT random malformed frames on IFACE (see fuzz_frame)
+  spray IFACE DST_MAC SRC_MAC SRC6 PREFIX64 RATE SECONDS SEED
+                                     well-formed UDP frames to random identities of PREFIX64
+                                     (e.g. fd9a:3c7e:51b2:1::), RATE a second for SECONDS
 """
 
 import hashlib
@@ -94,10 +98,10 @@ def tcp_info(s):
             'reorderSeen': u32(TCPI_REORD_SEEN), 'outOfOrderIn': u32(TCPI_RCV_OOOPACK)}
 
 
-def tcp_send(host, port, nbytes, echo, mbps=None):
+def tcp_send(host, port, nbytes, echo, mbps=None, timeout=20):
     data = pattern(nbytes)
     s = socket.create_connection((host, port), timeout=10)
-    s.settimeout(20)
+    s.settimeout(timeout)
     t0 = time.monotonic()
     echoed = 0
     eh = hashlib.sha256()
@@ -267,6 +271,34 @@ def fuzz(iface, dst_mac, src_mac, src6, seed, count, dsts):
     emit({'attempted': count, 'sent': sent, 'errors': errors, 'seconds': round(time.monotonic() - t0, 3)})
 
 
+def spray(iface, dst_mac, src_mac, src6, prefix, rate, seconds, seed):
+    rnd = random.Random(seed)
+    s = raw_socket(iface)
+    head = ip6(prefix)[:8]
+    sent = 0
+    dropped = 0
+    t0 = time.monotonic()
+    step = 1.0 / rate
+    due = t0
+    while True:
+        now = time.monotonic()
+        if now - t0 >= seconds:
+            break
+        if now < due:
+            time.sleep(min(due - now, 0.01))
+            continue
+        # Catch up in bursts of up to 64 frames when behind schedule.
+        for _ in range(min(64, int((now - due) / step) + 1)):
+            f = udp6_frame(mac(dst_mac), mac(src_mac), ip6(src6), head + rnd.randbytes(8), 40000, 9, b'spray')
+            try:
+                s.send(f)
+                sent += 1
+            except OSError:
+                dropped += 1
+            due += step
+    emit({'sent': sent, 'refusedByKernel': dropped, 'seconds': round(time.monotonic() - t0, 3)})
+
+
 def main(argv):
     cmd, args = argv[0], argv[1:]
     flags = [a for a in args if a.startswith('--')]
@@ -275,7 +307,8 @@ def main(argv):
         tcp_sink(int(args[0]), float(args[1]), '--echo' in flags)
     elif cmd == 'tcp-send':
         mbps = [float(f.split('=', 1)[1]) for f in flags if f.startswith('--mbps=')]
-        tcp_send(args[0], int(args[1]), int(args[2]), '--echo' in flags, mbps[0] if mbps else None)
+        timeout = [float(f.split('=', 1)[1]) for f in flags if f.startswith('--timeout=')]
+        tcp_send(args[0], int(args[1]), int(args[2]), '--echo' in flags, mbps[0] if mbps else None, timeout[0] if timeout else 20)
     elif cmd == 'tcp-connect':
         tcp_connect(args[0], int(args[1]), float(args[2]))
     elif cmd == 'udp-recv':
@@ -286,6 +319,8 @@ def main(argv):
         forge(args[0], args[1], args[2], args[3], args[4], int(args[5]), int(args[6]))
     elif cmd == 'fuzz':
         fuzz(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), args[6:])
+    elif cmd == 'spray':
+        spray(args[0], args[1], args[2], args[3], args[4], float(args[5]), float(args[6]), int(args[7]))
     else:
         raise SystemExit('unknown command ' + cmd)
 

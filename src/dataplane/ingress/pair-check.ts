@@ -1,5 +1,6 @@
 // Ingress stage 4: who may speak on a cable. ESP packets arrive with their cable (the SA's,
-// whose pair esp-decap checked); it must still be plugged. IPv6-in-IPv4 packets find their
+// whose pair esp-decap checked); it must still be plugged (an unplugged one is verified again
+// once its refusal expires). IPv6-in-IPv4 packets find their
 // cable by the inner pair (a miss goes to the upcall: SDN Algorithm 2), must come from the
 // host the source is bound to, and may not use a cable whose policy wants encryption.
 
@@ -35,6 +36,9 @@ export class PairCheck implements Stage {
       if ((b.flags[i] & PacketFlag.Esp) !== 0) {
         const c = b.ref[i] as Cable;
         if (c.drop !== Drop.None) {
+          // Unplugged after its SA was made (a refresh refused it). Its SA keeps it, so no miss
+          // will ever ask again: once the refusal is old enough, verify it again here.
+          if (now >= c.expiresAt) this.upcall.refresh(c);
           c.drops++;
           drop(b, i, c.drop);
         } else if (now >= c.refreshAt) {
