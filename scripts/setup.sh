@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 declare -A PACKAGES=(
   [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
   [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps [ethtool]=ethtool
-  [etcd]=etcd-server [etcdctl]=etcd-client
+  [etcd]=etcd-server [etcdctl]=etcd-client [curl]=curl
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
