@@ -241,8 +241,8 @@ async function openRig(config: CloudConfig, n: number, mode: Mode): Promise<Rig>
   const ib = new Batch();
   const wire = new Wire();
   const receiver = new Receiver(dst.mac);
-  h1.attach(wire, h1.ports.map(() => discard));
-  h2.attach(discard, h2.ports.map((p) => (p.identityText === dst.identityText ? receiver : discard)));
+  h1.attach(wire, h1.ports.all().map(() => discard));
+  h2.attach(discard, h2.ports.all().map((p) => (p.identityText === dst.identityText ? receiver : discard)));
   return { off, h1, h2, srcPort: h1.portIndex(src.identityText)!, cipher, keys: [], wire, receiver, b, ib };
 }
 
@@ -252,7 +252,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
   const src = config.vms.get(SRC_VM)!;
   const dstVm = config.vms.get(DST_VM)!;
   const prefix = config.tenants.get(src.tenant)!.prefix.bytes;
-  const port = h1.ports[rig.srcPort];
+  const port = h1.ports.at(rig.srcPort);
   const dstPort = h2.portIndex(dstVm.identityText)!;
   const esp = mode !== 'plain';
   const real = (h: Host): DirectionDecision => {

@@ -76,6 +76,8 @@ const FIXED: readonly (readonly [number, string])[] = [
   [66, 'tx/port-error'],
   [67, 'esp/seal-failed'],
   [68, 'resolve/store-unavailable'],
+  [69, 'port/gone'],
+  [70, 'vm/moved'],
 ];
 
 test('every code keeps its name', () => {

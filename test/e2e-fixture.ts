@@ -1,7 +1,7 @@
 // The lab of nvi-switch.yaml for the end-to-end tests (test/e2e-*.test.ts), built by the real
 // CLI (`nvi-switch lab up --export-sa`) from a copy of the config in a temporary directory:
 //   lab.prefix  nvi-t-        (never the developer's nvi- lab, nor another engineer's bench lab)
-//   pki.dir     <repo>/lab/pki (absolute, found from this file's location)
+//   pki.dir     <tmp>/pki, a copy of <repo>/lab/pki (tests move keys around in it)
 //   store.path  <tmp>/lab.db
 // plus the overrides a test asks for (e.g. switch.esp.rekey.packets).
 //
@@ -15,7 +15,7 @@
 // after a clean run and kept, with its path printed, when a test failed.
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -196,7 +196,7 @@ function hookExit(): void {
 
 export class Lab {
   readonly config: string;
-  readonly cfg: CloudConfig;
+  cfg: CloudConfig;
   readonly fabric = `${PREFIX}fabric`;
   private readonly background = new Set<Background>();
   private isUp = false;
@@ -204,7 +204,9 @@ export class Lab {
   constructor(readonly dir: string, opts: LabOptions) {
     const doc = parse(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8')) as Record<string, unknown>;
     setPath(doc, 'lab.prefix', PREFIX);
-    setPath(doc, 'pki.dir', join(REPO, 'lab', 'pki'));
+    // A copy of the lab's pki: attach, detach and migration write and move keys in it.
+    cpSync(join(REPO, 'lab', 'pki'), join(dir, 'pki'), { recursive: true });
+    setPath(doc, 'pki.dir', join(dir, 'pki'));
     setPath(doc, 'store.path', join(dir, 'lab.db'));
     if (opts.etcd) {
       setPath(doc, 'store.kind', 'etcd');
@@ -213,6 +215,11 @@ export class Lab {
     for (const [path, value] of Object.entries(opts.set ?? {})) setPath(doc, path, value);
     this.config = join(dir, 'lab.yaml');
     writeFileSync(this.config, stringify(doc));
+    this.cfg = loadConfig(this.config);
+  }
+
+  /** Read the config again (a command changed it: vm create, migrate). */
+  reload(): void {
     this.cfg = loadConfig(this.config);
   }
 
@@ -295,6 +302,11 @@ export class Lab {
     const p = join(this.dir, '.nvi-state', 'lab', 'state.json');
     if (!existsSync(p)) return [];
     return (JSON.parse(readFileSync(p, 'utf8')) as { switches: { host: string; pid: number }[] }).switches;
+  }
+
+  /** The CLI as the cloud's operator, from inside host h1's namespace (where an etcd store on the fabric is reached). */
+  operator(args: readonly string[], timeoutS = 30): Promise<RunResult> {
+    return run('ip', ['netns', 'exec', this.hostNs('h1'), process.execPath, BIN, ...args, '-c', this.config], timeoutS);
   }
 
   cli(args: readonly string[], timeoutS = 30): Promise<RunResult> {

@@ -139,6 +139,24 @@ test('host enroll writes the host key to its own key directory', async () => {
   assert.is(statSync(join(dirname(file), 'pki', 'keys', 'h2', 'host.key')).mode & 0o777, 0o600);
 });
 
+test('vm create adds the VM after the last one when the VMs are written as block mappings of several lines', async () => {
+  const file = cloud();
+  writeFileSync(file, YAML.replace(
+    /      web1: \{ host: h1, identity: ([^ ]+) \}.*\n      db1:  \{ host: h2, identity: ([^ ]+) \}.*\n/,
+    '      web1:\n        host: h1\n        identity: $1\n      db1:\n        host: h2\n        identity: $2\n',
+  ));
+  const original = readFileSync(file, 'utf8');
+  assert.match(original, /\n      db1:\n        host: h2\n/, 'the VMs are block mappings');
+  await quiet(() => ca.run(['init', '-c', file]));
+  await quiet(() => vm.run(['create', 'web7', '--tenant', 'blue', '--host', 'h1', '-c', file]));
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const added = lines.findIndex((l) => l.startsWith('      web7: { host: h1, identity: '));
+  assert.ok(added > 0, lines.join('\n'));
+  assert.equal([...lines.slice(0, added), ...lines.slice(added + 1)], original.split('\n'));
+  assert.is(lines[added - 1].trim().startsWith('identity: '), true, 'right after the last line of the last VM');
+  assert.is(loadConfig(file).vms.get('web7')?.host, 'h1');
+});
+
 test('vm create refuses a VM whose key does not derive the identity in the YAML', async () => {
   const file = cloud();
   await quiet(() => ca.run(['init', '-c', file]));

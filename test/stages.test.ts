@@ -17,7 +17,8 @@ import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Pipeline } from '../src/dataplane/pipeline.js';
 import { drop, settle, type Stage } from '../src/dataplane/stage.js';
 import { Upcall, type MissResolver } from '../src/dataplane/upcall.js';
-import type { VmPort } from '../src/dataplane/vm-port.js';
+import { PortTable } from '../src/dataplane/port-table.js';
+import { MacGuard } from '../src/dataplane/egress/mac-guard.js';
 import { EspJobs, NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { InboundSa } from '../src/esp/sa.js';
 import { ESP_HLEN, ESP_ICV_LEN, writeEspTrailer } from '../src/wire/esp.js';
@@ -28,7 +29,8 @@ const MAC = Buffer.from('02aabbccdd01', 'hex');
 const ME = Buffer.from('fd000000000000010000000000000001', 'hex');
 const PEER = Buffer.from('fd000000000000010000000000000002', 'hex');
 const OTHER = Buffer.from('fd000000000000010000000000000003', 'hex');
-const PORT: VmPort = { index: 0, name: 'vm1', tenant: 't', mac: MAC, identity: ME, identityText: 'fd00:0:0:1::1', mtu: 1446 };
+const PORTS = new PortTable();
+PORTS.add({ name: 'vm1', tenant: 't', mac: MAC, identity: ME, identityText: 'fd00:0:0:1::1', mtu: 1446 });
 const PEER_HOST = 0x0a000002;
 
 /** An IPv6 packet src -> dst: `next` header, then `body` (the upper layer or extension headers). */
@@ -95,6 +97,20 @@ test('frame-parse: one verdict per malformed frame, parse results for good ones'
   assert.is(b.len[7], ETH_HLEN + 40 + echo.length, 'padding trimmed');
 });
 
+test('mac-guard: the source MAC must be the port\'s; a packet whose port was detached meanwhile is port/gone', () => {
+  const other = Buffer.from('02aabbccdd99', 'hex');
+  const wrongMac = frame(ipv6(ME, PEER, PROTO_ICMPV6, echo));
+  other.copy(wrongMac, 6);
+  const ports = new PortTable();
+  const p = ports.add({ name: 'vm1', tenant: 't', mac: MAC, identity: ME, identityText: 'x', mtu: 1446 });
+  const gone = ports.add({ name: 'vm2', tenant: 't', mac: MAC, identity: PEER, identityText: 'y', mtu: 1446 });
+  ports.remove(gone.index);
+  const b = run(new MacGuard(ports), [frame(ipv6(ME, PEER, PROTO_ICMPV6, echo)), wrongMac, frame(ipv6(PEER, ME, PROTO_ICMPV6, echo))], FRAME_OFFSET, (b, i) => {
+    b.port[i] = i < 2 ? p.index : gone.index;
+  });
+  assert.equal([0, 1, 2].map((i) => fate(b, i)), ['active', 'spoof/mac', 'port/gone']);
+});
+
 test('ip-guard: the source must be the port identity, the destination another identity', () => {
   const linkLocal = Buffer.from('fe800000000000000000000000000001', 'hex');
   const multicast = Buffer.from('ff020000000000000000000000000001', 'hex');
@@ -107,7 +123,7 @@ test('ip-guard: the source must be the port identity, the destination another id
     ['to the unspecified address', ME, Buffer.alloc(16), 'dst/not-unicast'],
     ['to itself', ME, ME, 'dst/own-identity'],
   ];
-  const b = run(new IpGuard([PORT]), rows.map((r) => frame(ipv6(r[1], r[2], PROTO_ICMPV6, echo))), FRAME_OFFSET, (b, i) => {
+  const b = run(new IpGuard(PORTS), rows.map((r) => frame(ipv6(r[1], r[2], PROTO_ICMPV6, echo))), FRAME_OFFSET, (b, i) => {
     b.l3[i] = b.start[i] + ETH_HLEN;
   });
   rows.forEach(([what, , , want], i) => assert.is(fate(b, i), want, what));
@@ -192,7 +208,7 @@ test('pair-check: an ESP packet needs its cable plugged; a plain one a cable fro
   };
   const run1 = (cache: CableCache, packet: Buffer, opts: { esp?: Cable; from?: number }): string => {
     const upcall = new Upcall(resolver, { egress: new CableCache(10), ingress: cache }, { perCable: 4, total: 16, maxPending: 4 }, () => {});
-    const stage = new PairCheck(cache, upcall, (buf, off) => (Buffer.from(buf.subarray(off, off + 16)).equals(ME) ? 0 : -1));
+    const stage = new PairCheck(cache, upcall, PORTS);
     const b = run(stage, [packet], UNDERLAY_OFFSET, (b, i) => {
       b.l3[i] = b.start[i];
       b.peer[i] = opts.from ?? PEER_HOST;
@@ -264,7 +280,7 @@ test('the shape check fails a stage that settles a packet without recording itse
 });
 
 test('counters by stage: each packet counted once, under the stage that settled it, adding up to every packet in', () => {
-  const p = new Pipeline('test', [new FrameParse(), new IpGuard([PORT]), rogue([], null, Next.VmPort, [Next.VmPort])], true);
+  const p = new Pipeline('test', [new FrameParse(), new IpGuard(PORTS), rogue([], null, Next.VmPort, [Next.VmPort])], true);
   const b = new Batch();
   for (const f of [frame(ipv6(ME, PEER, PROTO_ICMPV6, echo)), Buffer.alloc(8), frame(ipv6(OTHER, PEER, PROTO_ICMPV6, echo)), frame(ipv6(ME, PEER, PROTO_ICMPV6, echo))]) {
     b.push(f, FRAME_OFFSET, 0, 0);

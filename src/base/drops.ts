@@ -94,6 +94,8 @@ export const enum Drop {
   // Added after the codes above were fixed: new reasons take the next free code.
   EspSealFailed = 67,
   ResolveStoreUnavailable = 68,
+  PortGone = 69,
+  VmMoved = 70,
 }
 
 /** [name, description] for each reason, indexed by Drop. */
@@ -166,6 +168,8 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.TxUnderlayError]: ['tx/underlay-error', 'the underlay port refused the packet'],
   [Drop.TxPortError]: ['tx/port-error', 'the VM port refused the frame'],
   [Drop.EspSealFailed]: ['esp/seal-failed', 'the cipher could not encrypt the packet (never sent unencrypted)'],
+  [Drop.PortGone]: ['port/gone', 'the VM port the packet came from was detached while the packet waited'],
+  [Drop.VmMoved]: ['vm/moved', 'the destination VM has left this host (migrated or detached); the sender is told to look it up again'],
   [Drop.ResolveStoreUnavailable]: ['resolve/store-unavailable', 'the mapping store cannot be reached, or the host\'s replica of it is not current (fails closed)'],
 };
 
@@ -179,7 +183,7 @@ export const PLUG_REASONS: readonly Drop[] = [
   Drop.VerifyBadSignature, Drop.VerifyWrongHostAddress, Drop.VerifyOldEpoch, Drop.VerifyHostCertMismatch, Drop.VerifyMalformed,
   Drop.PolicyDefaultDeny, Drop.PolicyUnplugRule, Drop.PolicyCrossTenant, Drop.PolicyLevel, Drop.PolicyDiode, Drop.PolicyTimeWindow,
   Drop.PolicyProtoPort, Drop.PolicyInitiateOnly, Drop.PolicyFragment, Drop.PolicyFlowTableFull,
-  Drop.SaNegotiationFailed,
+  Drop.SaNegotiationFailed, Drop.VmMoved,
 ];
 
 /** One more than the highest code: the size of arrays indexed by Drop. */

@@ -1,5 +1,7 @@
 // nvi-switch lab up|down|status [-c nvi-switch.yaml] [--json] [--export-sa]
 // nvi-switch lab restart HOST [-c nvi-switch.yaml]   stop HOST's switch and start a new one
+// nvi-switch lab attach|detach VM [-c nvi-switch.yaml]  a VM's namespace and port while the lab runs
+// nvi-switch lab migrate VM --to HOST [-c nvi-switch.yaml]  live migration, the VM's namespace kept
 // --export-sa (debug): each switch writes the keys of its SAs beside the lab state, for tshark.
 // The lab of the config in network namespaces (src/lab/lab.ts). Needs root.
 
@@ -7,7 +9,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadConfig, type CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
-import { isLabUp, labDown, labNames, labRestartSwitch, labUp, readState, ROUTER_LINK_LOCAL_TEXT } from '../lab/lab.js';
+import { isLabUp, labAttach, labDetach, labDown, labMigrate, labNames, labRestartSwitch, labUp, readState, ROUTER_LINK_LOCAL_TEXT } from '../lab/lab.js';
 import { inNs, netnsExists } from '../lab/netns.js';
 import type { CableInfo } from '../switch/cable-info.js';
 import { controlRequest } from '../switch/control.js';
@@ -18,10 +20,12 @@ import { table } from './cmd-control.js';
 const BINARY = fileURLToPath(new URL('../../../bin/nvi-switch.js', import.meta.url));
 
 export async function run(argv: string[]): Promise<number> {
-  const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, json: { type: 'boolean' }, 'export-sa': { type: 'boolean' } });
+  const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, json: { type: 'boolean' }, 'export-sa': { type: 'boolean' }, to: { type: 'string' } });
   const [sub, ...rest] = positionals;
-  const usage = 'usage: nvi-switch lab up|down|status|restart HOST [-c nvi-switch.yaml]';
-  if (sub === 'restart' ? rest.length !== 1 : rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) throw new NviError('NVI_ERR_USAGE', usage);
+  const usage = 'usage: nvi-switch lab up|down|status | restart HOST | attach|detach VM | migrate VM --to HOST [-c nvi-switch.yaml]';
+  const withName = ['restart', 'attach', 'detach', 'migrate'].includes(sub ?? '');
+  if (withName ? rest.length !== 1 : rest.length > 0 || !['up', 'down', 'status'].includes(sub ?? '')) throw new NviError('NVI_ERR_USAGE', usage);
+  if ((sub === 'migrate') !== (values.to !== undefined)) throw new NviError('NVI_ERR_USAGE', usage);
   const cfg = loadConfig(values.config);
   const say = (line: string): void => {
     process.stdout.write(`${line}\n`);
@@ -33,6 +37,19 @@ export async function run(argv: string[]): Promise<number> {
   }
   if (sub === 'restart') {
     await labRestartSwitch(cfg, rest[0], BINARY, say);
+    return 0;
+  }
+  if (sub === 'attach') {
+    await labAttach(cfg, rest[0], say);
+    return 0;
+  }
+  if (sub === 'detach') {
+    await labDetach(cfg, rest[0], say);
+    return 0;
+  }
+  if (sub === 'migrate') {
+    const r = await labMigrate(cfg, rest[0], values.to!);
+    say(`vm ${r.vm}: migrated ${r.from} -> ${r.to}, active there ${r.switchoverMs} ms after it left ${r.from}`);
     return 0;
   }
   if (sub === 'down') {

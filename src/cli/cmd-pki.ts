@@ -5,9 +5,10 @@
 //
 //   nvi-switch ca init [-c nvi-switch.yaml] [--force]
 //   nvi-switch host enroll NAME [-c nvi-switch.yaml]
-//   nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS]
+//   nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS] [--attach]
+//   nvi-switch vm attach|detach NAME [-c nvi-switch.yaml]        (cmd-vm.ts)
 
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { isMap, isNode, parseDocument } from 'yaml';
 import { loadConfig } from '../config/config.js';
@@ -33,6 +34,8 @@ import {
 import { formatIpv6 } from '../base/address.js';
 import { openStore } from '../store/open-store.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
+import { attachOrDetach, vmPort } from './cmd-vm.js';
+import { publishPolicy } from '../switch/cloud.js';
 
 /** Validity of the bindings `vm create` publishes; a running switch re-signs at VM start. */
 const DEFAULT_BINDING_SECONDS = 30 * 86_400;
@@ -111,9 +114,11 @@ export const host = {
 
 export const vm = {
   async run(argv: string[]): Promise<number> {
-    const synopsis = 'nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS]';
+    if (argv[0] === 'attach' || argv[0] === 'detach') return vmPort(argv[0], argv.slice(1));
+    const synopsis = 'nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS] [--attach] | vm attach|detach NAME';
     const { values, positionals } = parseOptions(subcommand(argv, 'create', synopsis), {
       ...CONFIG_OPTION, tenant: { type: 'string' }, host: { type: 'string' }, validity: { type: 'string', default: String(DEFAULT_BINDING_SECONDS) },
+      attach: { type: 'boolean' },
     });
     if (positionals.length !== 1) usage(`one VM name expected: ${synopsis}`);
     const name = positionals[0];
@@ -179,6 +184,11 @@ export const vm = {
         validity,
       );
       await store.publish(record);
+    } catch (e) {
+      // Nothing half-made stays behind: a new key without its VM in the config would stop its host's switch from starting.
+      if (!reused) rmSync(keyPath, { force: true });
+      if (!existing) rmSync(p.vmCert(name), { force: true });
+      throw e;
     } finally {
       await store.close();
     }
@@ -186,7 +196,21 @@ export const vm = {
     if (!existing) addVmToConfig(cfg.file, tenantName, name, hostName, identity);
     say(`vm ${name}: identity ${identity} (tenant ${tenantName} ${tenant.prefix.text}), ${reused ? 'existing' : 'new'} key ${show(keyPath)}`);
     say(`vm ${name}: certificate ${show(p.vmCert(name))}; binding epoch ${epoch} on ${hostName} ${h.addressText} published to ${show(cfg.store.path)}`);
-    if (!existing) say(`vm ${name}: added to ${show(cfg.file)} under tenants.${tenantName}.vms`);
+    if (!existing) {
+      say(`vm ${name}: added to ${show(cfg.file)} under tenants.${tenantName}.vms`);
+      // The policy document lists every tenant's VMs: publish it again, signed, with this one.
+      const fresh = loadConfig(cfg.file);
+      const s = await openStore(fresh);
+      try {
+        say(`policy: revision ${await publishPolicy(fresh, s)} in the store`);
+      } finally {
+        await s.close();
+      }
+    }
+    if (values.attach) {
+      const r = (await attachOrDetach(loadConfig(cfg.file), 'attach', name)) as { epoch: number };
+      say(`vm ${name}: attached on the running switch of ${hostName}, binding epoch ${r.epoch}`);
+    }
     return 0;
   },
 };
@@ -210,7 +234,8 @@ export function addVmToConfig(file: string, tenant: string, name: string, hostNa
     const valueEnd = isNode(last.value) ? last.value.range?.[1] : isNode(last.key) ? last.key.range?.[1] : undefined;
     if (keyStart !== undefined && valueEnd !== undefined) {
       const indent = keyStart - (text.lastIndexOf('\n', keyStart - 1) + 1);
-      const eol = text.indexOf('\n', valueEnd);
+      // A block value's range runs to the start of the next line: insert after its last character.
+      const eol = text.indexOf('\n', text.slice(0, valueEnd).trimEnd().length);
       const at = eol < 0 ? text.length : eol;
       out = `${text.slice(0, at)}\n${' '.repeat(indent)}${line}${eol < 0 ? '\n' : ''}${text.slice(at)}`;
     }

@@ -54,11 +54,11 @@ import { PairCheck } from './ingress/pair-check.js';
 import { UnderlayParse } from './ingress/underlay-parse.js';
 import type { Stage } from './stage.js';
 import type { Upcall } from './upcall.js';
-import type { VmPort } from './vm-port.js';
+import type { PortTable } from './port-table.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 
 export interface PipelineParts {
-  readonly ports: readonly VmPort[];
+  readonly ports: PortTable;
   readonly egressCables: CableCache;
   readonly ingressCables: CableCache;
   readonly upcall: Upcall;
@@ -66,8 +66,6 @@ export interface PipelineParts {
   readonly spis: ReadonlyMap<number, CableSa>;
   /** This host's underlay address (uint32). */
   readonly localAddress: number;
-  /** Port index of a local VM identity (16 bytes at off), or -1. */
-  readonly portOf: (buf: Uint8Array, off: number) => number;
   readonly wantRekey: (cable: Cable) => void;
   /** Check every stage against its declared shape (tests). */
   readonly checkStages?: boolean;
@@ -139,7 +137,7 @@ export function ingressPipeline(p: PipelineParts): Pipeline {
     new UnderlayParse(p.localAddress),
     new EspDecap(p.spis, p.cipher),
     new InnerParse(),
-    new PairCheck(p.ingressCables, p.upcall, p.portOf),
+    new PairCheck(p.ingressCables, p.upcall, p.ports),
     new CableFilter('ingress-filter'),
     new Deliver(p.ports),
   ], p.checkStages);

@@ -148,9 +148,14 @@ export class Upcall {
     if (p.packets.length > 0) this.release(p.direction, p.packets);
   }
 
+  /** Put `cable` in its cache. A cable that replaces one of the same pair takes over its counters: a re-plug (a new peer after a migration, a new SA) is the same cable to the operator. */
   private install(cable: Cable): void {
     const old = this.cacheOf(cable.direction).insert(cable);
-    if (old) this.onReplaced(old, cable);
+    if (!old) return;
+    cable.packets += old.packets;
+    cable.bytes += old.bytes;
+    cable.drops += old.drops;
+    this.onReplaced(old, cable);
   }
 
   private cacheOf(direction: CableDirection): CableCache {

@@ -50,9 +50,27 @@ const A_OFF_SPI = 12;
 const A_OFF_EPH = 16;
 const A_OFF_NAME = 48;
 
-// NOTIFY layout
+// NOTIFY layout: type, version, reason, 0, SPI (4), time ms (8), host name, signature
+const N_OFF_REASON = 2;
 const N_OFF_SPI = 4;
-const NOTIFY_LEN = 8;
+const N_OFF_TIME = 8;
+const N_OFF_NAME = 16;
+const NOTIFY_CONTEXT = Buffer.from('nvi-switch kx notify v1\0');
+
+/** Why a NOTIFY is sent: the SPI is unknown here, or the VM it carried traffic for left this host. */
+export const enum NotifyReason {
+  UnknownSpi = 0,
+  Moved = 1,
+}
+
+export interface Notify {
+  readonly reason: NotifyReason;
+  readonly spi: number;
+  readonly timeMs: number;
+  readonly host: string;
+  readonly signed: Buffer;
+  readonly signature: Buffer;
+}
 
 export interface Init {
   readonly alg: EspAlgorithm;
@@ -180,17 +198,37 @@ export function answerRequestId(msg: Buffer): string | undefined {
   return msg.length >= A_OFF_ID + 8 ? msg.toString('hex', A_OFF_ID, A_OFF_ID + 8) : undefined;
 }
 
-export function encodeNotify(spi: number): Buffer {
-  const b = Buffer.alloc(NOTIFY_LEN);
-  b[0] = KX_NOTIFY;
-  b[1] = KX_VERSION;
-  b.writeUInt32BE(spi >>> 0, N_OFF_SPI);
-  return b;
+/**
+ * NOTIFY: "stop sending me `spi`" (unknown here, or its VM moved away), signed by the sending
+ * host, so that a forger cannot make a switch drop its SAs.
+ */
+export function encodeNotify(v: { reason: NotifyReason; spi: number; timeMs: number; host: string }, hostKey: KeyObject): Buffer {
+  const name = nameBytes(v.host);
+  const body = Buffer.alloc(N_OFF_NAME + 1 + name.length);
+  body[0] = KX_NOTIFY;
+  body[1] = KX_VERSION;
+  body[N_OFF_REASON] = v.reason;
+  body.writeUInt32BE(v.spi >>> 0, N_OFF_SPI);
+  body.writeBigUInt64BE(BigInt(v.timeMs), N_OFF_TIME);
+  body[N_OFF_NAME] = name.length;
+  name.copy(body, N_OFF_NAME + 1);
+  return Buffer.concat([body, sign(null, Buffer.concat([NOTIFY_CONTEXT, body]), hostKey)]);
 }
 
-export function decodeNotify(msg: Buffer): number {
-  if (msg.length !== NOTIFY_LEN || msg[1] !== KX_VERSION) throw new KxFormatError('bad NOTIFY');
-  return msg.readUInt32BE(N_OFF_SPI);
+export function decodeNotify(msg: Buffer): Notify {
+  if (msg.length < N_OFF_NAME + 1 || msg[1] !== KX_VERSION) throw new KxFormatError('bad NOTIFY');
+  const reason = msg[N_OFF_REASON];
+  if (reason !== NotifyReason.UnknownSpi && reason !== NotifyReason.Moved) throw new KxFormatError(`unknown NOTIFY reason ${reason}`);
+  const { name, end } = readName(msg, N_OFF_NAME);
+  if (msg.length !== end + SIG_LEN) throw new KxFormatError('NOTIFY signature missing or trailing bytes');
+  return {
+    reason,
+    spi: msg.readUInt32BE(N_OFF_SPI),
+    timeMs: Number(msg.readBigUInt64BE(N_OFF_TIME)),
+    host: name,
+    signed: Buffer.concat([NOTIFY_CONTEXT, msg.subarray(0, end)]),
+    signature: msg.subarray(end),
+  };
 }
 
 export function verifySignature(signed: Buffer, signature: Buffer, key: KeyObject): boolean {

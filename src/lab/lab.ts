@@ -17,7 +17,10 @@ import { existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } 
 import { join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
+import { controlRequest } from '../switch/control.js';
+import { migrate, type MigrationHooks, type MigrationResult } from '../switch/migrate.js';
 import { controlPath, hostStateDir, stateDir } from '../switch/paths.js';
+import { VmPorts } from '../switch/vm-ports.js';
 import { etcdMembers, isLabEtcd, startEtcdMember, waitEtcdHealthy } from './etcd.js';
 import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
 
@@ -106,12 +109,7 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
     sh('ip', ['netns', 'exec', firstHost, process.execPath, binary, 'policy', 'apply', '-c', cfg.file]);
     log(`store: host certificates and the signed policy published (${cfg.store.kind})`);
     // 2. A namespace per VM, empty until its switch creates the TAP inside it.
-    for (const [vm, ns] of names.vms) {
-      ip('netns', 'add', ns);
-      inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
-      inNs(ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_ra=1', 'net.ipv6.conf.default.accept_ra=1');
-      log(`vm ${vm}: namespace ${ns}`);
-    }
+    for (const vm of names.vms.keys()) log(`vm ${vm}: namespace ${vmNamespace(cfg, vm)}`);
     // 3. The switches, one per host, in their host's namespace.
     for (const host of names.hosts.keys()) {
       switches.push(startSwitch(cfg, host, binary, opts));
@@ -152,22 +150,84 @@ async function switchReady(cfg: CloudConfig, s: { host: string; log: string }): 
 
 /** The interfaces of `host`'s VMs (the TAPs its switch made): MAC, identity, up; then wait for each one's default route from the RA. */
 async function configureVms(cfg: CloudConfig, host: string): Promise<string[]> {
-  const names = labNames(cfg);
-  const vms = [...names.vms].filter(([vm]) => cfg.vms.get(vm)!.host === host);
-  for (const [vmName, ns] of vms) {
-    const vm = cfg.vms.get(vmName)!;
-    inNs(ns, 'ip', 'link', 'set', vm.tap, 'address', formatMacColon(vm.mac));
-    inNs(ns, 'ip', '-6', 'addr', 'add', `${vm.identityText}/128`, 'dev', vm.tap, 'nodad');
-    inNs(ns, 'ip', 'link', 'set', vm.tap, 'up');
-  }
+  const detached = VmPorts.detached(cfg, host);
+  const vms = [...cfg.vms.values()].filter((vm) => vm.host === host && !detached.has(vm.name)).map((vm) => vm.name);
+  for (const vm of vms) bringUp(cfg, vm);
   const lines: string[] = [];
-  for (const [vmName, ns] of vms) {
-    const vm = cfg.vms.get(vmName)!;
-    const hasDefault = (): boolean => inNs(ns, 'ip', '-6', 'route', 'show', 'default').includes(ROUTER_LINK_LOCAL_TEXT);
-    await waitFor(hasDefault, 15_000, () => `VM ${vmName} got no Router Advertisement from its switch (no default route via ${ROUTER_LINK_LOCAL_TEXT} in ${ns})`);
-    lines.push(`vm ${vmName}: ${vm.identityText} on ${vm.tap}, default route via ${ROUTER_LINK_LOCAL_TEXT} (from RA)`);
-  }
+  for (const vm of vms) lines.push(await routed(cfg, vm));
   return lines;
+}
+
+/** VM `vm`'s interface (the TAP its switch made in its namespace): MAC, identity, up. */
+function bringUp(cfg: CloudConfig, vmName: string): void {
+  const vm = cfg.vms.get(vmName)!;
+  const ns = labNames(cfg).vms.get(vmName)!;
+  inNs(ns, 'ip', 'link', 'set', vm.tap, 'address', formatMacColon(vm.mac));
+  inNs(ns, 'ip', '-6', 'addr', 'add', `${vm.identityText}/128`, 'dev', vm.tap, 'nodad');
+  inNs(ns, 'ip', 'link', 'set', vm.tap, 'up');
+}
+
+/** Wait for VM `vm`'s default route, learnt from its switch's Router Advertisement. */
+async function routed(cfg: CloudConfig, vmName: string): Promise<string> {
+  const vm = cfg.vms.get(vmName)!;
+  const ns = labNames(cfg).vms.get(vmName)!;
+  const hasDefault = (): boolean => inNs(ns, 'ip', '-6', 'route', 'show', 'default').includes(ROUTER_LINK_LOCAL_TEXT);
+  await waitFor(hasDefault, 15_000, () => `VM ${vmName} got no Router Advertisement from its switch (no default route via ${ROUTER_LINK_LOCAL_TEXT} in ${ns})`);
+  return `vm ${vmName}: ${vm.identityText} on ${vm.tap}, default route via ${ROUTER_LINK_LOCAL_TEXT} (from RA)`;
+}
+
+/** A namespace for VM `vm`, as lab up makes one (its switch will put the TAP in it). */
+function vmNamespace(cfg: CloudConfig, vm: string): string {
+  const ns = `${cfg.lab.prefix}${vm}`;
+  if (!netnsExists(ns)) {
+    ip('netns', 'add', ns);
+    inNs(ns, 'ip', 'link', 'set', 'lo', 'up');
+    inNs(ns, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.accept_ra=1', 'net.ipv6.conf.default.accept_ra=1');
+  }
+  return ns;
+}
+
+/** A VM added to the config while the lab runs: its namespace, its port on its host's running switch, its interface. */
+export async function labAttach(cfg: CloudConfig, vm: string, log: (line: string) => void): Promise<void> {
+  requireRoot('lab attach');
+  const v = cfg.vms.get(vm);
+  if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  const ns = vmNamespace(cfg, vm);
+  const r = (await controlRequest(controlPath(cfg, v.host), { cmd: 'vm', op: 'attach', vm }, 15_000)) as { epoch: number };
+  bringUp(cfg, vm);
+  log(await routed(cfg, vm));
+  log(`vm ${vm}: attached on ${v.host} (binding epoch ${r.epoch}), namespace ${ns}`);
+}
+
+/** A VM leaves the running lab: its binding and port (on its host's switch), then its namespace. */
+export async function labDetach(cfg: CloudConfig, vm: string, log: (line: string) => void): Promise<void> {
+  requireRoot('lab detach');
+  const v = cfg.vms.get(vm);
+  if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  await controlRequest(controlPath(cfg, v.host), { cmd: 'vm', op: 'detach', vm }, 15_000);
+  const ns = `${cfg.lab.prefix}${vm}`;
+  if (deleteNetns(ns)) log(`namespace ${ns}: deleted`);
+  log(`vm ${vm}: detached from ${v.host}`);
+}
+
+/**
+ * Live migration in the lab (src/switch/migrate.ts): the VM's namespace stays, with its
+ * sockets; the old switch's TAP goes, the new switch's TAP comes into the same namespace and
+ * gets the same MAC and identity; the VM's first frame on it activates it at the destination.
+ */
+export async function labMigrate(cfg: CloudConfig, vm: string, to: string, hooks: Pick<MigrationHooks, 'afterOut'> = {}): Promise<MigrationResult> {
+  requireRoot('lab migrate');
+  const v = cfg.vms.get(vm);
+  if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  // A migrated VM keeps its state: its addresses (already checked for duplicates) and its routes
+  // come back with the interface (the Router Advertisement that follows only refreshes them).
+  const up = async (): Promise<void> => {
+    const ns = labNames(cfg).vms.get(vm)!;
+    inNs(ns, 'sysctl', '-q', '-w', `net.ipv6.conf.${v.tap}.accept_dad=0`); // its link-local address was checked before the move
+    bringUp(cfg, vm);
+    inNs(ns, 'ip', '-6', 'route', 'replace', 'default', 'via', ROUTER_LINK_LOCAL_TEXT, 'dev', v.tap);
+  };
+  return migrate(cfg, vm, to, { ...hooks, afterIn: up, afterAbort: up });
 }
 
 /**

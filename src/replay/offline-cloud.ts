@@ -138,7 +138,7 @@ export class OfflineCloud {
         return n;
       },
     };
-    const ports: PacketSink[] = host.ports.map((port) => ({
+    const ports: PacketSink[] = host.ports.all().map((port) => ({
       send: (b, idx, n) => {
         for (let k = 0; k < n; k++) {
           const i = idx[k];
@@ -240,7 +240,7 @@ export class OfflineCloud {
           break;
         case Next.VmPort: {
           const h = this.hosts.get(host)!;
-          Object.assign(v, { fate: 'delivered', host, detail: `to ${h.ports[b.outPort[i]].name}${direction === CableDirection.Egress ? ' (same host)' : ''}` });
+          Object.assign(v, { fate: 'delivered', host, detail: `to ${h.ports.at(b.outPort[i]).name}${direction === CableDirection.Egress ? ' (same host)' : ''}` });
           break;
         }
         default:

@@ -14,6 +14,9 @@
 //      current as of the write. A watch that does not reach it within stuckMs is stuck (it
 //      can fail silently) and is replaced: back to 1.
 //
+// A binding whose epoch is below the one the replica holds is refused (kept out of the replica
+// and reported): the store never takes a lower epoch, so it can only be a replay.
+//
 // Fresh: confirmed within staleMs. Lookups are answered only while fresh; otherwise they fail
 // with STORE_UNAVAILABLE (a new cable fails closed), while the data path keeps using the
 // cables it has. Up/down transitions are reported once each.
@@ -33,10 +36,12 @@ export interface ReplicaOptions {
 }
 
 export interface ReplicaListener {
-  /** A record changed (after the replica applied it). */
-  change(c: StoreChange): void;
+  /** A record changed (after the replica applied it); `previous` is the binding it replaced, for a binding. */
+  change(c: StoreChange, previous?: BindingRecord): void;
   /** The replica became fresh (up) or stale (down), with why. */
   state(up: boolean, why: string): void;
+  /** A binding older than the one the replica holds appeared in the store, and was refused. */
+  replay?(refused: BindingRecord, kept: BindingRecord): void;
 }
 
 export class StoreReplica {
@@ -45,7 +50,7 @@ export class StoreReplica {
   policy: PolicyRecord | undefined;
   /** The store revision the replica reflects. */
   revision = 0;
-  readonly counts = { lists: 0, listErrors: 0, watchEnds: 0, compactions: 0, stuck: 0, changes: 0, heartbeats: 0, heartbeatErrors: 0, refusedStale: 0 };
+  readonly counts = { lists: 0, listErrors: 0, watchEnds: 0, compactions: 0, stuck: 0, changes: 0, heartbeats: 0, heartbeatErrors: 0, refusedStale: 0, replaysRefused: 0 };
   private readonly heartbeatMs: number;
   private readonly stuckMs: number;
   private readonly staleMs: number;
@@ -237,7 +242,16 @@ export class StoreReplica {
   }
 
   private apply(c: StoreChange): void {
+    let previous: BindingRecord | undefined;
     if (c.kind === 'binding') {
+      previous = this.bindings.get(c.identity);
+      // The store only ever takes a higher epoch (compare-and-swap): a lower one is an old record
+      // put back behind its back (a replay). The replica keeps the newer one.
+      if (c.record && previous && c.record.epoch < previous.epoch) {
+        this.counts.replaysRefused++;
+        this.listener.replay?.(c.record, previous);
+        return;
+      }
       if (c.record) this.bindings.set(c.identity, c.record);
       else if (!this.bindings.delete(c.identity)) return;
     } else if (c.kind === 'host') {
@@ -247,7 +261,7 @@ export class StoreReplica {
       this.policy = c.record;
     }
     this.counts.changes++;
-    this.listener.change(c);
+    this.listener.change(c, previous);
   }
 }
 

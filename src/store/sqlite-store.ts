@@ -2,7 +2,8 @@
 // one machine opens. WAL mode lets readers run beside the one writer; busy_timeout makes a
 // writer wait for another process's write instead of failing at once. Every write appends
 // to `changes` (its seq is the store's revision, with the record written), and watch()
-// polls it, so a switch sees what other processes published, in order.
+// reads it when the WAL file changes (inotify) and every pollMs, so a switch sees what other
+// processes published, in order, within milliseconds.
 //
 // Tables (schema version 2, PRAGMA user_version; version 1 files are upgraded in place):
 //   bindings  identity PK -> the signed BindingRecord; publish keeps the highest epoch
@@ -15,7 +16,7 @@
 // permission, closed store) reaches the caller as NviError(STORE_UNAVAILABLE) saying which.
 
 import Database from 'better-sqlite3';
-import { existsSync } from 'node:fs';
+import { existsSync, watch as fsWatch, type FSWatcher } from 'node:fs';
 import { dirname } from 'node:path';
 import { NviError } from '../base/errors.js';
 import { epochVerdict } from './binding-rule.js';
@@ -376,9 +377,11 @@ export class SqliteStore implements MappingStore {
   watch(fromRevision: number, w: StoreWatch): () => void {
     let last = fromRevision;
     let timer: NodeJS.Timeout | undefined;
+    let wake: FSWatcher | undefined;
     const stop = (): void => {
       if (timer) clearInterval(timer);
       timer = undefined;
+      wake?.close();
       this.stops.delete(stop);
     };
     const end = (compacted: boolean, reason: string): void => {
@@ -419,6 +422,22 @@ export class SqliteStore implements MappingStore {
     };
     timer = setInterval(poll, this.pollMs);
     timer.unref();
+    // Every write goes through the WAL file first: its change wakes the watcher at once (the
+    // interval stays, for file systems without inotify and for writes this misses).
+    let queued = false;
+    try {
+      wake = fsWatch(`${this.path}-wal`, { persistent: false }, () => {
+        if (queued || timer === undefined) return;
+        queued = true;
+        setImmediate(() => {
+          queued = false;
+          if (timer !== undefined) poll();
+        });
+      });
+      wake.on('error', () => wake?.close());
+    } catch {
+      wake = undefined; // no WAL file to watch: polling alone
+    }
     this.stops.add(stop);
     return stop;
   }

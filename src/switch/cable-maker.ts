@@ -3,9 +3,9 @@
 // of initiate-only pairs, one per unordered pair, so both directions find the same one.
 
 import { LRUCache } from 'lru-cache';
-import { dropName } from '../base/drops.js';
+import { Drop, dropName } from '../base/drops.js';
 import type { Trace } from '../base/trace.js';
-import type { Cable } from '../dataplane/cable.js';
+import { Cable } from '../dataplane/cable.js';
 import { FlowMode, type DirectionDecision, type FlowState } from '../dataplane/decision.js';
 import { FlowTable } from '../policy/flow-table.js';
 import type { BindingRecord } from '../trust/records.js';
@@ -58,6 +58,16 @@ export class CableMaker {
   }
 
   /**
+   * Verified again, the cable's far end came back with an older epoch than the cable was
+   * verified at (a replayed binding): the newer verification stands, the cable stays.
+   */
+  keepVerified(previous: Cable, now: number, trace?: Trace): Cable {
+    previous.refreshAt = now + this.settings.ttl * 1000;
+    trace?.step('decision', `the store answered an older epoch than epoch ${previous.epoch} this cable was verified at: kept`, 'info');
+    return previous;
+  }
+
+  /**
    * The flow state shared by both directions of an initiate-only pair on this host, keyed by
    * the unordered pair: A -> B and B -> A must find the same table, also when both VMs are
    * on this host (each direction is then an egress cable). `fresh` gives a private table
@@ -74,4 +84,15 @@ export class CableMaker {
     }
     return t;
   }
+}
+
+/**
+ * The cable being verified again belongs to a port that was detached meanwhile: unplugged
+ * for good (the port's other cables went with it; this one was in flight).
+ */
+export function gone(previous: Cable, now: number): Cable {
+  const c = new Cable(previous.hash, previous.direction, previous.src, previous.dst, previous.srcText, previous.dstText, Drop.PortGone, 'the VM port was detached', null);
+  c.plugTime = now;
+  c.expiresAt = now;
+  return c;
 }

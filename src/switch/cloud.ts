@@ -10,7 +10,7 @@
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import { systemClock, type Clock } from '../base/clock.js';
 import { NviError } from '../base/errors.js';
-import type { CloudConfig } from '../config/config.js';
+import type { CloudConfig, VmConfig } from '../config/config.js';
 import { vmsOnHost } from '../config/config.js';
 import type { Policy } from '../policy/decision.js';
 import { compilePolicyDocument, policyDocument } from '../policy/document.js';
@@ -99,16 +99,30 @@ export function newVerifier(cloud: Pick<Cloud, 'config' | 'anchor' | 'clock'>, h
 /** A host starts its VMs: sign and publish a binding for each, one epoch above the last. */
 export async function publishBindings(cloud: Cloud, host: string): Promise<number> {
   const cfg = cloud.config;
-  const h = cfg.hosts.get(host);
-  if (!h) throw new NviError('NVI_ERR_CONFIG', `no host ${host} in ${cfg.file}`);
   let n = 0;
   for (const vm of vmsOnHost(cfg, host)) {
-    const prev = await cloud.store.lookup(vm.identityText);
-    const epoch = (prev?.epoch ?? 0) + 1;
-    await cloud.store.publish(makeBinding({ pkiDir: cfg.pkiDir, keyDir: h.keyDir }, vm, h, epoch, cloud.clock.now(), BINDING_VALIDITY_SECONDS));
+    await publishBinding(cloud, host, vm);
     n++;
   }
   return n;
+}
+
+/**
+ * Host `host` takes `vm` (NVI Algorithm steps 2-5, or step 6 after a migration): the binding
+ * for its own address, signed with the VM's key from its key directory, one epoch above the
+ * store's (and above `seen`, the highest the host knows of), published with the store's
+ * compare-and-swap. Returns the epoch.
+ */
+export async function publishBinding(cloud: Cloud, host: string, vm: VmConfig, seen = 0): Promise<number> {
+  const cfg = cloud.config;
+  const h = cfg.hosts.get(host);
+  if (!h) throw new NviError('NVI_ERR_CONFIG', `no host ${host} in ${cfg.file}`);
+  const prev = await cloud.store.lookup(vm.identityText);
+  // Above the store's epoch, and above any this host has seen (a store that was made to go back
+  // must not lead it to sign an epoch some host already holds for another place).
+  const epoch = Math.max(prev?.epoch ?? 0, seen) + 1;
+  await cloud.store.publish(makeBinding({ pkiDir: cfg.pkiDir, keyDir: h.keyDir }, vm, h, epoch, cloud.clock.now(), BINDING_VALIDITY_SECONDS));
+  return epoch;
 }
 
 /** The host's private key (signs its key-exchange messages), from the host's own key directory. */

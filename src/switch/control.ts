@@ -1,6 +1,7 @@
 // The control socket of a running switch: a unix socket, one JSON request per line, one
 // JSON answer per line. `nvi-switch cables|stats|explain --live` speak it.
 //   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}
+//   {"cmd":"vm","op":"attach"|"detach"|"prepare"|"out"|"in"|"done"|"abort"|"state","vm":NAME,"offer"?:...,"sealed"?:...}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
 // The server knows the switch only through ControlHandler: what it may be asked.
 
@@ -10,6 +11,7 @@ import { NviError } from '../base/errors.js';
 import { parseIpv4Address } from '../base/address.js';
 import type { CableInfo } from './cable-info.js';
 import type { Explanation, Packet } from './explain.js';
+import type { KeyOffer, SealedKey } from '../trust/key-transfer.js';
 
 export interface ExplainRequest {
   readonly side: 'sender' | 'receiver';
@@ -21,6 +23,15 @@ export interface ExplainRequest {
   readonly fromAddress?: number;
 }
 
+export interface VmRequest {
+  readonly op: 'attach' | 'detach' | 'prepare' | 'out' | 'in' | 'done' | 'abort' | 'state';
+  readonly vm: string;
+  readonly offer?: KeyOffer;
+  readonly sealed?: SealedKey;
+}
+
+const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out', 'in', 'done', 'abort', 'state'];
+
 /** What a control client may ask a running switch. */
 export interface ControlHandler {
   stats(): Record<string, unknown>;
@@ -28,6 +39,7 @@ export interface ControlHandler {
   /** Forget every cable and SA; returns how many cables. */
   flush(): number;
   explain(req: ExplainRequest): Promise<Explanation>;
+  vm(req: VmRequest): Promise<unknown>;
 }
 
 export class ControlServer {
@@ -73,6 +85,11 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
         return { ok: true, result: sw.cables() };
       case 'flush':
         return { ok: true, result: { flushed: sw.flush() } };
+      case 'vm': {
+        const op = req.op as VmRequest['op'];
+        if (!VM_OPS.includes(op) || typeof req.vm !== 'string') return { ok: false, error: `vm: op one of ${VM_OPS.join(', ')} and a VM name expected` };
+        return { ok: true, result: await sw.vm({ op, vm: req.vm, offer: req.offer as KeyOffer | undefined, sealed: req.sealed as SealedKey | undefined }) };
+      }
       case 'explain': {
         const packet: Packet | undefined = typeof req.proto === 'number' ? { proto: req.proto, port: typeof req.port === 'number' ? req.port : undefined } : undefined;
         const receiver = req.side === 'receiver';

@@ -43,10 +43,10 @@ export async function explainSender(host: Host, src: string, dst: string, packet
   if (port === undefined) throw new Error(`${src} is not a VM of ${host.name}`);
   const trace = new Trace();
   const dstBytes = parseIpv6Address(dst);
-  const hash = pairHash(host.ports[port].identity, 0, dstBytes, 0);
+  const hash = pairHash(host.ports.at(port).identity, 0, dstBytes, 0);
   const cable = await host.sender.plug(port, dstBytes, hash, undefined, { negotiate: false, trace, privateFlows: true });
   if (cable.drop !== Drop.None || !packet) return { side: 'sender', host: host.name, steps: trace.steps, drop: cable.drop, rule: cable.rule };
-  const p = runFilter('egress-filter', cable, packet, host.ports[port].mtu, trace);
+  const p = runFilter('egress-filter', cable, packet, host.ports.at(port).mtu, trace);
   return { side: 'sender', host: host.name, steps: trace.steps, ...p };
 }
 
@@ -59,7 +59,7 @@ export async function explainReceiver(host: Host, src: string, dst: string, from
     return { side: 'receiver', host: host.name, steps: trace.steps, drop: r.drop, rule: r.detail };
   }
   if (!packet) return { side: 'receiver', host: host.name, steps: trace.steps, drop: Drop.None, rule: r.cable.rule };
-  const p = runFilter('ingress-filter', r.cable, packet, host.ports[r.cable.localPort].mtu, trace);
+  const p = runFilter('ingress-filter', r.cable, packet, host.ports.at(r.cable.localPort).mtu, trace);
   return { side: 'receiver', host: host.name, steps: trace.steps, ...p };
 }
 

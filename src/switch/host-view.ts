@@ -3,7 +3,7 @@
 
 import type { Drop } from '../base/drops.js';
 import type { Trace } from '../base/trace.js';
-import type { VmPort } from '../dataplane/vm-port.js';
+import type { PortTable } from '../dataplane/port-table.js';
 import type { BindingRecord } from '../trust/records.js';
 import type { VerifyExpect } from '../trust/verifier.js';
 
@@ -11,7 +11,7 @@ export interface HostView {
   readonly name: string;
   /** Underlay address, uint32. */
   readonly address: number;
-  readonly ports: readonly VmPort[];
+  readonly ports: PortTable;
   /** Port index of a local VM by identity text, or undefined. */
   portIndex(identityText: string): number | undefined;
 }

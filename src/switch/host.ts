@@ -8,15 +8,15 @@
 import type { KeyObject } from 'node:crypto';
 import { systemRandom, type Clock, type Random } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
-import { addrEquals } from '../wire/ipv6.js';
 import { espMaxPayload } from '../wire/esp.js';
-import type { CloudConfig } from '../config/config.js';
+import type { CloudConfig, VmConfig } from '../config/config.js';
 import { vmsOnHost } from '../config/config.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, PacketFlag, UNDERLAY_OFFSET } from '../dataplane/batch.js';
 import { CableDirection } from '../dataplane/cable.js';
 import { CableCache } from '../dataplane/cable-cache.js';
 import { egressPipeline, ingressPipeline, type Pipeline } from '../dataplane/pipeline.js';
 import { Upcall, type HeldPacket } from '../dataplane/upcall.js';
+import { PortTable } from '../dataplane/port-table.js';
 import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 import { DEFAULT_HARD_SEQ, type SaLimits } from '../esp/sa.js';
@@ -56,6 +56,13 @@ export interface HostParts {
   readonly observe?: (b: Batch, direction: CableDirection, host: string) => void;
   /** Fail a stage that settles a packet in a way it does not declare (default: NVI_CHECK_STAGES=1). */
   readonly checkStages?: boolean;
+  /** The VMs whose ports exist at start (default: every VM the config places on this host). */
+  readonly vms?: readonly VmConfig[];
+}
+
+/** The port of `vm` as the data path sees it. */
+function portOf(vm: VmConfig, mtu: number): Omit<VmPort, 'index'> {
+  return { name: vm.name, tenant: vm.tenant, mac: vm.mac, identity: vm.identity, identityText: vm.identityText, mtu };
 }
 
 /** IPv6 MTU the VMs of a cloud get: what fits in ESP + IPv4 on the underlay MTU. */
@@ -66,7 +73,8 @@ export function guestMtu(underlayMtu: number): number {
 export class Host implements HostView {
   readonly name: string;
   readonly address: number;
-  readonly ports: readonly VmPort[];
+  readonly ports = new PortTable();
+  readonly mtu: number;
   readonly egressCables: CableCache;
   readonly ingressCables: CableCache;
   readonly sas: SaTable;
@@ -79,7 +87,6 @@ export class Host implements HostView {
   readonly upcall: Upcall;
   readonly egress: Pipeline;
   readonly ingress: Pipeline;
-  private readonly byIdentity = new Map<string, number>();
   private readonly tx: TxFanout;
   private readonly reinjectBatch = new Batch();
 
@@ -89,11 +96,8 @@ export class Host implements HostView {
     if (!hostCfg) throw new Error(`no host ${parts.host} in ${cfg.file}`);
     this.name = hostCfg.name;
     this.address = hostCfg.address;
-    const mtu = guestMtu(cfg.underlay.mtu);
-    this.ports = vmsOnHost(cfg, parts.host).map((vm, index) => ({
-      index, name: vm.name, tenant: vm.tenant, mac: vm.mac, identity: vm.identity, identityText: vm.identityText, mtu,
-    }));
-    this.ports.forEach((p) => this.byIdentity.set(p.identityText, p.index));
+    this.mtu = guestMtu(cfg.underlay.mtu);
+    for (const vm of parts.vms ?? vmsOnHost(cfg, parts.host)) this.ports.add(portOf(vm, this.mtu));
     const sw = cfg.switch;
 
     // State: cables and SAs (a cable evicted from a full cache takes its SAs with it).
@@ -101,7 +105,7 @@ export class Host implements HostView {
     this.ingressCables = new CableCache(sw.cables.max, (c) => this.sas.evicted(c));
     const caches = { egress: this.egressCables, ingress: this.ingressCables };
     this.sas = new SaTable(caches, cipher, clock, sw.esp.grace * 1000, log);
-    this.updates = new Reevaluator(caches, parts.policy, clock, sw.cables.negativeTtl, (old, next) => this.sas.replaced(old, next), (c) => this.upcall.refresh(c));
+    this.updates = new Reevaluator(caches, parts.policy, clock, sw.cables.negativeTtl, (old, next) => this.sas.replaced(old, next), (c) => this.upcall.refresh(c), this.sas);
 
     // The miss path: Algorithm 2 answers the key exchange, Algorithm 1 runs it.
     const policy = (): Policy => this.updates.current();
@@ -131,13 +135,12 @@ export class Host implements HostView {
     const pipeParts = {
       ports: this.ports, egressCables: this.egressCables, ingressCables: this.ingressCables, upcall: this.upcall, cipher,
       spis: this.sas.spis, localAddress: this.address,
-      portOf: (buf: Uint8Array, off: number) => this.portAt(buf, off),
       wantRekey: this.rekeyer.rekey.bind(this.rekeyer),
       checkStages: parts.checkStages ?? process.env.NVI_CHECK_STAGES === '1',
     };
     this.egress = egressPipeline(pipeParts);
     this.ingress = ingressPipeline(pipeParts);
-    this.tx = new TxFanout(this.ports.length, (spi, from) => this.kx.notifyUnknownSpi(spi, from));
+    this.tx = new TxFanout((spi, from, moved) => this.kx.notifySpi(spi, from, moved));
   }
 
   get policy(): Policy {
@@ -149,13 +152,40 @@ export class Host implements HostView {
     return { ...this.updates.counts, ...this.rekeyer.counts, ...this.sas.counts };
   }
 
-  /** Where packets go out. */
+  /** Where packets go out: the underlay, and the ports there are now (by index). */
   attach(underlay: PacketSink, ports: readonly PacketSink[]): void {
-    this.tx.attach(underlay, ports);
+    this.tx.setUnderlay(underlay);
+    ports.forEach((sink, index) => this.tx.setPort(index, sink));
   }
 
   portIndex(identityText: string): number | undefined {
-    return this.byIdentity.get(identityText);
+    return this.ports.byIdentity(identityText)?.index;
+  }
+
+  /** Port `index` sends through `sink`. */
+  setPortSink(index: number, sink: PacketSink): void {
+    this.tx.setPort(index, sink);
+  }
+
+  /** A VM's port comes (hot attach, or the destination of a migration): frames to and from it flow through `sink`. */
+  attachPort(vm: VmConfig, sink: PacketSink): VmPort {
+    const port = this.ports.add(portOf(vm, this.mtu));
+    this.tx.setPort(port.index, sink);
+    return port;
+  }
+
+  /**
+   * A VM's port goes (detach, or the source of a migration). Its cables go with it; the
+   * senders of packets still arriving for it are told it moved (vm/moved, then a NOTIFY), so
+   * that they look it up again. Returns the port, or undefined when there was none.
+   */
+  detachPort(identityText: string): VmPort | undefined {
+    const port = this.ports.byIdentity(identityText);
+    if (!port) return undefined;
+    this.updates.portGone(identityText, this.parts.config.switch.esp.grace * 1000);
+    this.ports.remove(port.index);
+    this.tx.setPort(port.index, undefined);
+    return port;
   }
 
   /** Egress: a batch of frames read from VM ports. */
@@ -206,12 +236,6 @@ export class Host implements HostView {
 
   close(): void {
     this.kx.close();
-  }
-
-  /** Port of the local VM whose identity is the 16 bytes at buf[off], or -1 (no allocation: a host has few VMs). */
-  private portAt(buf: Uint8Array, off: number): number {
-    for (const p of this.ports) if (addrEquals(buf, off, p.identity)) return p.index;
-    return -1;
   }
 
   /** Packets released by the upcall run through their pipeline again, in order. */

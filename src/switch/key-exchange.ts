@@ -20,7 +20,7 @@ import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspAlgorithm, EspCipher } from '../esp/esp-cipher.js';
 import {
   answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify,
-  ephemeralKey, KX_ANSWER, KX_INIT, KX_NOTIFY, verifySignature, type Init,
+  ephemeralKey, KX_ANSWER, KX_INIT, KX_NOTIFY, NotifyReason, verifySignature, type Init, type Notify,
 } from '../esp/handshake.js';
 import { OutboundSa, type SaLimits } from '../esp/sa.js';
 import type { Trace } from '../base/trace.js';
@@ -128,6 +128,10 @@ export class KxCounters {
   accepted = 0;
   notifiesSent = 0;
   notifiesReceived = 0;
+  /** NOTIFYs that said the VM moved away (a subset of notifiesReceived). */
+  movedNotices = 0;
+  /** NOTIFYs refused: malformed, stale, or not signed by the certified key of the host they name. */
+  notifiesRefused = 0;
   /** Refusals this host made as responder, by Drop reason. */
   readonly refusals = new Float64Array(DROP_COUNT);
 }
@@ -177,13 +181,17 @@ export class KeyExchangeEngine implements KeyExchange {
     });
   }
 
-  /** Tell `to` that it sent ESP with an SPI we do not have (at most once a second per SPI and peer). */
-  notifyUnknownSpi(spi: number, to: number): void {
+  /**
+   * Tell `to` to stop using `spi` (unknown here, or its VM moved away): a signed NOTIFY, at
+   * most once a second per SPI and peer, so that it looks the destination up again at once.
+   */
+  notifySpi(spi: number, to: number, moved: boolean): void {
     const key = `${to}:${spi}`;
     if (this.notified.has(key)) return;
     this.notified.set(key, 1);
     this.counters.notifiesSent++;
-    this.transport.send(encodeNotify(spi), to);
+    const reason = moved ? NotifyReason.Moved : NotifyReason.UnknownSpi;
+    this.transport.send(encodeNotify({ reason, spi, timeMs: this.clock.now(), host: this.host.name }, this.hostKey), to);
   }
 
   /** True while a handshake is in progress in either role. */
@@ -229,7 +237,7 @@ export class KeyExchangeEngine implements KeyExchange {
       void this.respond(msg, from).finally(() => this.responding--);
     }
     else if (msg[0] === KX_ANSWER) void this.complete(msg, from);
-    else if (msg[0] === KX_NOTIFY) this.onNotify(msg, from);
+    else if (msg[0] === KX_NOTIFY) void this.onNotify(msg, from);
   }
 
   // ---- Responder ----------------------------------------------------------------------
@@ -363,14 +371,25 @@ export class KeyExchangeEngine implements KeyExchange {
     this.finish(id!, p, { ok: true, sa: new OutboundSa(answer.spi, handle, from, this.clock.now(), this.settings.limits) });
   }
 
-  private onNotify(msg: Buffer, from: number): void {
-    let spi: number;
+  private async onNotify(msg: Buffer, from: number): Promise<void> {
+    let n: Notify;
     try {
-      spi = decodeNotify(msg);
+      n = decodeNotify(msg);
     } catch {
+      this.counters.notifiesRefused++;
+      return;
+    }
+    if (Math.abs(this.clock.now() - n.timeMs) > this.settings.maxSkewMs) {
+      this.counters.notifiesRefused++;
+      return;
+    }
+    const auth = await this.authority.hostKey(n.host, formatIpv4(from));
+    if (auth.drop !== Drop.None || !auth.key || !verifySignature(n.signed, n.signature, auth.key)) {
+      this.counters.notifiesRefused++;
       return;
     }
     this.counters.notifiesReceived++;
-    this.installer.spiRejected(spi, from);
+    if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
+    this.installer.spiRejected(n.spi, from);
   }
 }

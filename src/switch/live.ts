@@ -7,7 +7,7 @@
 
 import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { CloudConfig } from '../config/config.js';
+import { vmsOnHost, type CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
 import type { NdResponder } from '../dataplane/egress/nd-responder.js';
@@ -23,15 +23,17 @@ import { policyRefusal, type PolicyRefusal } from '../policy/signed-policy.js';
 import { StoreReplica } from '../store/replica.js';
 import type { PolicyRecord, StoreChange } from '../store/store.js';
 import type { BindingVerifier } from '../trust/verifier.js';
-import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } from './cloud.js';
+import type { BindingRecord } from '../trust/records.js';
+import { hostPrivateKey, newVerifier, openCloud, publishBinding, type Cloud } from './cloud.js';
 import { EpochFile } from './epoch-file.js';
 import { checkHostKeys } from './host-keys.js';
 import { hostStateDir } from './paths.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
-import { ControlServer, type ControlHandler, type ExplainRequest } from './control.js';
+import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
 import { Host } from './host.js';
 import { UdpTransport } from './transports.js';
+import { VmPorts } from './vm-ports.js';
 
 export interface LiveOptions {
   readonly cipher: EspCipher;
@@ -48,7 +50,7 @@ export interface LiveOptions {
 export class LiveSwitch implements ControlHandler {
   private readonly egressBatch = new Batch();
   private readonly ingressBatch = new Batch();
-  private readonly taps: TapPort[] = [];
+  private ports: VmPorts | undefined;
   private underlay: RawUnderlay | undefined;
   private transport: UdpTransport | undefined;
   private control: ControlServer | undefined;
@@ -82,17 +84,20 @@ export class LiveSwitch implements ControlHandler {
     const address = cfg.hosts.get(name)!.address;
     // The store, as this host sees it: a replica, current before anything is plugged.
     const replica = new StoreReplica(cloud.store, cloud.clock, {
-      change: (c) => this.storeChanged(c),
+      change: (c, previous) => this.storeChanged(c, previous),
       state: (up, why) => (up ? opts.log.info('store-up', { why }) : opts.log.warn('store-down', { why })),
+      replay: (refused, kept) => opts.log.warn('binding-replay-refused', { vm: refused.vm, identity: refused.identity, epoch: refused.epoch, host: refused.host, keeping: kept.epoch, keepingHost: kept.host }),
     }, { host: name });
     this.replica = replica;
     await replica.start();
     this.epochs = new EpochFile(join(hostStateDir(cfg, name), 'epochs'));
     this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
     this.transport = await UdpTransport.open(address, cfg.underlay.keyExchangePort);
+    const detached = VmPorts.detached(cfg, name);
     this.host = new Host({
       config: cfg,
       host: name,
+      vms: vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name)),
       bindings: { lookup: async (id) => replica.lookup(id) },
       verifier: this.verifier,
       authority: this.verifier,
@@ -107,31 +112,38 @@ export class LiveSwitch implements ControlHandler {
     });
     const host = this.host;
     this.underlay = RawUnderlay.open(formatIpv4(address));
-    for (const port of host.ports) {
-      const vm = cfg.vms.get(port.name)!;
-      const netns = opts.vmNetnsPrefix === undefined ? undefined : `${opts.vmNetnsPrefix}${vm.name}`;
-      this.taps.push(TapPort.open(vm.tap, { mtu: port.mtu, netns, mac: vm.mac, offload: cfg.switch.offload }));
-    }
     const underlay = this.underlay;
-    host.attach(
-      { send: (b, idx, n) => underlay.send(b, idx, n) },
-      this.taps.map((tap) => ({ send: (b, idx, n) => tap.write(b, idx, n) })),
-    );
-    this.taps.forEach((tap, index) => tap.onReadable(() => this.readTap(tap, index)));
+    host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
     underlay.onReadable(() => this.readUnderlay());
+    this.ports = new VmPorts({
+      config: cfg, hostName: name, host, hostKey: hostPrivateKey(cfg, name), authority: this.verifier, log: opts.log,
+      vmNetnsPrefix: opts.vmNetnsPrefix,
+      publish: (vm) => publishBinding(cloud, name, vm, Math.max(this.replica?.bindings.get(vm.identityText)?.epoch ?? 0, this.verifier.highestEpoch(vm.identityText) ?? 0)),
+      withdraw: async (vm) => {
+        const rec = await cloud.store.lookup(vm.identityText);
+        return rec !== undefined && rec.host === name && cloud.store.withdraw(vm.identityText, rec.epoch);
+      },
+      readTap: (tap, index) => this.readTap(tap, index),
+    });
+    this.ports.openInitial();
 
-    const published = await publishBindings(cloud, name);
+    let published = 0;
+    for (const port of host.ports.all()) {
+      await publishBinding(cloud, name, cfg.vms.get(port.name)!);
+      published++;
+    }
     this.sweeper = setInterval(() => host.sweep(), 1000);
     this.sweeper.unref();
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     opts.log.info('switch-started', {
-      host: name, address: formatIpv4(address), vms: host.ports.map((p) => `${p.name}=${p.identityText}`), bindings: published,
+      host: name, address: formatIpv4(address), vms: host.ports.all().map((p) => `${p.name}=${p.identityText}`), bindings: published,
       cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control,
     });
   }
 
   private readTap(tap: TapPort, index: number): void {
+    if (this.ports!.isWaiting(index)) this.ports!.activate(index); // a migrated VM's first frame: it runs here now
     const b = this.egressBatch;
     b.reset();
     const malformed = tap.rxMalformed;
@@ -149,10 +161,16 @@ export class LiveSwitch implements ControlHandler {
   }
 
   /** A change the store's watch brought: bindings are pushed to the cables they concern; a policy is taken if the CA signed it. */
-  private storeChanged(c: StoreChange): void {
+  private storeChanged(c: StoreChange, previous?: BindingRecord): void {
     if (!this.host) return; // the first sync, before the host exists: nothing is plugged yet
-    if (c.kind === 'binding') this.host.bindingChanged(c.identity);
-    else if (c.kind === 'policy') this.policyChanged(c.record);
+    if (c.kind === 'binding') {
+      const n = this.host.bindingChanged(c.identity);
+      if (previous && c.record && previous.host !== c.record.host) {
+        this.opts.log.info('vm-moved', { vm: c.record.vm, identity: c.identity, from: previous.host, fromAddress: previous.hostAddress, to: c.record.host, toAddress: c.record.hostAddress, epoch: c.record.epoch, cables: n });
+      } else if (previous && !c.record) {
+        this.opts.log.info('vm-gone', { vm: previous.vm, identity: c.identity, from: previous.host, cables: n });
+      }
+    } else if (c.kind === 'policy') this.policyChanged(c.record);
   }
 
   /** A new policy in the store: refused (and counted) unless signed by the CA and newer than ours. */
@@ -187,14 +205,41 @@ export class LiveSwitch implements ControlHandler {
       store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
       cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size },
-      taps: this.taps.map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
+      taps: [...(this.ports?.all.values() ?? [])].map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
+      vms: this.ports?.counts,
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }
 
   cables(): CableInfo[] {
-    const vmOf = new Map([...this.cloud.config.vms.values()].map((vm) => [vm.identityText, vm.name]));
+    const vmOf = new Map([...this.replica!.bindings.values()].map((b) => [b.identity, b.vm]));
+    for (const p of this.host.ports.all()) vmOf.set(p.identityText, p.name);
     return cableInfo(this.host, vmOf, Date.now());
+  }
+
+  /** A VM's port: attach, detach, and both ends of a migration (vm-ports.ts). */
+  async vm(req: VmRequest): Promise<unknown> {
+    const p = this.ports!;
+    switch (req.op) {
+      case 'attach':
+        return p.attach(req.vm);
+      case 'detach':
+        return p.detach(req.vm);
+      case 'prepare':
+        return p.prepare(req.vm);
+      case 'out':
+        return p.out(req.vm, req.offer!);
+      case 'in':
+        p.in(req.vm, req.sealed!);
+        return { state: p.state(req.vm) };
+      case 'done':
+        p.done(req.vm);
+        return {};
+      case 'abort':
+        return p.abort(req.vm);
+      case 'state':
+        return { state: p.state(req.vm) };
+    }
   }
 
   flush(): number {
@@ -216,7 +261,7 @@ export class LiveSwitch implements ControlHandler {
     this.replica?.stop();
     if (this.sweeper) clearInterval(this.sweeper);
     await this.control?.close();
-    for (const tap of this.taps) tap.close();
+    this.ports?.closeAll();
     this.underlay?.close();
     if (this.host) this.host.close();
     else this.transport?.close();

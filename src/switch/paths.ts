@@ -16,3 +16,8 @@ export function controlPath(cfg: CloudConfig, host: string): string {
 export function hostStateDir(cfg: CloudConfig, host: string): string {
   return join(stateDir(cfg), 'hosts', host);
 }
+
+/** The VMs detached from host `host` (kept across a restart of its switch, so they stay detached). */
+export function detachedPath(cfg: CloudConfig, host: string): string {
+  return join(hostStateDir(cfg, host), 'detached.json');
+}

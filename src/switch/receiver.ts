@@ -18,7 +18,7 @@ import type { VmPort } from '../dataplane/vm-port.js';
 import type { Policy } from '../policy/decision.js';
 import type { BindingRecord } from '../trust/records.js';
 import type { BindingLookup } from './binding-lookup.js';
-import { RETRY_MS, type CableMaker } from './cable-maker.js';
+import { gone, RETRY_MS, type CableMaker } from './cable-maker.js';
 import type { BindingVerifierLike, HostView } from './host-view.js';
 
 export interface AcceptRequest {
@@ -56,7 +56,7 @@ export class Receiver {
     const now = this.clock.now();
     const portIndex = this.host.portIndex(req.dst);
     if (portIndex === undefined) return { ok: false, drop: Drop.InnerUnknownDestination, detail: `${req.dst} is not a VM of ${this.host.name}` };
-    const port = this.host.ports[portIndex];
+    const port = this.host.ports.at(portIndex);
     const r = await this.checks(req.src, port, formatIpv4(req.initiatorAddress), req.initiatorHost, trace);
     if (r.kind === 'store-error') return { ok: false, drop: r.drop, detail: r.detail };
     if (r.kind === 'refused') return { ok: false, drop: r.drop, detail: r.detail };
@@ -74,7 +74,8 @@ export class Receiver {
   /** A plain IPv6-in-IPv4 packet from `outerSrc`: the cable src -> the local VM on `portIndex`. */
   async plug(src: Buffer, portIndex: number, outerSrc: number, hash: number, previous: Cable | undefined, trace?: Trace): Promise<Cable> {
     const maker = this.maker;
-    const port = this.host.ports[portIndex];
+    if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
+    const port = this.host.ports.at(portIndex);
     const now = this.clock.now();
     const srcText = formatIpv6(src);
     const r = await this.checks(srcText, port, formatIpv4(outerSrc), undefined, trace);
@@ -90,6 +91,7 @@ export class Receiver {
       return maker.unplugged(make(r.drop, r.detail, null), now, RETRY_MS, trace);
     }
     if (r.kind === 'refused') {
+      if (r.drop === Drop.VerifyOldEpoch && previous?.plugged) return maker.keepVerified(previous, now, trace);
       return maker.unplugged(make(r.drop, r.detail, r.decision), now, r.drop === Drop.UpcallRateLimited ? RETRY_MS : maker.negativeMs, trace);
     }
     const cable = make(Drop.None, r.decision.rule, r.decision);

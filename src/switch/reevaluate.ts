@@ -24,6 +24,8 @@ export class Reevaluator {
     private readonly replaced: (old: Cable, next: Cable) => void,
     /** Verify a plugged cable again now; it keeps forwarding meanwhile (the upcall's refresh). */
     private readonly refresh: (c: Cable) => void,
+    /** The SA side: a removed cable's SAs go; a moved-away ingress cable's SAs serve until `retireAt`. */
+    private readonly sas: { evicted(c: Cable): void; movedAway(old: Cable, next: Cable, retireAt: number): void },
   ) {}
 
   current(): Policy {
@@ -59,6 +61,36 @@ export class Reevaluator {
     for (const c of this.caches.ingress.cablesOf(identity)) if (c.srcText === identity) n += this.push(c, now);
     this.counts.reverifiedByPush += n;
     return n;
+  }
+
+  /**
+   * VM `identity` left this host (detached, or migrated away): the cables from it and to it
+   * from this host's other VMs go. Ingress cables to it become unplugged as vm/moved for
+   * `graceMs`, their SAs kept as long: packets still arriving on them are counted and their
+   * senders told (NOTIFY), so that they look the VM up again at once.
+   */
+  portGone(identity: string, graceMs: number): void {
+    const now = this.clock.now();
+    for (const c of this.caches.egress.cablesOf(identity)) {
+      this.caches.egress.remove(c);
+      this.sas.evicted(c);
+    }
+    for (const c of this.caches.ingress.cablesOf(identity)) {
+      if (c.dstText !== identity) continue;
+      const moved = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, Drop.VmMoved, `${c.dstText} left this host`, null);
+      moved.localPort = -1;
+      moved.peerAddr = c.peerAddr;
+      moved.peerHost = c.peerHost;
+      moved.plugTime = now;
+      moved.refreshAt = Infinity;
+      moved.expiresAt = now + graceMs;
+      moved.packets = c.packets;
+      moved.bytes = c.bytes;
+      moved.drops = c.drops;
+      moved.epoch = c.epoch;
+      this.caches.ingress.insert(moved);
+      this.sas.movedAway(c, moved, now + graceMs);
+    }
   }
 
   private push(c: Cable, now: number): number {

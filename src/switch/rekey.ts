@@ -5,7 +5,7 @@
 import type { Logger } from '../base/log.js';
 import type { Cable } from '../dataplane/cable.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
-import type { VmPort } from '../dataplane/vm-port.js';
+import type { PortTable } from '../dataplane/port-table.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 import type { KeyExchange } from './key-exchange.js';
 
@@ -14,7 +14,7 @@ export class Rekeyer {
   private readonly running = new Set<string>();
 
   constructor(
-    private readonly ports: readonly VmPort[],
+    private readonly ports: PortTable,
     private readonly egress: CableCache,
     private readonly keys: KeyExchange,
     private readonly cipher: EspCipher,
@@ -24,9 +24,9 @@ export class Rekeyer {
   /** Start a rekey of `c` unless one runs for its pair already. */
   rekey(c: Cable): void {
     const key = `${c.srcText} ${c.dstText}`;
-    if (this.running.has(key) || c.srcPort < 0) return;
+    if (this.running.has(key) || c.srcPort < 0 || !this.ports.has(c.srcPort)) return;
     this.running.add(key);
-    void this.keys.establish({ srcPort: this.ports[c.srcPort], dst: c.dstText, peerHost: c.peerHost, peerAddress: c.peerAddr }).then((r) => {
+    void this.keys.establish({ srcPort: this.ports.at(c.srcPort), dst: c.dstText, peerHost: c.peerHost, peerAddress: c.peerAddr }).then((r) => {
       this.running.delete(key);
       if (!r.ok) {
         this.counts.rekeyFailures++;

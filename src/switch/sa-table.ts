@@ -74,6 +74,17 @@ export class SaTable implements InboundInstaller {
     }
   }
 
+  /** An ingress cable was replaced because its VM left: its SAs carry the moved-away cable until `retireAt`. */
+  movedAway(old: Cable, next: Cable, retireAt: number): void {
+    for (const sa of this.spis.values()) {
+      if (sa.cable !== old) continue;
+      sa.cable = next;
+      sa.retireAt = Math.min(sa.retireAt, retireAt);
+    }
+    const pair = pairKey(old);
+    if (this.current.get(pair)?.cable === next) this.current.delete(pair);
+  }
+
   /** A cable was replaced by a newer decision for the same pair. */
   replaced(old: Cable, next: Cable): void {
     if (old.direction === CableDirection.Egress) {

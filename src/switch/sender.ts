@@ -19,7 +19,7 @@ import type { BindingRecord } from '../trust/records.js';
 import { makeOuterTemplate } from '../wire/ipv4.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
 import type { BindingLookup } from './binding-lookup.js';
-import { RETRY_MS, type CableMaker } from './cable-maker.js';
+import { gone, RETRY_MS, type CableMaker } from './cable-maker.js';
 import type { HostView, BindingVerifierLike } from './host-view.js';
 import type { KeyExchange } from './key-exchange.js';
 
@@ -50,7 +50,8 @@ export class Sender {
   async plug(portIndex: number, dst: Buffer, hash: number, previous: Cable | undefined, opts: PlugOptions = { negotiate: true }): Promise<Cable> {
     const { trace } = opts;
     const maker = this.maker;
-    const port = this.host.ports[portIndex];
+    if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
+    const port = this.host.ports.at(portIndex);
     const now = this.clock.now();
     const dstText = formatIpv6(dst);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
@@ -72,6 +73,7 @@ export class Sender {
 
     // 2-3. Cert(DST) and Sign(DST, Physical-IP).
     const verdict = await this.verifier.verify(rec, {}, trace);
+    if (verdict === Drop.VerifyOldEpoch && previous?.plugged) return maker.keepVerified(previous, now, trace);
     if (verdict !== Drop.None) {
       const ms = verdict === Drop.UpcallRateLimited ? RETRY_MS : maker.negativeMs;
       return maker.unplugged(make(verdict, `binding of ${dstText}: ${dropName(verdict)}`, null), now, ms, trace);
@@ -91,7 +93,7 @@ export class Sender {
         return maker.unplugged(make(Drop.ResolveNotFound, `binding names this host but ${dstText} has no port here`, null), now, maker.negativeMs, trace);
       }
       cable.localPort = local;
-      trace?.step('plug', `local cable to ${this.host.ports[local].name} on this host (receiver checks are the same policy)`, 'ok');
+      trace?.step('plug', `local cable to ${this.host.ports.at(local).name} on this host (receiver checks are the same policy)`, 'ok');
     } else {
       const failed = await this.remote(cable, rec, decision, previous, opts);
       if (failed) return maker.unplugged(make(failed.drop, failed.rule, decision), now, maker.negativeMs, trace);
@@ -130,7 +132,7 @@ export class Sender {
       trace?.step('sa', `would negotiate an ESP SA with ${rec.host} (${rec.hostAddress}), which runs SDN Algorithm 2`, 'info');
       return undefined;
     }
-    const port = this.host.ports[cable.srcPort];
+    const port = this.host.ports.at(cable.srcPort);
     const r = await this.keys.establish({ srcPort: port, dst: cable.dstText, peerHost: rec.host, peerAddress: peer }, trace);
     if (!r.ok) return { drop: r.drop, rule: `${rec.host} refused: ${r.detail}` };
     cable.sa = r.sa;
@@ -148,3 +150,4 @@ export class Sender {
     return t;
   }
 }
+

@@ -15,6 +15,10 @@ Every command prints one JSON object on stdout and bounds itself in time.
                                      COUNT hand-made Ethernet/IPv6/UDP frames on IFACE
   fuzz IFACE DST_MAC SRC_MAC SRC6 SEED COUNT DST6...
                                      COUNT random malformed frames on IFACE (see fuzz_frame)
+  probe HOST PORT INTERVAL_MS SECONDS
+                                     numbered UDP datagrams every INTERVAL_MS for SECONDS
+  probe-log PORT SECONDS             receive them; report the gaps: every silence longer than
+                                     5 ms, with when it started (wall clock, ms since 1970)
   spray IFACE DST_MAC SRC_MAC SRC6 PREFIX64 RATE SECONDS SEED
                                      well-formed UDP frames to random identities of PREFIX64
                                      (e.g. fd9a:3c7e:51b2:1::), RATE a second for SECONDS
@@ -271,6 +275,47 @@ def fuzz(iface, dst_mac, src_mac, src6, seed, count, dsts):
     emit({'attempted': count, 'sent': sent, 'errors': errors, 'seconds': round(time.monotonic() - t0, 3)})
 
 
+def probe(host, port, interval_ms, seconds):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    t0 = time.monotonic()
+    k = 0
+    while time.monotonic() - t0 < seconds:
+        try:
+            s.sendto(struct.pack('!Q', k), (host, port))
+        except OSError:
+            pass  # no route while the VM's interface is away: the datagram is lost, as on a wire
+        k += 1
+        due = t0 + k * interval_ms / 1000.0
+        pause = due - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+    emit({'sent': k})
+
+
+def probe_log(port, seconds):
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.bind(('::', port))
+    s.settimeout(0.2)
+    emit({'listening': port})
+    t_end = time.monotonic() + seconds
+    last = None
+    last_wall = 0.0
+    got = 0
+    gaps = []
+    while time.monotonic() < t_end:
+        try:
+            s.recvfrom(64)
+        except socket.timeout:
+            continue
+        now = time.monotonic()
+        if last is not None and now - last > 0.005:
+            gaps.append({'at': round(last_wall * 1000, 1), 'ms': round((now - last) * 1000, 2)})
+        last = now
+        last_wall = time.time()
+        got += 1
+    emit({'received': got, 'gaps': gaps})
+
+
 def spray(iface, dst_mac, src_mac, src6, prefix, rate, seconds, seed):
     rnd = random.Random(seed)
     s = raw_socket(iface)
@@ -319,6 +364,10 @@ def main(argv):
         forge(args[0], args[1], args[2], args[3], args[4], int(args[5]), int(args[6]))
     elif cmd == 'fuzz':
         fuzz(args[0], args[1], args[2], args[3], int(args[4]), int(args[5]), args[6:])
+    elif cmd == 'probe':
+        probe(args[0], int(args[1]), float(args[2]), float(args[3]))
+    elif cmd == 'probe-log':
+        probe_log(int(args[0]), float(args[1]))
     elif cmd == 'spray':
         spray(args[0], args[1], args[2], args[3], args[4], float(args[5]), float(args[6]), int(args[7]))
     else:

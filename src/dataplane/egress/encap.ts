@@ -17,6 +17,7 @@ import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
 import { writePacketTooBig } from '../../wire/icmpv6.js';
 import { IPV4_HLEN, writeOuter } from '../../wire/ipv4.js';
 import { drop, settle, type Stage } from '../stage.js';
+import type { PortTable } from '../port-table.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
 import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_IV, ESP_OFF_SEQ, ESP_OFF_SPI, writeEspTrailer } from '../../wire/esp.js';
 import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
@@ -42,7 +43,7 @@ export class Encap implements Stage {
   private readonly errors = new TokenBucket(ERRORS_PER_SECOND, ERRORS_PER_SECOND, 0);
 
   constructor(
-    private readonly ports: readonly VmPort[],
+    private readonly ports: PortTable,
     private readonly cipher: EspCipher,
     /** Called once when an SA crosses a soft limit, or when it is used up. */
     private readonly wantRekey: (cable: Cable) => void,
@@ -55,7 +56,7 @@ export class Encap implements Stage {
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const c = b.ref[i] as Cable;
-      const port = this.ports[b.port[i]];
+      const port = this.ports.at(b.port[i]);
       const ip = b.l3[i];
       const ipLen = b.len[i] - ETH_HLEN;
       if (ipLen > port.mtu) {
@@ -65,7 +66,7 @@ export class Encap implements Stage {
       if (c.localPort >= 0) {
         c.packets++;
         c.bytes += ipLen;
-        writeEthIpv6(buf, b.start[i], this.ports[c.localPort].mac, ROUTER_MAC);
+        writeEthIpv6(buf, b.start[i], this.ports.at(c.localPort).mac, ROUTER_MAC);
         b.outPort[i] = c.localPort;
         settle(b, i, Next.VmPort);
         continue;

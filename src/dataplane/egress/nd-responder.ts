@@ -17,6 +17,7 @@ import {
   addrEquals, IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_SRC, isMulticast, PROTO_ICMPV6,
 } from '../../wire/ipv6.js';
 import { drop, settle, type Stage } from '../stage.js';
+import type { PortTable } from '../port-table.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC, type VmPort } from '../vm-port.js';
 
 /** Router lifetime advertised to guests, seconds (RFC 4861 6.2.1 default is 3 x 600). */
@@ -43,7 +44,7 @@ export class NdResponder implements Stage {
   private readonly peerAddr = Buffer.alloc(16);
   private readonly target = Buffer.alloc(16);
 
-  constructor(private readonly ports: readonly VmPort[]) {}
+  constructor(private readonly ports: PortTable) {}
 
   process(b: Batch): void {
     const buf = b.data;
@@ -92,7 +93,7 @@ export class NdResponder implements Stage {
       settle(b, i, Next.Consumed);
       return;
     }
-    const port = this.ports[b.port[i]];
+    const port = this.ports.at(b.port[i]);
     if (type === ND_NEIGHBOR_SOLICIT) {
       if (srcUnspecified) {
         // Duplicate address detection: never answered, so the guest keeps its address.

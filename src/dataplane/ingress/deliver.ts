@@ -5,21 +5,22 @@ import { Next, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import { ETH_HLEN, writeEthIpv6 } from '../../wire/ethernet.js';
 import { settle, type Stage } from '../stage.js';
-import { ROUTER_MAC, type VmPort } from '../vm-port.js';
+import type { PortTable } from '../port-table.js';
+import { ROUTER_MAC } from '../vm-port.js';
 
 export class Deliver implements Stage {
   readonly name = 'deliver';
   readonly drops = [];
   readonly outputs = [Next.VmPort];
 
-  constructor(private readonly ports: readonly VmPort[]) {}
+  constructor(private readonly ports: PortTable) {}
 
   process(b: Batch): void {
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const c = b.ref[i] as Cable;
       const at = b.start[i] - ETH_HLEN;
-      writeEthIpv6(b.data, at, this.ports[c.localPort].mac, ROUTER_MAC);
+      writeEthIpv6(b.data, at, this.ports.at(c.localPort).mac, ROUTER_MAC);
       c.packets++;
       c.bytes += b.len[i];
       b.start[i] = at;

@@ -11,6 +11,7 @@ import { Drop, PLUG_REASONS } from '../../base/drops.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import { pairHash } from '../pair-hash.js';
 import { drop, type Stage } from '../stage.js';
+import type { PortTable } from '../port-table.js';
 import type { Upcall } from '../upcall.js';
 
 export class PairCheck implements Stage {
@@ -24,8 +25,8 @@ export class PairCheck implements Stage {
   constructor(
     private readonly cache: CableCache,
     private readonly upcall: Upcall,
-    /** Port index of a local VM identity (16 bytes at off), or -1. */
-    private readonly portOf: (buf: Uint8Array, off: number) => number,
+    /** Whose VM an inner destination is. */
+    private readonly ports: PortTable,
   ) {}
 
   process(b: Batch, now: number): void {
@@ -49,7 +50,7 @@ export class PairCheck implements Stage {
       const hash = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
       const c = this.cache.find(hash, buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
       if (c === undefined || now >= c.expiresAt) {
-        const port = this.portOf(buf, ip + IPV6_OFF_DST);
+        const port = this.ports.portOf(buf, ip + IPV6_OFF_DST);
         if (port < 0) {
           drop(b, i, Drop.InnerUnknownDestination);
           continue;

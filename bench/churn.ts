@@ -1,0 +1,164 @@
+// Churn soak (issue 9): VMs attached, detached and migrated every few seconds, rekeys forced
+// low, traffic between all pairs, for --minutes (default 30); then the switches' memory and
+// state are compared with what they were before the churn.
+//
+//   npx tsc -p . && node dist/bench/churn.js [--minutes 30] [--every 3]                 (root)
+//
+// The lab (prefix nvi-b-, embedded store, a copy of the pki), with switch.esp.rekey.packets
+// 5000 and rekey.seconds 20. Traffic, the whole time: web1, web2 and web3 ping each other
+// every 50 ms (all six directions), sensor1 sends vault1 a datagram every 50 ms. Every
+// --every seconds one action, in turn: web2 migrates to the other host; web3 is detached and
+// attached again; db1 migrates; web1 migrates. Every 30 s the switches' RSS and counters are
+// sampled. At the end, with the churn stopped and the VMs back where they started, after
+// 20 s of traffic alone: the same counts of cables and inbound SAs as after the first 20 s?
+// Reported: RSS at start and end and its slope (least squares, MB per hour), cables and SAs
+// before and after, actions done and failed, whether both switch processes lived throughout,
+// and the warnings and errors in their logs by event.
+
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseDocument } from 'yaml';
+import { loadConfig, type CloudConfig } from '../src/config/config.js';
+import { labAttach, labDetach, labDown, labMigrate, labUp, readState } from '../src/lab/lab.js';
+import { controlRequest } from '../src/switch/control.js';
+import { controlPath } from '../src/switch/paths.js';
+import { benchOptions, integer, refuse } from './options.js';
+
+const PREFIX = 'nvi-b-';
+const BINARY = fileURLToPath(new URL('../../bin/nvi-switch.js', import.meta.url));
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
+const v = benchOptions({ minutes: { type: 'string' }, every: { type: 'string' } });
+const MINUTES = integer('minutes', v.minutes ?? '30');
+const EVERY = integer('every', v.every ?? '3');
+
+const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-churn-'));
+let cfg: CloudConfig | undefined;
+const children: ReturnType<typeof spawn>[] = [];
+async function cleanup(): Promise<void> {
+  for (const c of children) c.kill('SIGKILL');
+  if (cfg) await labDown(cfg, () => {});
+  rmSync(dir, { recursive: true, force: true });
+}
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().then(() => process.exit(130)));
+
+function labConfig(): CloudConfig {
+  const doc = parseDocument(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8'));
+  cpSync(join(REPO, 'lab', 'pki'), join(dir, 'pki'), { recursive: true });
+  doc.setIn(['pki', 'dir'], join(dir, 'pki'));
+  doc.setIn(['lab', 'prefix'], PREFIX);
+  doc.setIn(['store'], doc.createNode({ kind: 'embedded', path: join(dir, 'lab.db') }));
+  doc.setIn(['switch', 'esp', 'rekey', 'packets'], 5000);
+  doc.setIn(['switch', 'esp', 'rekey', 'seconds'], 20);
+  const file = join(dir, 'nvi-switch.yaml');
+  writeFileSync(file, doc.toString());
+  return loadConfig(file);
+}
+
+function background(vm: string, cmd: string, args: string[]): void {
+  const c = spawn('ip', ['netns', 'exec', `${PREFIX}${vm}`, cmd, ...args], { stdio: 'ignore' });
+  children.push(c);
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) / 1024 : NaN;
+}
+
+interface Counts { cables: number; sas: number }
+async function counts(c: CloudConfig, host: string): Promise<Counts> {
+  const s = (await controlRequest(controlPath(c, host), { cmd: 'stats' })) as { cables: { egress: number; ingress: number; inboundSas: number } };
+  return { cables: s.cables.egress + s.cables.ingress, sas: s.cables.inboundSas };
+}
+
+function slope(points: [number, number][]): number {
+  const n = points.length;
+  const mx = points.reduce((a, [x]) => a + x, 0) / n;
+  const my = points.reduce((a, [, y]) => a + y, 0) / n;
+  const num = points.reduce((a, [x, y]) => a + (x - mx) * (y - my), 0);
+  const den = points.reduce((a, [x]) => a + (x - mx) ** 2, 0);
+  return den === 0 ? 0 : num / den;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+try {
+  if (process.getuid?.() !== 0) refuse('bench/churn needs root');
+  cfg = labConfig();
+  await labUp(cfg, BINARY, () => {});
+  const pids = readState(cfg)!.switches.map((s) => ({ host: s.host, pid: s.pid, log: s.log }));
+  const id = (vm: string): string => loadConfig(cfg!.file).vms.get(vm)!.identityText;
+  const webs = ['web1', 'web2', 'web3'];
+  for (const a of webs) for (const b of webs) if (a !== b) background(a, 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
+  background('sensor1', 'python3', [NET_PY, 'probe', id('vault1'), '514', '50', String(MINUTES * 60 + 600)]);
+  await sleep(20_000);
+  const start: Record<string, Counts> = {};
+  for (const { host } of pids) start[host] = await counts(cfg, host);
+  const samples: Record<string, [number, number][]> = Object.fromEntries(pids.map((p) => [p.host, [[0, rssMb(p.pid)]]]));
+  const t0 = Date.now();
+  const done: Record<string, number> = {};
+  const failed: Record<string, number> = {};
+  let lastSample = t0;
+  for (let k = 0; Date.now() - t0 < MINUTES * 60_000; k++) {
+    const now = loadConfig(cfg.file);
+    const other = (vm: string): string => (now.vms.get(vm)!.host === 'h1' ? 'h2' : 'h1');
+    const actions: [string, () => Promise<unknown>][] = [
+      ['migrate web2', () => labMigrate(now, 'web2', other('web2'))],
+      ['detach+attach web3', async () => {
+        await labDetach(now, 'web3', () => {});
+        await labAttach(loadConfig(cfg!.file), 'web3', () => {});
+        for (const b of webs) if (b !== 'web3') background('web3', 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
+      }],
+      ['migrate db1', () => labMigrate(now, 'db1', other('db1'))],
+      ['migrate web1', () => labMigrate(now, 'web1', other('web1'))],
+    ];
+    const [name, act] = actions[k % actions.length];
+    try {
+      await act();
+      done[name] = (done[name] ?? 0) + 1;
+    } catch (e) {
+      failed[name] = (failed[name] ?? 0) + 1;
+      process.stderr.write(`churn: ${name}: ${(e as Error).message}\n`);
+    }
+    if (Date.now() - lastSample >= 30_000) {
+      lastSample = Date.now();
+      for (const p of pids) samples[p.host].push([(Date.now() - t0) / 3_600_000, rssMb(p.pid)]);
+    }
+    await sleep(EVERY * 1000);
+  }
+  // Back where they started, then traffic alone.
+  for (const vm of ['web1', 'web2', 'db1']) {
+    const where = loadConfig(cfg.file).vms.get(vm)!.host;
+    const home = vm === 'web1' ? 'h1' : 'h2';
+    if (where !== home) await labMigrate(loadConfig(cfg.file), vm, home);
+  }
+  await sleep(20_000);
+  const lines: string[] = [`churn soak: ${MINUTES} min, one action every ${EVERY} s; done ${JSON.stringify(done)}, failed ${JSON.stringify(failed)}`];
+  for (const p of pids) {
+    const alive = (() => {
+      try {
+        process.kill(p.pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+    const s = samples[p.host];
+    const end = await counts(cfg, p.host);
+    lines.push(`  ${p.host}: switch ${alive ? 'alive throughout (same pid)' : 'GONE'}; RSS ${s[0][1].toFixed(1)} MB at start, ${rssMb(p.pid).toFixed(1)} MB at the end, slope ${slope(s).toFixed(2)} MB/h over ${s.length} samples; ` +
+      `cables ${start[p.host].cables} -> ${end.cables}, inbound SAs ${start[p.host].sas} -> ${end.sas}`);
+    const log = readFileSync(p.log, 'utf8').split('\n').filter((l) => l.includes('"level":"warn"') || l.includes('"level":"error"'));
+    const byEvent: Record<string, number> = {};
+    for (const l of log) {
+      const m = /"event":"([^"]+)"/.exec(l);
+      byEvent[m?.[1] ?? 'other'] = (byEvent[m?.[1] ?? 'other'] ?? 0) + 1;
+    }
+    lines.push(`    warnings and errors by event: ${JSON.stringify(byEvent)}`);
+  }
+  process.stdout.write(`${lines.join('\n')}\n`);
+} finally {
+  await cleanup();
+}

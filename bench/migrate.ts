@@ -1,0 +1,134 @@
+// Migration benchmark (issue 9): the blackout of a live migration and how fast the other
+// host's cable follows, in the lab (prefix nvi-b-), embedded store or etcd.
+//
+//   npx tsc -p . && node dist/bench/migrate.js [--migrations 20] [--store embedded|etcd]   (root)
+//
+// web2 moves between h2 and h1, --migrations times, one second apart, while web1 (h1) sends it
+// a numbered UDP datagram every millisecond (test/e2e/net.py probe; web2 logs every silence
+// longer than 5 ms with its wall-clock time). For each migration:
+//   blackout    the longest silence at web2 that overlaps the migration: the last datagram
+//               before the move to the first after, at 1 ms resolution
+//   switchover  the source letting go (its port gone, the key sealed) to the destination
+//               active (the VM's first frame there, its binding published)
+//   repoint     the source letting go to h1's cable web1 -> web2 pointing at web2's new host
+//               (h1's control socket polled every millisecond)
+// Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
+
+import { spawn } from 'node:child_process';
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseDocument } from 'yaml';
+import { loadConfig, type CloudConfig } from '../src/config/config.js';
+import { labDown, labMigrate, labUp } from '../src/lab/lab.js';
+import type { CableInfo } from '../src/switch/cable-info.js';
+import { controlRequest } from '../src/switch/control.js';
+import { controlPath } from '../src/switch/paths.js';
+import { benchOptions, integer, refuse } from './options.js';
+
+const PREFIX = 'nvi-b-';
+const BINARY = fileURLToPath(new URL('../../bin/nvi-switch.js', import.meta.url));
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
+
+const v = benchOptions({ migrations: { type: 'string' }, store: { type: 'string' } });
+const MIGRATIONS = integer('migrations', v.migrations ?? '20');
+const STORE = v.store ?? 'embedded';
+if (STORE !== 'embedded' && STORE !== 'etcd') refuse(`--store: embedded or etcd, got ${STORE}`);
+
+const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-migrate-'));
+let cfg: CloudConfig | undefined;
+const children: ReturnType<typeof spawn>[] = [];
+
+async function cleanup(): Promise<void> {
+  for (const c of children) c.kill('SIGKILL');
+  if (cfg) await labDown(cfg, () => {});
+  rmSync(dir, { recursive: true, force: true });
+}
+for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().then(() => process.exit(130)));
+
+function labConfig(): CloudConfig {
+  // A copy of the lab's pki too: the migrations move web2's key between the hosts' directories.
+  const doc = parseDocument(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8'));
+  const pki = join(dir, 'pki');
+  cpSync(join(REPO, 'lab', 'pki'), pki, { recursive: true });
+  doc.setIn(['pki', 'dir'], pki);
+  doc.setIn(['lab', 'prefix'], PREFIX);
+  doc.setIn(['store'], doc.createNode(STORE === 'etcd' ? { kind: 'etcd', endpoints: ['http://10.77.0.250:2379'] } : { kind: 'embedded', path: join(dir, 'lab.db') }));
+  const file = join(dir, 'nvi-switch.yaml');
+  writeFileSync(file, doc.toString());
+  return loadConfig(file);
+}
+
+function netpy(vm: string, args: (string | number)[]): { done: Promise<Record<string, unknown>>; ready: Promise<void> } {
+  const c = spawn('ip', ['netns', 'exec', `${PREFIX}${vm}`, 'python3', NET_PY, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(c);
+  let out = '';
+  let readyResolve!: () => void;
+  const ready = new Promise<void>((r) => (readyResolve = r));
+  c.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+    if (out.includes('"listening"')) readyResolve();
+  });
+  const done = new Promise<Record<string, unknown>>((res, rej) => c.on('close', (code) => {
+    const lines = out.trim().split('\n');
+    if (code !== 0) rej(new Error(`net.py ${args.join(' ')} in ${vm}: exit ${code}`));
+    else res(JSON.parse(lines[lines.length - 1]) as Record<string, unknown>);
+  }));
+  return { done, ready };
+}
+
+function quantiles(xs: number[]): string {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
+  return `p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, max ${s[s.length - 1].toFixed(1)} ms`;
+}
+
+async function peerOf(c: CloudConfig): Promise<string | undefined> {
+  const list = (await controlRequest(controlPath(c, 'h1'), { cmd: 'cables' })) as CableInfo[];
+  return list.find((x) => x.direction === 'egress' && x.srcVm === 'web1' && x.dstVm === 'web2' && x.state.startsWith('plugged'))?.peer;
+}
+
+try {
+  if (process.getuid?.() !== 0) refuse('bench/migrate needs root');
+  cfg = labConfig();
+  await labUp(cfg, BINARY, () => {});
+  const seconds = MIGRATIONS * 1.6 + 4;
+  const log = netpy('web2', ['probe-log', 7000, seconds]);
+  await log.ready;
+  const probe = netpy('web1', ['probe', loadConfig(cfg.file).vms.get('web2')!.identityText, 7000, 1, seconds - 1]);
+  await new Promise((r) => setTimeout(r, 1500));
+  const windows: { out: number; active: number; repoint: number }[] = [];
+  for (let k = 0; k < MIGRATIONS; k++) {
+    const now = loadConfig(cfg.file);
+    const to = now.vms.get('web2')!.host === 'h2' ? 'h1' : 'h2';
+    const expect = to === 'h1' ? 'this host' : 'h2';
+    let out = 0;
+    const r = await labMigrate(now, 'web2', to, { afterOut: async () => { out = Date.now(); } });
+    const active = out + r.switchoverMs;
+    let repoint = 0;
+    for (const deadline = Date.now() + 5000; Date.now() < deadline; ) {
+      if ((await peerOf(now)) === expect) {
+        repoint = Date.now();
+        break;
+      }
+      await new Promise((res) => setTimeout(res, 1));
+    }
+    windows.push({ out, active, repoint });
+    await new Promise((res) => setTimeout(res, 1000));
+  }
+  await probe.done;
+  const got = await log.done;
+  const gaps = got.gaps as { at: number; ms: number }[];
+  const blackout = windows.map((w) => Math.max(0, ...gaps.filter((g) => g.at <= w.repoint + 50 && g.at + g.ms >= w.out - 50).map((g) => g.ms)));
+  const switchover = windows.map((w) => w.active - w.out);
+  const repoint = windows.filter((w) => w.repoint > 0).map((w) => w.repoint - w.out);
+  process.stdout.write(`migration of web2 between h1 and h2, ${MIGRATIONS} times, store ${STORE}, 1 ms UDP probe from web1:\n` +
+    `  blackout (silence at web2):             ${quantiles(blackout)}\n` +
+    `  switchover (source lets go -> active):  ${quantiles(switchover)}\n` +
+    `  repoint (source lets go -> h1's cable at the new host): ${quantiles(repoint)} (${repoint.length}/${MIGRATIONS} seen)\n` +
+    `  datagrams received ${got.received}\n`);
+} finally {
+  await cleanup();
+}

@@ -1,0 +1,39 @@
+// Hot ports and migration of a running cloud's VMs, through the switches' control sockets:
+//   nvi-switch vm attach VM [-c nvi-switch.yaml]        its host's switch opens its port and publishes its binding
+//   nvi-switch vm detach VM [-c nvi-switch.yaml]        the binding goes from the store, the port from the switch
+//   nvi-switch migrate VM --to HOST [-c nvi-switch.yaml] live migration (src/switch/migrate.ts)
+// The VM's host is the one the config file names (migrate updates it).
+
+import { NviError } from '../base/errors.js';
+import { loadConfig, type CloudConfig } from '../config/config.js';
+import { controlRequest } from '../switch/control.js';
+import { migrate as migrateVm } from '../switch/migrate.js';
+import { controlPath } from '../switch/paths.js';
+import { CONFIG_OPTION, parseOptions } from './args.js';
+
+/** attach or detach VM on the host the config places it on. */
+export async function attachOrDetach(cfg: CloudConfig, op: 'attach' | 'detach', vm: string): Promise<unknown> {
+  const v = cfg.vms.get(vm);
+  if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  return controlRequest(controlPath(cfg, v.host), { cmd: 'vm', op, vm }, 15_000);
+}
+
+export async function vmPort(op: 'attach' | 'detach', argv: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(argv, CONFIG_OPTION);
+  if (positionals.length !== 1) throw new NviError('NVI_ERR_USAGE', `usage: nvi-switch vm ${op} VM [-c nvi-switch.yaml]`);
+  const cfg = loadConfig(values.config);
+  const r = await attachOrDetach(cfg, op, positionals[0]);
+  process.stdout.write(`vm ${positionals[0]}: ${op === 'attach' ? `attached on ${cfg.vms.get(positionals[0])!.host}, binding epoch ${(r as { epoch: number }).epoch}` : `detached from ${cfg.vms.get(positionals[0])!.host}${(r as { withdrawn: boolean }).withdrawn ? ', binding withdrawn' : ''}`}\n`);
+  return 0;
+}
+
+export const migrate = {
+  async run(argv: string[]): Promise<number> {
+    const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, to: { type: 'string' } });
+    if (positionals.length !== 1 || !values.to) throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch migrate VM --to HOST [-c nvi-switch.yaml]');
+    const cfg = loadConfig(values.config);
+    const r = await migrateVm(cfg, positionals[0], values.to);
+    process.stdout.write(`vm ${r.vm}: migrated ${r.from} -> ${r.to}, active there ${r.switchoverMs} ms after it left ${r.from}\n`);
+    return 0;
+  },
+};
