@@ -5,15 +5,17 @@
 //   npx tsc -p . && node dist/bench/churn.js [--minutes 30] [--every 3]                 (root)
 //
 // The lab (prefix nvi-b-, embedded store, a copy of the pki), with switch.esp.rekey.packets
-// 5000 and rekey.seconds 20. Traffic, the whole time: web1, web2 and web3 ping each other
-// every 50 ms (all six directions), sensor1 sends vault1 a datagram every 50 ms. Every
-// --every seconds one action, in turn: web2 migrates to the other host; web3 is detached and
-// attached again; db1 migrates; web1 migrates. Every 30 s the switches' RSS and counters are
-// sampled. At the end, with the churn stopped and the VMs back where they started, after
-// 20 s of traffic alone: the same counts of cables and inbound SAs as after the first 20 s?
-// Reported: RSS at start and end and its slope (least squares, MB per hour), cables and SAs
-// before and after, actions done and failed, whether both switch processes lived throughout,
-// and the warnings and errors in their logs by event.
+// 5000 and rekey.seconds 20. Traffic, the whole time: web1, web2 and web3 ping each other and
+// db1 every 50 ms, sensor1 sends vault1 a datagram every 50 ms. Every --every seconds one
+// action, in turn: web2 migrates to the other host; web3 is detached and attached again; db1
+// migrates; web1 migrates. Every 30 s the switches' RSS is sampled.
+// Before the churn (after 20 s of traffic) and after it (the VMs back where they started, the
+// grace times run out, traffic alone) the gauges a leak would grow are watched for 40 s each:
+// cables, inbound SAs, pairs with a current SA, keys in the cipher: cables and pairs must be
+// the same, SAs and keys (which rekeys make come and go) no higher than before.
+// Reported: RSS at start and end and its slope (least squares, MB per hour), the gauges before
+// and after, actions done and failed, whether both switch processes lived throughout, and the
+// warnings and errors in their logs by event.
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { labAttach, labDetach, labDown, labMigrate, labUp, readState } from '../src/lab/lab.js';
+import type { CableInfo } from '../src/switch/cable-info.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
 import { benchOptions, integer, refuse } from './options.js';
@@ -34,6 +37,12 @@ const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
 const v = benchOptions({ minutes: { type: 'string' }, every: { type: 'string' } });
 const MINUTES = integer('minutes', v.minutes ?? '30');
 const EVERY = integer('every', v.every ?? '3');
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+/** Rekeys every 20 s, SAs kept 30 s after one: a window of 40 s sees every phase. */
+const WINDOW_MS = 40_000;
+/** After the churn: the moved-away cables' grace (esp.grace, 30 s) and the unplugged cables' TTL (10 s) run out. */
+const SETTLE_MS = 45_000;
 
 const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-churn-'));
 let cfg: CloudConfig | undefined;
@@ -68,11 +77,35 @@ function rssMb(pid: number): number {
   return m ? Number(m[1]) / 1024 : NaN;
 }
 
-interface Counts { cables: number; sas: number }
-async function counts(c: CloudConfig, host: string): Promise<Counts> {
-  const s = (await controlRequest(controlPath(c, host), { cmd: 'stats' })) as { cables: { egress: number; ingress: number; inboundSas: number } };
-  return { cables: s.cables.egress + s.cables.ingress, sas: s.cables.inboundSas };
+/** What a leak would grow: cables, inbound SAs (current and in grace), pairs with a current SA, cipher keys. */
+const GAUGES = ['cables', 'sas', 'pairs', 'keys'] as const;
+type Range = Record<(typeof GAUGES)[number], [number, number]>;
+async function gauges(c: CloudConfig, host: string): Promise<Record<(typeof GAUGES)[number], number>> {
+  const s = (await controlRequest(controlPath(c, host), { cmd: 'stats' })) as { cables: { egress: number; ingress: number; inboundSas: number; inboundPairs: number; cipherKeys: number } };
+  return { cables: s.cables.egress + s.cables.ingress, sas: s.cables.inboundSas, pairs: s.cables.inboundPairs, keys: s.cables.cipherKeys };
 }
+
+/** The gauges' min and max over `ms`, sampled every 2 s: rekeys make SAs and keys come and go. */
+async function window(c: CloudConfig, host: string, ms: number): Promise<Range> {
+  const r = Object.fromEntries(GAUGES.map((g) => [g, [Infinity, -Infinity]])) as Range;
+  for (const end = Date.now() + ms; Date.now() < end; await sleep(2000)) {
+    const now = await gauges(c, host);
+    for (const g of GAUGES) r[g] = [Math.min(r[g][0], now[g]), Math.max(r[g][1], now[g])];
+  }
+  return r;
+}
+/** Rekeys come in other phases after the churn, so the lows of SAs and keys may differ; their highs may not grow. */
+function leakFree(before: Range, after: Range): boolean {
+  const same = (g: 'cables' | 'pairs'): boolean => before[g][0] === after[g][0] && before[g][1] === after[g][1];
+  return same('cables') && same('pairs') && after.sas[1] <= before.sas[1] && after.keys[1] <= before.keys[1];
+}
+
+/** A host's cables as `direction src -> dst peer state rule`, sorted. */
+async function cableLines(c: CloudConfig, host: string): Promise<string[]> {
+  const list = (await controlRequest(controlPath(c, host), { cmd: 'cables' })) as CableInfo[];
+  return list.map((x) => `${x.direction} ${x.srcVm ?? x.src} -> ${x.dstVm ?? x.dst} at ${x.peer} ${x.state} ${x.rule}`).sort();
+}
+const show = (r: Range): string => GAUGES.map((g) => `${g} ${r[g][0] === r[g][1] ? r[g][0] : `${r[g][0]}..${r[g][1]}`}`).join(', ');
 
 function slope(points: [number, number][]): number {
   const n = points.length;
@@ -83,7 +116,6 @@ function slope(points: [number, number][]): number {
   return den === 0 ? 0 : num / den;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/churn needs root');
@@ -92,11 +124,15 @@ try {
   const pids = readState(cfg)!.switches.map((s) => ({ host: s.host, pid: s.pid, log: s.log }));
   const id = (vm: string): string => loadConfig(cfg!.file).vms.get(vm)!.identityText;
   const webs = ['web1', 'web2', 'web3'];
-  for (const a of webs) for (const b of webs) if (a !== b) background(a, 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
+  for (const a of webs) for (const b of [...webs, 'db1']) if (a !== b) background(a, 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
   background('sensor1', 'python3', [NET_PY, 'probe', id('vault1'), '514', '50', String(MINUTES * 60 + 600)]);
   await sleep(20_000);
-  const start: Record<string, Counts> = {};
-  for (const { host } of pids) start[host] = await counts(cfg, host);
+  const start: Record<string, Range> = {};
+  const startCables: Record<string, string[]> = {};
+  for (const { host } of pids) {
+    start[host] = await window(cfg, host, WINDOW_MS);
+    startCables[host] = await cableLines(cfg, host);
+  }
   const samples: Record<string, [number, number][]> = Object.fromEntries(pids.map((p) => [p.host, [[0, rssMb(p.pid)]]]));
   const t0 = Date.now();
   const done: Record<string, number> = {};
@@ -110,7 +146,7 @@ try {
       ['detach+attach web3', async () => {
         await labDetach(now, 'web3', () => {});
         await labAttach(loadConfig(cfg!.file), 'web3', () => {});
-        for (const b of webs) if (b !== 'web3') background('web3', 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
+        for (const b of [...webs, 'db1']) if (b !== 'web3') background('web3', 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
       }],
       ['migrate db1', () => labMigrate(now, 'db1', other('db1'))],
       ['migrate web1', () => labMigrate(now, 'web1', other('web1'))],
@@ -135,7 +171,13 @@ try {
     const home = vm === 'web1' ? 'h1' : 'h2';
     if (where !== home) await labMigrate(loadConfig(cfg.file), vm, home);
   }
-  await sleep(20_000);
+  await sleep(SETTLE_MS);
+  const end: Record<string, Range> = {};
+  const endCables: Record<string, string[]> = {};
+  for (const { host } of pids) {
+    end[host] = await window(cfg, host, WINDOW_MS);
+    endCables[host] = await cableLines(cfg, host);
+  }
   const lines: string[] = [`churn soak: ${MINUTES} min, one action every ${EVERY} s; done ${JSON.stringify(done)}, failed ${JSON.stringify(failed)}`];
   for (const p of pids) {
     const alive = (() => {
@@ -147,9 +189,12 @@ try {
       }
     })();
     const s = samples[p.host];
-    const end = await counts(cfg, p.host);
     lines.push(`  ${p.host}: switch ${alive ? 'alive throughout (same pid)' : 'GONE'}; RSS ${s[0][1].toFixed(1)} MB at start, ${rssMb(p.pid).toFixed(1)} MB at the end, slope ${slope(s).toFixed(2)} MB/h over ${s.length} samples; ` +
-      `cables ${start[p.host].cables} -> ${end.cables}, inbound SAs ${start[p.host].sas} -> ${end.sas}`);
+      `${leakFree(start[p.host], end[p.host]) ? 'no leak' : 'A LEAK'} (cables and pairs the same, SAs and keys no higher than before):\n` +
+      `    before: ${show(start[p.host])}\n    after:  ${show(end[p.host])}`);
+    const gone = startCables[p.host].filter((l) => !endCables[p.host].includes(l));
+    const added = endCables[p.host].filter((l) => !startCables[p.host].includes(l));
+    if (gone.length + added.length > 0) lines.push(`    cables only before: ${gone.join('; ') || '-'}\n    cables only after: ${added.join('; ') || '-'}`);
     const log = readFileSync(p.log, 'utf8').split('\n').filter((l) => l.includes('"level":"warn"') || l.includes('"level":"error"'));
     const byEvent: Record<string, number> = {};
     for (const l of log) {

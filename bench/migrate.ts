@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
-import { labDown, labMigrate, labUp } from '../src/lab/lab.js';
+import { labDown, labMigrate, labUp, readState } from '../src/lab/lab.js';
 import type { CableInfo } from '../src/switch/cable-info.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
@@ -99,7 +99,7 @@ try {
   await log.ready;
   const probe = netpy('web1', ['probe', loadConfig(cfg.file).vms.get('web2')!.identityText, 7000, 1, seconds - 1]);
   await new Promise((r) => setTimeout(r, 1500));
-  const windows: { out: number; active: number; repoint: number }[] = [];
+  const windows: { out: number; active: number; repoint: number; to: string }[] = [];
   for (let k = 0; k < MIGRATIONS; k++) {
     const now = loadConfig(cfg.file);
     const to = now.vms.get('web2')!.host === 'h2' ? 'h1' : 'h2';
@@ -115,7 +115,7 @@ try {
       }
       await new Promise((res) => setTimeout(res, 1));
     }
-    windows.push({ out, active, repoint });
+    windows.push({ out, active, repoint, to });
     await new Promise((res) => setTimeout(res, 1000));
   }
   await probe.done;
@@ -124,6 +124,13 @@ try {
   const blackout = windows.map((w) => Math.max(0, ...gaps.filter((g) => g.at <= w.repoint + 50 && g.at + g.ms >= w.out - 50).map((g) => g.ms)));
   const switchover = windows.map((w) => w.active - w.out);
   const repoint = windows.filter((w) => w.repoint > 0).map((w) => w.repoint - w.out);
+  windows.forEach((w, k) => process.stdout.write(`  #${k + 1} to ${w.to} at ${new Date(w.out).toISOString()}: blackout ${blackout[k]} ms, switchover ${switchover[k]} ms, repoint ${w.repoint ? w.repoint - w.out : 'not seen'} ms\n`));
+  if (blackout.some((b) => b > 1000)) {
+    // A slow migration is a bug to chase: keep the switches' logs.
+    const keep = mkdtempSync(join(tmpdir(), 'nvi-bench-migrate-logs-'));
+    for (const s of readState(cfg)?.switches ?? []) cpSync(s.log, join(keep, `${s.host}.log`));
+    process.stdout.write(`  a blackout over 1 s: the switches' logs are kept in ${keep}\n`);
+  }
   process.stdout.write(`migration of web2 between h1 and h2, ${MIGRATIONS} times, store ${STORE}, 1 ms UDP probe from web1:\n` +
     `  blackout (silence at web2):             ${quantiles(blackout)}\n` +
     `  switchover (source lets go -> active):  ${quantiles(switchover)}\n` +

@@ -73,4 +73,27 @@ test('the pair hash spreads: 100k pairs give almost no collisions in 30 bits', (
   for (const h of seen) assert.ok(h >= 0 && h < 2 ** 30);
 });
 
+test('removeExpired frees the cables whose lifetime ended, except one being verified again', () => {
+  const cache = new CableCache(10);
+  const live = cable(1, 2);
+  live.expiresAt = 2000;
+  const dead = cable(3, 4, 77);
+  dead.expiresAt = 1000;
+  const chained = cable(5, 6, 77); // same hash as dead: the chain must survive its removal
+  chained.expiresAt = 5000;
+  const busy = cable(7, 8);
+  busy.expiresAt = 1000;
+  busy.refreshing = true;
+  for (const c of [live, dead, chained, busy]) cache.insert(c);
+  const removed: Cable[] = [];
+  assert.is(cache.removeExpired(1500, (c) => removed.push(c)), 1);
+  assert.equal(removed, [dead]);
+  assert.is(cache.size, 3);
+  assert.is(cache.findCable(chained), chained);
+  assert.equal(cache.cablesOf('s3'), [], 'the identity index forgets it too');
+  busy.refreshing = false;
+  assert.is(cache.removeExpired(2000, () => {}), 2, 'live reaches its end, busy is no longer busy');
+  assert.equal([...cache.all()], [chained]);
+});
+
 test.run();

@@ -222,7 +222,10 @@ test('a removed key handle cannot be used and is handed out again, in both ciphe
     const salt = Buffer.alloc(4, 2);
     const good = cipher.addKey('aes-128-gcm', key, salt);
     const h = cipher.addKey('aes-128-gcm', key, salt);
+    assert.is(cipher.keyCount, 2, `${cipher.name} counts its keys`);
     cipher.removeKey(h);
+    cipher.removeKey(h); // twice: the second does nothing
+    assert.is(cipher.keyCount, 1, `${cipher.name} counts a removed key once`);
     const buf = Buffer.alloc(128, 7);
     const jobs = new EspJobs(BATCH_MAX);
     jobs.add(good, 0, 16, 0, 0); // a good job first: nothing of it may be written either

@@ -33,6 +33,10 @@ class FailingSeal implements EspCipher {
     this.inner.removeKey(handle);
   }
 
+  get keyCount(): number {
+    return this.inner.keyCount;
+  }
+
   seal(buf: Buffer, jobs: EspJobs): void {
     const sub = this.sub;
     sub.count = 0;

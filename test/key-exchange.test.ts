@@ -7,6 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { KX_ANSWER, KX_INIT, encodeInit, ephemeralKey } from '../src/esp/handshake.js';
 import { Drop } from '../src/base/drops.js';
+import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import { DEFAULT_KX, type KxTransport } from '../src/switch/key-exchange.js';
 import { MemoryHub } from '../src/switch/transports.js';
@@ -208,6 +209,34 @@ test('a rekey before the volume limit replaces the SA without losing a packet, a
   now += o.config.switch.esp.grace * 1000 + 1;
   h2.sweep();
   assert.is(h2.sas.spis.size, 1, 'after the grace time only the current SA is left');
+  o.off.close();
+});
+
+test('an idle cable ends: sweep frees it and its keys on both hosts, and the next packet plugs it again', async () => {
+  let now = Date.now();
+  const clock = { now: () => now };
+  const cipher = new NodeEspCipher();
+  const o = await openOffline({ clock, cipher });
+  const h1 = o.off.hosts.get('h1')!;
+  const h2 = o.off.hosts.get('h2')!;
+  await ping(o, 1);
+  assert.is(h1.egressCables.size, 1);
+  assert.is(h2.ingressCables.size, 1);
+  assert.is(cipher.keyCount, 2, 'the outbound key at h1, the inbound key at h2');
+  now += o.config.switch.cables.ttl * 1000; // verified again from now on, not yet over
+  h1.sweep();
+  h2.sweep();
+  assert.is(h1.egressCables.size + h2.ingressCables.size, 2, 'a cable due for verification stays');
+  now += o.config.switch.cables.ttl * 1000; // 2 ttl without a packet: over
+  h1.sweep();
+  h2.sweep();
+  assert.is(h1.egressCables.size + h2.ingressCables.size, 0);
+  assert.is(h1.counts.expiredCables + h2.counts.expiredCables, 2);
+  assert.is(h2.sas.spis.size, 0, 'the inbound SA retired with its cable');
+  assert.is(cipher.keyCount, 0, 'no key left behind');
+  await ping(o, 1, 'web1', 'web2', 2);
+  assert.is(h2.ingress.counters.delivered, 2, 'the next packet plugged the pair again');
+  assert.is(cipher.keyCount, 2);
   o.off.close();
 });
 

@@ -74,6 +74,20 @@ export class CableCache {
     return true;
   }
 
+  /**
+   * Take out every cable whose lifetime ended at `now` and that is not being verified again
+   * (a lookup already treats it as a miss; this frees it and its SA). Returns how many.
+   */
+  removeExpired(now: number, removed: (c: Cable) => void): number {
+    const out: Cable[] = [];
+    for (const c of this.all()) if (now >= c.expiresAt && !c.refreshing) out.push(c);
+    for (const c of out) {
+      this.remove(c);
+      removed(c);
+    }
+    return out.length;
+  }
+
   /** The cables with `identity` (canonical text) at either end. */
   cablesOf(identity: string): readonly Cable[] {
     const set = this.byIdentity.get(identity);

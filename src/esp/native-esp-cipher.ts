@@ -10,6 +10,7 @@ import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } fr
 export class NativeEspCipher implements EspCipher {
   readonly name = 'native';
   private readonly table: NativeGcmTable;
+  private readonly handles = new Set<number>();
 
   constructor(private readonly native: NativeAddon = loadNative()) {
     this.table = native.gcmCreate();
@@ -18,12 +19,19 @@ export class NativeEspCipher implements EspCipher {
   addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number {
     if (key.length !== keyLength(alg)) throw new Error(`${alg} needs a ${keyLength(alg)}-byte key, got ${key.length}`);
     if (salt.length !== ESP_SALT_LEN) throw new Error(`ESP salt must be ${ESP_SALT_LEN} bytes, got ${salt.length}`);
-    return this.native.gcmAddKey(this.table, key, salt);
+    const h = this.native.gcmAddKey(this.table, key, salt);
+    this.handles.add(h);
+    return h;
+  }
+
+  get keyCount(): number {
+    return this.handles.size;
   }
 
   /** The key schedule is cleansed in C; the caller still owns (and should zero) its own copy of the key. */
   removeKey(handle: number): void {
     this.native.gcmRemoveKey(this.table, handle);
+    this.handles.delete(handle);
   }
 
   seal(buf: Buffer, jobs: EspJobs): void {

@@ -12,7 +12,7 @@ import { espMaxPayload } from '../wire/esp.js';
 import type { CloudConfig, VmConfig } from '../config/config.js';
 import { vmsOnHost } from '../config/config.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, PacketFlag, UNDERLAY_OFFSET } from '../dataplane/batch.js';
-import { CableDirection } from '../dataplane/cable.js';
+import { CableDirection, type Cable } from '../dataplane/cable.js';
 import { CableCache } from '../dataplane/cable-cache.js';
 import { egressPipeline, ingressPipeline, type Pipeline } from '../dataplane/pipeline.js';
 import { Upcall, type HeldPacket } from '../dataplane/upcall.js';
@@ -89,6 +89,8 @@ export class Host implements HostView {
   readonly ingress: Pipeline;
   private readonly tx: TxFanout;
   private readonly reinjectBatch = new Batch();
+  /** Cables freed by sweep() after their lifetime ended. */
+  private expiredCables = 0;
 
   constructor(private readonly parts: HostParts) {
     const { config: cfg, clock, log, cipher } = parts;
@@ -148,8 +150,8 @@ export class Host implements HostView {
   }
 
   /** Counters of the control plane around the data path. */
-  get counts(): { reevaluated: number; reverifiedByPush: number; rekeys: number; rekeyFailures: number; retiredSas: number } {
-    return { ...this.updates.counts, ...this.rekeyer.counts, ...this.sas.counts };
+  get counts(): { reevaluated: number; reverifiedByPush: number; rekeys: number; rekeyFailures: number; retiredSas: number; expiredCables: number } {
+    return { ...this.updates.counts, ...this.rekeyer.counts, ...this.sas.counts, expiredCables: this.expiredCables };
   }
 
   /** Where packets go out: the underlay, and the ports there are now (by index). */
@@ -229,8 +231,11 @@ export class Host implements HostView {
     return n;
   }
 
-  /** Retire inbound SAs whose grace time is over. Call about once a second. */
+  /** Free expired cables with their SAs, retire inbound SAs whose grace time is over. Call about once a second. */
   sweep(): void {
+    const now = this.parts.clock.now();
+    const gone = (c: Cable): void => this.sas.evicted(c);
+    this.expiredCables += this.egressCables.removeExpired(now, gone) + this.ingressCables.removeExpired(now, gone);
     this.sas.sweep();
   }
 

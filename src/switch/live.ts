@@ -204,7 +204,7 @@ export class LiveSwitch implements ControlHandler {
       verifier: { ...this.verifier.counters },
       store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
-      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size },
+      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys },
       taps: [...(this.ports?.all.values() ?? [])].map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },

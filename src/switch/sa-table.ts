@@ -39,6 +39,16 @@ export class SaTable implements InboundInstaller {
     this.caches.ingress.insert(cable);
   }
 
+  /** Keys in the cipher, inbound and outbound (a leak shows here). */
+  get cipherKeys(): number {
+    return this.cipher.keyCount;
+  }
+
+  /** Pairs with a current inbound SA. */
+  get currentPairs(): number {
+    return this.current.size;
+  }
+
   spiInUse(spi: number): boolean {
     return this.spis.has(spi);
   }
@@ -60,7 +70,7 @@ export class SaTable implements InboundInstaller {
     }
   }
 
-  /** A cable left its cache because it was full: its SAs go with it. */
+  /** A cable left its cache (it was full, or the cable expired): its SAs go with it. */
   evicted(c: Cable): void {
     if (c.direction === CableDirection.Egress) {
       if (c.sa) this.cipher.removeKey(c.sa.key);
