@@ -135,9 +135,9 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
     for (let k = 1; k < seqs.length; k++) if (seqs[k] - seqs[k - 1] > 1) gaps.push(seqs[k] - seqs[k - 1] - 1);
     const m = /(\d+) packets transmitted, (\d+) received/.exec(pings.stdout);
     assert.ok(m);
+    process.stdout.write(`\n  migrate: ${there}; ${back}; ping every 10 ms: ${m![0]}, gaps (pings lost in a row) ${JSON.stringify(gaps)}; TCP ${got.bytes} B intact, retransmissions ${sent.retransmissions}\n`);
     assert.ok(Number(m![2]) > Number(m![1]) * 0.8, `most pings came back: ${m![0]}`);
     assert.equal(await rulesOf('web2'), rulesBefore, 'the same rules carry web2 after the moves');
-    process.stdout.write(`\n  migrate: ${there}; ${back}; ping every 10 ms: ${m![0]}, gaps (pings lost in a row) ${JSON.stringify(gaps)}; TCP ${got.bytes} B intact, retransmissions ${sent.retransmissions}\n`);
   });
 
   test('the destinations of an initiate-only rule (db1) and of a diode (vault1) move to h1: the same flows pass and fail as before', async () => {

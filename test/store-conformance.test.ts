@@ -270,6 +270,38 @@ function cases(b: Backend): void {
     }
   });
 
+  t('a replica whose watch is behind reads a binding from the store itself: a newer one is applied once', async () => {
+    // The watch's changes are held back until released, as a slow watch would deliver them.
+    let held: (() => void)[] | undefined = [];
+    const slow: MappingStore = Object.create(store) as MappingStore;
+    slow.watch = (from, w) => store.watch(from, {
+      changes: (c, rev) => (held ? held.push(() => w.changes(c, rev)) : w.changes(c, rev)),
+      end: (why) => w.end(why),
+    });
+    const changes: string[] = [];
+    const replica = new StoreReplica(slow, systemClock, { change: (c) => c.kind === 'binding' && changes.push(`${c.record?.vm}@${c.record?.epoch}`), state: () => {} }, { host: 'h1', heartbeatMs: 1000 });
+    await store.publish(binding('m1', 1));
+    await replica.start();
+    try {
+      assert.is(replica.lookup('fd00::m1')?.epoch, 1);
+      await store.publish(binding('m1', 2, 'h2', '10.0.0.2'));
+      await new Promise((r) => setTimeout(r, 300));
+      assert.is(replica.lookup('fd00::m1')?.epoch, 1, 'the watch has not delivered it');
+      const got = await replica.latest('fd00::m1');
+      assert.is(got?.epoch, 2);
+      assert.is(got?.host, 'h2');
+      assert.is(replica.lookup('fd00::m1')?.epoch, 2, 'the replica holds it now');
+      for (const f of held!.splice(0)) f();
+      held = undefined;
+      await store.publish(binding('m2', 1));
+      await until(() => replica.bindings.has('fd00::m2'), 'the watch catching up');
+      assert.equal(changes, ['m1@1', 'm1@2', 'm2@1'], 'the change of m1 reported once, not again when the watch brought it');
+      assert.is(replica.counts.catchUps, 1);
+    } finally {
+      replica.stop();
+    }
+  });
+
   t('10k bindings are listed, and watched as they are written', async () => {
     const watcher = await b.another();
     const replica = new StoreReplica(watcher, systemClock, { change: () => {}, state: () => {} }, { host: 'h1', heartbeatMs: 500 });

@@ -50,7 +50,7 @@ export class StoreReplica {
   policy: PolicyRecord | undefined;
   /** The store revision the replica reflects. */
   revision = 0;
-  readonly counts = { lists: 0, listErrors: 0, watchEnds: 0, compactions: 0, stuck: 0, changes: 0, heartbeats: 0, heartbeatErrors: 0, refusedStale: 0, replaysRefused: 0 };
+  readonly counts = { lists: 0, listErrors: 0, watchEnds: 0, compactions: 0, stuck: 0, changes: 0, heartbeats: 0, heartbeatErrors: 0, refusedStale: 0, replaysRefused: 0, catchUps: 0 };
   private readonly heartbeatMs: number;
   private readonly stuckMs: number;
   private readonly staleMs: number;
@@ -95,6 +95,18 @@ export class StoreReplica {
   lookup(identity: string): BindingRecord | undefined {
     this.requireFresh();
     return this.bindings.get(identity);
+  }
+
+  /**
+   * The binding of `identity` read from the store itself, for a caller that has reason to
+   * think the replica is behind its watch (a peer speaks for a VM the replica places
+   * elsewhere). A newer record is applied as the watch would apply it; returns the replica's.
+   */
+  async latest(identity: string): Promise<BindingRecord | undefined> {
+    this.counts.catchUps++;
+    const record = await this.store.lookup(identity);
+    if (record && record.epoch > (this.bindings.get(identity)?.epoch ?? -1)) this.apply({ kind: 'binding', identity, record });
+    return this.lookup(identity);
   }
 
   lookupHost(host: string): HostRecord | undefined {
@@ -252,6 +264,7 @@ export class StoreReplica {
         this.listener.replay?.(c.record, previous);
         return;
       }
+      if (sameJson(previous, c.record)) return; // read early by latest(), now from the watch
       if (c.record) this.bindings.set(c.identity, c.record);
       else if (!this.bindings.delete(c.identity)) return;
     } else if (c.kind === 'host') {

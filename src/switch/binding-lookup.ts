@@ -16,20 +16,42 @@ export type Lookup = { readonly record: BindingRecord | undefined } | { readonly
 /** Where bindings are read: the store, or the host's replica of it. */
 export interface BindingSource {
   lookup(identity: string): Promise<BindingRecord | undefined>;
+  /** The binding read past any cache (a replica's watch may be behind); lookup() where there is none. */
+  latest?(identity: string): Promise<BindingRecord | undefined>;
 }
 
 export class BindingLookup {
   private readonly inflight = new Map<string, Promise<Lookup>>();
-  readonly counts = { lookups: 0, storeErrors: 0 };
+  private readonly inflightLatest = new Map<string, Promise<Lookup>>();
+  readonly counts = { lookups: 0, latest: 0, storeErrors: 0 };
 
   constructor(private readonly store: BindingSource, private readonly timeoutMs: number) {}
 
   /** The binding of `identity` (canonical text), none, or why the store did not say. */
   find(identity: string, trace?: Trace): Promise<Lookup> {
-    let p = this.inflight.get(identity);
-    if (!p) {
+    return this.single(identity, this.inflight, () => {
       this.counts.lookups++;
-      p = withTimeout(this.store.lookup(identity), this.timeoutMs).then(
+      return this.store.lookup(identity);
+    }, trace);
+  }
+
+  /**
+   * As find(), from the store itself rather than the host's replica: for a binding that
+   * disagrees with what a peer host says and may be one the replica has not heard of yet.
+   */
+  latest(identity: string, trace?: Trace): Promise<Lookup> {
+    trace?.step('lookup', `the binding disagrees with the peer: asking the store itself for ${identity}`, 'info');
+    return this.single(identity, this.inflightLatest, () => {
+      this.counts.latest++;
+      return this.store.latest ? this.store.latest(identity) : this.store.lookup(identity);
+    }, trace);
+  }
+
+  /** One read per identity in flight, bounded in time; a record, none, or why not. */
+  private single(identity: string, inflight: Map<string, Promise<Lookup>>, read: () => Promise<BindingRecord | undefined>, trace?: Trace): Promise<Lookup> {
+    let p = inflight.get(identity);
+    if (!p) {
+      p = withTimeout(read(), this.timeoutMs).then(
         (record): Lookup =>
           record && record.identity !== identity
             ? { error: `store answered ${identity} with the binding of ${record.identity}`, drop: Drop.ResolveStoreError }
@@ -40,8 +62,8 @@ export class BindingLookup {
           return { error: err instanceof Error ? err.message : `store lookup failed: ${String(err)}`, drop: unavailable ? Drop.ResolveStoreUnavailable : Drop.ResolveStoreError };
         },
       );
-      this.inflight.set(identity, p);
-      p.finally(() => this.inflight.delete(identity)).catch(() => {});
+      inflight.set(identity, p);
+      p.finally(() => inflight.delete(identity)).catch(() => {});
     }
     return p.then((r) => {
       if ('error' in r) trace?.step('lookup', `mapping store: ${r.error}`, 'fail');

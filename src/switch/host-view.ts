@@ -14,6 +14,8 @@ export interface HostView {
   readonly ports: PortTable;
   /** Port index of a local VM by identity text, or undefined. */
   portIndex(identityText: string): number | undefined;
+  /** Settles when the port's binding is published (a migrated VM activating); undefined when nothing is pending. */
+  whenActive(index: number): Promise<unknown> | undefined;
 }
 
 /** Step 3 of both algorithms (src/trust/verifier.ts). */

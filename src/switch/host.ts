@@ -89,6 +89,7 @@ export class Host implements HostView {
   readonly ingress: Pipeline;
   private readonly tx: TxFanout;
   private readonly reinjectBatch = new Batch();
+  private readonly activations = new Map<number, Promise<unknown>>();
   /** Cables freed by sweep() after their lifetime ended. */
   private expiredCables = 0;
 
@@ -170,6 +171,22 @@ export class Host implements HostView {
   }
 
   /** A VM's port comes (hot attach, or the destination of a migration): frames to and from it flow through `sink`. */
+  /**
+   * Port `index` takes over its VM's binding (a migrated VM's first frame): its new cables wait
+   * for `published`, so that no peer is asked to verify a binding the store does not hold yet.
+   */
+  activating(index: number, published: Promise<unknown>): void {
+    const wait: Promise<unknown> = published.catch(() => {}).finally(() => {
+      if (this.activations.get(index) === wait) this.activations.delete(index);
+    });
+    this.activations.set(index, wait);
+  }
+
+  /** Settles when port `index`'s binding is published; undefined when nothing is pending. */
+  whenActive(index: number): Promise<unknown> | undefined {
+    return this.activations.get(index);
+  }
+
   attachPort(vm: VmConfig, sink: PacketSink): VmPort {
     const port = this.ports.add(portOf(vm, this.mtu));
     this.tx.setPort(port.index, sink);

@@ -98,7 +98,7 @@ export class LiveSwitch implements ControlHandler {
       config: cfg,
       host: name,
       vms: vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name)),
-      bindings: { lookup: async (id) => replica.lookup(id) },
+      bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,
       policy: cloud.policy,

@@ -102,15 +102,24 @@ export class Receiver {
   /** Steps 1-5 for src -> the local VM on `port`, from `fromAddress` (and `fromHost`). */
   private async checks(srcText: string, port: VmPort, fromAddress: string, fromHost: string | undefined, trace?: Trace): Promise<Checked> {
     trace?.step('upcall', `receiver check for ${srcText} -> ${port.name} (${port.identityText}) from ${fromHost ?? fromAddress}`);
-    const found = await this.lookup.find(srcText, trace);
+    let found = await this.lookup.find(srcText, trace);
     if ('error' in found) return { kind: 'store-error', drop: found.drop, detail: found.error };
     if (!found.record) return { kind: 'refused', drop: Drop.ResolveNotFound, detail: `no binding for ${srcText}`, decision: null };
     const expect = fromHost === undefined ? { hostAddress: fromAddress } : { hostAddress: fromAddress, host: fromHost };
-    const verdict = await this.verifier.verify(found.record, expect, trace);
+    let verdict = await this.verifier.verify(found.record, expect, trace);
+    if (verdict === Drop.VerifyWrongHostAddress) {
+      // SRC may have just moved to the asking host, and this host's replica not heard of it
+      // yet: the store itself decides (a newer binding, or the same refusal).
+      const again = await this.lookup.latest(srcText, trace);
+      if (!('error' in again) && again.record && again.record.epoch > found.record.epoch) {
+        found = again;
+        verdict = await this.verifier.verify(again.record, expect, trace);
+      }
+    }
     if (verdict !== Drop.None) return { kind: 'refused', drop: verdict, detail: `binding of ${srcText}: ${dropName(verdict)}`, decision: null };
     const decision = this.policy().decide(srcText, port.identityText, this.clock.now(), trace);
     if (decision.drop !== Drop.None) return { kind: 'refused', drop: decision.drop, detail: decision.rule, decision };
     trace?.step('decision', `plug ${srcText} -> ${port.identityText} at the receiver by ${decision.rule}`, 'ok');
-    return { kind: 'plug', record: found.record, decision };
+    return { kind: 'plug', record: found.record!, decision };
   }
 }

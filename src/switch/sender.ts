@@ -52,6 +52,11 @@ export class Sender {
     const maker = this.maker;
     if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
     const port = this.host.ports.at(portIndex);
+    const activating = this.host.whenActive(portIndex);
+    if (activating) {
+      trace?.step('upcall', `${port.name} has just arrived: waiting for its binding to be published`, 'info');
+      await activating;
+    }
     const now = this.clock.now();
     const dstText = formatIpv6(dst);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
@@ -61,6 +66,10 @@ export class Sender {
       return c;
     };
     trace?.step('upcall', `miss for ${port.name} (${port.identityText}) -> ${dstText} on host ${this.host.name}`);
+
+    if (activating && this.host.ports.at(portIndex) !== port) {
+      return maker.unplugged(make(Drop.PortGone, 'the VM port was detached', null), now, 0, trace); // its activation failed
+    }
 
     // 1. Where does DST live?
     const found = await this.lookup.find(dstText, trace);

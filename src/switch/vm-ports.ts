@@ -175,7 +175,9 @@ export class VmPorts {
     if (!vm) return;
     this.waiting.delete(index);
     this.activating.add(index);
-    void this.ctx.publish(vm).then(
+    const published = this.ctx.publish(vm);
+    this.ctx.host.activating(index, published);
+    void published.then(
       (epoch) => {
         this.activating.delete(index);
         this.ctx.log.info('vm-activated', { vm: vm.name, identity: vm.identityText, epoch, on: 'first frame' });
