@@ -9,6 +9,7 @@
         "src/native/fd_io.c",
         "src/native/tap.c",
         "src/native/raw_socket.c",
+        "src/native/packet_port.c",
         "src/native/netns.c",
         "src/native/esp_gcm.c",
         "src/native/gso.c",

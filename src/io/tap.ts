@@ -10,7 +10,8 @@ import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../datap
 import { ETH_HLEN } from '../wire/ethernet.js';
 import { NviError } from '../base/errors.js';
 import {
-  GRO_SCRATCH, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
+  GRO_SCRATCH, PACKET_VNET_HDR, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_PERSIST,
+  TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
   TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
   type NativeAddon, type NativePoll,
 } from '../native/addon.js';
@@ -18,6 +19,7 @@ import {
 /** Largest frame an offloading guest hands over: 64 KB of IPv6 payload and its headers, with the vnet header. */
 const OFFLOAD_SCRATCH = VNET_HDR_LEN + 14 + 40 + 65_535;
 
+const ENODEV = 19;
 /** Interface names are at most IFNAMSIZ - 1 = 15 bytes (linux/if.h). */
 export const TAP_NAME_MAX = 15;
 /** Smallest link MTU Linux accepts for IPv6 is 1280; IPv4 needs 68. */
@@ -43,6 +45,18 @@ export interface TapOptions {
    * writes (IFF_NAPI), marked as already checked (the ESP ICV covered every byte).
    */
   offload?: boolean;
+}
+
+/** Checks a TAP name and MTU; returns the MTU to set (0: leave it). */
+function checkNameAndMtu(name: string, mtu: number | undefined): number {
+  if (name.length === 0 || Buffer.byteLength(name) > TAP_NAME_MAX || /[\s/:]/.test(name)) {
+    throw new NviError('NVI_ERR_TAP_NAME',
+      `TAP name ${JSON.stringify(name)}: must be 1..${TAP_NAME_MAX} bytes without spaces, "/" or ":"`);
+  }
+  if (mtu !== undefined && !(Number.isInteger(mtu) && mtu >= MTU_MIN && mtu <= TAP_MTU_MAX)) {
+    throw new NviError('NVI_ERR_TAP_MTU', `TAP ${name}: mtu ${mtu} must be an integer in ${MTU_MIN}..${TAP_MTU_MAX}`);
+  }
+  return mtu ?? 0;
 }
 
 export class TapPort {
@@ -99,14 +113,7 @@ export class TapPort {
 
   /** Create the TAP device `name` or attach to an existing one, and bring it up. */
   static open(name: string, opts: TapOptions = {}): TapPort {
-    if (name.length === 0 || Buffer.byteLength(name) > TAP_NAME_MAX || /[\s/:]/.test(name)) {
-      throw new NviError('NVI_ERR_TAP_NAME',
-        `TAP name ${JSON.stringify(name)}: must be 1..${TAP_NAME_MAX} bytes without spaces, "/" or ":"`);
-    }
-    const mtu = opts.mtu ?? 0;
-    if (opts.mtu !== undefined && !(Number.isInteger(mtu) && mtu >= MTU_MIN && mtu <= TAP_MTU_MAX)) {
-      throw new NviError('NVI_ERR_TAP_MTU', `TAP ${name}: mtu ${mtu} must be an integer in ${MTU_MIN}..${TAP_MTU_MAX}`);
-    }
+    const mtu = checkNameAndMtu(name, opts.mtu);
     const native = loadNative();
     const vnetHdr = opts.vnetHdr === true;
     const offload = opts.offload === true;
@@ -119,6 +126,34 @@ export class TapPort {
       throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
     }
     return new TapPort(native, opened.name, opened.fd, vnetHdr, offload);
+  }
+
+  /**
+   * The host side of a TAP that a hypervisor opens by name (QEMU `-netdev tap,ifname=NAME,
+   * script=no,downscript=no`, libvirt `<interface type='ethernet'>`): created here, persistent,
+   * when it does not exist yet, so the VM can stop and start again under the same port; frames
+   * cross an AF_PACKET socket bound to it (src/native/packet_port.c). The host's own stack stays
+   * off the interface: no IPv6 (no address, no ND of its own) and no ARP answers.
+   */
+  static attach(name: string, opts: { mtu?: number; offload?: boolean; bufferBytes?: number; netns?: string } = {}): TapPort {
+    const mtu = checkNameAndMtu(name, opts.mtu);
+    const native = loadNative();
+    const offload = opts.offload === true;
+    const ns = opts.netns ? netnsPath(opts.netns) : null;
+    let fd: number;
+    try {
+      fd = native.packetOpen(name, mtu, offload ? PACKET_VNET_HDR : 0, opts.bufferBytes ?? 4 << 20, ns);
+    } catch (e) {
+      if ((e as { errno?: number }).errno !== ENODEV) throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name} (the hypervisor's): ${nativeErrorText(e)}`);
+      // Not there yet: made here, persistent, for the hypervisor to open by name.
+      try {
+        closeSync(native.tapOpen(name, mtu, TAP_PERSIST | TAP_VNET_HDR, ns, null).fd);
+        fd = native.packetOpen(name, mtu, offload ? PACKET_VNET_HDR : 0, opts.bufferBytes ?? 4 << 20, ns);
+      } catch (e2) {
+        throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name} (the hypervisor's): ${nativeErrorText(e2)}`);
+      }
+    }
+    return new TapPort(native, name, fd, false, offload);
   }
 
   /** Call cb (on the JS thread, no arguments) whenever frames are waiting; replaces an earlier cb. */

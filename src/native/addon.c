@@ -3,6 +3,7 @@
 //   poll.c        readiness of an fd through the event loop (uv_poll), no thread pool
 //   tap.c         TAP ports: open, batch read, batch write
 //   raw_socket.c  the IPv4 underlay: raw sockets for ESP (50) and IPv6-in-IPv4 (41)
+//   packet_port.c a VM port on a TAP a hypervisor opened: an AF_PACKET socket on its host side
 //   netns.c       open a device or socket inside another network namespace
 //   esp_gcm.c     AES-GCM for ESP (RFC 4106), one call per batch, in place
 //   gso.c         TSO frames and partial checksums from an offloading TAP made into wire frames
@@ -18,7 +19,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_int32(env, NVI_BATCH_MAX, &max);
   napi_set_named_property(env, exports, "batchMax", max);
   if (nvi_init_poll(env, exports) || nvi_init_tap(env, exports) || nvi_init_raw_socket(env, exports) ||
-      nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports)) {
+      nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
+      nvi_init_packet_port(env, exports)) {
     return NULL;
   }
   return exports;

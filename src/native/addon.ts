@@ -32,6 +32,10 @@ export const TAP_BLOCKING = 2;
 export const TAP_OFFLOAD = 4;
 /** IFF_NAPI: the kernel runs GRO on the frames the switch writes. */
 export const TAP_NAPI = 8;
+/** TUNSETPERSIST: the device stays when the fd closes (for a hypervisor to open by name). */
+export const TAP_PERSIST = 16;
+/** packetOpen flags: exchange the virtio-net header (PACKET_VNET_HDR). */
+export const PACKET_VNET_HDR = 1;
 /** Indices into the counts array of tapReadGso. */
 export const RX_FRAMES = 0;
 export const RX_MALFORMED = 1;
@@ -102,6 +106,12 @@ export interface NativeAddon {
   gsoSegment(src: Uint8Array, off: number, len: number, dst: Uint8Array, firstOff: number, stride: number,
     cap: number, maxSlots: number, lens: Int32Array): number;
 
+  /**
+   * AF_PACKET socket on interface `ifname` (brought up, its MTU set when mtu > 0, the host's IPv6
+   * and ARP off it): one frame per read/write as a TAP fd, only frames arriving on the interface;
+   * see src/native/packet_port.c.
+   */
+  packetOpen(ifname: string, mtu: number, flags: number, bufferBytes: number, netnsPath: string | null): number;
   /** Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). */
   rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null): number;
   /** recvmmsg up to n packets as tapRead does; addrs[k] = source address (host order). 0 at EAGAIN, -errno on error. */

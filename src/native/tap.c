@@ -35,8 +35,9 @@
 #include <unistd.h>
 
 /** tapOpen flags; the same values are in src/native/addon.ts. TAP_OFFLOAD accepts TSO and partial
- * checksums from the guest (TUNSETOFFLOAD); TAP_NAPI lets the kernel run GRO on what we write. */
-enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8 };
+ * checksums from the guest (TUNSETOFFLOAD); TAP_NAPI lets the kernel run GRO on what we write;
+ * TAP_PERSIST keeps the device after its fd closes (one a hypervisor opens by name later). */
+enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8, TAP_PERSIST = 16 };
 /** counts[] of tapReadGso. */
 enum { RX_FRAMES = 0, RX_MALFORMED = 1, RX_TOO_BIG = 2, RX_COUNTS = 3 };
 /** Size of struct virtio_net_hdr, the default TUNSETVNETHDRSZ. */
@@ -56,6 +57,10 @@ static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t 
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) goto fail;
   memcpy(actual, ifr.ifr_name, IFNAMSIZ);
   actual[IFNAMSIZ - 1] = 0;
+  if (flags & TAP_PERSIST) {
+    *step = "TUNSETPERSIST";
+    if (ioctl(fd, TUNSETPERSIST, 1L) < 0) goto fail;
+  }
   if (flags & TAP_OFFLOAD) {
     *step = "TUNSETOFFLOAD";
     if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO6)) < 0) goto fail;
