@@ -189,7 +189,7 @@ function nviPaths(cfg: CloudConfig, state: LabState): { cross: Path; same: Path 
       for (const dir of ['egress', 'ingress'] as const) {
         for (const [reason, n] of Object.entries(s[dir].drops ?? {})) m.set(`switch ${h} ${dir} drop ${reason}`, n);
       }
-      for (const t of s.taps ?? []) {
+      for (const t of s.ports ?? []) {
         m.set(`switch ${h} tap ${t.name} txRefused`, t.txRefused);
         m.set(`switch ${h} tap ${t.name} txBusy (write stopped: TAP full)`, t.txBusy);
       }
@@ -224,7 +224,7 @@ function nviPaths(cfg: CloudConfig, state: LabState): { cross: Path; same: Path 
 interface SwitchStats {
   egress: { drops?: Record<string, number> };
   ingress: { drops?: Record<string, number> };
-  taps?: { name: string; txRefused: number; txBusy: number }[];
+  ports?: { name: string; txRefused: number; txBusy: number }[];
   underlay?: { txRefused: number; txBusy: number; rxErrors: number };
 }
 

@@ -78,6 +78,7 @@ const FIXED: readonly (readonly [number, string])[] = [
   [68, 'resolve/store-unavailable'],
   [69, 'port/gone'],
   [70, 'vm/moved'],
+  [71, 'port/down'],
 ];
 
 test('every code keeps its name', () => {

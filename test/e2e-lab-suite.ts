@@ -376,7 +376,7 @@ export function labSuite(opts: LabSuiteOptions): void {
     // Every frame is accounted for.
     const kernelTx = kernelAfter.tx.packets - kernelBefore.tx.packets;
     const kernelDropped = kernelAfter.tx.dropped - kernelBefore.tx.dropped;
-    const web1Tap = (s: HostStats): number => s.taps.find((t) => t.name === web1.tap)!.rx;
+    const web1Tap = (s: HostStats): number => s.ports.find((t) => t.name === web1.tap)!.rx;
     const switchRx = web1Tap(after.h1) - web1Tap(before.h1);
     const egressIn = after.h1.egress.in - before.h1.egress.in;
     process.stdout.write(`\n  fuzz: ${fuzz.attempted} frames, python sent ${fuzz.sent} (refused: ${JSON.stringify(fuzz.errors)}) in ${fuzz.seconds} s; ` +

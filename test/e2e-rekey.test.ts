@@ -78,8 +78,8 @@ function assertRekeyedWithoutLoss(a: Snapshot, b: Snapshot, src: string, dst: st
     assert.is(delta((s) => s.ingress.delivered, to), sentOut, `${to} delivered all of them`);
     // The TAPs also take what the host's own egress sends them meanwhile (ND answers to the guests' NUD probes).
     const local = delta((s) => s.egress.delivered + s.egress.replied + s.egress.errorsSent, to);
-    assert.is(delta((s) => s.taps.reduce((n, t) => n + t.tx, 0), to), sentOut + local, `${to}'s TAPs took all of them (and ${local} local frames)`);
-    assert.is(delta((s) => s.taps.reduce((n, t) => n + t.txBusy + t.txRefused, 0), to), 0, `${to}'s TAPs refused nothing`);
+    assert.is(delta((s) => s.ports.reduce((n, t) => n + t.tx, 0), to), sentOut + local, `${to}'s TAPs took all of them (and ${local} local frames)`);
+    assert.is(delta((s) => s.ports.reduce((n, t) => n + t.txBusy + t.txRefused, 0), to), 0, `${to}'s TAPs refused nothing`);
     assert.is(delta((s) => s.underlay.rxErrors + s.underlay.txRefused + s.underlay.txBusy, from), 0, `${from}'s underlay had no error`);
   }
   assert.equal(lab.complaints('h1').concat(lab.complaints('h2')), [], 'no warning or error in the switch logs');

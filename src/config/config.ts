@@ -30,9 +30,22 @@ export interface VmConfig {
   readonly identityText: string; // canonical
   readonly mac: Buffer; // 6 bytes
   readonly level: number | undefined;
-  /** Name of the TAP device the switch creates or attaches to. */
+  /** Name of the TAP device the switch creates or attaches to (port kinds tap and qemu-tap). */
   readonly tap: string;
+  /** How the VM reaches its switch. */
+  readonly port: VmPortConfig;
 }
+
+/**
+ * tap: a TAP the switch creates and owns (the namespace lab); qemu-tap: a TAP the hypervisor
+ * opens by name (QEMU -netdev tap, libvirt type='ethernet'), the switch on its host side;
+ * stream: a unix socket the switch listens on (QEMU -netdev stream).
+ */
+export type VmPortConfig =
+  | { readonly kind: 'tap' | 'qemu-tap' }
+  | { readonly kind: 'stream'; /** Absolute socket path; absent: under the host's state directory. */ readonly path?: string };
+
+export const PORT_KINDS = ['tap', 'qemu-tap', 'stream'] as const;
 
 export interface TenantConfig {
   readonly name: string;
@@ -246,7 +259,7 @@ function readTenant(tname: string, v: unknown, hosts: Map<string, HostConfig>): 
 
 function readVm(vname: string, tenant: string, prefix: TenantPrefix, v: unknown, hosts: Map<string, HostConfig>, path: string): VmConfig {
   const o: Obj = isObj(v) ? v : obj(v, path);
-  onlyKeys(o, ['host', 'identity', 'mac', 'level', 'tap'], path);
+  onlyKeys(o, ['host', 'identity', 'mac', 'level', 'tap', 'port'], path);
   const host = str(o.host, `${path}.host`);
   if (!hosts.has(host)) throw new ConfigError(`${path}.host`, `unknown host ${JSON.stringify(host)} (hosts: ${[...hosts.keys()].join(', ')})`);
   const idText = str(o.identity, `${path}.identity`);
@@ -258,6 +271,7 @@ function readVm(vname: string, tenant: string, prefix: TenantPrefix, v: unknown,
   if ((mac[0] & 1) !== 0) throw new ConfigError(`${path}.mac`, 'a VM MAC must be unicast');
   const tap = o.tap === undefined ? `nvi-${vname}` : str(o.tap, `${path}.tap`);
   if (tap.length > 15) throw new ConfigError(`${path}.tap`, `interface names have at most 15 characters; ${JSON.stringify(tap)} is longer (set tap:)`);
+  const port = readPort(o.port, `${path}.port`);
   return {
     name: vname,
     tenant,
@@ -267,7 +281,26 @@ function readVm(vname: string, tenant: string, prefix: TenantPrefix, v: unknown,
     mac,
     level: o.level === undefined ? undefined : int(o.level, `${path}.level`, 0, 1000),
     tap,
+    port,
   };
+}
+
+function readPort(v: unknown, path: string): VmPortConfig {
+  if (v === undefined) return { kind: 'tap' };
+  const o = obj(v, path);
+  onlyKeys(o, ['kind', 'path'], path);
+  const kind = str(o.kind, `${path}.kind`);
+  if (!(PORT_KINDS as readonly string[]).includes(kind)) throw new ConfigError(`${path}.kind`, `${JSON.stringify(kind)} is not a port kind (${PORT_KINDS.join(', ')})`);
+  if (kind !== 'stream') {
+    if (o.path !== undefined) throw new ConfigError(`${path}.path`, `only a stream port has a path; a ${kind} port is named by tap:`);
+    return { kind: kind as 'tap' | 'qemu-tap' };
+  }
+  if (o.path === undefined) return { kind: 'stream' };
+  const p = str(o.path, `${path}.path`);
+  if (!p.startsWith('/')) throw new ConfigError(`${path}.path`, `${JSON.stringify(p)}: the socket path must be absolute`);
+  // sockaddr_un.sun_path holds 108 bytes with the terminating zero.
+  if (Buffer.byteLength(p) > 107) throw new ConfigError(`${path}.path`, `a unix socket path has at most 107 bytes; this one has ${Buffer.byteLength(p)}`);
+  return { kind: 'stream', path: p };
 }
 
 /** A locally administered unicast MAC from the identity's last five bytes. */

@@ -8,6 +8,7 @@
 import { closeSync } from 'node:fs';
 import { BATCH_MAX, Batch, FRAME_OFFSET, MAX_PACKET, SLOT_BYTES } from '../dataplane/batch.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
+import type { VmLink } from './vm-link.js';
 import { NviError } from '../base/errors.js';
 import {
   GRO_SCRATCH, PACKET_VNET_HDR, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_PERSIST,
@@ -59,7 +60,7 @@ function checkNameAndMtu(name: string, mtu: number | undefined): number {
   return mtu ?? 0;
 }
 
-export class TapPort {
+export class TapPort implements VmLink {
   // Counters (never reset; the owner takes differences).
   rxFrames = 0;
   txFrames = 0;
@@ -154,6 +155,11 @@ export class TapPort {
       }
     }
     return new TapPort(native, name, fd, false, offload);
+  }
+
+  /** The TAP is there and read (whether a VM is behind it, the kernel does not say here). */
+  get up(): boolean {
+    return this.failure === null && !this.closed;
   }
 
   /** Call cb (on the JS thread, no arguments) whenever frames are waiting; replaces an earlier cb. */

@@ -16,7 +16,7 @@ import type { EspCipher } from '../esp/esp-cipher.js';
 import type { SaLimits } from '../esp/sa.js';
 import { wiresharkSaRecord } from '../esp/wireshark-sa.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
-import { TapPort } from '../io/tap.js';
+import type { VmLink } from '../io/vm-link.js';
 import type { Logger } from '../base/log.js';
 import { compilePolicyDocument } from '../policy/document.js';
 import { policyRefusal, type PolicyRefusal } from '../policy/signed-policy.js';
@@ -123,7 +123,7 @@ export class LiveSwitch implements ControlHandler {
         const rec = await cloud.store.lookup(vm.identityText);
         return rec !== undefined && rec.host === name && cloud.store.withdraw(vm.identityText, rec.epoch);
       },
-      readTap: (tap, index) => this.readTap(tap, index),
+      readLink: (link, index) => this.readLink(link, index),
     });
     this.ports.openInitial();
 
@@ -142,16 +142,16 @@ export class LiveSwitch implements ControlHandler {
     });
   }
 
-  private readTap(tap: TapPort, index: number): void {
+  private readLink(link: VmLink, index: number): void {
     if (this.ports!.isWaiting(index)) this.ports!.activate(index); // a migrated VM's first frame: it runs here now
     const b = this.egressBatch;
     b.reset();
-    const malformed = tap.rxMalformed;
-    const tooBig = tap.rxTooBig;
-    if (tap.read(b, index, Date.now() * 1000) > 0) this.host.runEgress(b);
-    if (tap.rxMalformed !== malformed) this.host.egress.counters.refusedAtPort(Drop.EthOffloadMalformed, tap.rxMalformed - malformed);
-    if (tap.rxTooBig !== tooBig) this.host.egress.counters.refusedAtPort(Drop.EthTooBig, tap.rxTooBig - tooBig);
-    if (tap.failure) this.opts.log.error('tap-failed', { tap: tap.name, failure: tap.failure });
+    const malformed = link.rxMalformed;
+    const tooBig = link.rxTooBig;
+    if (link.read(b, index, Date.now() * 1000) > 0) this.host.runEgress(b);
+    if (link.rxMalformed !== malformed) this.host.egress.counters.refusedAtPort(Drop.EthOffloadMalformed, link.rxMalformed - malformed);
+    if (link.rxTooBig !== tooBig) this.host.egress.counters.refusedAtPort(Drop.EthTooBig, link.rxTooBig - tooBig);
+    if (link.failure) this.opts.log.error('port-failed', { port: link.name, failure: link.failure });
   }
 
   private readUnderlay(): void {
@@ -205,7 +205,7 @@ export class LiveSwitch implements ControlHandler {
       store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
       cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys },
-      taps: [...(this.ports?.all.values() ?? [])].map((t) => ({ name: t.name, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
+      ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };

@@ -21,3 +21,8 @@ export function hostStateDir(cfg: CloudConfig, host: string): string {
 export function detachedPath(cfg: CloudConfig, host: string): string {
   return join(hostStateDir(cfg, host), 'detached.json');
 }
+
+/** Where host `host`'s switch listens for VM `vm`'s stream port (QEMU -netdev stream) unless the config says. */
+export function streamPortPath(cfg: CloudConfig, host: string, vm: string): string {
+  return join(hostStateDir(cfg, host), 'ports', `${vm}.sock`);
+}

@@ -14,6 +14,8 @@ import { readU32 } from '../wire/ipv4.js';
 export interface PacketSink {
   /** Send packets b[idx[0..n)]; returns how many were sent, in order (the rest failed). */
   send(b: Batch, idx: Int32Array, n: number): number;
+  /** Why the packets not sent were refused (default tx/port-error or tx/underlay-error). */
+  refusal?(): Drop;
 }
 
 const NOWHERE: PacketSink = { send: () => 0 };
@@ -63,7 +65,11 @@ export class TxFanout {
       const n = this.portCount[p];
       if (n === 0) continue;
       const idx = this.portIdx[p];
-      for (let k = this.ports[p].send(b, idx, n); k < n; k++) c.txRefused(b, idx[k], Drop.TxPortError);
+      const sink = this.ports[p];
+      const sent = sink.send(b, idx, n);
+      if (sent === n) continue;
+      const why = sink.refusal?.() ?? Drop.TxPortError;
+      for (let k = sent; k < n; k++) c.txRefused(b, idx[k], why);
     }
   }
 }

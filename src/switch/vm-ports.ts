@@ -23,12 +23,16 @@ import { NviError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { formatIpv4 } from '../base/address.js';
 import { loadConfig, type CloudConfig, type VmConfig } from '../config/config.js';
+import { StreamPort } from '../io/stream-port.js';
 import { TapPort } from '../io/tap.js';
+import type { VmLink } from '../io/vm-link.js';
 import { hostKeyPaths, readPrivateKey, writePrivateKey } from '../trust/pki.js';
 import { makeOffer, openSealed, sealTo, type KeyOffer, type SealedKey } from '../trust/key-transfer.js';
 import type { HostAuthority } from './key-exchange.js';
 import type { Host } from './host.js';
-import { detachedPath } from './paths.js';
+import type { PacketSink } from './tx.js';
+import { Drop } from '../base/drops.js';
+import { detachedPath, streamPortPath } from './paths.js';
 
 export type PortState = 'absent' | 'waiting' | 'activating' | 'active';
 
@@ -46,12 +50,17 @@ export interface VmPortsContext {
   /** Remove `vm`'s binding from the store if it is still this host's. */
   withdraw(vm: VmConfig): Promise<boolean>;
   /** Read a batch from a port (the switch's egress loop). */
-  readTap(tap: TapPort, index: number): void;
+  readLink(link: VmLink, index: number): void;
+}
+
+/** Where the pipeline's frames for a port go; a link with no VM behind it refuses them as port/down. */
+function sinkOf(link: VmLink): PacketSink {
+  return { send: (b, idx, n) => link.write(b, idx, n), refusal: () => (link.up ? Drop.TxPortError : Drop.PortDown) };
 }
 
 /** A VM is on this host only if its key is in this host's key directory: the config says where it started. */
 export class VmPorts {
-  private readonly taps = new Map<number, TapPort>();
+  private readonly links = new Map<number, VmLink>();
   private readonly waiting = new Map<number, VmConfig>();
   private readonly activating = new Set<number>();
   private readonly offers = new Map<string, { offer: KeyOffer; secret: KeyObject }>();
@@ -60,21 +69,21 @@ export class VmPorts {
   constructor(private readonly ctx: VmPortsContext) {}
 
   /**
-   * The TAPs of the ports there are at start (their bindings are published by the caller). A
-   * TAP that cannot be opened is logged and its port removed: the switch runs for the others.
+   * The links of the ports there are at start (their bindings are published by the caller). A
+   * link that cannot be opened is logged and its port removed: the switch runs for the others.
    */
   openInitial(): void {
     for (const port of this.ctx.host.ports.all()) {
-      let tap: TapPort;
+      let link: VmLink;
       try {
-        tap = this.openTap(this.ctx.config.vms.get(port.name)!);
+        link = this.openLink(this.ctx.config.vms.get(port.name)!);
       } catch (e) {
         this.ctx.log.error('port-not-opened', { vm: port.name, error: (e as Error).message });
         this.ctx.host.detachPort(port.identityText);
         continue;
       }
-      this.ctx.host.setPortSink(port.index, { send: (b, idx, n) => tap.write(b, idx, n) });
-      this.bindTap(tap, port.index);
+      this.ctx.host.setPortSink(port.index, sinkOf(link));
+      this.bindLink(link, port.index);
     }
   }
 
@@ -96,9 +105,9 @@ export class VmPorts {
     writeFileSync(path, JSON.stringify([...set]));
   }
 
-  /** The TAPs, by port index. */
-  get all(): ReadonlyMap<number, TapPort> {
-    return this.taps;
+  /** The links, by port index. */
+  get all(): ReadonlyMap<number, VmLink> {
+    return this.links;
   }
 
   state(vm: string): PortState {
@@ -215,19 +224,19 @@ export class VmPorts {
   }
 
   closeAll(): void {
-    for (const tap of this.taps.values()) tap.close();
-    this.taps.clear();
+    for (const link of this.links.values()) link.close();
+    this.links.clear();
   }
 
-  /** The VM's TAP, then its port (frames can only arrive once both exist: the TAP is read from the next turn of the loop). */
+  /** The VM's link, then its port (frames can only arrive once both exist: the link is read from the next turn of the loop). */
   private addPort(vm: VmConfig) {
-    const tap = this.openTap(vm);
+    const link = this.openLink(vm);
     try {
-      const port = this.ctx.host.attachPort(vm, { send: (b, idx, n) => tap.write(b, idx, n) });
-      this.bindTap(tap, port.index);
+      const port = this.ctx.host.attachPort(vm, sinkOf(link));
+      this.bindLink(link, port.index);
       return port;
     } catch (e) {
-      tap.close();
+      link.close();
       throw e;
     }
   }
@@ -237,19 +246,32 @@ export class VmPorts {
     if (!port) return;
     this.waiting.delete(port.index);
     this.activating.delete(port.index);
-    const tap = this.taps.get(port.index);
-    this.taps.delete(port.index);
-    tap?.close();
+    const link = this.links.get(port.index);
+    this.links.delete(port.index);
+    link?.close();
   }
 
-  private openTap(vm: VmConfig): TapPort {
-    const netns = this.ctx.vmNetnsPrefix === undefined ? undefined : `${this.ctx.vmNetnsPrefix}${vm.name}`;
-    return TapPort.open(vm.tap, { mtu: this.ctx.host.mtu, netns, mac: vm.mac, offload: this.ctx.config.switch.offload });
+  /** The VM's port as its config says: a TAP of our own (the lab: in the VM's namespace), the hypervisor's TAP, or a stream socket. */
+  private openLink(vm: VmConfig): VmLink {
+    const { mtu } = this.ctx.host;
+    const offload = this.ctx.config.switch.offload;
+    switch (vm.port.kind) {
+      case 'tap': {
+        const netns = this.ctx.vmNetnsPrefix === undefined ? undefined : `${this.ctx.vmNetnsPrefix}${vm.name}`;
+        return TapPort.open(vm.tap, { mtu, netns, mac: vm.mac, offload });
+      }
+      case 'qemu-tap':
+        return TapPort.attach(vm.tap, { mtu, offload });
+      case 'stream': {
+        const path = vm.port.path ?? streamPortPath(this.ctx.config, this.ctx.hostName, vm.name);
+        return StreamPort.listen(path, { onEvent: (event, detail) => this.ctx.log.info(event, { vm: vm.name, ...detail }) });
+      }
+    }
   }
 
-  private bindTap(tap: TapPort, index: number): void {
-    this.taps.set(index, tap);
-    tap.onReadable(() => this.ctx.readTap(tap, index));
+  private bindLink(link: VmLink, index: number): void {
+    this.links.set(index, link);
+    link.onReadable(() => this.ctx.readLink(link, index));
   }
 
   /** The VM as the config file says now (it may have been added since the switch started). */
