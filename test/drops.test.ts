@@ -79,6 +79,8 @@ const FIXED: readonly (readonly [number, string])[] = [
   [69, 'port/gone'],
   [70, 'vm/moved'],
   [71, 'port/down'],
+  [72, 'dhcp/malformed'],
+  [73, 'dhcp/server-only'],
 ];
 
 test('every code keeps its name', () => {

@@ -97,6 +97,8 @@ export const enum Drop {
   PortGone = 69,
   VmMoved = 70,
   PortDown = 71,
+  DhcpMalformed = 72,
+  DhcpServerOnly = 73,
 }
 
 /** [name, description] for each reason, indexed by Drop. */
@@ -170,6 +172,8 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.TxPortError]: ['tx/port-error', 'the VM port refused the frame'],
   [Drop.EspSealFailed]: ['esp/seal-failed', 'the cipher could not encrypt the packet (never sent unencrypted)'],
   [Drop.PortGone]: ['port/gone', 'the VM port the packet came from was detached while the packet waited'],
+  [Drop.DhcpMalformed]: ['dhcp/malformed', 'a DHCPv6 message that breaks the format (RFC 8415), or is missing the client or server ID it needs'],
+  [Drop.DhcpServerOnly]: ['dhcp/server-only', 'a VM sent a DHCPv6 server or relay message; only the switch serves its VMs'],
   [Drop.PortDown]: ['port/down', 'no VM is behind the port now (its QEMU is not connected to the stream socket)'],
   [Drop.VmMoved]: ['vm/moved', 'the destination VM has left this host (migrated or detached); the sender is told to look it up again'],
   [Drop.ResolveStoreUnavailable]: ['resolve/store-unavailable', 'the mapping store cannot be reached, or the host\'s replica of it is not current (fails closed)'],

@@ -5,15 +5,17 @@
 // Egress: VM port -> underlay (SDN Algorithm 1 at the sender's hypervisor)
 //   1. frame-parse     Ethernet, IPv6, extension headers          eth/*, ipv6/*
 //   2. mac-guard       Ethernet source = the port's MAC           spoof/mac
-//   3. nd-responder    answer NS/RS in place, absorb NA/MLD,      nd/*          -> reply, consumed
+//   3. dhcp-server     answer DHCPv6: the identity as the one     dhcp/*        -> reply, consumed
+//                      address a guest is given
+//   4. nd-responder    answer NS/RS in place, absorb NA/MLD,      nd/*          -> reply, consumed
 //                      never forward multicast
-//   4. ip-guard        IPv6 source = the port's identity          spoof/source, dst/*
-//   5. cable-lookup    cable cache by (src ID, dst ID); a miss    upcall/*, and the reason an
+//   5. ip-guard        IPv6 source = the port's identity          spoof/source, dst/*
+//   6. cable-lookup    cable cache by (src ID, dst ID); a miss    upcall/*, and the reason an
 //                      goes to the upcall (resolve, verify,       unplugged cable stores
 //                      decide, plug) and waits in its queue       (resolve/*, verify/*, policy/*,
 //                                                                 sa/*)         -> held
-//   6. egress-filter   per-packet policy: ports, initiate-only    policy/*
-//   7. encap           local VM frame, or ESP + IPv4 / IPv4 to    mtu/too-big, sa/exhausted,
+//   7. egress-filter   per-packet policy: ports, initiate-only    policy/*
+//   8. encap           local VM frame, or ESP + IPv4 / IPv4 to    mtu/too-big, sa/exhausted,
 //                      the peer host (one cipher call per batch)  esp/seal-failed
 //                                                                               -> vm-port, underlay, reply
 //
@@ -42,6 +44,7 @@ import type { CableCache } from './cable-cache.js';
 import type { Cable, CableSa } from './cable.js';
 import { PipelineCounters } from './counters.js';
 import { CableLookup } from './egress/cable-lookup.js';
+import { DhcpServer } from './egress/dhcp-server.js';
 import { Encap } from './egress/encap.js';
 import { FrameParse } from './egress/frame-parse.js';
 import { IpGuard } from './egress/ip-guard.js';
@@ -124,6 +127,7 @@ export function egressPipeline(p: PipelineParts): Pipeline {
   return new Pipeline('egress', [
     new FrameParse(),
     new MacGuard(p.ports),
+    new DhcpServer(p.ports),
     new NdResponder(p.ports),
     new IpGuard(p.ports),
     new CableLookup(p.egressCables, p.upcall),

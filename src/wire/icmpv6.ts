@@ -92,7 +92,7 @@ export function writeRouterAdvert(buf: Uint8Array, m: number, mac: Uint8Array, m
   buf[m + ICMP6_OFF_TYPE] = ND_ROUTER_ADVERT;
   buf[m + ICMP6_OFF_CODE] = 0;
   buf[m + 4] = 64; // Cur Hop Limit advised to the guest
-  buf[m + 5] = 0; // M=0, O=0: identities are assigned to the VM, not by DHCPv6 or SLAAC
+  buf[m + 5] = 0x80; // M=1: the address is the VM's identity, given by DHCPv6 (no prefix: no SLAAC)
   buf[m + 6] = lifetime >> 8;
   buf[m + 7] = lifetime & 0xff;
   for (let k = 8; k < 16; k++) buf[m + k] = 0; // reachable time, retrans timer: unspecified

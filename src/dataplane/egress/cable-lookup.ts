@@ -1,4 +1,4 @@
-// Egress stage 5: the cable cache, keyed by (source identity, destination identity). A hit
+// Egress stage 6: the cable cache, keyed by (source identity, destination identity). A hit
 // on a plugged cable touches nothing else; a hit on an unplugged one drops the packet for
 // the reason stored at plug time; a miss or an expired cable goes to the upcall.
 

@@ -1,4 +1,4 @@
-// Egress stage 7: the packet leaves the VM's cable. To a VM of this host it becomes a frame
+// Egress stage 8: the packet leaves the VM's cable. To a VM of this host it becomes a frame
 // for that VM's port; to another host it is wrapped in ESP (RFC 4303/4106, tunnel mode)
 // and an outer IPv4 header, or in IPv4 alone (RFC 4213) when the policy turns encryption
 // off. The IPv6 packet never moves: headers go into the headroom, the trailer after it,

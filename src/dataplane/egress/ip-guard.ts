@@ -1,4 +1,4 @@
-// Egress stage 4: anti-spoofing. The IPv6 source must be the port's identity, exactly
+// Egress stage 5: anti-spoofing. The IPv6 source must be the port's identity, exactly
 // (another VM's identity, another tenant's, link-local and multicast sources all fail);
 // the destination must be an identity and not the sender itself.
 

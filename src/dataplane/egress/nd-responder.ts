@@ -1,4 +1,4 @@
-// Egress stage 3: the switch is every VM's only neighbour and router. It answers Neighbour
+// Egress stage 4: the switch is every VM's only neighbour and router. It answers Neighbour
 // and Router Solicitations in place (RFC 4861), absorbs NA and MLD, refuses RA/Redirect
 // from a VM, and never forwards multicast: nothing is flooded beyond the host.
 //
