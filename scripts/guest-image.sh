@@ -13,7 +13,7 @@ out=${1:-build/guest}
 kernel=$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -1 || true)
 [ -n "$kernel" ] || { echo "guest-image: no kernel in /boot (apt-get install linux-image-amd64)" >&2; exit 1; }
 kver=${kernel#/boot/vmlinuz-}
-for tool in busybox dhcpcd iperf3 cpio; do
+for tool in busybox dhcpcd iperf3 cpio modinfo; do
   command -v "$tool" >/dev/null || { echo "guest-image: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 done
 if [ -f "$out/initrd.img" ] && [ "$out/initrd.img" -nt "$0" ] && [ "$out/vmlinuz" -nt "$kernel" ]; then exit 0; fi
@@ -32,11 +32,17 @@ for b in "$(command -v dhcpcd)" "$(command -v iperf3)"; do
   done
 done
 
-# virtio-net and what it needs, loaded in this order by /init.
-mods="virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net"
+# virtio-net and the modules it needs, in an order that loads (dependencies first, by modinfo).
+mods=""
+add_module() {
+  case " $mods " in *" $1 "*) return ;; esac
+  local dep
+  for dep in $(modinfo -k "$kver" -F depends "$1" | tr ',' ' '); do add_module "$dep"; done
+  mods="$mods $1"
+}
+for m in virtio_pci virtio_net; do add_module "$m"; done
 for m in $mods; do
-  f=$(find "/lib/modules/$kver" -name "$m.ko*" | head -1)
-  [ -n "$f" ] || { echo "guest-image: module $m not found for $kver" >&2; exit 1; }
+  f=$(modinfo -k "$kver" -F filename "$m")
   case "$f" in
     *.ko.xz) xz -dc "$f" >"$root/lib/modules/$m.ko" ;;
     *.ko.zst) zstd -qdc "$f" >"$root/lib/modules/$m.ko" ;;
@@ -50,10 +56,9 @@ printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
 cat >"$root/etc/dhcpcd.conf" <<'EOF'
 ipv6only
 allowinterfaces eth0
-noipv6rs
 ipv6ra_noautoconf
 nohook resolv.conf
-option rapid_commit
+script ""
 EOF
 
 cat >"$root/init" <<EOF
@@ -72,7 +77,10 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/autoconf
 ip link set eth0 up
 echo "nvi-guest: booted \$(cut -d' ' -f1 /proc/uptime) s, mac \$(cat /sys/class/net/eth0/address)"
 dhcpcd -q -b eth0 2>/dev/null
-exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+# The console runs each line it reads as a command (no prompt, no line editing), with the
+# terminal's echo off: what the tests read back is only what the commands print.
+stty -F /dev/ttyS0 -echo
+exec setsid sh -c 'while IFS= read -r line; do eval "\$line"; done </dev/ttyS0 >/dev/ttyS0 2>&1'
 EOF
 chmod +x "$root/init"
 

@@ -11,7 +11,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { isMap, isNode, parseDocument } from 'yaml';
-import { loadConfig } from '../config/config.js';
+import { loadConfig, PORT_KINDS } from '../config/config.js';
 import { NviError } from '../base/errors.js';
 import { makeBinding } from '../trust/binding.js';
 import { deriveIdentity } from '../trust/identity.js';
@@ -34,7 +34,7 @@ import {
 import { formatIpv6 } from '../base/address.js';
 import { openStore } from '../store/open-store.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
-import { attachOrDetach, vmPort } from './cmd-vm.js';
+import { attachOrDetach, vmPort, vmQemuArgs } from './cmd-vm.js';
 import { publishPolicy } from '../switch/cloud.js';
 
 /** Validity of the bindings `vm create` publishes; a running switch re-signs at VM start. */
@@ -115,11 +115,13 @@ export const host = {
 export const vm = {
   async run(argv: string[]): Promise<number> {
     if (argv[0] === 'attach' || argv[0] === 'detach') return vmPort(argv[0], argv.slice(1));
-    const synopsis = 'nvi-switch vm create NAME --tenant T --host H [-c nvi-switch.yaml] [--validity SECONDS] [--attach] | vm attach|detach NAME';
+    if (argv[0] === 'qemu-args') return vmQemuArgs(argv.slice(1));
+    const synopsis = 'nvi-switch vm create NAME --tenant T --host H [--port tap|qemu-tap|stream] [-c nvi-switch.yaml] [--validity SECONDS] [--attach] | vm attach|detach NAME | vm qemu-args NAME';
     const { values, positionals } = parseOptions(subcommand(argv, 'create', synopsis), {
       ...CONFIG_OPTION, tenant: { type: 'string' }, host: { type: 'string' }, validity: { type: 'string', default: String(DEFAULT_BINDING_SECONDS) },
-      attach: { type: 'boolean' },
+      attach: { type: 'boolean' }, port: { type: 'string' },
     });
+    if (values.port !== undefined && !(PORT_KINDS as readonly string[]).includes(values.port)) usage(`--port is one of ${PORT_KINDS.join(', ')}; got ${JSON.stringify(values.port)}`);
     if (positionals.length !== 1) usage(`one VM name expected: ${synopsis}`);
     const name = positionals[0];
     const tenantName = values.tenant ?? usage(`--tenant is required: ${synopsis}`);
@@ -137,6 +139,9 @@ export const vm = {
     const existing = cfg.vms.get(name);
     if (existing && existing.tenant !== tenantName) {
       throw new NviError('NVI_ERR_CONFIG', `tenants.${existing.tenant}.vms.${name}: VM ${name} belongs to tenant ${existing.tenant}, not ${tenantName}`);
+    }
+    if (existing && values.port !== undefined && existing.port.kind !== values.port) {
+      throw new NviError('NVI_ERR_CONFIG', `tenants.${tenantName}.vms.${name}.port: ${name} has a ${existing.port.kind} port in ${cfg.file}; change it there, not with --port`);
     }
     if (existing && existing.host !== hostName) {
       throw new NviError('NVI_ERR_CONFIG', `tenants.${tenantName}.vms.${name}.host: ${name} runs on ${existing.host} in ${cfg.file}, not ${hostName} (a move is a migration: epoch + 1 from the new host)`);
@@ -193,7 +198,7 @@ export const vm = {
       await store.close();
     }
 
-    if (!existing) addVmToConfig(cfg.file, tenantName, name, hostName, identity);
+    if (!existing) addVmToConfig(cfg.file, tenantName, name, hostName, identity, values.port);
     say(`vm ${name}: identity ${identity} (tenant ${tenantName} ${tenant.prefix.text}), ${reused ? 'existing' : 'new'} key ${show(keyPath)}`);
     say(`vm ${name}: certificate ${show(p.vmCert(name))}; binding epoch ${epoch} on ${hostName} ${h.addressText} published to ${show(cfg.store.path)}`);
     if (!existing) {
@@ -221,12 +226,12 @@ export const vm = {
  * every other byte of the file stays as it was; otherwise the yaml Document API sets the
  * entry and prints the document again (comments kept, alignment not).
  */
-export function addVmToConfig(file: string, tenant: string, name: string, hostName: string, identity: string): void {
+export function addVmToConfig(file: string, tenant: string, name: string, hostName: string, identity: string, port?: string): void {
   const text = readFileSync(file, 'utf8');
   const doc = parseDocument(text);
   const path = ['tenants', tenant, 'vms'];
   const vms = doc.getIn(path, true);
-  const line = `${name}: { host: ${hostName}, identity: ${identity} }`;
+  const line = `${name}: { host: ${hostName}, identity: ${identity}${port ? `, port: { kind: ${port} }` : ''} }`;
   let out: string | undefined;
   if (isMap(vms) && !vms.flow && vms.items.length > 0) {
     const last = vms.items[vms.items.length - 1];
@@ -242,7 +247,7 @@ export function addVmToConfig(file: string, tenant: string, name: string, hostNa
   }
   if (out === undefined) {
     if (vms !== undefined && vms !== null && !isMap(vms)) throw new NviError('NVI_ERR_CONFIG', `${path.join('.')}: expected a mapping in ${file}`);
-    const entry = doc.createNode({ host: hostName, identity });
+    const entry = doc.createNode(port ? { host: hostName, identity, port: { kind: port } } : { host: hostName, identity });
     entry.flow = true;
     if (isMap(vms)) vms.set(name, entry);
     else doc.setIn(path, doc.createNode({ [name]: entry }));

@@ -2,6 +2,7 @@
 //   nvi-switch vm attach VM [-c nvi-switch.yaml]        its host's switch opens its port and publishes its binding
 //   nvi-switch vm detach VM [-c nvi-switch.yaml]        the binding goes from the store, the port from the switch
 //   nvi-switch migrate VM --to HOST [-c nvi-switch.yaml] live migration (src/switch/migrate.ts)
+//   nvi-switch vm qemu-args VM [--host H] [--json]      QEMU arguments and a libvirt <interface> for the VM's port
 // The VM's host is the one the config file names (migrate updates it).
 
 import { NviError } from '../base/errors.js';
@@ -9,6 +10,7 @@ import { loadConfig, type CloudConfig } from '../config/config.js';
 import { controlRequest } from '../switch/control.js';
 import { migrate as migrateVm } from '../switch/migrate.js';
 import { controlPath } from '../switch/paths.js';
+import { qemuPort } from '../switch/qemu-args.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
 
 /** attach or detach VM on the host the config places it on. */
@@ -24,6 +26,24 @@ export async function vmPort(op: 'attach' | 'detach', argv: string[]): Promise<n
   const cfg = loadConfig(values.config);
   const r = await attachOrDetach(cfg, op, positionals[0]);
   process.stdout.write(`vm ${positionals[0]}: ${op === 'attach' ? `attached on ${cfg.vms.get(positionals[0])!.host}, binding epoch ${(r as { epoch: number }).epoch}` : `detached from ${cfg.vms.get(positionals[0])!.host}${(r as { withdrawn: boolean }).withdrawn ? ', binding withdrawn' : ''}`}\n`);
+  return 0;
+}
+
+export async function vmQemuArgs(argv: string[]): Promise<number> {
+  const { values, positionals } = parseOptions(argv, { ...CONFIG_OPTION, host: { type: 'string' }, json: { type: 'boolean' } });
+  if (positionals.length !== 1) throw new NviError('NVI_ERR_USAGE', 'usage: nvi-switch vm qemu-args VM [--host H] [--json] [-c nvi-switch.yaml]');
+  const cfg = loadConfig(values.config);
+  const vm = cfg.vms.get(positionals[0]);
+  if (!vm) throw new NviError('NVI_ERR_USAGE', `no VM ${positionals[0]} in ${cfg.file}`);
+  if (values.host !== undefined && !cfg.hosts.has(values.host)) throw new NviError('NVI_ERR_USAGE', `no host ${values.host} in ${cfg.file}`);
+  const port = qemuPort(cfg, vm, values.host);
+  if (values.json) {
+    process.stdout.write(`${JSON.stringify(port)}\n`);
+    return 0;
+  }
+  if (port.args.length === 0) throw new NviError('NVI_ERR_USAGE', port.notes.join('; '));
+  const quote = (a: string): string => (/^[\w,=./:-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`);
+  process.stdout.write(`# QEMU: add to your command line\n${port.args.map(quote).join(' ')}\n\n# libvirt: in <devices>\n${port.libvirt}\n\n${port.notes.map((n) => `# ${n}`).join('\n')}\n`);
   return 0;
 }
 

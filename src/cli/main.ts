@@ -13,7 +13,7 @@ const COMMANDS: Record<string, { about: string; module: string; export?: string 
   policy: { about: 'policy test | policy apply: check or publish tenant policy', module: 'cmd-policy' },
   ca: { about: 'ca init: create the cloud CA', module: 'cmd-pki', export: 'ca' },
   host: { about: 'host enroll: issue a host certificate', module: 'cmd-pki', export: 'host' },
-  vm: { about: 'vm create | attach | detach: a VM\'s identity and credentials; its port on a running switch', module: 'cmd-pki', export: 'vm' },
+  vm: { about: 'vm create | attach | detach | qemu-args: a VM\'s identity and credentials; its port on a running switch; how QEMU plugs in', module: 'cmd-pki', export: 'vm' },
   migrate: { about: 'migrate VM --to HOST: live migration between running switches', module: 'cmd-vm', export: 'migrate' },
   run: { about: 'run the switch of one host (TAP ports, raw-socket underlay)', module: 'cmd-run' },
   lab: { about: 'lab up | down | status | restart | attach | detach | migrate: the nvi-switch.yaml lab in network namespaces', module: 'cmd-lab' },

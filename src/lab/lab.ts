@@ -39,7 +39,8 @@ export function labNames(cfg: CloudConfig): { fabric: string; hosts: Map<string,
   return {
     fabric: `${p}fabric`,
     hosts: new Map([...cfg.hosts.keys()].map((h) => [h, `${p}${h}`])),
-    vms: new Map([...cfg.vms.keys()].map((v) => [v, `${p}${v}`])),
+    // Only a VM with a TAP of the switch's own is a namespace; a QEMU guest brings its own kernel.
+    vms: new Map([...cfg.vms.values()].filter((v) => v.port.kind === 'tap').map((v) => [v.name, `${p}${v.name}`])),
   };
 }
 
@@ -151,7 +152,7 @@ async function switchReady(cfg: CloudConfig, s: { host: string; log: string }): 
 /** The interfaces of `host`'s VMs (the TAPs its switch made): MAC, identity, up; then wait for each one's default route from the RA. */
 async function configureVms(cfg: CloudConfig, host: string): Promise<string[]> {
   const detached = VmPorts.detached(cfg, host);
-  const vms = [...cfg.vms.values()].filter((vm) => vm.host === host && !detached.has(vm.name)).map((vm) => vm.name);
+  const vms = [...cfg.vms.values()].filter((vm) => vm.host === host && vm.port.kind === 'tap' && !detached.has(vm.name)).map((vm) => vm.name);
   for (const vm of vms) bringUp(cfg, vm);
   const lines: string[] = [];
   for (const vm of vms) lines.push(await routed(cfg, vm));
@@ -192,6 +193,12 @@ export async function labAttach(cfg: CloudConfig, vm: string, log: (line: string
   requireRoot('lab attach');
   const v = cfg.vms.get(vm);
   if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  if (v.port.kind !== 'tap') {
+    // A QEMU guest: its port only; the guest configures itself (DHCPv6, RA).
+    const r = (await controlRequest(controlPath(cfg, v.host), { cmd: 'vm', op: 'attach', vm }, 15_000)) as { epoch: number };
+    log(`vm ${vm}: ${v.port.kind} port attached on ${v.host} (binding epoch ${r.epoch}); start the guest with \`nvi-switch vm qemu-args ${vm}\``);
+    return;
+  }
   const ns = vmNamespace(cfg, vm);
   const r = (await controlRequest(controlPath(cfg, v.host), { cmd: 'vm', op: 'attach', vm }, 15_000)) as { epoch: number };
   bringUp(cfg, vm);
@@ -219,6 +226,7 @@ export async function labMigrate(cfg: CloudConfig, vm: string, to: string, hooks
   requireRoot('lab migrate');
   const v = cfg.vms.get(vm);
   if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
+  if (v.port.kind !== 'tap') throw new NviError('NVI_ERR_USAGE', `${vm} is a QEMU guest (port kind ${v.port.kind}): it moves by a QEMU live migration (nvi-switch migrate ${vm} --to HOST --qmp ...)`);
   // A migrated VM keeps its state: its addresses (already checked for duplicates) and its routes
   // come back with the interface (the Router Advertisement that follows only refreshes them).
   const up = async (): Promise<void> => {

@@ -24,13 +24,13 @@ export interface ExplainRequest {
 }
 
 export interface VmRequest {
-  readonly op: 'attach' | 'detach' | 'prepare' | 'out' | 'in' | 'done' | 'abort' | 'state';
+  readonly op: 'attach' | 'detach' | 'prepare' | 'out' | 'seal' | 'release' | 'in' | 'cancel' | 'done' | 'abort' | 'state';
   readonly vm: string;
   readonly offer?: KeyOffer;
   readonly sealed?: SealedKey;
 }
 
-const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out', 'in', 'done', 'abort', 'state'];
+const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out', 'seal', 'release', 'in', 'cancel', 'done', 'abort', 'state'];
 
 /** What a control client may ask a running switch. */
 export interface ControlHandler {

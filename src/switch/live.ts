@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { vmsOnHost, type CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
+import type { DhcpServer } from '../dataplane/egress/dhcp-server.js';
 import type { NdResponder } from '../dataplane/egress/nd-responder.js';
 import { formatIpv4 } from '../base/address.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
@@ -199,6 +200,7 @@ export class LiveSwitch implements ControlHandler {
       egress: h.egress.counters.snapshot(),
       ingress: h.ingress.counters.snapshot(),
       nd: h.egress.stage<NdResponder>('nd-responder').counts,
+      dhcp: h.egress.stage<DhcpServer>('dhcp-server').counts,
       upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
       lookups: h.lookup.counts,
       verifier: { ...this.verifier.counters },
@@ -229,9 +231,17 @@ export class LiveSwitch implements ControlHandler {
         return p.prepare(req.vm);
       case 'out':
         return p.out(req.vm, req.offer!);
+      case 'seal':
+        return p.seal(req.vm, req.offer!);
+      case 'release':
+        p.release(req.vm);
+        return {};
       case 'in':
         p.in(req.vm, req.sealed!);
         return { state: p.state(req.vm) };
+      case 'cancel':
+        p.cancel(req.vm);
+        return {};
       case 'done':
         p.done(req.vm);
         return {};

@@ -10,6 +10,11 @@
 //   5. done on the source: it forgets the VM key; the config file places the VM on the destination.
 // If the destination fails before it is active, the source takes the VM back (abort: its port
 // returns with the next epoch), so the VM is reachable at one of the two, never at neither.
+//
+// A hypervisor's live migration (QEMU) keeps the VM running at the source until its own
+// switch-over, so `live` changes step 2: the source seals the key but keeps its port (seal), and
+// lets go (release) only once the destination is active. A failure before that cancels the
+// destination's port and key: the VM never left the source.
 
 import { NviError } from '../base/errors.js';
 import type { CloudConfig } from '../config/config.js';
@@ -26,13 +31,15 @@ export interface MigrationHooks {
   afterIn?(): Promise<void>;
   /** The source took the VM back: make it run there again. */
   afterAbort?(): Promise<void>;
+  /** The VM runs at the source until afterIn has moved it (a QEMU live migration). */
+  readonly live?: boolean;
 }
 
 export interface MigrationResult {
   readonly vm: string;
   readonly from: string;
   readonly to: string;
-  /** ms from the source's port going to the destination's binding published. */
+  /** ms from the source's port going (live: from handing over to the destination) to the destination's binding published. */
   readonly switchoverMs: number;
 }
 
@@ -44,6 +51,7 @@ export async function migrate(cfg: CloudConfig, vm: string, to: string, hooks: M
   if (from === to) throw new NviError('NVI_ERR_USAGE', `${vm} runs on ${to} already`);
   const src = controlPath(cfg, from);
   const dst = controlPath(cfg, to);
+  if (hooks.live) return migrateLive(cfg, vm, from, to, hooks, activeWithinMs);
   const offer = (await controlRequest(dst, { cmd: 'vm', op: 'prepare', vm })) as KeyOffer;
   const sealed = (await controlRequest(src, { cmd: 'vm', op: 'out', vm, offer })) as SealedKey;
   const t0 = Date.now();
@@ -58,6 +66,27 @@ export async function migrate(cfg: CloudConfig, vm: string, to: string, hooks: M
     throw new NviError('NVI_ERR_MIGRATION', `migration of ${vm} to ${to} failed (${(e as Error).message}); ${vm} is back on ${from}`);
   }
   const switchoverMs = Date.now() - t0;
+  await controlRequest(src, { cmd: 'vm', op: 'done', vm });
+  setVmHost(cfg.file, vm, to);
+  return { vm, from, to, switchoverMs };
+}
+
+async function migrateLive(cfg: CloudConfig, vm: string, from: string, to: string, hooks: MigrationHooks, activeWithinMs: number): Promise<MigrationResult> {
+  const src = controlPath(cfg, from);
+  const dst = controlPath(cfg, to);
+  const offer = (await controlRequest(dst, { cmd: 'vm', op: 'prepare', vm })) as KeyOffer;
+  const sealed = (await controlRequest(src, { cmd: 'vm', op: 'seal', vm, offer })) as SealedKey;
+  const t0 = Date.now();
+  try {
+    await controlRequest(dst, { cmd: 'vm', op: 'in', vm, sealed });
+    await hooks.afterIn?.();
+    await untilActive(dst, vm, activeWithinMs);
+  } catch (e) {
+    await controlRequest(dst, { cmd: 'vm', op: 'cancel', vm }).catch(() => {});
+    throw new NviError('NVI_ERR_MIGRATION', `migration of ${vm} to ${to} failed (${(e as Error).message}); ${vm} stays on ${from}`);
+  }
+  const switchoverMs = Date.now() - t0;
+  await controlRequest(src, { cmd: 'vm', op: 'release', vm });
   await controlRequest(src, { cmd: 'vm', op: 'done', vm });
   setVmHost(cfg.file, vm, to);
   return { vm, from, to, switchoverMs };

@@ -64,6 +64,8 @@ export class VmPorts {
   private readonly waiting = new Map<number, VmConfig>();
   private readonly activating = new Set<number>();
   private readonly offers = new Map<string, { offer: KeyOffer; secret: KeyObject }>();
+  /** VMs whose key was sealed to another host: where they go. */
+  private readonly leavingTo = new Map<string, string>();
   readonly counts = { attached: 0, detached: 0, migratedIn: 0, migratedOut: 0, aborted: 0 };
 
   constructor(private readonly ctx: VmPortsContext) {}
@@ -152,6 +154,17 @@ export class VmPorts {
 
   /** Migration, at the source: the VM key sealed to the destination's offer; the port goes. */
   async out(name: string, offer: KeyOffer): Promise<SealedKey> {
+    const sealed = await this.seal(name, offer);
+    this.release(name);
+    return sealed;
+  }
+
+  /**
+   * Migration, at the source: the VM key sealed to the destination's offer (checked against the
+   * destination's certified host key). The port stays: a QEMU guest runs here until QEMU switches
+   * it over (release follows); the key file stays until done.
+   */
+  async seal(name: string, offer: KeyOffer): Promise<SealedKey> {
     const vm = this.vm(name);
     if (!this.ctx.host.ports.byName(name)) throw new NviError('NVI_ERR_USAGE', `VM ${name} has no port on ${this.ctx.hostName}`);
     if (offer.vm !== name || offer.host === this.ctx.hostName) throw new NviError('NVI_ERR_USAGE', `a key offer for ${offer.vm} from ${offer.host} cannot take ${name} from ${this.ctx.hostName}`);
@@ -160,10 +173,20 @@ export class VmPorts {
     const auth = await this.ctx.authority.hostKey(dest.name, dest.addressText);
     if (!auth.key) throw new NviError('NVI_ERR_KEY_TRANSFER', `the certificate of ${dest.name} does not verify: the key is not sealed to it`);
     const sealed = sealTo(offer, auth.key, readPrivateKey(this.keyPath(vm)));
+    this.leavingTo.set(name, dest.name);
+    return sealed;
+  }
+
+  /** Migration, at the source: the VM runs elsewhere now; its port goes. */
+  release(name: string): void {
+    const vm = this.vm(name);
+    if (!this.ctx.host.ports.byName(name)) return; // gone already
+    const to = this.leavingTo.get(name);
+    this.leavingTo.delete(name);
     this.removePort(vm);
     this.counts.migratedOut++;
-    this.ctx.log.info('vm-leaving', { vm: name, identity: vm.identityText, to: dest.name, toAddress: formatIpv4(dest.address) });
-    return sealed;
+    const dest = to === undefined ? undefined : this.ctx.config.hosts.get(to);
+    this.ctx.log.info('vm-leaving', { vm: name, identity: vm.identityText, to, toAddress: dest && formatIpv4(dest.address) });
   }
 
   /** Migration, at the destination: the key, the port, and the wait for the VM's first frame. */
@@ -210,6 +233,17 @@ export class VmPorts {
     if (this.ctx.host.ports.byName(name)) throw new NviError('NVI_ERR_USAGE', `VM ${name} still has a port on ${this.ctx.hostName}: not migrated away`);
     rmSync(this.keyPath(vm), { force: true });
     this.ctx.log.info('vm-left', { vm: name, identity: vm.identityText });
+  }
+
+  /** Migration given up before the VM ran here, at the destination: the waiting port and the key go. */
+  cancel(name: string): void {
+    this.offers.delete(name);
+    const port = this.ctx.host.ports.byName(name);
+    if (port && !this.waiting.has(port.index)) throw new NviError('NVI_ERR_USAGE', `VM ${name} runs on ${this.ctx.hostName}: not a migration to cancel`);
+    const vm = { ...this.vm(name), host: this.ctx.hostName };
+    if (port) this.removePort(vm);
+    rmSync(this.keyPath(vm), { force: true });
+    this.ctx.log.warn('vm-migration-cancelled', { vm: name });
   }
 
   /** Migration failed at the destination, at the source: the port comes back here. */
