@@ -77,10 +77,11 @@ echo 0 >/proc/sys/net/ipv6/conf/eth0/autoconf
 ip link set eth0 up
 echo "nvi-guest: booted \$(cut -d' ' -f1 /proc/uptime) s, mac \$(cat /sys/class/net/eth0/address)"
 dhcpcd -q -b eth0 2>/dev/null
-# The console runs each line it reads as a command (no prompt, no line editing), with the
-# terminal's echo off: what the tests read back is only what the commands print.
+# The console runs each line it reads as a command in a subshell (no prompt, no line editing; a
+# line that does not parse cannot end the loop), with the terminal's echo off: what the tests
+# read back is only what the commands print.
 stty -F /dev/ttyS0 -echo
-exec setsid sh -c 'while IFS= read -r line; do eval "\$line"; done </dev/ttyS0 >/dev/ttyS0 2>&1'
+exec setsid sh -c 'while :; do while IFS= read -r line; do (eval "\$line"); done; done </dev/ttyS0 >/dev/ttyS0 2>&1'
 EOF
 chmod +x "$root/init"
 

@@ -146,6 +146,7 @@ export class QemuGuest {
 
   /** Run a shell command on the console; its output (without the echoed command) and exit code. */
   async run(command: string, ms = 60_000): Promise<{ out: string; code: number }> {
+    if (/&\s*$/.test(command)) throw new NviError('NVI_ERR_GUEST', `${this.name}: run \`( ${command} )\` to leave a job in the background`);
     const tag = `NVI${++this.serial}X`;
     const from = this.console.length;
     this.proc.stdin!.write(`${command}; echo "__${tag}_$?__"\n`);
