@@ -16,6 +16,7 @@ kver=${kernel#/boot/vmlinuz-}
 for tool in busybox dhcpcd iperf3 cpio modinfo; do
   command -v "$tool" >/dev/null || { echo "guest-image: $tool is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 done
+ldd "$(command -v busybox)" >/dev/null 2>&1 && { echo "guest-image: busybox is not static (apt-get install busybox-static)" >&2; exit 1; }
 if [ -f "$out/initrd.img" ] && [ "$out/initrd.img" -nt "$0" ] && [ "$out/vmlinuz" -nt "$kernel" ]; then exit 0; fi
 
 root=$(mktemp -d)

@@ -10,11 +10,15 @@ declare -A PACKAGES=(
   [ip]=iproute2 [ping]=iputils-ping [tshark]=tshark [tcpdump]=tcpdump [iperf3]=iperf3
   [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps [ethtool]=ethtool
   [etcd]=etcd-server [etcdctl]=etcd-client [curl]=curl
+  [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [dhcpcd]=dhcpcd-base [modinfo]=kmod
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || missing+=("${PACKAGES[$cmd]}")
 done
+# The test guest (scripts/guest-image.sh): a distribution kernel and a static busybox.
+ls /boot/vmlinuz-* >/dev/null 2>&1 || missing+=(linux-image-amd64)
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || missing+=(busybox-static)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -41,3 +45,4 @@ if [ -f "$addon" ] && [ -n "$(find src/native binding.gyp -newer "$addon" -name 
 fi
 echo "setup: build"
 npm run build --silent
+bash scripts/guest-image.sh
