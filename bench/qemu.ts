@@ -24,6 +24,8 @@ import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { labDown, labUp, readState } from '../src/lab/lab.js';
 import { accelerator, guestImage, QemuGuest } from '../src/lab/qemu-guest.js';
+import { controlRequest } from '../src/switch/control.js';
+import { controlPath } from '../src/switch/paths.js';
 import { qemuPort } from '../src/switch/qemu-args.js';
 import { quantile, reachable, tcpTest, udpTest, type Path, type Timing } from './lab/measure.js';
 import { CpuWatch, delay, sh, type CpuUse } from './lab/proc.js';
@@ -79,6 +81,42 @@ interface Figures {
   switchCpu: number[];
   /** The two QEMU processes together, % of one core, in the TCP window (guests only). */
   qemuCpu: number[];
+  /** Where UDP datagrams were lost in the last run: counter -> increase. */
+  udpLoss: Record<string, number>;
+}
+
+interface HostStats {
+  egress: { drops: Record<string, number> };
+  ingress: { drops: Record<string, number> };
+  ports: { vm?: string; name: string; txRefused: number; txBusy: number }[];
+  underlay?: { rxErrors: number; txRefused: number; txBusy: number };
+}
+
+/** Every counter of a lost packet on the two hosts: the switches' drop reasons, refused and busy port and underlay writes, the guests' TAPs. */
+async function lossCounters(c: CloudConfig): Promise<Map<string, number>> {
+  const m = new Map<string, number>();
+  for (const host of ['h1', 'h2']) {
+    const s = (await controlRequest(controlPath(c, host), { cmd: 'stats' })) as HostStats;
+    for (const pipe of ['egress', 'ingress'] as const) for (const [k, v] of Object.entries(s[pipe].drops)) m.set(`${host} ${pipe} ${k}`, v);
+    for (const p of s.ports) {
+      m.set(`${host} port ${p.vm ?? p.name} tx refused`, p.txRefused);
+      m.set(`${host} port ${p.vm ?? p.name} tx busy`, p.txBusy);
+    }
+    if (s.underlay) for (const [k, v] of Object.entries(s.underlay)) m.set(`${host} underlay ${k}`, v);
+  }
+  for (const [vm, host, kind] of GUESTS) {
+    if (kind !== 'qemu-tap') continue;
+    const [link] = JSON.parse(sh('ip', ['-n', `${PREFIX}${host}`, '-j', '-s', 'link', 'show', 'dev', c.vms.get(vm)!.tap])) as { stats64: { rx: { dropped: number }; tx: { dropped: number } } }[];
+    m.set(`${host} TAP ${vm} rx_dropped`, link!.stats64.rx.dropped);
+    m.set(`${host} TAP ${vm} tx_dropped`, link!.stats64.tx.dropped);
+  }
+  return m;
+}
+
+function increase(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of after) if (v > (before.get(k) ?? 0)) out[k] = v - (before.get(k) ?? 0);
+  return out;
 }
 
 function switchPids(c: CloudConfig): Map<string, number> {
@@ -114,7 +152,9 @@ async function guestPath(c: CloudConfig, from: string, to: string, f: Figures): 
   f.tcpMbps.push((tcp.json.end as { sum_received: { bits_per_second: number } }).sum_received.bits_per_second / 1e6);
   f.switchCpu.push(sum(tcp.cpu, (l) => l.endsWith('switch')));
   f.qemuCpu.push(sum(tcp.cpu, (l) => l.endsWith('qemu')));
+  const before = await lossCounters(c);
   const udp = await guestIperf(c, from, to, `-u -l ${UDP_LEN} -b 0`);
+  f.udpLoss = increase(before, await lossCounters(c));
   const end = udp.json.end as { sum_received: { bytes: number; seconds: number }; sum_sent: { packets: number; seconds: number } };
   f.udpKpps.push(end.sum_received.bytes / UDP_LEN / end.sum_received.seconds / 1000);
   f.udpSentKpps.push(end.sum_sent.packets / end.sum_sent.seconds / 1000);
@@ -125,7 +165,9 @@ async function labPath(c: CloudConfig, f: Figures): Promise<void> {
   const tcp = await tcpTest(p, TIMING);
   f.tcpMbps.push(tcp.mbps);
   f.switchCpu.push(sum(tcp.cpu, (l) => l.endsWith('switch')));
+  const before = await lossCounters(c);
   const udp = await udpTest(p, TIMING, UDP_LEN);
+  f.udpLoss = increase(before, await lossCounters(c));
   f.udpKpps.push(udp.rxPps / 1000);
   f.udpSentKpps.push(udp.txPps / 1000);
 }
@@ -185,10 +227,12 @@ try {
       `${figure(f.udpKpps, 1).padEnd(21)} ${(med(f.udpKpps) / med(lab.udpKpps)).toFixed(2).padEnd(7)} ${med(f.udpSentKpps).toFixed(1).padEnd(11)} ` +
       `${figure(f.switchCpu, 0).padEnd(16)} ${figure(f.qemuCpu, 0)}\n`);
   }
+  process.stdout.write(`\nUDP-64, the last run: the counters of lost datagrams that grew (the rest was lost inside the receiving guest or its iperf3 socket)\n`);
+  for (const [k, f] of results) process.stdout.write(`  ${k.padEnd(10)} ${JSON.stringify(f.udpLoss)}\n`);
 } finally {
   await cleanup();
 }
 
 function newFigures(): Figures {
-  return { tcpMbps: [], udpKpps: [], udpSentKpps: [], switchCpu: [], qemuCpu: [] };
+  return { tcpMbps: [], udpKpps: [], udpSentKpps: [], switchCpu: [], qemuCpu: [], udpLoss: {} };
 }

@@ -14,7 +14,7 @@ const COMMANDS: Record<string, { about: string; module: string; export?: string 
   ca: { about: 'ca init: create the cloud CA', module: 'cmd-pki', export: 'ca' },
   host: { about: 'host enroll: issue a host certificate', module: 'cmd-pki', export: 'host' },
   vm: { about: 'vm create | attach | detach | qemu-args: a VM\'s identity and credentials; its port on a running switch; how QEMU plugs in', module: 'cmd-pki', export: 'vm' },
-  migrate: { about: 'migrate VM --to HOST: live migration between running switches', module: 'cmd-vm', export: 'migrate' },
+  migrate: { about: 'migrate VM --to HOST [--live [--exec CMD]]: live migration between running switches (--live: the hypervisor moves the VM)', module: 'cmd-vm', export: 'migrate' },
   run: { about: 'run the switch of one host (TAP ports, raw-socket underlay)', module: 'cmd-run' },
   lab: { about: 'lab up | down | status | restart | attach | detach | migrate: the nvi-switch.yaml lab in network namespaces', module: 'cmd-lab' },
   cables: { about: 'list the cables of a running switch', module: 'cmd-control', export: 'cables' },

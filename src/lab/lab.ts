@@ -226,7 +226,7 @@ export async function labMigrate(cfg: CloudConfig, vm: string, to: string, hooks
   requireRoot('lab migrate');
   const v = cfg.vms.get(vm);
   if (!v) throw new NviError('NVI_ERR_USAGE', `no VM ${vm} in ${cfg.file}`);
-  if (v.port.kind !== 'tap') throw new NviError('NVI_ERR_USAGE', `${vm} is a QEMU guest (port kind ${v.port.kind}): it moves by a QEMU live migration (nvi-switch migrate ${vm} --to HOST --qmp ...)`);
+  if (v.port.kind !== 'tap') throw new NviError('NVI_ERR_USAGE', `${vm} is a QEMU guest (port kind ${v.port.kind}): it moves by a QEMU live migration (nvi-switch migrate ${vm} --to HOST --live --exec ...)`);
   // A migrated VM keeps its state: its addresses (already checked for duplicates) and its routes
   // come back with the interface (the Router Advertisement that follows only refreshes them).
   const up = async (): Promise<void> => {

@@ -6,9 +6,9 @@
 
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { NviError } from '../base/errors.js';
+import { qmpCommand } from '../io/qmp.js';
 
 export interface GuestImage {
   readonly kernel: string;
@@ -174,47 +174,9 @@ export class QemuGuest {
     }
   }
 
-  /** A QMP command (after the capabilities handshake); its `return`, or throws its `error`. */
-  async qmp(execute: string, args?: Record<string, unknown>, ms = 10_000): Promise<unknown> {
-    const s = await new Promise<Socket>((res, rej) => {
-      const c = connect(this.qmpPath, () => res(c));
-      c.on('error', rej);
-    });
-    try {
-      const replies: Record<string, unknown>[] = [];
-      let buf = '';
-      let wake: (() => void) | null = null;
-      s.setEncoding('utf8').on('data', (d: string) => {
-        buf += d;
-        for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
-          const line = buf.slice(0, nl).trim();
-          buf = buf.slice(nl + 1);
-          if (line) replies.push(JSON.parse(line) as Record<string, unknown>);
-        }
-        wake?.();
-      });
-      const next = async (): Promise<Record<string, unknown>> => {
-        const end = Date.now() + ms;
-        for (;;) {
-          const k = replies.findIndex((r) => 'return' in r || 'error' in r || 'QMP' in r);
-          if (k >= 0) return replies.splice(k, 1)[0];
-          if (Date.now() > end) throw new NviError('NVI_ERR_GUEST', `${this.name}: QMP ${execute} did not answer within ${ms} ms`);
-          await new Promise<void>((r) => {
-            wake = r;
-            setTimeout(r, 100);
-          });
-        }
-      };
-      await next(); // greeting
-      s.write(`${JSON.stringify({ execute: 'qmp_capabilities' })}\n`);
-      await next();
-      s.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
-      const r = await next();
-      if ('error' in r) throw new NviError('NVI_ERR_GUEST', `${this.name}: QMP ${execute}: ${JSON.stringify(r.error)}`);
-      return r.return;
-    } finally {
-      s.destroy();
-    }
+  /** A QMP command on this guest's monitor; its `return`. */
+  qmp(execute: string, args?: Record<string, unknown>, ms = 10_000): Promise<unknown> {
+    return qmpCommand(this.qmpPath, execute, args, ms);
   }
 
   /** Stop QEMU (SIGTERM, then SIGKILL) and wait for it. */
