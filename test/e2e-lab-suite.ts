@@ -22,6 +22,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseIpv4Address } from '../src/base/address.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
+import { promtool, samples } from './prom-text.js';
 import { alive, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
 
 const MB = 1 << 20;
@@ -119,6 +120,34 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.ok(sent >= 6, `web1 sent the 5 echo requests and at least one SYN (${sent})`);
     assert.equal(dropDelta(before.h1.egress, after.h1.egress), { 'policy/cross-tenant': sent }, 'h1 dropped each packet web1 sent, as cross-tenant');
     assert.is(after.h2.ingress.in - before.h2.ingress.in, 0, 'nothing reached h2');
+  });
+
+  test("h1's Prometheus endpoint (switch.metrics, in its namespace) passes promtool, and its counters are those of stats", async () => {
+    const scrape = async (): Promise<string> => {
+      const r = await lab.inNs(lab.hostNs('h1'), 'curl', ['-sf', 'http://127.0.0.1:9477/metrics']);
+      assert.is(r.code, 0, `curl: ${r.stderr}`);
+      return r.stdout;
+    };
+    const before = await lab.stats();
+    const text = await scrape();
+    const after = await lab.stats();
+    const check = promtool(text);
+    assert.is(check.code, 0, check.out);
+    const m = samples(text);
+    const crossTenant = [...m].filter(([k]) => k.startsWith('nvi_drops_total{pipeline="egress",') && k.endsWith('reason="policy/cross-tenant"}')).reduce((a, [, v]) => a + v, 0);
+    assert.ok(crossTenant > 0, 'the cross-tenant drops of the test before are there');
+    assert.is(crossTenant, after.h1.egress.drops['policy/cross-tenant'], 'the same count as stats');
+    const between = (name: string, lo: number, hi: number): void => {
+      const v = m.get(name);
+      assert.ok(v !== undefined && v >= lo && v <= hi, `${name} = ${v}, stats said ${lo} before and ${hi} after`);
+    };
+    between('nvi_packets_in_total{pipeline="egress"}', before.h1.egress.in, after.h1.egress.in);
+    between('nvi_packets_total{pipeline="egress",fate="underlay"}', before.h1.egress.underlay, after.h1.egress.underlay);
+    between('nvi_packets_total{pipeline="ingress",fate="delivered"}', before.h1.ingress.delivered, after.h1.ingress.delivered);
+    assert.ok((m.get('nvi_upcall_duration_seconds_count') ?? 0) > 0, 'upcalls were timed');
+    assert.ok((m.get('nvi_port_received_bytes_total{port="nvi-web1",vm="web1"}') ?? 0) > 0, "web1's port counted bytes");
+    const missing = await lab.inNs(lab.hostNs('h1'), 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9477/other']);
+    assert.is(missing.stdout, '404');
   });
 
   test('the telemetry diode carries sensor1 -> vault1 UDP and drops vault1 -> sensor1 at h2 under a policy reason', async () => {

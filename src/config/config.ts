@@ -3,6 +3,7 @@
 // kept raw here and compiled by src/policy.
 
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { parseTenantPrefix, type TenantPrefix } from '../trust/identity.js';
@@ -78,6 +79,8 @@ export interface SwitchSettings {
     readonly rekey: { readonly seconds: number; readonly packets: number; readonly bytes: number };
     readonly grace: number;
   };
+  /** The Prometheus endpoint (`switch.metrics.listen`); undefined: off. */
+  readonly metrics?: { readonly host: string; readonly port: number };
 }
 
 export interface CloudConfig {
@@ -191,7 +194,7 @@ function readUnderlay(v: unknown): CloudConfig['underlay'] {
 
 function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
-  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp'], 'switch');
+  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp', 'metrics'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
@@ -222,7 +225,22 @@ function readSwitch(v: unknown): SwitchSettings {
       },
       grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
     },
+    metrics: o.metrics === undefined ? undefined : readMetrics(o.metrics),
   };
+}
+
+/** `switch.metrics: { listen: "127.0.0.1:9477" }` (or "[::1]:9477"): an address literal and a port. */
+function readMetrics(v: unknown): { host: string; port: number } {
+  const o = obj(v, 'switch.metrics');
+  onlyKeys(o, ['listen'], 'switch.metrics');
+  const text = str(o.listen, 'switch.metrics.listen');
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
+  const host = m?.[1] ?? m?.[2];
+  const port = Number(m?.[3]);
+  if (!m || isIP(host!) === 0 || port < 1 || port > 65535) {
+    throw new ConfigError('switch.metrics.listen', `"${text}" is not ADDRESS:PORT (an IPv4 address, or an IPv6 address in brackets, and a port 1-65535), e.g. 127.0.0.1:9477`);
+  }
+  return { host: host!, port };
 }
 
 function readHosts(v: unknown, pkiDir: string, dir: string): Map<string, HostConfig> {

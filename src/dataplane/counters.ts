@@ -150,7 +150,7 @@ export class PipelineCounters {
     return out;
   }
 
-  snapshot(): Record<string, number | Record<string, number> | Record<string, RowSnapshot>> {
+  snapshot(): PipeSnapshot {
     return {
       in: this.in,
       reinjected: this.reinjected,
@@ -165,6 +165,20 @@ export class PipelineCounters {
       stages: this.byStage(),
     };
   }
+}
+
+export interface PipeSnapshot {
+  readonly in: number;
+  readonly reinjected: number;
+  readonly delivered: number;
+  readonly underlay: number;
+  readonly consumed: number;
+  readonly replied: number;
+  readonly errorsSent: number;
+  readonly held: number;
+  readonly dropped: number;
+  readonly drops: Record<string, number>;
+  readonly stages: Record<string, RowSnapshot>;
 }
 
 function named(counts: Float64Array, base: number): Record<string, number> {

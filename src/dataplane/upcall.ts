@@ -8,10 +8,12 @@
 // Ownership: holding copies the packet out of the batch arena; the copy belongs to the
 // pending entry until it is released to the host, which runs it through the pipeline.
 
+import { performance } from 'node:perf_hooks';
 import { Next, type Batch } from './batch.js';
 import { CableDirection, type Cable } from './cable.js';
 import type { CableCache } from './cable-cache.js';
 import { Drop } from '../base/drops.js';
+import { Histogram } from '../base/histogram.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 import { settle } from './stage.js';
 
@@ -47,6 +49,8 @@ interface Pending {
   readonly src: Buffer;
   readonly dst: Buffer;
   readonly packets: HeldPacket[];
+  /** performance.now() at the miss. */
+  readonly since: number;
 }
 
 export class Upcall {
@@ -55,6 +59,10 @@ export class Upcall {
   /** Packets waiting now. */
   queued = 0;
   readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0 };
+  /** Cables installed by a miss, by decision: plugged, or unplugged with the reason. */
+  readonly decisions = { plugged: 0, unplugged: new Map<Drop, number>() };
+  /** Miss to installed cable, seconds. */
+  readonly latency = new Histogram();
 
   constructor(
     private readonly resolver: MissResolver,
@@ -114,6 +122,7 @@ export class Upcall {
         src: Buffer.from(buf.subarray(s, s + 16)),
         dst: Buffer.from(buf.subarray(d, d + 16)),
         packets: [],
+        since: performance.now(),
       };
       this.add(p);
       this.counts.misses++;
@@ -144,6 +153,9 @@ export class Upcall {
     this.queued -= p.packets.length;
     this.install(cable);
     this.counts.plugs++;
+    this.latency.observe((performance.now() - p.since) / 1000);
+    if (cable.plugged) this.decisions.plugged++;
+    else this.decisions.unplugged.set(cable.drop, (this.decisions.unplugged.get(cable.drop) ?? 0) + 1);
     this.counts.released += p.packets.length;
     if (p.packets.length > 0) this.release(p.direction, p.packets);
   }

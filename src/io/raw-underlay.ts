@@ -32,9 +32,11 @@ export interface RawUnderlayOptions {
 
 export class RawUnderlay {
   rxPackets = 0;
+  rxBytes = 0;
   /** recvmmsg calls that failed (other than EAGAIN). */
   rxErrors = 0;
   txPackets = 0;
+  txBytes = 0;
   /** Packets the kernel refused one by one (EMSGSIZE, ENETUNREACH, EPERM, ...). */
   txRefused = 0;
   /** send() calls that stopped early because the socket buffer was full. */
@@ -139,6 +141,7 @@ export class RawUnderlay {
     if (s[TX_STOPPED] !== 0) this.txBusy++;
     if (s[TX_ERRNO] !== 0) this.lastErrno = s[TX_ERRNO];
     this.txPackets += sent;
+    for (let k = 0; k < sent; k++) this.txBytes += b.len[idx[k]];
     return sent;
   }
 
@@ -168,6 +171,7 @@ export class RawUnderlay {
       const i = first + k;
       b.init(i, at + k * SLOT_BYTES, lens[k], UNDERLAY_PORT, timeUs);
       b.peer[i] = addrs[k];
+      this.rxBytes += lens[k];
     }
     b.count = first + n;
   }

@@ -23,6 +23,8 @@ const MAX_FRAME = 65_536 + ETH_HLEN + 4;
 export class StreamPort implements VmLink {
   rxFrames = 0;
   txFrames = 0;
+  rxBytes = 0;
+  txBytes = 0;
   txRefused = 0;
   txBusy = 0;
   rxMalformed = 0;
@@ -89,6 +91,7 @@ export class StreamPort implements VmLink {
       const at = Batch.slot(i) + FRAME_OFFSET;
       rx.copy(b.data, at, from, from + len);
       b.init(i, at, len, port, timeUs);
+      this.rxBytes += len;
       i++;
     }
     this.rxOff = off;
@@ -116,6 +119,7 @@ export class StreamPort implements VmLink {
     }
     s.write(out);
     this.txFrames += n;
+    this.txBytes += total - n * LEN_BYTES;
     return n;
   }
 

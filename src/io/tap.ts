@@ -64,6 +64,8 @@ export class TapPort implements VmLink {
   // Counters (never reset; the owner takes differences).
   rxFrames = 0;
   txFrames = 0;
+  rxBytes = 0;
+  txBytes = 0;
   /** Frames the kernel refused one by one (write error other than EAGAIN/ENOBUFS). */
   txRefused = 0;
   /** write() calls that stopped early because the device queue was full. */
@@ -193,9 +195,14 @@ export class TapPort implements VmLink {
       return 0;
     }
     const lens = this.lens;
-    for (let k = 0; k < n; k++) b.init(first + k, at + k * SLOT_BYTES, lens[k], port, timeUs);
+    let bytes = 0;
+    for (let k = 0; k < n; k++) {
+      b.init(first + k, at + k * SLOT_BYTES, lens[k], port, timeUs);
+      bytes += lens[k];
+    }
     b.count = first + n;
     this.rxFrames += n;
+    this.rxBytes += bytes;
     if (this.scratch !== null) {
       this.rxKernelFrames += c[RX_FRAMES];
       this.rxMalformed += c[RX_MALFORMED];
@@ -217,6 +224,7 @@ export class TapPort implements VmLink {
       ? this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s)
       : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch);
     this.txFrames += w;
+    for (let k = 0; k < w; k++) this.txBytes += b.len[idx[k]];
     this.txRefused += s[TX_FAILED];
     if (s[TX_STOPPED] !== 0) this.txBusy++;
     if (s[TX_ERRNO] !== 0) this.lastErrno = s[TX_ERRNO];

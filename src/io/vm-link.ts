@@ -11,6 +11,8 @@ export interface VmLink {
   readonly up: boolean;
   readonly rxFrames: number;
   readonly txFrames: number;
+  readonly rxBytes: number;
+  readonly txBytes: number;
   /** Frames refused one by one by the kernel or the peer. */
   readonly txRefused: number;
   /** Writes that stopped early because the link was full. */

@@ -34,6 +34,8 @@ import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
 import { Host } from './host.js';
 import { UdpTransport } from './transports.js';
+import { MetricsServer } from './metrics-server.js';
+import { SwitchMetrics } from './metrics.js';
 import { VmPorts } from './vm-ports.js';
 
 export interface LiveOptions {
@@ -55,6 +57,7 @@ export class LiveSwitch implements ControlHandler {
   private underlay: RawUnderlay | undefined;
   private transport: UdpTransport | undefined;
   private control: ControlServer | undefined;
+  private metrics: MetricsServer | undefined;
   private replica: StoreReplica | undefined;
   private epochs: EpochFile | undefined;
   private verifier!: BindingVerifier;
@@ -137,6 +140,8 @@ export class LiveSwitch implements ControlHandler {
     this.sweeper.unref();
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
+    const at = cfg.switch.metrics;
+    if (at) this.metrics = await MetricsServer.open(new SwitchMetrics(() => this.stats()), at, opts.log);
     opts.log.info('switch-started', {
       host: name, address: formatIpv4(address), vms: host.ports.all().map((p) => `${p.name}=${p.identityText}`), bindings: published,
       cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control,
@@ -192,7 +197,7 @@ export class LiveSwitch implements ControlHandler {
   }
 
   /** Counters of everything, for `stats`. */
-  stats(): Record<string, unknown> {
+  stats() {
     const h = this.host;
     return {
       host: this.name,
@@ -201,15 +206,19 @@ export class LiveSwitch implements ControlHandler {
       ingress: h.ingress.counters.snapshot(),
       nd: h.egress.stage<NdResponder>('nd-responder').counts,
       dhcp: h.egress.stage<DhcpServer>('dhcp-server').counts,
-      upcall: { ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight },
+      upcall: {
+        ...h.upcall.counts, queued: h.upcall.queued, inFlight: h.upcall.inFlight,
+        decisions: { plugged: h.upcall.decisions.plugged, unplugged: Object.fromEntries([...h.upcall.decisions.unplugged].map(([d, n]) => [dropName(d), n])) },
+        latency: h.upcall.latency.snapshot(),
+      },
       lookups: h.lookup.counts,
       verifier: { ...this.verifier.counters },
       store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
       cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys },
-      ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
+      ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, rxBytes: t.rxBytes, txBytes: t.txBytes, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
-      underlay: this.underlay && { rx: this.underlay.rxPackets, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
+      underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }
 
@@ -271,6 +280,7 @@ export class LiveSwitch implements ControlHandler {
     this.replica?.stop();
     if (this.sweeper) clearInterval(this.sweeper);
     await this.control?.close();
+    await this.metrics?.close();
     this.ports?.closeAll();
     this.underlay?.close();
     if (this.host) this.host.close();
