@@ -40,6 +40,8 @@ export class PipelineCounters {
   /** Packets that caused an ICMPv6 error sent back (Packet Too Big); also counted in drops. */
   errorsSent = 0;
   held = 0;
+  /** Packets of the last batch accounted that were dropped (verdict observers look only then). */
+  batchDrops = 0;
   readonly drops = new Float64Array(DROP_COUNT);
   /** Row names: 'port', the stages in order, 'tx'. */
   readonly rows: readonly string[];
@@ -58,6 +60,7 @@ export class PipelineCounters {
 
   /** Count the fate of every packet of a batch once all stages ran. */
   account(b: Batch): void {
+    let dropped = 0;
     for (let i = 0; i < b.count; i++) {
       if ((b.flags[i] & PacketFlag.Reinjected) !== 0) this.reinjected++;
       else this.in++;
@@ -66,6 +69,7 @@ export class PipelineCounters {
       switch (next) {
         case Next.Drop:
           this.drop(row, b.reason[i], 1);
+          dropped++;
           continue;
         case Next.Underlay:
           this.underlay++;
@@ -80,6 +84,7 @@ export class PipelineCounters {
           if (b.reason[i] !== Drop.None) {
             this.drop(row, b.reason[i], 1);
             this.errorsSent++;
+            dropped++;
             continue;
           }
           this.replied++;
@@ -92,6 +97,7 @@ export class PipelineCounters {
       }
       this.rowFates[row * FATES + next]++;
     }
+    this.batchDrops = dropped;
   }
 
   /** Packets refused at a port before they could enter a batch (offloaded frames that make no sense). */

@@ -78,6 +78,8 @@ export class Pipeline {
   readonly counters: PipelineCounters;
   /** Each packet's fate before the running stage, for the shape check (null when off). */
   private readonly before: Uint8Array | null;
+  /** Sees a batch that had drops, after counting (the verdict stream); null: nobody. */
+  observer: ((b: Batch, p: Pipeline) => void) | null = null;
 
   /** `checkShapes`: fail a stage that settles a packet for a reason or an output it did not declare (tests). */
   constructor(readonly name: string, readonly stages: readonly Stage[], checkShapes = false) {
@@ -95,6 +97,7 @@ export class Pipeline {
     }
     b.stage = 0;
     this.counters.account(b);
+    if (this.observer !== null && this.counters.batchDrops > 0) this.observer(b, this);
   }
 
   stage<T extends Stage>(name: string): T {

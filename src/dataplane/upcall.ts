@@ -63,6 +63,8 @@ export class Upcall {
   readonly decisions = { plugged: 0, unplugged: new Map<Drop, number>() };
   /** Miss to installed cable, seconds. */
   readonly latency = new Histogram();
+  /** Sees every cable installed (the verdict stream); null: nobody. */
+  onInstall: ((cable: Cable) => void) | null = null;
 
   constructor(
     private readonly resolver: MissResolver,
@@ -162,6 +164,7 @@ export class Upcall {
 
   /** Put `cable` in its cache. A cable that replaces one of the same pair takes over its counters: a re-plug (a new peer after a migration, a new SA) is the same cable to the operator. */
   private install(cable: Cable): void {
+    this.onInstall?.(cable);
     const old = this.cacheOf(cable.direction).insert(cable);
     if (!old) return;
     cable.packets += old.packets;

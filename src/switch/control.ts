@@ -3,15 +3,20 @@
 //   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}
 //   {"cmd":"vm","op":"attach"|"detach"|"prepare"|"out"|"in"|"done"|"abort"|"state","vm":NAME,"offer"?:...,"sealed"?:...}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
+//   {"cmd":"observe","follow"?:true,"vm"?:..,"tenant"?:..,"verdict"?:..,"reason"?:..}
+//     without follow: the last verdicts kept; with follow: {"ok":true,...} and then one line per
+//     verdict ({"event":{...}}) and, at most once a second, {"lost":N} when events were lost,
+//     until the client closes the connection
 // The server knows the switch only through ControlHandler: what it may be asked.
 
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { NviError } from '../base/errors.js';
 import { parseIpv4Address } from '../base/address.js';
 import type { CableInfo } from './cable-info.js';
 import type { Explanation, Packet } from './explain.js';
 import type { KeyOffer, SealedKey } from '../trust/key-transfer.js';
+import { parseFilter, type Verdict, type VerdictFilter } from './verdicts.js';
 
 export interface ExplainRequest {
   readonly side: 'sender' | 'receiver';
@@ -40,7 +45,12 @@ export interface ControlHandler {
   flush(): number;
   explain(req: ExplainRequest): Promise<Explanation>;
   vm(req: VmRequest): Promise<unknown>;
+  lastVerdicts(f: VerdictFilter): Verdict[];
+  watchVerdicts(f: VerdictFilter, send: (v: Verdict) => boolean): { stop(): void; lost(): number };
 }
+
+/** A follower's socket may hold this much unsent before its events are dropped (and counted). */
+const FOLLOW_BACKLOG = 1 << 20;
 
 export class ControlServer {
   private constructor(private readonly server: Server, private readonly path: string) {}
@@ -56,6 +66,10 @@ export class ControlServer {
         for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
+          if (follows(line)) {
+            follow(sw, line, conn);
+            return;
+          }
           void answer(sw, line).then((reply) => conn.write(`${JSON.stringify(reply)}\n`));
         }
       });
@@ -75,6 +89,42 @@ export class ControlServer {
   }
 }
 
+function follows(line: string): boolean {
+  try {
+    const req = JSON.parse(line) as Record<string, unknown>;
+    return req.cmd === 'observe' && req.follow === true;
+  } catch {
+    return false;
+  }
+}
+
+/** Stream verdicts to `conn` until it closes; the events it cannot take are counted as lost. */
+function follow(sw: ControlHandler, line: string, conn: Socket): void {
+  let filter: VerdictFilter;
+  try {
+    filter = parseFilter(JSON.parse(line) as Record<string, unknown>);
+  } catch (e) {
+    conn.end(`${JSON.stringify({ ok: false, error: (e as Error).message })}\n`);
+    return;
+  }
+  conn.write(`${JSON.stringify({ ok: true, result: { following: filter } })}\n`);
+  const w = sw.watchVerdicts(filter, (v) => {
+    if (conn.writableLength > FOLLOW_BACKLOG) return false;
+    conn.write(`${JSON.stringify({ event: v })}\n`);
+    return true;
+  });
+  let told = w.lost();
+  const timer = setInterval(() => {
+    const lost = w.lost();
+    if (lost !== told && conn.writableLength <= FOLLOW_BACKLOG) conn.write(`${JSON.stringify({ lost })}\n`);
+    told = lost;
+  }, 1000);
+  conn.on('close', () => {
+    clearInterval(timer);
+    w.stop();
+  });
+}
+
 async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; result?: unknown; error?: string }> {
   try {
     const req = JSON.parse(line) as Record<string, unknown>;
@@ -85,6 +135,8 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
         return { ok: true, result: sw.cables() };
       case 'flush':
         return { ok: true, result: { flushed: sw.flush() } };
+      case 'observe':
+        return { ok: true, result: sw.lastVerdicts(parseFilter(req)) };
       case 'vm': {
         const op = req.op as VmRequest['op'];
         if (!VM_OPS.includes(op) || typeof req.vm !== 'string') return { ok: false, error: `vm: op one of ${VM_OPS.join(', ')} and a VM name expected` };
@@ -136,5 +188,36 @@ export function controlRequest(path: string, req: Record<string, unknown>, timeo
       clearTimeout(timer);
       reject(new NviError('NVI_ERR_CONTROL', `cannot reach the switch at ${path}: ${e.message} (is it running?)`));
     });
+  });
+}
+
+/**
+ * Send `req` to the control socket at `path` and hand every line of the answer to `onLine`
+ * until the switch or `signal` closes the connection (observe --follow).
+ */
+export function controlStream(path: string, req: Record<string, unknown>, onLine: (msg: Record<string, unknown>) => void, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const conn = createConnection(path);
+    let buf = '';
+    let first = true;
+    signal?.addEventListener('abort', () => conn.destroy());
+    conn.setEncoding('utf8');
+    conn.on('connect', () => conn.write(`${JSON.stringify(req)}\n`));
+    conn.on('data', (chunk: string) => {
+      buf += chunk;
+      for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
+        const msg = JSON.parse(buf.slice(0, nl)) as Record<string, unknown>;
+        buf = buf.slice(nl + 1);
+        if (first && msg.ok === false) {
+          conn.destroy();
+          reject(new NviError('NVI_ERR_CONTROL', String(msg.error)));
+          return;
+        }
+        first = false;
+        onLine(msg);
+      }
+    });
+    conn.on('close', () => resolve());
+    conn.on('error', (e) => reject(new NviError('NVI_ERR_CONTROL', `cannot reach the switch at ${path}: ${e.message} (is it running?)`)));
   });
 }

@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { vmsOnHost, type CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
+import { NviError } from '../base/errors.js';
 import type { DhcpServer } from '../dataplane/egress/dhcp-server.js';
 import type { NdResponder } from '../dataplane/egress/nd-responder.js';
 import { formatIpv4 } from '../base/address.js';
@@ -36,6 +37,7 @@ import { Host } from './host.js';
 import { UdpTransport } from './transports.js';
 import { MetricsServer } from './metrics-server.js';
 import { SwitchMetrics } from './metrics.js';
+import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
 
 export interface LiveOptions {
@@ -58,6 +60,7 @@ export class LiveSwitch implements ControlHandler {
   private transport: UdpTransport | undefined;
   private control: ControlServer | undefined;
   private metrics: MetricsServer | undefined;
+  private verdicts: VerdictStream | undefined;
   private replica: StoreReplica | undefined;
   private epochs: EpochFile | undefined;
   private verifier!: BindingVerifier;
@@ -115,6 +118,11 @@ export class LiveSwitch implements ControlHandler {
       exportKeys: opts.exportSa === undefined ? undefined : (k) => appendFileSync(opts.exportSa!, `${wiresharkSaRecord(k)}\n`, { mode: 0o600 }),
     });
     const host = this.host;
+    this.verdicts = new VerdictStream(name, cloud.clock, (id) => {
+      const b = replica.bindings.get(id);
+      return b && { vm: b.vm, tenant: b.tenant };
+    });
+    this.verdicts.attach([host.egress, host.ingress], host.upcall);
     this.underlay = RawUnderlay.open(formatIpv4(address));
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
@@ -218,6 +226,7 @@ export class LiveSwitch implements ControlHandler {
       cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys },
       ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, rxBytes: t.rxBytes, txBytes: t.txBytes, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
+      verdicts: this.verdicts?.counts,
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }
@@ -259,6 +268,15 @@ export class LiveSwitch implements ControlHandler {
       case 'state':
         return { state: p.state(req.vm) };
     }
+  }
+
+  lastVerdicts(f: VerdictFilter): Verdict[] {
+    return this.verdicts?.last(f) ?? [];
+  }
+
+  watchVerdicts(f: VerdictFilter, send: (v: Verdict) => boolean): { stop(): void; lost(): number } {
+    if (!this.verdicts) throw new NviError('NVI_ERR_CONTROL', 'the switch is not running yet');
+    return this.verdicts.watch(f, send);
   }
 
   flush(): number {

@@ -33,6 +33,7 @@ export interface StatsView {
     readonly rx: number; readonly tx: number; readonly rxBytes: number; readonly txBytes: number; readonly txRefused: number; readonly txBusy: number;
   }[];
   readonly vms?: Readonly<Record<string, unknown>>;
+  readonly verdicts?: Readonly<Record<string, unknown>>;
   readonly underlay?: { readonly rx: number; readonly rxBytes: number; readonly rxErrors: number; readonly tx: number; readonly txBytes: number; readonly txRefused: number; readonly txBusy: number };
 }
 
@@ -131,6 +132,7 @@ export class SwitchMetrics {
     groupCounters('nvi_lookups', (s) => s.lookups, new Set(), 'Store lookups on a miss');
     groupCounters('nvi_store', (s) => s.store, STORE_GAUGES, 'Mapping store replica');
     groupCounters('nvi_vm_ports', (s) => s.vms ?? {}, new Set(), 'VM port events');
+    groupCounters('nvi_verdicts', (s) => s.verdicts ?? {}, new Set(), 'Verdict stream (observe): events made, and events the rate limit left out');
     def('nvi_store_policy_refusals_total', 'counter', 'Policy documents from the store refused, by reason.',
       (s) => Object.entries(s.store.policyRefusals).map(([reason, n]) => ({ labels: { reason }, value: n })));
     def('nvi_store_revision', 'gauge', "The store revision the host's replica has applied.", (s) => [{ value: s.store.revision }]);
