@@ -23,7 +23,7 @@ import * as assert from 'uvu/assert';
 import { parseIpv4Address } from '../src/base/address.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { promtool, samples } from './prom-text.js';
-import { alive, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
+import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
 
 const MB = 1 << 20;
 const SEED = Number(process.env.NVI_E2E_SEED ?? 4242);
@@ -148,6 +148,47 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.ok((m.get('nvi_port_received_bytes_total{port="nvi-web1",vm="web1"}') ?? 0) > 0, "web1's port counted bytes");
     const missing = await lab.inNs(lab.hostNs('h1'), 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9477/other']);
     assert.is(missing.stdout, '404');
+  });
+
+  test('observe --follow shows a cross-tenant ping as dropped, with its reason and pair, as it happens; observe without --follow shows the kept plugs', async () => {
+    const follow = lab.bg(lab.hostNs('h1'), process.execPath, [BIN, 'observe', '--host', 'h1', '--verdict', 'dropped', '--vm', 'vault1', '--follow', '--json', '-c', lab.config], 60);
+    await sleep(1000); // connected and following
+    assert.equal(await ping('web1', 'vault1', 2), { sent: 2, received: 0 });
+    await follow.waitFor(/policy\/cross-tenant[\s\S]*policy\/cross-tenant/, 10_000);
+    follow.child.kill('SIGTERM');
+    const r = await follow.done;
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.ok(events.length >= 2, r.stdout);
+    for (const e of events) {
+      assert.equal([e.host, e.verdict, e.direction, e.reason, e.srcVm, e.dstVm, e.srcTenant, e.dstTenant, e.proto], ['h1', 'dropped', 'egress', 'policy/cross-tenant', 'web1', 'vault1', 'blue', 'green', 58], JSON.stringify(e));
+    }
+    const kept = await lab.cli(['observe', '--host', 'h1', '--verdict', 'plugged', '--vm', 'web2']);
+    assert.is(kept.code, 0, kept.stderr);
+    assert.match(kept.stdout, /h1 PLUGGED\s+egress\s+web1 -> web2\s+blue\/web-mesh peer h2/);
+    const bad = await lab.cli(['observe', '--verdict', 'droped']);
+    assert.is(bad.code, 2, bad.stderr);
+    assert.match(bad.stderr, /--verdict: one of dropped, plugged, unplugged, got "droped"/);
+  });
+
+  test('top, driven in a terminal (tmux), shows the cable web1 -> web2 with a non-zero rate while a ping runs; t switches to totals, q quits', async () => {
+    const tmux = (...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> => run('tmux', ['-L', 'nvi-t-top', ...args], 10);
+    const pinger = lab.bg(lab.vm('web1').ns, 'ping', ['-6', '-i', '0.05', '-c', '200', id('web2')], 30);
+    try {
+      const start = await tmux('new-session', '-d', '-x', '160', '-y', '40', `${process.execPath} ${BIN} top --host h1 -c ${lab.config}`);
+      assert.is(start.code, 0, start.stderr);
+      const screen = async (): Promise<string> => (await tmux('capture-pane', '-p')).stdout;
+      const row = await until(screen, (s) => /web1 -> web2\s+out\s+h2\s+blue\/web-mesh\s+([1-9][\d.]*k?)\s/.test(s), 10_000, 250);
+      assert.match(row, /rates, sorted by packets/);
+      assert.match(row, /web1 -> web2\s+out\s+h2\s+blue\/web-mesh\s+([1-9][\d.]*k?)\s/, row);
+      await tmux('send-keys', 't');
+      assert.match(await until(screen, (s) => /totals, sorted by packets/.test(s), 5000, 100), /PACKETS\s+BITS\s+DROPS/);
+      await tmux('send-keys', 'q');
+      await until(() => tmux('has-session'), (r) => r.code !== 0, 5000, 100);
+    } finally {
+      await tmux('kill-server');
+      pinger.child.kill('SIGINT');
+      await pinger.done;
+    }
   });
 
   test('the telemetry diode carries sensor1 -> vault1 UDP and drops vault1 -> sensor1 at h2 under a policy reason', async () => {

@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { about: string; module: string; export?: string 
   lab: { about: 'lab up | down | status | restart | attach | detach | migrate: the nvi-switch.yaml lab in network namespaces', module: 'cmd-lab' },
   cables: { about: 'list the cables of a running switch', module: 'cmd-control', export: 'cables' },
   stats: { about: 'counters of a running switch by stage and reason', module: 'cmd-control', export: 'stats' },
+  top: { about: 'a live view of a running switch: cables by rate, drops by reason, upcalls and key exchanges a second', module: 'cmd-top' },
   observe: { about: 'verdicts as they happen: plugs, unplugs, drops with their reason (--follow, --verdict, --vm, --tenant, --reason)', module: 'cmd-observe' },
 };
 
