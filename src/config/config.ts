@@ -87,6 +87,8 @@ export interface CloudConfig {
   /** Absolute path of the YAML file; relative paths in it are resolved against its folder. */
   readonly file: string;
   readonly pkiDir: string;
+  /** Control sockets, the hosts' epochs and ports, the lab's state (`stateDir`); undefined: .nvi-state beside the file. */
+  readonly stateDir?: string;
   readonly store: StoreConfig;
   readonly underlay: { readonly mtu: number; readonly keyExchangePort: number };
   readonly switch: SwitchSettings;
@@ -122,7 +124,7 @@ export function loadConfig(file: string): CloudConfig {
 
 export function parseConfig(doc: unknown, file: string): CloudConfig {
   const root = obj(doc, '(root)');
-  onlyKeys(root, ['version', 'pki', 'store', 'underlay', 'switch', 'hosts', 'lab', 'tenants'], '(root)');
+  onlyKeys(root, ['version', 'pki', 'stateDir', 'store', 'underlay', 'switch', 'hosts', 'lab', 'tenants'], '(root)');
   int(root.version, 'version', 1, 1);
   const dir = dirname(file);
 
@@ -156,7 +158,8 @@ export function parseConfig(doc: unknown, file: string): CloudConfig {
     }
     tenants.set(tenant.name, tenant);
   }
-  return { file, pkiDir, store, underlay, switch: sw, hosts, tenants, vms, lab };
+  const stateDir = root.stateDir === undefined ? undefined : resolve(dir, str(root.stateDir, 'stateDir'));
+  return { file, pkiDir, stateDir, store, underlay, switch: sw, hosts, tenants, vms, lab };
 }
 
 function readStore(v: unknown, dir: string): StoreConfig {

@@ -1,10 +1,11 @@
-// Where a cloud keeps its runtime files: beside nvi-switch.yaml, in .nvi-state/.
+// Where a cloud keeps its runtime files: `stateDir` of nvi-switch.yaml (a service's
+// /var/lib/nvi-switch), by default .nvi-state/ beside the file.
 
 import { dirname, join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 
 export function stateDir(cfg: CloudConfig): string {
-  return join(dirname(cfg.file), '.nvi-state');
+  return cfg.stateDir ?? join(dirname(cfg.file), '.nvi-state');
 }
 
 /** The control socket of host `host`'s running switch. */
