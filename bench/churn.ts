@@ -18,21 +18,16 @@
 // warnings and errors in their logs by event.
 
 import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
-import { labAttach, labDetach, labDown, labMigrate, labUp, readState } from '../src/lab/lab.js';
+import { labAttach, labDetach, labMigrate, readState } from '../src/lab/lab.js';
 import type { CableInfo } from '../src/switch/cable-info.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
+import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const PREFIX = 'nvi-b-';
-const BINARY = fileURLToPath(new URL('../../bin/nvi-switch.js', import.meta.url));
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
 const v = benchOptions({ minutes: { type: 'string' }, every: { type: 'string' } });
 const MINUTES = integer('minutes', v.minutes ?? '30');
@@ -44,32 +39,11 @@ const WINDOW_MS = 40_000;
 /** After the churn: the moved-away cables' grace (esp.grace, 30 s) and the unplugged cables' TTL (10 s) run out. */
 const SETTLE_MS = 45_000;
 
-const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-churn-'));
-let cfg: CloudConfig | undefined;
-const children: ReturnType<typeof spawn>[] = [];
-async function cleanup(): Promise<void> {
-  for (const c of children) c.kill('SIGKILL');
-  if (cfg) await labDown(cfg, () => {});
-  rmSync(dir, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().then(() => process.exit(130)));
-
-function labConfig(): CloudConfig {
-  const doc = parseDocument(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8'));
-  cpSync(join(REPO, 'lab', 'pki'), join(dir, 'pki'), { recursive: true });
-  doc.setIn(['pki', 'dir'], join(dir, 'pki'));
-  doc.setIn(['lab', 'prefix'], PREFIX);
-  doc.setIn(['store'], doc.createNode({ kind: 'embedded', path: join(dir, 'lab.db') }));
-  doc.setIn(['switch', 'esp', 'rekey', 'packets'], 5000);
-  doc.setIn(['switch', 'esp', 'rekey', 'seconds'], 20);
-  const file = join(dir, 'nvi-switch.yaml');
-  writeFileSync(file, doc.toString());
-  return loadConfig(file);
-}
+const lab = new BenchLab('churn');
 
 function background(vm: string, cmd: string, args: string[]): void {
   const c = spawn('ip', ['netns', 'exec', `${PREFIX}${vm}`, cmd, ...args], { stdio: 'ignore' });
-  children.push(c);
+  lab.children.push(c);
 }
 
 function rssMb(pid: number): number {
@@ -119,10 +93,13 @@ function slope(points: [number, number][]): number {
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/churn needs root');
-  cfg = labConfig();
-  await labUp(cfg, BINARY, () => {});
+  lab.config((doc) => {
+    doc.setIn(['switch', 'esp', 'rekey', 'packets'], 5000);
+    doc.setIn(['switch', 'esp', 'rekey', 'seconds'], 20);
+  });
+  const cfg = await lab.up();
   const pids = readState(cfg)!.switches.map((s) => ({ host: s.host, pid: s.pid, log: s.log }));
-  const id = (vm: string): string => loadConfig(cfg!.file).vms.get(vm)!.identityText;
+  const id = (vm: string): string => loadConfig(cfg.file).vms.get(vm)!.identityText;
   const webs = ['web1', 'web2', 'web3'];
   for (const a of webs) for (const b of [...webs, 'db1']) if (a !== b) background(a, 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
   background('sensor1', 'python3', [NET_PY, 'probe', id('vault1'), '514', '50', String(MINUTES * 60 + 600)]);
@@ -145,7 +122,7 @@ try {
       ['migrate web2', () => labMigrate(now, 'web2', other('web2'))],
       ['detach+attach web3', async () => {
         await labDetach(now, 'web3', () => {});
-        await labAttach(loadConfig(cfg!.file), 'web3', () => {});
+        await labAttach(loadConfig(cfg.file), 'web3', () => {});
         for (const b of [...webs, 'db1']) if (b !== 'web3') background('web3', 'ping', ['-6', '-q', '-i', '0.05', id(b)]);
       }],
       ['migrate db1', () => labMigrate(now, 'db1', other('db1'))],
@@ -205,5 +182,5 @@ try {
   }
   process.stdout.write(`${lines.join('\n')}\n`);
 } finally {
-  await cleanup();
+  await lab.cleanup();
 }

@@ -14,76 +14,23 @@
 //               (h1's control socket polled every millisecond)
 // Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
 
-import { spawn } from 'node:child_process';
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
-import { labDown, labMigrate, labUp, readState } from '../src/lab/lab.js';
+import { labMigrate, readState } from '../src/lab/lab.js';
 import type { CableInfo } from '../src/switch/cable-info.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
+import { BenchLab, PREFIX } from './lab/bench-lab.js';
+import { longestGap, netpy, quantiles, type Gap } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
-
-const PREFIX = 'nvi-b-';
-const BINARY = fileURLToPath(new URL('../../bin/nvi-switch.js', import.meta.url));
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
 
 const v = benchOptions({ migrations: { type: 'string' }, store: { type: 'string' } });
 const MIGRATIONS = integer('migrations', v.migrations ?? '20');
 const STORE = v.store ?? 'embedded';
 if (STORE !== 'embedded' && STORE !== 'etcd') refuse(`--store: embedded or etcd, got ${STORE}`);
-
-const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-migrate-'));
-let cfg: CloudConfig | undefined;
-const children: ReturnType<typeof spawn>[] = [];
-
-async function cleanup(): Promise<void> {
-  for (const c of children) c.kill('SIGKILL');
-  if (cfg) await labDown(cfg, () => {});
-  rmSync(dir, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().then(() => process.exit(130)));
-
-function labConfig(): CloudConfig {
-  // A copy of the lab's pki too: the migrations move web2's key between the hosts' directories.
-  const doc = parseDocument(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8'));
-  const pki = join(dir, 'pki');
-  cpSync(join(REPO, 'lab', 'pki'), pki, { recursive: true });
-  doc.setIn(['pki', 'dir'], pki);
-  doc.setIn(['lab', 'prefix'], PREFIX);
-  doc.setIn(['store'], doc.createNode(STORE === 'etcd' ? { kind: 'etcd', endpoints: ['http://10.77.0.250:2379'] } : { kind: 'embedded', path: join(dir, 'lab.db') }));
-  const file = join(dir, 'nvi-switch.yaml');
-  writeFileSync(file, doc.toString());
-  return loadConfig(file);
-}
-
-function netpy(vm: string, args: (string | number)[]): { done: Promise<Record<string, unknown>>; ready: Promise<void> } {
-  const c = spawn('ip', ['netns', 'exec', `${PREFIX}${vm}`, 'python3', NET_PY, ...args.map(String)], { stdio: ['ignore', 'pipe', 'inherit'] });
-  children.push(c);
-  let out = '';
-  let readyResolve!: () => void;
-  const ready = new Promise<void>((r) => (readyResolve = r));
-  c.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    out += d;
-    if (out.includes('"listening"')) readyResolve();
-  });
-  const done = new Promise<Record<string, unknown>>((res, rej) => c.on('close', (code) => {
-    const lines = out.trim().split('\n');
-    if (code !== 0) rej(new Error(`net.py ${args.join(' ')} in ${vm}: exit ${code}`));
-    else res(JSON.parse(lines[lines.length - 1]) as Record<string, unknown>);
-  }));
-  return { done, ready };
-}
-
-function quantiles(xs: number[]): string {
-  const s = [...xs].sort((a, b) => a - b);
-  const q = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
-  return `p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, max ${s[s.length - 1].toFixed(1)} ms`;
-}
+const lab = new BenchLab('migrate');
 
 async function peerOf(c: CloudConfig): Promise<string | undefined> {
   const list = (await controlRequest(controlPath(c, 'h1'), { cmd: 'cables' })) as CableInfo[];
@@ -92,12 +39,13 @@ async function peerOf(c: CloudConfig): Promise<string | undefined> {
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/migrate needs root');
-  cfg = labConfig();
-  await labUp(cfg, BINARY, () => {});
+  // The migrations move web2's key between the hosts' directories of the lab's copy of the pki.
+  if (STORE === 'etcd') lab.config((doc) => doc.setIn(['store'], doc.createNode({ kind: 'etcd', endpoints: ['http://10.77.0.250:2379'] })));
+  const cfg = await lab.up();
   const seconds = MIGRATIONS * 1.6 + 4;
-  const log = netpy('web2', ['probe-log', 7000, seconds]);
+  const log = netpy(`${PREFIX}web2`, ['probe-log', 7000, seconds], lab.children);
   await log.ready;
-  const probe = netpy('web1', ['probe', loadConfig(cfg.file).vms.get('web2')!.identityText, 7000, 1, seconds - 1]);
+  const probe = netpy(`${PREFIX}web1`, ['probe', loadConfig(cfg.file).vms.get('web2')!.identityText, 7000, 1, seconds - 1], lab.children);
   await new Promise((r) => setTimeout(r, 1500));
   const windows: { out: number; active: number; repoint: number; to: string }[] = [];
   for (let k = 0; k < MIGRATIONS; k++) {
@@ -120,8 +68,8 @@ try {
   }
   await probe.done;
   const got = await log.done;
-  const gaps = got.gaps as { at: number; ms: number }[];
-  const blackout = windows.map((w) => Math.max(0, ...gaps.filter((g) => g.at <= w.repoint + 50 && g.at + g.ms >= w.out - 50).map((g) => g.ms)));
+  const gaps = got.gaps as Gap[];
+  const blackout = windows.map((w) => longestGap(gaps, w.out, w.repoint));
   const switchover = windows.map((w) => w.active - w.out);
   const repoint = windows.filter((w) => w.repoint > 0).map((w) => w.repoint - w.out);
   windows.forEach((w, k) => process.stdout.write(`  #${k + 1} to ${w.to} at ${new Date(w.out).toISOString()}: blackout ${blackout[k]} ms, switchover ${switchover[k]} ms, repoint ${w.repoint ? w.repoint - w.out : 'not seen'} ms\n`));
@@ -137,5 +85,5 @@ try {
     `  repoint (source lets go -> h1's cable at the new host): ${quantiles(repoint)} (${repoint.length}/${MIGRATIONS} seen)\n` +
     `  datagrams received ${got.received}\n`);
 } finally {
-  await cleanup();
+  await lab.cleanup();
 }

@@ -16,24 +16,20 @@
 // 4. The report: median [min-max] per path and the ratio to the lab's path. The lab, the
 //    guests and the temp dir are removed at the end, also on failure or SIGINT.
 
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
-import { loadConfig, type CloudConfig } from '../src/config/config.js';
-import { labDown, labUp, readState } from '../src/lab/lab.js';
+import type { CloudConfig } from '../src/config/config.js';
+import { readState } from '../src/lab/lab.js';
 import { accelerator, guestImage, QemuGuest } from '../src/lab/qemu-guest.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
 import { qemuPort } from '../src/switch/qemu-args.js';
+import { BenchLab, BINARY, PREFIX, REPO } from './lab/bench-lab.js';
 import { quantile, reachable, tcpTest, udpTest, type Path, type Timing } from './lab/measure.js';
 import { CpuWatch, delay, sh, type CpuUse } from './lab/proc.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const PREFIX = 'nvi-b-';
-const REPO = fileURLToPath(new URL('../../', import.meta.url));
-const BINARY = join(REPO, 'bin', 'nvi-switch.js');
 const UDP_LEN = 64;
 const GUESTS = [
   ['qt1', 'h1', 'qemu-tap'], ['qt2', 'h2', 'qemu-tap'], ['qs1', 'h1', 'stream'], ['qs2', 'h2', 'stream'],
@@ -43,33 +39,22 @@ const v = benchOptions({ runs: { type: 'string' }, seconds: { type: 'string' } }
 const RUNS = integer('runs', v.runs ?? '3');
 const TIMING: Timing = { seconds: integer('seconds', v.seconds ?? '5'), omit: 1 };
 
-const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-qemu-'));
-let cfg: CloudConfig | undefined;
+const lab = new BenchLab('qemu');
 const guests = new Map<string, QemuGuest>();
-
-async function cleanup(): Promise<void> {
+lab.atEnd(async () => {
   for (const g of guests.values()) await g.stop();
-  if (cfg) await labDown(cfg, () => {});
-  rmSync(dir, { recursive: true, force: true });
-}
-for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => void cleanup().then(() => process.exit(130)));
+});
 
-/** The lab's config in the temp dir, with the four guests' VMs made by `vm create`. */
+/** The lab's config with the four guests' VMs made by `vm create`, in tenant blue's web group. */
 function labConfig(): CloudConfig {
-  const doc = parseDocument(readFileSync(join(REPO, 'nvi-switch.yaml'), 'utf8'));
-  const pki = join(dir, 'pki');
-  cpSync(join(REPO, 'lab', 'pki'), pki, { recursive: true });
-  doc.setIn(['pki', 'dir'], pki);
-  doc.setIn(['lab', 'prefix'], PREFIX);
-  doc.setIn(['store'], doc.createNode({ kind: 'embedded', path: join(dir, 'lab.db') }));
-  const file = join(dir, 'nvi-switch.yaml');
-  writeFileSync(file, doc.toString());
-  for (const [vm, host, kind] of GUESTS) sh(process.execPath, [BINARY, 'vm', 'create', vm, '--tenant', 'blue', '--host', host, '--port', kind, '-c', file]);
-  const withVms = parseDocument(readFileSync(file, 'utf8'));
-  const web = withVms.getIn(['tenants', 'blue', 'groups', 'web']) as { add(v: unknown): void };
-  for (const [vm] of GUESTS) web.add(vm);
-  writeFileSync(file, withVms.toString());
-  return loadConfig(file);
+  lab.config();
+  for (const [vm, host, kind] of GUESTS) sh(process.execPath, [BINARY, 'vm', 'create', vm, '--tenant', 'blue', '--host', host, '--port', kind, '-c', lab.file]);
+  return lab.config((doc) => {
+    const created = parseDocument(readFileSync(lab.file, 'utf8'));
+    doc.setIn(['tenants'], created.get('tenants'));
+    const web = doc.getIn(['tenants', 'blue', 'groups', 'web']) as { add(v: unknown): void };
+    for (const [vm] of GUESTS) web.add(vm);
+  });
 }
 
 interface Figures {
@@ -189,14 +174,13 @@ function figure(xs: number[], digits: number): string {
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/qemu needs root');
-  cfg = labConfig();
-  const c = cfg;
-  await labUp(c, BINARY, () => {});
+  const c = labConfig();
+  await lab.up();
   const image = guestImage(REPO);
   const accel = await accelerator(image, join(REPO, 'build', 'guest'));
   for (const [vm, host] of GUESTS) {
     const netns = `${PREFIX}${host}`;
-    guests.set(vm, QemuGuest.start({ name: vm, image, accel, net: qemuPort(c, c.vms.get(vm)!, host).args, dir: join(dir, 'qemu'), netns, memoryMb: 512 }));
+    guests.set(vm, QemuGuest.start({ name: vm, image, accel, net: qemuPort(c, c.vms.get(vm)!, host).args, dir: join(lab.dir, 'qemu'), netns, memoryMb: 512 }));
   }
   const boots = [];
   for (const [vm] of GUESTS) boots.push(await guests.get(vm)!.booted(180_000));
@@ -218,19 +202,19 @@ try {
     process.stdout.write(`  run ${run}: ${[...results].map(([k, f]) => `${k} ${f.tcpMbps.at(-1)!.toFixed(0)} Mbit/s ${f.udpKpps.at(-1)!.toFixed(1)} kpps`).join(', ')}\n`);
     await delay(500);
   }
-  const lab = results.get('lab')!;
+  const base = results.get('lab')!;
   const med = (xs: number[]): number => quantile([...xs].sort((a, b) => a - b), 0.5);
   process.stdout.write(`\ncross-host, guest to guest, median [min-max] of ${RUNS}:\n`);
   process.stdout.write(`  path       TCP Mbit/s            x lab   UDP-64 kpps received  x lab   (sent)      switches CPU %   QEMU CPU %\n`);
   for (const [k, f] of results) {
-    process.stdout.write(`  ${k.padEnd(10)} ${figure(f.tcpMbps, 0).padEnd(21)} ${(med(f.tcpMbps) / med(lab.tcpMbps)).toFixed(2).padEnd(7)} ` +
-      `${figure(f.udpKpps, 1).padEnd(21)} ${(med(f.udpKpps) / med(lab.udpKpps)).toFixed(2).padEnd(7)} ${med(f.udpSentKpps).toFixed(1).padEnd(11)} ` +
+    process.stdout.write(`  ${k.padEnd(10)} ${figure(f.tcpMbps, 0).padEnd(21)} ${(med(f.tcpMbps) / med(base.tcpMbps)).toFixed(2).padEnd(7)} ` +
+      `${figure(f.udpKpps, 1).padEnd(21)} ${(med(f.udpKpps) / med(base.udpKpps)).toFixed(2).padEnd(7)} ${med(f.udpSentKpps).toFixed(1).padEnd(11)} ` +
       `${figure(f.switchCpu, 0).padEnd(16)} ${figure(f.qemuCpu, 0)}\n`);
   }
   process.stdout.write(`\nUDP-64, the last run: the counters of lost datagrams that grew (the rest was lost inside the receiving guest or its iperf3 socket)\n`);
   for (const [k, f] of results) process.stdout.write(`  ${k.padEnd(10)} ${JSON.stringify(f.udpLoss)}\n`);
 } finally {
-  await cleanup();
+  await lab.cleanup();
 }
 
 function newFigures(): Figures {

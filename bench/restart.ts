@@ -1,0 +1,65 @@
+// Restart benchmark (issue 11): what a restart of a switch costs its VMs today, in the lab
+// (prefix nvi-b-, embedded store).
+//
+//   npx tsc -p . && node dist/bench/restart.js [--restarts 20] [--kill]      (root)
+//
+// h1's switch is restarted --restarts times, two seconds apart (`lab restart h1`: SIGTERM and
+// a new process; --kill: SIGKILL first, no clean stop), while web2 (h2) sends web1 (h1) a
+// numbered UDP datagram every millisecond (test/e2e/net.py probe; web1 logs every silence
+// longer than 5 ms). For each restart:
+//   blackout   the longest silence at web1 overlapping the restart: from the last datagram
+//              before to the first after, at 1 ms resolution (web1's TAP goes with the old
+//              process and comes back with the new one, which the lab configures again)
+//   restart    the old process told to stop (or killed) to the new one answering its control socket
+// Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
+
+import { labRestartSwitch, readState } from '../src/lab/lab.js';
+import { BenchLab, BINARY, PREFIX } from './lab/bench-lab.js';
+import { longestGap, netpy, quantiles, type Gap } from './lab/probe.js';
+import { benchOptions, integer, refuse } from './options.js';
+
+const v = benchOptions({ restarts: { type: 'string' }, kill: { type: 'boolean' } });
+const RESTARTS = integer('restarts', v.restarts ?? '20');
+const KILL = v.kill === true;
+const lab = new BenchLab('restart');
+
+try {
+  if (process.getuid?.() !== 0) refuse('bench/restart needs root');
+  const c = await lab.up();
+  const seconds = RESTARTS * 3.5 + 5;
+  const log = netpy(`${PREFIX}web1`, ['probe-log', 7000, seconds], lab.children);
+  await log.ready;
+  const probe = netpy(`${PREFIX}web2`, ['probe', c.vms.get('web1')!.identityText, 7000, 1, seconds - 1], lab.children);
+  await new Promise((r) => setTimeout(r, 1500));
+  const windows: { from: number; to: number }[] = [];
+  for (let k = 0; k < RESTARTS; k++) {
+    const from = Date.now();
+    if (KILL) {
+      const old = readState(c)!.switches.find((s) => s.host === 'h1')!;
+      process.kill(old.pid, 'SIGKILL');
+      for (let t = 0; t < 500; t++) {
+        try {
+          process.kill(old.pid, 0);
+          await new Promise((r) => setTimeout(r, 10));
+        } catch {
+          break;
+        }
+      }
+    }
+    await labRestartSwitch(c, 'h1', BINARY, () => {});
+    windows.push({ from, to: Date.now() });
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+  await probe.done;
+  const got = await log.done;
+  const gaps = got.gaps as Gap[];
+  const blackout = windows.map((w) => longestGap(gaps, w.from, w.to + 1500));
+  const restart = windows.map((w) => w.to - w.from);
+  windows.forEach((w, k) => process.stdout.write(`  #${k + 1} at ${new Date(w.from).toISOString()}: restart ${restart[k]} ms, blackout ${blackout[k]} ms\n`));
+  process.stdout.write(`${KILL ? 'kill -9 and a new' : 'restart (SIGTERM and a new)'} switch on h1, ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
+    `  blackout (silence at web1):  ${quantiles(blackout)}\n` +
+    `  restart (stop to new switch answering): ${quantiles(restart)}\n` +
+    `  datagrams received ${got.received}\n`);
+} finally {
+  await lab.cleanup();
+}
