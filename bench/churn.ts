@@ -11,9 +11,11 @@
 // migrates; web1 migrates. Every 30 s the switches' RSS is sampled.
 // Before the churn (after 20 s of traffic) and after it (the VMs back where they started, the
 // grace times run out, traffic alone) the gauges a leak would grow are watched for 40 s each:
-// cables, inbound SAs, pairs with a current SA, keys in the cipher: cables and pairs must be
-// the same, SAs and keys (which rekeys make come and go) no higher than before.
-// Reported: RSS at start and end and its slope (least squares, MB per hour), the gauges before
+// cables, inbound SAs, pairs with a current SA, keys in the cipher: pairs must be the same;
+// cables (unplugged ones come and go with the traffic they refuse), SAs and keys (which rekeys
+// make come and go) no higher than before.
+// Reported: RSS and V8 heap in use at start and end and their slopes (least squares, MB per
+// hour, over the whole run and its second half), the gauges before
 // and after, actions done and failed, whether both switch processes lived throughout, and the
 // warnings and errors in their logs by event.
 
@@ -69,9 +71,16 @@ async function window(c: CloudConfig, host: string, ms: number): Promise<Range> 
   return r;
 }
 /** Rekeys come in other phases after the churn, so the lows of SAs and keys may differ; their highs may not grow. */
+/** Unplugged cables (a negative cache, 10 s) come and go with the traffic they refuse, so cables may not grow either. */
 function leakFree(before: Range, after: Range): boolean {
-  const same = (g: 'cables' | 'pairs'): boolean => before[g][0] === after[g][0] && before[g][1] === after[g][1];
-  return same('cables') && same('pairs') && after.sas[1] <= before.sas[1] && after.keys[1] <= before.keys[1];
+  const same = before.pairs[0] === after.pairs[0] && before.pairs[1] === after.pairs[1];
+  return same && after.cables[1] <= before.cables[1] && after.sas[1] <= before.sas[1] && after.keys[1] <= before.keys[1];
+}
+
+/** The switch's V8 heap in use (stats.memory), MB. */
+async function heapMb(c: CloudConfig, host: string): Promise<number> {
+  const s = (await controlRequest(controlPath(c, host), { cmd: 'stats' })) as { memory: { heapUsed: number } };
+  return s.memory.heapUsed / 2 ** 20;
 }
 
 /** A host's cables as `direction src -> dst peer state rule`, sorted. */
@@ -111,6 +120,8 @@ try {
     startCables[host] = await cableLines(cfg, host);
   }
   const samples: Record<string, [number, number][]> = Object.fromEntries(pids.map((p) => [p.host, [[0, rssMb(p.pid)]]]));
+  const heap: Record<string, [number, number][]> = {};
+  for (const p of pids) heap[p.host] = [[0, await heapMb(cfg, p.host)]];
   const t0 = Date.now();
   const done: Record<string, number> = {};
   const failed: Record<string, number> = {};
@@ -138,7 +149,10 @@ try {
     }
     if (Date.now() - lastSample >= 30_000) {
       lastSample = Date.now();
-      for (const p of pids) samples[p.host].push([(Date.now() - t0) / 3_600_000, rssMb(p.pid)]);
+      for (const p of pids) {
+        samples[p.host].push([(Date.now() - t0) / 3_600_000, rssMb(p.pid)]);
+        heap[p.host].push([(Date.now() - t0) / 3_600_000, await heapMb(cfg, p.host)]);
+      }
     }
     await sleep(EVERY * 1000);
   }
@@ -166,8 +180,12 @@ try {
       }
     })();
     const s = samples[p.host];
-    lines.push(`  ${p.host}: switch ${alive ? 'alive throughout (same pid)' : 'GONE'}; RSS ${s[0][1].toFixed(1)} MB at start, ${rssMb(p.pid).toFixed(1)} MB at the end, slope ${slope(s).toFixed(2)} MB/h over ${s.length} samples; ` +
-      `${leakFree(start[p.host], end[p.host]) ? 'no leak' : 'A LEAK'} (cables and pairs the same, SAs and keys no higher than before):\n` +
+    const h = heap[p.host];
+    const late = (xs: [number, number][]): string => slope(xs.slice(Math.floor(xs.length / 2))).toFixed(2);
+    lines.push(`  ${p.host}: switch ${alive ? 'alive throughout (same pid)' : 'GONE'}; RSS ${s[0][1].toFixed(1)} MB at start, ${rssMb(p.pid).toFixed(1)} MB at the end, ` +
+      `slope ${slope(s).toFixed(2)} MB/h (second half ${late(s)}) over ${s.length} samples; V8 heap used ${h[0][1].toFixed(1)} -> ${(await heapMb(cfg, p.host)).toFixed(1)} MB, ` +
+      `slope ${slope(h).toFixed(2)} MB/h (second half ${late(h)}); ` +
+      `${leakFree(start[p.host], end[p.host]) ? 'no leak' : 'A LEAK'} (pairs the same, cables, SAs and keys no higher than before):\n` +
       `    before: ${show(start[p.host])}\n    after:  ${show(end[p.host])}`);
     const gone = startCables[p.host].filter((l) => !endCables[p.host].includes(l));
     const added = endCables[p.host].filter((l) => !startCables[p.host].includes(l));

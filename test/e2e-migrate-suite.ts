@@ -12,7 +12,8 @@
 //      traffic keeps going to the new host
 //   6. the destination switch killed half-way through a migration: the VM is reachable at the
 //      source
-//   7. lab down
+//   7. a live migration the destination cannot take is cancelled: the VM never left
+//   8. lab down
 
 import Database from 'better-sqlite3';
 import { suite } from 'uvu';

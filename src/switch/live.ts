@@ -227,6 +227,7 @@ export class LiveSwitch implements ControlHandler {
       ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, rxBytes: t.rxBytes, txBytes: t.txBytes, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
       verdicts: this.verdicts?.counts,
+      memory: process.memoryUsage(),
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }
