@@ -497,7 +497,8 @@ export function labSuite(opts: LabSuiteOptions): void {
     const pinger = lab.bg(lab.vm('web2').ns, 'ping', ['-6', '-n', '-i', '0.01', '-c', '1000', '-W', '1', id('web1')], 60);
     await sleep(1500);
     const old = lab.switchPids().find((s) => s.host === 'h1')!;
-    const spisBefore = new Set((await lab.cables()).h2.filter((c) => c.sa).map((c) => c.sa));
+    const web2web1 = (c: { sa?: string; srcVm?: string; dstVm?: string }): boolean => c.sa !== undefined && ((c.srcVm === 'web2' && c.dstVm === 'web1') || (c.srcVm === 'web1' && c.dstVm === 'web2'));
+    const spisBefore = new Set((await lab.cables()).h2.filter(web2web1).map((c) => c.sa!.split(' ')[0]));
     process.kill(old.pid, 'SIGKILL');
     const killedAt = Date.now();
     await until(async () => alive(old.pid), (a) => !a, 5000);
@@ -521,8 +522,9 @@ export function labSuite(opts: LabSuiteOptions): void {
     }
     assert.ok(last.size >= 2, `ESP seen on the underlay: ${lines.length} lines`);
     assert.is(repeats, 0, 'per SPI, sequence numbers strictly increase');
-    const spisAfter = new Set((await lab.cables()).h2.filter((c) => c.sa && c.state.startsWith('plugged')).map((c) => c.sa));
-    assert.ok([...spisAfter].every((sa) => !spisBefore.has(sa)), `h2 plugs web2 -> web1 with fresh SAs: before ${[...spisBefore]}, after ${[...spisAfter]}`);
+    const spisAfter = new Set((await lab.cables()).h2.filter((c) => web2web1(c) && c.state.startsWith('plugged')).map((c) => c.sa!.split(' ')[0]));
+    assert.is(spisAfter.size, 2, `h2 has an SA each way between web2 and web1: ${[...spisAfter]}`);
+    assert.ok([...spisAfter].every((sa) => !spisBefore.has(sa)), `h2 carries web2 <-> web1 on fresh SAs: before ${[...spisBefore]}, after ${[...spisAfter]}`);
     process.stdout.write(`\n  kill -9 of h1: a new switch in ${restartedMs} ms (lab restart); ping every 10 ms from web2 to web1: ${seqs.length}/1000 replies, longest gap ${gap} pings (~${gap * 10} ms)\n`);
   });
 
