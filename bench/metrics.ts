@@ -1,12 +1,12 @@
 // Metrics benchmark (issue 11): the Prometheus endpoint's scrape time, and the data path's TCP
 // throughput with metrics off and on (scraped every --every ms), interleaved in one run.
 //
-//   npx tsc -p . && node dist/bench/metrics.js [--runs 3] [--seconds 5] [--every 1000]    (root)
+//   npx tsc -p . && node dist/bench/metrics.js [--runs 6] [--seconds 5] [--every 1000]    (root)
 //
-// The lab (prefix nvi-b-, embedded store). Each run: both switches restarted with
-// switch.metrics removed from the config, iperf3 web1 -> web2 (TCP, -t S after 1 s); then
-// restarted with it, the same iperf3 while h1's and h2's endpoints are scraped every --every
-// ms (curl from each host's namespace; its time_total is the scrape time).
+// The lab (prefix nvi-b-, embedded store). Each run, in alternating order: both switches
+// restarted with switch.metrics removed from the config, iperf3 web1 -> web2 (TCP, -t S after
+// 1 s); and restarted with it, the same iperf3 while h1's and h2's endpoints are scraped every
+// --every ms (curl from each host's namespace; its time_total is the scrape time).
 // Reported: TCP median [min-max] off and on, their ratio, the switches' CPU, scrape time
 // p50/p99 and the exposition's size.
 
@@ -20,7 +20,7 @@ import { benchOptions, integer, refuse } from './options.js';
 const LISTEN = '127.0.0.1:9477';
 
 const v = benchOptions({ runs: { type: 'string' }, seconds: { type: 'string' }, every: { type: 'string' } });
-const RUNS = integer('runs', v.runs ?? '3');
+const RUNS = integer('runs', v.runs ?? '6');
 const TIMING: Timing = { seconds: integer('seconds', v.seconds ?? '5'), omit: 1 };
 const EVERY = integer('every', v.every ?? '1000', 10);
 const lab = new BenchLab('metrics');
@@ -69,28 +69,32 @@ try {
   const scrapes: number[] = [];
   let size = 0;
   const cpuOf = (r: Awaited<ReturnType<typeof tcpTest>>): number => Object.entries(r.cpu.procs).filter(([l]) => l.endsWith('switch')).reduce((a, [, p]) => a + p.pct, 0);
-  for (let run = 1; run <= RUNS; run++) {
-    const plain = writeConfig(false);
-    await restartBoth(plain);
-    await reachable(path(plain), 10_000);
-    const a = await tcpTest(path(plain), TIMING);
-    off.push(a.mbps);
-    cpuOff.push(cpuOf(a));
-    const withMetrics = writeConfig(true);
-    await restartBoth(withMetrics);
-    await reachable(path(withMetrics), 10_000);
-    const timer = setInterval(() => {
-      for (const h of ['h1', 'h2']) {
-        const s = scrape(h);
-        scrapes.push(s.seconds * 1000);
-        size = s.bytes;
-      }
-    }, EVERY);
-    const b = await tcpTest(path(withMetrics), TIMING);
+  /** One TCP test with metrics off, or on and scraped every EVERY ms. */
+  const measure = async (metrics: boolean): Promise<number> => {
+    const c = writeConfig(metrics);
+    await restartBoth(c);
+    await reachable(path(c), 10_000);
+    const timer = metrics
+      ? setInterval(() => {
+        for (const h of ['h1', 'h2']) {
+          const got = scrape(h);
+          scrapes.push(got.seconds * 1000);
+          size = got.bytes;
+        }
+      }, EVERY)
+      : undefined;
+    const r = await tcpTest(path(c), TIMING);
     clearInterval(timer);
-    on.push(b.mbps);
-    cpuOn.push(cpuOf(b));
-    process.stdout.write(`  run ${run}: metrics off ${a.mbps.toFixed(0)} Mbit/s, on (scraped every ${EVERY} ms) ${b.mbps.toFixed(0)} Mbit/s\n`);
+    (metrics ? on : off).push(r.mbps);
+    (metrics ? cpuOn : cpuOff).push(cpuOf(r));
+    return r.mbps;
+  };
+  for (let run = 1; run <= RUNS; run++) {
+    // Alternate which goes first, so that a drift in the machine falls on both alike.
+    const order = run % 2 === 1 ? [false, true] : [true, false];
+    const got: Record<string, number> = {};
+    for (const m of order) got[m ? 'on' : 'off'] = await measure(m);
+    process.stdout.write(`  run ${run}: metrics off ${got.off.toFixed(0)} Mbit/s, on (scraped every ${EVERY} ms) ${got.on.toFixed(0)} Mbit/s\n`);
   }
   const med = (xs: number[]): number => quantile([...xs].sort((x, y) => x - y), 0.5);
   const s = [...scrapes].sort((x, y) => x - y);

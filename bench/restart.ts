@@ -10,7 +10,8 @@
 //   blackout   the longest silence at web1 overlapping the restart: from the last datagram
 //              before to the first after, at 1 ms resolution (web1's TAP goes with the old
 //              process and comes back with the new one, which the lab configures again)
-//   restart    the old process told to stop (or killed) to the new one answering its control socket
+//   restart    the whole `lab restart`: the old process stopped (or killed), the new one
+//              answering its control socket, the VMs' interfaces configured again
 // Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
 
 import { labRestartSwitch, readState } from '../src/lab/lab.js';
@@ -26,7 +27,7 @@ const lab = new BenchLab('restart');
 try {
   if (process.getuid?.() !== 0) refuse('bench/restart needs root');
   const c = await lab.up();
-  const seconds = RESTARTS * 3.5 + 5;
+  const seconds = RESTARTS * 6 + 5; // a restart and its pause take 4-5 s
   const log = netpy(`${PREFIX}web1`, ['probe-log', 7000, seconds], lab.children);
   await log.ready;
   const probe = netpy(`${PREFIX}web2`, ['probe', c.vms.get('web1')!.identityText, 7000, 1, seconds - 1], lab.children);
@@ -58,7 +59,7 @@ try {
   windows.forEach((w, k) => process.stdout.write(`  #${k + 1} at ${new Date(w.from).toISOString()}: restart ${restart[k]} ms, blackout ${blackout[k]} ms\n`));
   process.stdout.write(`${KILL ? 'kill -9 and a new' : 'restart (SIGTERM and a new)'} switch on h1, ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
     `  blackout (silence at web1):  ${quantiles(blackout)}\n` +
-    `  restart (stop to new switch answering): ${quantiles(restart)}\n` +
+    `  lab restart (stop, new switch, VM interfaces configured): ${quantiles(restart)}\n` +
     `  datagrams received ${got.received}\n`);
 } finally {
   await lab.cleanup();
