@@ -77,7 +77,7 @@ interface HostStats {
   underlay?: { rxErrors: number; txRefused: number; txBusy: number };
 }
 
-/** Every counter of a lost packet on the two hosts: the switches' drop reasons, refused and busy port and underlay writes, the guests' TAPs. */
+/** Every counter of a lost packet on the two hosts: the switches' drop reasons, refused and busy port and underlay writes, the raw sockets' receive drops, the guests' TAPs. */
 async function lossCounters(c: CloudConfig): Promise<Map<string, number>> {
   const m = new Map<string, number>();
   for (const host of ['h1', 'h2']) {
@@ -87,7 +87,9 @@ async function lossCounters(c: CloudConfig): Promise<Map<string, number>> {
       m.set(`${host} port ${p.vm ?? p.name} tx refused`, p.txRefused);
       m.set(`${host} port ${p.vm ?? p.name} tx busy`, p.txBusy);
     }
-    if (s.underlay) for (const [k, v] of Object.entries(s.underlay)) m.set(`${host} underlay ${k}`, v);
+    if (s.underlay) for (const k of ['rxErrors', 'txRefused', 'txBusy'] as const) m.set(`${host} underlay ${k}`, s.underlay[k]);
+    const raw = sh('ip', ['netns', 'exec', `${PREFIX}${host}`, 'cat', '/proc/net/raw']).trim().split('\n').slice(1);
+    m.set(`${host} raw sockets drops`, raw.reduce((sum, l) => sum + Number(l.trim().split(/\s+/).at(-1)), 0));
   }
   for (const [vm, host, kind] of GUESTS) {
     if (kind !== 'qemu-tap') continue;
@@ -211,7 +213,7 @@ try {
       `${figure(f.udpKpps, 1).padEnd(21)} ${(med(f.udpKpps) / med(base.udpKpps)).toFixed(2).padEnd(7)} ${med(f.udpSentKpps).toFixed(1).padEnd(11)} ` +
       `${figure(f.switchCpu, 0).padEnd(16)} ${figure(f.qemuCpu, 0)}\n`);
   }
-  process.stdout.write(`\nUDP-64, the last run: the counters of lost datagrams that grew (the rest was lost inside the receiving guest or its iperf3 socket)\n`);
+  process.stdout.write(`\nUDP-64, the last run: the counters of lost datagrams that grew (what none of them shows was lost in the receiving QEMU, guest or iperf3 socket)\n`);
   for (const [k, f] of results) process.stdout.write(`  ${k.padEnd(10)} ${JSON.stringify(f.udpLoss)}\n`);
 } finally {
   await lab.cleanup();

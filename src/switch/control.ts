@@ -59,14 +59,17 @@ export class ControlServer {
     rmSync(path, { force: true });
     const server = createServer((conn) => {
       let buf = '';
+      let following = false; // a follower's connection carries events only: what it sends now is ignored
       conn.setEncoding('utf8');
       conn.on('data', (chunk: string) => {
+        if (following) return;
         buf += chunk;
         if (buf.length > 65536) conn.destroy();
         for (let nl = buf.indexOf('\n'); nl >= 0; nl = buf.indexOf('\n')) {
           const line = buf.slice(0, nl);
           buf = buf.slice(nl + 1);
           if (follows(line)) {
+            following = true;
             follow(sw, line, conn);
             return;
           }
