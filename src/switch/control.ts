@@ -53,11 +53,14 @@ export interface ControlHandler {
 const FOLLOW_BACKLOG = 1 << 20;
 
 export class ControlServer {
-  private constructor(private readonly server: Server, private readonly path: string) {}
+  private constructor(private readonly server: Server, private readonly path: string, private readonly conns: Set<Socket>) {}
 
   static listen(path: string, sw: ControlHandler): Promise<ControlServer> {
     rmSync(path, { force: true });
+    const conns = new Set<Socket>();
     const server = createServer((conn) => {
+      conns.add(conn);
+      conn.on('close', () => conns.delete(conn));
       let buf = '';
       let following = false; // a follower's connection carries events only: what it sends now is ignored
       conn.setEncoding('utf8');
@@ -80,15 +83,19 @@ export class ControlServer {
     });
     return new Promise((resolve, reject) => {
       server.once('error', (e) => reject(new NviError('NVI_ERR_CONTROL', `control socket ${path}: ${e.message}`)));
-      server.listen(path, () => resolve(new ControlServer(server, path)));
+      server.listen(path, () => resolve(new ControlServer(server, path, conns)));
     });
   }
 
+  /** Stop listening and end every connection (followers of `observe` would otherwise hold it open). */
   close(): Promise<void> {
-    return new Promise((resolve) => this.server.close(() => {
-      rmSync(this.path, { force: true });
-      resolve();
-    }));
+    return new Promise((resolve) => {
+      this.server.close(() => {
+        rmSync(this.path, { force: true });
+        resolve();
+      });
+      for (const c of this.conns) c.destroy();
+    });
   }
 }
 
