@@ -71,8 +71,9 @@ test('a follower gets each verdict its filter takes, then the lost count; closin
   assert.equal(lines.filter((l) => 'event' in l).map((l) => (l.event as Verdict).time), [new Date(3).toISOString(), new Date(5).toISOString()]);
   assert.equal(lines.find((l) => 'lost' in l), { lost: 7 });
   const closed = server.close();
-  await stream; // the server ended the connection
-  await closed;
+  const within = (p: Promise<void>, what: string): Promise<void> => Promise.race([p, new Promise<void>((_, rej) => setTimeout(() => rej(new Error(`${what} within 3 s`)), 3000))]);
+  await within(stream, 'the server ends the follower\'s connection');
+  await within(closed, 'the server closes with a follower connected');
   await until(() => h.watchers() === 0); // the watcher stops with its connection
 });
 
