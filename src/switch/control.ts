@@ -111,18 +111,19 @@ function follows(line: string): boolean {
 /** Stream verdicts to `conn` until it closes; the events it cannot take are counted as lost. */
 function follow(sw: ControlHandler, line: string, conn: Socket): void {
   let filter: VerdictFilter;
+  let w: { stop(): void; lost(): number };
   try {
     filter = parseFilter(JSON.parse(line) as Record<string, unknown>);
+    w = sw.watchVerdicts(filter, (v) => {
+      if (conn.writableLength > FOLLOW_BACKLOG) return false;
+      conn.write(`${JSON.stringify({ event: v })}\n`);
+      return true;
+    });
   } catch (e) {
     conn.end(`${JSON.stringify({ ok: false, error: (e as Error).message })}\n`);
     return;
   }
   conn.write(`${JSON.stringify({ ok: true, result: { following: filter } })}\n`);
-  const w = sw.watchVerdicts(filter, (v) => {
-    if (conn.writableLength > FOLLOW_BACKLOG) return false;
-    conn.write(`${JSON.stringify({ event: v })}\n`);
-    return true;
-  });
   let told = w.lost();
   const timer = setInterval(() => {
     const lost = w.lost();
