@@ -152,7 +152,7 @@ export function labSuite(opts: LabSuiteOptions): void {
 
   test('observe --follow shows a cross-tenant ping as dropped, with its reason and pair, as it happens; observe without --follow shows the kept plugs', async () => {
     const follow = lab.bg(lab.hostNs('h1'), process.execPath, [BIN, 'observe', '--host', 'h1', '--verdict', 'dropped', '--vm', 'vault1', '--follow', '--json', '-c', lab.config], 60);
-    await sleep(1000); // connected and following
+    await follow.waitFor(/h1: following its verdicts/, 10_000);
     assert.equal(await ping('web1', 'vault1', 2), { sent: 2, received: 0 });
     await follow.waitFor(/policy\/cross-tenant[\s\S]*policy\/cross-tenant/, 10_000);
     follow.child.kill('SIGTERM');

@@ -61,7 +61,8 @@ export async function run(argv: string[]): Promise<number> {
   const stop = new AbortController();
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => stop.abort());
   await Promise.all(hosts.map((h) => controlStream(controlPath(cfg, h), { cmd: 'observe', follow: true, ...filter }, (msg) => {
-    if (msg.event) print(msg.event as Verdict);
+    if (msg.ok === true) process.stderr.write(`${h}: following its verdicts\n`);
+    else if (msg.event) print(msg.event as Verdict);
     else if (typeof msg.lost === 'number') process.stderr.write(`${h}: ${msg.lost} verdicts lost so far (the switch's rate limit, or this terminal too slow)\n`);
   }, stop.signal)));
   return 0;
