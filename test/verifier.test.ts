@@ -252,6 +252,17 @@ test('a new binding for a cached certificate does a signature check but no chain
   assert.ok(v.counters.certCacheHits >= 2);
 });
 
+test('a VM that moves keeps one cached binding: each new epoch replaces the last, and the replaced one is checked again when it returns', async () => {
+  const { v } = verifier();
+  for (let epoch = 1; epoch <= 50; epoch++) is(await v.verify(bind(pki.web1, { epoch })), Drop.None);
+  assert.is(v.cachedBindings, 1);
+  const checks = v.counters.signatureChecks;
+  is(await v.verify(bind(pki.web1, { epoch: 50 })), Drop.None);
+  assert.is(v.counters.signatureChecks, checks, 'the current one is a cache hit');
+  is(await v.verify(bind(pki.web1, { epoch: 3 })), Drop.VerifyOldEpoch);
+  assert.is(v.cachedBindings, 1);
+});
+
 test('a cached binding is refused once it has expired', async () => {
   const { v, clock } = verifier();
   const r = bind(pki.web1);

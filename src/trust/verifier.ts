@@ -125,6 +125,11 @@ export class BindingVerifier {
     this.bucket = new TokenBucket(limits.verifyPerSecond, limits.burst ?? limits.verifyPerSecond, clock.now());
   }
 
+  /** Bindings kept verified (one per identity at most). */
+  get cachedBindings(): number {
+    return this.bindings.size;
+  }
+
   /** The highest epoch verified for `identity`, if remembered. */
   highestEpoch(identity: string): number | undefined {
     return this.epochs.get(identity);
@@ -145,9 +150,11 @@ export class BindingVerifier {
       trace?.step('verify', 'binding record is not an object', 'fail');
       return Drop.VerifyMalformed;
     }
-    // A record equal to one verified before is well-formed and signed: skip 1-2 and 4-6.
-    const key = `${record.identity}|${record.epoch}|${record.signature}`;
-    let entry = this.bindings.get(key);
+    // A record equal to the last one verified for its identity is well-formed and signed: skip
+    // 1-2 and 4-6. One entry per identity: a VM that moves (a new epoch each time) replaces its
+    // entry instead of adding one.
+    const key = record.identity;
+    let entry = typeof key === 'string' ? this.bindings.get(key) : undefined;
     if (entry && !sameRecord(entry.record, record)) entry = undefined;
     if (entry) {
       this.counters.bindingCacheHits++;
