@@ -2,8 +2,7 @@
 // the server's answer. Message: type (1 byte), transaction id (3), options (code 2, length 2,
 // data). Every read is bounded by the message; a message that breaks the format is refused.
 
-import { onesSum, finishChecksum } from './checksum.js';
-import { IPV6_OFF_SRC, PROTO_UDP } from './ipv6.js';
+import { PROTO_UDP, pseudoHeaderChecksum } from './ipv6.js';
 
 export const DHCP_CLIENT_PORT = 546;
 export const DHCP_SERVER_PORT = 547;
@@ -160,9 +159,5 @@ export class DhcpWriter {
 
 /** UDP checksum over the IPv6 pseudo-header of the header at `ip` and the datagram at `udp`; 0 when valid. */
 export function udp6Checksum(buf: Uint8Array, ip: number, udp: number, udpLen: number): number {
-  let sum = onesSum(buf, ip + IPV6_OFF_SRC, 32, 0);
-  sum += udpLen;
-  sum += PROTO_UDP;
-  sum = onesSum(buf, udp, udpLen, sum);
-  return finishChecksum(sum);
+  return pseudoHeaderChecksum(buf, ip, udp, udpLen, PROTO_UDP);
 }

@@ -1,8 +1,7 @@
 // ICMPv6 (RFC 4443) and the neighbour-discovery messages (RFC 4861) the switch answers
 // for its VMs. Builders write in place at a given offset; the caller owns the room.
 
-import { finishChecksum, onesSum } from './checksum.js';
-import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_ICMPV6 } from './ipv6.js';
+import { IPV6_HLEN, IPV6_OFF_SRC, PROTO_ICMPV6, pseudoHeaderChecksum, writeIpv6Header } from './ipv6.js';
 
 export const ICMP6_OFF_TYPE = 0;
 export const ICMP6_OFF_CODE = 1;
@@ -34,27 +33,14 @@ export const IPV6_MIN_MTU = 1280;
  * the message at `icmp`. A message with a valid checksum gives 0.
  */
 export function icmp6Checksum(buf: Uint8Array, ip: number, icmp: number, icmpLen: number): number {
-  let sum = onesSum(buf, ip + IPV6_OFF_SRC, 32, 0);
-  sum += icmpLen;
-  sum += PROTO_ICMPV6;
-  sum = onesSum(buf, icmp, icmpLen, sum);
-  return finishChecksum(sum);
+  return pseudoHeaderChecksum(buf, ip, icmp, icmpLen, PROTO_ICMPV6);
 }
 
 /** Write an IPv6 header for an ICMPv6 message of `icmpLen` bytes at `ip`. */
 export function writeIcmp6Header(
   buf: Uint8Array, ip: number, src: Uint8Array, dst: Uint8Array, icmpLen: number, hopLimit: number,
 ): void {
-  buf[ip] = 0x60;
-  buf[ip + 1] = 0;
-  buf[ip + 2] = 0;
-  buf[ip + 3] = 0;
-  buf[ip + IPV6_OFF_PLEN] = icmpLen >> 8;
-  buf[ip + IPV6_OFF_PLEN + 1] = icmpLen & 0xff;
-  buf[ip + IPV6_OFF_NEXT] = PROTO_ICMPV6;
-  buf[ip + IPV6_OFF_HOPS] = hopLimit;
-  buf.set(src, ip + IPV6_OFF_SRC);
-  buf.set(dst, ip + IPV6_OFF_DST);
+  writeIpv6Header(buf, ip, src, dst, icmpLen, PROTO_ICMPV6, hopLimit);
 }
 
 /** Fill in the ICMPv6 checksum of the message at ip+40. */

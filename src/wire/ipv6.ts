@@ -2,6 +2,7 @@
 // checks bounds before every read and reports a Drop code; it never throws for a packet.
 
 import { Drop } from '../base/drops.js';
+import { finishChecksum, onesSum } from './checksum.js';
 
 export const IPV6_HLEN = 40;
 export const IPV6_OFF_VTF = 0;
@@ -122,4 +123,29 @@ function isUnspecifiedOrLoopback(buf: Uint8Array, off: number): boolean {
 /** An address that can be a VM identity: unicast, not link-local, unspecified or loopback. */
 export function isIdentityAddress(buf: Uint8Array, off: number): boolean {
   return !isMulticast(buf, off) && !isLinkLocal(buf, off) && !isUnspecifiedOrLoopback(buf, off);
+}
+
+/** Write an IPv6 header at `ip`: version 6, no traffic class or flow label, `payloadLen` bytes of protocol `next`. */
+export function writeIpv6Header(
+  buf: Uint8Array, ip: number, src: Uint8Array, dst: Uint8Array, payloadLen: number, next: number, hopLimit: number,
+): void {
+  buf[ip] = 0x60;
+  buf[ip + 1] = 0;
+  buf[ip + 2] = 0;
+  buf[ip + 3] = 0;
+  buf[ip + IPV6_OFF_PLEN] = payloadLen >> 8;
+  buf[ip + IPV6_OFF_PLEN + 1] = payloadLen & 0xff;
+  buf[ip + IPV6_OFF_NEXT] = next;
+  buf[ip + IPV6_OFF_HOPS] = hopLimit;
+  buf.set(src, ip + IPV6_OFF_SRC);
+  buf.set(dst, ip + IPV6_OFF_DST);
+}
+
+/** Checksum over the pseudo-header (RFC 8200 8.1) of the IPv6 header at `ip` and `len` bytes of protocol `proto` at `l4`; 0 when valid. */
+export function pseudoHeaderChecksum(buf: Uint8Array, ip: number, l4: number, len: number, proto: number): number {
+  let sum = onesSum(buf, ip + IPV6_OFF_SRC, 32, 0);
+  sum += len;
+  sum += proto;
+  sum = onesSum(buf, l4, len, sum);
+  return finishChecksum(sum);
 }

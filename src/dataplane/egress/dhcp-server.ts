@@ -18,7 +18,7 @@ import { ETH_HLEN, ETH_OFF_SRC, writeEthIpv6 } from '../../wire/ethernet.js';
 import {
   ALL_DHCP_SERVERS, DHCP_SERVER_PORT, DhcpMsg, DhcpOpt, DhcpStatus, DhcpWriter, newDhcpRequest, readDhcp, udp6Checksum,
 } from '../../wire/dhcpv6.js';
-import { addrEquals, IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_HOPS, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_UDP } from '../../wire/ipv6.js';
+import { addrEquals, IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC, PROTO_UDP, writeIpv6Header } from '../../wire/ipv6.js';
 import { drop, settle, type Stage } from '../stage.js';
 import type { PortTable } from '../port-table.js';
 import { ROUTER_LINK_LOCAL, ROUTER_MAC } from '../vm-port.js';
@@ -154,16 +154,7 @@ export class DhcpServer implements Stage {
     // Headers: to the client's MAC and address, from the switch's, port 547 to its source port.
     writeEthIpv6(out, 0, buf.subarray(b.start[i] + ETH_OFF_SRC, b.start[i] + ETH_OFF_SRC + 6), ROUTER_MAC);
     const oip = ETH_HLEN;
-    out[oip] = 0x60;
-    out[oip + 1] = 0;
-    out[oip + 2] = 0;
-    out[oip + 3] = 0;
-    out[oip + IPV6_OFF_PLEN] = udpLen >> 8;
-    out[oip + IPV6_OFF_PLEN + 1] = udpLen & 0xff;
-    out[oip + IPV6_OFF_NEXT] = PROTO_UDP;
-    out[oip + IPV6_OFF_HOPS] = 64;
-    ROUTER_LINK_LOCAL.copy(out, oip + IPV6_OFF_SRC);
-    out.set(buf.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), oip + IPV6_OFF_DST);
+    writeIpv6Header(out, oip, ROUTER_LINK_LOCAL, buf.subarray(ip + IPV6_OFF_SRC, ip + IPV6_OFF_SRC + 16), udpLen, PROTO_UDP, 64);
     const ou = oip + IPV6_HLEN;
     out[ou] = DHCP_SERVER_PORT >> 8;
     out[ou + 1] = DHCP_SERVER_PORT & 0xff;
