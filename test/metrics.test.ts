@@ -21,7 +21,7 @@ function view(): StatsView {
     policyRevision: 7,
     egress: pipe(1),
     ingress: pipe(2),
-    upcall: { misses: 9, refreshes: 1, released: 12, queued: 0, decisions: { plugged: 6, unplugged: { 'policy/cross-tenant': 3 } }, latency: latency.snapshot() },
+    upcall: { misses: 9, refreshes: 1, restarted: 2, released: 12, queued: 0, decisions: { plugged: 6, unplugged: { 'policy/cross-tenant': 3 } }, latency: latency.snapshot() },
     lookups: { lookups: 9, latest: 0, storeErrors: 1 },
     verifier: { verified: 8, refused: 1, rateLimited: 0 },
     kx: { initsSent: 5, accepted: 4, refusals: { 'verify/bad-signature': 2 } },

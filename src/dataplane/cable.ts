@@ -43,6 +43,8 @@ export class Cable {
   /** After this, the cable is a miss (negative entries, time-window edges). */
   expiresAt = Infinity;
   refreshing = false;
+  /** The far end's binding changed during the refresh: verify once more when it answers. */
+  refreshAgain = false;
 
   // Counters.
   packets = 0;

@@ -51,14 +51,23 @@ interface Pending {
   readonly packets: HeldPacket[];
   /** performance.now() at the miss. */
   readonly since: number;
+  /** Asks the resolver (again). */
+  readonly start: () => Promise<Cable>;
+  /** The far end's binding changed while the resolver worked: its answer may rest on the old one. */
+  stale: boolean;
+  /** Times the resolver was asked again for this miss. */
+  restarts: number;
 }
+
+/** A miss whose far end keeps changing is asked again at most this often; then its answer stands. */
+const MAX_RESTARTS = 3;
 
 export class Upcall {
   private readonly pending = new Map<number, Pending[]>();
   private pendingCount = 0;
   /** Packets waiting now. */
   queued = 0;
-  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0 };
+  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0, restarted: 0 };
   /** Cables installed by a miss, by decision: plugged, or unplugged with the reason. */
   readonly decisions = { plugged: 0, unplugged: new Map<Drop, number>() };
   /** Miss to installed cable, seconds. */
@@ -103,6 +112,12 @@ export class Upcall {
     job.then(
       (next) => {
         cable.refreshing = false;
+        if (cable.refreshAgain) {
+          cable.refreshAgain = false; // the answer may rest on the binding that just changed
+          this.counts.restarted++;
+          this.refresh(cable);
+          return;
+        }
         if (next !== cable) this.install(next);
       },
       (err) => {
@@ -110,6 +125,19 @@ export class Upcall {
         this.onBug(err);
       },
     );
+  }
+
+  /**
+   * The binding of `identity` changed (the store's watch): the cables to or from it are
+   * verified again by the caller; here, every miss and refresh already in flight for it is
+   * asked again when it answers, as its answer may rest on the old binding (a migration seen
+   * half-way: the old host refuses, and that refusal must not stand for the negative TTL).
+   */
+  bindingChanged(identity: Buffer, inCache: Iterable<Cable>): void {
+    for (const list of this.pending.values()) {
+      for (const p of list) if ((p.direction === CableDirection.Egress ? p.dst : p.src).equals(identity)) p.stale = true;
+    }
+    for (const c of inCache) if (c.refreshing) c.refreshAgain = true;
   }
 
   private hold(b: Batch, i: number, direction: CableDirection, hash: number, s: number, d: number, start: () => Promise<Cable>): Drop {
@@ -125,18 +153,13 @@ export class Upcall {
         dst: Buffer.from(buf.subarray(d, d + 16)),
         packets: [],
         since: performance.now(),
+        start,
+        stale: false,
+        restarts: 0,
       };
       this.add(p);
       this.counts.misses++;
-      const pending = p;
-      start().then(
-        (cable) => this.finish(pending, cable),
-        (err) => {
-          this.remove(pending);
-          this.queued -= pending.packets.length;
-          this.onBug(err);
-        },
-      );
+      this.ask(p);
     }
     p.packets.push({
       data: Buffer.from(buf.subarray(b.start[i], b.start[i] + b.len[i])),
@@ -150,7 +173,25 @@ export class Upcall {
     return Drop.None;
   }
 
+  private ask(p: Pending): void {
+    p.start().then(
+      (cable) => this.finish(p, cable),
+      (err) => {
+        this.remove(p);
+        this.queued -= p.packets.length;
+        this.onBug(err);
+      },
+    );
+  }
+
   private finish(p: Pending, cable: Cable): void {
+    if (p.stale && p.restarts < MAX_RESTARTS) {
+      p.stale = false;
+      p.restarts++;
+      this.counts.restarted++;
+      this.ask(p); // its packets stay held
+      return;
+    }
     this.remove(p);
     this.queued -= p.packets.length;
     this.install(cable);

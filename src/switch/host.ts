@@ -6,6 +6,7 @@
 // the sinks it attached.
 
 import type { KeyObject } from 'node:crypto';
+import { parseIpv6Address } from '../base/address.js';
 import { systemRandom, type Clock, type Random } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
 import { espMaxPayload } from '../wire/esp.js';
@@ -228,6 +229,8 @@ export class Host implements HostView {
 
   /** A binding changed in the store (a migration, a renewal): cables to or from it are verified again now. Returns how many. */
   bindingChanged(identity: string): number {
+    // Misses and refreshes already asking about it answer from the old binding: asked again.
+    this.upcall.bindingChanged(parseIpv6Address(identity), [...this.egressCables.cablesOf(identity), ...this.ingressCables.cablesOf(identity)]);
     return this.updates.bindingChanged(identity);
   }
 

@@ -18,6 +18,7 @@ export interface StatsView {
   readonly upcall: {
     readonly misses: number;
     readonly refreshes: number;
+    readonly restarted: number;
     readonly released: number;
     readonly queued: number;
     readonly decisions: { readonly plugged: number; readonly unplugged: Readonly<Record<string, number>> };
@@ -115,6 +116,7 @@ export class SwitchMetrics {
 
     def('nvi_upcalls_total', 'counter', 'Misses sent to the slow path (lookup, verification, policy, key exchange).', (s) => [{ value: s.upcall.misses }]);
     def('nvi_upcall_refreshes_total', 'counter', 'Plugged cables verified again when their refresh time passed.', (s) => [{ value: s.upcall.refreshes }]);
+    def('nvi_upcall_restarts_total', 'counter', 'Misses and refreshes asked again because their far end\'s binding changed while they were resolved.', (s) => [{ value: s.upcall.restarted }]);
     def('nvi_upcall_released_packets_total', 'counter', 'Held packets released when their cable was installed.', (s) => [{ value: s.upcall.released }]);
     def('nvi_upcall_queued_packets', 'gauge', 'Packets held now, waiting for their cable.', (s) => [{ value: s.upcall.queued }]);
     def('nvi_upcall_duration_seconds', 'histogram', 'Time from a miss to its cable installed.', (s) => histogram('nvi_upcall_duration_seconds', s.upcall.latency));

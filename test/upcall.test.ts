@@ -1,0 +1,117 @@
+// The miss path's answers when the far end's binding changes while the resolver works (a
+// migration seen half-way): the answer may rest on the old binding, so it is asked again
+// and the held packets wait for the new answer instead of a stale refusal standing for the
+// negative TTL.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Drop } from '../src/base/drops.js';
+import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
+import { Cable, CableDirection } from '../src/dataplane/cable.js';
+import { CableCache } from '../src/dataplane/cable-cache.js';
+import { pairHash } from '../src/dataplane/pair-hash.js';
+import { Upcall, type HeldPacket, type MissResolver } from '../src/dataplane/upcall.js';
+import { ETH_HLEN } from '../src/wire/ethernet.js';
+
+const ME = Buffer.from('fd000000000000010000000000000001', 'hex');
+const PEER = Buffer.from('fd000000000000010000000000000002', 'hex');
+const OTHER = Buffer.from('fd000000000000010000000000000003', 'hex');
+const HASH = pairHash(ME, 0, PEER, 0);
+
+/** A resolver whose answers the test gives, one per question, in order. */
+class Asked implements MissResolver {
+  readonly questions: { previous: Cable | undefined; answer: (c: Cable) => void }[] = [];
+  plugEgress(_port: number, _dst: Buffer, _hash: number, previous: Cable | undefined): Promise<Cable> {
+    return new Promise((answer) => this.questions.push({ previous, answer }));
+  }
+  plugIngress(): Promise<Cable> {
+    return new Promise(() => {});
+  }
+}
+
+function cable(drop: Drop, dst = PEER): Cable {
+  return new Cable(HASH, CableDirection.Egress, ME, dst, 'fd00:0:0:1::1', 'fd00:0:0:1::2', drop, drop === Drop.None ? 'allow' : 'refused', null);
+}
+
+function setup(): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[] } {
+  const asked = new Asked();
+  const egress = new CableCache(16);
+  const released: HeldPacket[] = [];
+  const upcall = new Upcall(asked, { egress, ingress: new CableCache(16) }, { perCable: 4, total: 16, maxPending: 4 }, (_d, p) => released.push(...p));
+  return { upcall, asked, egress, released };
+}
+
+/** Hold one frame ME -> PEER on port 0. */
+function miss(upcall: Upcall): void {
+  const f = Buffer.alloc(ETH_HLEN + 48);
+  f.writeUInt16BE(0x86dd, 12);
+  f[ETH_HLEN] = 0x60;
+  ME.copy(f, ETH_HLEN + 8);
+  PEER.copy(f, ETH_HLEN + 24);
+  const b = new Batch();
+  b.push(f, FRAME_OFFSET, 0, 0);
+  b.l3[0] = b.start[0] + ETH_HLEN;
+  assert.is(upcall.holdEgress(b, 0, HASH), Drop.None, 'held');
+}
+
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('a miss whose far end moved while it was resolved is asked again; the stale refusal is never installed', async () => {
+  const { upcall, asked, egress, released } = setup();
+  miss(upcall);
+  assert.is(asked.questions.length, 1);
+  upcall.bindingChanged(PEER, []);
+  asked.questions[0].answer(cable(Drop.SaNegotiationFailed)); // the old host refused: the VM left it
+  await tick();
+  assert.is(asked.questions.length, 2, 'asked again');
+  assert.is(egress.size, 0, 'the refusal was not installed');
+  assert.is(upcall.queued, 1, 'the packet still waits');
+  asked.questions[1].answer(cable(Drop.None));
+  await tick();
+  assert.ok(egress.findCable(cable(Drop.None))?.plugged, 'the new answer is installed');
+  assert.is(released.length, 1, 'and the held packet released');
+  assert.is(upcall.counts.restarted, 1);
+});
+
+test('a change of another identity leaves a miss alone; an unchanged miss installs its answer at once', async () => {
+  const { upcall, asked, egress } = setup();
+  miss(upcall);
+  upcall.bindingChanged(OTHER, []);
+  asked.questions[0].answer(cable(Drop.SaNegotiationFailed));
+  await tick();
+  assert.is(asked.questions.length, 1);
+  assert.is(egress.findCable(cable(Drop.None))?.drop, Drop.SaNegotiationFailed);
+  assert.is(upcall.counts.restarted, 0);
+});
+
+test('a far end that keeps changing: the miss is asked again at most 3 times, then its answer stands', async () => {
+  const { upcall, asked, egress, released } = setup();
+  miss(upcall);
+  for (let k = 0; k < 4; k++) {
+    upcall.bindingChanged(PEER, []);
+    asked.questions[k].answer(cable(Drop.SaNegotiationFailed));
+    await tick();
+  }
+  assert.is(asked.questions.length, 4);
+  assert.is(egress.findCable(cable(Drop.None))?.drop, Drop.SaNegotiationFailed);
+  assert.is(released.length, 1);
+});
+
+test('a refresh in flight when the far end moves is verified once more; its stale answer is dropped', async () => {
+  const { upcall, asked, egress } = setup();
+  const plugged = cable(Drop.None);
+  egress.insert(plugged);
+  upcall.refresh(plugged);
+  upcall.bindingChanged(PEER, egress.cablesOf('fd00:0:0:1::2'));
+  asked.questions[0].answer(cable(Drop.SaNegotiationFailed));
+  await tick();
+  assert.is(asked.questions.length, 2, 'verified again');
+  assert.is(asked.questions[1].previous, plugged, 'as a refresh of the plugged cable');
+  assert.is(egress.findCable(plugged), plugged, 'which kept forwarding');
+  const next = cable(Drop.None);
+  asked.questions[1].answer(next);
+  await tick();
+  assert.is(egress.findCable(plugged), next);
+});
+
+test.run();
