@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { BATCH_MAX } from '../src/dataplane/batch.js';
 import type { Cable } from '../src/dataplane/cable.js';
-import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher } from '../src/esp/esp-cipher.js';
+import { EspJobs, NodeEspCipher, type EspAlgorithm, type EspCipher, type KeyMaterial } from '../src/esp/esp-cipher.js';
 import { ESP_OFF_SEQ } from '../src/wire/esp.js';
 import { IPV4_HLEN } from '../src/wire/ipv4.js';
 import type { Host } from '../src/switch/host.js';
@@ -31,6 +31,10 @@ class FailingSeal implements EspCipher {
 
   removeKey(handle: number): void {
     this.inner.removeKey(handle);
+  }
+
+  exportKey(handle: number): KeyMaterial | undefined {
+    return this.inner.exportKey(handle);
   }
 
   get keyCount(): number {

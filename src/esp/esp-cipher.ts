@@ -53,11 +53,20 @@ export class EspJobs {
   }
 }
 
+/** An ESP key as installed: what a new process needs to carry on an SA. */
+export interface KeyMaterial {
+  readonly alg: EspAlgorithm;
+  readonly key: Buffer;
+  readonly salt: Buffer;
+}
+
 export interface EspCipher {
   readonly name: string;
   /** Install a key at plug time; returns its handle. `salt` is the 4-byte RFC 4106 salt. */
   addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number;
   removeKey(handle: number): void;
+  /** A copy of an installed key, for handing the SA to the process that takes over (handover.ts); undefined if not installed. */
+  exportKey(handle: number): KeyMaterial | undefined;
   /** Keys installed now (a leak shows here: bench/churn.ts). */
   readonly keyCount: number;
   /**
@@ -110,6 +119,11 @@ export class NodeEspCipher implements EspCipher {
 
   get keyCount(): number {
     return this.keys.length - this.free.length;
+  }
+
+  exportKey(handle: number): KeyMaterial | undefined {
+    const e = this.keys[handle];
+    return e ? { alg: e.alg as EspAlgorithm, key: Buffer.from(e.key), salt: Buffer.from(e.salt) } : undefined;
   }
 
   removeKey(handle: number): void {

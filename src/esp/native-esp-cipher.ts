@@ -4,13 +4,14 @@
 // test/esp-cipher.test.ts checks both against each other and bench/esp-cipher.ts shows the gain.
 
 import { ESP_SALT_LEN } from '../wire/esp.js';
-import { NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher, type EspJobs } from './esp-cipher.js';
+import { NodeEspCipher, keyLength, type EspAlgorithm, type EspCipher, type EspJobs, type KeyMaterial } from './esp-cipher.js';
 import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } from '../native/addon.js';
 
 export class NativeEspCipher implements EspCipher {
   readonly name = 'native';
   private readonly table: NativeGcmTable;
-  private readonly handles = new Set<number>();
+  /** The installed keys by handle; their bytes are kept only for a handover (exportKey). */
+  private readonly handles = new Map<number, KeyMaterial>();
 
   constructor(private readonly native: NativeAddon = loadNative()) {
     this.table = native.gcmCreate();
@@ -20,7 +21,7 @@ export class NativeEspCipher implements EspCipher {
     if (key.length !== keyLength(alg)) throw new Error(`${alg} needs a ${keyLength(alg)}-byte key, got ${key.length}`);
     if (salt.length !== ESP_SALT_LEN) throw new Error(`ESP salt must be ${ESP_SALT_LEN} bytes, got ${salt.length}`);
     const h = this.native.gcmAddKey(this.table, key, salt);
-    this.handles.add(h);
+    this.handles.set(h, { alg, key: Buffer.from(key), salt: Buffer.from(salt) });
     return h;
   }
 
@@ -28,10 +29,16 @@ export class NativeEspCipher implements EspCipher {
     return this.handles.size;
   }
 
-  /** The key schedule is cleansed in C; the caller still owns (and should zero) its own copy of the key. */
+  /** The key schedule is cleansed in C and the kept copy zeroed; the caller still owns (and should zero) its own copy. */
   removeKey(handle: number): void {
     this.native.gcmRemoveKey(this.table, handle);
+    this.handles.get(handle)?.key.fill(0);
     this.handles.delete(handle);
+  }
+
+  exportKey(handle: number): KeyMaterial | undefined {
+    const m = this.handles.get(handle);
+    return m && { alg: m.alg, key: Buffer.from(m.key), salt: Buffer.from(m.salt) };
   }
 
   seal(buf: Buffer, jobs: EspJobs): void {

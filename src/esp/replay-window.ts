@@ -87,4 +87,23 @@ export class ReplayWindow {
   top(): [number, number] {
     return [this.topHi, this.topLo];
   }
+
+  /** The whole window, for the process that takes the SA over (handover.ts). */
+  save(): WindowState {
+    return { hi: this.topHi, lo: this.topLo, bits: [...this.bits] };
+  }
+
+  /** Take over a window save() gave. */
+  load(s: WindowState): void {
+    if (s.bits.length !== BLOCKS) throw new Error(`replay window of ${s.bits.length} blocks, expected ${BLOCKS}`);
+    this.topHi = s.hi;
+    this.topLo = s.lo;
+    this.bits.set(s.bits);
+  }
+}
+
+export interface WindowState {
+  readonly hi: number;
+  readonly lo: number;
+  readonly bits: readonly number[];
 }

@@ -45,6 +45,12 @@ export class OutboundSa {
     this.hardLo = limits.hardSeq[1];
   }
 
+  /** Carry on an SA another process sent on: its next packet goes out with sequence number (hi, lo) + 1. */
+  resumeAfter(hi: number, lo: number): void {
+    this.seqHi = hi >>> 0;
+    this.seqLo = lo >>> 0;
+  }
+
   /** Take the next sequence number; false when the hard limit is reached (nothing is sent). */
   advance(): boolean {
     if (this.seqHi > this.hardHi || (this.seqHi === this.hardHi && this.seqLo >= this.hardLo)) return false;

@@ -99,6 +99,16 @@ export class RawUnderlay {
     return new RawUnderlay(native, address, localAddress, fds[0], fds[1]);
   }
 
+  /** Carry on with sockets another process opened (handover.ts): fds as `fds` gave them there. */
+  static adopt(localAddress: string, fds: readonly [number, number]): RawUnderlay {
+    return new RawUnderlay(loadNative(), parseIpv4Address(localAddress), localAddress, fds[0], fds[1]);
+  }
+
+  /** Stop reading (a handover: the next process reads what queues meanwhile); sending goes on. */
+  pause(): void {
+    for (const w of this.watchers) this.native.pollStop(w);
+  }
+
   /** Call cb (on the JS thread) whenever packets of either protocol are waiting; replaces an earlier cb. */
   onReadable(cb: () => void): void {
     if (this.closed) throw new NviError('NVI_ERR_PORT_CLOSED', `underlay ${this.localAddress} is closed`);

@@ -48,6 +48,12 @@ export interface TapOptions {
   offload?: boolean;
 }
 
+/** How a TAP's fd is read and written, for the process that takes it over. */
+export interface TapHandover {
+  readonly vnetHdr: boolean;
+  readonly offload: boolean;
+}
+
 /** Checks a TAP name and MTU; returns the MTU to set (0: leave it). */
 function checkNameAndMtu(name: string, mtu: number | undefined): number {
   if (name.length === 0 || Buffer.byteLength(name) > TAP_NAME_MAX || /[\s/:]/.test(name)) {
@@ -157,6 +163,24 @@ export class TapPort implements VmLink {
       }
     }
     return new TapPort(native, name, fd, false, offload);
+  }
+
+  /**
+   * Carry on with a TAP (or AF_PACKET) fd another process opened (handover.ts), read and
+   * written the same way: `handover` is what handoverFd() said there.
+   */
+  static adopt(name: string, fd: number, handover: TapHandover): TapPort {
+    return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload);
+  }
+
+  /** What a process taking this port over needs besides the fd. */
+  get handover(): TapHandover {
+    return { vnetHdr: this.hdrLen > 0 && !this.offload, offload: this.offload };
+  }
+
+  /** Stop reading (a handover: the next process reads what queues meanwhile); writing goes on. */
+  pause(): void {
+    if (this.watcher !== null) this.native.pollStop(this.watcher);
   }
 
   /** The TAP is there and read (whether a VM is behind it, the kernel does not say here). */

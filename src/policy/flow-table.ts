@@ -123,6 +123,22 @@ export class FlowTable implements FlowState {
     this.count++;
   }
 
+  /** The flows held, as [class, key, last seen], for the process that takes over (handover.ts). */
+  save(): [number, number, number][] {
+    const out: [number, number, number][] = [];
+    for (let s = 0; s < this.classes.length; s++) if (this.classes[s] !== FlowClass.Empty) out.push([this.classes[s], this.keys[s], this.seen[s]]);
+    return out;
+  }
+
+  /** Take over flows save() gave (into an empty table). */
+  load(flows: readonly (readonly [number, number, number])[]): void {
+    for (const [cls, key, seen] of flows.slice(0, this.maxFlows)) {
+      if (cls <= FlowClass.Empty || cls > FlowClass.Icmp || this.find(cls, key) >= 0) continue;
+      if ((this.count + 1) * 2 > this.classes.length && this.classes.length < this.maxSlots) this.grow();
+      this.insert(cls, key, seen);
+    }
+  }
+
   /** Linear-probing deletion without tombstones: pull later entries of the run back. */
   private remove(slot: number): void {
     const mask = this.classes.length - 1;

@@ -21,6 +21,7 @@ import type { SaLimits } from '../esp/sa.js';
 import type { Logger } from '../base/log.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } from '../switch/cloud.js';
+import { restoreHandover, saveHandover, type HandoverState, type Restored } from '../switch/handover-state.js';
 import { Host } from '../switch/host.js';
 import { type PacketSink } from '../switch/tx.js';
 import type { Clock } from '../base/clock.js';
@@ -260,6 +261,21 @@ export class OfflineCloud {
     write('underlay.pcap', LINKTYPE_RAW, this.underlay);
     write('delivered.pcap', LINKTYPE_ETHERNET, this.delivered);
     write('replies.pcap', LINKTYPE_ETHERNET, this.replies);
+  }
+
+  /**
+   * Host `name`'s switch hands over to a new one, as `nvi-switch restart` does between two
+   * processes: its state is saved, the old host's SAs and keys go, and a new host takes the
+   * state over before it sees any packet.
+   */
+  async handOver(name: string): Promise<Restored> {
+    const old = this.hosts.get(name);
+    if (!old) throw new Error(`no host ${name}`);
+    const state = JSON.parse(JSON.stringify(saveHandover(old, this.opts.cipher))) as HandoverState; // as it crosses the pipe
+    old.flushCables();
+    old.close();
+    this.addHost(name);
+    return restoreHandover(this.hosts.get(name)!, this.opts.cipher, state, this.opts.log);
   }
 
   close(): void {

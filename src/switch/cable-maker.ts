@@ -84,7 +84,24 @@ export class CableMaker {
     }
     return t;
   }
+
+  /** Every pair's open flows, for the process that takes over (handover.ts). */
+  saveFlows(): SavedFlows {
+    return [...this.flows.entries()].map(([k, t]) => [k, t.save()]);
+  }
+
+  /** Take over flows saveFlows() gave; the cables plugged after this find them. */
+  loadFlows(saved: SavedFlows): void {
+    for (const [k, flows] of saved) {
+      const t = new FlowTable(this.settings.maxFlows);
+      t.load(flows);
+      this.flows.set(k, t);
+    }
+  }
 }
+
+/** The flow tables of initiate-only pairs, as a handover carries them: [pair key, flows]. */
+export type SavedFlows = [string, [number, number, number][]][];
 
 /**
  * The cable being verified again belongs to a port that was detached meanwhile: unplugged

@@ -86,6 +86,9 @@ export class Host implements HostView {
   readonly rekeyer: Rekeyer;
   readonly updates: Reevaluator;
   readonly upcall: Upcall;
+  readonly maker: CableMaker;
+  /** Limits of the outbound SAs this host makes. */
+  readonly saLimits: SaLimits;
   readonly egress: Pipeline;
   readonly ingress: Pipeline;
   private readonly tx: TxFanout;
@@ -114,12 +117,14 @@ export class Host implements HostView {
     // The miss path: Algorithm 2 answers the key exchange, Algorithm 1 runs it.
     const policy = (): Policy => this.updates.current();
     const maker = new CableMaker({ ttl: sw.cables.ttl, negativeTtl: sw.cables.negativeTtl, maxFlows: 65_536 });
+    this.maker = maker;
     this.lookup = new BindingLookup(parts.bindings, 2000);
     this.receiver = new Receiver(this, this.lookup, parts.verifier, policy, maker, clock);
     const limits: SaLimits = {
       softPackets: sw.esp.rekey.packets, softBytes: sw.esp.rekey.bytes, softAgeMs: sw.esp.rekey.seconds * 1000,
       hardSeq: DEFAULT_HARD_SEQ, ...parts.saLimits,
     };
+    this.saLimits = limits;
     this.kx = new KeyExchangeEngine(
       { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, this.sas, cipher,
       { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys }, clock, parts.random ?? systemRandom,
@@ -249,6 +254,12 @@ export class Host implements HostView {
     }
     this.sas.retireAll();
     return n;
+  }
+
+  /** An egress cable plugged outside the miss path (a handover): into the cache, replacing any of its pair. */
+  install(cable: Cable): void {
+    const old = this.egressCables.insert(cable);
+    if (old) this.sas.replaced(old, cable);
   }
 
   /** Free expired cables with their SAs, retire inbound SAs whose grace time is over. Call about once a second. */

@@ -28,7 +28,7 @@ export class SaTable implements InboundInstaller {
   ) {}
 
   /** An accepted key exchange: the new SA becomes the pair's current one, its ingress cable goes into the cache. */
-  installInbound(cable: Cable, spi: number, key: number, peer: number): void {
+  installInbound(cable: Cable, spi: number, key: number, peer: number): CableSa {
     const now = this.clock.now();
     const sa = new InboundSa(spi, key, peer, cable, now);
     const pair = pairKey(cable);
@@ -37,6 +37,7 @@ export class SaTable implements InboundInstaller {
     this.current.set(pair, sa);
     this.spis.set(spi, sa);
     this.caches.ingress.insert(cable);
+    return sa;
   }
 
   /** Keys in the cipher, inbound and outbound (a leak shows here). */

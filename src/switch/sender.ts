@@ -14,6 +14,7 @@ import type { Clock } from '../base/clock.js';
 import type { Trace } from '../base/trace.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import type { DirectionDecision } from '../dataplane/decision.js';
+import type { OutboundSa } from '../esp/sa.js';
 import type { Policy } from '../policy/decision.js';
 import type { BindingRecord } from '../trust/records.js';
 import { makeOuterTemplate } from '../wire/ipv4.js';
@@ -29,6 +30,8 @@ export interface PlugOptions {
   readonly trace?: Trace;
   /** A flow table of its own (explain), not the live one of the pair. */
   readonly privateFlows?: boolean;
+  /** The SA the process before this one sent on (handover.ts): used instead of a key exchange if the peer is still its host. */
+  readonly handedOver?: OutboundSa;
 }
 
 export class Sender {
@@ -129,6 +132,11 @@ export class Sender {
     cable.outer = this.outerTemplate(peer, decision.encrypt ? PROTO_ESP : PROTO_IPV6);
     if (!decision.encrypt) {
       trace?.step('plug', `plain IPv6-in-IPv4 to ${rec.host} (${rec.hostAddress}): the rule turns encryption off`, 'info');
+      return undefined;
+    }
+    if (opts.handedOver && opts.handedOver.peer === peer) {
+      cable.sa = opts.handedOver;
+      trace?.step('sa', `takes over SA 0x${opts.handedOver.spi.toString(16)} with ${rec.host} from the process before`, 'ok');
       return undefined;
     }
     const reuse = previous?.sa && previous.peerAddr === peer && !previous.sa.rekeyRequested ? previous.sa : null;

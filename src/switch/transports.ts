@@ -7,13 +7,54 @@ import { NviError } from '../base/errors.js';
 import { formatIpv4, parseIpv4Address } from '../base/address.js';
 import type { KxTransport } from './key-exchange.js';
 
-/** UDP on the host's underlay address and the cloud's key-exchange port. */
+/**
+ * UDP on the host's underlay address and the cloud's key-exchange port. A switch taking over
+ * from another process (handover.ts) gets the socket later, when the old one stops reading:
+ * until then what it sends waits.
+ */
 export class UdpTransport implements KxTransport {
-  private readonly socket: Socket;
+  private socket: Socket | null = null;
+  private readonly waiting: { msg: Buffer; to: number }[] = [];
   private handler: (msg: Buffer, from: number) => void = () => {};
 
-  private constructor(socket: Socket, private readonly port: number) {
+  private constructor(private readonly port: number) {}
+
+  static async open(address: number, port: number): Promise<UdpTransport> {
+    const socket = createSocket({ type: 'udp4', reuseAddr: false });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `cannot bind the key exchange to ${formatIpv4(address)}:${port}: ${e.message}`)));
+      socket.bind(port, formatIpv4(address), () => resolve());
+    });
+    const t = new UdpTransport(port);
+    t.use(socket);
+    return t;
+  }
+
+  /** A transport whose socket comes later (adopt()). */
+  static pending(port: number): UdpTransport {
+    return new UdpTransport(port);
+  }
+
+  /** Take over the bound socket `fd` another process handed over; what waited is sent now. */
+  async adopt(fd: number): Promise<void> {
+    const socket = createSocket({ type: 'udp4' });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `cannot take over the key exchange socket (fd ${fd}): ${e.message}`)));
+      socket.bind({ fd }, () => resolve());
+    });
+    this.use(socket);
+    for (const w of this.waiting.splice(0)) this.send(w.msg, w.to);
+  }
+
+  /** The socket's fd, to hand to the process that takes over (undefined before it is bound). */
+  get fd(): number | undefined {
+    const handle = (this.socket as unknown as { _handle?: { fd?: number } } | null)?._handle;
+    return typeof handle?.fd === 'number' && handle.fd >= 0 ? handle.fd : undefined;
+  }
+
+  private use(socket: Socket): void {
     this.socket = socket;
+    socket.on('error', () => {}); // send errors (unreachable peers) surface as handshake timeouts
     socket.on('message', (msg, rinfo) => {
       let from: number;
       try {
@@ -25,18 +66,9 @@ export class UdpTransport implements KxTransport {
     });
   }
 
-  static async open(address: number, port: number): Promise<UdpTransport> {
-    const socket = createSocket({ type: 'udp4', reuseAddr: false });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `cannot bind the key exchange to ${formatIpv4(address)}:${port}: ${e.message}`)));
-      socket.bind(port, formatIpv4(address), () => resolve());
-    });
-    socket.on('error', () => {}); // send errors (unreachable peers) surface as handshake timeouts
-    return new UdpTransport(socket, port);
-  }
-
   send(msg: Buffer, to: number): void {
-    this.socket.send(msg, this.port, formatIpv4(to));
+    if (this.socket) this.socket.send(msg, this.port, formatIpv4(to));
+    else this.waiting.push({ msg: Buffer.from(msg), to });
   }
 
   onMessage(handler: (msg: Buffer, from: number) => void): void {
@@ -44,7 +76,8 @@ export class UdpTransport implements KxTransport {
   }
 
   close(): void {
-    this.socket.close();
+    this.socket?.close();
+    this.socket = null;
   }
 }
 
