@@ -492,6 +492,64 @@ export function labSuite(opts: LabSuiteOptions): void {
     }
   });
 
+  test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
+    const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', 'esp');
+    const link = async (vm: string): Promise<string> => {
+      const v = lab.vm(vm);
+      const r = await run('ip', ['netns', 'exec', v.ns, 'cat', `/sys/class/net/${v.tap}/ifindex`, `/sys/class/net/${v.tap}/carrier_changes`, `/sys/class/net/${v.tap}/operstate`]);
+      return r.stdout.trim().split('\n').join(' ');
+    };
+    const linksBefore = await Promise.all(['web1', 'web2', 'web3', 'db1'].map(link));
+    const web1web2 = (c: { sa?: string; srcVm?: string; dstVm?: string; direction: string }): boolean => c.sa !== undefined && c.direction === 'egress' && c.srcVm === 'web1' && c.dstVm === 'web2';
+    const sink = await lab.pyServer('web2', ['tcp-sink', 5008, 60]);
+    const pinger = lab.bg(lab.vm('web1').ns, 'ping', ['-6', '-n', '-i', '0.01', '-W', '1', id('web2')], 60, 'INT');
+    const transfer = lab.py('web1', ['tcp-send', id('web2'), 5008, 10 * 1000 * 1000, '--mbps=16', '--timeout=50'], 60);
+    await sleep(1000);
+    const saBefore = (await lab.cables()).h1.find(web1web2)?.sa?.split(' ')[0];
+    const pids = lab.switchPids();
+    const restart = async (host: string): Promise<{ pid: number; pausedMs: number; egressSas: number; inbound: number; refused: string[] }> => {
+      const r = await lab.cli(['restart', '--host', host, '--json'], 60);
+      assert.is(r.code, 0, r.stderr + r.stdout);
+      return JSON.parse(r.stdout) as { pid: number; pausedMs: number; egressSas: number; inbound: number; refused: string[] };
+    };
+    const h1 = await restart('h1');
+    await sleep(1000);
+    const h2 = await restart('h2');
+    const sent = await transfer;
+    const got = await sink.result();
+    await sleep(300);
+    const pings = await pinger.stop('SIGINT');
+    const saAfter = (await lab.cables()).h1.find(web1web2)?.sa?.split(' ')[0];
+
+    assert.is(got.bytes, 10 * 1000 * 1000, 'every byte arrived');
+    assert.is(got.sha256, sent.sha256, 'intact and in order');
+    assert.is(got.peer, id('web1'), 'over the one connection web1 opened');
+    const seqs = [...pings.stdout.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1]));
+    const tx = Number(/(\d+) packets transmitted/.exec(pings.stdout)?.[1] ?? 0);
+    const missing = Array.from({ length: tx - 1 }, (_, k) => k + 1).filter((q) => !seqs.includes(q));
+    const lines = await readCapture(await esp.stop());
+    const { spis, repeats } = espSequences(lines);
+    process.stdout.write(`\n  restart: h1 paused ${h1.pausedMs} ms (${h1.egressSas} egress SAs, ${h1.inbound} inbound taken over), h2 paused ${h2.pausedMs} ms; ` +
+      `ping every 10 ms: ${tx} sent, lost ${JSON.stringify(missing)}; TCP ${got.bytes} B intact, retransmissions ${sent.retransmissions}; ESP on the underlay: ${spis} SPIs, ${repeats} repeats\n`);
+    assert.equal(missing, [], 'every echo request but possibly the last in flight was answered');
+    assert.ok(spis >= 2, `ESP seen on the underlay: ${lines.length} lines`);
+    assert.is(repeats, 0, 'per SPI, sequence numbers strictly increase across both handovers');
+    assert.ok(saBefore !== undefined && saBefore === saAfter, `web1 -> web2 went on on its SA: ${saBefore}, then ${saAfter}`);
+    assert.equal(h1.refused, []);
+    assert.equal(h2.refused, []);
+    assert.equal(await Promise.all(['web1', 'web2', 'web3', 'db1'].map(link)), linksBefore, 'the same TAPs (ifindex), no carrier change, still up');
+    const now = lab.switchPids();
+    for (const p of pids) {
+      assert.not.ok(alive(p.pid), `the old switch of ${p.host} (pid ${p.pid}) exited`);
+      const n = now.find((x) => x.host === p.host)!;
+      assert.ok(n.pid !== p.pid && alive(n.pid), `the lab names ${p.host}'s new switch (pid ${n.pid})`);
+    }
+    assert.equal([h1.pid, h2.pid], [now.find((x) => x.host === 'h1')!.pid, now.find((x) => x.host === 'h2')!.pid]);
+    assert.match(lab.logOf('h1'), /"event":"switch-handed-over"/);
+    assert.match(lab.logOf('h1'), /"event":"switch-took-over"/);
+    assert.not.match(lab.logOf('h1') + lab.logOf('h2'), /handover-failed|upcall-bug|port-failed/);
+  });
+
   test('kill -9 of h1 and a new switch: pings from web2 to web1 resume by themselves, with fresh SAs; no ESP sequence number repeats under an SPI', async () => {
     const esp = await lab.capture('kill9-esp', lab.fabric, 'port-h1', 'esp');
     const pinger = lab.bg(lab.vm('web2').ns, 'ping', ['-6', '-n', '-i', '0.01', '-c', '1000', '-W', '1', id('web1')], 60);
@@ -511,16 +569,8 @@ export function labSuite(opts: LabSuiteOptions): void {
     for (let k = 1; k < seqs.length; k++) gap = Math.max(gap, seqs[k] - seqs[k - 1] - 1);
     assert.ok(seqs.length > 0 && seqs[seqs.length - 1] >= 990, `the pings came back before the end: last ${seqs[seqs.length - 1]}`);
     const lines = await readCapture(await esp.stop());
-    const last = new Map<string, number>();
-    let repeats = 0;
-    for (const l of lines) {
-      const m = /ESP\(spi=(0x[0-9a-f]+),seq=(0x[0-9a-f]+)\)/.exec(l);
-      if (!m) continue;
-      const seq = Number(m[2]);
-      if (seq <= (last.get(m[1]) ?? 0)) repeats++;
-      last.set(m[1], seq);
-    }
-    assert.ok(last.size >= 2, `ESP seen on the underlay: ${lines.length} lines`);
+    const { spis, repeats } = espSequences(lines);
+    assert.ok(spis >= 2, `ESP seen on the underlay: ${lines.length} lines`);
     assert.is(repeats, 0, 'per SPI, sequence numbers strictly increase');
     const spisAfter = new Set((await lab.cables()).h2.filter((c) => web2web1(c) && c.state.startsWith('plugged')).map((c) => c.sa!.split(' ')[0]));
     assert.is(spisAfter.size, 2, `h2 has an SA each way between web2 and web1: ${[...spisAfter]}`);
@@ -540,4 +590,18 @@ export function labSuite(opts: LabSuiteOptions): void {
   });
 
   test.run();
+}
+
+/** ESP packets of a capture (tcpdump lines): how many SPIs, and how often a sequence number did not exceed the last one of its SPI. */
+function espSequences(lines: readonly string[]): { spis: number; repeats: number } {
+  const last = new Map<string, number>();
+  let repeats = 0;
+  for (const l of lines) {
+    const m = /ESP\(spi=(0x[0-9a-f]+),seq=(0x[0-9a-f]+)\)/.exec(l);
+    if (!m) continue;
+    const seq = Number(m[2]);
+    if (seq <= (last.get(m[1]) ?? 0)) repeats++;
+    last.set(m[1], seq);
+  }
+  return { spis: last.size, repeats };
 }

@@ -1,20 +1,25 @@
 // nvi-switch run -c nvi-switch.yaml --host NAME [--control PATH] [--vm-netns PREFIX] [--cipher native|node]
 //                [--export-sa FILE]   (debug: SA keys in Wireshark's esp_sa format)
 // Runs one host's switch until SIGINT or SIGTERM, then removes what it created (TAPs,
-// control socket) and exits 0.
+// control socket) and exits 0; or until it hands over to a new process (`nvi-switch restart`),
+// then exits 0 removing nothing. --takeover: started by `restart` to take over (handover.ts).
 
 import { loadConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
 import { chooseCipher } from '../esp/choose-cipher.js';
 import { JsonLogger } from '../base/log.js';
 import { LiveSwitch } from '../switch/live.js';
+import { Predecessor, TAKEOVER_FLAG } from '../switch/handover.js';
 import { controlPath } from '../switch/paths.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
   const { values } = parseOptions(argv, {
     ...CONFIG_OPTION, host: { type: 'string' }, control: { type: 'string' }, 'vm-netns': { type: 'string' }, cipher: { type: 'string' }, 'export-sa': { type: 'string' },
+    takeover: { type: 'boolean' },
   });
+  const takeover = values.takeover ? Predecessor.fromEnv() : undefined;
+  if (values.takeover && !takeover) throw new NviError('NVI_ERR_USAGE', `${TAKEOVER_FLAG}: only \`nvi-switch restart\` starts a switch that takes over`);
   const config = loadConfig(values.config);
   const host = values.host;
   if (!host) throw new NviError('NVI_ERR_USAGE', `--host is required (one of ${[...config.hosts.keys()].join(', ')})`);
@@ -26,6 +31,7 @@ export async function run(argv: string[]): Promise<number> {
     control: values.control ?? controlPath(config, host),
     vmNetnsPrefix: values['vm-netns'],
     exportSa: values['export-sa'],
+    takeover,
   });
   return new Promise<number>((resolve) => {
     let stopping = false;
@@ -40,5 +46,10 @@ export async function run(argv: string[]): Promise<number> {
     };
     process.on('SIGINT', () => stop('SIGINT'));
     process.on('SIGTERM', () => stop('SIGTERM'));
+    void sw.finished.then((code) => {
+      stopping = true;
+      setTimeout(() => process.exit(code), 2000).unref(); // should anything still hold the loop
+      resolve(code);
+    });
   });
 }

@@ -16,6 +16,7 @@ const COMMANDS: Record<string, { about: string; module: string; export?: string 
   vm: { about: 'vm create | attach | detach | qemu-args: a VM\'s identity and credentials; its port on a running switch; how QEMU plugs in', module: 'cmd-pki', export: 'vm' },
   migrate: { about: 'migrate VM --to HOST [--live [--exec CMD]]: live migration between running switches (--live: the hypervisor moves the VM)', module: 'cmd-vm', export: 'migrate' },
   run: { about: 'run the switch of one host (TAP ports, raw-socket underlay)', module: 'cmd-run' },
+  restart: { about: 'restart --host H: a new switch process takes over the running one\'s ports, SAs and cables without dropping traffic (also an upgrade)', module: 'cmd-restart' },
   lab: { about: 'lab up | down | status | restart | attach | detach | migrate: the nvi-switch.yaml lab in network namespaces', module: 'cmd-lab' },
   cables: { about: 'list the cables of a running switch', module: 'cmd-control', export: 'cables' },
   stats: { about: 'counters of a running switch by stage and reason', module: 'cmd-control', export: 'stats' },

@@ -262,6 +262,15 @@ export async function labRestartSwitch(cfg: CloudConfig, host: string, binary: s
   log(`switch ${host}: pid ${s.pid}`);
 }
 
+/** Host `host`'s switch is now process `pid` (it took over from the one the lab started: `nvi-switch restart`). */
+export function labSwitchReplaced(cfg: CloudConfig, host: string, pid: number): boolean {
+  const state = readState(cfg);
+  const s = state?.switches.find((x) => x.host === host);
+  if (!state || !s) return false;
+  writeState(cfg, { ...state, switches: state.switches.map((x) => (x.host === host ? { ...x, pid } : x)) });
+  return true;
+}
+
 /**
  * Remove everything the lab could have made: switch processes (those the state file names,
  * and any switch running inside the lab's host namespaces, even one started by another

@@ -1,6 +1,6 @@
 // The control socket of a running switch: a unix socket, one JSON request per line, one
 // JSON answer per line. `nvi-switch cables|stats|explain --live` speak it.
-//   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}
+//   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}   {"cmd":"handover"} (nvi-switch restart)
 //   {"cmd":"vm","op":"attach"|"detach"|"prepare"|"out"|"in"|"done"|"abort"|"state","vm":NAME,"offer"?:...,"sealed"?:...}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
 //   {"cmd":"observe","follow"?:true,"vm"?:..,"tenant"?:..,"verdict"?:..,"reason"?:..}
@@ -47,6 +47,8 @@ export interface ControlHandler {
   vm(req: VmRequest): Promise<unknown>;
   lastVerdicts(f: VerdictFilter): Verdict[];
   watchVerdicts(f: VerdictFilter, send: (v: Verdict) => boolean): { stop(): void; lost(): number };
+  /** Hand the switch over to a new process (`nvi-switch restart`); resolves when it forwards. */
+  handover(): Promise<unknown>;
 }
 
 /** A follower's socket may hold this much unsent before its events are dropped (and counted). */
@@ -85,6 +87,18 @@ export class ControlServer {
       server.once('error', (e) => reject(new NviError('NVI_ERR_CONTROL', `control socket ${path}: ${e.message}`)));
       server.listen(path, () => resolve(new ControlServer(server, path, conns)));
     });
+  }
+
+  /**
+   * Stop taking connections (a handover: the next process binds the path; closing the
+   * listening socket removes it now). Connections open now stay until dropConnections().
+   */
+  stopListening(): void {
+    this.server.close();
+  }
+
+  dropConnections(): void {
+    for (const c of this.conns) c.destroy();
   }
 
   /** Stop listening and end every connection (followers of `observe` would otherwise hold it open). */
@@ -146,6 +160,8 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
         return { ok: true, result: sw.cables() };
       case 'flush':
         return { ok: true, result: { flushed: sw.flush() } };
+      case 'handover':
+        return { ok: true, result: await sw.handover() };
       case 'observe':
         return { ok: true, result: sw.lastVerdicts(parseFilter(req)) };
       case 'vm': {

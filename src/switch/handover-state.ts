@@ -63,6 +63,8 @@ export interface SavedInbound {
   readonly bytes: number;
   readonly window: WindowState;
   readonly key: SavedKey;
+  /** The ingress cable's counters (on the current SA only: the pair's one cable). */
+  readonly counters?: { readonly packets: number; readonly bytes: number; readonly drops: number };
 }
 
 export interface HandoverState {
@@ -123,6 +125,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
     inbound.push({
       spi: sa.spi, peer: sa.peer, peerHost: c.peerHost, src: c.srcText, dstVm: host.ports.at(c.localPort).name,
       current, retireAt: current ? null : sa.retireAt, packets: sa.packets, bytes: sa.bytes, window: sa.window.save(), key: saveKey(m),
+      counters: current ? { packets: c.packets, bytes: c.bytes, drops: c.drops } : undefined,
     });
     m.key.fill(0);
   }
@@ -161,6 +164,11 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
     sa.packets = s.packets;
     sa.bytes = s.bytes;
     if (!s.current && s.retireAt !== null) sa.retireAt = s.retireAt;
+    if (s.counters) {
+      r.cable.packets += s.counters.packets;
+      r.cable.bytes += s.counters.bytes;
+      r.cable.drops += s.counters.drops;
+    }
     inbound++;
   }
 

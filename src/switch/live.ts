@@ -5,7 +5,8 @@
 // socket is drained a batch at a time and the batch runs through the pipeline before
 // the event loop turns again.
 
-import { appendFileSync, mkdirSync, rmSync } from 'node:fs';
+import { appendFileSync, mkdirSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { dirname, join } from 'node:path';
 import { vmsOnHost, type CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
@@ -39,6 +40,8 @@ import { MetricsServer } from './metrics-server.js';
 import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
+import { restoreHandover, saveHandover, type Restored } from './handover-state.js';
+import { Predecessor, Successor } from './handover.js';
 
 export interface LiveOptions {
   readonly cipher: EspCipher;
@@ -50,6 +53,16 @@ export interface LiveOptions {
   readonly saLimits?: Partial<SaLimits>;
   /** Debug only: append the keys of every SA this host accepts to this file, in Wireshark's esp_sa format. */
   readonly exportSa?: string;
+  /** This process takes over from a running switch (`nvi-switch restart`, handover.ts). */
+  readonly takeover?: Predecessor;
+}
+
+/** What `nvi-switch restart` reports. */
+export interface HandoverResult extends Restored {
+  /** The new process. */
+  readonly pid: number;
+  /** From the moment this process stopped reading to the new one's word that it forwards. */
+  readonly pausedMs: number;
 }
 
 export class LiveSwitch implements ControlHandler {
@@ -67,6 +80,12 @@ export class LiveSwitch implements ControlHandler {
   private readonly policyRefusals: Record<PolicyRefusal, number> = { unsigned: 0, 'bad-signature': 0, 'older-revision': 0 };
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  private handingOver = false;
+  private finish: (code: number) => void = () => {};
+  /** Settles with the exit code when the switch ended by itself: handed over (0), or a handover failed half-way (1). */
+  readonly finished = new Promise<number>((resolve) => {
+    this.finish = resolve;
+  });
   host!: Host;
 
   private constructor(readonly cloud: Cloud, readonly name: string, private readonly opts: LiveOptions) {}
@@ -99,12 +118,13 @@ export class LiveSwitch implements ControlHandler {
     await replica.start();
     this.epochs = new EpochFile(join(hostStateDir(cfg, name), 'epochs'));
     this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
-    this.transport = await UdpTransport.open(address, cfg.underlay.keyExchangePort);
+    const takeover = opts.takeover;
+    this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
     const detached = VmPorts.detached(cfg, name);
     this.host = new Host({
       config: cfg,
       host: name,
-      vms: vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name)),
+      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name)),
       bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,
@@ -123,10 +143,9 @@ export class LiveSwitch implements ControlHandler {
       return b && { vm: b.vm, tenant: b.tenant };
     });
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
-    this.underlay = RawUnderlay.open(formatIpv4(address));
+    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.manifest.underlay) : RawUnderlay.open(formatIpv4(address));
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
-    underlay.onReadable(() => this.readUnderlay());
     this.ports = new VmPorts({
       config: cfg, hostName: name, host, hostKey: hostPrivateKey(cfg, name), authority: this.verifier, log: opts.log,
       vmNetnsPrefix: opts.vmNetnsPrefix,
@@ -137,22 +156,125 @@ export class LiveSwitch implements ControlHandler {
       },
       readLink: (link, index) => this.readLink(link, index),
     });
-    this.ports.openInitial();
 
+    if (takeover) {
+      await this.takeOver(takeover);
+      return;
+    }
+    underlay.onReadable(() => this.readUnderlay());
+    this.ports.openInitial();
     let published = 0;
     for (const port of host.ports.all()) {
       await publishBinding(cloud, name, cfg.vms.get(port.name)!);
       published++;
     }
-    this.sweeper = setInterval(() => host.sweep(), 1000);
-    this.sweeper.unref();
-    mkdirSync(dirname(opts.control), { recursive: true });
-    this.control = await ControlServer.listen(opts.control, this);
-    const at = cfg.switch.metrics;
-    if (at) this.metrics = await MetricsServer.open(new SwitchMetrics(() => this.stats()), at, opts.log);
+    await this.serve();
     opts.log.info('switch-started', {
       host: name, address: formatIpv4(address), vms: host.ports.all().map((p) => `${p.name}=${p.identityText}`), bindings: published,
       cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control,
+    });
+  }
+
+  /** The sweeper, the control socket and the metrics endpoint. */
+  private async serve(): Promise<void> {
+    const { opts } = this;
+    this.sweeper = setInterval(() => this.host.sweep(), 1000);
+    this.sweeper.unref();
+    mkdirSync(dirname(opts.control), { recursive: true });
+    this.control = await ControlServer.listen(opts.control, this);
+    const at = this.cloud.config.switch.metrics;
+    if (at) this.metrics = await MetricsServer.open(new SwitchMetrics(() => this.stats()), at, opts.log);
+  }
+
+  /**
+   * The new process's half of a handover: the ports are adopted, nothing is read yet. Ready;
+   * the old process stops and sends its state; take it over, then read and serve.
+   */
+  private async takeOver(from: Predecessor): Promise<void> {
+    const { opts, host } = this;
+    try {
+      this.ports!.adoptInitial(from.manifest.ports);
+      const state = await from.ready();
+      const restored = await restoreHandover(host, opts.cipher, state, opts.log);
+      await this.transport!.adopt(from.manifest.kx);
+      this.underlay!.onReadable(() => this.readUnderlay());
+      this.ports!.resume();
+      await this.serve();
+      from.forwarding(restored);
+      opts.log.info('switch-took-over', {
+        host: this.name, vms: host.ports.all().map((p) => p.name), egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound,
+        refused: restored.refused, cipher: opts.cipher.name, policyRevision: host.policy.revision, control: opts.control,
+      });
+    } catch (e) {
+      from.failed((e as Error).message);
+      throw e;
+    }
+  }
+
+  /**
+   * The old process's half of a handover (`nvi-switch restart`): start the successor with the
+   * fds, and when it is ready stop reading, let what is in flight finish, hand it the state.
+   * Resolves when it forwards; this process then exits, removing nothing. If the successor
+   * never gets ready, this switch carries on; if it fails after the state went over, this one
+   * stops (as after a crash, the next start makes fresh SAs).
+   */
+  async handover(): Promise<HandoverResult> {
+    if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    const ports = this.ports!.handoverLinks();
+    const kx = this.transport!.fd;
+    if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
+    this.handingOver = true;
+    let next: Successor;
+    try {
+      next = await Successor.start({ ports, underlay: this.underlay!.fds, kx });
+    } catch (e) {
+      this.handingOver = false;
+      throw e;
+    }
+    const log = this.opts.log;
+    const t0 = performance.now();
+    this.ports!.pauseAll();
+    this.underlay!.pause();
+    const drained = await this.drain(1000);
+    if (this.sweeper) clearInterval(this.sweeper);
+    this.replica?.stop();
+    this.host.close(); // the key exchange, and this process's copy of its socket
+    this.control?.stopListening();
+    await this.metrics?.close();
+    this.metrics = undefined;
+    try {
+      const restored = await next.handOver(saveHandover(this.host, this.opts.cipher));
+      const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
+      log.info('switch-handed-over', { host: this.name, to: next.pid, pausedMs, drained, egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length });
+      setTimeout(() => this.exitHandedOver(), 50); // after the answer to `restart` is written
+      return { pid: next.pid, pausedMs, ...restored };
+    } catch (e) {
+      next.kill();
+      log.error('handover-failed', { host: this.name, error: (e as Error).message });
+      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
+      throw e;
+    }
+  }
+
+  /** Wait (at most `ms`) until no miss and no key exchange is in flight; true if none is. */
+  private async drain(ms: number): Promise<boolean> {
+    const until = performance.now() + ms;
+    while (this.host.upcall.inFlight > 0 || this.host.kx.busy) {
+      if (performance.now() > until) return false;
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    return true;
+  }
+
+  /** After a handover: close this process's copies of the fds; the TAPs, sockets and the control socket's path stay with the new process. */
+  private exitHandedOver(): void {
+    this.closed = true;
+    this.control?.dropConnections();
+    this.ports?.closeAll();
+    this.underlay?.close();
+    void this.cloud.store.close().finally(() => {
+      this.opts.log.info('switch-stopped', { host: this.name, handedOver: true });
+      this.finish(0);
     });
   }
 
@@ -298,16 +420,22 @@ export class LiveSwitch implements ControlHandler {
     this.closed = true;
     this.replica?.stop();
     if (this.sweeper) clearInterval(this.sweeper);
-    await this.control?.close();
+    await this.control?.close(); // removes the socket's path: only one this process bound
     await this.metrics?.close();
     this.ports?.closeAll();
     this.underlay?.close();
     if (this.host) this.host.close();
     else this.transport?.close();
     await this.cloud.store.close();
-    rmSync(this.opts.control, { force: true });
     this.opts.log.info('switch-stopped', { host: this.name });
   }
+}
+
+/** VM `name` of the config, which a handed-over port must name. */
+function vmOf(cfg: CloudConfig, name: string) {
+  const vm = cfg.vms.get(name);
+  if (!vm) throw new NviError('NVI_ERR_HANDOVER', `handed port of VM ${name}, which ${cfg.file} does not name`);
+  return vm;
 }
 
 function kxSnapshot(h: Host): Record<string, unknown> {

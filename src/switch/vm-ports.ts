@@ -24,7 +24,7 @@ import type { Logger } from '../base/log.js';
 import { formatIpv4 } from '../base/address.js';
 import { loadConfig, type CloudConfig, type VmConfig } from '../config/config.js';
 import { StreamPort } from '../io/stream-port.js';
-import { TapPort } from '../io/tap.js';
+import { TapPort, type TapHandover } from '../io/tap.js';
 import type { VmLink } from '../io/vm-link.js';
 import { hostKeyPaths, readPrivateKey, writePrivateKey } from '../trust/pki.js';
 import { makeOffer, openSealed, sealTo, type KeyOffer, type SealedKey } from '../trust/key-transfer.js';
@@ -35,6 +35,13 @@ import { Drop } from '../base/drops.js';
 import { detachedPath, streamPortPath } from './paths.js';
 
 export type PortState = 'absent' | 'waiting' | 'activating' | 'active';
+
+/** A port as a handover passes it: the VM, its TAP's name, the fd and how it is read. */
+export interface PortHandover extends TapHandover {
+  readonly vm: string;
+  readonly name: string;
+  readonly fd: number;
+}
 
 export interface VmPortsContext {
   readonly config: CloudConfig;
@@ -260,6 +267,47 @@ export class VmPorts {
   closeAll(): void {
     for (const link of this.links.values()) link.close();
     this.links.clear();
+  }
+
+  /**
+   * What a process taking this switch over needs of each port: its fd and how it is read.
+   * Refused while a migration is under way, or for a stream port (its listening socket's
+   * path goes with the process that bound it).
+   */
+  handoverLinks(): PortHandover[] {
+    const moving = [...this.waiting.values()].map((vm) => vm.name).concat([...this.leavingTo.keys()], [...this.activating].map((i) => this.ctx.host.ports.at(i).name));
+    if (moving.length > 0) throw new NviError('NVI_ERR_HANDOVER', `a migration of ${moving.join(', ')} is under way: hand over when it is done`);
+    const out: PortHandover[] = [];
+    for (const [index, link] of this.links) {
+      const vm = this.ctx.host.ports.at(index).name;
+      if (!(link instanceof TapPort)) throw new NviError('NVI_ERR_HANDOVER', `VM ${vm}'s port is a stream socket, which cannot be handed over yet: stop and start the switch instead`);
+      out.push({ vm, name: link.name, fd: link.fd, ...link.handover });
+    }
+    return out;
+  }
+
+  /** Stop reading every port (a handover); frames queue in the kernel for the next process. */
+  pauseAll(): void {
+    for (const link of this.links.values()) if (link instanceof TapPort) link.pause();
+  }
+
+  /**
+   * The links of the ports there are at start, taken over from the process before (fds as
+   * the handover passed them); they are read only from resume() on.
+   */
+  adoptInitial(links: readonly PortHandover[]): void {
+    for (const l of links) {
+      const port = this.ctx.host.ports.byName(l.vm);
+      if (!port) throw new NviError('NVI_ERR_HANDOVER', `handed port of VM ${l.vm}, which has no port here`);
+      const link = TapPort.adopt(l.name, l.fd, l);
+      this.links.set(port.index, link);
+      this.ctx.host.setPortSink(port.index, sinkOf(link));
+    }
+  }
+
+  /** Read every port from now on (after adoptInitial). */
+  resume(): void {
+    for (const [index, link] of this.links) this.bindLink(link, index);
   }
 
   /** The VM's link, then its port (frames can only arrive once both exist: the link is read from the next turn of the loop). */

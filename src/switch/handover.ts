@@ -1,0 +1,149 @@
+// Restart without dropping VM traffic (`nvi-switch restart`). The running switch starts its
+// successor (the same command line, with the code on disk now: an upgrade is a restart after
+// the install) and passes it the fds of its VM ports, its underlay sockets and its
+// key-exchange socket, and a pipe for the rest:
+//
+//   new -> old  ready       store current, host built, fds adopted; nothing read yet
+//   old         stops reading ports and underlay, lets misses and key exchanges in flight
+//               finish, closes its control and metrics sockets and its copy of the UDP one
+//   old -> new  state       SAs, cables, flows (handover-state.ts)
+//   new         takes the state over, reads from now on, binds control and metrics
+//   new -> old  forwarding  what it took over; the old process exits, removing nothing
+//
+// A TAP never closes: both processes hold its fd until the old one exits. Packets that arrive
+// while neither reads wait in the kernel's queues (the TAP's, the sockets').
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { NviError } from '../base/errors.js';
+import type { HandoverState, Restored } from './handover-state.js';
+import type { PortHandover } from './vm-ports.js';
+
+/** The environment variable that tells a switch it takes over, and which fd is which. */
+export const TAKEOVER_ENV = 'NVI_TAKEOVER';
+/** The flag the successor is started with (its command line shows it took over). */
+export const TAKEOVER_FLAG = '--takeover';
+
+export interface TakeoverManifest {
+  readonly ports: readonly PortHandover[];
+  readonly underlay: readonly [number, number];
+  readonly kx: number;
+}
+
+type Message =
+  | { readonly type: 'ready' }
+  | { readonly type: 'state'; readonly state: HandoverState }
+  | { readonly type: 'forwarding'; readonly restored: Restored }
+  | { readonly type: 'failed'; readonly error: string };
+
+/** The first fd number the successor gets the handed fds at (0-2: stdio, 3: the pipe). */
+const FIRST_FD = 4;
+
+/** The next message of `type` from `from`, or an error when it fails, goes away or takes longer than `ms`. */
+function expect<T extends Message['type']>(from: NodeJS.EventEmitter, type: T, ms: number, what: string): Promise<Extract<Message, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      from.off('message', onMessage);
+      from.off('disconnect', onGone);
+      from.off('exit', onGone);
+    };
+    const onMessage = (m: Message): void => {
+      if (m.type === 'failed') {
+        done();
+        reject(new NviError('NVI_ERR_HANDOVER', `${what}: ${m.error}`));
+      } else if (m.type === type) {
+        done();
+        resolve(m as Extract<Message, { type: T }>);
+      }
+    };
+    const onGone = (): void => {
+      done();
+      reject(new NviError('NVI_ERR_HANDOVER', `${what}: the other process went away`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new NviError('NVI_ERR_HANDOVER', `${what}: no answer within ${ms} ms`));
+    }, ms);
+    from.on('message', onMessage);
+    from.once('disconnect', onGone);
+    from.once('exit', onGone);
+  });
+}
+
+/** The old process's side: the successor it started. */
+export class Successor {
+  private constructor(private readonly child: ChildProcess) {}
+
+  /** Start the successor with `fds` (as numbered in this process) and wait until it is ready to take over. */
+  static async start(fds: TakeoverManifest, readyWithinMs = 30_000): Promise<Successor> {
+    const passed = [...fds.ports.map((p) => p.fd), ...fds.underlay, fds.kx];
+    const n = fds.ports.length;
+    const manifest: TakeoverManifest = {
+      ports: fds.ports.map((p, k) => ({ ...p, fd: FIRST_FD + k })),
+      underlay: [FIRST_FD + n, FIRST_FD + n + 1],
+      kx: FIRST_FD + n + 2,
+    };
+    const args = [...process.execArgv, process.argv[1], ...process.argv.slice(2).filter((a) => a !== TAKEOVER_FLAG), TAKEOVER_FLAG];
+    const child = spawn(process.execPath, args, {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc', ...passed],
+      env: { ...process.env, [TAKEOVER_ENV]: JSON.stringify(manifest) },
+      detached: true, // its own session: it outlives this process
+    });
+    const s = new Successor(child);
+    try {
+      await expect(child, 'ready', readyWithinMs, 'the new process did not get ready');
+    } catch (e) {
+      s.kill();
+      throw e;
+    }
+    return s;
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  /** Send the state; resolves with what the successor took over once it forwards. */
+  async handOver(state: HandoverState, withinMs = 10_000): Promise<Restored> {
+    const answer = expect(this.child, 'forwarding', withinMs, 'the new process did not take over');
+    this.child.send({ type: 'state', state } satisfies Message);
+    const m = await answer;
+    this.child.disconnect();
+    this.child.unref();
+    return m.restored;
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null) this.child.kill('SIGKILL');
+  }
+}
+
+/** The new process's side: the switch it takes over from. */
+export class Predecessor {
+  private constructor(readonly manifest: TakeoverManifest) {}
+
+  /** The predecessor this process was started by, if it was started to take over (TAKEOVER_ENV and the pipe). */
+  static fromEnv(): Predecessor | undefined {
+    const text = process.env[TAKEOVER_ENV];
+    if (text === undefined) return undefined;
+    delete process.env[TAKEOVER_ENV];
+    if (!process.send) throw new NviError('NVI_ERR_HANDOVER', `${TAKEOVER_FLAG}: this process has no pipe to the switch it takes over from (it is started by \`nvi-switch restart\`, not by hand)`);
+    return new Predecessor(JSON.parse(text) as TakeoverManifest);
+  }
+
+  /** Ready: the old switch stops reading and sends its state. */
+  async ready(withinMs = 10_000): Promise<HandoverState> {
+    const m = expect(process, 'state', withinMs, 'the old process sent no state');
+    process.send!({ type: 'ready' } satisfies Message);
+    return (await m).state;
+  }
+
+  forwarding(restored: Restored): void {
+    process.send!({ type: 'forwarding', restored } satisfies Message);
+    process.disconnect();
+  }
+
+  failed(error: string): void {
+    if (process.connected) process.send!({ type: 'failed', error } satisfies Message);
+  }
+}
