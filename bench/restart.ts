@@ -1,27 +1,36 @@
 // Restart benchmark (issue 11): what a restart of a switch costs its VMs today, in the lab
 // (prefix nvi-b-, embedded store).
 //
-//   npx tsc -p . && node dist/bench/restart.js [--restarts 20] [--kill]      (root)
+//   npx tsc -p . && node dist/bench/restart.js [--restarts 20] [--handover | --kill]      (root)
 //
-// h1's switch is restarted --restarts times, two seconds apart (`lab restart h1`: SIGTERM and
-// a new process; --kill: SIGKILL first, no clean stop), while web2 (h2) sends web1 (h1) a
-// numbered UDP datagram every millisecond (test/e2e/net.py probe; web1 logs every silence
-// longer than 5 ms). For each restart:
+// h1's switch is restarted --restarts times, two seconds apart, while web2 (h2) sends web1 (h1)
+// a numbered UDP datagram every millisecond (test/e2e/net.py probe; web1 logs every silence
+// longer than 5 ms). How:
+//   (default)   `lab restart h1`: SIGTERM and a new process (the TAPs go and come back)
+//   --kill      SIGKILL first, no clean stop
+//   --handover  `nvi-switch restart`: the new process takes the fds and state over
+// For each restart:
 //   blackout   the longest silence at web1 overlapping the restart: from the last datagram
-//              before to the first after, at 1 ms resolution (web1's TAP goes with the old
-//              process and comes back with the new one, which the lab configures again)
-//   restart    the whole `lab restart`: the old process stopped (or killed), the new one
-//              answering its control socket, the VMs' interfaces configured again
+//              before to the first after, at 1 ms resolution
+//   restart    the whole command: old process stopped (or killed) or handed over, the new one
+//              answering (cold: the VMs' interfaces configured again)
+//   paused     --handover: from the old process's last read to the new one's word that it forwards
+// and, over the run, datagrams sent and received.
 // Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
 
-import { labRestartSwitch, readState } from '../src/lab/lab.js';
+import { labRestartSwitch, labSwitchReplaced, readState } from '../src/lab/lab.js';
+import { controlRequest } from '../src/switch/control.js';
+import type { HandoverResult } from '../src/switch/live.js';
+import { controlPath } from '../src/switch/paths.js';
 import { BenchLab, BINARY, PREFIX } from './lab/bench-lab.js';
 import { longestGap, netpy, quantiles, type Gap } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const v = benchOptions({ restarts: { type: 'string' }, kill: { type: 'boolean' } });
+const v = benchOptions({ restarts: { type: 'string' }, kill: { type: 'boolean' }, handover: { type: 'boolean' } });
 const RESTARTS = integer('restarts', v.restarts ?? '20');
 const KILL = v.kill === true;
+const HANDOVER = v.handover === true;
+if (KILL && HANDOVER) refuse('--kill and --handover: one of them');
 const lab = new BenchLab('restart');
 
 try {
@@ -33,8 +42,17 @@ try {
   const probe = netpy(`${PREFIX}web2`, ['probe', c.vms.get('web1')!.identityText, 7000, 1, seconds - 1], lab.children);
   await new Promise((r) => setTimeout(r, 1500));
   const windows: { from: number; to: number }[] = [];
+  const paused: number[] = [];
   for (let k = 0; k < RESTARTS; k++) {
     const from = Date.now();
+    if (HANDOVER) {
+      const r = (await controlRequest(controlPath(c, 'h1'), { cmd: 'handover' }, 60_000)) as HandoverResult;
+      labSwitchReplaced(c, 'h1', r.pid);
+      paused.push(r.pausedMs);
+      windows.push({ from, to: Date.now() });
+      await new Promise((r) => setTimeout(r, 2000));
+      continue;
+    }
     if (KILL) {
       const old = readState(c)!.switches.find((s) => s.host === 'h1')!;
       process.kill(old.pid, 'SIGKILL');
@@ -51,16 +69,18 @@ try {
     windows.push({ from, to: Date.now() });
     await new Promise((r) => setTimeout(r, 2000));
   }
-  await probe.done;
+  const sent = await probe.done;
   const got = await log.done;
   const gaps = got.gaps as Gap[];
   const blackout = windows.map((w) => longestGap(gaps, w.from, w.to + 1500));
   const restart = windows.map((w) => w.to - w.from);
   windows.forEach((w, k) => process.stdout.write(`  #${k + 1} at ${new Date(w.from).toISOString()}: restart ${restart[k]} ms, blackout ${blackout[k]} ms\n`));
-  process.stdout.write(`${KILL ? 'kill -9 and a new' : 'restart (SIGTERM and a new)'} switch on h1, ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
+  const how = HANDOVER ? 'nvi-switch restart (handover)' : KILL ? 'kill -9 and a new switch' : 'lab restart (SIGTERM and a new switch)';
+  process.stdout.write(`${how} on h1, ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
     `  blackout (silence at web1):  ${quantiles(blackout)}\n` +
-    `  lab restart (stop, new switch, VM interfaces configured): ${quantiles(restart)}\n` +
-    `  datagrams received ${got.received}\n`);
+    `  restart command: ${quantiles(restart)}\n` +
+    (HANDOVER ? `  paused (old stops reading -> new forwards): ${quantiles(paused)}\n` : '') +
+    `  datagrams sent ${sent.sent}, received ${got.received}, lost ${Number(sent.sent) - Number(got.received)}\n`);
 } finally {
   await lab.cleanup();
 }

@@ -6,8 +6,11 @@
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { Drop } from '../src/base/drops.js';
+import { icmp6Checksum } from '../src/wire/icmpv6.js';
 import { IPV4_HLEN } from '../src/wire/ipv4.js';
 import { SEQ_MARGIN } from '../src/switch/handover-state.js';
+import { handoverRefusal } from '../src/switch/handover.js';
 import { echoFrame, frames, openOffline } from './offline-fixture.js';
 
 const ESP = 50;
@@ -73,6 +76,31 @@ test('a cable whose checks fail in the new process is not taken over, and its ke
   const h1b = o.off.hosts.get('h1')!;
   assert.is([...h1b.egressCables.all()].filter((c) => c.plugged).length, 0, 'nothing plugged');
   o.off.close();
+});
+
+test('an initiate-only flow opened before the handover of both hosts still lets its replies through after it', async () => {
+  const o = await openOffline();
+  const delivered = (): number => [...o.off.hosts.values()].reduce((n, h) => n + h.egress.counters.delivered + h.ingress.counters.delivered, 0);
+  await o.off.sendFrames('web1', frames([echoFrame(o.config, 'web1', 'db1', 1)]));
+  assert.is(delivered(), 1, 'web1 opened a flow to db1');
+  await o.off.handOver('h1');
+  await o.off.handOver('h2');
+  const reply = echoFrame(o.config, 'db1', 'web1', 1);
+  reply[54] = 129; // echo reply, same identifier and sequence
+  reply.writeUInt16BE(0, 56);
+  reply.writeUInt16BE(icmp6Checksum(reply, 14, 54, reply.length - 54), 56);
+  await o.off.sendFrames('db1', frames([reply]));
+  assert.is(delivered(), 1, 'the counters start again with the new hosts');
+  const h1 = o.off.hosts.get('h1')!;
+  assert.is(h1.ingress.counters.delivered, 1, 'the reply reached web1: the flow came along');
+  await o.off.sendFrames('db1', frames([echoFrame(o.config, 'db1', 'web1', 9)]));
+  assert.is(o.off.hosts.get('h2')!.egress.counters.drops[Drop.PolicyInitiateOnly], 1, 'db1 still cannot open one');
+  o.off.close();
+});
+
+test('a handover is refused under systemd, whose unit would stop the new process with the old one', () => {
+  assert.match(handoverRefusal({ INVOCATION_ID: '0123456789abcdef' }) ?? '', /systemd service.*systemctl restart/);
+  assert.is(handoverRefusal({}), undefined);
 });
 
 test.run();

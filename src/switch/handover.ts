@@ -27,6 +27,8 @@ export interface TakeoverManifest {
   readonly ports: readonly PortHandover[];
   readonly underlay: readonly [number, number];
   readonly kx: number;
+  /** Identities at the far ends of the cables now: the new process verifies them before it is ready, not while traffic waits. */
+  readonly peers: readonly string[];
 }
 
 type Message =
@@ -34,6 +36,17 @@ type Message =
   | { readonly type: 'state'; readonly state: HandoverState }
   | { readonly type: 'forwarding'; readonly restored: Restored }
   | { readonly type: 'failed'; readonly error: string };
+
+/**
+ * Why a handover cannot run in this environment, or undefined. Under systemd (a unit's
+ * processes have INVOCATION_ID) the new process would be stopped with the old one's unit as
+ * soon as the old one exits: there `systemctl restart` (a cold restart) is the way, until the
+ * switch speaks the service manager's protocol (MAINPID / the fd store).
+ */
+export function handoverRefusal(env: NodeJS.ProcessEnv): string | undefined {
+  if (env.INVOCATION_ID) return 'this switch runs as a systemd service, which would stop the new process with the old one: use systemctl restart (a cold restart)';
+  return undefined;
+}
 
 /** The first fd number the successor gets the handed fds at (0-2: stdio, 3: the pipe). */
 const FIRST_FD = 4;
@@ -82,6 +95,7 @@ export class Successor {
       ports: fds.ports.map((p, k) => ({ ...p, fd: FIRST_FD + k })),
       underlay: [FIRST_FD + n, FIRST_FD + n + 1],
       kx: FIRST_FD + n + 2,
+      peers: fds.peers,
     };
     const args = [...process.execArgv, process.argv[1], ...process.argv.slice(2).filter((a) => a !== TAKEOVER_FLAG), TAKEOVER_FLAG];
     const child = spawn(process.execPath, args, {

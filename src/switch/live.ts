@@ -41,7 +41,7 @@ import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
 import { restoreHandover, saveHandover, type Restored } from './handover-state.js';
-import { Predecessor, Successor } from './handover.js';
+import { handoverRefusal, Predecessor, Successor } from './handover.js';
 
 export interface LiveOptions {
   readonly cipher: EspCipher;
@@ -194,21 +194,34 @@ export class LiveSwitch implements ControlHandler {
     const { opts, host } = this;
     try {
       this.ports!.adoptInitial(from.manifest.ports);
+      await this.verifyAhead(from.manifest.peers ?? []); // absent when the old process is of a version before it
       const state = await from.ready();
+      const t0 = performance.now();
       const restored = await restoreHandover(host, opts.cipher, state, opts.log);
+      const t1 = performance.now();
       await this.transport!.adopt(from.manifest.kx);
       this.underlay!.onReadable(() => this.readUnderlay());
       this.ports!.resume();
+      const t2 = performance.now();
       await this.serve();
       from.forwarding(restored);
       opts.log.info('switch-took-over', {
         host: this.name, vms: host.ports.all().map((p) => p.name), egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound,
         refused: restored.refused, cipher: opts.cipher.name, policyRevision: host.policy.revision, control: opts.control,
+        restoreMs: round1(t1 - t0), readingAfterMs: round1(t2 - t0),
       });
     } catch (e) {
       from.failed((e as Error).message);
       throw e;
     }
+  }
+
+  /** Verify the bindings of `identities` now, so that the cables plugged again find them verified. */
+  private async verifyAhead(identities: readonly string[]): Promise<void> {
+    await Promise.all(identities.map(async (id) => {
+      const found = await this.host.lookup.find(id);
+      if ('record' in found && found.record) await this.verifier.verify(found.record);
+    }));
   }
 
   /**
@@ -220,13 +233,17 @@ export class LiveSwitch implements ControlHandler {
    */
   async handover(): Promise<HandoverResult> {
     if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    const refusal = handoverRefusal(process.env);
+    if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
     const ports = this.ports!.handoverLinks();
     const kx = this.transport!.fd;
     if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
     this.handingOver = true;
     let next: Successor;
     try {
-      next = await Successor.start({ ports, underlay: this.underlay!.fds, kx });
+      const peers = new Set([...this.host.egressCables.all()].filter((c) => c.plugged && c.localPort < 0).map((c) => c.dstText));
+      for (const c of this.host.ingressCables.all()) if (c.plugged) peers.add(c.srcText);
+      next = await Successor.start({ ports, underlay: this.underlay!.fds, kx, peers: [...peers] });
     } catch (e) {
       this.handingOver = false;
       throw e;
@@ -236,6 +253,7 @@ export class LiveSwitch implements ControlHandler {
     this.ports!.pauseAll();
     this.underlay!.pause();
     const drained = await this.drain(1000);
+    const t1 = performance.now();
     if (this.sweeper) clearInterval(this.sweeper);
     this.replica?.stop();
     this.host.close(); // the key exchange, and this process's copy of its socket
@@ -243,9 +261,14 @@ export class LiveSwitch implements ControlHandler {
     await this.metrics?.close();
     this.metrics = undefined;
     try {
-      const restored = await next.handOver(saveHandover(this.host, this.opts.cipher));
-      const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
-      log.info('switch-handed-over', { host: this.name, to: next.pid, pausedMs, drained, egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length });
+      const state = saveHandover(this.host, this.opts.cipher);
+      const t2 = performance.now();
+      const restored = await next.handOver(state);
+      const pausedMs = round1(performance.now() - t0);
+      log.info('switch-handed-over', {
+        host: this.name, to: next.pid, pausedMs, drainMs: round1(t1 - t0), closeAndSaveMs: round1(t2 - t1), drained,
+        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
+      });
       setTimeout(() => this.exitHandedOver(), 50); // after the answer to `restart` is written
       return { pid: next.pid, pausedMs, ...restored };
     } catch (e) {
@@ -429,6 +452,10 @@ export class LiveSwitch implements ControlHandler {
     await this.cloud.store.close();
     this.opts.log.info('switch-stopped', { host: this.name });
   }
+}
+
+function round1(ms: number): number {
+  return Math.round(ms * 10) / 10;
 }
 
 /** VM `name` of the config, which a handed-over port must name. */
