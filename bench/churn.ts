@@ -2,8 +2,10 @@
 // low, traffic between all pairs, for --minutes (default 30); then the switches' memory and
 // state are compared with what they were before the churn.
 //
-//   npx tsc -p . && node dist/bench/churn.js [--minutes 30] [--every 3]                 (root)
+//   npx tsc -p . && node dist/bench/churn.js [--minutes 30] [--every 3] [--heap-dir DIR]  (root)
 //
+// --heap-dir: the switches write a V8 heap snapshot into DIR before the churn and after it
+// (compare them with dist/bench/heap-compare.js).
 // The lab (prefix nvi-b-, embedded store, a copy of the pki), with switch.esp.rekey.packets
 // 5000 and rekey.seconds 20. Traffic, the whole time: web1, web2 and web3 ping each other and
 // db1 every 50 ms, sensor1 sends vault1 a datagram every 50 ms. Every --every seconds one
@@ -20,7 +22,7 @@
 // warnings and errors in their logs by event.
 
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { labAttach, labDetach, labMigrate, readState } from '../src/lab/lab.js';
@@ -31,7 +33,8 @@ import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ minutes: { type: 'string' }, every: { type: 'string' } });
+const v = benchOptions({ minutes: { type: 'string' }, every: { type: 'string' }, 'heap-dir': { type: 'string' } });
+const HEAP_DIR = v['heap-dir'];
 const MINUTES = integer('minutes', v.minutes ?? '30');
 const EVERY = integer('every', v.every ?? '3');
 
@@ -90,6 +93,16 @@ async function cableLines(c: CloudConfig, host: string): Promise<string[]> {
 }
 const show = (r: Range): string => GAUGES.map((g) => `${g} ${r[g][0] === r[g][1] ? r[g][0] : `${r[g][0]}..${r[g][1]}`}`).join(', ');
 
+/** Ask each switch for a heap snapshot (SIGUSR2, --heapsnapshot-signal) and wait until it is written. */
+async function heapSnapshots(pids: readonly { pid: number }[]): Promise<void> {
+  if (!HEAP_DIR) return;
+  const count = (): number => readdirSync(HEAP_DIR).filter((f) => f.endsWith('.heapsnapshot')).length;
+  const before = count();
+  for (const p of pids) process.kill(p.pid, 'SIGUSR2');
+  for (let t = 0; t < 120 && count() < before + pids.length; t++) await sleep(1000);
+  await sleep(5000); // the last one finishes writing
+}
+
 function slope(points: [number, number][]): number {
   const n = points.length;
   const mx = points.reduce((a, [x]) => a + x, 0) / n;
@@ -102,6 +115,10 @@ function slope(points: [number, number][]): number {
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/churn needs root');
+  if (HEAP_DIR) {
+    mkdirSync(HEAP_DIR, { recursive: true });
+    process.env.NODE_OPTIONS = `${process.env.NODE_OPTIONS ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${HEAP_DIR}`.trim(); // the switches inherit it
+  }
   lab.config((doc) => {
     doc.setIn(['switch', 'esp', 'rekey', 'packets'], 5000);
     doc.setIn(['switch', 'esp', 'rekey', 'seconds'], 20);
@@ -119,6 +136,7 @@ try {
     start[host] = await window(cfg, host, WINDOW_MS);
     startCables[host] = await cableLines(cfg, host);
   }
+  await heapSnapshots(pids);
   const samples: Record<string, [number, number][]> = Object.fromEntries(pids.map((p) => [p.host, [[0, rssMb(p.pid)]]]));
   const heap: Record<string, [number, number][]> = {};
   for (const p of pids) heap[p.host] = [[0, await heapMb(cfg, p.host)]];
@@ -169,6 +187,7 @@ try {
     end[host] = await window(cfg, host, WINDOW_MS);
     endCables[host] = await cableLines(cfg, host);
   }
+  await heapSnapshots(pids);
   const lines: string[] = [`churn soak: ${MINUTES} min, one action every ${EVERY} s; done ${JSON.stringify(done)}, failed ${JSON.stringify(failed)}`];
   for (const p of pids) {
     const alive = (() => {

@@ -386,6 +386,7 @@ export class LiveSwitch implements ControlHandler {
   /** A VM's port: attach, detach, and both ends of a migration (vm-ports.ts). */
   async vm(req: VmRequest): Promise<unknown> {
     const p = this.ports!;
+    if (this.handingOver && req.op !== 'state') throw new NviError('NVI_ERR_HANDOVER', `vm ${req.op} ${req.vm}: this switch is handing over to a new process; ask that one`);
     switch (req.op) {
       case 'attach':
         return p.attach(req.vm);
