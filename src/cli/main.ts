@@ -21,6 +21,8 @@ const COMMANDS: Record<string, { about: string; module: string; export?: string 
   cables: { about: 'list the cables of a running switch', module: 'cmd-control', export: 'cables' },
   stats: { about: 'counters of a running switch by stage and reason', module: 'cmd-control', export: 'stats' },
   top: { about: 'a live view of a running switch: cables by rate, drops by reason, upcalls and key exchanges a second', module: 'cmd-top' },
+  console: { about: 'the tenant console: a web page and API where tenants edit and watch their network (loopback; TLS with --tls-cert)', module: 'cmd-console', export: 'console_' },
+  tenant: { about: 'tenant token T | --operator: a token for the console', module: 'cmd-console', export: 'tenant' },
   observe: { about: 'verdicts as they happen: plugs, unplugs, drops with their reason (--follow, --verdict, --vm, --tenant, --reason)', module: 'cmd-observe' },
 };
 

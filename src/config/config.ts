@@ -236,12 +236,16 @@ function readSwitch(v: unknown): SwitchSettings {
 function readMetrics(v: unknown): { host: string; port: number } {
   const o = obj(v, 'switch.metrics');
   onlyKeys(o, ['listen'], 'switch.metrics');
-  const text = str(o.listen, 'switch.metrics.listen');
+  return parseListen(str(o.listen, 'switch.metrics.listen'), 'switch.metrics.listen', '127.0.0.1:9477');
+}
+
+/** "ADDRESS:PORT" (an IPv4 address, or an IPv6 one in brackets); `path` names it in the error. */
+export function parseListen(text: string, path: string, example: string): { host: string; port: number } {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|(\d{1,3}(?:\.\d{1,3}){3})):(\d{1,5})$/.exec(text);
   const host = m?.[1] ?? m?.[2];
   const port = Number(m?.[3]);
   if (!m || isIP(host!) === 0 || port < 1 || port > 65535) {
-    throw new ConfigError('switch.metrics.listen', `"${text}" is not ADDRESS:PORT (an IPv4 address, or an IPv6 address in brackets, and a port 1-65535), e.g. 127.0.0.1:9477`);
+    throw new ConfigError(path, `"${text}" is not ADDRESS:PORT (an IPv4 address, or an IPv6 address in brackets, and a port 1-65535), e.g. ${example}`);
   }
   return { host: host!, port };
 }
