@@ -11,7 +11,7 @@ declare -A PACKAGES=(
   [python3]=python3 [nc]=netcat-openbsd [make]=make [g++]=g++ [sysctl]=procps [ethtool]=ethtool
   [etcd]=etcd-server [etcdctl]=etcd-client [curl]=curl
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [dhcpcd]=dhcpcd-base [modinfo]=kmod
-  [promtool]=prometheus [tmux]=tmux [systemd-analyze]=systemd
+  [promtool]=prometheus [tmux]=tmux [systemd-analyze]=systemd [chromium]=chromium
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
