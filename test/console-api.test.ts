@@ -3,7 +3,10 @@
 // a tenant sees nothing of another tenant, bad input is refused with the field it fails on and
 // publishes nothing, and a draft whose tests pass is published, signed, as the next revision.
 
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as http from 'node:http';
+import * as https from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -161,6 +164,39 @@ test('a draft whose tests pass is published as the next revision, signed by the 
   const green = (await call(f, 'PUT', '/api/tenants/blue/policy', f.tokens.green, { ...failing, rules: [...blue.rules, rule], revision: rec.revision }));
   assert.is(green.status, 403, 'green cannot publish blue\'s policy');
   done(f);
+});
+
+test('with a certificate the console speaks TLS only', async () => {
+  const o = await openOffline();
+  const dir = mkdtempSync(join(tmpdir(), 'nvi-console-tls-'));
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1', '-subj', '/CN=127.0.0.1',
+    '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem')], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
+  const cfg = { ...o.config, stateDir: dir };
+  const token = issueToken(cfg, { kind: 'tenant', tenant: 'blue' });
+  const app = consoleServer({
+    tokens: TokenBook.load(cfg), policies: new TenantPolicies(o.off.cloud.store, loadCa(o.config.pkiDir).privateKey),
+    binding: (id) => o.off.cloud.store.lookup(id), hosts: [], cables: async () => undefined,
+  }, { cert: readFileSync(join(dir, 'cert.pem')), key: readFileSync(join(dir, 'key.pem')) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const port = (app.server.address() as { port: number }).port;
+  const get = (proto: typeof https | typeof http): Promise<{ status: number; body: string; cert?: string }> => new Promise((resolve, reject) => {
+    const req = proto.get({ host: '127.0.0.1', port, path: '/api/whoami', headers: { authorization: `Bearer ${token}` }, rejectUnauthorized: false }, (res) => {
+      let body = '';
+      const cert = (res.socket as { getPeerCertificate?: () => { subject?: { CN?: string } } }).getPeerCertificate?.().subject?.CN;
+      res.setEncoding('utf8').on('data', (d: string) => (body += d)).on('end', () => resolve({ status: res.statusCode!, body, cert }));
+    });
+    req.on('error', reject);
+    req.setTimeout(3000, () => req.destroy(new Error('timeout')));
+  });
+  const tls = await get(https);
+  assert.is(tls.status, 200);
+  assert.equal(JSON.parse(tls.body), { kind: 'tenant', tenant: 'blue' });
+  assert.is(tls.cert, '127.0.0.1', 'the configured certificate');
+  await get(http).then((r) => assert.unreachable(`plain HTTP answered ${r.status}`), (e: Error) => assert.ok(e instanceof Error));
+  await app.close();
+  o.off.close();
+  rmSync(dir, { recursive: true, force: true });
 });
 
 test.run();
