@@ -3,8 +3,9 @@
 //   tenant blue logs in, adds a rule that lets web3 open connections to db1, sees its policy
 //   test fail (the row that says web3 -> db1 is refused), and publishing refused; fixes the
 //   test and adds one for the reverse; the tests pass; publishes; in the lab web3 now opens a
-//   connection to db1 while db1 still cannot open one to web3; the cable shows on the page.
-//   Tenant green, logged in next, sees nothing of blue.
+//   connection to db1 while db1 still cannot open one to web3; the cable shows on the page;
+//   web2 migrates and the page shows its new host. Tenant green, logged in next, sees
+//   nothing of blue.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -125,6 +126,11 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
   await page.waitForSelector('#graph line[data-pair="web3 -> db1"][data-state="plugged"]', { timeout: 10_000 });
   const rows = await page.$$eval('#cables tbody tr[data-pair="web3 -> db1"]', (trs) => trs.map((tr) => tr.textContent));
   assert.ok(rows.some((t) => /plugged/.test(t ?? '') && /blue\/web3-opens-db/.test(t ?? '')), `the cable with its rule: ${rows.join(' | ')}`);
+
+  // A VM's location changes on the page when it migrates.
+  const m = await lab.cli(['lab', 'migrate', 'web2', '--to', 'h1'], 60);
+  assert.is(m.code, 0, m.stderr + m.stdout);
+  await page.waitForFunction(() => document.querySelector('#vms tr[data-vm="web2"] .host')?.textContent === 'h1', undefined, { timeout: 10_000 });
 
   // Green sees its own network only.
   const green = await logIn('green');
