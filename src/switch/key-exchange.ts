@@ -158,9 +158,9 @@ export class KeyExchangeEngine implements KeyExchange {
     private readonly clock: Clock,
     private readonly random: Random,
   ) {
-    this.answered = new LRUCache({ max: 16_384, ttl: 2 * settings.maxSkewMs, perf: clock });
+    this.answered = new LRUCache({ max: 16_384, ttl: 2 * settings.maxSkewMs, ttlAutopurge: true, perf: clock });
     this.buckets = new LRUCache({ max: 65_536 });
-    this.notified = new LRUCache({ max: 16_384, ttl: 1000, perf: clock });
+    this.notified = new LRUCache({ max: 16_384, ttl: 1000, ttlAutopurge: true, perf: clock });
     transport.onMessage((msg, from) => this.receive(msg, from));
   }
 
