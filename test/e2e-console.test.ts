@@ -123,7 +123,7 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
 
   // The page shows the cable, in the table and in the picture, without a reload.
   await page.waitForSelector('#cables tbody tr[data-pair="web3 -> db1"]', { timeout: 10_000 });
-  await page.waitForSelector('#graph line[data-pair="web3 -> db1"][data-state="plugged"]', { timeout: 10_000 });
+  await page.waitForSelector('#graph line[data-pair="web3 -> db1"][data-state="plugged"]', { state: 'attached', timeout: 10_000 }); // a level line has no height: attached, not visible
   const rows = await page.$$eval('#cables tbody tr[data-pair="web3 -> db1"]', (trs) => trs.map((tr) => tr.textContent));
   assert.ok(rows.some((t) => /plugged/.test(t ?? '') && /blue\/web3-opens-db/.test(t ?? '')), `the cable with its rule: ${rows.join(' | ')}`);
 

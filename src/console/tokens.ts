@@ -4,7 +4,7 @@
 // anyone in. Checking a token compares digests in constant time.
 
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { CloudConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
@@ -51,16 +51,30 @@ export function issueToken(cfg: CloudConfig, principal: Principal): string {
   return token;
 }
 
-/** The tokens the console accepts, read once at its start. */
+/** The tokens the console accepts: the file, read again when it changes (a token issued while the console runs works at once). */
 export class TokenBook {
-  private constructor(private readonly entries: readonly { principal: Principal; sha256: Buffer }[]) {}
+  private entries: readonly { principal: Principal; sha256: Buffer }[] = [];
+  private version = '';
+
+  private constructor(private readonly path: string) {}
 
   static load(cfg: CloudConfig): TokenBook {
-    return new TokenBook(read(tokensPath(cfg)).map((e) => ({ principal: e.principal, sha256: Buffer.from(e.sha256, 'hex') })));
+    const book = new TokenBook(tokensPath(cfg));
+    book.refresh();
+    return book;
+  }
+
+  private refresh(): void {
+    const st = statSync(this.path, { throwIfNoEntry: false });
+    const version = st ? `${st.mtimeMs} ${st.size} ${st.ino}` : '';
+    if (version === this.version) return;
+    this.entries = read(this.path).map((e) => ({ principal: e.principal, sha256: Buffer.from(e.sha256, 'hex') }));
+    this.version = version;
   }
 
   /** Who `token` speaks for, or undefined. */
   who(token: string): Principal | undefined {
+    this.refresh();
     const d = digest(token);
     let found: Principal | undefined;
     for (const e of this.entries) if (e.sha256.length === d.length && timingSafeEqual(e.sha256, d)) found = e.principal;
@@ -68,6 +82,7 @@ export class TokenBook {
   }
 
   get size(): number {
+    this.refresh();
     return this.entries.length;
   }
 }
