@@ -127,6 +127,8 @@ test('bad input is refused with the field it fails on; nothing is published; the
     ['a port out of range', () => put({ rules: [...blue.rules, { from: 'web', to: 'db', action: 'plug', proto: 'tcp', ports: [70000] }] }), 422, /ports\[0\]/],
     ['a body of 1 MB', () => call(f, 'PUT', '/api/tenants/blue/policy', f.tokens.blue, JSON.stringify({ rules: [], pad: 'x'.repeat(1 << 20) }), { 'content-type': 'application/json' }), 413, /too large/i],
     ['a wrong content type', () => call(f, 'PUT', '/api/tenants/blue/policy', f.tokens.blue, 'rules: []', { 'content-type': 'text/plain' }), 415, /content-type|media type/i],
+    ['a level out of range', () => put({ levels: { web1: 5000 } }), 422, /tenants\.blue\.vms\.web1\.level/],
+    ["a level for another tenant's VM", () => put({ levels: { vault1: 1 } }), 422, /vault1 is not a VM of tenant blue/],
     ['an unknown field', () => put({ surprise: 1 }), 400, /additional|surprise/],
     ['rules not a list', () => put({ rules: { a: 1 } }), 400, /rules/],
     ['an old revision', () => put({ revision: blue.revision - 1 }), 409, /revision/],
@@ -161,6 +163,9 @@ test('a draft whose tests pass is published as the next revision, signed by the 
   assert.is(rec.revision, blue.revision + 1);
   assert.is(policyRefusal(rec, f.o.off.cloud.anchorKey, blue.revision), undefined, 'signed by the CA, newer');
   assert.match(rec.document, /no-dns/);
+  const levels = await call(f, 'PUT', '/api/tenants/blue/policy', f.tokens.blue, { ...failing, rules: [...blue.rules, rule], levels: { web1: 3 }, revision: rec.revision });
+  assert.is(levels.status, 200, levels.text);
+  assert.is(((await call(f, 'GET', '/api/tenants/blue/policy', f.tokens.blue)).json as unknown as { levels: Record<string, number | null> }).levels.web1, 3, 'a level set in the draft is published');
   const green = (await call(f, 'PUT', '/api/tenants/blue/policy', f.tokens.green, { ...failing, rules: [...blue.rules, rule], revision: rec.revision }));
   assert.is(green.status, 403, 'green cannot publish blue\'s policy');
   done(f);

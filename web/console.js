@@ -45,6 +45,8 @@ async function login() {
     $('logout').hidden = false;
     $('who').textContent = who.kind === 'operator' ? 'operator' : `tenant ${who.tenant}`;
     $('tenant').hidden = who.kind !== 'operator';
+    $('hosts-section').hidden = who.kind !== 'operator';
+    state.operator = who.kind === 'operator';
     fill($('tenant'), tenants.map((t) => el('option', { value: t }, t)));
     await openTenant(tenants[0]);
   } catch (e) {
@@ -67,6 +69,10 @@ async function refresh() {
   const t = encodeURIComponent(state.tenant);
   const [vms, cables] = await Promise.all([api('GET', `/api/tenants/${t}/vms`), api('GET', `/api/tenants/${t}/cables`)]);
   state.vms = vms;
+  if (state.operator) {
+    const hosts = await api('GET', '/api/hosts');
+    fill($('hosts').tBodies[0], hosts.map((h) => el('tr', {}, el('td', {}, h.host), el('td', {}, h.running ? 'answers' : 'not running'))));
+  }
   fill($('vms').tBodies[0], vms.map((v) => el('tr', { dataset: { vm: v.name } },
     el('td', {}, v.name), el('td', {}, el('code', {}, v.identity)), el('td', { className: 'host' }, v.host ?? '-'),
     el('td', {}, v.epoch ?? '-'), el('td', {}, v.state))));
@@ -159,6 +165,8 @@ async function loadPolicy() {
   fill($('groups').tBodies[0], Object.entries(p.groups || {}).map(([g, m]) => groupRow(g, m)));
   fill($('rules').tBodies[0], (p.rules || []).map(ruleRow));
   fill($('tests').tBodies[0], (p.tests || []).map(testRow));
+  fill($('levels').tBodies[0], Object.entries(p.levels || {}).map(([vm, level]) =>
+    el('tr', { dataset: { vm } }, cell(vm), cell(input(level === null ? '' : String(level), 'level', 'narrow')))));
   $('status').textContent = `revision ${p.revision}`;
 }
 
@@ -190,12 +198,23 @@ function draft() {
     if (text(row, 'port')) t.port = numberOr(text(row, 'port'));
     return t;
   });
-  return { groups, rules, tests };
+  const levels = {};
+  for (const row of $('levels').tBodies[0].rows) levels[row.dataset.vm] = text(row, 'level') === '' ? null : numberOr(text(row, 'level'));
+  return { groups, rules, tests, levels };
 }
 
 /** Show an error where it belongs: tenants.T.rules[2].ports[0] at row 2's ports field. */
 function showError(path, message) {
   const rel = path.replace(/^tenants\.[^.]+\./, '');
+  const lv = /^vms\.([^.]+)\.level/.exec(rel);
+  if (lv) {
+    const row = [...$('levels').tBodies[0].rows].find((r) => r.dataset.vm === lv[1]);
+    if (row) {
+      value(row, 'level').classList.add('bad');
+      value(row, 'level').parentElement.append(el('span', { className: 'err' }, message));
+      return;
+    }
+  }
   const m = /^(groups|rules|tests)(?:\[(\d+)\]|\.([^.[]+))?(?:\.(\w+))?/.exec(rel);
   let shown = false;
   if (m) {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { stringify } from 'yaml';
-import { NviError } from '../base/errors.js';
+import { ConfigError, NviError } from '../base/errors.js';
 import type { CableInfo } from '../switch/cable-info.js';
 import type { BindingRecord } from '../trust/records.js';
 import type { Principal, TokenBook } from './tokens.js';
@@ -52,6 +52,7 @@ const DRAFT = {
     groups: { type: 'object', additionalProperties: { type: 'array', items: { type: 'string', maxLength: 64 }, maxItems: 1000 } },
     rules: { type: 'array', maxItems: 1000, items: { type: 'object' } },
     tests: { type: 'array', maxItems: 1000, items: { type: 'object' } },
+    levels: { type: 'object', maxProperties: 1000 }, // values checked with the policy, so that an error names the VM's field
     revision: { type: 'integer', minimum: 0 },
   },
 };
@@ -76,7 +77,7 @@ class HttpError extends Error {
 
 function draftOf(body: unknown): TenantPolicy {
   const b = (body ?? {}) as Record<string, unknown>;
-  return { groups: b.groups ?? null, rules: b.rules ?? null, tests: b.tests ?? null };
+  return { groups: b.groups ?? null, rules: b.rules ?? null, tests: b.tests ?? null, levels: b.levels as TenantPolicy['levels'] };
 }
 
 function param(req: FastifyRequest, name: string): string {
@@ -113,7 +114,8 @@ function routes(p: ConsoleParts): Route[] {
       method: 'GET', url: '/api/tenants/:tenant/policy', summary: "The tenant's groups, rules and tests as published, with the revision",
       handler: async (r) => {
         const { revision, tenant } = await p.policies.tenant(param(r, 'tenant'));
-        return { revision, groups: tenant.policy.groups ?? {}, rules: tenant.policy.rules ?? [], tests: tenant.policy.tests ?? [] };
+        const levels = Object.fromEntries(tenant.vms.map((v) => [v.name, v.level ?? null]));
+        return { revision, groups: tenant.policy.groups ?? {}, rules: tenant.policy.rules ?? [], tests: tenant.policy.tests ?? [], levels };
       },
     },
     {
@@ -236,6 +238,7 @@ export function consoleServer(parts: ConsoleParts, tls?: { cert: Buffer; key: Bu
   app.setErrorHandler(async (err: Error & { statusCode?: number; code?: string; validation?: unknown; check?: unknown }, _req, reply) => {
     if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message, ...(err.check ? { check: err.check } : {}) });
     if (err instanceof NviError && err.code === 'NVI_ERR_NOT_FOUND') return reply.code(404).send({ error: err.message });
+    if (err instanceof ConfigError) return reply.code(422).send({ error: err.message, path: err.path });
     if (err.validation) return reply.code(400).send({ error: `malformed request: ${err.message}` });
     if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return reply.code(err.statusCode).send({ error: err.message });
     return reply.code(500).send({ error: err.message });

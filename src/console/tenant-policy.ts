@@ -15,11 +15,12 @@ import { runPolicyTests, type PolicyTestResult } from '../policy/policy-tests.js
 import { signPolicy } from '../policy/signed-policy.js';
 import type { MappingStore } from '../store/store.js';
 
-/** The part of the policy a tenant writes. */
+/** The part of the policy a tenant writes: groups, rules, tests, and its VMs' security levels (absent: unchanged; null: none). */
 export interface TenantPolicy {
   readonly groups: unknown;
   readonly rules: unknown;
   readonly tests: unknown;
+  readonly levels?: Readonly<Record<string, number | null>>;
 }
 
 /** A field the draft got wrong: its path as the CLI names it (tenants.blue.rules[2].ports[0]) and the message. */
@@ -105,13 +106,21 @@ export class TenantPolicies {
 
 /** The tenants with `name`'s groups, rules and tests replaced by the draft's. */
 function withDraft(tenants: readonly PolicyTenantInput[], name: string, draft: TenantPolicy): PolicyTenantInput[] {
-  if (!tenants.some((t) => t.name === name)) throw new NviError('NVI_ERR_NOT_FOUND', `no tenant ${name} in the published policy`);
-  return tenants.map((t) => (t.name === name ? { ...t, policy: { groups: draft.groups, rules: draft.rules, tests: draft.tests } } : t));
+  const me = tenants.find((t) => t.name === name);
+  if (!me) throw new NviError('NVI_ERR_NOT_FOUND', `no tenant ${name} in the published policy`);
+  const levels = draft.levels ?? {};
+  for (const [vm, level] of Object.entries(levels)) {
+    const path = `${me.path}.vms.${vm}.level`;
+    if (!me.vms.some((v) => v.name === vm)) throw new ConfigError(path, `${vm} is not a VM of tenant ${name}`);
+    if (level !== null && !(Number.isInteger(level) && level >= 0 && level <= 1000)) throw new ConfigError(path, `expected an integer in 0..1000, got ${JSON.stringify(level)}`);
+  }
+  const vms = me.vms.map((v) => (v.name in levels ? { ...v, level: levels[v.name] ?? undefined } : v));
+  return tenants.map((t) => (t.name === name ? { ...t, vms, policy: { groups: draft.groups, rules: draft.rules, tests: draft.tests } } : t));
 }
 
 function checkDraft(tenants: readonly PolicyTenantInput[], name: string, draft: TenantPolicy, now: number): CheckResult {
-  const next = withDraft(tenants, name, draft);
   try {
+    const next = withDraft(tenants, name, draft);
     const policy = compilePolicy(next, 0);
     const all = runPolicyTests(policy, next, now);
     const results = all.filter((r) => r.tenant === name);
