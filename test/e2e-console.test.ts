@@ -91,6 +91,10 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
   await rule.locator('[data-field=to]').fill('db1');
   await rule.locator('[data-field=action]').selectOption('initiate');
   await rule.locator('[data-field=proto]').fill('tcp');
+  await rule.locator('[data-field=ports]').fill('70000');
+  await page.click('#check');
+  await rule.locator('[data-field=ports].bad').waitFor();
+  assert.match(await rule.locator('.err').textContent() ?? '', /ports\[0\].*65535/, 'a port out of range is shown at its field, with the message the CLI gives');
   await rule.locator('[data-field=ports]').fill('5432');
   await page.click('#check');
   const web3Test = page.locator('#tests tbody tr').nth(2);
@@ -98,6 +102,15 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
   assert.match(await web3Test.locator('.result').textContent() ?? '', /FAIL: got plug \(blue\/web3-opens-db\)/, 'the test that says web3 -> db1 is refused now fails, naming the rule');
   await page.click('#publish');
   await page.waitForFunction(() => document.getElementById('status')!.textContent!.startsWith('not published'));
+
+  // What if: the draft's decision for web3 -> db1, step by step.
+  await page.selectOption('#wi-src', 'web3');
+  await page.selectOption('#wi-dst', 'db1');
+  await page.selectOption('#wi-proto', 'tcp');
+  await page.fill('#wi-port', '5432');
+  await page.click('#what-if');
+  await page.waitForFunction(() => /web3 -> db1: plug \(blue\/web3-opens-db\)/.test(document.getElementById('wi-result')!.textContent!));
+  assert.ok((await page.$$('#wi-steps li')).length > 0, 'the steps are listed');
 
   // The tests fixed: web3 -> db1 now plugs; and db1 still cannot open a connection to web3.
   await web3Test.locator('[data-field=expect]').selectOption('plug');
