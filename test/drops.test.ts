@@ -81,6 +81,7 @@ const FIXED: readonly (readonly [number, string])[] = [
   [71, 'port/down'],
   [72, 'dhcp/malformed'],
   [73, 'dhcp/server-only'],
+  [74, 'upcall/port-quota'],
 ];
 
 test('every code keeps its name', () => {

@@ -207,7 +207,7 @@ test("an old binding replayed into etcd is refused by every watching replica; a 
   assert.is(ok, 1, 'web2 reachable again at the newer epoch');
 });
 
-test('a VM spraying 10 s of packets at random identities: another VM\'s new cable still plugs at its usual speed, and etcd serves almost no reads for it', async () => {
+test('a VM spraying 10 s of packets at random identities: its port\'s quotas refuse most, another VM\'s cables stay plugged and its new cable plugs at its usual speed, and etcd serves almost no reads for it', async () => {
   const metric = async (): Promise<number> => {
     const r = await lab.inNs(lab.fabric, 'curl', ['-s', `${lab.cfg.store.endpoints[0]}/metrics`]);
     const m = /^etcd_mvcc_range_total (\d+)/m.exec(r.stdout);
@@ -223,6 +223,7 @@ test('a VM spraying 10 s of packets at random identities: another VM\'s new cabl
   await lab.flush();
   const usual = await rtt('web3', 'web2'); // a first packet, without a flood
   await lab.flush();
+  await rtt('web3', 'web1'); // a plugged cable of another VM, which the flood must not evict
   const before = await lab.stats();
   const reads0 = await metric();
   const web1 = lab.vm('web1');
@@ -233,10 +234,17 @@ test('a VM spraying 10 s of packets at random identities: another VM\'s new cabl
   const reads = (await metric()) - reads0;
   const after = await lab.stats();
   const d = dropDelta(before.h1.egress, after.h1.egress);
-  assert.ok((d['resolve/not-found'] ?? 0) > 10_000, `the flood was refused at h1 as not found: ${JSON.stringify(d)}`);
+  const quota = d['upcall/port-quota'] ?? 0;
+  const notFound = d['resolve/not-found'] ?? 0;
+  assert.ok(quota + notFound >= Number(sent.sent) * 0.9, `the flood was refused at h1: ${JSON.stringify(d)}`);
+  assert.ok(quota > Number(sent.sent) / 2, `most of it by web1's quota of misses (2000 a second): ${quota}`);
+  const cables = (await lab.cables()).h1;
+  assert.ok(cables.some((c) => c.srcVm === 'web3' && c.dstVm === 'web1' && c.state.startsWith('plugged')), "web3's cable stayed plugged");
+  const fromWeb1 = cables.filter((c) => c.srcVm === 'web1').length;
+  assert.ok(fromWeb1 <= 16_384, `web1's own cables stay within its quota: ${fromWeb1}`);
   assert.ok(during < Math.max(20, usual * 2), `a first packet during the flood took ${during} ms (without: ${usual} ms)`);
   assert.ok(reads < 50, `etcd served ${reads} range requests during the flood`);
-  process.stdout.write(`\n  miss flood: web1 sent ${sent.sent} frames to random identities in ${sent.seconds} s; h1 refused ${d['resolve/not-found'] ?? 0} as not found; etcd range requests meanwhile: ${reads}; first ping of a new pair ${usual} ms before, ${during} ms during\n`);
+  process.stdout.write(`\n  miss flood: web1 sent ${sent.sent} frames to random identities in ${sent.seconds} s; h1 refused ${quota} by web1's quota of misses and ${notFound} as not found, web1 holds ${fromWeb1} cables; etcd range requests meanwhile: ${reads}; first ping of a new pair ${usual} ms before, ${during} ms during\n`);
 });
 
 test('lab down stops the etcd members and leaves no namespace', async () => {

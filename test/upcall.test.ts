@@ -10,7 +10,7 @@ import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
-import { Upcall, type HeldPacket, type MissResolver } from '../src/dataplane/upcall.js';
+import { Upcall, type HeldPacket, type MissResolver, type UpcallLimits } from '../src/dataplane/upcall.js';
 import { ETH_HLEN } from '../src/wire/ethernet.js';
 
 const ME = Buffer.from('fd000000000000010000000000000001', 'hex');
@@ -33,25 +33,37 @@ function cable(drop: Drop, dst = PEER): Cable {
   return new Cable(HASH, CableDirection.Egress, ME, dst, 'fd00:0:0:1::1', 'fd00:0:0:1::2', drop, drop === Drop.None ? 'allow' : 'refused', null);
 }
 
-function setup(): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[] } {
+function setup(limits: Partial<UpcallLimits> = {}): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[] } {
   const asked = new Asked();
-  const egress = new CableCache(16);
+  const egress = new CableCache(64);
   const released: HeldPacket[] = [];
-  const upcall = new Upcall(asked, { egress, ingress: new CableCache(16) }, { perCable: 4, total: 16, maxPending: 4 }, (_d, p) => released.push(...p));
+  const upcall = new Upcall(asked, { egress, ingress: new CableCache(16) }, { perCable: 4, total: 64, maxPending: 64, ...limits }, (_d, p) => released.push(...p));
   return { upcall, asked, egress, released };
+}
+
+/** Offer one frame src -> dst from `port` to the upcall; what it said. */
+function offer(upcall: Upcall, src: Buffer, dst: Buffer, port: number): Drop {
+  const f = Buffer.alloc(ETH_HLEN + 48);
+  f.writeUInt16BE(0x86dd, 12);
+  f[ETH_HLEN] = 0x60;
+  src.copy(f, ETH_HLEN + 8);
+  dst.copy(f, ETH_HLEN + 24);
+  const b = new Batch();
+  b.push(f, FRAME_OFFSET, port, 0);
+  b.l3[0] = b.start[0] + ETH_HLEN;
+  return upcall.holdEgress(b, 0, pairHash(src, 0, dst, 0));
 }
 
 /** Hold one frame ME -> PEER on port 0. */
 function miss(upcall: Upcall): void {
-  const f = Buffer.alloc(ETH_HLEN + 48);
-  f.writeUInt16BE(0x86dd, 12);
-  f[ETH_HLEN] = 0x60;
-  ME.copy(f, ETH_HLEN + 8);
-  PEER.copy(f, ETH_HLEN + 24);
-  const b = new Batch();
-  b.push(f, FRAME_OFFSET, 0, 0);
-  b.l3[0] = b.start[0] + ETH_HLEN;
-  assert.is(upcall.holdEgress(b, 0, HASH), Drop.None, 'held');
+  assert.is(offer(upcall, ME, PEER, 0), Drop.None, 'held');
+}
+
+/** The identity fd00:0:0:1::k. */
+function nth(k: number): Buffer {
+  const b = Buffer.from(PEER);
+  b.writeUInt16BE(k, 14);
+  return b;
 }
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
@@ -112,6 +124,34 @@ test('a refresh in flight when the far end moves is verified once more; its stal
   asked.questions[1].answer(next);
   await tick();
   assert.is(egress.findCable(plugged), next);
+});
+
+test('a port past its quota of misses a second is refused as upcall/port-quota; another port is not', () => {
+  const { upcall, asked } = setup({ portMissesPerSecond: 5 });
+  const said = Array.from({ length: 10 }, (_, k) => offer(upcall, ME, nth(100 + k), 0));
+  assert.equal(said, [...Array(5).fill(Drop.None), ...Array(5).fill(Drop.UpcallPortQuota)]);
+  assert.is(offer(upcall, ME, nth(100), 0), Drop.None, 'a packet for a pair already resolving joins it: no new miss');
+  assert.is(offer(upcall, OTHER, nth(1), 1), Drop.None, 'port 1 has its own budget');
+  assert.is(asked.questions.length, 6);
+});
+
+test("a port's egress cables past its quota evict its own oldest, never another port's", async () => {
+  const { upcall, asked, egress } = setup({ perPortCables: 3 });
+  const theirs = new Cable(pairHash(OTHER, 0, PEER, 0), CableDirection.Egress, OTHER, PEER, 'fd00:0:0:1::3', 'fd00:0:0:1::2', Drop.None, 'allow', null);
+  theirs.srcPort = 1;
+  egress.insert(theirs);
+  for (let k = 0; k < 5; k++) {
+    assert.is(offer(upcall, ME, nth(200 + k), 0), Drop.None);
+    const c = new Cable(pairHash(ME, 0, nth(200 + k), 0), CableDirection.Egress, ME, nth(200 + k), 'fd00:0:0:1::1', `fd00:0:0:1::${200 + k}`, Drop.ResolveNotFound, 'no binding', null);
+    c.srcPort = 0;
+    asked.questions[k].answer(c);
+    await tick();
+  }
+  assert.is(egress.portCount(0), 3, "port 0 holds its quota");
+  assert.is(upcall.counts.portEvictions, 2);
+  assert.is(egress.findCable(theirs), theirs, "port 1's cable stayed");
+  const left = [...egress.all()].filter((c) => c.srcPort === 0).map((c) => c.dst.readUInt16BE(14)).sort();
+  assert.equal(left, [202, 203, 204], 'the oldest went first');
 });
 
 test.run();

@@ -99,6 +99,7 @@ export const enum Drop {
   PortDown = 71,
   DhcpMalformed = 72,
   DhcpServerOnly = 73,
+  UpcallPortQuota = 74,
 }
 
 /** [name, description] for each reason, indexed by Drop. */
@@ -123,6 +124,7 @@ export const DROP_INFO: Readonly<Record<Drop, readonly [string, string]>> = {
   [Drop.DstOwnIdentity]: ['dst/own-identity', 'destination is the sender itself'],
   [Drop.UpcallQueueFull]: ['upcall/queue-full', 'too many packets already wait for this or all pending lookups'],
   [Drop.UpcallRateLimited]: ['upcall/rate-limited', 'too many misses to resolve right now'],
+  [Drop.UpcallPortQuota]: ['upcall/port-quota', "the VM's port sent more new destinations a second than its quota (switch.upcall.portMissesPerSecond)"],
   [Drop.ResolveNotFound]: ['resolve/not-found', 'the mapping store has no binding for the identity'],
   [Drop.ResolveStoreError]: ['resolve/store-error', 'the mapping store answered with something unusable (a record for another identity)'],
   [Drop.VerifyUnknownCa]: ['verify/unknown-ca', 'certificate does not chain to the trust anchor'],

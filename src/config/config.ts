@@ -72,8 +72,8 @@ export interface StoreConfig {
 export interface SwitchSettings {
   /** TSO and checksum offload between guests and their TAPs (the switch segments; the kernel runs GRO). */
   readonly offload: boolean;
-  readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number };
-  readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number };
+  readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number; readonly perPort: number };
+  readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number; readonly portMissesPerSecond: number };
   readonly esp: {
     readonly cipher: EspAlgorithm;
     readonly rekey: { readonly seconds: number; readonly packets: number; readonly bytes: number };
@@ -199,25 +199,29 @@ function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
   onlyKeys(o, ['offload', 'cables', 'upcall', 'esp', 'metrics'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
-  onlyKeys(c, ['max', 'ttl', 'negativeTtl'], 'switch.cables');
+  onlyKeys(c, ['max', 'ttl', 'negativeTtl', 'perPort'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
-  onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond'], 'switch.upcall');
+  onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond', 'portMissesPerSecond'], 'switch.upcall');
   const e = obj(o.esp ?? {}, 'switch.esp');
   onlyKeys(e, ['cipher', 'rekey', 'grace'], 'switch.esp');
   const r = obj(e.rekey ?? {}, 'switch.esp.rekey');
   onlyKeys(r, ['seconds', 'packets', 'bytes'], 'switch.esp.rekey');
   const ip = (x: unknown, p: string, lo: number, hi: number): number => int(x, p, lo, hi);
+  const max = opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables');
   return {
     offload: opt(o, 'offload', true, bool, 'switch'),
     cables: {
-      max: opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables'),
+      max,
       ttl: opt(c, 'ttl', 300, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),
       negativeTtl: opt(c, 'negativeTtl', 10, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),
+      // A VM's own egress cables may fill at most this much of the cache: a flood evicts only its own.
+      perPort: opt(c, 'perPort', Math.min(16_384, max), (x, p) => ip(x, p, 1, max), 'switch.cables'),
     },
     upcall: {
       queuePerCable: opt(u, 'queuePerCable', 64, (x, p) => ip(x, p, 1, 65_536), 'switch.upcall'),
       queueTotal: opt(u, 'queueTotal', 4096, (x, p) => ip(x, p, 1, 1_048_576), 'switch.upcall'),
       verifyPerSecond: opt(u, 'verifyPerSecond', 2000, (x, p) => ip(x, p, 1, 1_000_000), 'switch.upcall'),
+      portMissesPerSecond: opt(u, 'portMissesPerSecond', 2000, (x, p) => ip(x, p, 1, 1_000_000), 'switch.upcall'),
     },
     esp: {
       cipher: oneOf(e.cipher ?? 'aes-128-gcm', 'switch.esp.cipher', ['aes-128-gcm', 'aes-256-gcm'] as const),

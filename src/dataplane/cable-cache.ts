@@ -7,7 +7,7 @@
 // identity moved, exactly its cables are found, and a host without one does no work.
 
 import { LRUCache } from 'lru-cache';
-import type { Cable } from './cable.js';
+import { CableDirection, type Cable } from './cable.js';
 
 /** Options for every lookup: one shared object, so a get() allocates nothing (lru-cache defaults a new one). */
 const GET: LRUCache.GetOptions<number, Cable, unknown> = {};
@@ -17,6 +17,8 @@ export class CableCache {
   /** Cables removed because the cache was full. */
   evictions = 0;
   private readonly byIdentity = new Map<string, Set<Cable>>();
+  /** Egress cables by source port, oldest first (the per-port quota). */
+  private readonly byPort = new Map<number, Set<Cable>>();
 
   constructor(readonly max: number, private readonly onEvict: (c: Cable) => void = () => {}) {
     this.lru = new LRUCache<number, Cable>({
@@ -88,6 +90,22 @@ export class CableCache {
     return out.length;
   }
 
+  /** Egress cables from the VM on port `port` cached now. */
+  portCount(port: number): number {
+    return this.byPort.get(port)?.size ?? 0;
+  }
+
+  /** Take out the longest-cached cable from port `port` (its quota is full), as an eviction. */
+  evictOldestOfPort(port: number): Cable | undefined {
+    const set = this.byPort.get(port);
+    const oldest = set?.values().next().value as Cable | undefined;
+    if (!oldest) return undefined;
+    this.remove(oldest);
+    this.evictions++;
+    this.onEvict(oldest);
+    return oldest;
+  }
+
   /** The cables with `identity` (canonical text) at either end. */
   cablesOf(identity: string): readonly Cable[] {
     const set = this.byIdentity.get(identity);
@@ -95,6 +113,14 @@ export class CableCache {
   }
 
   private index(c: Cable): void {
+    if (c.direction === CableDirection.Egress && c.srcPort >= 0) {
+      let ports = this.byPort.get(c.srcPort);
+      if (!ports) {
+        ports = new Set();
+        this.byPort.set(c.srcPort, ports);
+      }
+      ports.add(c);
+    }
     for (const id of c.srcText === c.dstText ? [c.srcText] : [c.srcText, c.dstText]) {
       let set = this.byIdentity.get(id);
       if (!set) {
@@ -106,6 +132,8 @@ export class CableCache {
   }
 
   private unindex(c: Cable): void {
+    const ports = this.byPort.get(c.srcPort);
+    if (ports && ports.delete(c) && ports.size === 0) this.byPort.delete(c.srcPort);
     for (const id of [c.srcText, c.dstText]) {
       const set = this.byIdentity.get(id);
       if (set && set.delete(c) && set.size === 0) this.byIdentity.delete(id);

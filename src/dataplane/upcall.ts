@@ -14,6 +14,7 @@ import { CableDirection, type Cable } from './cable.js';
 import type { CableCache } from './cable-cache.js';
 import { Drop } from '../base/drops.js';
 import { Histogram } from '../base/histogram.js';
+import { TokenBucket } from '../base/token-bucket.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 import { settle } from './stage.js';
 
@@ -41,6 +42,10 @@ export interface UpcallLimits {
   readonly total: number;
   /** Pairs that may be resolving at once. */
   readonly maxPending: number;
+  /** New egress misses a VM port may start a second (a flood of new destinations costs only its VM). */
+  readonly portMissesPerSecond?: number;
+  /** Egress cables of one VM port the cache may hold; past it the port's oldest goes. */
+  readonly perPortCables?: number;
 }
 
 interface Pending {
@@ -67,7 +72,9 @@ export class Upcall {
   private pendingCount = 0;
   /** Packets waiting now. */
   queued = 0;
-  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0, restarted: 0 };
+  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0, restarted: 0, portEvictions: 0 };
+  /** Per VM port: its budget of new misses. */
+  private readonly portBudgets = new Map<number, TokenBucket>();
   /** Cables installed by a miss, by decision: plugged, or unplugged with the reason. */
   readonly decisions = { plugged: 0, unplugged: new Map<Drop, number>() };
   /** Miss to installed cable, seconds. */
@@ -143,6 +150,7 @@ export class Upcall {
   private hold(b: Batch, i: number, direction: CableDirection, hash: number, s: number, d: number, start: () => Promise<Cable>): Drop {
     const buf = b.data;
     let p = this.find(direction, hash, buf, s, d);
+    if (!p && direction === CableDirection.Egress && !this.portAdmits(b.port[i])) return Drop.UpcallPortQuota;
     if (!p && this.pendingCount >= this.limits.maxPending) return Drop.UpcallRateLimited;
     if (this.queued >= this.limits.total || (p && p.packets.length >= this.limits.perCable)) return Drop.UpcallQueueFull;
     if (!p) {
@@ -203,10 +211,33 @@ export class Upcall {
     if (p.packets.length > 0) this.release(p.direction, p.packets);
   }
 
-  /** Put `cable` in its cache. A cable that replaces one of the same pair takes over its counters: a re-plug (a new peer after a migration, a new SA) is the same cable to the operator. */
+  /** True when port `port` may start another miss now (its quota of misses a second). */
+  private portAdmits(port: number): boolean {
+    const rate = this.limits.portMissesPerSecond;
+    if (rate === undefined) return true;
+    let bucket = this.portBudgets.get(port);
+    const now = performance.now();
+    if (!bucket) {
+      bucket = new TokenBucket(rate, rate, now);
+      this.portBudgets.set(port, bucket);
+    }
+    return bucket.take(now);
+  }
+
+  /**
+   * Put `cable` in its cache. A cable that replaces one of the same pair takes over its
+   * counters: a re-plug (a new peer after a migration, a new SA) is the same cable to the
+   * operator. A new egress pair of a port whose quota of cables is full evicts that port's
+   * oldest cable, never another VM's.
+   */
   private install(cable: Cable): void {
     this.onInstall?.(cable);
-    const old = this.cacheOf(cable.direction).insert(cable);
+    const cache = this.cacheOf(cable.direction);
+    const quota = this.limits.perPortCables;
+    if (quota !== undefined && cable.direction === CableDirection.Egress && cable.srcPort >= 0 && cache.findCable(cable) === undefined) {
+      while (cache.portCount(cable.srcPort) >= quota && cache.evictOldestOfPort(cable.srcPort)) this.counts.portEvictions++;
+    }
+    const old = cache.insert(cable);
     if (!old) return;
     cable.packets += old.packets;
     cable.bytes += old.bytes;

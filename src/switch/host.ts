@@ -134,7 +134,7 @@ export class Host implements HostView {
     this.upcall = new Upcall(
       { plugEgress: (port, dst, hash, prev) => this.sender.plug(port, dst, hash, prev), plugIngress: (src, port, from, hash, prev) => this.receiver.plug(src, port, from, hash, prev) },
       caches,
-      { perCable: sw.upcall.queuePerCable, total: sw.upcall.queueTotal, maxPending: 1024 },
+      { perCable: sw.upcall.queuePerCable, total: sw.upcall.queueTotal, maxPending: 1024, portMissesPerSecond: sw.upcall.portMissesPerSecond, perPortCables: sw.cables.perPort },
       (dir, packets) => this.reinject(dir, packets),
       (err) => log.error('upcall-bug', { error: String(err) }),
       (old, next) => this.sas.replaced(old, next),

@@ -14,7 +14,7 @@ import type { Upcall } from '../upcall.js';
 export class CableLookup implements Stage {
   readonly name = 'cable-lookup';
   /** Its own reasons, and those an unplugged cable stores (decided on the miss path). */
-  readonly drops = [Drop.UpcallQueueFull, ...PLUG_REASONS];
+  readonly drops = [Drop.UpcallQueueFull, Drop.UpcallPortQuota, ...PLUG_REASONS];
   readonly outputs = [Next.Held];
   hits = 0;
   misses = 0;
