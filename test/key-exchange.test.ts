@@ -137,7 +137,7 @@ test('silence unplugs the cable at the sender after the last try, and nothing le
 test('packets wait, bounded, until their SA exists, then leave encrypted and in order', async () => {
   const hub = new TestHub();
   hub.decide = (msg) => (msg[0] === KX_ANSWER ? 'hold' : 'pass');
-  const o = await openOffline({ hub, kx: { retryMs: 10_000 } });
+  const o = await openOffline({ hub, kx: { retryMs: 10_000 }, prefetchReplies: false }); // every ANSWER is held: one direction only
   const h1 = o.off.hosts.get('h1')!;
   // No settle: the answer is held, so the packets stay in the upcall queue.
   const pending = ping(o, 70);
@@ -216,7 +216,7 @@ test('an idle cable ends: sweep frees it and its keys on both hosts, and the nex
   let now = Date.now();
   const clock = { now: () => now };
   const cipher = new NodeEspCipher();
-  const o = await openOffline({ clock, cipher });
+  const o = await openOffline({ clock, cipher, prefetchReplies: false }); // one direction: its cable and its two keys
   const h1 = o.off.hosts.get('h1')!;
   const h2 = o.off.hosts.get('h2')!;
   await ping(o, 1);
@@ -238,6 +238,28 @@ test('an idle cable ends: sweep frees it and its keys on both hosts, and the nex
   assert.is(h2.ingress.counters.delivered, 2, 'the next packet plugged the pair again');
   assert.is(cipher.keyCount, 2);
   o.off.close();
+});
+
+test("the receiving host plugs the reply's cable as it accepts the request's: the reply leaves without a miss of its own", async () => {
+  const o = await openOffline();
+  const h1 = o.off.hosts.get('h1')!;
+  const h2 = o.off.hosts.get('h2')!;
+  await ping(o, 1);
+  assert.is(h2.upcall.counts.prefetches, 1, 'h2 plugged web2 -> web1 when it accepted web1 -> web2');
+  assert.is(h2.upcall.counts.misses, 0);
+  const reply = [...h2.egressCables.all()].find((c) => c.srcText === o.config.vms.get('web2')!.identityText);
+  assert.ok(reply?.plugged && reply.sa, 'plugged, on its own SA');
+  assert.is(h1.upcall.counts.prefetches, 0, "h1 had web1 -> web2 already: no ping-pong");
+  await ping(o, 1, 'web2', 'web1');
+  assert.is(h2.upcall.counts.misses, 0, 'the reply found its cable');
+  assert.is(h1.ingress.counters.delivered, 1);
+  // Off, the reply pays its own miss.
+  const off = await openOffline({ prefetchReplies: false });
+  await ping(off, 1);
+  await ping(off, 1, 'web2', 'web1');
+  assert.is(off.off.hosts.get('h2')!.upcall.counts.misses, 1);
+  o.off.close();
+  off.off.close();
 });
 
 test.run();

@@ -20,7 +20,7 @@ export const LAYERS: readonly (readonly string[])[] = [
   ['config'], // nvi-switch.yaml
   ['store'], // the mapping store and its backends
   ['switch'], // one host's switch: SDN Algorithms 1 and 2, SAs, the live process
-  ['lab', 'replay'], // tools built on the switch
+  ['lab', 'replay', 'console'], // tools built on the switch
   ['cli'], // the nvi-switch command
 ];
 

@@ -17,6 +17,7 @@ import { Histogram } from '../base/histogram.js';
 import { TokenBucket } from '../base/token-bucket.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 import { settle } from './stage.js';
+import { pairHash } from './pair-hash.js';
 
 export interface HeldPacket {
   readonly data: Buffer;
@@ -72,7 +73,7 @@ export class Upcall {
   private pendingCount = 0;
   /** Packets waiting now. */
   queued = 0;
-  readonly counts = { misses: 0, plugs: 0, refreshes: 0, released: 0, restarted: 0, portEvictions: 0 };
+  readonly counts = { misses: 0, prefetches: 0, plugs: 0, refreshes: 0, released: 0, restarted: 0, portEvictions: 0 };
   /** Per VM port: its budget of new misses. */
   private readonly portBudgets = new Map<number, TokenBucket>();
   /** Cables installed by a miss, by decision: plugged, or unplugged with the reason. */
@@ -106,6 +107,28 @@ export class Upcall {
     const peer = b.peer[i];
     return this.hold(b, i, CableDirection.Ingress, hash, innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_DST, () =>
       this.resolver.plugIngress(Buffer.from(b.data.subarray(innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_SRC + 16)), port, peer, hash, undefined));
+  }
+
+  /**
+   * Plug local VM `src` (on `port`) -> `dst` ahead of its first packet: a peer just plugged
+   * dst -> src, so the answer is likely next (a reply that would otherwise wait for a miss of
+   * its own). Packets of the pair that come meanwhile wait for it as for any miss. Nothing
+   * happens when the pair has a cable or a miss already.
+   */
+  prefetchEgress(port: number, src: Buffer, dst: Buffer): boolean {
+    const pair = Buffer.concat([src, dst]);
+    const hash = pairHash(pair, 0, pair, 16);
+    const cached = this.caches.egress.find(hash, pair, 0, 16);
+    if ((cached && cached.expiresAt > Date.now()) || this.find(CableDirection.Egress, hash, pair, 0, 16)) return false;
+    if (this.pendingCount >= this.limits.maxPending) return false;
+    const p: Pending = {
+      direction: CableDirection.Egress, hash, src: Buffer.from(src), dst: Buffer.from(dst), packets: [], since: performance.now(),
+      start: () => this.resolver.plugEgress(port, dst, hash, undefined), stale: false, restarts: 0,
+    };
+    this.add(p);
+    this.counts.prefetches++;
+    this.ask(p);
+    return true;
   }
 
   /** Verify a plugged cable again while it keeps forwarding (its refresh time passed). */

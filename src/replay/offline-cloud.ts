@@ -59,6 +59,8 @@ export interface OfflineOptions {
   readonly hub?: MemoryHub;
   /** Key-exchange timing and limits (tests shorten the retries). */
   readonly kx?: Partial<KxTiming>;
+  /** Plug a reply's cable when the peer plugs the request's (default true). */
+  readonly prefetchReplies?: boolean;
 }
 
 const UDP_HLEN = 8;
@@ -124,6 +126,7 @@ export class OfflineCloud {
       log: this.opts.log,
       saLimits: this.opts.saLimits,
       kx: this.opts.kx,
+      prefetchReplies: this.opts.prefetchReplies,
       exportKeys: this.opts.exportKeys,
       observe: (b, direction, hostName) => this.observe(b, direction, hostName),
     });

@@ -25,7 +25,7 @@ import type { Policy } from '../policy/decision.js';
 import { BindingLookup, type BindingSource } from './binding-lookup.js';
 import { CableMaker } from './cable-maker.js';
 import type { BindingVerifierLike, HostView } from './host-view.js';
-import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type KxTiming, type KxTransport } from './key-exchange.js';
+import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type InboundInstaller, type KxTiming, type KxTransport } from './key-exchange.js';
 import { Receiver } from './receiver.js';
 import { Reevaluator } from './reevaluate.js';
 import { Rekeyer } from './rekey.js';
@@ -59,6 +59,8 @@ export interface HostParts {
   readonly checkStages?: boolean;
   /** The VMs whose ports exist at start (default: every VM the config places on this host). */
   readonly vms?: readonly VmConfig[];
+  /** Plug a reply's cable when the peer plugs the request's (default true; tests of one direction turn it off). */
+  readonly prefetchReplies?: boolean;
 }
 
 /** The port of `vm` as the data path sees it. */
@@ -126,7 +128,7 @@ export class Host implements HostView {
     };
     this.saLimits = limits;
     this.kx = new KeyExchangeEngine(
-      { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, this.sas, cipher,
+      { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, this.answering(), cipher,
       { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys }, clock, parts.random ?? systemRandom,
     );
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
@@ -254,6 +256,22 @@ export class Host implements HostView {
     }
     this.sas.retireAll();
     return n;
+  }
+
+  /**
+   * The SA table as the key exchange's responder installs into it, plus one step: a peer
+   * that plugged remote -> local makes this host plug local -> remote at once, so that the
+   * reply does not wait for a miss and a key exchange of its own (the first packet's round trip).
+   */
+  private answering(): InboundInstaller {
+    return {
+      installInbound: (cable, spi, key, peer) => {
+        this.sas.installInbound(cable, spi, key, peer);
+        if (this.parts.prefetchReplies !== false && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
+      },
+      spiInUse: (spi) => this.sas.spiInUse(spi),
+      spiRejected: (spi, from) => this.sas.spiRejected(spi, from),
+    };
   }
 
   /** An egress cable plugged outside the miss path (a handover): into the cache, replacing any of its pair. */
