@@ -44,3 +44,11 @@ export function quantiles(xs: readonly number[]): string {
   const q = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)];
   return `p50 ${q(0.5).toFixed(1)} ms, p99 ${q(0.99).toFixed(1)} ms, max ${s[s.length - 1].toFixed(1)} ms`;
 }
+
+/** p50 / p99 / max of microsecond figures, in ms with two decimals. */
+export function quantilesUs(us: readonly number[]): string {
+  if (us.length === 0) return 'none';
+  const s = [...us].sort((a, b) => a - b);
+  const q = (p: number): number => s[Math.min(s.length - 1, Math.ceil(p * s.length) - 1)] / 1000;
+  return `p50 ${q(0.5).toFixed(2)} ms, p99 ${q(0.99).toFixed(2)} ms, max ${(s[s.length - 1] / 1000).toFixed(2)} ms`;
+}

@@ -15,6 +15,8 @@ Every command prints one JSON object on stdout and bounds itself in time.
                                      COUNT hand-made Ethernet/IPv6/UDP frames on IFACE
   fuzz IFACE DST_MAC SRC_MAC SRC6 SEED COUNT DST6...
                                      COUNT random malformed frames on IFACE (see fuzz_frame)
+  stamp-send HOST PORT               a datagram per number read on stdin, stamped with its send time
+  stamp-recv PORT SECONDS            each datagram's one-way time (kernel receive stamp - send stamp)
   probe HOST PORT INTERVAL_MS SECONDS
                                      numbered UDP datagrams every INTERVAL_MS for SECONDS
   probe-log PORT SECONDS             receive them; report the gaps: every silence longer than
@@ -344,6 +346,37 @@ def spray(iface, dst_mac, src_mac, src6, prefix, rate, seconds, seed):
     emit({'sent': sent, 'refusedByKernel': dropped, 'seconds': round(time.monotonic() - t0, 3)})
 
 
+def stamp_send(host, port):
+    # One datagram per line read on stdin (its number), carrying the wall-clock time it left.
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    emit({'listening': 'stdin'})
+    for line in sys.stdin:
+        k = int(line)
+        s.sendto(struct.pack('!QQ', k, time.time_ns()), (host, port))
+
+
+def stamp_recv(port, seconds):
+    # Each datagram's number and the one-way time from its send to the kernel's receive stamp.
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+    s.bind(('::', port))
+    s.settimeout(0.5)
+    emit({'listening': port})
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        try:
+            data, anc, _, _ = s.recvmsg(64, socket.CMSG_SPACE(16))
+        except socket.timeout:
+            continue
+        k, sent = struct.unpack('!QQ', data[:16])
+        got = time.time_ns()
+        for level, kind, raw in anc:
+            if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+                sec, nsec = struct.unpack('qq', raw[:16])
+                got = sec * 1_000_000_000 + nsec
+        emit({'seq': k, 'us': round((got - sent) / 1000, 1)})
+
+
 def main(argv):
     cmd, args = argv[0], argv[1:]
     flags = [a for a in args if a.startswith('--')]
@@ -368,6 +401,10 @@ def main(argv):
         probe(args[0], int(args[1]), float(args[2]), float(args[3]))
     elif cmd == 'probe-log':
         probe_log(int(args[0]), float(args[1]))
+    elif cmd == 'stamp-send':
+        stamp_send(args[0], int(args[1]))
+    elif cmd == 'stamp-recv':
+        stamp_recv(int(args[0]), float(args[1]))
     elif cmd == 'spray':
         spray(args[0], args[1], args[2], args[3], args[4], float(args[5]), float(args[6]), int(args[7]))
     else:

@@ -1,0 +1,74 @@
+// First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
+// receiving VM, cross host, embedded store, next to a frame on the plugged cable.
+//
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200]      (root)
+//
+// web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
+// receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
+// Before each first datagram both switches forget every cable and SA (`cables --flush`), so it
+// takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
+// makes its own checks), SA install, release. A second datagram right after it, on the
+// plugged cable, is the baseline. The lab (prefix nvi-b-) is removed at the end.
+
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { controlRequest } from '../src/switch/control.js';
+import { controlPath } from '../src/switch/paths.js';
+import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
+import { quantilesUs } from './lab/probe.js';
+import { benchOptions, integer, refuse } from './options.js';
+
+const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
+const v = benchOptions({ pairs: { type: 'string' } });
+const PAIRS = integer('pairs', v.pairs ?? '200');
+const PORT = 7100;
+const lab = new BenchLab('first-packet');
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+try {
+  if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
+  const c = await lab.up();
+  const web2 = c.vms.get('web2')!.identityText;
+  const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const send = spawn('ip', ['netns', 'exec', `${PREFIX}web1`, 'python3', NET_PY, 'stamp-send', web2, String(PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  lab.children.push(recv, send);
+  const arrived = new Map<number, number>();
+  let listening = false;
+  createInterface({ input: recv.stdout! }).on('line', (line) => {
+    const m = JSON.parse(line) as { seq?: number; us?: number; listening?: number };
+    if (m.listening !== undefined) listening = true;
+    if (m.seq !== undefined) arrived.set(m.seq, m.us!);
+  });
+  while (!listening) await sleep(20);
+  const datagram = async (seq: number): Promise<number | undefined> => {
+    send.stdin!.write(`${seq}\n`);
+    for (let t = 0; t < 200 && !arrived.has(seq); t++) await sleep(5);
+    return arrived.get(seq);
+  };
+  // Warm up: the paths, the JIT, the replicas.
+  for (let k = 0; k < 20; k++) await datagram(900_000 + k);
+  const first: number[] = [];
+  const warm: number[] = [];
+  let lost = 0;
+  for (let k = 0; k < PAIRS; k++) {
+    for (const h of ['h1', 'h2']) await controlRequest(controlPath(c, h), { cmd: 'flush' });
+    await sleep(30);
+    const a = await datagram(2 * k);
+    await sleep(10);
+    const b = await datagram(2 * k + 1);
+    if (a === undefined || b === undefined) lost++;
+    if (a !== undefined) first.push(a);
+    if (b !== undefined) warm.push(b);
+  }
+  const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
+  const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each):\n` +
+    `  first datagram:             ${quantilesUs(first)}\n` +
+    `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
+    `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
+    `  lost ${lost}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n`);
+  send.stdin!.end();
+} finally {
+  await lab.cleanup();
+}
