@@ -113,13 +113,13 @@ export class Upcall {
    * Plug local VM `src` (on `port`) -> `dst` ahead of its first packet: a peer just plugged
    * dst -> src, so the answer is likely next (a reply that would otherwise wait for a miss of
    * its own). Packets of the pair that come meanwhile wait for it as for any miss. Nothing
-   * happens when the pair has a cable or a miss already.
+   * happens when the pair has a cable (even one due for renewal: its next packet renews it)
+   * or a miss already.
    */
   prefetchEgress(port: number, src: Buffer, dst: Buffer): boolean {
     const pair = Buffer.concat([src, dst]);
     const hash = pairHash(pair, 0, pair, 16);
-    const cached = this.caches.egress.find(hash, pair, 0, 16);
-    if ((cached && cached.expiresAt > Date.now()) || this.find(CableDirection.Egress, hash, pair, 0, 16)) return false;
+    if (this.caches.egress.find(hash, pair, 0, 16) || this.find(CableDirection.Egress, hash, pair, 0, 16)) return false;
     if (this.pendingCount >= this.limits.maxPending) return false;
     const p: Pending = {
       direction: CableDirection.Egress, hash, src: Buffer.from(src), dst: Buffer.from(dst), packets: [], since: performance.now(),
