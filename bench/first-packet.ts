@@ -33,6 +33,9 @@ try {
   const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const send = spawn('ip', ['netns', 'exec', `${PREFIX}web1`, 'python3', NET_PY, 'stamp-send', web2, String(PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
   lab.children.push(recv, send);
+  let gone = '';
+  recv.once('exit', (code) => (gone = `stamp-recv in web2 exited (${code})`));
+  send.once('exit', (code) => (gone = `stamp-send in web1 exited (${code})`));
   const arrived = new Map<number, number>();
   let listening = false;
   createInterface({ input: recv.stdout! }).on('line', (line) => {
@@ -40,8 +43,12 @@ try {
     if (m.listening !== undefined) listening = true;
     if (m.seq !== undefined) arrived.set(m.seq, m.us!);
   });
-  while (!listening) await sleep(20);
+  while (!listening) {
+    if (gone) throw new Error(gone);
+    await sleep(20);
+  }
   const datagram = async (seq: number): Promise<number | undefined> => {
+    if (gone) throw new Error(gone);
     send.stdin!.write(`${seq}\n`);
     for (let t = 0; t < 200 && !arrived.has(seq); t++) await sleep(5);
     return arrived.get(seq);

@@ -358,7 +358,8 @@ def stamp_send(host, port):
 def stamp_recv(port, seconds):
     # Each datagram's number and the one-way time from its send to the kernel's receive stamp.
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_TIMESTAMPNS, 1)
+    so_timestampns = getattr(socket, 'SO_TIMESTAMPNS', 35)  # Linux; not every Python names it
+    s.setsockopt(socket.SOL_SOCKET, so_timestampns, 1)
     s.bind(('::', port))
     s.settimeout(0.5)
     emit({'listening': port})
@@ -371,7 +372,7 @@ def stamp_recv(port, seconds):
         k, sent = struct.unpack('!QQ', data[:16])
         got = time.time_ns()
         for level, kind, raw in anc:
-            if level == socket.SOL_SOCKET and kind == socket.SO_TIMESTAMPNS:
+            if level == socket.SOL_SOCKET and kind == so_timestampns:
                 sec, nsec = struct.unpack('qq', raw[:16])
                 got = sec * 1_000_000_000 + nsec
         emit({'seq': k, 'us': round((got - sent) / 1000, 1)})
