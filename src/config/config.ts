@@ -73,7 +73,7 @@ export interface SwitchSettings {
   /** TSO and checksum offload between guests and their TAPs (the switch segments; the kernel runs GRO). */
   readonly offload: boolean;
   readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number; readonly perPort: number };
-  readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number; readonly portMissesPerSecond: number };
+  readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number; readonly portMissesPerSecond: number; readonly prefetchReplies: boolean };
   readonly esp: {
     readonly cipher: EspAlgorithm;
     readonly rekey: { readonly seconds: number; readonly packets: number; readonly bytes: number };
@@ -201,7 +201,7 @@ function readSwitch(v: unknown): SwitchSettings {
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl', 'perPort'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
-  onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond', 'portMissesPerSecond'], 'switch.upcall');
+  onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond', 'portMissesPerSecond', 'prefetchReplies'], 'switch.upcall');
   const e = obj(o.esp ?? {}, 'switch.esp');
   onlyKeys(e, ['cipher', 'rekey', 'grace'], 'switch.esp');
   const r = obj(e.rekey ?? {}, 'switch.esp.rekey');
@@ -222,6 +222,7 @@ function readSwitch(v: unknown): SwitchSettings {
       queueTotal: opt(u, 'queueTotal', 4096, (x, p) => ip(x, p, 1, 1_048_576), 'switch.upcall'),
       verifyPerSecond: opt(u, 'verifyPerSecond', 2000, (x, p) => ip(x, p, 1, 1_000_000), 'switch.upcall'),
       portMissesPerSecond: opt(u, 'portMissesPerSecond', 2000, (x, p) => ip(x, p, 1, 1_000_000), 'switch.upcall'),
+      prefetchReplies: opt(u, 'prefetchReplies', true, bool, 'switch.upcall'),
     },
     esp: {
       cipher: oneOf(e.cipher ?? 'aes-128-gcm', 'switch.esp.cipher', ['aes-128-gcm', 'aes-256-gcm'] as const),

@@ -239,8 +239,13 @@ function transcript(init: Buffer): Buffer {
   return createHash('sha256').update(init).digest();
 }
 
+export interface Ephemeral {
+  readonly privateKey: KeyObject;
+  readonly publicRaw: Buffer;
+}
+
 /** A fresh ephemeral X25519 key pair: the private key and the raw 32-byte public key. */
-export function ephemeralKey(): { privateKey: KeyObject; publicRaw: Buffer } {
+export function ephemeralKey(): Ephemeral {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
   const spki = publicKey.export({ format: 'der', type: 'spki' });
   return { privateKey, publicRaw: Buffer.from(spki.subarray(spki.length - 32)) };

@@ -59,7 +59,7 @@ export interface HostParts {
   readonly checkStages?: boolean;
   /** The VMs whose ports exist at start (default: every VM the config places on this host). */
   readonly vms?: readonly VmConfig[];
-  /** Plug a reply's cable when the peer plugs the request's (default true; tests of one direction turn it off). */
+  /** Plug a reply's cable when the peer plugs the request's (default: switch.upcall.prefetchReplies; tests of one direction turn it off). */
   readonly prefetchReplies?: boolean;
 }
 
@@ -267,7 +267,8 @@ export class Host implements HostView {
     return {
       installInbound: (cable, spi, key, peer) => {
         this.sas.installInbound(cable, spi, key, peer);
-        if (this.parts.prefetchReplies !== false && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
+        const prefetch = this.parts.prefetchReplies ?? this.parts.config.switch.upcall.prefetchReplies;
+        if (prefetch && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
       },
       spiInUse: (spi) => this.sas.spiInUse(spi),
       spiRejected: (spi, from) => this.sas.spiRejected(spi, from),

@@ -20,8 +20,9 @@ import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspAlgorithm, EspCipher } from '../esp/esp-cipher.js';
 import {
   answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify,
-  ephemeralKey, KX_ANSWER, KX_INIT, KX_NOTIFY, NotifyReason, verifySignature, type Init, type Notify,
+  KX_ANSWER, KX_INIT, KX_NOTIFY, NotifyReason, verifySignature, type Init, type Notify,
 } from '../esp/handshake.js';
+import { EphemeralPool } from '../esp/ephemeral-pool.js';
 import { OutboundSa, type SaLimits } from '../esp/sa.js';
 import type { Trace } from '../base/trace.js';
 import type { Clock, Random } from '../base/clock.js';
@@ -140,6 +141,8 @@ export class KeyExchangeEngine implements KeyExchange {
   readonly counters = new KxCounters();
   private readonly pending = new Map<string, Pending>();
   private readonly answered: LRUCache<string, Buffer>;
+  /** Ephemeral keys made ahead, off the first packet's path. */
+  private readonly ephemerals = new EphemeralPool();
   private readonly buckets: LRUCache<number, TokenBucket>;
   private readonly notified: LRUCache<string, number>;
   private closed = false;
@@ -167,7 +170,7 @@ export class KeyExchangeEngine implements KeyExchange {
   establish(req: SaRequest, trace?: Trace): Promise<SaResult> {
     if (this.closed) return Promise.resolve({ ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
     return new Promise((resolve) => {
-      const eph = ephemeralKey();
+      const eph = this.ephemerals.take();
       const requestId = this.random.bytes(8);
       const fields = { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) };
       const init = encodeInit(
@@ -201,6 +204,7 @@ export class KeyExchangeEngine implements KeyExchange {
 
   close(): void {
     this.closed = true;
+    this.ephemerals.close();
     for (const [id, p] of this.pending) this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
     this.transport.close();
   }
@@ -286,7 +290,7 @@ export class KeyExchangeEngine implements KeyExchange {
       this.refuse(init, from, id, result.drop);
       return;
     }
-    const eph = ephemeralKey();
+    const eph = this.ephemerals.take();
     const spi = this.newSpi();
     const { key, salt } = deriveEspKey(init.alg, eph.privateKey, init.ephemeral, init.raw, spi, init.src, init.dst);
     const handle = this.cipher.addKey(init.alg, key, salt);
