@@ -32,6 +32,7 @@ export interface ReplicaOptions {
   readonly heartbeatMs?: number;
   readonly stuckMs?: number;
   readonly staleMs?: number;
+  /** Longest wait between two attempts to list the store again (default 2 s: a store that comes back is used within about that). */
   readonly maxBackoffMs?: number;
 }
 
@@ -76,7 +77,7 @@ export class StoreReplica {
     this.heartbeatMs = opts.heartbeatMs ?? 1000;
     this.stuckMs = opts.stuckMs ?? 3 * this.heartbeatMs;
     this.staleMs = opts.staleMs ?? 3 * this.heartbeatMs;
-    this.maxBackoffMs = opts.maxBackoffMs ?? 5000;
+    this.maxBackoffMs = opts.maxBackoffMs ?? 2000;
   }
 
   /** List and watch until the replica is current the first time; afterwards it keeps itself current. */
