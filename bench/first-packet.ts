@@ -1,14 +1,16 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200]      (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch]      (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
 // Before each first datagram both switches forget every cable and SA (`cables --flush`), so it
 // takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
 // makes its own checks), SA install, release. A second datagram right after it, on the
-// plugged cable, is the baseline. The lab (prefix nvi-b-) is removed at the end.
+// plugged cable, is the baseline. --no-prefetch: h2 does not plug the reply's cable as it
+// accepts the request's (switch.upcall.prefetchReplies). The lab (prefix nvi-b-) is removed
+// at the end.
 
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
@@ -20,7 +22,7 @@ import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -28,6 +30,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
+  if (v['no-prefetch']) lab.config((doc) => doc.setIn(['switch', 'upcall', 'prefetchReplies'], false));
   const c = await lab.up();
   const web2 = c.vms.get('web2')!.identityText;
   const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -70,7 +73,7 @@ try {
   }
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each):\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each)${v['no-prefetch'] ? ', no prefetch of replies' : ''}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
