@@ -11,7 +11,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { chromium, type Browser, type Locator, type Page } from 'playwright-core';
 import { BIN, newLab, sleep, type Lab } from './e2e-fixture.js';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -66,6 +66,15 @@ async function logIn(tenant: string): Promise<Page> {
 
 const id = (vm: string): string => lab.vm(vm).id;
 
+/** Fill a row of the policy form: text fields typed, selects chosen. */
+async function fillRow(row: Locator, fields: Record<string, string>): Promise<void> {
+  for (const [field, value] of Object.entries(fields)) {
+    const input = row.locator(`[data-field=${field}]`);
+    if ((await input.evaluate((e) => e.tagName)) === 'SELECT') await input.selectOption(value);
+    else await input.fill(value);
+  }
+}
+
 /** web3 -> db1 and db1 -> web3 by TCP: opened (a server answers), or refused on the way (the connection times out). */
 async function reach(): Promise<{ web3ToDb1: boolean; db1ToWeb3: boolean }> {
   const sink = await lab.pyServer('db1', ['tcp-sink', 5432, 6, '--echo']);
@@ -86,12 +95,7 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
   // The rule: web3 may open connections to db1.
   await page.click('#add-rule');
   const rule = page.locator('#rules tbody tr').last();
-  await rule.locator('[data-field=name]').fill('web3-opens-db');
-  await rule.locator('[data-field=from]').fill('web3');
-  await rule.locator('[data-field=to]').fill('db1');
-  await rule.locator('[data-field=action]').selectOption('initiate');
-  await rule.locator('[data-field=proto]').fill('tcp');
-  await rule.locator('[data-field=ports]').fill('70000');
+  await fillRow(rule, { name: 'web3-opens-db', from: 'web3', to: 'db1', action: 'initiate', proto: 'tcp', ports: '70000' });
   await page.click('#check');
   await rule.locator('[data-field=ports].bad').waitFor();
   assert.match(await rule.locator('.err').textContent() ?? '', /ports\[0\].*65535/, 'a port out of range is shown at its field, with the message the CLI gives');
@@ -115,12 +119,7 @@ test('blue adds a rule in the page, fixes its tests, publishes; the lab follows;
   // The tests fixed: web3 -> db1 now plugs; and db1 still cannot open a connection to web3.
   await web3Test.locator('[data-field=expect]').selectOption('plug');
   await page.click('#add-test');
-  const reverse = page.locator('#tests tbody tr').last();
-  await reverse.locator('[data-field=src]').fill('db1');
-  await reverse.locator('[data-field=dst]').fill('web3');
-  await reverse.locator('[data-field=proto]').fill('tcp');
-  await reverse.locator('[data-field=port]').fill('5432');
-  await reverse.locator('[data-field=expect]').selectOption('unplug');
+  await fillRow(page.locator('#tests tbody tr').last(), { src: 'db1', dst: 'web3', proto: 'tcp', port: '5432', expect: 'unplug' });
   await page.click('#check');
   await page.waitForFunction(() => /4 passed, 0 failed/.test(document.getElementById('status')!.textContent!));
   await page.click('#publish');

@@ -167,7 +167,7 @@ export class TapPort implements VmLink {
 
   /**
    * Carry on with a TAP (or AF_PACKET) fd another process opened (handover.ts), read and
-   * written the same way: `handover` is what handoverFd() said there.
+   * written the same way: `handover` is what the `handover` getter said there.
    */
   static adopt(name: string, fd: number, handover: TapHandover): TapPort {
     return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload);

@@ -108,7 +108,7 @@ export class ControlServer {
         rmSync(this.path, { force: true });
         resolve();
       });
-      for (const c of this.conns) c.destroy();
+      this.dropConnections();
     });
   }
 }

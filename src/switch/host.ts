@@ -264,10 +264,10 @@ export class Host implements HostView {
    * reply does not wait for a miss and a key exchange of its own (the first packet's round trip).
    */
   private answering(): InboundInstaller {
+    const prefetch = this.parts.prefetchReplies ?? this.parts.config.switch.upcall.prefetchReplies;
     return {
       installInbound: (cable, spi, key, peer) => {
         this.sas.installInbound(cable, spi, key, peer);
-        const prefetch = this.parts.prefetchReplies ?? this.parts.config.switch.upcall.prefetchReplies;
         if (prefetch && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
       },
       spiInUse: (spi) => this.sas.spiInUse(spi),

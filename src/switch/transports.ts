@@ -20,11 +20,7 @@ export class UdpTransport implements KxTransport {
   private constructor(private readonly port: number) {}
 
   static async open(address: number, port: number): Promise<UdpTransport> {
-    const socket = createSocket({ type: 'udp4', reuseAddr: false });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `cannot bind the key exchange to ${formatIpv4(address)}:${port}: ${e.message}`)));
-      socket.bind(port, formatIpv4(address), () => resolve());
-    });
+    const socket = await bound((s, done) => s.bind(port, formatIpv4(address), done), `cannot bind the key exchange to ${formatIpv4(address)}:${port}`);
     const t = new UdpTransport(port);
     t.use(socket);
     return t;
@@ -37,12 +33,7 @@ export class UdpTransport implements KxTransport {
 
   /** Take over the bound socket `fd` another process handed over; what waited is sent now. */
   async adopt(fd: number): Promise<void> {
-    const socket = createSocket({ type: 'udp4' });
-    await new Promise<void>((resolve, reject) => {
-      socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `cannot take over the key exchange socket (fd ${fd}): ${e.message}`)));
-      socket.bind({ fd }, () => resolve());
-    });
-    this.use(socket);
+    this.use(await bound((s, done) => s.bind({ fd }, done), `cannot take over the key exchange socket (fd ${fd})`));
     for (const w of this.waiting.splice(0)) this.send(w.msg, w.to);
   }
 
@@ -79,6 +70,15 @@ export class UdpTransport implements KxTransport {
     this.socket?.close();
     this.socket = null;
   }
+}
+
+/** A UDP socket bound by `bind`; a failure is `what` with the system's reason. */
+function bound(bind: (s: Socket, done: () => void) => void, what: string): Promise<Socket> {
+  const socket = createSocket({ type: 'udp4', reuseAddr: false });
+  return new Promise((resolve, reject) => {
+    socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `${what}: ${e.message}`)));
+    bind(socket, () => resolve(socket));
+  });
 }
 
 /** Hosts in one process: messages are delivered asynchronously, as a network would. */
