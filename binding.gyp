@@ -6,6 +6,7 @@
         "src/native/addon.c",
         "src/native/napi_util.c",
         "src/native/poll.c",
+        "src/native/busy_poll.c",
         "src/native/fd_io.c",
         "src/native/tap.c",
         "src/native/raw_socket.c",

@@ -1,6 +1,7 @@
 // The native addon's event-loop watcher (uv_poll) and loader, on a FIFO: callbacks once per
 // readiness event while data waits, none after close, an unref'd watcher lets the process
-// exit, and a missing addon says how to build it.
+// exit, busy polling keeps the loop turning for its window after a readiness event and no
+// longer, and a missing addon says how to build it.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -150,6 +151,55 @@ test('without the built addon, loading says to run npm install', () => {
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
+});
+
+
+test('busy polling: after a readiness event the loop turns without sleeping for the window, then sleeps again', async () => {
+  const fd = fifo();
+  const w = native.pollCreate(fd, () => drain(fd));
+  native.pollStart(w, POLL_READABLE);
+  try {
+    native.busyPoll(0);
+    const off = native.busyPollTurns();
+    writeSync(fd, 'x');
+    await sleep(30);
+    assert.is(native.busyPollTurns(), off, 'off: the loop sleeps as soon as it is idle');
+
+    native.busyPoll(20_000);
+    const before = native.busyPollTurns();
+    await sleep(30);
+    assert.is(native.busyPollTurns(), before, 'no readiness event, no busy polling');
+    writeSync(fd, 'x');
+    await sleep(60); // the 20 ms window, and then some
+    const spun = native.busyPollTurns() - before;
+    assert.ok(spun > 100, `the loop turned ${spun} times in the window`);
+    const after = native.busyPollTurns();
+    await sleep(40);
+    assert.is(native.busyPollTurns(), after, 'the window is over: the loop sleeps again');
+  } finally {
+    native.busyPoll(0);
+    native.pollClose(w);
+    closeSync(fd);
+  }
+});
+
+test('busy polling: a window over 10 s is refused, and a busy-polling loop does not keep the process alive', () => {
+  assert.throws(() => native.busyPoll(10_000_001), /at most 10000000/);
+  assert.throws(() => native.busyPoll(-1), /at most 10000000/);
+  const nativeJs = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'native', 'addon.js');
+  execFileSync('mkfifo', [join(dir, 'busy-fifo')]);
+  const script = `
+    import { openSync, writeSync, constants } from 'node:fs';
+    const { loadNative } = await import(${JSON.stringify(nativeJs)});
+    const n = loadNative();
+    const fd = openSync(${JSON.stringify(join(dir, 'busy-fifo'))}, constants.O_RDWR | constants.O_NONBLOCK);
+    n.busyPoll(10_000_000);
+    const w = n.pollCreate(fd, () => { n.pollClose(w); });
+    n.pollStart(w, 1);
+    writeSync(fd, 'x');
+  `;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script], { timeout: 5000 });
+  assert.is(r.status, 0, `exits within its 10 s window: ${r.signal ?? ''} ${r.stderr}`);
 });
 
 test.after(() => rmSync(dir, { recursive: true, force: true }));

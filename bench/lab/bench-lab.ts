@@ -49,6 +49,11 @@ export class BenchLab {
     return c;
   }
 
+  /** Take the lab down (a bench that builds it again, with another config). */
+  async down(): Promise<void> {
+    if (this.cfg) await labDown(this.cfg, () => {});
+  }
+
   /** Run `f` at the end, before the lab goes (stop guests, say). */
   atEnd(f: () => Promise<void>): void {
     this.before.push(f);

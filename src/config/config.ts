@@ -81,6 +81,8 @@ export interface SwitchSettings {
   };
   /** The Prometheus endpoint (`switch.metrics.listen`); undefined: off. */
   readonly metrics?: { readonly host: string; readonly port: number };
+  /** Microseconds the event loop keeps polling, without sleeping, after a packet (0: off). */
+  readonly busyPollUs: number;
 }
 
 export interface CloudConfig {
@@ -197,7 +199,7 @@ function readUnderlay(v: unknown): CloudConfig['underlay'] {
 
 function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
-  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp', 'metrics'], 'switch');
+  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp', 'metrics', 'busyPollUs'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl', 'perPort'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
@@ -234,6 +236,7 @@ function readSwitch(v: unknown): SwitchSettings {
       grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
     },
     metrics: o.metrics === undefined ? undefined : readMetrics(o.metrics),
+    busyPollUs: opt(o, 'busyPollUs', 0, (x, p) => ip(x, p, 0, 10_000_000), 'switch'),
   };
 }
 

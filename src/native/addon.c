@@ -1,6 +1,7 @@
 // nvi_native: the switch's native I/O and crypto layer, loaded by src/native/addon.ts.
 //
 //   poll.c        readiness of an fd through the event loop (uv_poll), no thread pool
+//   busy_poll.c   the event loop kept turning for a while after a packet, instead of sleeping
 //   tap.c         TAP ports: open, batch read, batch write
 //   raw_socket.c  the IPv4 underlay: raw sockets for ESP (50) and IPv6-in-IPv4 (41)
 //   packet_port.c a VM port on a TAP a hypervisor opened: an AF_PACKET socket on its host side
@@ -18,8 +19,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value max;
   napi_create_int32(env, NVI_BATCH_MAX, &max);
   napi_set_named_property(env, exports, "batchMax", max);
-  if (nvi_init_poll(env, exports) || nvi_init_tap(env, exports) || nvi_init_raw_socket(env, exports) ||
-      nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
+  if (nvi_init_poll(env, exports) || nvi_init_busy_poll(env, exports) || nvi_init_tap(env, exports) ||
+      nvi_init_raw_socket(env, exports) || nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
       nvi_init_packet_port(env, exports)) {
     return NULL;
   }

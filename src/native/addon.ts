@@ -68,6 +68,10 @@ export interface NativeAddon {
   pollRef(w: NativePoll, ref: boolean): void;
   /** Stop for good; idempotent. No callback runs after it, and the fd may be closed right after. */
   pollClose(w: NativePoll): void;
+  /** Keep the event loop polling (no sleep) for windowUs after each readiness event; 0: off. Main thread only. */
+  busyPoll(windowUs: number): void;
+  /** Event-loop turns spent busy polling since the process started. */
+  busyPollTurns(): number;
 
   /** Create or attach TAP `name` (IFF_TAP|IFF_NO_PI, non-blocking, close-on-exec), set mtu (>0) and bring it up. */
   tapOpen(name: string, mtu: number, flags: number, netnsPath: string | null, mac: Buffer | null): { fd: number; name: string };

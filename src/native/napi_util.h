@@ -44,6 +44,7 @@ int nvi_export(napi_env env, napi_value exports, const char *name, napi_callback
 
 /** Each file registers its functions on the exports object. */
 int nvi_init_poll(napi_env env, napi_value exports);
+int nvi_init_busy_poll(napi_env env, napi_value exports);
 int nvi_init_tap(napi_env env, napi_value exports);
 int nvi_init_raw_socket(napi_env env, napi_value exports);
 int nvi_init_esp_gcm(napi_env env, napi_value exports);

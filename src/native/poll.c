@@ -20,6 +20,8 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "busy_poll.h"
+
 typedef struct {
   uv_poll_t handle;
   napi_env env;
@@ -65,6 +67,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   watcher *w = h->data;
   if (w->closed) return;
+  nvi_busy_poll_touch(h->loop);
   napi_env env = w->env;
   napi_handle_scope scope;
   if (napi_open_handle_scope(env, &scope) != napi_ok) return;

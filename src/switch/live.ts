@@ -19,6 +19,7 @@ import type { EspCipher } from '../esp/esp-cipher.js';
 import type { SaLimits } from '../esp/sa.js';
 import { wiresharkSaRecord } from '../esp/wireshark-sa.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
+import { loadNative } from '../native/addon.js';
 import type { VmLink } from '../io/vm-link.js';
 import type { Logger } from '../base/log.js';
 import { compilePolicyDocument } from '../policy/document.js';
@@ -171,7 +172,7 @@ export class LiveSwitch implements ControlHandler {
     await this.serve();
     opts.log.info('switch-started', {
       host: name, address: formatIpv4(address), vms: host.ports.all().map((p) => `${p.name}=${p.identityText}`), bindings: published,
-      cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control,
+      cipher: opts.cipher.name, policyRevision: cloud.policy.revision, control: opts.control, busyPollUs: cfg.switch.busyPollUs,
     });
   }
 
@@ -180,6 +181,7 @@ export class LiveSwitch implements ControlHandler {
     const { opts } = this;
     this.sweeper = setInterval(() => this.host.sweep(), 1000);
     this.sweeper.unref();
+    loadNative().busyPoll(this.cloud.config.switch.busyPollUs);
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     const at = this.cloud.config.switch.metrics;
