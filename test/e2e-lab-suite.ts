@@ -78,6 +78,9 @@ export function labSuite(opts: LabSuiteOptions): void {
       const r = await ping(a, b);
       assert.equal(r, { sent: 5, received: 5 }, `${a} -> ${b}`);
     }
+    // switch.busyPollUs is 0 in the shipped config: the switches sleep between packets.
+    const stats = await lab.stats();
+    for (const h of ['h1', 'h2']) assert.equal(stats[h].busyPoll, { windowUs: 0, turns: 0 }, `${h} never busy-polled`);
   });
 
   test('4 MB over TCP arrive complete and intact between web1 and web2 (two hosts) and web1 and web3 (one host), both ways', async () => {

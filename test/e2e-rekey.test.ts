@@ -2,7 +2,9 @@
 // A lab of its own (prefix nvi-t-, test/e2e-fixture.ts) whose config sets a low volume limit,
 // switch.esp.rekey.packets: 3000, so that a few seconds of TCP at 100 Mbit/s cross it many
 // times on the sending host (the receiving host's ACK cable rekeys less often, or not at all:
-// see the ACK counts the tests print).
+// see the ACK counts the tests print). The lab also turns busy polling on
+// (switch.busyPollUs: 2000), so the transfers are checked with the switches polling between
+// packets instead of sleeping; the last test shows that they did.
 //
 // What "no packet lost" means here, for data in each direction (test/e2e/net.py, paced by the
 // sender's kernel): every byte arrived intact and in order (count and SHA-256); the receiving
@@ -17,6 +19,7 @@ import * as assert from 'uvu/assert';
 import { alive, dropDelta, labNamespaces, newLab, sleep, switchProcesses, type CableInfo, type HostStats, type Lab } from './e2e-fixture.js';
 
 const REKEY_PACKETS = 3000;
+const BUSY_POLL_US = 2000;
 const BYTES = 64 << 20; // 64 MB at 100 Mbit/s: about 5.5 s, some 47k data packets
 let lab: Lab;
 
@@ -25,7 +28,7 @@ test.after(async () => {
 });
 
 test(`lab up with switch.esp.rekey.packets: ${REKEY_PACKETS} brings both switches up`, async () => {
-  lab = newLab('rekey', { set: { 'switch.esp.rekey.packets': REKEY_PACKETS } });
+  lab = newLab('rekey', { set: { 'switch.esp.rekey.packets': REKEY_PACKETS, 'switch.busyPollUs': BUSY_POLL_US } });
   assert.is(lab.cfg.switch.esp.rekey.packets, REKEY_PACKETS);
   await lab.up();
   for (const p of lab.switchPids()) assert.ok(alive(p.pid), `switch of ${p.host} runs`);
@@ -128,6 +131,14 @@ test('SAs are replaced many times during a 100 Mbit/s TCP transfer web1 -> web2 
 
 test('SAs are replaced many times during a 100 Mbit/s TCP transfer web2 -> web1 (data rekeys on h2) and no segment is lost', async () => {
   await transfer('web2', 'web1', 5202);
+});
+
+test(`both switches busy-polled during the transfers (switch.busyPollUs: ${BUSY_POLL_US})`, async () => {
+  const stats = await lab.stats();
+  for (const h of ['h1', 'h2']) {
+    assert.is(stats[h].busyPoll.windowUs, BUSY_POLL_US, h);
+    assert.ok(stats[h].busyPoll.turns > 1000, `${h}: ${stats[h].busyPoll.turns} loop turns spent polling`);
+  }
 });
 
 test('lab down leaves no nvi-t- namespace and no switch process of the config', async () => {

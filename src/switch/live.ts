@@ -375,6 +375,7 @@ export class LiveSwitch implements ControlHandler {
       vms: this.ports?.counts,
       verdicts: this.verdicts?.counts,
       memory: process.memoryUsage(),
+      busyPoll: { windowUs: this.cloud.config.switch.busyPollUs, turns: loadNative().busyPollTurns() },
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }
