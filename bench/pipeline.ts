@@ -5,7 +5,7 @@
 //
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
-//       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1]
+//       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
 //
 // Setup, without a single upcall:
 //   1. The cloud of nvi-switch.yaml in one process (OfflineCloud.open: the real Host objects,
@@ -43,6 +43,7 @@
 // nonces repeat under a key: fine for throwaway keys in a benchmark), about 3 minutes.
 
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -78,6 +79,7 @@ const opt = benchOptions({
   cables: { type: 'string', default: '10,100000,1000000' }, sizes: { type: 'string', default: '64,512,1400' },
   modes: { type: 'string', default: 'plain,node,native' }, measure: { type: 'string', default: 'egress,ingress,both' },
   pool: { type: 'string', default: '65536' }, 'key-pool': { type: 'string' }, seed: { type: 'string', default: '1' },
+  'heap-dir': { type: 'string' },
 });
 
 /** The comma-separated items of --`name` (empty items ignored); at least one. */
@@ -288,6 +290,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     c.expiresAt = NOW + 2 * ttl;
   };
   const outbound: (OutboundSa | null)[] = [];
+  const outer = makeOuterTemplate(h1.address, h2.address, esp ? PROTO_ESP : PROTO_IPV6); // one per peer, as the resolver keeps them
   for (let k = 0; k < n; k++) {
     const dst = identity(prefix, k + 1);
     const c = new Cable(pairHash(port.identity, 0, dst, 0), CableDirection.Egress, port.identity, dst, port.identityText,
@@ -295,7 +298,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     c.srcPort = rig.srcPort;
     c.peerAddr = h2.address;
     c.peerHost = h2.name;
-    c.outer = makeOuterTemplate(h1.address, h2.address, esp ? PROTO_ESP : PROTO_IPV6);
+    c.outer = outer;
     live(c);
     if (esp) {
       let spi: number;
@@ -676,6 +679,7 @@ async function benchRig(
   const esp = mode !== 'plain';
   const rig = await openRig(config, n, mode);
   plugCables(rig, config, n, mode);
+  if (opt['heap-dir']) console.log(`  heap snapshot after plugging: ${v8.writeHeapSnapshot(join(opt['heap-dir'], `cables-${n}-${mode}.heapsnapshot`))}`);
   const rows: Row[] = [];
   let counters = '';
   for (const [p, pool] of pools.entries()) {

@@ -96,4 +96,42 @@ test('removeExpired frees the cables whose lifetime ended, except one being veri
   assert.equal([...cache.all()], [chained]);
 });
 
+test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
+  const cache = new CableCache(4);
+  const named = (src: string, dst: string, n: number): Cable => {
+    const s = id(n);
+    const d = id(n + 100);
+    return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, src, dst, Drop.None, 'test', null);
+  };
+  const sorted = (xs: readonly Cable[]): Cable[] => [...xs].sort((a, b) => a.hash - b.hash);
+  const a = named('A', 'B', 1);
+  cache.insert(a);
+  assert.equal(cache.cablesOf('A'), [a], 'one cable');
+  assert.equal(cache.cablesOf('B'), [a]);
+  const b = named('A', 'C', 2);
+  const c = named('A', 'D', 3);
+  cache.insert(b);
+  cache.insert(c);
+  assert.equal(sorted(cache.cablesOf('A')), sorted([a, b, c]), 'three cables of A');
+  assert.equal(cache.cablesOf('C'), [b]);
+  const self = named('E', 'E', 4); // both ends the same identity: indexed once
+  cache.insert(self);
+  assert.equal(cache.cablesOf('E'), [self]);
+  const a2 = named('A', 'B', 1); // the same pair again: replaces a
+  cache.insert(a2);
+  assert.equal(sorted(cache.cablesOf('A')), sorted([a2, b, c]), 'the replaced cable is gone from the index');
+  assert.equal(cache.cablesOf('B'), [a2]);
+  cache.remove(b);
+  cache.remove(c);
+  assert.equal(cache.cablesOf('A'), [a2], 'back to one');
+  assert.equal(cache.cablesOf('C'), []);
+  cache.remove(self);
+  assert.equal(cache.cablesOf('E'), []);
+  for (let k = 0; k < 4; k++) cache.insert(named(`F${k}`, 'G', 10 + k)); // a2 evicted (the cache holds 4)
+  assert.equal(cache.cablesOf('A'), [], 'an evicted cable leaves the index');
+  assert.is(cache.cablesOf('G').length, 4);
+  cache.clear();
+  assert.equal(cache.cablesOf('G'), []);
+});
+
 test.run();

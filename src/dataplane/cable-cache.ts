@@ -16,7 +16,8 @@ export class CableCache {
   private readonly lru: LRUCache<number, Cable>;
   /** Cables removed because the cache was full. */
   evictions = 0;
-  private readonly byIdentity = new Map<string, Set<Cable>>();
+  /** Cables by identity: the cable itself while it is the only one (most are), a Set from the second on. */
+  private readonly byIdentity = new Map<string, Cable | Set<Cable>>();
   /** Egress cables by source port, oldest first (the per-port quota). */
   private readonly byPort = new Map<number, Set<Cable>>();
 
@@ -108,8 +109,8 @@ export class CableCache {
 
   /** The cables with `identity` (canonical text) at either end. */
   cablesOf(identity: string): readonly Cable[] {
-    const set = this.byIdentity.get(identity);
-    return set ? [...set] : [];
+    const v = this.byIdentity.get(identity);
+    return v === undefined ? [] : v instanceof Set ? [...v] : [v];
   }
 
   private index(c: Cable): void {
@@ -121,23 +122,28 @@ export class CableCache {
       }
       ports.add(c);
     }
-    for (const id of c.srcText === c.dstText ? [c.srcText] : [c.srcText, c.dstText]) {
-      let set = this.byIdentity.get(id);
-      if (!set) {
-        set = new Set();
-        this.byIdentity.set(id, set);
-      }
-      set.add(c);
-    }
+    this.indexIdentity(c.srcText, c);
+    if (c.dstText !== c.srcText) this.indexIdentity(c.dstText, c);
+  }
+
+  private indexIdentity(id: string, c: Cable): void {
+    const v = this.byIdentity.get(id);
+    if (v === undefined) this.byIdentity.set(id, c);
+    else if (v instanceof Set) v.add(c);
+    else if (v !== c) this.byIdentity.set(id, new Set([v, c]));
+  }
+
+  private unindexIdentity(id: string, c: Cable): void {
+    const v = this.byIdentity.get(id);
+    if (v === c) this.byIdentity.delete(id);
+    else if (v instanceof Set && v.delete(c) && v.size === 1) this.byIdentity.set(id, v.values().next().value as Cable);
   }
 
   private unindex(c: Cable): void {
     const ports = this.byPort.get(c.srcPort);
     if (ports && ports.delete(c) && ports.size === 0) this.byPort.delete(c.srcPort);
-    for (const id of [c.srcText, c.dstText]) {
-      const set = this.byIdentity.get(id);
-      if (set && set.delete(c) && set.size === 0) this.byIdentity.delete(id);
-    }
+    this.unindexIdentity(c.srcText, c);
+    if (c.dstText !== c.srcText) this.unindexIdentity(c.dstText, c);
   }
 
   /** The chain from `head` without the cables `out` selects (slow path: inserts and removals). */
