@@ -1,6 +1,7 @@
-// Coalescing of TCP segments into super-frames for an offloading TAP: the native code and
-// the TypeScript reference make the same bytes; a super-frame carries exactly its
-// segments' payloads, in order, with the first header and the last segment's PSH/FIN.
+// Coalescing of TCP segments and UDP datagrams into super-frames for an offloading TAP: the
+// native code and the TypeScript reference make the same bytes; a super-frame carries
+// exactly its segments' payloads, in order, with the first header and the last segment's
+// PSH/FIN (TCP) or a partial checksum over the whole (UDP, only when asked for).
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -8,6 +9,7 @@ import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
 import { coalesce } from '../src/io/gro.js';
 import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6 } from '../src/io/gso.js';
+import { finishChecksum, onesSum } from '../src/wire/checksum.js';
 import { PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
 import { parseIpv6Address } from '../src/base/address.js';
 import { loadNative } from '../src/native/addon.js';
@@ -45,6 +47,25 @@ function tcp(sport: number, seq: number, flags: number, payload: number, opts = 
 function udp(): Buffer {
   const f = tcp(1, 1, 0x10, 30, 0);
   f[20] = PROTO_UDP;
+  return f;
+}
+
+/** A valid UDP datagram A -> B (correct checksum unless `check` is given), payload bytes all `fill`. */
+function udpDatagram(sport: number, payload: number, fill: number, check?: number, hop = 64): Buffer {
+  const f = Buffer.alloc(ETH_HLEN + 48 + payload);
+  writeEthIpv6(f, 0, MAC, ROUTER);
+  f[14] = 0x60;
+  f.writeUInt16BE(8 + payload, 18);
+  f[20] = PROTO_UDP;
+  f[21] = hop;
+  A.copy(f, 22);
+  B.copy(f, 38);
+  f.writeUInt16BE(sport, 54);
+  f.writeUInt16BE(5201, 56);
+  f.writeUInt16BE(8 + payload, 58);
+  f.fill(fill, 62);
+  const sum = finishChecksum(onesSum(f, 54, 8 + payload, onesSum(f, 22, 32, 0) + 8 + payload + PROTO_UDP));
+  f.writeUInt16BE(check ?? (sum === 0 ? 0xffff : sum), 60);
   return f;
 }
 
@@ -92,6 +113,47 @@ test('what may not be merged is written alone or starts a new run', () => {
   }
 });
 
+test('UDP datagrams of one flow become one super-frame when asked for: payloads in order, whole lengths, partial checksum, GSO_UDP_L4', () => {
+  const frames = [0, 1, 2, 3].map((k) => udpDatagram(40000, k === 3 ? 20 : 64, k));
+  const { b, idx } = batchOf(frames);
+  assert.equal(coalesce(b, idx, frames.length).map((o) => o.count), [1, 1, 1, 1], 'without udp: each alone');
+  const out = coalesce(b, idx, frames.length, true);
+  assert.is(out.length, 1);
+  const [s] = out;
+  assert.is(s.count, 4);
+  assert.is(s.vnet[0], VNET_F_NEEDS_CSUM);
+  assert.is(s.vnet[1], 5, 'VIRTIO_NET_HDR_GSO_UDP_L4');
+  assert.is(s.vnet.readUInt16LE(2), 62, 'hdr_len: Ethernet, IPv6, UDP');
+  assert.is(s.vnet.readUInt16LE(4), 64, 'gso_size is the first datagram\'s payload');
+  assert.is(s.vnet.readUInt16LE(6), 54, 'csum_start: the UDP header');
+  assert.is(s.vnet.readUInt16LE(8), 6, 'csum_offset: its checksum field');
+  const whole = 8 + 3 * 64 + 20;
+  assert.is(s.frame.readUInt16BE(18), whole, 'IPv6 payload length of the whole');
+  assert.is(s.frame.readUInt16BE(58), whole, 'UDP length of the whole');
+  let pseudo = onesSum(s.frame, 22, 32, 0) + whole + PROTO_UDP;
+  while (pseudo > 0xffff) pseudo = (pseudo & 0xffff) + (pseudo >>> 16);
+  assert.is(s.frame.readUInt16BE(60), pseudo, 'the pseudo-header sum, not complemented');
+  assert.ok(s.frame.subarray(62).equals(Buffer.concat(frames.map((f) => f.subarray(62)))));
+});
+
+test('UDP datagrams that may not be merged are written alone or start a new run', () => {
+  const cases: [string, Buffer[], number[]][] = [
+    ['other ports', [udpDatagram(1, 64, 0), udpDatagram(2, 64, 1)], [1, 1]],
+    ['a bad checksum', [udpDatagram(1, 64, 0), udpDatagram(1, 64, 1, 0x1234)], [1, 1]],
+    ['no checksum', [udpDatagram(1, 64, 0, 0), udpDatagram(1, 64, 1)], [1, 1]],
+    ['another hop limit', [udpDatagram(1, 64, 0), udpDatagram(1, 64, 1, undefined, 63)], [1, 1]],
+    ['a larger datagram does not join', [udpDatagram(1, 20, 0), udpDatagram(1, 64, 1)], [1, 1]],
+    ['a smaller datagram ends the run', [udpDatagram(1, 64, 0), udpDatagram(1, 20, 1), udpDatagram(1, 20, 2)], [2, 1]],
+    ['an empty datagram', [udpDatagram(1, 0, 0), udpDatagram(1, 0, 0)], [1, 1]],
+    ['64 datagrams at most', Array.from({ length: 65 }, (_, k) => udpDatagram(1, 64, k)), [64, 1]],
+    ['64 KB at most', Array.from({ length: 50 }, (_, k) => udpDatagram(1, 1400, k)), [46, 4]],
+  ];
+  for (const [name, frames, counts] of cases) {
+    const { b, idx } = batchOf(frames);
+    assert.equal(coalesce(b, idx, frames.length, true).map((o) => o.count), counts, name);
+  }
+});
+
 test('the native coalescing makes the same frames as the TypeScript reference', () => {
   const native = loadNative();
   const rand = rng(99);
@@ -100,6 +162,7 @@ test('the native coalescing makes the same frames as the TypeScript reference', 
   const outLens = new Int32Array(256);
   const counts = new Int32Array(256);
   let merged = 0;
+  let mergedUdp = 0;
   for (let trial = 0; trial < 500; trial++) {
     const flows = 1 + pick(3);
     const seq = Array.from({ length: flows }, () => pick(2 ** 32));
@@ -113,12 +176,17 @@ test('the native coalescing makes the same frames as the TypeScript reference', 
         frames.push(udp());
         continue;
       }
+      if (pick(4) === 0) { // UDP of one of two flows, sometimes shorter, now and then a bad checksum
+        frames.push(udpDatagram(50000 + pick(2), pick(8) === 0 ? pick(200) : 200, pick(256), pick(40) === 0 ? 0x1234 : undefined));
+        continue;
+      }
       frames.push(tcp(40000 + f, seq[f], flags, size, pick(15) === 0 ? 0 : 12, pick(20) === 0 ? 9 : 7));
       if (pick(25) !== 0) seq[f] = (seq[f] + size) >>> 0; // sometimes a gap
     }
     const { b, idx } = batchOf(frames);
-    const ref = coalesce(b, idx, n);
-    const m = native.groCoalesce(b.data, b.start, b.len, idx, n, out, outLens, counts);
+    const udpRuns = trial % 2 === 1;
+    const ref = coalesce(b, idx, n, udpRuns);
+    const m = native.groCoalesce(b.data, b.start, b.len, idx, n, out, outLens, counts, udpRuns);
     assert.is(m, ref.length, `trial ${trial}: number of frames`);
     let at = 0;
     for (let k = 0; k < m; k++) {
@@ -127,9 +195,11 @@ test('the native coalescing makes the same frames as the TypeScript reference', 
       assert.ok(out.subarray(at, at + outLens[k]).equals(mine), `trial ${trial} frame ${k}: bytes`);
       at += outLens[k];
       if (counts[k] > 1) merged++;
+      if (counts[k] > 1 && ref[k].vnet[1] === 5) mergedUdp++;
     }
   }
   assert.ok(merged > 100, `${merged} super-frames: the random batches exercise merging`);
+  assert.ok(mergedUdp > 50, `${mergedUdp} UDP super-frames`);
 });
 
 test.run();

@@ -72,6 +72,8 @@ export interface StoreConfig {
 export interface SwitchSettings {
   /** TSO and checksum offload between guests and their TAPs (the switch segments; the kernel runs GRO). */
   readonly offload: boolean;
+  /** With offload: runs of one UDP flow also reach a guest's TAP as one super-frame, on kernels that take it (>= 6.2). */
+  readonly offloadUdp: boolean;
   readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number; readonly perPort: number };
   readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number; readonly portMissesPerSecond: number; readonly prefetchReplies: boolean };
   readonly esp: {
@@ -199,7 +201,7 @@ function readUnderlay(v: unknown): CloudConfig['underlay'] {
 
 function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
-  onlyKeys(o, ['offload', 'cables', 'upcall', 'esp', 'metrics', 'busyPollUs'], 'switch');
+  onlyKeys(o, ['offload', 'offloadUdp', 'cables', 'upcall', 'esp', 'metrics', 'busyPollUs'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl', 'perPort'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
@@ -212,6 +214,7 @@ function readSwitch(v: unknown): SwitchSettings {
   const max = opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables');
   return {
     offload: opt(o, 'offload', true, bool, 'switch'),
+    offloadUdp: opt(o, 'offloadUdp', true, bool, 'switch'),
     cables: {
       max,
       ttl: opt(c, 'ttl', 300, (x, p) => num(x, p, 0.001, 86_400), 'switch.cables'),

@@ -1,7 +1,8 @@
 // Receive offload toward a guest's TAP: consecutive TCP segments of one flow, in the order
 // the pipeline delivers them, are written as one super-frame with a GSO virtio-net header,
 // so the guest's stack handles one large packet instead of dozens (what the kernel's GRO
-// would do for a NIC). This is the TypeScript reference; the native TAP write does the
+// would do for a NIC); so are UDP datagrams of one flow (`udp`, for kernels that take UDP
+// segmentation offload). This is the TypeScript reference; the native TAP write does the
 // same in C (src/native/gro.c) and test/gro.test.ts holds them to identical bytes.
 //
 // Segments B may follow A in a super-frame (the conditions of the kernel's tcp_gro_receive):
@@ -13,12 +14,25 @@
 // segment's flags, with PSH and FIN of the last.
 // The super-frame's TCP checksum is left partial (NEEDS_CSUM): the pseudo-header sum, as
 // virtio expects; a frame written alone keeps its checksum and is marked DATA_VALID.
+//
+// UDP datagrams B may follow A: same Ethernet header, IPv6 header but the payload length (no
+// extension headers), and ports; a UDP length equal to the IPv6 payload length, a payload,
+// and a checksum that verifies (it is not written for a merged datagram); every datagram
+// but the last has the size of the first (gso_size); at most 64 datagrams and 64 KB. The
+// super-frame is the first datagram's headers with every payload, lengths of the whole,
+// and a partial checksum over the whole length: the kernel adjusts it as it cuts.
 
 import type { Batch } from '../dataplane/batch.js';
 import { onesSum } from '../wire/checksum.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
 import { IPV6_HLEN, PROTO_TCP } from '../wire/ipv6.js';
 import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_HDR_LEN } from './gso.js';
+
+const UDP = ETH_HLEN + IPV6_HLEN; // offset of the UDP header
+const UDP_HLEN = 8;
+const PROTO_UDP = 17;
+const VNET_GSO_UDP_L4 = 5;
+const MAX_UDP_SEGS = 64;
 
 const TCP = ETH_HLEN + IPV6_HLEN; // offset of the TCP header in a frame without extension headers
 const MAX_SUPER = 65_535 + IPV6_HLEN; // IPv6 packet: 64 KB of payload at most
@@ -63,6 +77,68 @@ function joins(d: Uint8Array, aAt: number, th: number, bAt: number, bLen: number
   return true;
 }
 
+function fold(sum: number): number {
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+  return sum;
+}
+
+/** Payload length of a UDP datagram that may start or join a super-frame, else 0 (see above). */
+function udpPayload(f: Uint8Array, at: number, len: number): number {
+  if (len <= UDP + UDP_HLEN || f[at + 12] !== 0x86 || f[at + 13] !== 0xdd || f[at + ETH_HLEN + 6] !== PROTO_UDP) return 0;
+  const plen = (f[at + ETH_HLEN + 4] << 8) | f[at + ETH_HLEN + 5];
+  const ulen = (f[at + UDP + 4] << 8) | f[at + UDP + 5];
+  if (ETH_HLEN + IPV6_HLEN + plen !== len || ulen !== plen) return 0;
+  if (f[at + UDP + 6] === 0 && f[at + UDP + 7] === 0) return 0;
+  if (fold(onesSum(f, at + UDP, ulen, onesSum(f, at + ETH_HLEN + 8, 32, 0) + ulen + PROTO_UDP)) !== 0xffff) return 0;
+  return ulen - UDP_HLEN;
+}
+
+function sameUdpFlow(d: Uint8Array, aAt: number, bAt: number): boolean {
+  for (let k = 0; k < ETH_HLEN + 4; k++) if (d[aAt + k] !== d[bAt + k]) return false;
+  for (let k = ETH_HLEN + 6; k < ETH_HLEN + IPV6_HLEN + 4; k++) if (d[aAt + k] !== d[bAt + k]) return false;
+  return true;
+}
+
+/** The end (exclusive) of the UDP run that starts at idx[k]. */
+function udpRun(b: Batch, idx: Int32Array, k: number, n: number): number {
+  const d = b.data;
+  const at = b.start[idx[k]];
+  const seg = udpPayload(d, at, b.len[idx[k]]);
+  if (seg === 0) return k + 1;
+  let total = b.len[idx[k]] - ETH_HLEN;
+  let end = k + 1;
+  while (end < n && end - k < MAX_UDP_SEGS) {
+    const j = idx[end];
+    const s = udpPayload(d, b.start[j], b.len[j]);
+    if (s === 0 || s > seg || total + s > MAX_SUPER || !sameUdpFlow(d, at, b.start[j])) break;
+    total += s;
+    end++;
+    if (s < seg) break;
+  }
+  return end;
+}
+
+function udpSuperFrame(b: Batch, idx: Int32Array, k: number, end: number): GroFrame {
+  const d = b.data;
+  const at = b.start[idx[k]];
+  const hdr = UDP + UDP_HLEN;
+  const parts = [d.subarray(at, at + hdr)];
+  for (let m = k; m < end; m++) parts.push(d.subarray(b.start[idx[m]] + hdr, b.start[idx[m]] + b.len[idx[m]]));
+  const frame = Buffer.concat(parts);
+  const plen = frame.length - ETH_HLEN - IPV6_HLEN;
+  frame.writeUInt16BE(plen, ETH_HLEN + 4);
+  frame.writeUInt16BE(plen, UDP + 4);
+  frame.writeUInt16BE(fold(onesSum(frame, ETH_HLEN + 8, 32, 0) + plen + PROTO_UDP), UDP + 6);
+  const vnet = Buffer.alloc(VNET_HDR_LEN);
+  vnet[0] = VNET_F_NEEDS_CSUM;
+  vnet[1] = VNET_GSO_UDP_L4;
+  vnet.writeUInt16LE(hdr, 2);
+  vnet.writeUInt16LE(b.len[idx[k]] - hdr, 4);
+  vnet.writeUInt16LE(UDP, 6);
+  vnet.writeUInt16LE(6, 8);
+  return { vnet, frame, count: end - k };
+}
+
 export interface GroFrame {
   /** The virtio-net header to write in front of the frame. */
   readonly vnet: Buffer;
@@ -72,16 +148,25 @@ export interface GroFrame {
 }
 
 /**
- * The frames b[idx[0..n)] as they would be written to a TAP: runs of one TCP flow as
- * super-frames, everything else alone. Allocates (reference and tests only).
+ * The frames b[idx[0..n)] as they would be written to a TAP: runs of one TCP flow (and
+ * with `udp` of one UDP flow) as super-frames, everything else alone. Allocates (reference
+ * and tests only).
  */
-export function coalesce(b: Batch, idx: Int32Array, n: number): GroFrame[] {
+export function coalesce(b: Batch, idx: Int32Array, n: number, udp = false): GroFrame[] {
   const d = b.data;
   const out: GroFrame[] = [];
   for (let k = 0; k < n; ) {
     const i = idx[k];
     const at = b.start[i];
     const len = b.len[i];
+    if (udp && len > UDP && d[at + ETH_HLEN + 6] === PROTO_UDP) {
+      const end = udpRun(b, idx, k, n);
+      if (end > k + 1) {
+        out.push(udpSuperFrame(b, idx, k, end));
+        k = end;
+        continue;
+      }
+    }
     const th = tcpHeader(d, at, len);
     const mss = len - TCP - th;
     let end = k + 1;

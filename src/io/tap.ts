@@ -46,12 +46,16 @@ export interface TapOptions {
    * writes (IFF_NAPI), marked as already checked (the ESP ICV covered every byte).
    */
   offload?: boolean;
+  /** With offload: write runs of one UDP flow as one super-frame too, when the kernel takes them (default true). */
+  offloadUdp?: boolean;
 }
 
 /** How a TAP's fd is read and written, for the process that takes it over. */
 export interface TapHandover {
   readonly vnetHdr: boolean;
   readonly offload: boolean;
+  /** Absent from a process of a version before it: false. */
+  readonly udpGro?: boolean;
 }
 
 /** Checks a TAP name and MTU; returns the MTU to set (0: leave it). */
@@ -114,6 +118,8 @@ export class TapPort implements VmLink {
     vnetHdr: boolean,
     /** TSO and partial checksums accepted (see TapOptions.offload). */
     readonly offload: boolean,
+    /** Runs of one UDP flow written as one super-frame (TapOptions.offloadUdp, and the kernel takes them). */
+    readonly udpGro = false,
   ) {
     this.hdrLen = vnetHdr || offload ? VNET_HDR_LEN : 0;
     this.scratch = offload ? Buffer.alloc(OFFLOAD_SCRATCH) : null;
@@ -126,15 +132,18 @@ export class TapPort implements VmLink {
     const native = loadNative();
     const vnetHdr = opts.vnetHdr === true;
     const offload = opts.offload === true;
-    let opened: { fd: number; name: string };
+    let opened: { fd: number; name: string } | undefined;
+    let udpGro = false;
     try {
       if (opts.mac !== undefined && opts.mac.length !== 6) throw new Error('mac must be 6 bytes');
       const flags = (vnetHdr ? TAP_VNET_HDR : 0) | (offload ? TAP_OFFLOAD | TAP_NAPI : 0);
       opened = native.tapOpen(name, mtu, flags, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
+      udpGro = offload && opts.offloadUdp !== false && native.tapUso(opened.fd);
     } catch (e) {
+      if (opened) closeSync(opened.fd);
       throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
     }
-    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload);
+    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload, udpGro);
   }
 
   /**
@@ -170,12 +179,12 @@ export class TapPort implements VmLink {
    * written the same way: `handover` is what the `handover` getter said there.
    */
   static adopt(name: string, fd: number, handover: TapHandover): TapPort {
-    return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload);
+    return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload, handover.udpGro === true);
   }
 
   /** What a process taking this port over needs besides the fd. */
   get handover(): TapHandover {
-    return { vnetHdr: this.hdrLen > 0 && !this.offload, offload: this.offload };
+    return { vnetHdr: this.hdrLen > 0 && !this.offload, offload: this.offload, udpGro: this.udpGro };
   }
 
   /** Stop reading (a handover: the next process reads what queues meanwhile); writing goes on. */
@@ -246,7 +255,7 @@ export class TapPort implements VmLink {
     const s = this.status;
     const w = this.groScratch === null
       ? this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s)
-      : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch);
+      : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch, this.udpGro);
     this.txFrames += w;
     for (let k = 0; k < w; k++) this.txBytes += b.len[idx[k]];
     this.txRefused += s[TX_FAILED];

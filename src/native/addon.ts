@@ -98,14 +98,17 @@ export interface NativeAddon {
   tapReadGso(fd: number, scratch: Uint8Array, state: Int32Array, buf: Uint8Array, firstOff: number, stride: number,
     cap: number, n: number, lens: Int32Array, counts: Int32Array): number;
   /**
-   * Write frames to an offloading TAP: runs of one TCP flow as one super-frame (src/native/gro.c,
-   * built in scratch, GRO_SCRATCH bytes), others alone marked DATA_VALID. Returns frames written.
+   * Write frames to an offloading TAP: runs of one TCP flow, and with `udp` of one UDP flow, as
+   * one super-frame (src/native/gro.c, built in scratch, GRO_SCRATCH bytes), others alone
+   * marked DATA_VALID. Returns frames written.
    */
   tapWriteGro(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
-    status: Int32Array, scratch: Uint8Array): number;
+    status: Int32Array, scratch: Uint8Array, udp: boolean): number;
+  /** True when the kernel takes UDP super-frames (GSO_UDP_L4) on this offloading TAP fd; leaves its offloads as they were. */
+  tapUso(fd: number): boolean;
   /** The frames tapWriteGro would write: each [virtio-net header][frame] into out, lengths and merged counts; returns how many. */
   groCoalesce(buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
-    out: Uint8Array, outLens: Int32Array, counts: Int32Array): number;
+    out: Uint8Array, outLens: Int32Array, counts: Int32Array, udp: boolean): number;
   /** One offloaded frame (virtio-net header at src[off], len bytes with it) as gso.c makes it; see GSO_*. */
   gsoSegment(src: Uint8Array, off: number, len: number, dst: Uint8Array, firstOff: number, stride: number,
     cap: number, maxSlots: number, lens: Int32Array): number;

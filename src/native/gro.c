@@ -1,10 +1,11 @@
-// Receive offload toward a guest's TAP: runs of consecutive TCP segments of one flow are
-// written as one super-frame with a GSO virtio-net header (partial checksum), everything
-// else alone and marked DATA_VALID. The same rules as src/dataplane/gro.ts (the tested
+// Receive offload toward a guest's TAP: runs of consecutive TCP segments of one flow, and
+// (with `udp`, on kernels that take UDP segmentation offload) runs of UDP datagrams of one
+// flow, are written as one super-frame with a GSO virtio-net header (partial checksum),
+// everything else alone and marked DATA_VALID. The same rules as src/io/gro.ts (the tested
 // TypeScript reference); test/gro.test.ts holds the two to identical bytes.
 //
 // JS API (see src/native/addon.ts):
-//   groCoalesce(buf, start, len, idx, n, out, outLens, counts) -> frames written to out,
+//   groCoalesce(buf, start, len, idx, n, out, outLens, counts, udp) -> frames written to out,
 //     each [virtio-net header][frame], their lengths in outLens, merged counts in counts.
 
 #include "gro.h"
@@ -14,9 +15,11 @@
 
 #include <string.h>
 
-enum { ETH_HLEN = 14, IPV6_HLEN = 40, TCP = ETH_HLEN + IPV6_HLEN, MAX_SUPER = 65535 + IPV6_HLEN };
+enum { ETH_HLEN = 14, IPV6_HLEN = 40, TCP = ETH_HLEN + IPV6_HLEN, UDP = TCP, UDP_HLEN = 8, MAX_SUPER = 65535 + IPV6_HLEN };
+/** Datagrams in one UDP super-frame at most (the kernel's UDP_MAX_SEGMENTS is 64 on older kernels, 128 since). */
+enum { MAX_UDP_SEGS = 64 };
 enum { FIN = 0x01, PSH = 0x08, CWR = 0x80, END_FLAGS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 };
-enum { VNET_F_NEEDS_CSUM = 1, VNET_F_DATA_VALID = 2, VNET_GSO_TCPV6 = 4 };
+enum { VNET_F_NEEDS_CSUM = 1, VNET_F_DATA_VALID = 2, VNET_GSO_TCPV6 = 4, VNET_GSO_UDP_L4 = 5 };
 
 static uint32_t be32(const uint8_t *p) {
   return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
@@ -44,8 +47,59 @@ static int joins(const uint8_t *a, size_t th, const uint8_t *b, size_t b_len, ui
   return 1;
 }
 
-int32_t nvi_gro_run(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t n) {
+/** `sum` plus the ones'-complement sum of n bytes as big-endian 16-bit words (an odd last byte padded with zero). */
+static uint64_t sum16(const uint8_t *p, size_t n, uint64_t sum) {
+  for (; n > 1; p += 2, n -= 2) sum += (uint32_t)((p[0] << 8) | p[1]);
+  if (n) sum += (uint32_t)(p[0] << 8);
+  return sum;
+}
+
+static uint16_t fold(uint64_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)sum;
+}
+
+/**
+ * Payload length of a UDP datagram that may start or join a super-frame, else 0: IPv6 with
+ * no extension header, UDP length equal to the IPv6 payload length, a payload, and a
+ * checksum that verifies (a merged datagram's own checksum is not written, so it is checked
+ * here, as the kernel's GRO does).
+ */
+static size_t udp_payload(const uint8_t *f, size_t len) {
+  if (len <= UDP + UDP_HLEN || f[12] != 0x86 || f[13] != 0xdd || f[ETH_HLEN + 6] != 17) return 0;
+  size_t plen = ((size_t)f[ETH_HLEN + 4] << 8) | f[ETH_HLEN + 5];
+  size_t ulen = ((size_t)f[UDP + 4] << 8) | f[UDP + 5];
+  if (ETH_HLEN + IPV6_HLEN + plen != len || ulen != plen) return 0;
+  if (f[UDP + 6] == 0 && f[UDP + 7] == 0) return 0;  // no checksum: not valid over IPv6
+  if (fold(sum16(f + UDP, ulen, sum16(f + ETH_HLEN + 8, 32, ulen + 17))) != 0xffff) return 0;
+  return ulen - UDP_HLEN;
+}
+
+/** Same Ethernet header, IPv6 header but the payload length, and UDP ports. */
+static int same_udp_flow(const uint8_t *a, const uint8_t *b) {
+  return memcmp(a, b, ETH_HLEN + 4) == 0 && memcmp(a + ETH_HLEN + 6, b + ETH_HLEN + 6, IPV6_HLEN - 6) == 0 && memcmp(a + UDP, b + UDP, 4) == 0;
+}
+
+static int32_t udp_run(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t n) {
   const uint8_t *a = buf + start[idx[k]];
+  size_t seg = udp_payload(a, (size_t)len[idx[k]]);
+  if (seg == 0) return k + 1;
+  size_t total = (size_t)len[idx[k]] - ETH_HLEN;
+  int32_t end = k + 1;
+  while (end < n && end - k < MAX_UDP_SEGS) {
+    const uint8_t *b = buf + start[idx[end]];
+    size_t b_seg = udp_payload(b, (size_t)len[idx[end]]);
+    if (b_seg == 0 || b_seg > seg || total + b_seg > MAX_SUPER || !same_udp_flow(a, b)) break;
+    total += b_seg;
+    end++;
+    if (b_seg < seg) break;  // a shorter datagram ends the run
+  }
+  return end;
+}
+
+int32_t nvi_gro_run(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t n, int udp) {
+  const uint8_t *a = buf + start[idx[k]];
+  if (udp && (size_t)len[idx[k]] > UDP && a[ETH_HLEN + 6] == 17) return udp_run(buf, start, len, idx, k, n);
   size_t a_len = (size_t)len[idx[k]];
   size_t th = tcp_header(a, a_len);
   if (th == 0 || a_len == TCP + th || (a[TCP + 13] & END_FLAGS)) return k + 1;
@@ -66,6 +120,39 @@ int32_t nvi_gro_run(const uint8_t *buf, const int32_t *start, const int32_t *len
   return end;
 }
 
+/** The UDP super-frame of datagrams idx[k..end): the first's headers, every payload, one partial checksum. */
+static size_t udp_build(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t end,
+                        uint8_t *vnet, uint8_t *out) {
+  const uint8_t *a = buf + start[idx[k]];
+  size_t hdr = UDP + UDP_HLEN;
+  memcpy(out, a, hdr);
+  size_t at = hdr;
+  for (int32_t m = k; m < end; m++) {
+    size_t seg = (size_t)len[idx[m]] - hdr;
+    memcpy(out + at, buf + start[idx[m]] + hdr, seg);
+    at += seg;
+  }
+  size_t plen = at - ETH_HLEN - IPV6_HLEN;
+  out[ETH_HLEN + 4] = out[UDP + 4] = (uint8_t)(plen >> 8);
+  out[ETH_HLEN + 5] = out[UDP + 5] = (uint8_t)plen;
+  // Partial checksum over the super-frame's length: the kernel adjusts it for each datagram it cuts.
+  uint16_t sum = fold(sum16(out + ETH_HLEN + 8, 32, plen + 17));
+  out[UDP + 6] = (uint8_t)(sum >> 8);
+  out[UDP + 7] = (uint8_t)sum;
+  size_t seg = (size_t)len[idx[k]] - hdr;
+  vnet[0] = VNET_F_NEEDS_CSUM;
+  vnet[1] = VNET_GSO_UDP_L4;
+  vnet[2] = (uint8_t)hdr;
+  vnet[3] = (uint8_t)(hdr >> 8);
+  vnet[4] = (uint8_t)seg;
+  vnet[5] = (uint8_t)(seg >> 8);
+  vnet[6] = UDP;
+  vnet[7] = 0;
+  vnet[8] = 6;
+  vnet[9] = 0;
+  return at;
+}
+
 size_t nvi_gro_build(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t end,
                      uint8_t *vnet, uint8_t *out) {
   const uint8_t *a = buf + start[idx[k]];
@@ -76,6 +163,7 @@ size_t nvi_gro_build(const uint8_t *buf, const int32_t *start, const int32_t *le
     memcpy(out, a, a_len);
     return a_len;
   }
+  if (a[ETH_HLEN + 6] == 17) return udp_build(buf, start, len, idx, k, end, vnet, out);
   size_t th = tcp_header(a, a_len);
   size_t hdr = TCP + th;
   memcpy(out, a, hdr);
@@ -91,9 +179,7 @@ size_t nvi_gro_build(const uint8_t *buf, const int32_t *start, const int32_t *le
   out[ETH_HLEN + 5] = (uint8_t)plen;
   out[TCP + 13] = (uint8_t)(a[TCP + 13] | (buf[start[idx[end - 1]] + TCP + 13] & (FIN | PSH)));
   // Partial checksum: the pseudo-header sum, folded, not complemented (virtio NEEDS_CSUM).
-  uint64_t sum = plen + 6;
-  for (size_t p = ETH_HLEN + 8; p < ETH_HLEN + 40; p += 2) sum += (uint32_t)((out[p] << 8) | out[p + 1]);
-  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  uint16_t sum = fold(sum16(out + ETH_HLEN + 8, 32, plen + 6));
   out[TCP + 16] = (uint8_t)(sum >> 8);
   out[TCP + 17] = (uint8_t)sum;
   size_t mss = a_len - hdr;
@@ -111,11 +197,12 @@ size_t nvi_gro_build(const uint8_t *buf, const int32_t *start, const int32_t *le
 }
 
 static napi_value gro_coalesce(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
+  napi_value argv[9];
   uint8_t *buf, *out;
   size_t buf_len, start_len, len_len, idx_len, out_len, lens_len, counts_len;
   int32_t *start, *len, *idx, *out_lens, *counts, n;
-  if (nvi_args(env, info, 8, argv) || nvi_bytes(env, argv[0], "buf", &buf, &buf_len) ||
+  int udp;
+  if (nvi_args(env, info, 9, argv) || nvi_bool(env, argv[8], "udp", &udp) || nvi_bytes(env, argv[0], "buf", &buf, &buf_len) ||
       nvi_i32_array(env, argv[1], "start", &start, &start_len) || nvi_i32_array(env, argv[2], "len", &len, &len_len) ||
       nvi_i32_array(env, argv[3], "idx", &idx, &idx_len) || nvi_i32(env, argv[4], "n", &n) || nvi_bytes(env, argv[5], "out", &out, &out_len) ||
       nvi_i32_array(env, argv[6], "outLens", &out_lens, &lens_len) || nvi_i32_array(env, argv[7], "counts", &counts, &counts_len)) {
@@ -130,7 +217,7 @@ static napi_value gro_coalesce(napi_env env, napi_callback_info info) {
   size_t at = 0;
   int32_t m = 0;
   for (int32_t k = 0; k < n;) {
-    int32_t end = nvi_gro_run(buf, start, len, idx, k, n);
+    int32_t end = nvi_gro_run(buf, start, len, idx, k, n, udp);
     size_t need = 0;
     for (int32_t j = k; j < end; j++) need += (size_t)len[idx[j]];
     if (at + GRO_VNET_HDR_LEN + need > out_len) {

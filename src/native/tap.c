@@ -5,7 +5,8 @@
 //   tapRead(fd, buf, firstOff, stride, cap, n, lens, hdrLen) -> frames read, or -errno
 //   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
 //   tapReadGso(fd, scratch, state, buf, firstOff, stride, cap, n, lens, counts) -> slots filled, or -errno
-//   tapWriteGro(fd, buf, start, len, idx, n, status, scratch) -> frames written (runs of one TCP flow as one write)
+//   tapWriteGro(fd, buf, start, len, idx, n, status, scratch, udp) -> frames written (runs of one flow as one write)
+//   tapUso(fd) -> true when the kernel takes UDP segmentation offload on this TAP (Linux >= 6.2)
 //
 // One read()/write() per frame: the tun fd carries exactly one frame per system call.
 // With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes.
@@ -13,7 +14,11 @@
 // partial-checksum frames: tapRead discards the header and tapWrite sends a zero one, which is
 // exact. With TAP_OFFLOAD (TUN_F_CSUM | TUN_F_TSO6) the guest may send TSO super-frames and
 // partial checksums: tapReadGso reads the header, segments and completes checksums (gso.c);
-// tapWriteGro writes runs of one TCP flow as one super-frame with DATA_VALID (gro.c).
+// tapWriteGro writes runs of one TCP flow, and with `udp` runs of one UDP flow, as one
+// super-frame (gro.c); a frame alone goes with DATA_VALID. Whether the kernel takes UDP
+// super-frames (VIRTIO_NET_HDR_GSO_UDP_L4) is probed as wireguard-go does: TUNSETOFFLOAD with
+// TUN_F_USO4 | TUN_F_USO6 fails with EINVAL before 6.2. The probe puts the flags back: the
+// switch does not take UDP super-frames from the guest (its read segments TSO only).
 
 #define _GNU_SOURCE
 #include "fd_io.h"
@@ -43,6 +48,12 @@ enum { RX_FRAMES = 0, RX_MALFORMED = 1, RX_TOO_BIG = 2, RX_COUNTS = 3 };
 /** Size of struct virtio_net_hdr, the default TUNSETVNETHDRSZ. */
 enum { VNET_HDR_LEN = 10 };
 static const uint8_t zero_hdr[16];
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20  // linux/if_tun.h of 6.2; the build machine's headers may be older
+#define TUN_F_USO6 0x40
+#endif
+/** The offloads the switch takes from a guest (tapReadGso segments them). */
+static const unsigned long TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO6;
 
 /** Steps 2-4 of tapOpen; returns 0 or -errno with *step naming the call that failed. */
 static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t *mac, char *actual, const char **step) {
@@ -63,7 +74,7 @@ static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t 
   }
   if (flags & TAP_OFFLOAD) {
     *step = "TUNSETOFFLOAD";
-    if (ioctl(fd, TUNSETOFFLOAD, (unsigned long)(TUN_F_CSUM | TUN_F_TSO6)) < 0) goto fail;
+    if (ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS) < 0) goto fail;
   }
 
   *step = "socket for interface ioctls";
@@ -310,12 +321,13 @@ static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
  * written when the run's write succeeds; failures as tapWrite.
  */
 static napi_value tap_write_gro(napi_env env, napi_callback_info info) {
-  napi_value argv[8];
+  napi_value argv[9];
   int32_t fd, n;
   uint8_t *buf, *scratch;
   size_t buf_len, start_len, len_len, idx_len, status_len, scratch_len;
   int32_t *start, *len, *idx, *status;
-  if (nvi_args(env, info, 8, argv) || nvi_i32(env, argv[0], "fd", &fd) || nvi_bytes(env, argv[1], "buf", &buf, &buf_len) ||
+  int udp;
+  if (nvi_args(env, info, 9, argv) || nvi_bool(env, argv[8], "udp", &udp) || nvi_i32(env, argv[0], "fd", &fd) || nvi_bytes(env, argv[1], "buf", &buf, &buf_len) ||
       nvi_i32_array(env, argv[2], "start", &start, &start_len) || nvi_i32_array(env, argv[3], "len", &len, &len_len) ||
       nvi_i32_array(env, argv[4], "idx", &idx, &idx_len) || nvi_i32(env, argv[5], "n", &n) ||
       nvi_i32_array(env, argv[6], "status", &status, &status_len) || nvi_bytes(env, argv[7], "scratch", &scratch, &scratch_len)) {
@@ -330,7 +342,7 @@ static napi_value tap_write_gro(napi_env env, napi_callback_info info) {
   int32_t written = 0, failed = 0, last_errno = 0, stopped = 0;
   uint8_t vnet[GRO_VNET_HDR_LEN];
   for (int32_t k = 0; k < n;) {
-    int32_t end = nvi_gro_run(buf, start, len, idx, k, n);
+    int32_t end = nvi_gro_run(buf, start, len, idx, k, n, udp);
     struct iovec iov[2];
     iov[0].iov_base = vnet;
     iov[0].iov_len = GRO_VNET_HDR_LEN;
@@ -366,8 +378,22 @@ static napi_value tap_write_gro(napi_env env, napi_callback_info info) {
   return nvi_int(env, written);
 }
 
+static napi_value tap_uso(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int32_t fd;
+  if (nvi_args(env, info, 1, argv) || nvi_i32(env, argv[0], "fd", &fd)) return NULL;
+  int ok = ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS | TUN_F_USO4 | TUN_F_USO6) == 0;
+  if (ok && ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS) < 0) {
+    nvi_throw_errno(env, "TUNSETOFFLOAD", errno);
+    return NULL;
+  }
+  napi_value v;
+  napi_get_boolean(env, ok, &v);
+  return v;
+}
+
 int nvi_init_tap(napi_env env, napi_value exports) {
   return nvi_export(env, exports, "tapOpen", tap_open) || nvi_export(env, exports, "tapRead", tap_read) ||
          nvi_export(env, exports, "tapWrite", tap_write) || nvi_export(env, exports, "tapReadGso", tap_read_gso) ||
-         nvi_export(env, exports, "tapWriteGro", tap_write_gro);
+         nvi_export(env, exports, "tapWriteGro", tap_write_gro) || nvi_export(env, exports, "tapUso", tap_uso);
 }

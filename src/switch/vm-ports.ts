@@ -336,11 +336,11 @@ export class VmPorts {
   /** The VM's port as its config says: a TAP of our own (the lab: in the VM's namespace), the hypervisor's TAP, or a stream socket. */
   private openLink(vm: VmConfig): VmLink {
     const { mtu } = this.ctx.host;
-    const offload = this.ctx.config.switch.offload;
+    const { offload, offloadUdp } = this.ctx.config.switch;
     switch (vm.port.kind) {
       case 'tap': {
         const netns = this.ctx.vmNetnsPrefix === undefined ? undefined : `${this.ctx.vmNetnsPrefix}${vm.name}`;
-        return TapPort.open(vm.tap, { mtu, netns, mac: vm.mac, offload });
+        return TapPort.open(vm.tap, { mtu, netns, mac: vm.mac, offload, offloadUdp });
       }
       case 'qemu-tap':
         return TapPort.attach(vm.tap, { mtu, offload });
