@@ -1,6 +1,8 @@
-// Segmentation of offloaded frames (TSO, partial checksums) into wire frames: every segment
-// is a valid IPv6/TCP packet with a correct checksum, the stream is unchanged, flags and
-// sequence numbers are those the segments would have had on a wire.
+// Segmentation of offloaded frames (TSO, UDP segmentation, partial checksums) into wire
+// frames: every segment is a valid IPv6/TCP packet with a correct checksum, the stream is
+// unchanged, flags and sequence numbers are those the segments would have had on a wire;
+// every datagram cut from a UDP super-frame is a valid IPv6/UDP packet with its share of
+// the payload.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -48,6 +50,24 @@ function tsoFrame(payload: Buffer, flags: number, seq: number): Buffer {
   f.writeUInt16BE(pseudo(PROTO_TCP, tcpLen + payload.length), t + 16);
   f.set([1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9], t + 20); // NOP NOP TS
   payload.copy(f, t + tcpLen);
+  return f;
+}
+
+/** A UDP super-frame as a guest kernel hands it over (UDP_SEGMENT): lengths of the whole, partial checksum. */
+function usoFrame(payload: Buffer): Buffer {
+  const f = Buffer.alloc(ETH_HLEN + 48 + payload.length);
+  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
+  f[14] = 0x60;
+  f.writeUInt16BE(8 + payload.length, 18);
+  f[20] = PROTO_UDP;
+  f[21] = 64;
+  SRC.copy(f, 22);
+  DST.copy(f, 38);
+  f.writeUInt16BE(40001, 54);
+  f.writeUInt16BE(5201, 56);
+  f.writeUInt16BE(8 + payload.length, 58);
+  f.writeUInt16BE(pseudo(PROTO_UDP, 8 + payload.length), 60);
+  payload.copy(f, 62);
   return f;
 }
 
@@ -136,11 +156,36 @@ test('a TSO frame that does not fit the rest of the batch is left whole for the 
   assert.is(new Segmenter().slotsNeeded(frame.length - 86 + 86, hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)), 10);
 });
 
+test('a UDP super-frame becomes datagrams of gso_size: valid IPv6/UDP, correct checksums, the payload shared out in order', () => {
+  const payload = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7 + 3) & 0xff));
+  const frame = usoFrame(payload);
+  const b = new Batch();
+  const out = new GsoResult();
+  assert.ok(new Segmenter().append(frame, 0, frame.length, hdr(5, 300, 62, 54, 6), b, 3, 0, out));
+  assert.is(out.drop, Drop.None);
+  assert.is(out.count, 4, '300 + 300 + 300 + 100');
+  const parts: Buffer[] = [];
+  for (let i = 0; i < b.count; i++) {
+    const f = Buffer.from(b.view(i));
+    const size = i < 3 ? 300 : 100;
+    assert.is(f.length, 62 + size, `datagram ${i}: length`);
+    assert.is(f.readUInt16BE(18), 8 + size, 'IPv6 payload length');
+    assert.is(f.readUInt16BE(58), 8 + size, 'UDP length');
+    assert.is(finishChecksum(onesSum(f, 54, 8 + size, onesSum(f, 22, 32, 0) + 8 + size + PROTO_UDP)), 0, `datagram ${i}: checksum`);
+    assert.is(f.readUInt16BE(54), 40001);
+    const ip = new Ipv6Parse();
+    assert.is(parseIpv6(f, ETH_HLEN, f.length - ETH_HLEN, ip), Drop.None);
+    parts.push(f.subarray(62));
+  }
+  assert.ok(Buffer.concat(parts).equals(payload), 'the payloads, in order');
+});
+
 test('offloaded frames that do not make sense are refused as malformed, never half appended', () => {
   const ok = tsoFrame(Buffer.alloc(3000), 0x10, 1);
   const cases: [string, Buffer, VnetHdr][] = [
     ['a TCPv4 segmentation request', ok, hdr(1, 1400, 86, 54, 16)],
-    ['UDP segmentation', ok, hdr(5, 1400, 62, 54, 6)],
+    ['UDP segmentation of a TCP packet', ok, hdr(5, 1400, 62, 54, 6)],
+    ['UDP segmentation with no gso_size', usoFrame(Buffer.alloc(300)), hdr(5, 0, 62, 54, 6)],
     ['not IPv6', Buffer.concat([Buffer.alloc(12), Buffer.from([0x08, 0x00]), ok.subarray(14)]), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
     ['TCP offload of a UDP packet', (() => { const f = Buffer.from(ok); f[20] = PROTO_UDP; return f; })(), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
     ['a TCP header length past the frame', ok.subarray(0, 60), hdr(VNET_GSO_TCPV6, 1400, 86, 54, 16)],
@@ -163,10 +208,13 @@ test('the native segmenter makes the same bytes as the TypeScript reference, and
   const seen = new Set<string>();
   for (let trial = 0; trial < 3000; trial++) {
     const size = [0, 1, 100, 1400, 1401, 9000, 64_000][pick(7)];
-    const frame = tsoFrame(Buffer.alloc(size, trial & 0xff), [0x10, 0x18, 0x19, 0x98][pick(4)], pick(2 ** 32));
-    const gso = [VNET_GSO_TCPV6, VNET_GSO_TCPV6, VNET_GSO_NONE, 1, 0x84][pick(5)];
-    const h = hdr(gso, [0, 88, 536, 1400, 1460, 1900][pick(6)], 86, pick(4) === 0 ? pick(200) : 54, pick(4) === 0 ? pick(40) : 16);
-    if (pick(5) === 0) frame[54 + 12] = pick(256); // a random TCP data offset
+    const udp = pick(3) === 0;
+    const frame = udp ? usoFrame(Buffer.alloc(size, trial & 0xff)) : tsoFrame(Buffer.alloc(size, trial & 0xff), [0x10, 0x18, 0x19, 0x98][pick(4)], pick(2 ** 32));
+    const gso = udp ? [5, 5, VNET_GSO_NONE, VNET_GSO_TCPV6][pick(4)] : [VNET_GSO_TCPV6, VNET_GSO_TCPV6, VNET_GSO_NONE, 1, 5, 0x84][pick(6)];
+    const h = udp
+      ? hdr(gso, [0, 1, 64, 300, 1400, 1900][pick(6)], 62, pick(4) === 0 ? pick(200) : 54, pick(4) === 0 ? pick(40) : 6)
+      : hdr(gso, [0, 88, 536, 1400, 1460, 1900][pick(6)], 86, pick(4) === 0 ? pick(200) : 54, pick(4) === 0 ? pick(40) : 16);
+    if (!udp && pick(5) === 0) frame[54 + 12] = pick(256); // a random TCP data offset
     if (pick(8) === 0) frame[20] = [0, 17, 43, 44, 60][pick(5)]; // other next headers
     const room = pick(6) === 0 ? 1 + pick(4) : BATCH_MAX;
     // The TypeScript reference.
@@ -190,6 +238,7 @@ test('the native segmenter makes the same bytes as the TypeScript reference, and
     assert.ok(out.drop === Drop.None || out.drop === Drop.EthOffloadMalformed || out.drop === Drop.EthTooBig, `trial ${trial}: ${out.drop}`);
     assert.is(r, ts, `trial ${trial}: native ${r}, reference ${ts}`);
     seen.add(String(Math.sign(r)) + (r < 0 ? r : ''));
+    if (udp && gso === 5 && r > 1) seen.add('udp datagrams');
     for (let k = 0; k < Math.max(r, 0); k++) {
       const i = BATCH_MAX - room + k;
       const mine = b.view(i);
@@ -197,7 +246,7 @@ test('the native segmenter makes the same bytes as the TypeScript reference, and
       assert.ok(dst.subarray(first + k * SLOT_BYTES, first + k * SLOT_BYTES + lens[k]).equals(mine), `trial ${trial} segment ${k} bytes`);
     }
   }
-  for (const outcome of ['1', '-1-1', '-1-2', '-1-3']) assert.ok(seen.has(outcome), `outcome ${outcome} never happened`);
+  for (const outcome of ['1', '-1-1', '-1-2', '-1-3', 'udp datagrams']) assert.ok(seen.has(outcome), `outcome ${outcome} never happened`);
 });
 
 test.run();

@@ -373,4 +373,52 @@ test('with offloadUdp off, each UDP datagram is its own frame and arrives the sa
   }
 });
 
+test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with valid checksums; without offloadUdp the kernel cuts it', async () => {
+  const payload = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7 + 3) & 0xff));
+  for (const offloadUdp of [true, false]) {
+    const tap = guest(offloadUdp);
+    try {
+      const rx = new Batch();
+      const got: Buffer[] = [];
+      let others = 0;
+      const kernelBefore = tap.rxKernelFrames;
+      const done = new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`offloadUdp ${offloadUdp}: ${got.length} datagrams read`)), 5000);
+        tap.onReadable(() => {
+          rx.reset();
+          tap.read(rx, 0, 0);
+          for (let i = 0; i < rx.count; i++) {
+            const f = Buffer.from(rx.view(i));
+            if (f.readUInt16BE(12) === 0x86dd && f[20] === PROTO_UDP && f.readUInt16BE(56) === 5301) got.push(f);
+            else others++;
+          }
+          if (got.length >= 4) {
+            clearTimeout(timer);
+            resolve();
+          }
+        });
+      });
+      execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', [
+        'import socket',
+        's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+        's.setsockopt(17, 103, 300)  # SOL_UDP, UDP_SEGMENT: datagrams of 300 bytes',
+        `s.sendto(bytes.fromhex("${payload.toString('hex')}"), ("fd00:77::2", 5301))`,
+      ].join('\n')]);
+      await done;
+      assert.equal(got.map((f) => f.length), [362, 362, 362, 162], `offloadUdp ${offloadUdp}: 300 + 300 + 300 + 100`);
+      for (const f of got) {
+        const l4 = f.readUInt16BE(58);
+        assert.is(f.readUInt16BE(18), l4, 'IPv6 and UDP lengths agree');
+        assert.is(finishChecksum(onesSum(f, 54, l4, onesSum(f, 22, 32, 0) + l4 + PROTO_UDP)), 0, 'a complete, valid checksum');
+      }
+      assert.ok(Buffer.concat(got.map((f) => f.subarray(62))).equals(payload), 'the payload, in order');
+      const kernelFrames = tap.rxKernelFrames - kernelBefore - others;
+      assert.is(kernelFrames, offloadUdp ? 1 : 4, `offloadUdp ${offloadUdp}: frames the kernel handed over for the send`);
+    } finally {
+      tap.close();
+      cleanup();
+    }
+  }
+});
+
 test.run();

@@ -72,7 +72,7 @@ export interface StoreConfig {
 export interface SwitchSettings {
   /** TSO and checksum offload between guests and their TAPs (the switch segments; the kernel runs GRO). */
   readonly offload: boolean;
-  /** With offload: runs of one UDP flow also reach a guest's TAP as one super-frame, on kernels that take it (>= 6.2). */
+  /** With offload: UDP segmentation offload too, on kernels that have it on a TAP (>= 6.2): both ways, as for TCP. */
   readonly offloadUdp: boolean;
   readonly cables: { readonly max: number; readonly ttl: number; readonly negativeTtl: number; readonly perPort: number };
   readonly upcall: { readonly queuePerCable: number; readonly queueTotal: number; readonly verifyPerSecond: number; readonly portMissesPerSecond: number; readonly prefetchReplies: boolean };

@@ -1,8 +1,10 @@
 // Offloads between the switch and a guest's TAP (the virtio-net header, IFF_VNET_HDR).
-// With TSO the guest hands over TCP frames of up to 64 KB and with checksum offload it
-// leaves checksums partial; before a frame may enter the pipeline (and be encrypted, which
-// hides any "checksum still to do" flag from the receiver) the switch must make it what a
-// wire would carry: MSS-sized segments with complete checksums. This is the TypeScript
+// With TSO the guest hands over TCP frames of up to 64 KB, with UDP segmentation offload
+// (switch.offloadUdp, Linux >= 6.2) UDP super-frames of many datagrams, and with checksum
+// offload it leaves checksums partial; before a frame may enter the pipeline (and be
+// encrypted, which hides any "checksum still to do" flag from the receiver) the switch must
+// make it what a wire would carry: MSS-sized segments, or datagrams of gso_size, with
+// complete checksums. This is the TypeScript
 // reference; the native addon does the same in C (src/native/gso.c) and
 // test/gso.test.ts holds the two to identical bytes.
 //
@@ -14,13 +16,14 @@ import { BATCH_MAX, FRAME_OFFSET, MAX_PACKET, type Batch } from '../dataplane/ba
 import { finishChecksum, onesSum } from '../wire/checksum.js';
 import { Drop } from '../base/drops.js';
 import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from '../wire/ethernet.js';
-import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP } from '../wire/ipv6.js';
+import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
 
 export const VNET_HDR_LEN = 10;
 export const VNET_F_NEEDS_CSUM = 1;
 export const VNET_F_DATA_VALID = 2;
 export const VNET_GSO_NONE = 0;
 export const VNET_GSO_TCPV6 = 4;
+export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
 const TCP_OFF_SEQ = 4;
@@ -101,31 +104,79 @@ export class Segmenter {
       out.count = 1;
       return true;
     }
-    if (gso !== VNET_GSO_TCPV6) {
-      out.drop = Drop.EthOffloadMalformed; // TCPv4 or UDP segmentation: only IPv6 TCP is enabled
+    if (gso !== VNET_GSO_TCPV6 && gso !== VNET_GSO_UDP_L4) {
+      out.drop = Drop.EthOffloadMalformed; // TCPv4 or UFO: only IPv6 TCP and UDP segmentation are enabled
       return true;
     }
-    return this.segmentTcp6(src, off, len, h, b, port, timeUs, out);
+    return gso === VNET_GSO_UDP_L4 ? this.segmentUdp6(src, off, len, h, b, port, timeUs, out) : this.segmentTcp6(src, off, len, h, b, port, timeUs, out);
+  }
+
+  /** The IPv6 super-frame at src[off, off+len) parsed to its `proto` header (this.ip.l4), or false when it is not one. */
+  private superFrame(src: Uint8Array, off: number, len: number, proto: number): boolean {
+    const plen = len - ETH_HLEN - IPV6_HLEN;
+    if (plen <= 0 || plen > 0xffff || ((src[off + ETH_OFF_TYPE] << 8) | src[off + ETH_OFF_TYPE + 1]) !== ETHERTYPE_IPV6) return false;
+    const ip = off + ETH_HLEN;
+    // The super-frame's IPv6 payload length is whatever the guest left there: set the true one
+    // (this is our own read buffer) and parse the extension-header chain to the L4 header.
+    src[ip + IPV6_OFF_PLEN] = plen >> 8;
+    src[ip + IPV6_OFF_PLEN + 1] = plen & 0xff;
+    const r = parseIpv6(src, ip, len - ETH_HLEN, this.ip);
+    return r === Drop.None && !this.ip.fragment && this.ip.proto === proto && this.ip.l4 >= 0;
+  }
+
+  /** A UDP super-frame (GSO_UDP_L4) cut into datagrams of gso_size payload bytes, each with its lengths and checksum. */
+  private segmentUdp6(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
+    const size = h.gsoSize;
+    if (!this.superFrame(src, off, len, PROTO_UDP) || this.ip.l4 + 8 > off + len || size === 0) {
+      out.drop = Drop.EthOffloadMalformed;
+      return true;
+    }
+    const l4 = this.ip.l4;
+    const hdrEnd = l4 + 8;
+    const payload = off + len - hdrEnd;
+    const n = Math.max(1, Math.ceil(payload / size));
+    if (b.count + n > BATCH_MAX) return false;
+    const hlen = hdrEnd - off;
+    if (hlen + Math.min(size, payload) > MAX_PACKET) {
+      out.drop = Drop.EthTooBig;
+      return true;
+    }
+    const extLen = l4 - off - ETH_HLEN - IPV6_HLEN;
+    const d = b.data;
+    for (let k = 0; k < n; k++) {
+      const segLen = Math.min(size, payload - k * size);
+      const i = b.push(src.subarray(off, off + hlen), FRAME_OFFSET, port, timeUs);
+      const at = b.start[i];
+      d.set(src.subarray(hdrEnd + k * size, hdrEnd + k * size + segLen), at + hlen);
+      b.len[i] = hlen + segLen;
+      const sip = at + ETH_HLEN;
+      const su = at + (l4 - off);
+      const ipPayload = extLen + 8 + segLen;
+      d[sip + IPV6_OFF_PLEN] = ipPayload >> 8;
+      d[sip + IPV6_OFF_PLEN + 1] = ipPayload & 0xff;
+      const l4Len = 8 + segLen;
+      d[su + 4] = l4Len >> 8;
+      d[su + 5] = l4Len & 0xff;
+      d[su + 6] = 0;
+      d[su + 7] = 0;
+      let c = finishChecksum(onesSum(d, su, l4Len, onesSum(d, sip + IPV6_OFF_SRC, 32, 0) + l4Len + PROTO_UDP));
+      if (c === 0) c = 0xffff; // zero means "no checksum", which IPv6 forbids (RFC 8200 8.1)
+      d[su + 6] = c >> 8;
+      d[su + 7] = c & 0xff;
+    }
+    out.count = n;
+    return true;
   }
 
   private segmentTcp6(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
     // Headers: Ethernet, IPv6 (extension headers allowed), TCP.
-    const plen = len - ETH_HLEN - IPV6_HLEN;
-    if (plen <= 0 || plen > 0xffff || ((src[off + ETH_OFF_TYPE] << 8) | src[off + ETH_OFF_TYPE + 1]) !== ETHERTYPE_IPV6) {
-      out.drop = Drop.EthOffloadMalformed;
-      return true;
-    }
+    const ok = this.superFrame(src, off, len, PROTO_TCP);
     const ip = off + ETH_HLEN;
-    // The super-frame's IPv6 payload length is whatever the guest left there: set the true one
-    // (this is our own read buffer) and parse the extension-header chain to the TCP header.
-    src[ip + IPV6_OFF_PLEN] = plen >> 8;
-    src[ip + IPV6_OFF_PLEN + 1] = plen & 0xff;
-    const r = parseIpv6(src, ip, len - ETH_HLEN, this.ip);
     const l4 = this.ip.l4;
-    const tcpLen = l4 >= 0 ? (src[l4 + TCP_OFF_DOFF] >> 4) * 4 : 0;
+    const tcpLen = ok ? (src[l4 + TCP_OFF_DOFF] >> 4) * 4 : 0;
     const hdrEnd = l4 + tcpLen;
     const mss = h.gsoSize;
-    if (r !== Drop.None || this.ip.fragment || this.ip.proto !== PROTO_TCP || l4 < 0 || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
+    if (!ok || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
       out.drop = Drop.EthOffloadMalformed;
       return true;
     }

@@ -46,7 +46,11 @@ export interface TapOptions {
    * writes (IFF_NAPI), marked as already checked (the ESP ICV covered every byte).
    */
   offload?: boolean;
-  /** With offload: write runs of one UDP flow as one super-frame too, when the kernel takes them (default true). */
+  /**
+   * With offload: UDP segmentation offload too, where the kernel has it (>= 6.2; default
+   * true): the guest may hand over UDP super-frames (cut into datagrams as they are read) and
+   * runs of one UDP flow are written to it as one.
+   */
   offloadUdp?: boolean;
 }
 

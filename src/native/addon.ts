@@ -104,7 +104,7 @@ export interface NativeAddon {
    */
   tapWriteGro(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,
     status: Int32Array, scratch: Uint8Array, udp: boolean): number;
-  /** True when the kernel takes UDP super-frames (GSO_UDP_L4) on this offloading TAP fd; leaves its offloads as they were. */
+  /** UDP segmentation offload both ways on this offloading TAP fd (GSO_UDP_L4); false (nothing changed) where the kernel has none. */
   tapUso(fd: number): boolean;
   /** The frames tapWriteGro would write: each [virtio-net header][frame] into out, lengths and merged counts; returns how many. */
   groCoalesce(buf: Uint8Array, start: Int32Array, len: Int32Array, idx: Int32Array, n: number,

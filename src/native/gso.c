@@ -1,6 +1,7 @@
 // Offloaded frames from a TAP (IFF_VNET_HDR with TSO and checksum offload) made into wire
-// frames: a TCP/IPv6 TSO frame is cut at gso_size with complete checksums, a frame with a
-// partial checksum gets it completed. The same rules as src/dataplane/gso.ts (the tested
+// frames: a TCP/IPv6 TSO frame is cut at gso_size with complete checksums, so is a UDP/IPv6
+// super-frame (UDP segmentation offload, GSO_UDP_L4: one datagram per gso_size bytes), and a
+// frame with a partial checksum gets it completed. The same rules as src/dataplane/gso.ts (the tested
 // TypeScript reference); test/gso.test.ts holds the two to identical bytes.
 //
 // JS API (see src/native/addon.ts):
@@ -15,9 +16,9 @@
 
 #include <string.h>
 
-enum { VNET_F_NEEDS_CSUM = 1, VNET_GSO_NONE = 0, VNET_GSO_TCPV6 = 4, VNET_GSO_ECN = 0x80 };
+enum { VNET_F_NEEDS_CSUM = 1, VNET_GSO_NONE = 0, VNET_GSO_TCPV6 = 4, VNET_GSO_UDP_L4 = 5, VNET_GSO_ECN = 0x80 };
 enum { ETH_HLEN = 14, IPV6_HLEN = 40, MAX_EXT = 8 };
-enum { P_HOPOPTS = 0, P_TCP = 6, P_ROUTING = 43, P_FRAGMENT = 44, P_AH = 51, P_DSTOPTS = 60 };
+enum { P_HOPOPTS = 0, P_TCP = 6, P_UDP = 17, P_ROUTING = 43, P_FRAGMENT = 44, P_AH = 51, P_DSTOPTS = 60 };
 
 static uint16_t le16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));
@@ -36,12 +37,12 @@ static uint16_t fold(uint64_t sum) {
   return (uint16_t)~sum;
 }
 
-/** Offset of the TCP header after the IPv6 extension headers, or -1 (the rules of parseIpv6). */
-static int32_t tcp_offset(const uint8_t *f, size_t len) {
+/** Offset of the `proto` header after the IPv6 extension headers, or -1 (the rules of parseIpv6). */
+static int32_t l4_offset(const uint8_t *f, size_t len, uint8_t proto) {
   size_t p = ETH_HLEN + IPV6_HLEN;
   uint8_t next = f[ETH_HLEN + 6];
   for (int n = 0;; n++) {
-    if (next == P_TCP) return (int32_t)p;
+    if (next == proto) return (int32_t)p;
     if (next != P_HOPOPTS && next != P_ROUTING && next != P_DSTOPTS && next != P_AH) return -1;  // fragments too
     if (n == MAX_EXT || (next == P_HOPOPTS && n != 0) || p + 8 > len) return -1;
     size_t h = next == P_AH ? ((size_t)f[p + 1] + 2) * 4 : ((size_t)f[p + 1] + 1) * 8;
@@ -49,6 +50,42 @@ static int32_t tcp_offset(const uint8_t *f, size_t len) {
     next = f[p];
     p += h;
   }
+}
+
+/** A UDP/IPv6 super-frame cut into datagrams of gso_size payload bytes (the last may be shorter), each with its own lengths and checksum. */
+static int32_t udp_segment(const uint8_t *f, size_t len, uint16_t gso_size, uint8_t *dst, int32_t first_off, int32_t stride, int32_t cap,
+                           int32_t max_slots, int32_t *lens) {
+  int32_t l4 = l4_offset(f, len, P_UDP);
+  if (l4 < 0 || (size_t)l4 + 8 > len || gso_size == 0) return GSO_MALFORMED;
+  size_t hdr_end = (size_t)l4 + 8;
+  size_t payload = len - hdr_end;
+  int32_t n = payload == 0 ? 1 : (int32_t)((payload + gso_size - 1) / gso_size);
+  if (n > max_slots) return GSO_NO_ROOM;
+  size_t first = payload < gso_size ? payload : gso_size;
+  if (hdr_end + first > (size_t)cap) return GSO_TOO_BIG;
+  size_t ext_len = (size_t)l4 - ETH_HLEN - IPV6_HLEN;
+  uint64_t addr_sum = sum16(f + ETH_HLEN + 8, 32, 0);
+  for (int32_t k = 0; k < n; k++) {
+    size_t seg = payload - (size_t)k * gso_size < gso_size ? payload - (size_t)k * gso_size : gso_size;
+    uint8_t *out = dst + first_off + (size_t)k * stride;
+    memcpy(out, f, hdr_end);
+    memcpy(out + hdr_end, f + hdr_end + (size_t)k * gso_size, seg);
+    size_t ip_payload = ext_len + 8 + seg;
+    out[ETH_HLEN + 4] = (uint8_t)(ip_payload >> 8);
+    out[ETH_HLEN + 5] = (uint8_t)ip_payload;
+    uint8_t *u = out + l4;
+    size_t l4_len = 8 + seg;
+    u[4] = (uint8_t)(l4_len >> 8);
+    u[5] = (uint8_t)l4_len;
+    u[6] = 0;
+    u[7] = 0;
+    uint16_t c = fold(sum16(u, l4_len, addr_sum + l4_len + P_UDP));
+    if (c == 0) c = 0xffff;  // zero means "no checksum", which IPv6 forbids (RFC 8200 8.1)
+    u[6] = (uint8_t)(c >> 8);
+    u[7] = (uint8_t)c;
+    lens[k] = (int32_t)(hdr_end + seg);
+  }
+  return n;
 }
 
 int32_t nvi_gso_segment(const uint8_t *vnet, const uint8_t *f, size_t len, uint8_t *dst, int32_t first_off, int32_t stride,
@@ -72,13 +109,14 @@ int32_t nvi_gso_segment(const uint8_t *vnet, const uint8_t *f, size_t len, uint8
     lens[0] = (int32_t)len;
     return 1;
   }
-  if (gso != VNET_GSO_TCPV6) return GSO_MALFORMED;  // only IPv6 TCP segmentation is enabled
+  if (gso != VNET_GSO_TCPV6 && gso != VNET_GSO_UDP_L4) return GSO_MALFORMED;  // only IPv6 TCP and UDP segmentation are enabled
 
   if (len <= ETH_HLEN + IPV6_HLEN || len - ETH_HLEN - IPV6_HLEN > 0xffff || f[12] != 0x86 || f[13] != 0xdd ||
       (f[ETH_HLEN] >> 4) != 6) {
     return GSO_MALFORMED;
   }
-  int32_t l4 = tcp_offset(f, len);
+  if (gso == VNET_GSO_UDP_L4) return udp_segment(f, len, gso_size, dst, first_off, stride, cap, max_slots, lens);
+  int32_t l4 = l4_offset(f, len, P_TCP);
   if (l4 < 0 || (size_t)l4 + 20 > len) return GSO_MALFORMED;
   size_t tcp_len = (size_t)(f[l4 + 12] >> 4) * 4;
   size_t hdr_end = (size_t)l4 + tcp_len;

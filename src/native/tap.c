@@ -6,7 +6,7 @@
 //   tapWrite(fd, buf, start, len, idx, n, hdrLen, status) -> frames written
 //   tapReadGso(fd, scratch, state, buf, firstOff, stride, cap, n, lens, counts) -> slots filled, or -errno
 //   tapWriteGro(fd, buf, start, len, idx, n, status, scratch, udp) -> frames written (runs of one flow as one write)
-//   tapUso(fd) -> true when the kernel takes UDP segmentation offload on this TAP (Linux >= 6.2)
+//   tapUso(fd) -> UDP segmentation offload turned on for this offloading TAP; false where the kernel has none (before 6.2)
 //
 // One read()/write() per frame: the tun fd carries exactly one frame per system call.
 // With IFF_VNET_HDR each frame is preceded by a virtio-net header of hdrLen bytes.
@@ -15,10 +15,10 @@
 // exact. With TAP_OFFLOAD (TUN_F_CSUM | TUN_F_TSO6) the guest may send TSO super-frames and
 // partial checksums: tapReadGso reads the header, segments and completes checksums (gso.c);
 // tapWriteGro writes runs of one TCP flow, and with `udp` runs of one UDP flow, as one
-// super-frame (gro.c); a frame alone goes with DATA_VALID. Whether the kernel takes UDP
-// super-frames (VIRTIO_NET_HDR_GSO_UDP_L4) is probed as wireguard-go does: TUNSETOFFLOAD with
-// TUN_F_USO4 | TUN_F_USO6 fails with EINVAL before 6.2. The probe puts the flags back: the
-// switch does not take UDP super-frames from the guest (its read segments TSO only).
+// super-frame (gro.c); a frame alone goes with DATA_VALID. tapUso adds UDP segmentation
+// offload both ways (VIRTIO_NET_HDR_GSO_UDP_L4: the guest may hand over UDP super-frames,
+// which tapReadGso cuts into datagrams): TUNSETOFFLOAD with TUN_F_USO4 | TUN_F_USO6, which
+// fails with EINVAL before Linux 6.2 (wireguard-go probes it the same way).
 
 #define _GNU_SOURCE
 #include "fd_io.h"
@@ -52,7 +52,7 @@ static const uint8_t zero_hdr[16];
 #define TUN_F_USO4 0x20  // linux/if_tun.h of 6.2; the build machine's headers may be older
 #define TUN_F_USO6 0x40
 #endif
-/** The offloads the switch takes from a guest (tapReadGso segments them). */
+/** The offloads the switch always takes from a guest (tapReadGso segments them); tapUso adds UDP segmentation. */
 static const unsigned long TAP_OFFLOADS = TUN_F_CSUM | TUN_F_TSO6;
 
 /** Steps 2-4 of tapOpen; returns 0 or -errno with *step naming the call that failed. */
@@ -383,7 +383,7 @@ static napi_value tap_uso(napi_env env, napi_callback_info info) {
   int32_t fd;
   if (nvi_args(env, info, 1, argv) || nvi_i32(env, argv[0], "fd", &fd)) return NULL;
   int ok = ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS | TUN_F_USO4 | TUN_F_USO6) == 0;
-  if (ok && ioctl(fd, TUNSETOFFLOAD, TAP_OFFLOADS) < 0) {
+  if (!ok && errno != EINVAL) {
     nvi_throw_errno(env, "TUNSETOFFLOAD", errno);
     return NULL;
   }
