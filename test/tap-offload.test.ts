@@ -313,7 +313,7 @@ function udp6InCsumErrors(ns: string): number {
 test('runs of UDP datagrams written as super-frames reach the guest as the same datagrams, and their checksums verify where the kernel forwards them', async () => {
   const tap = guest();
   try {
-    assert.ok(tap.udpGro, 'this kernel takes UDP super-frames on a TAP (Linux >= 6.2)');
+    assert.ok(tap.uso, 'this kernel takes UDP super-frames on a TAP (Linux >= 6.2)');
     // Beyond the guest: a second namespace over a veth without checksum or segmentation
     // offload, so the guest's kernel cuts the super-frame and computes every checksum itself,
     // and the far side checks them.
@@ -357,7 +357,7 @@ test('runs of UDP datagrams written as super-frames reach the guest as the same 
 test('with offloadUdp off, each UDP datagram is its own frame and arrives the same', async () => {
   const tap = guest(false);
   try {
-    assert.not.ok(tap.udpGro);
+    assert.not.ok(tap.uso);
     const local = udpSink(NS, 'fd00:77::1');
     await new Promise((r) => setTimeout(r, 400));
     const payloads = Array.from({ length: 30 }, (_, k) => Buffer.alloc(64, k));

@@ -59,7 +59,7 @@ export interface TapHandover {
   readonly vnetHdr: boolean;
   readonly offload: boolean;
   /** Absent from a process of a version before it: false. */
-  readonly udpGro?: boolean;
+  readonly uso?: boolean;
 }
 
 /** Checks a TAP name and MTU; returns the MTU to set (0: leave it). */
@@ -122,8 +122,8 @@ export class TapPort implements VmLink {
     vnetHdr: boolean,
     /** TSO and partial checksums accepted (see TapOptions.offload). */
     readonly offload: boolean,
-    /** Runs of one UDP flow written as one super-frame (TapOptions.offloadUdp, and the kernel takes them). */
-    readonly udpGro = false,
+    /** UDP segmentation offload on, both ways (TapOptions.offloadUdp, where the kernel has it). */
+    readonly uso = false,
   ) {
     this.hdrLen = vnetHdr || offload ? VNET_HDR_LEN : 0;
     this.scratch = offload ? Buffer.alloc(OFFLOAD_SCRATCH) : null;
@@ -137,17 +137,17 @@ export class TapPort implements VmLink {
     const vnetHdr = opts.vnetHdr === true;
     const offload = opts.offload === true;
     let opened: { fd: number; name: string } | undefined;
-    let udpGro = false;
+    let uso = false;
     try {
       if (opts.mac !== undefined && opts.mac.length !== 6) throw new Error('mac must be 6 bytes');
       const flags = (vnetHdr ? TAP_VNET_HDR : 0) | (offload ? TAP_OFFLOAD | TAP_NAPI : 0);
       opened = native.tapOpen(name, mtu, flags, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
-      udpGro = offload && opts.offloadUdp !== false && native.tapUso(opened.fd);
+      uso = offload && opts.offloadUdp !== false && native.tapUso(opened.fd);
     } catch (e) {
       if (opened) closeSync(opened.fd);
       throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
     }
-    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload, udpGro);
+    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload, uso);
   }
 
   /**
@@ -183,12 +183,12 @@ export class TapPort implements VmLink {
    * written the same way: `handover` is what the `handover` getter said there.
    */
   static adopt(name: string, fd: number, handover: TapHandover): TapPort {
-    return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload, handover.udpGro === true);
+    return new TapPort(loadNative(), name, fd, handover.vnetHdr, handover.offload, handover.uso === true);
   }
 
   /** What a process taking this port over needs besides the fd. */
   get handover(): TapHandover {
-    return { vnetHdr: this.hdrLen > 0 && !this.offload, offload: this.offload, udpGro: this.udpGro };
+    return { vnetHdr: this.hdrLen > 0 && !this.offload, offload: this.offload, uso: this.uso };
   }
 
   /** Stop reading (a handover: the next process reads what queues meanwhile); writing goes on. */
@@ -259,7 +259,7 @@ export class TapPort implements VmLink {
     const s = this.status;
     const w = this.groScratch === null
       ? this.native.tapWrite(this.fd, b.data, b.start, b.len, idx, n, this.hdrLen, s)
-      : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch, this.udpGro);
+      : this.native.tapWriteGro(this.fd, b.data, b.start, b.len, idx, n, s, this.groScratch, this.uso);
     this.txFrames += w;
     for (let k = 0; k < w; k++) this.txBytes += b.len[idx[k]];
     this.txRefused += s[TX_FAILED];
