@@ -16,9 +16,10 @@
 // One handshake plugs one direction (src -> dst): each direction is decided, keyed and
 // counted on its own, so tenants and even pairs never share a key.
 
-import { createHash, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createHash, diffieHellman, generateKeyPairSync, hkdfSync, sign, verify, type KeyObject } from 'node:crypto';
 import type { EspAlgorithm } from './esp-cipher.js';
 import { keyLength } from './esp-cipher.js';
+import { x25519PublicKey, x25519Raw } from '../trust/x25519.js';
 
 export const KX_VERSION = 1;
 export const KX_INIT = 1;
@@ -29,8 +30,6 @@ const SIG_LEN = 64;
 const INIT_CONTEXT = Buffer.from('nvi-switch kx init v1\0');
 const ANSWER_CONTEXT = Buffer.from('nvi-switch kx answer v1\0');
 const ESP_INFO = Buffer.from('nvi-switch esp v1\0');
-/** DER prefix of an X25519 SubjectPublicKeyInfo (RFC 8410); the raw 32-byte key follows. */
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 
 // INIT layout
 const I_OFF_TYPE = 0;
@@ -247,16 +246,14 @@ export interface Ephemeral {
 /** A fresh ephemeral X25519 key pair: the private key and the raw 32-byte public key. */
 export function ephemeralKey(): Ephemeral {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
-  const spki = publicKey.export({ format: 'der', type: 'spki' });
-  return { privateKey, publicRaw: Buffer.from(spki.subarray(spki.length - 32)) };
+  return { privateKey, publicRaw: x25519Raw(publicKey) };
 }
 
 /** ESP key and salt for the SA `spi` carrying src -> dst, from our private and their public key. */
 export function deriveEspKey(
   alg: EspAlgorithm, ours: KeyObject, theirsRaw: Buffer, init: Buffer, spi: number, src: Buffer, dst: Buffer,
 ): { key: Buffer; salt: Buffer } {
-  const theirs = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, theirsRaw]), format: 'der', type: 'spki' });
-  const shared = diffieHellman({ privateKey: ours, publicKey: theirs });
+  const shared = diffieHellman({ privateKey: ours, publicKey: x25519PublicKey(theirsRaw) });
   if (shared.every((b) => b === 0)) throw new KxFormatError('X25519 produced the all-zero secret (low-order key)');
   const spiBytes = Buffer.alloc(4);
   spiBytes.writeUInt32BE(spi >>> 0);

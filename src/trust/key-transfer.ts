@@ -12,15 +12,14 @@
 // with the destination's host key.
 
 import {
-  createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync,
+  createCipheriv, createDecipheriv, createPrivateKey, diffieHellman, generateKeyPairSync, hkdfSync,
   randomBytes, sign, verify, type KeyObject,
 } from 'node:crypto';
 import { NviError } from '../base/errors.js';
+import { x25519PublicKey, x25519Raw } from './x25519.js';
 
 const OFFER_CONTEXT = Buffer.from('nvi-switch key offer v1\0');
 const SEAL_INFO = Buffer.from('nvi-switch key seal v1\0');
-/** DER prefix of an X25519 SubjectPublicKeyInfo (RFC 8410); the raw 32-byte key follows. */
-const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
 
 export interface KeyOffer {
   readonly vm: string;
@@ -43,13 +42,9 @@ function refuse(message: string): never {
   throw new NviError('NVI_ERR_KEY_TRANSFER', message);
 }
 
-function rawX25519(key: KeyObject): Buffer {
-  return key.export({ type: 'spki', format: 'der' }).subarray(X25519_SPKI_PREFIX.length);
-}
-
 function x25519Public(raw: Buffer): KeyObject {
   if (raw.length !== 32) refuse(`an X25519 key has 32 bytes, got ${raw.length}`);
-  return createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, raw]), format: 'der', type: 'spki' });
+  return x25519PublicKey(raw);
 }
 
 function offerMessage(vm: string, host: string, ephemeral: Buffer): Buffer {
@@ -63,7 +58,7 @@ function sealKey(shared: Buffer, a: Buffer, b: Buffer, vm: string): Buffer {
 /** Step 1, at the destination: the offer to send, and the private half to keep for open(). */
 export function makeOffer(vm: string, host: string, hostKey: KeyObject): { offer: KeyOffer; secret: KeyObject } {
   const pair = generateKeyPairSync('x25519');
-  const ephemeral = rawX25519(pair.publicKey);
+  const ephemeral = x25519Raw(pair.publicKey);
   const signature = sign(null, offerMessage(vm, host, ephemeral), hostKey);
   return { offer: { vm, host, ephemeral: ephemeral.toString('base64'), signature: signature.toString('base64') }, secret: pair.privateKey };
 }
@@ -75,7 +70,7 @@ export function sealTo(offer: KeyOffer, destinationKey: KeyObject, vmKey: KeyObj
     refuse(`the key offer for ${offer.vm} is not signed by host ${offer.host}`);
   }
   const pair = generateKeyPairSync('x25519');
-  const mine = rawX25519(pair.publicKey);
+  const mine = x25519Raw(pair.publicKey);
   const key = sealKey(diffieHellman({ privateKey: pair.privateKey, publicKey: x25519Public(theirs) }), mine, theirs, offer.vm);
   const nonce = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', key, nonce);
