@@ -1,10 +1,10 @@
-// X25519 public keys to and from their raw bytes (src/trust/x25519.ts): the RFC 7748 6.1
+// X25519 public keys to and from their raw bytes (src/esp/x25519.ts): the RFC 7748 6.1
 // example through them, a round trip, and a key of the wrong length refused.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createPrivateKey, diffieHellman, generateKeyPairSync } from 'node:crypto';
-import { x25519PublicKey, x25519Raw } from '../src/trust/x25519.js';
+import { x25519PublicKey, x25519Raw } from '../src/esp/x25519.js';
 
 const hex = (s: string): Buffer => Buffer.from(s, 'hex');
 // RFC 7748 section 6.1.

@@ -19,7 +19,7 @@
 import { createHash, diffieHellman, generateKeyPairSync, hkdfSync, sign, verify, type KeyObject } from 'node:crypto';
 import type { EspAlgorithm } from './esp-cipher.js';
 import { keyLength } from './esp-cipher.js';
-import { x25519PublicKey, x25519Raw } from '../trust/x25519.js';
+import { x25519PublicKey, x25519Raw } from './x25519.js';
 
 export const KX_VERSION = 1;
 export const KX_INIT = 1;

@@ -16,7 +16,7 @@ import {
   randomBytes, sign, verify, type KeyObject,
 } from 'node:crypto';
 import { NviError } from '../base/errors.js';
-import { x25519PublicKey, x25519Raw } from './x25519.js';
+import { x25519PublicKey, x25519Raw } from '../esp/x25519.js';
 
 const OFFER_CONTEXT = Buffer.from('nvi-switch key offer v1\0');
 const SEAL_INFO = Buffer.from('nvi-switch key seal v1\0');
