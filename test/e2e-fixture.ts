@@ -413,6 +413,8 @@ export class Lab {
   async down(): Promise<RunResult> {
     await Promise.all([...this.background].map((b) => b.stop('SIGTERM', 3000)));
     const r = await this.cli(['lab', 'down'], 60);
+    // A switch that had to be killed is a bug to chase: what it was doing goes to the test's output.
+    for (const line of `${r.stdout}\n${r.stderr}`.split('\n')) if (line.includes('did not stop')) process.stdout.write(`e2e: ${line}\n`);
     this.isUp = false;
     live.delete(this);
     return r;

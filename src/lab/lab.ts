@@ -22,6 +22,7 @@ import { migrate, type MigrationHooks, type MigrationResult } from '../switch/mi
 import { controlPath, hostStateDir, stateDir } from '../switch/paths.js';
 import { VmPorts } from '../switch/vm-ports.js';
 import { etcdMembers, isLabEtcd, startEtcdMember, waitEtcdHealthy } from './etcd.js';
+import { describeStuck } from './stuck.js';
 import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
 
 export interface LabState {
@@ -290,8 +291,13 @@ export async function labDown(cfg: CloudConfig, log: (line: string) => void): Pr
   for (const [pid, host] of switches) {
     process.kill(pid, 'SIGTERM');
     const gone = await waitFor(() => !alive(pid), 5000, () => '').then(() => true, () => false);
-    if (!gone) process.kill(pid, 'SIGKILL');
-    log(`switch ${host}: stopped (pid ${pid})`);
+    if (gone) {
+      log(`switch ${host}: stopped (pid ${pid})`);
+      continue;
+    }
+    const why = await describeStuck(pid);
+    process.kill(pid, 'SIGKILL');
+    log(`switch ${host}: did not stop on SIGTERM within 5 s (${why}); killed (pid ${pid})`);
   }
   const members = new Map<number, string>();
   for (const m of state?.etcd ?? []) if (isLabEtcd(m.pid, labDir(cfg))) members.set(m.pid, m.name);
