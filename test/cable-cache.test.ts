@@ -134,4 +134,17 @@ test('the identity index follows inserts, replacements, removals and evictions, 
   assert.equal(cache.cablesOf('G'), []);
 });
 
+test('clear() forgets the per-port counts too, so a port\'s quota starts from nothing', () => {
+  const cache = new CableCache(10);
+  for (let k = 0; k < 3; k++) {
+    const c = cable(1, 10 + k);
+    c.srcPort = 0;
+    cache.insert(c);
+  }
+  assert.is(cache.portCount(0), 3);
+  cache.clear();
+  assert.is(cache.portCount(0), 0);
+  assert.is(cache.evictOldestOfPort(0), undefined, 'nothing of port 0 is left to evict');
+});
+
 test.run();

@@ -101,7 +101,7 @@ export class CableCache {
     const set = this.byPort.get(port);
     const oldest = set?.values().next().value as Cable | undefined;
     if (!oldest) return undefined;
-    this.remove(oldest);
+    if (!this.remove(oldest)) set!.delete(oldest); // an index entry whose cable is gone: dropped, so the quota's loop always moves on
     this.evictions++;
     this.onEvict(oldest);
     return oldest;
@@ -168,5 +168,6 @@ export class CableCache {
   clear(): void {
     this.lru.clear();
     this.byIdentity.clear();
+    this.byPort.clear();
   }
 }
