@@ -16,6 +16,7 @@ import { execFileSync } from 'node:child_process';
 import { formatIpv4 } from '../src/base/address.js';
 import { readState } from '../src/lab/lab.js';
 import { BenchLab, PREFIX } from './lab/bench-lab.js';
+import { median } from './lab/report.js';
 import { CpuWatch } from './lab/proc.js';
 import { benchOptions, integer, refuse } from './options.js';
 
@@ -66,11 +67,6 @@ async function coldWalk(gapMs: number, spin: boolean): Promise<number> {
     t.push((performance.now() - a) * 1000);
   }
   return median(t);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
 const f3 = (x: number): string => x.toFixed(3);

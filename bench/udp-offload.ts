@@ -12,6 +12,7 @@
 import { readState } from '../src/lab/lab.js';
 import { BenchLab, PREFIX } from './lab/bench-lab.js';
 import { reachable, tcpTest, udpTest, type Path, type Timing } from './lab/measure.js';
+import { median } from './lab/report.js';
 import { benchOptions, integer } from './options.js';
 
 const v = benchOptions({ runs: { type: 'string' }, seconds: { type: 'string' }, sizes: { type: 'string' } });
@@ -23,11 +24,6 @@ interface Figures { rx: number; tx: number; cpu: number; rcvbuf: number }
 const udp = new Map<string, Figures[]>();
 const tcp = new Map<string, number[]>();
 const key = (on: boolean, size: number): string => `${on ? 'on' : 'off'} ${size}`;
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
 
 const lab = new BenchLab('udp-offload');
 try {

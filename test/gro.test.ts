@@ -9,11 +9,12 @@ import { Batch, FRAME_OFFSET } from '../src/dataplane/batch.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
 import { coalesce } from '../src/io/gro.js';
 import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_TCPV6 } from '../src/io/gso.js';
-import { finishChecksum, onesSum } from '../src/wire/checksum.js';
+import { onesSum } from '../src/wire/checksum.js';
 import { PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
 import { parseIpv6Address } from '../src/base/address.js';
 import { loadNative } from '../src/native/addon.js';
 import { rng } from './rng.js';
+import { udpFrame } from './udp-frame.js';
 
 const A = parseIpv6Address('fd00:77::2');
 const B = parseIpv6Address('fd00:77::1');
@@ -52,21 +53,7 @@ function udp(): Buffer {
 
 /** A valid UDP datagram A -> B (correct checksum unless `check` is given), payload bytes all `fill`. */
 function udpDatagram(sport: number, payload: number, fill: number, check?: number, hop = 64): Buffer {
-  const f = Buffer.alloc(ETH_HLEN + 48 + payload);
-  writeEthIpv6(f, 0, MAC, ROUTER);
-  f[14] = 0x60;
-  f.writeUInt16BE(8 + payload, 18);
-  f[20] = PROTO_UDP;
-  f[21] = hop;
-  A.copy(f, 22);
-  B.copy(f, 38);
-  f.writeUInt16BE(sport, 54);
-  f.writeUInt16BE(5201, 56);
-  f.writeUInt16BE(8 + payload, 58);
-  f.fill(fill, 62);
-  const sum = finishChecksum(onesSum(f, 54, 8 + payload, onesSum(f, 22, 32, 0) + 8 + payload + PROTO_UDP));
-  f.writeUInt16BE(check ?? (sum === 0 ? 0xffff : sum), 60);
-  return f;
+  return udpFrame({ dstMac: MAC, srcMac: ROUTER, src: A, dst: B, sport, dport: 5201, payload: Buffer.alloc(payload, fill), hop, checksum: check });
 }
 
 function batchOf(frames: Buffer[]): { b: Batch; idx: Int32Array } {

@@ -11,14 +11,16 @@ import { finishChecksum, onesSum } from '../src/wire/checksum.js';
 import { Drop } from '../src/base/drops.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
 import { GsoResult, Segmenter, VnetHdr, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6 } from '../src/io/gso.js';
-import { Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
+import { Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP, pseudoHeaderChecksum } from '../src/wire/ipv6.js';
 import { parseIpv6Address } from '../src/base/address.js';
 import { GSO_MALFORMED, GSO_NO_ROOM, GSO_TOO_BIG, loadNative } from '../src/native/addon.js';
 import { rng } from './rng.js';
+import { udpFrame } from './udp-frame.js';
 
 const SRC = parseIpv6Address('fd9a:3c7e:51b2:1:f63b:ba70:5b22:fa85');
 const DST = parseIpv6Address('fd9a:3c7e:51b2:1:6efa:c636:9039:91e2');
 const MAC = Buffer.from('0236903991e2', 'hex');
+const ROUTER = Buffer.from('024e56490001', 'hex');
 
 /** Pseudo-header sum as Linux leaves it in a partial checksum field (folded, not complemented). */
 function pseudo(proto: number, l4Len: number): number {
@@ -31,7 +33,7 @@ function pseudo(proto: number, l4Len: number): number {
 function tsoFrame(payload: Buffer, flags: number, seq: number): Buffer {
   const tcpLen = 32;
   const f = Buffer.alloc(ETH_HLEN + 40 + tcpLen + payload.length);
-  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
+  writeEthIpv6(f, 0, ROUTER, MAC);
   const ip = ETH_HLEN;
   f[ip] = 0x60;
   f.writeUInt16BE(0, ip + 4); // the guest may leave it anything: the segmenter sets its own
@@ -55,20 +57,7 @@ function tsoFrame(payload: Buffer, flags: number, seq: number): Buffer {
 
 /** A UDP super-frame as a guest kernel hands it over (UDP_SEGMENT): lengths of the whole, partial checksum. */
 function usoFrame(payload: Buffer): Buffer {
-  const f = Buffer.alloc(ETH_HLEN + 48 + payload.length);
-  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
-  f[14] = 0x60;
-  f.writeUInt16BE(8 + payload.length, 18);
-  f[20] = PROTO_UDP;
-  f[21] = 64;
-  SRC.copy(f, 22);
-  DST.copy(f, 38);
-  f.writeUInt16BE(40001, 54);
-  f.writeUInt16BE(5201, 56);
-  f.writeUInt16BE(8 + payload.length, 58);
-  f.writeUInt16BE(pseudo(PROTO_UDP, 8 + payload.length), 60);
-  payload.copy(f, 62);
-  return f;
+  return udpFrame({ dstMac: ROUTER, srcMac: MAC, src: SRC, dst: DST, sport: 40001, dport: 5201, payload, checksum: 'partial' });
 }
 
 function hdr(gsoType: number, gsoSize: number, hdrLen: number, csumStart: number, csumOffset: number): VnetHdr {
@@ -120,19 +109,7 @@ test('a TSO frame becomes MSS-sized segments: valid IPv6/TCP, correct checksums,
 test('a frame with a partial checksum gets its checksum completed and nothing else changes', () => {
   const payload = Buffer.from('hello, world, hello');
   const udpLen = 8 + payload.length;
-  const f = Buffer.alloc(ETH_HLEN + 40 + udpLen);
-  writeEthIpv6(f, 0, Buffer.from('024e56490001', 'hex'), MAC);
-  f[14] = 0x60;
-  f.writeUInt16BE(udpLen, 18);
-  f[20] = PROTO_UDP;
-  f[21] = 64;
-  SRC.copy(f, 22);
-  DST.copy(f, 38);
-  f.writeUInt16BE(1234, 54);
-  f.writeUInt16BE(514, 56);
-  f.writeUInt16BE(udpLen, 58);
-  f.writeUInt16BE(pseudo(PROTO_UDP, udpLen), 60);
-  payload.copy(f, 62);
+  const f = udpFrame({ dstMac: ROUTER, srcMac: MAC, src: SRC, dst: DST, sport: 1234, dport: 514, payload, checksum: 'partial' });
   const b = new Batch();
   const out = new GsoResult();
   assert.ok(new Segmenter().append(f, 0, f.length, hdr(VNET_GSO_NONE, 0, 0, 54, 6), b, 0, 0, out));
@@ -171,7 +148,7 @@ test('a UDP super-frame becomes datagrams of gso_size: valid IPv6/UDP, correct c
     assert.is(f.length, 62 + size, `datagram ${i}: length`);
     assert.is(f.readUInt16BE(18), 8 + size, 'IPv6 payload length');
     assert.is(f.readUInt16BE(58), 8 + size, 'UDP length');
-    assert.is(finishChecksum(onesSum(f, 54, 8 + size, onesSum(f, 22, 32, 0) + 8 + size + PROTO_UDP)), 0, `datagram ${i}: checksum`);
+    assert.is(pseudoHeaderChecksum(f, ETH_HLEN, 54, 8 + size, PROTO_UDP), 0, `datagram ${i}: checksum`);
     assert.is(f.readUInt16BE(54), 40001);
     const ip = new Ipv6Parse();
     assert.is(parseIpv6(f, ETH_HLEN, f.length - ETH_HLEN, ip), Drop.None);

@@ -11,9 +11,10 @@ import * as assert from 'uvu/assert';
 import { Batch, BATCH_MAX } from '../src/dataplane/batch.js';
 import { finishChecksum, onesSum } from '../src/wire/checksum.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
-import { PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
+import { PROTO_TCP, PROTO_UDP, pseudoHeaderChecksum } from '../src/wire/ipv6.js';
 import { parseIpv6Address } from '../src/base/address.js';
 import { TapPort } from '../src/io/tap.js';
+import { udpFrame } from './udp-frame.js';
 
 const NS = `nvi-tg-${process.pid}`;
 const TAP = 'nvi-tso0';
@@ -270,21 +271,7 @@ const BEYOND = parseIpv6Address('fd00:78::2');
 
 /** A UDP datagram from the peer (fd00:77::2) to `dst`, port 5300, its payload `payload`. */
 function datagram(b: Batch, dst: Buffer, payload: Buffer): void {
-  const f = Buffer.alloc(ETH_HLEN + 48 + payload.length);
-  writeEthIpv6(f, 0, GUEST_MAC, PEER_MAC);
-  f[14] = 0x60;
-  f.writeUInt16BE(8 + payload.length, 18);
-  f[20] = PROTO_UDP;
-  f[21] = 64;
-  PEER.copy(f, 22);
-  dst.copy(f, 38);
-  f.writeUInt16BE(40002, 54);
-  f.writeUInt16BE(5300, 56);
-  f.writeUInt16BE(8 + payload.length, 58);
-  payload.copy(f, 62);
-  const sum = finishChecksum(onesSum(f, 54, 8 + payload.length, onesSum(f, 22, 32, 0) + 8 + payload.length + PROTO_UDP));
-  f.writeUInt16BE(sum === 0 ? 0xffff : sum, 60);
-  b.push(f, 66, 0, 0);
+  b.push(udpFrame({ dstMac: GUEST_MAC, srcMac: PEER_MAC, src: PEER, dst, sport: 40002, dport: 5300, payload }), 66, 0, 0);
 }
 
 /** A UDP socket on `addr`:5300 in `ns` that prints the hex of every datagram it gets (one per line) after a quiet second. */
@@ -409,7 +396,7 @@ test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with val
       for (const f of got) {
         const l4 = f.readUInt16BE(58);
         assert.is(f.readUInt16BE(18), l4, 'IPv6 and UDP lengths agree');
-        assert.is(finishChecksum(onesSum(f, 54, l4, onesSum(f, 22, 32, 0) + l4 + PROTO_UDP)), 0, 'a complete, valid checksum');
+        assert.is(pseudoHeaderChecksum(f, ETH_HLEN, 54, l4, PROTO_UDP), 0, 'a complete, valid checksum');
       }
       assert.ok(Buffer.concat(got.map((f) => f.subarray(62))).equals(payload), 'the payload, in order');
       const kernelFrames = tap.rxKernelFrames - kernelBefore - others;

@@ -25,13 +25,11 @@
 import type { Batch } from '../dataplane/batch.js';
 import { onesSum } from '../wire/checksum.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
-import { IPV6_HLEN, PROTO_TCP } from '../wire/ipv6.js';
-import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_HDR_LEN } from './gso.js';
+import { IPV6_HLEN, PROTO_TCP, PROTO_UDP, pseudoHeaderChecksum } from '../wire/ipv6.js';
+import { VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_GSO_NONE, VNET_GSO_TCPV6, VNET_GSO_UDP_L4, VNET_HDR_LEN } from './gso.js';
 
 const UDP = ETH_HLEN + IPV6_HLEN; // offset of the UDP header
 const UDP_HLEN = 8;
-const PROTO_UDP = 17;
-const VNET_GSO_UDP_L4 = 5;
 const MAX_UDP_SEGS = 64;
 
 const TCP = ETH_HLEN + IPV6_HLEN; // offset of the TCP header in a frame without extension headers
@@ -77,6 +75,7 @@ function joins(d: Uint8Array, aAt: number, th: number, bAt: number, bLen: number
   return true;
 }
 
+/** A ones'-complement sum folded to 16 bits, not complemented (a partial checksum). */
 function fold(sum: number): number {
   while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
   return sum;
@@ -89,7 +88,7 @@ function udpPayload(f: Uint8Array, at: number, len: number): number {
   const ulen = (f[at + UDP + 4] << 8) | f[at + UDP + 5];
   if (ETH_HLEN + IPV6_HLEN + plen !== len || ulen !== plen) return 0;
   if (f[at + UDP + 6] === 0 && f[at + UDP + 7] === 0) return 0;
-  if (fold(onesSum(f, at + UDP, ulen, onesSum(f, at + ETH_HLEN + 8, 32, 0) + ulen + PROTO_UDP)) !== 0xffff) return 0;
+  if (pseudoHeaderChecksum(f, at + ETH_HLEN, at + UDP, ulen, PROTO_UDP) !== 0) return 0;
   return ulen - UDP_HLEN;
 }
 
@@ -118,6 +117,18 @@ function udpRun(b: Batch, idx: Int32Array, k: number, n: number): number {
   return end;
 }
 
+/** The virtio-net header of a super-frame: partial checksum at csumStart + csumOffset, segments of `size` after `hdr` bytes of headers. */
+function gsoHeader(type: number, hdr: number, size: number, csumStart: number, csumOffset: number): Buffer {
+  const vnet = Buffer.alloc(VNET_HDR_LEN);
+  vnet[0] = VNET_F_NEEDS_CSUM;
+  vnet[1] = type;
+  vnet.writeUInt16LE(hdr, 2);
+  vnet.writeUInt16LE(size, 4);
+  vnet.writeUInt16LE(csumStart, 6);
+  vnet.writeUInt16LE(csumOffset, 8);
+  return vnet;
+}
+
 function udpSuperFrame(b: Batch, idx: Int32Array, k: number, end: number): GroFrame {
   const d = b.data;
   const at = b.start[idx[k]];
@@ -129,14 +140,7 @@ function udpSuperFrame(b: Batch, idx: Int32Array, k: number, end: number): GroFr
   frame.writeUInt16BE(plen, ETH_HLEN + 4);
   frame.writeUInt16BE(plen, UDP + 4);
   frame.writeUInt16BE(fold(onesSum(frame, ETH_HLEN + 8, 32, 0) + plen + PROTO_UDP), UDP + 6);
-  const vnet = Buffer.alloc(VNET_HDR_LEN);
-  vnet[0] = VNET_F_NEEDS_CSUM;
-  vnet[1] = VNET_GSO_UDP_L4;
-  vnet.writeUInt16LE(hdr, 2);
-  vnet.writeUInt16LE(b.len[idx[k]] - hdr, 4);
-  vnet.writeUInt16LE(UDP, 6);
-  vnet.writeUInt16LE(6, 8);
-  return { vnet, frame, count: end - k };
+  return { vnet: gsoHeader(VNET_GSO_UDP_L4, hdr, b.len[idx[k]] - hdr, UDP, 6), frame, count: end - k };
 }
 
 export interface GroFrame {
@@ -201,18 +205,10 @@ export function coalesce(b: Batch, idx: Int32Array, n: number, udp = false): Gro
     frame[ETH_HLEN + 5] = plen & 0xff;
     frame[TCP + 13] = d[at + TCP + 13] | (d[b.start[idx[end - 1]] + TCP + 13] & (FIN | PSH));
     // Partial checksum: the pseudo-header sum, folded, not complemented.
-    let sum = onesSum(frame, ETH_HLEN + 8, 32, 0) + plen + PROTO_TCP;
-    while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16);
+    const sum = fold(onesSum(frame, ETH_HLEN + 8, 32, 0) + plen + PROTO_TCP);
     frame[TCP + 16] = sum >> 8;
     frame[TCP + 17] = sum & 0xff;
-    const vnet = Buffer.alloc(VNET_HDR_LEN);
-    vnet[0] = VNET_F_NEEDS_CSUM;
-    vnet[1] = VNET_GSO_TCPV6;
-    vnet.writeUInt16LE(TCP + th, 2);
-    vnet.writeUInt16LE(mss, 4);
-    vnet.writeUInt16LE(TCP, 6);
-    vnet.writeUInt16LE(16, 8);
-    out.push({ vnet, frame, count: end - k });
+    out.push({ vnet: gsoHeader(VNET_GSO_TCPV6, TCP + th, mss, TCP, 16), frame, count: end - k });
     k = end;
   }
   return out;

@@ -16,7 +16,7 @@ import { BATCH_MAX, FRAME_OFFSET, MAX_PACKET, type Batch } from '../dataplane/ba
 import { finishChecksum, onesSum } from '../wire/checksum.js';
 import { Drop } from '../base/drops.js';
 import { ETH_HLEN, ETH_OFF_TYPE, ETHERTYPE_IPV6 } from '../wire/ethernet.js';
-import { IPV6_HLEN, IPV6_OFF_PLEN, IPV6_OFF_SRC, Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
+import { IPV6_HLEN, IPV6_OFF_PLEN, Ipv6Parse, parseIpv6, pseudoHeaderChecksum, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
 
 export const VNET_HDR_LEN = 10;
 export const VNET_F_NEEDS_CSUM = 1;
@@ -26,6 +26,9 @@ export const VNET_GSO_TCPV6 = 4;
 export const VNET_GSO_UDP_L4 = 5;
 export const VNET_GSO_ECN = 0x80;
 
+const UDP_HLEN = 8;
+const UDP_OFF_LEN = 4;
+const UDP_OFF_CSUM = 6;
 const TCP_OFF_SEQ = 4;
 const TCP_OFF_DOFF = 12;
 const TCP_OFF_FLAGS = 13;
@@ -126,43 +129,24 @@ export class Segmenter {
 
   /** A UDP super-frame (GSO_UDP_L4) cut into datagrams of gso_size payload bytes, each with its lengths and checksum. */
   private segmentUdp6(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
-    const size = h.gsoSize;
-    if (!this.superFrame(src, off, len, PROTO_UDP) || this.ip.l4 + 8 > off + len || size === 0) {
+    if (!this.superFrame(src, off, len, PROTO_UDP) || this.ip.l4 + UDP_HLEN > off + len || h.gsoSize === 0) {
       out.drop = Drop.EthOffloadMalformed;
       return true;
     }
-    const l4 = this.ip.l4;
-    const hdrEnd = l4 + 8;
-    const payload = off + len - hdrEnd;
-    const n = Math.max(1, Math.ceil(payload / size));
-    if (b.count + n > BATCH_MAX) return false;
-    const hlen = hdrEnd - off;
-    if (hlen + Math.min(size, payload) > MAX_PACKET) {
-      out.drop = Drop.EthTooBig;
-      return true;
-    }
-    const extLen = l4 - off - ETH_HLEN - IPV6_HLEN;
+    const n = cut(src, off, len, this.ip.l4 + UDP_HLEN, h.gsoSize, b, port, timeUs, out);
+    if (n <= 0) return n === 0;
     const d = b.data;
-    for (let k = 0; k < n; k++) {
-      const segLen = Math.min(size, payload - k * size);
-      const i = b.push(src.subarray(off, off + hlen), FRAME_OFFSET, port, timeUs);
-      const at = b.start[i];
-      d.set(src.subarray(hdrEnd + k * size, hdrEnd + k * size + segLen), at + hlen);
-      b.len[i] = hlen + segLen;
-      const sip = at + ETH_HLEN;
-      const su = at + (l4 - off);
-      const ipPayload = extLen + 8 + segLen;
-      d[sip + IPV6_OFF_PLEN] = ipPayload >> 8;
-      d[sip + IPV6_OFF_PLEN + 1] = ipPayload & 0xff;
-      const l4Len = 8 + segLen;
-      d[su + 4] = l4Len >> 8;
-      d[su + 5] = l4Len & 0xff;
-      d[su + 6] = 0;
-      d[su + 7] = 0;
-      let c = finishChecksum(onesSum(d, su, l4Len, onesSum(d, sip + IPV6_OFF_SRC, 32, 0) + l4Len + PROTO_UDP));
-      if (c === 0) c = 0xffff; // zero means "no checksum", which IPv6 forbids (RFC 8200 8.1)
-      d[su + 6] = c >> 8;
-      d[su + 7] = c & 0xff;
+    for (let i = b.count - n; i < b.count; i++) {
+      const su = b.start[i] + (this.ip.l4 - off);
+      const l4Len = b.start[i] + b.len[i] - su;
+      d[su + UDP_OFF_LEN] = l4Len >> 8;
+      d[su + UDP_OFF_LEN + 1] = l4Len & 0xff;
+      d[su + UDP_OFF_CSUM] = 0;
+      d[su + UDP_OFF_CSUM + 1] = 0;
+      // Zero means "no checksum", which IPv6 forbids (RFC 8200 8.1).
+      const c = pseudoHeaderChecksum(d, b.start[i] + ETH_HLEN, su, l4Len, PROTO_UDP) || 0xffff;
+      d[su + UDP_OFF_CSUM] = c >> 8;
+      d[su + UDP_OFF_CSUM + 1] = c & 0xff;
     }
     out.count = n;
     return true;
@@ -171,38 +155,21 @@ export class Segmenter {
   private segmentTcp6(src: Uint8Array, off: number, len: number, h: VnetHdr, b: Batch, port: number, timeUs: number, out: GsoResult): boolean {
     // Headers: Ethernet, IPv6 (extension headers allowed), TCP.
     const ok = this.superFrame(src, off, len, PROTO_TCP);
-    const ip = off + ETH_HLEN;
     const l4 = this.ip.l4;
     const tcpLen = ok ? (src[l4 + TCP_OFF_DOFF] >> 4) * 4 : 0;
-    const hdrEnd = l4 + tcpLen;
     const mss = h.gsoSize;
-    if (!ok || tcpLen < 20 || hdrEnd > off + len || mss === 0) {
+    if (!ok || tcpLen < 20 || l4 + tcpLen > off + len || mss === 0) {
       out.drop = Drop.EthOffloadMalformed;
       return true;
     }
-    const payload = off + len - hdrEnd;
-    const n = Math.max(1, Math.ceil(payload / mss));
-    if (b.count + n > BATCH_MAX) return false;
-    const hlen = hdrEnd - off;
-    if (hlen + Math.min(mss, payload) > MAX_PACKET) {
-      out.drop = Drop.EthTooBig; // an MSS beyond any MTU the switch advertises
-      return true;
-    }
+    const n = cut(src, off, len, l4 + tcpLen, mss, b, port, timeUs, out);
+    if (n <= 0) return n === 0;
     const seq0 = ((src[l4 + TCP_OFF_SEQ] << 24) | (src[l4 + TCP_OFF_SEQ + 1] << 16) | (src[l4 + TCP_OFF_SEQ + 2] << 8) | src[l4 + TCP_OFF_SEQ + 3]) >>> 0;
     const flags = src[l4 + TCP_OFF_FLAGS];
-    const extLen = l4 - ip - IPV6_HLEN;
     const d = b.data;
     for (let k = 0; k < n; k++) {
-      const segLen = Math.min(mss, payload - k * mss);
-      const i = b.push(src.subarray(off, off + hlen), FRAME_OFFSET, port, timeUs);
-      const at = b.start[i];
-      d.set(src.subarray(hdrEnd + k * mss, hdrEnd + k * mss + segLen), at + hlen);
-      b.len[i] = hlen + segLen;
-      const sip = at + ETH_HLEN;
-      const stcp = at + (l4 - off);
-      const ipPayload = extLen + tcpLen + segLen;
-      d[sip + IPV6_OFF_PLEN] = ipPayload >> 8;
-      d[sip + IPV6_OFF_PLEN + 1] = ipPayload & 0xff;
+      const i = b.count - n + k;
+      const stcp = b.start[i] + (l4 - off);
       const seq = (seq0 + k * mss) >>> 0;
       d[stcp + TCP_OFF_SEQ] = seq >>> 24;
       d[stcp + TCP_OFF_SEQ + 1] = (seq >>> 16) & 0xff;
@@ -215,14 +182,41 @@ export class Segmenter {
       // Checksum over the pseudo-header (RFC 8200 8.1) and the segment.
       d[stcp + TCP_OFF_CSUM] = 0;
       d[stcp + TCP_OFF_CSUM + 1] = 0;
-      const l4Len = tcpLen + segLen;
-      let sum = onesSum(d, sip + IPV6_OFF_SRC, 32, 0) + l4Len + PROTO_TCP;
-      sum = onesSum(d, stcp, l4Len, sum);
-      const c = finishChecksum(sum);
+      const c = pseudoHeaderChecksum(d, b.start[i] + ETH_HLEN, stcp, b.start[i] + b.len[i] - stcp, PROTO_TCP);
       d[stcp + TCP_OFF_CSUM] = c >> 8;
       d[stcp + TCP_OFF_CSUM + 1] = c & 0xff;
     }
     out.count = n;
     return true;
   }
+}
+
+/**
+ * The super-frame at src[off, off+len), its headers ending at `hdrEnd`, cut into segments of
+ * `size` payload bytes appended to the batch: each the headers and its share of the payload,
+ * with its IPv6 payload length; the caller fixes its L4 header. Returns how many; -1 when the
+ * batch has no room for all (nothing appended); 0 when a segment would be larger than any
+ * frame (out.drop set).
+ */
+function cut(src: Uint8Array, off: number, len: number, hdrEnd: number, size: number, b: Batch, port: number, timeUs: number, out: GsoResult): number {
+  const payload = off + len - hdrEnd;
+  const n = Math.max(1, Math.ceil(payload / size));
+  if (b.count + n > BATCH_MAX) return -1;
+  const hlen = hdrEnd - off;
+  if (hlen + Math.min(size, payload) > MAX_PACKET) {
+    out.drop = Drop.EthTooBig; // a segment size beyond any MTU the switch advertises
+    return 0;
+  }
+  const d = b.data;
+  for (let k = 0; k < n; k++) {
+    const segLen = Math.min(size, payload - k * size);
+    const i = b.push(src.subarray(off, off + hlen), FRAME_OFFSET, port, timeUs);
+    const at = b.start[i];
+    d.set(src.subarray(hdrEnd + k * size, hdrEnd + k * size + segLen), at + hlen);
+    b.len[i] = hlen + segLen;
+    const ipPayload = hlen - ETH_HLEN - IPV6_HLEN + segLen;
+    d[at + ETH_HLEN + IPV6_OFF_PLEN] = ipPayload >> 8;
+    d[at + ETH_HLEN + IPV6_OFF_PLEN + 1] = ipPayload & 0xff;
+  }
+  return n;
 }

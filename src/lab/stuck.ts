@@ -7,28 +7,26 @@ import { readFileSync } from 'node:fs';
 
 /** One line on process `pid`, sampled over `ms`. */
 export async function describeStuck(pid: number, ms = 500): Promise<string> {
-  const a = cpuSeconds(pid);
+  const a = readStat(pid);
   await new Promise((r) => setTimeout(r, ms));
-  const b = cpuSeconds(pid);
+  const b = readStat(pid);
   if (a === undefined || b === undefined) return 'gone';
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
     const syscall = readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(' ')[0];
     const wchan = readFileSync(`/proc/${pid}/wchan`, 'utf8').trim() || '-';
-    const busy = Math.round((100 * (b - a)) / (ms / 1000));
-    return `state ${state}, system call ${syscall === 'running' ? 'none (user space)' : syscall}, kernel wait ${wchan}, ${busy}% of a core over ${ms} ms, CPU ${b.toFixed(1)} s in all`;
+    const busy = Math.round((100 * (b.cpu - a.cpu)) / (ms / 1000));
+    return `state ${b.state}, system call ${syscall === 'running' ? 'none (user space)' : syscall}, kernel wait ${wchan}, ${busy}% of a core over ${ms} ms, CPU ${b.cpu.toFixed(1)} s in all`;
   } catch {
     return 'gone';
   }
 }
 
-/** utime + stime of `pid` in seconds (clock ticks of 1/100 s), or undefined when it is gone. */
-function cpuSeconds(pid: number): number | undefined {
+/** Run state and utime + stime in seconds (clock ticks of 1/100 s) of `pid`, or undefined when it is gone. */
+function readStat(pid: number): { state: string; cpu: number } | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
+    return { state: f[0], cpu: (Number(f[11]) + Number(f[12])) / 100 };
   } catch {
     return undefined;
   }

@@ -120,6 +120,20 @@ int32_t nvi_gro_run(const uint8_t *buf, const int32_t *start, const int32_t *len
   return end;
 }
 
+/** The virtio-net header of a super-frame: partial checksum at csum_start + csum_offset, segments of `size` after `hdr` bytes of headers. */
+static void gso_header(uint8_t *vnet, uint8_t type, size_t hdr, size_t size, size_t csum_start, size_t csum_offset) {
+  vnet[0] = VNET_F_NEEDS_CSUM;
+  vnet[1] = type;
+  vnet[2] = (uint8_t)hdr;
+  vnet[3] = (uint8_t)(hdr >> 8);
+  vnet[4] = (uint8_t)size;
+  vnet[5] = (uint8_t)(size >> 8);
+  vnet[6] = (uint8_t)csum_start;
+  vnet[7] = (uint8_t)(csum_start >> 8);
+  vnet[8] = (uint8_t)csum_offset;
+  vnet[9] = (uint8_t)(csum_offset >> 8);
+}
+
 /** The UDP super-frame of datagrams idx[k..end): the first's headers, every payload, one partial checksum. */
 static size_t udp_build(const uint8_t *buf, const int32_t *start, const int32_t *len, const int32_t *idx, int32_t k, int32_t end,
                         uint8_t *vnet, uint8_t *out) {
@@ -139,17 +153,7 @@ static size_t udp_build(const uint8_t *buf, const int32_t *start, const int32_t 
   uint16_t sum = fold(sum16(out + ETH_HLEN + 8, 32, plen + 17));
   out[UDP + 6] = (uint8_t)(sum >> 8);
   out[UDP + 7] = (uint8_t)sum;
-  size_t seg = (size_t)len[idx[k]] - hdr;
-  vnet[0] = VNET_F_NEEDS_CSUM;
-  vnet[1] = VNET_GSO_UDP_L4;
-  vnet[2] = (uint8_t)hdr;
-  vnet[3] = (uint8_t)(hdr >> 8);
-  vnet[4] = (uint8_t)seg;
-  vnet[5] = (uint8_t)(seg >> 8);
-  vnet[6] = UDP;
-  vnet[7] = 0;
-  vnet[8] = 6;
-  vnet[9] = 0;
+  gso_header(vnet, VNET_GSO_UDP_L4, hdr, (size_t)len[idx[k]] - hdr, UDP, 6);
   return at;
 }
 
@@ -182,17 +186,7 @@ size_t nvi_gro_build(const uint8_t *buf, const int32_t *start, const int32_t *le
   uint16_t sum = fold(sum16(out + ETH_HLEN + 8, 32, plen + 6));
   out[TCP + 16] = (uint8_t)(sum >> 8);
   out[TCP + 17] = (uint8_t)sum;
-  size_t mss = a_len - hdr;
-  vnet[0] = VNET_F_NEEDS_CSUM;
-  vnet[1] = VNET_GSO_TCPV6;
-  vnet[2] = (uint8_t)hdr;
-  vnet[3] = (uint8_t)(hdr >> 8);
-  vnet[4] = (uint8_t)mss;
-  vnet[5] = (uint8_t)(mss >> 8);
-  vnet[6] = TCP;
-  vnet[7] = 0;
-  vnet[8] = 16;
-  vnet[9] = 0;
+  gso_header(vnet, VNET_GSO_TCPV6, hdr, a_len - hdr, TCP, 16);
   return at;
 }
 

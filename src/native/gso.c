@@ -52,29 +52,44 @@ static int32_t l4_offset(const uint8_t *f, size_t len, uint8_t proto) {
   }
 }
 
+/** How many segments of `size` payload bytes the frame makes after its headers (up to hdr_end), or GSO_NO_ROOM / GSO_TOO_BIG. */
+static int32_t segment_count(size_t len, size_t hdr_end, uint16_t size, int32_t cap, int32_t max_slots) {
+  size_t payload = len - hdr_end;
+  int32_t n = payload == 0 ? 1 : (int32_t)((payload + size - 1) / size);
+  if (n > max_slots) return GSO_NO_ROOM;
+  size_t first = payload < size ? payload : size;
+  if (hdr_end + first > (size_t)cap) return GSO_TOO_BIG;
+  return n;
+}
+
+/**
+ * Segment k into out: the headers (up to hdr_end, the L4 header at l4) and its share of the
+ * payload, with its IPv6 payload length; the caller fixes the L4 header. Returns the
+ * segment's L4 length (header and payload).
+ */
+static size_t cut(const uint8_t *f, size_t len, size_t l4, size_t hdr_end, uint16_t size, int32_t k, uint8_t *out) {
+  size_t payload = len - hdr_end, at = (size_t)k * size;
+  size_t seg = payload - at < size ? payload - at : size;
+  memcpy(out, f, hdr_end);
+  memcpy(out + hdr_end, f + hdr_end + at, seg);
+  size_t ip_payload = hdr_end - ETH_HLEN - IPV6_HLEN + seg;
+  out[ETH_HLEN + 4] = (uint8_t)(ip_payload >> 8);
+  out[ETH_HLEN + 5] = (uint8_t)ip_payload;
+  return hdr_end - l4 + seg;
+}
+
 /** A UDP/IPv6 super-frame cut into datagrams of gso_size payload bytes (the last may be shorter), each with its own lengths and checksum. */
 static int32_t udp_segment(const uint8_t *f, size_t len, uint16_t gso_size, uint8_t *dst, int32_t first_off, int32_t stride, int32_t cap,
                            int32_t max_slots, int32_t *lens) {
   int32_t l4 = l4_offset(f, len, P_UDP);
   if (l4 < 0 || (size_t)l4 + 8 > len || gso_size == 0) return GSO_MALFORMED;
-  size_t hdr_end = (size_t)l4 + 8;
-  size_t payload = len - hdr_end;
-  int32_t n = payload == 0 ? 1 : (int32_t)((payload + gso_size - 1) / gso_size);
-  if (n > max_slots) return GSO_NO_ROOM;
-  size_t first = payload < gso_size ? payload : gso_size;
-  if (hdr_end + first > (size_t)cap) return GSO_TOO_BIG;
-  size_t ext_len = (size_t)l4 - ETH_HLEN - IPV6_HLEN;
+  int32_t n = segment_count(len, (size_t)l4 + 8, gso_size, cap, max_slots);
+  if (n < 0) return n;
   uint64_t addr_sum = sum16(f + ETH_HLEN + 8, 32, 0);
   for (int32_t k = 0; k < n; k++) {
-    size_t seg = payload - (size_t)k * gso_size < gso_size ? payload - (size_t)k * gso_size : gso_size;
     uint8_t *out = dst + first_off + (size_t)k * stride;
-    memcpy(out, f, hdr_end);
-    memcpy(out + hdr_end, f + hdr_end + (size_t)k * gso_size, seg);
-    size_t ip_payload = ext_len + 8 + seg;
-    out[ETH_HLEN + 4] = (uint8_t)(ip_payload >> 8);
-    out[ETH_HLEN + 5] = (uint8_t)ip_payload;
+    size_t l4_len = cut(f, len, (size_t)l4, (size_t)l4 + 8, gso_size, k, out);
     uint8_t *u = out + l4;
-    size_t l4_len = 8 + seg;
     u[4] = (uint8_t)(l4_len >> 8);
     u[5] = (uint8_t)l4_len;
     u[6] = 0;
@@ -83,7 +98,44 @@ static int32_t udp_segment(const uint8_t *f, size_t len, uint16_t gso_size, uint
     if (c == 0) c = 0xffff;  // zero means "no checksum", which IPv6 forbids (RFC 8200 8.1)
     u[6] = (uint8_t)(c >> 8);
     u[7] = (uint8_t)c;
-    lens[k] = (int32_t)(hdr_end + seg);
+    lens[k] = (int32_t)((size_t)l4 + l4_len);
+  }
+  return n;
+}
+
+/** A TCP/IPv6 TSO frame cut into MSS-sized segments: sequence numbers, flags and checksum of each as on a wire. */
+static int32_t tcp_segment(const uint8_t *f, size_t len, uint16_t gso_size, uint8_t *dst, int32_t first_off, int32_t stride, int32_t cap,
+                           int32_t max_slots, int32_t *lens) {
+  int32_t l4 = l4_offset(f, len, P_TCP);
+  if (l4 < 0 || (size_t)l4 + 20 > len) return GSO_MALFORMED;
+  size_t tcp_len = (size_t)(f[l4 + 12] >> 4) * 4;
+  size_t hdr_end = (size_t)l4 + tcp_len;
+  if (tcp_len < 20 || hdr_end > len || gso_size == 0) return GSO_MALFORMED;
+  int32_t n = segment_count(len, hdr_end, gso_size, cap, max_slots);
+  if (n < 0) return n;
+  uint32_t seq0 = ((uint32_t)f[l4 + 4] << 24) | ((uint32_t)f[l4 + 5] << 16) | ((uint32_t)f[l4 + 6] << 8) | f[l4 + 7];
+  uint8_t tcp_flags = f[l4 + 13];
+  // The pseudo-header addresses are the same for every segment.
+  uint64_t addr_sum = sum16(f + ETH_HLEN + 8, 32, 0);
+  for (int32_t k = 0; k < n; k++) {
+    uint8_t *out = dst + first_off + (size_t)k * stride;
+    size_t l4_len = cut(f, len, (size_t)l4, hdr_end, gso_size, k, out);
+    uint32_t seq = seq0 + (uint32_t)k * gso_size;
+    uint8_t *t = out + l4;
+    t[4] = (uint8_t)(seq >> 24);
+    t[5] = (uint8_t)(seq >> 16);
+    t[6] = (uint8_t)(seq >> 8);
+    t[7] = (uint8_t)seq;
+    uint8_t fl = tcp_flags;
+    if (k < n - 1) fl &= (uint8_t)~(0x01 | 0x08);  // FIN and PSH only on the last
+    if (k > 0) fl &= (uint8_t)~0x80;               // CWR only on the first
+    t[13] = fl;
+    t[16] = 0;
+    t[17] = 0;
+    uint16_t c = fold(sum16(t, l4_len, addr_sum + l4_len + P_TCP));
+    t[16] = (uint8_t)(c >> 8);
+    t[17] = (uint8_t)c;
+    lens[k] = (int32_t)((size_t)l4 + l4_len);
   }
   return n;
 }
@@ -115,50 +167,8 @@ int32_t nvi_gso_segment(const uint8_t *vnet, const uint8_t *f, size_t len, uint8
       (f[ETH_HLEN] >> 4) != 6) {
     return GSO_MALFORMED;
   }
-  if (gso == VNET_GSO_UDP_L4) return udp_segment(f, len, gso_size, dst, first_off, stride, cap, max_slots, lens);
-  int32_t l4 = l4_offset(f, len, P_TCP);
-  if (l4 < 0 || (size_t)l4 + 20 > len) return GSO_MALFORMED;
-  size_t tcp_len = (size_t)(f[l4 + 12] >> 4) * 4;
-  size_t hdr_end = (size_t)l4 + tcp_len;
-  if (tcp_len < 20 || hdr_end > len || gso_size == 0) return GSO_MALFORMED;
-  size_t payload = len - hdr_end;
-  int32_t n = payload == 0 ? 1 : (int32_t)((payload + gso_size - 1) / gso_size);
-  if (n > max_slots) return GSO_NO_ROOM;
-  size_t first = payload < gso_size ? payload : gso_size;
-  if (hdr_end + first > (size_t)cap) return GSO_TOO_BIG;
-
-  uint32_t seq0 = ((uint32_t)f[l4 + 4] << 24) | ((uint32_t)f[l4 + 5] << 16) | ((uint32_t)f[l4 + 6] << 8) | f[l4 + 7];
-  uint8_t tcp_flags = f[l4 + 13];
-  size_t ext_len = (size_t)l4 - ETH_HLEN - IPV6_HLEN;
-  // The pseudo-header addresses are the same for every segment.
-  uint64_t addr_sum = sum16(f + ETH_HLEN + 8, 32, 0);
-  for (int32_t k = 0; k < n; k++) {
-    size_t seg = payload - (size_t)k * gso_size < gso_size ? payload - (size_t)k * gso_size : gso_size;
-    uint8_t *out = dst + first_off + (size_t)k * stride;
-    memcpy(out, f, hdr_end);
-    memcpy(out + hdr_end, f + hdr_end + (size_t)k * gso_size, seg);
-    size_t ip_payload = ext_len + tcp_len + seg;
-    out[ETH_HLEN + 4] = (uint8_t)(ip_payload >> 8);
-    out[ETH_HLEN + 5] = (uint8_t)ip_payload;
-    uint32_t seq = seq0 + (uint32_t)k * gso_size;
-    uint8_t *t = out + l4;
-    t[4] = (uint8_t)(seq >> 24);
-    t[5] = (uint8_t)(seq >> 16);
-    t[6] = (uint8_t)(seq >> 8);
-    t[7] = (uint8_t)seq;
-    uint8_t fl = tcp_flags;
-    if (k < n - 1) fl &= (uint8_t)~(0x01 | 0x08);  // FIN and PSH only on the last
-    if (k > 0) fl &= (uint8_t)~0x80;               // CWR only on the first
-    t[13] = fl;
-    t[16] = 0;
-    t[17] = 0;
-    size_t l4_len = tcp_len + seg;
-    uint16_t c = fold(sum16(t, l4_len, addr_sum + l4_len + P_TCP));
-    t[16] = (uint8_t)(c >> 8);
-    t[17] = (uint8_t)c;
-    lens[k] = (int32_t)(hdr_end + seg);
-  }
-  return n;
+  return gso == VNET_GSO_UDP_L4 ? udp_segment(f, len, gso_size, dst, first_off, stride, cap, max_slots, lens)
+                                : tcp_segment(f, len, gso_size, dst, first_off, stride, cap, max_slots, lens);
 }
 
 static napi_value gso_segment(napi_env env, napi_callback_info info) {
