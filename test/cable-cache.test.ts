@@ -32,7 +32,7 @@ test('a cable is found by its pair, and not by another pair', () => {
   assert.is(cache.find(pairHash(q, 0, q, 16), q, 0, 16), undefined);
 });
 
-test('pairs that collide on the hash are chained and told apart by their bytes', () => {
+test('pairs that collide on the hash sit side by side and are told apart by their bytes', () => {
   const cache = new CableCache(10);
   const a = cable(1, 2, 77);
   const b = cable(3, 4, 77);
@@ -53,17 +53,65 @@ test('pairs that collide on the hash are chained and told apart by their bytes',
   assert.is(cache.find(77, packet(5, 6), 0, 16), c);
 });
 
-test('the cache is bounded: the least recently used cable is evicted and reported', () => {
+test('the cache is bounded: a full cache evicts a cable unused for a whole turn of its hand, and reports it', () => {
   const evicted: Cable[] = [];
   const cache = new CableCache(3, (c) => evicted.push(c));
-  const cables = [1, 2, 3].map((n) => cable(n, 100));
-  cables.forEach((c) => cache.insert(c));
-  const p = packet(1, 100);
-  cache.find(cables[0].hash, p, 0, 16); // 1 is now the most recent
-  cache.insert(cable(4, 100));
-  assert.equal(evicted, [cables[1]]);
+  const [a, b, c] = [1, 2, 3].map((n) => cable(n, 100));
+  [a, b, c].forEach((x) => cache.insert(x));
+  const d = cable(4, 100);
+  cache.insert(d); // every cable is new (marked): the hand clears them all, then evicts one
+  assert.is(evicted.length, 1);
   assert.is(cache.size, 3);
-  assert.is(cache.evictions, 1);
+  const [kept, unused] = [a, b, c].filter((x) => x !== evicted[0]);
+  const p = packet(kept.src.readUInt32BE(12), 100);
+  assert.is(cache.find(kept.hash, p, 0, 16), kept); // used since the hand passed
+  cache.insert(cable(5, 100)); // d is still marked from its insert, kept is marked by the find
+  assert.equal(evicted.slice(1), [unused], 'the one cable not used since the hand passed');
+  assert.is(cache.find(kept.hash, p, 0, 16), kept);
+  assert.is(cache.findCable(d), d);
+  assert.is(cache.evictions, 2);
+});
+
+test('differential: the cache holds what a plain map holds, less what it reported evicted, over 20k random operations', () => {
+  let seed = 7;
+  const rand = (n: number): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return (seed >>> 8) % n;
+  };
+  for (const max of [1, 5, 64, 300]) {
+    const model = new Map<number, Cable>(); // by pair number
+    const cache = new CableCache(max, (c) => {
+      const k = c.src.readUInt32BE(12);
+      assert.is(model.get(k), c, 'only a cached cable is evicted, once');
+      model.delete(k);
+    });
+    for (let op = 0; op < 20_000; op++) {
+      const k = rand(max * 3);
+      const p = packet(k, k + 1);
+      const hash = k % 2 === 0 ? k % 13 : 2 ** 30 - 1 - (k % 11); // few hashes, at both ends of the table: long runs and probes that wrap
+      const r = rand(10);
+      if (r < 4) {
+        const c = cable(k, k + 1, hash);
+        const before = model.get(k);
+        assert.is(cache.insert(c), before);
+        model.set(k, c);
+      } else if (r < 6) {
+        const c = model.get(k);
+        if (c) {
+          assert.ok(cache.remove(c));
+          model.delete(k);
+        } else {
+          assert.not.ok(cache.remove(cable(k, k + 1, hash)));
+        }
+      } else {
+        assert.is(cache.find(hash, p, 0, 16), model.get(k));
+      }
+      assert.ok(cache.size <= max);
+      assert.is(cache.size, model.size);
+    }
+    for (const [k, c] of model) assert.is(cache.find(c.hash, packet(k, k + 1), 0, 16), c);
+    assert.is([...cache.all()].length, model.size);
+  }
 });
 
 test('the pair hash spreads: 100k pairs give almost no collisions in 30 bits', () => {
@@ -79,7 +127,7 @@ test('removeExpired frees the cables whose lifetime ended, except one being veri
   live.expiresAt = 2000;
   const dead = cable(3, 4, 77);
   dead.expiresAt = 1000;
-  const chained = cable(5, 6, 77); // same hash as dead: the chain must survive its removal
+  const chained = cable(5, 6, 77); // same hash as dead: still found after its removal
   chained.expiresAt = 5000;
   const busy = cable(7, 8);
   busy.expiresAt = 1000;
@@ -127,9 +175,10 @@ test('the identity index follows inserts, replacements, removals and evictions, 
   assert.equal(cache.cablesOf('C'), []);
   cache.remove(self);
   assert.equal(cache.cablesOf('E'), []);
-  for (let k = 0; k < 4; k++) cache.insert(named(`F${k}`, 'G', 10 + k)); // a2 evicted (the cache holds 4)
-  assert.equal(cache.cablesOf('A'), [], 'an evicted cable leaves the index');
-  assert.is(cache.cablesOf('G').length, 4);
+  for (let k = 0; k < 4; k++) cache.insert(named(`F${k}`, 'G', 10 + k)); // one of the five evicted (the cache holds 4)
+  assert.is(cache.evictions, 1);
+  const left = [...cache.all()];
+  assert.equal(sorted([...cache.cablesOf('A'), ...cache.cablesOf('G')]), sorted(left), 'an evicted cable leaves the index, the others stay');
   cache.clear();
   assert.equal(cache.cablesOf('G'), []);
 });

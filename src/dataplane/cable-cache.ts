@@ -1,80 +1,98 @@
-// The cable cache: cables by (src, dst) identity pair, bounded, least recently used out.
-// Keyed by pairHash (a 30-bit integer, no string per lookup); pairs with the same hash are
-// chained and told apart by their bytes. Lifetimes (TTL, time-window edges) live in each
-// cable and are checked against the batch clock by the lookup stage.
+// The cable cache: cables by (src, dst) identity pair, bounded, with second-chance (CLOCK)
+// eviction. Keyed by pairHash (a 30-bit integer, no string per lookup) in an open-addressing
+// table with linear probing: a probe reads the slot's hash from one Int32Array and touches a
+// cable only when the hash is equal; pairs with the same hash sit in neighbouring slots and
+// are told apart by their words (Cable.matches). So a hit costs the hash word, the slot and
+// the cable: no Map, no recency list to relink.
+// Lifetimes (TTL, time-window edges) live in each cable and are checked against the batch
+// clock by the lookup stage.
+//
+// Eviction: a lookup that finds a cable marks it used; when a full cache takes a new cable, a
+// hand sweeps the slots, clearing the mark of used cables and evicting the first unmarked one
+// (a cable is evicted only if it went unused, since it was cached or last found, for a whole
+// turn of the hand).
 //
 // A second index, by identity (either end), serves the control plane: when the store says an
-// identity moved, exactly its cables are found, and a host without one does no work.
+// identity moved, exactly its cables are found, and a host without one does no work. A third,
+// by source port, serves the per-port quota.
 
-import { LRUCache } from 'lru-cache';
 import { CableDirection, type Cable } from './cable.js';
 
-/** Options for every lookup: one shared object, so a get() allocates nothing (lru-cache defaults a new one). */
-const GET: LRUCache.GetOptions<number, Cable, unknown> = {};
+/** The hash of an empty slot (pair hashes are non-negative). */
+const EMPTY = -1;
+const FIRST_SLOTS = 64;
 
 export class CableCache {
-  private readonly lru: LRUCache<number, Cable>;
   /** Cables removed because the cache was full. */
   evictions = 0;
+  /** Slots: 2^k, at least twice the cables it may hold, so a probe always ends at an empty slot. */
+  private hashes = new Int32Array(FIRST_SLOTS).fill(EMPTY);
+  private slots: (Cable | null)[] = new Array<Cable | null>(FIRST_SLOTS).fill(null);
+  private mask = FIRST_SLOTS - 1;
+  private count = 0;
+  /** The eviction hand: the next slot it looks at. */
+  private hand = 0;
   /** Cables by identity: the cable itself while it is the only one (most are), a Set from the second on. */
   private readonly byIdentity = new Map<string, Cable | Set<Cable>>();
   /** Egress cables by source port, oldest first (the per-port quota). */
   private readonly byPort = new Map<number, Set<Cable>>();
 
   constructor(readonly max: number, private readonly onEvict: (c: Cable) => void = () => {}) {
-    this.lru = new LRUCache<number, Cable>({
-      max,
-      dispose: (head, _key, reason) => {
-        if (reason !== 'evict') return;
-        for (let c: Cable | null = head; c; c = c.chain) {
-          this.evictions++;
-          this.unindex(c);
-          this.onEvict(c);
-        }
-      },
-    });
+    if (!Number.isInteger(max) || max < 1) throw new RangeError(`a cable cache holds at least 1 cable, not ${max}`);
   }
 
-  /** The cable for the pair at buf[s..s+16), buf[d..d+16) with hash `hash`, if any. */
+  /** The cable for the pair at buf[s..s+16), buf[d..d+16) with hash `hash`, if any. Marks it used. */
   find(hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
-    for (let c = this.lru.get(hash, GET) ?? null; c; c = c.chain) if (c.matches(buf, s, d)) return c;
-    return undefined;
+    const hashes = this.hashes;
+    const mask = this.mask;
+    for (let i = hash & mask; ; i = (i + 1) & mask) {
+      const h = hashes[i];
+      if (h === EMPTY) return undefined;
+      if (h !== hash) continue;
+      const c = this.slots[i]!;
+      if (c.matches(buf, s, d)) {
+        if (!c.used) c.used = true;
+        return c;
+      }
+    }
   }
 
   /** The cached cable for the same pair as `c` (c itself, or the one that replaced it). */
   findCable(c: Cable): Cable | undefined {
-    for (let x = this.lru.peek(c.hash) ?? null; x; x = x.chain) if (x.src.equals(c.src) && x.dst.equals(c.dst)) return x;
-    return undefined;
+    const i = this.slotOfPair(c);
+    return i < 0 ? undefined : this.slots[i]!;
   }
 
   /** Insert `cable`, replacing the cable of the same pair if there is one. Returns the replaced cable. */
   insert(cable: Cable): Cable | undefined {
-    let replaced: Cable | undefined;
-    const others = this.unlink(this.lru.peek(cable.hash) ?? null, (c) => {
-      const same = c !== cable && c.src.equals(cable.src) && c.dst.equals(cable.dst);
-      if (same) replaced = c;
-      return same || c === cable;
-    });
-    cable.chain = others;
-    this.lru.set(cable.hash, cable, { noDisposeOnSet: true });
-    if (replaced) this.unindex(replaced);
+    const same = this.slotOfPair(cable);
+    if (same >= 0) {
+      const replaced = this.slots[same]!;
+      if (replaced === cable) return undefined;
+      this.slots[same] = cable;
+      cable.used = true;
+      this.unindex(replaced);
+      this.index(cable);
+      return replaced;
+    }
+    if (this.count >= this.max) this.evictOne();
+    if ((this.count + 1) * 2 > this.slots.length) this.grow();
+    cable.used = true; // new: spared by the hand's next pass
+    this.place(cable);
     this.index(cable);
-    return replaced;
+    return undefined;
   }
 
   /** Remove exactly this cable object (if it is still cached). */
   remove(cable: Cable): boolean {
-    let found = false;
-    const others = this.unlink(this.lru.peek(cable.hash) ?? null, (c) => {
-      if (c === cable) found = true;
-      return c === cable;
-    });
-    if (!found) return false;
-    this.unindex(cable);
-    cable.chain = null;
-    if (others) this.lru.set(cable.hash, others, { noDisposeOnSet: true });
-    else this.lru.delete(cable.hash);
-    return true;
+    const mask = this.mask;
+    for (let i = cable.hash & mask; this.hashes[i] !== EMPTY; i = (i + 1) & mask) {
+      if (this.slots[i] !== cable) continue;
+      this.deleteAt(i);
+      this.unindex(cable);
+      return true;
+    }
+    return false;
   }
 
   /**
@@ -113,6 +131,92 @@ export class CableCache {
     return v === undefined ? [] : v instanceof Set ? [...v] : [v];
   }
 
+  /** Every cable, in table order. Do not insert or remove while iterating: copy first. */
+  *all(): Generator<Cable> {
+    for (const c of this.slots) if (c !== null) yield c;
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  clear(): void {
+    this.hashes = new Int32Array(FIRST_SLOTS).fill(EMPTY);
+    this.slots = new Array<Cable | null>(FIRST_SLOTS).fill(null);
+    this.mask = FIRST_SLOTS - 1;
+    this.count = 0;
+    this.hand = 0;
+    this.byIdentity.clear();
+    this.byPort.clear();
+  }
+
+  /** The slot of the cached cable with the same pair as `c`, or -1 (slow path: compares the identity buffers). */
+  private slotOfPair(c: Cable): number {
+    const mask = this.mask;
+    for (let i = c.hash & mask; this.hashes[i] !== EMPTY; i = (i + 1) & mask) {
+      const x = this.slots[i]!;
+      if (x === c || (this.hashes[i] === c.hash && x.src.equals(c.src) && x.dst.equals(c.dst))) return i;
+    }
+    return -1;
+  }
+
+  /** Put `c` in the first empty slot from its hash's (there is one: the table is at most half full). */
+  private place(c: Cable): void {
+    let i = c.hash & this.mask;
+    while (this.hashes[i] !== EMPTY) i = (i + 1) & this.mask;
+    this.hashes[i] = c.hash;
+    this.slots[i] = c;
+    this.count++;
+  }
+
+  /** Empty slot i, moving back the cables after it that would no longer be reached (no tombstones). */
+  private deleteAt(i: number): void {
+    const { hashes, slots, mask } = this;
+    for (let j = (i + 1) & mask; hashes[j] !== EMPTY; j = (j + 1) & mask) {
+      const home = hashes[j] & mask;
+      // The cable at j stays unless its home lies cyclically outside (i, j].
+      const stays = i <= j ? i < home && home <= j : i < home || home <= j;
+      if (stays) continue;
+      hashes[i] = hashes[j];
+      slots[i] = slots[j];
+      i = j;
+    }
+    hashes[i] = EMPTY;
+    slots[i] = null;
+    this.count--;
+  }
+
+  /** The cache is full: sweep the hand to the first cable not used since it last passed, and evict it. */
+  private evictOne(): void {
+    for (;;) {
+      const i = this.hand;
+      this.hand = (i + 1) & this.mask;
+      const c = this.slots[i];
+      if (c === null) continue;
+      if (c.used) {
+        c.used = false;
+        continue;
+      }
+      this.deleteAt(i);
+      this.unindex(c);
+      this.evictions++;
+      this.onEvict(c);
+      return;
+    }
+  }
+
+  /** Twice the slots, every cable placed again. */
+  private grow(): void {
+    const old = this.slots;
+    const n = old.length * 2;
+    this.hashes = new Int32Array(n).fill(EMPTY);
+    this.slots = new Array<Cable | null>(n).fill(null);
+    this.mask = n - 1;
+    this.count = 0;
+    this.hand = 0;
+    for (const c of old) if (c !== null) this.place(c);
+  }
+
   private index(c: Cable): void {
     if (c.direction === CableDirection.Egress && c.srcPort >= 0) {
       let ports = this.byPort.get(c.srcPort);
@@ -144,30 +248,5 @@ export class CableCache {
     if (ports && ports.delete(c) && ports.size === 0) this.byPort.delete(c.srcPort);
     this.unindexIdentity(c.srcText, c);
     if (c.dstText !== c.srcText) this.unindexIdentity(c.dstText, c);
-  }
-
-  /** The chain from `head` without the cables `out` selects (slow path: inserts and removals). */
-  private unlink(head: Cable | null, out: (c: Cable) => boolean): Cable | null {
-    const keep: Cable[] = [];
-    for (let c = head; c; c = c.chain) if (!out(c)) keep.push(c);
-    for (let k = 0; k < keep.length; k++) keep[k].chain = keep[k + 1] ?? null;
-    return keep[0] ?? null;
-  }
-
-  /** Every cable, most recently used first. */
-  *all(): Generator<Cable> {
-    for (const head of this.lru.values()) for (let c: Cable | null = head; c; c = c.chain) yield c;
-  }
-
-  get size(): number {
-    let n = 0;
-    for (const head of this.lru.values()) for (let c: Cable | null = head; c; c = c.chain) n++;
-    return n;
-  }
-
-  clear(): void {
-    this.lru.clear();
-    this.byIdentity.clear();
-    this.byPort.clear();
   }
 }

@@ -16,8 +16,8 @@ export const enum CableDirection {
 }
 
 export class Cable {
-  /** Next cable whose pair has the same hash (cable-cache.ts). */
-  chain: Cable | null = null;
+  /** Found since the cache's eviction hand last passed it (cable-cache.ts: second chance). */
+  used = false;
 
   // Where the packet goes (set at plug time).
   /** Egress: the port of the source VM. */
@@ -51,6 +51,17 @@ export class Cable {
   bytes = 0;
   drops = 0;
 
+  // The pair as eight big-endian int32 words (small integers in V8), compared by matches():
+  // a lookup then reads no memory beyond the cable itself.
+  private readonly s0: number;
+  private readonly s1: number;
+  private readonly s2: number;
+  private readonly s3: number;
+  private readonly d0: number;
+  private readonly d1: number;
+  private readonly d2: number;
+  private readonly d3: number;
+
   constructor(
     readonly hash: number,
     readonly direction: CableDirection,
@@ -64,7 +75,16 @@ export class Cable {
     /** What decided: a policy rule, a verification step, a store lookup. */
     readonly rule: string,
     readonly decision: DirectionDecision | null,
-  ) {}
+  ) {
+    this.s0 = word(src, 0);
+    this.s1 = word(src, 4);
+    this.s2 = word(src, 8);
+    this.s3 = word(src, 12);
+    this.d0 = word(dst, 0);
+    this.d1 = word(dst, 4);
+    this.d2 = word(dst, 8);
+    this.d3 = word(dst, 12);
+  }
 
   get plugged(): boolean {
     return this.drop === Drop.None;
@@ -72,11 +92,17 @@ export class Cable {
 
   /** True when 16 bytes at s and 16 bytes at d are this cable's pair. */
   matches(buf: Uint8Array, s: number, d: number): boolean {
-    const a = this.src;
-    const b = this.dst;
-    for (let k = 0; k < 16; k++) if (buf[s + k] !== a[k] || buf[d + k] !== b[k]) return false;
-    return true;
+    // Interface identifiers first: they are what tells most pairs apart.
+    return word(buf, d + 12) === this.d3 && word(buf, s + 12) === this.s3 &&
+      word(buf, d + 8) === this.d2 && word(buf, s + 8) === this.s2 &&
+      word(buf, d + 4) === this.d1 && word(buf, s + 4) === this.s1 &&
+      word(buf, d) === this.d0 && word(buf, s) === this.s0;
   }
+}
+
+/** The big-endian int32 at buf[o..o+4). */
+function word(buf: Uint8Array, o: number): number {
+  return (buf[o] << 24) | (buf[o + 1] << 16) | (buf[o + 2] << 8) | buf[o + 3];
 }
 
 /** An inbound SA of the data path: it carries one ingress cable. */

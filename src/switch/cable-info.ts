@@ -26,7 +26,7 @@ export interface CableInfo {
   readonly ageSeconds: number;
 }
 
-/** Every cable of `host`, egress then ingress, most recently used first; `vmOf` names identities. */
+/** Every cable of `host`, egress then ingress; `vmOf` names identities. */
 export function cableInfo(host: Host, vmOf: ReadonlyMap<string, string>, now: number): CableInfo[] {
   const info = (c: Cable): CableInfo => {
     const inbound = host.sas.inboundOf(c);

@@ -36,6 +36,7 @@ export class PairCheck implements Stage {
       const ip = b.l3[i];
       if ((b.flags[i] & PacketFlag.Esp) !== 0) {
         const c = b.ref[i] as Cable;
+        if (!c.used) c.used = true; // found through its SA, not the cache: it is in use all the same
         if (c.drop !== Drop.None) {
           // Unplugged after its SA was made (a refresh refused it). Its SA keeps it, so no miss
           // will ever ask again: once the refusal is old enough, verify it again here.
