@@ -43,9 +43,29 @@ export class CableCache {
 
   /** The cable for the pair at buf[s..s+16), buf[d..d+16) with hash `hash`, if any. Marks it used. */
   find(hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
+    return this.findFrom(this.firstSlot(hash), hash, buf, s, d);
+  }
+
+  /**
+   * find() in two steps, for a stage that looks a batch up in passes: the first slot that
+   * holds `hash` (-1: none), then the cable from that slot. Valid while nothing is inserted
+   * or removed in between.
+   */
+  firstSlot(hash: number): number {
     const hashes = this.hashes;
     const mask = this.mask;
     for (let i = hash & mask; ; i = (i + 1) & mask) {
+      const h = hashes[i];
+      if (h === hash) return i;
+      if (h === EMPTY) return -1;
+    }
+  }
+
+  findFrom(slot: number, hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
+    if (slot < 0) return undefined;
+    const hashes = this.hashes;
+    const mask = this.mask;
+    for (let i = slot; ; i = (i + 1) & mask) {
       const h = hashes[i];
       if (h === EMPTY) return undefined;
       if (h !== hash) continue;

@@ -37,6 +37,8 @@ export class Encap implements Stage {
   readonly drops = [Drop.MtuTooBig, Drop.SaExhausted, Drop.EspSealFailed];
   readonly outputs = [Next.VmPort, Next.Underlay, Next.Reply];
   private readonly jobs = new EspJobs(BATCH_MAX);
+  /** What the first pass read of each packet's SA (the reading is what counts). */
+  private readonly seqSeen = new Uint32Array(BATCH_MAX);
   /** Inner IPv6 length of job j's packet, counted once the seal succeeded. */
   private readonly ipLen = new Int32Array(BATCH_MAX);
   /** ICMPv6 errors allowed (RFC 4443 2.4 f); the clock is the batch's. */
@@ -53,6 +55,14 @@ export class Encap implements Stage {
     const buf = b.data;
     const jobs = this.jobs;
     jobs.count = 0;
+    // A first pass reads each packet's SA (its sequence number), so that the cache misses of
+    // different packets overlap instead of waiting behind each other's in the pass that uses it.
+    const seen = this.seqSeen;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active) continue;
+      const sa = (b.ref[i] as Cable).sa;
+      seen[i] = sa === null ? 0 : sa.seqLo;
+    }
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const c = b.ref[i] as Cable;

@@ -27,6 +27,8 @@ export class EspDecap implements Stage {
   readonly outputs = [];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
+  /** Each packet's SA, found in the first pass (undefined: none, or not an ESP packet to look up). */
+  private readonly sas: (CableSa | undefined)[] = new Array<CableSa | undefined>(BATCH_MAX).fill(undefined);
 
   constructor(private readonly spis: ReadonlyMap<number, CableSa>, private readonly cipher: EspCipher) {}
 
@@ -34,23 +36,27 @@ export class EspDecap implements Stage {
     const buf = b.data;
     const jobs = this.jobs;
     jobs.count = 0;
+    // In passes, each reaching one step further into memory (the SA table, the SA, its replay
+    // window), so that the cache misses of different packets overlap instead of waiting
+    // behind each other's.
+    const sas = this.sas;
     for (let i = 0; i < b.count; i++) {
+      sas[i] = undefined;
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const esp = b.l3[i];
-      const espLen = b.start[i] + b.len[i] - esp;
-      if (espLen < ESP_MIN) {
-        drop(b, i, Drop.EspTruncated);
-        continue;
-      }
-      const sa = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
-      if (sa === undefined || now >= sa.retireAt) {
-        drop(b, i, Drop.EspUnknownSpi);
-        continue;
-      }
-      if (sa.peer !== b.peer[i]) {
-        drop(b, i, Drop.EspWrongPeer);
-        continue;
-      }
+      if (b.start[i] + b.len[i] - esp >= ESP_MIN) sas[i] = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
+    }
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
+      const sa = sas[i];
+      if (b.start[i] + b.len[i] - b.l3[i] < ESP_MIN) drop(b, i, Drop.EspTruncated);
+      else if (sa === undefined || now >= sa.retireAt) drop(b, i, Drop.EspUnknownSpi);
+      else if (sa.peer !== b.peer[i]) drop(b, i, Drop.EspWrongPeer);
+    }
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
+      const sa = sas[i]!;
+      const esp = b.l3[i];
       const lo = readU32(buf, esp + ESP_OFF_SEQ);
       const hi = sa.window.inferHigh(lo);
       const seen = sa.window.check(hi, lo);
@@ -59,7 +65,7 @@ export class EspDecap implements Stage {
         continue;
       }
       this.seqLo[jobs.count] = lo;
-      jobs.add(sa.key, esp, espLen - ESP_HLEN - ESP_ICV_LEN, hi, i);
+      jobs.add(sa.key, esp, b.start[i] + b.len[i] - esp - ESP_HLEN - ESP_ICV_LEN, hi, i);
       b.ref[i] = sa;
     }
     if (jobs.count === 0) return;
