@@ -170,12 +170,12 @@ export class CableCache {
     this.byPort.clear();
   }
 
-  /** The slot of the cached cable with the same pair as `c`, or -1 (slow path: compares the identity buffers). */
+  /** The slot of the cached cable with the same pair as `c`, or -1. */
   private slotOfPair(c: Cable): number {
     const mask = this.mask;
     for (let i = c.hash & mask; this.hashes[i] !== EMPTY; i = (i + 1) & mask) {
       const x = this.slots[i]!;
-      if (x === c || (this.hashes[i] === c.hash && x.src.equals(c.src) && x.dst.equals(c.dst))) return i;
+      if (x === c || (this.hashes[i] === c.hash && x.samePair(c))) return i;
     }
     return -1;
   }

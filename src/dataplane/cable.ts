@@ -52,7 +52,7 @@ export class Cable {
   drops = 0;
 
   // The pair as eight big-endian int32 words (small integers in V8), compared by matches():
-  // a lookup then reads no memory beyond the cable itself.
+  // a lookup then reads no memory beyond the cable itself. The pair is kept only this way.
   private readonly s0: number;
   private readonly s1: number;
   private readonly s2: number;
@@ -65,9 +65,9 @@ export class Cable {
   constructor(
     readonly hash: number,
     readonly direction: CableDirection,
-    /** Source and destination identities, 16 bytes each, and their text. */
-    readonly src: Buffer,
-    readonly dst: Buffer,
+    /** Source and destination identities, 16 bytes each (kept as words), and their text. */
+    src: Uint8Array,
+    dst: Uint8Array,
     readonly srcText: string,
     readonly dstText: string,
     /** Drop.None when plugged; else why every packet on it is dropped. */
@@ -86,6 +86,22 @@ export class Cable {
     this.d3 = word(dst, 12);
   }
 
+  /** The source identity, 16 bytes, made from the words (a new Buffer: for the control plane). */
+  get src(): Buffer {
+    return identityOf(this.s0, this.s1, this.s2, this.s3);
+  }
+
+  /** The destination identity, 16 bytes, made from the words (a new Buffer: for the control plane). */
+  get dst(): Buffer {
+    return identityOf(this.d0, this.d1, this.d2, this.d3);
+  }
+
+  /** True when `o` is a cable of the same pair. */
+  samePair(o: Cable): boolean {
+    return o.s0 === this.s0 && o.s1 === this.s1 && o.s2 === this.s2 && o.s3 === this.s3 &&
+      o.d0 === this.d0 && o.d1 === this.d1 && o.d2 === this.d2 && o.d3 === this.d3;
+  }
+
   get plugged(): boolean {
     return this.drop === Drop.None;
   }
@@ -98,6 +114,15 @@ export class Cable {
       word(buf, d + 4) === this.d1 && word(buf, s + 4) === this.s1 &&
       word(buf, d) === this.d0 && word(buf, s) === this.s0;
   }
+}
+
+function identityOf(w0: number, w1: number, w2: number, w3: number): Buffer {
+  const b = Buffer.allocUnsafe(16);
+  b.writeInt32BE(w0, 0);
+  b.writeInt32BE(w1, 4);
+  b.writeInt32BE(w2, 8);
+  b.writeInt32BE(w3, 12);
+  return b;
 }
 
 /** The big-endian int32 at buf[o..o+4). */
