@@ -68,6 +68,7 @@ export class EspDecap implements Stage {
       jobs.add(sa.key, esp, b.start[i] + b.len[i] - esp - ESP_HLEN - ESP_ICV_LEN, hi, i);
       b.ref[i] = sa;
     }
+    sas.fill(undefined, 0, b.count); // the batch holds what it needs (b.ref): keep no SA alive
     if (jobs.count === 0) return;
     this.cipher.open(buf, jobs);
     for (let j = 0; j < jobs.count; j++) {
