@@ -237,6 +237,26 @@ test('a removed key handle cannot be used and is handed out again, in both ciphe
   }
 });
 
+test('exportKey gives back the key, salt and algorithm of an installed handle, and nothing for a removed one, in both ciphers', () => {
+  for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
+    const k128 = Buffer.alloc(16, 0x11);
+    const k256 = Buffer.from(Array.from({ length: 32 }, (_, i) => i + 1));
+    const salt = Buffer.from([9, 8, 7, 6]);
+    const a = cipher.addKey('aes-128-gcm', k128, salt);
+    const b = cipher.addKey('aes-256-gcm', k256, salt);
+    k128.fill(0); // the caller zeroes its copy: the cipher keeps its own
+    assert.equal(cipher.exportKey(a), { alg: 'aes-128-gcm', key: Buffer.alloc(16, 0x11), salt }, cipher.name);
+    const m = cipher.exportKey(b)!;
+    assert.equal(m, { alg: 'aes-256-gcm', key: k256, salt }, cipher.name);
+    m.key.fill(0); // an exported copy is the caller's: zeroing it changes nothing inside
+    assert.equal(cipher.exportKey(b)!.key, k256, `${cipher.name}: the export is a copy`);
+    cipher.removeKey(a);
+    assert.is(cipher.exportKey(a), undefined, `${cipher.name}: a removed key`);
+    assert.is(cipher.exportKey(12345), undefined, `${cipher.name}: a handle never given`);
+    assert.is(cipher.keyCount, 1, cipher.name);
+  }
+});
+
 test('a job that runs past the buffer throws before any packet is touched, in both ciphers', () => {
   for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
     const h = cipher.addKey('aes-128-gcm', Buffer.alloc(16, 1), Buffer.alloc(4, 2));

@@ -66,7 +66,8 @@ export function formatIpv6(buf: Uint8Array, off = 0): string {
   }
   const hex = (ws: number[]): string => ws.map((w) => w.toString(16)).join(':');
   if (bestAt < 0) return hex(words);
-  return `${hex(words.slice(0, bestAt))}::${hex(words.slice(bestAt + bestLen))}`;
+  // join, not + or a template: one flat string (a cable keeps it), not a tree of concatenations.
+  return [hex(words.slice(0, bestAt)), '::', hex(words.slice(bestAt + bestLen))].join('');
 }
 
 /** Parse "02:00:5e:10:00:01" into 6 bytes; throws on anything else (config only). */

@@ -10,35 +10,37 @@ import { loadNative, nativeAvailable, type NativeAddon, type NativeGcmTable } fr
 export class NativeEspCipher implements EspCipher {
   readonly name = 'native';
   private readonly table: NativeGcmTable;
-  /** The installed keys by handle; their bytes are kept only for a handover (exportKey). */
-  private readonly handles = new Map<number, KeyMaterial>();
+  /** Where exportKey() has C write a key and its salt (zeroed after each copy). */
+  private readonly exported = Buffer.alloc(32 + ESP_SALT_LEN);
 
   constructor(private readonly native: NativeAddon = loadNative()) {
     this.table = native.gcmCreate();
   }
 
+  /** The key and salt are copied into C; no copy stays in JS (the caller still owns, and should zero, its own). */
   addKey(alg: EspAlgorithm, key: Uint8Array, salt: Uint8Array): number {
     if (key.length !== keyLength(alg)) throw new Error(`${alg} needs a ${keyLength(alg)}-byte key, got ${key.length}`);
     if (salt.length !== ESP_SALT_LEN) throw new Error(`ESP salt must be ${ESP_SALT_LEN} bytes, got ${salt.length}`);
-    const h = this.native.gcmAddKey(this.table, key, salt);
-    this.handles.set(h, { alg, key: Buffer.from(key), salt: Buffer.from(salt) });
-    return h;
+    return this.native.gcmAddKey(this.table, key, salt);
   }
 
   get keyCount(): number {
-    return this.handles.size;
+    return this.native.gcmKeyCount(this.table);
   }
 
-  /** The key schedule is cleansed in C and the kept copy zeroed; the caller still owns (and should zero) its own copy. */
+  /** The key schedule, key and salt are cleansed in C. */
   removeKey(handle: number): void {
     this.native.gcmRemoveKey(this.table, handle);
-    this.handles.get(handle)?.key.fill(0);
-    this.handles.delete(handle);
   }
 
+  /** For a handover: the key and salt read back from C (the key's length tells the algorithm). */
   exportKey(handle: number): KeyMaterial | undefined {
-    const m = this.handles.get(handle);
-    return m && { alg: m.alg, key: Buffer.from(m.key), salt: Buffer.from(m.salt) };
+    const out = this.exported;
+    const n = this.native.gcmExportKey(this.table, handle, out);
+    if (n === 0) return undefined;
+    const m: KeyMaterial = { alg: n === 16 ? 'aes-128-gcm' : 'aes-256-gcm', key: Buffer.from(out.subarray(0, n)), salt: Buffer.from(out.subarray(n, n + ESP_SALT_LEN)) };
+    out.fill(0);
+    return m;
   }
 
   seal(buf: Buffer, jobs: EspJobs): void {

@@ -131,6 +131,9 @@ export interface NativeAddon {
   gcmCreate(): NativeGcmTable;
   gcmAddKey(t: NativeGcmTable, key: Uint8Array, salt: Uint8Array): number;
   gcmRemoveKey(t: NativeGcmTable, handle: number): void;
+  /** Writes the key then the salt into out (at least 36 bytes); returns the key's length, 0 when the handle is not installed. */
+  gcmExportKey(t: NativeGcmTable, handle: number, out: Uint8Array): number;
+  gcmKeyCount(t: NativeGcmTable): number;
   gcmSeal(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,
     seqHi: Uint32Array, ok: Uint8Array, count: number): void;
   gcmOpen(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,

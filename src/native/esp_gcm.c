@@ -5,6 +5,9 @@
 //   gcmCreate() -> table
 //   gcmAddKey(table, key, salt) -> handle          16- or 32-byte key, 4-byte salt
 //   gcmRemoveKey(table, handle)
+//   gcmExportKey(table, handle, out) -> key length  key then salt written to out (>= 36 bytes);
+//                                                   0 when the handle is not installed
+//   gcmKeyCount(table) -> keys installed
 //   gcmSeal(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //   gcmOpen(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //
@@ -46,6 +49,7 @@ typedef struct {
   gcm_key *keys;
   uint32_t cap;
   uint32_t hint;     // no free slot below it: adds are O(1) amortized
+  uint32_t count;    // keys installed
   uint8_t *scratch;  // MAX_TEXT bytes, for open()
 } gcm_table;
 
@@ -154,6 +158,7 @@ static napi_value gcm_add_key(napi_env env, napi_callback_info info) {
   memcpy(k->salt, salt, SALT_LEN);
   k->used = 1;
   t->hint = h + 1;
+  t->count++;
   return nvi_int(env, (int32_t)h);
 }
 
@@ -167,8 +172,38 @@ static napi_value gcm_remove_key(napi_env env, napi_callback_info info) {
   if (h >= 0 && (uint32_t)h < t->cap && t->keys[h].used) {
     key_clear(&t->keys[h]);
     if ((uint32_t)h < t->hint) t->hint = (uint32_t)h;
+    t->count--;
   }
   return nvi_undefined(env);
+}
+
+/** The key and salt of an installed handle, for a handover: the only copy of them is here. */
+static napi_value gcm_export_key(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  gcm_table *t;
+  int32_t h;
+  uint8_t *out;
+  size_t out_len;
+  if (nvi_args(env, info, 3, argv) || get_table(env, argv[0], &t) || nvi_i32(env, argv[1], "handle", &h) ||
+      nvi_bytes(env, argv[2], "out", &out, &out_len)) {
+    return NULL;
+  }
+  if (out_len < sizeof t->keys[0].key + SALT_LEN) {
+    nvi_throw_range(env, "gcmExportKey needs %zu bytes to write into, got %zu", sizeof t->keys[0].key + SALT_LEN, out_len);
+    return NULL;
+  }
+  if (h < 0 || (uint32_t)h >= t->cap || !t->keys[h].used) return nvi_int(env, 0);
+  const gcm_key *k = &t->keys[h];
+  memcpy(out, k->key, k->key_len);
+  memcpy(out + k->key_len, k->salt, SALT_LEN);
+  return nvi_int(env, k->key_len);
+}
+
+static napi_value gcm_key_count(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  gcm_table *t;
+  if (nvi_args(env, info, 1, argv) || get_table(env, argv[0], &t)) return NULL;
+  return nvi_int(env, (int32_t)t->count);
 }
 
 /** The arrays of one batch of jobs, checked against the buffer before any work. */
@@ -271,6 +306,7 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
 
 int nvi_init_esp_gcm(napi_env env, napi_value exports) {
   return nvi_export(env, exports, "gcmCreate", gcm_create) || nvi_export(env, exports, "gcmAddKey", gcm_add_key) ||
-         nvi_export(env, exports, "gcmRemoveKey", gcm_remove_key) || nvi_export(env, exports, "gcmSeal", gcm_seal) ||
+         nvi_export(env, exports, "gcmRemoveKey", gcm_remove_key) ||
+         nvi_export(env, exports, "gcmExportKey", gcm_export_key) || nvi_export(env, exports, "gcmKeyCount", gcm_key_count) || nvi_export(env, exports, "gcmSeal", gcm_seal) ||
          nvi_export(env, exports, "gcmOpen", gcm_open);
 }
