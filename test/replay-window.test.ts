@@ -121,4 +121,46 @@ test('a differential run against a set of every number seen agrees on every pack
   }
 });
 
+test('windows share chunks of blocks and stay apart: 600 windows, interleaved, each against its own set of numbers seen', () => {
+  let seed = 99;
+  const rand = (): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed;
+  };
+  const windows = Array.from({ length: 600 }, () => ({ w: new ReplayWindow(), seen: new Set<number>(), top: 0 })); // 3 chunks
+  for (let k = 0; k < 300_000; k++) {
+    const r = windows[rand() % windows.length];
+    const n = Math.max(0, r.top + (rand() % (2 * W + 64)) - W - 32 + (rand() % 3 === 0 ? 40 : 0));
+    const want = n <= r.top - W ? LEFT : n === 0 || r.seen.has(n) ? REPLAY : OK;
+    const got = receive(r.w, 0, n);
+    if (got !== want) assert.unreachable(`packet ${k}: n=${n} top=${r.top}: got ${got}, want ${want}`);
+    if (got === OK) {
+      r.seen.add(n);
+      r.top = Math.max(r.top, n);
+    }
+  }
+});
+
+test('a released window refuses every packet and moves nothing; its blocks go to a new window, which starts empty', () => {
+  const old = new ReplayWindow();
+  for (let n = 1; n <= 3000; n++) receive(old, 0, n);
+  const saved = old.save();
+  old.release();
+  old.release(); // twice: the second does nothing
+  assert.is(old.check(0, 3001), LEFT, 'no packet passes a released window');
+  assert.is(old.check(0, 10_000), LEFT);
+  const fresh = new ReplayWindow(); // takes the released blocks
+  old.accept(0, 3001); // a caller that ignored check(): nothing happens, to either window
+  assert.equal(old.top(), [0, 3000]);
+  for (let n = 1; n <= 40; n++) assert.is(receive(fresh, 0, n), OK, `packet ${n}: the new window starts empty`);
+  assert.is(receive(fresh, 0, 0), REPLAY, 'sequence number 0 is still never valid');
+  assert.throws(() => old.load(saved), /released/);
+  const again = new ReplayWindow();
+  again.load(saved);
+  assert.is(receive(again, 0, 3000), REPLAY, 'a saved window carries over to a live one');
+  assert.is(receive(again, 0, 3001), OK);
+  fresh.release();
+  again.release();
+});
+
 test.run();

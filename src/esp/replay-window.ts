@@ -24,14 +24,65 @@ export const enum ReplayCheck {
 
 const TWO32 = 0x1_0000_0000;
 
+/**
+ * The blocks of every window, 256 windows to a 64 KB chunk, so that a window costs its
+ * 256 bytes and not a typed array, an ArrayBuffer and a backing store of its own. A released
+ * window's place is handed out again, zeroed (the window would not need it: it clears each
+ * block as its top enters it, and a new window sets block 0 whole).
+ */
+class BlockStore {
+  static readonly PER_CHUNK = 256;
+  readonly chunks: Uint32Array[] = [];
+  /** Places (chunk * PER_CHUNK + index) released and not yet handed out again. */
+  private readonly free: number[] = [];
+  private used = 0;
+
+  /** A place for a window's blocks, zeroed. */
+  take(): number {
+    let place = this.free.pop();
+    if (place === undefined) {
+      place = this.used++;
+      if ((place % BlockStore.PER_CHUNK) === 0) this.chunks.push(new Uint32Array(BlockStore.PER_CHUNK * BLOCKS));
+    } else {
+      const base = (place % BlockStore.PER_CHUNK) * BLOCKS;
+      this.chunks[Math.floor(place / BlockStore.PER_CHUNK)].fill(0, base, base + BLOCKS);
+    }
+    return place;
+  }
+
+  give(place: number): void {
+    this.free.push(place);
+  }
+}
+
+const STORE = new BlockStore();
+
 export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
   private topHi = 0;
   private topLo = 0;
-  private readonly bits = new Uint32Array(BLOCKS);
+  /** The window's blocks are bits[base, base + BLOCKS), in a chunk shared with other windows. */
+  private readonly bits: Uint32Array;
+  private readonly base: number;
+  /** Its place in the block store; -1 once released. */
+  private place: number;
 
   constructor() {
-    this.bits[0] = 1; // sequence number 0: never valid
+    this.place = STORE.take();
+    this.bits = STORE.chunks[Math.floor(this.place / BlockStore.PER_CHUNK)];
+    this.base = (this.place % BlockStore.PER_CHUNK) * BLOCKS;
+    this.bits[this.base] = 1; // sequence number 0: never valid
+  }
+
+  /**
+   * The SA is gone: its blocks go back to the store for another window. From now on this
+   * window refuses every packet (left of the window) and accepts nothing, so a window kept by
+   * mistake can never read or move another's blocks.
+   */
+  release(): void {
+    if (this.place < 0) return;
+    STORE.give(this.place);
+    this.place = -1;
   }
 
   /**
@@ -60,27 +111,28 @@ export class ReplayWindow {
 
   /** Would (hi, lo) be accepted? Does not change the window. */
   check(hi: number, lo: number): ReplayCheck {
-    if (hi < 0) return ReplayCheck.LeftOfWindow;
+    if (hi < 0 || this.place < 0) return ReplayCheck.LeftOfWindow;
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo); // exact: |value| < 2^34
     if (ahead > 0) return ReplayCheck.Ok;
     if (-ahead >= REPLAY_WINDOW) return ReplayCheck.LeftOfWindow;
-    const word = this.bits[(lo >>> 5) & BLOCK_MASK];
+    const word = this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)];
     return (word >>> (lo & 31)) & 1 ? ReplayCheck.Replay : ReplayCheck.Ok;
   }
 
   /** Record (hi, lo) as received. Call only after check() said Ok and the ICV verified. */
   accept(hi: number, lo: number): void {
+    if (this.place < 0) return; // released: nothing is accepted any more
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo);
     if (ahead > 0) {
       // Clear the blocks the top moves over, at most all of them. The block number of a
       // 64-bit sequence is hi * 2^27 + (lo >>> 5); its index in the ring depends on lo only.
       const topBlock = this.topLo >>> 5;
       const steps = Math.min((hi - this.topHi) * 0x800_0000 + ((lo >>> 5) - topBlock), BLOCKS);
-      for (let s = 1; s <= steps; s++) this.bits[(topBlock + s) & BLOCK_MASK] = 0;
+      for (let s = 1; s <= steps; s++) this.bits[this.base + ((topBlock + s) & BLOCK_MASK)] = 0;
       this.topHi = hi;
       this.topLo = lo;
     }
-    this.bits[(lo >>> 5) & BLOCK_MASK] |= 1 << (lo & 31);
+    this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)] |= 1 << (lo & 31);
   }
 
   /** The highest sequence number accepted, as [hi, lo]. */
@@ -90,15 +142,16 @@ export class ReplayWindow {
 
   /** The whole window, for the process that takes the SA over (handover.ts). */
   save(): WindowState {
-    return { hi: this.topHi, lo: this.topLo, bits: [...this.bits] };
+    return { hi: this.topHi, lo: this.topLo, bits: Array.from(this.bits.subarray(this.base, this.base + BLOCKS)) };
   }
 
   /** Take over a window save() gave. */
   load(s: WindowState): void {
     if (s.bits.length !== BLOCKS) throw new Error(`replay window of ${s.bits.length} blocks, expected ${BLOCKS}`);
+    if (this.place < 0) throw new Error('replay window released: it cannot take over a saved one');
     this.topHi = s.hi;
     this.topLo = s.lo;
-    this.bits.set(s.bits);
+    this.bits.set(s.bits, this.base);
   }
 }
 

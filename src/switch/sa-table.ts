@@ -119,6 +119,7 @@ export class SaTable implements InboundInstaller {
 
   private retire(sa: CableSa): void {
     this.spis.delete(sa.spi);
+    sa.window.release();
     this.cipher.removeKey(sa.key);
     this.counts.retiredSas++;
   }
