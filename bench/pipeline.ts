@@ -6,6 +6,14 @@
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
 //       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
+//       [--workers 1,2]
+//
+// --workers W,...: the same bench in W worker threads at once, each a shard with its own
+// cloud, cables (N / W of them), SAs, native cipher table and frame pool (--pool / W), nothing
+// shared: the shared-nothing design of several data-path threads (issue 13, item 1), measured
+// without I/O. Every timed run starts at a barrier, so the shards' runs overlap; a shard's
+// figures are its medians, the row's figure their sum. The switch itself still runs one
+// data-path thread: this measures how far the pipeline scales when it is sharded.
 //
 // Setup, without a single upcall:
 //   1. The cloud of nvi-switch.yaml in one process (OfflineCloud.open: the real Host objects,
@@ -47,6 +55,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import v8 from 'node:v8';
 import vm from 'node:vm';
+import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
 import { espLength } from '../src/wire/esp.js';
@@ -79,7 +88,7 @@ const opt = benchOptions({
   cables: { type: 'string', default: '10,100000,1000000' }, sizes: { type: 'string', default: '64,512,1400' },
   modes: { type: 'string', default: 'plain,node,native' }, measure: { type: 'string', default: 'egress,ingress,both' },
   pool: { type: 'string', default: '65536' }, 'key-pool': { type: 'string' }, seed: { type: 'string', default: '1' },
-  'heap-dir': { type: 'string' },
+  'heap-dir': { type: 'string' }, workers: { type: 'string' },
 });
 
 /** The comma-separated items of --`name` (empty items ignored); at least one. */
@@ -104,7 +113,16 @@ const CABLES = list('cables', opt.cables).map((n) => integer('cables', n));
 const SIZES = list('sizes', opt.sizes).map((n) => integer('sizes', n, 48));
 const MODES = oneOf<Mode>('modes', opt.modes, ['plain', 'node', 'native']);
 const MEASURES = oneOf<Measure>('measure', opt.measure, ['egress', 'ingress', 'both']);
-const POOL = Math.ceil(integer('pool', opt.pool) / BATCH_MAX) * BATCH_MAX;
+/** In a worker of --workers: which shard this is, of how many, and the barrier they share. */
+interface Shard {
+  readonly index: number;
+  readonly of: number;
+  /** [arrived, generation] */
+  readonly sync: Int32Array;
+}
+const SHARD: Shard | null = isMainThread ? null : (workerData as Shard);
+const WORKERS = opt.workers === undefined ? null : list('workers', opt.workers).map((n) => integer('workers', n));
+const POOL = Math.ceil(integer('pool', opt.pool) / (SHARD?.of ?? 1) / BATCH_MAX) * BATCH_MAX;
 /** Distinct ESP keys at most (0: one per SA); --quick caps it at 65,536. */
 const KEY_POOL = integer('key-pool', opt['key-pool'] ?? (QUICK ? '65536' : '0'), 0);
 const SEED = integer('seed', opt.seed, 0);
@@ -116,6 +134,25 @@ const T_US = NOW * 1000;
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
+
+/** Print, unless this is a shard (the main thread prints the shards' sums). */
+function say(text: string): void {
+  if (SHARD === null) console.log(text);
+}
+
+/** Wait until every shard is here (a no-op outside --workers), so that their timed runs overlap. */
+function barrier(): void {
+  if (SHARD === null) return;
+  const a = SHARD.sync;
+  const generation = Atomics.load(a, 1);
+  if (Atomics.add(a, 0, 1) === SHARD.of - 1) {
+    Atomics.store(a, 0, 0);
+    Atomics.add(a, 1, 1);
+    Atomics.notify(a, 1);
+  } else if (Atomics.wait(a, 1, generation, 600_000) === 'timed-out') {
+    throw new Error(`shard ${SHARD.index}: the other shards did not reach the barrier in 10 minutes`);
+  }
+}
 
 /** Seeded xorshift32: the same pool and SPIs every run. */
 function rng(seed: number): () => number {
@@ -326,7 +363,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
   outbound.length = 0;
   const heap2 = heapMb();
   const perCable = (mb: number): string => (n >= 1000 ? `${Math.round((mb * 2 ** 20) / n)} B/cable` : 'too few to say per cable');
-  console.log(
+  say(
     `  ${fmtCount(n)} cables, ${label(mode)}: plugged in ${((performance.now() - t0) / 1000).toFixed(1)} s` +
       (esp ? ` (${rig.keys.length} keys in ${(keyMs / 1000).toFixed(1)} s)` : '') +
       `; heapUsed ${heap2.toFixed(0)} MB: h1 egress +${(heap1 - heap0).toFixed(0)} MB (${perCable(heap1 - heap0)}` +
@@ -581,12 +618,14 @@ function median(xs: number[]): number {
 
 /** A warm-up run, then RUNS runs, each checked; the medians. `after` sees each run's starting counters. */
 function measure(rig: Rig, what: string, run: () => Run, check: boolean, after?: (before: Snapshot) => void): Figures {
+  barrier();
   run();
   const pps: number[] = [];
   const alloc: number[] = [];
   const gcShare: number[] = [];
   for (let r = 0; r < RUNS; r++) {
     const before = snapshot(rig);
+    barrier();
     const x = run();
     if (check) checkRun(rig, before, what);
     after?.(before);
@@ -679,7 +718,7 @@ async function benchRig(
   const esp = mode !== 'plain';
   const rig = await openRig(config, n, mode);
   plugCables(rig, config, n, mode);
-  if (opt['heap-dir']) console.log(`  heap snapshot after plugging: ${v8.writeHeapSnapshot(join(opt['heap-dir'], `cables-${n}-${mode}.heapsnapshot`))}`);
+  if (opt['heap-dir']) say(`  heap snapshot after plugging: ${v8.writeHeapSnapshot(join(opt['heap-dir'], `cables-${n}-${mode}.heapsnapshot`))}`);
   const rows: Row[] = [];
   let counters = '';
   for (const [p, pool] of pools.entries()) {
@@ -702,7 +741,7 @@ async function benchRig(
       row.both = measure(rig, `${what}, egress+ingress`, () => runBoth(rig, pool, MS), true, last);
     }
     rows.push(row);
-    console.log(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
+    say(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
   }
   closeRig(rig);
   return { rows, counters };
@@ -711,8 +750,8 @@ async function benchRig(
 async function main(): Promise<void> {
   const config = loadConfig(CONFIG_FILE);
   const modes = MODES.filter((m) => m !== 'native' || nativeAvailable());
-  if (modes.length < MODES.length) console.log('native addon not built: native mode skipped');
-  console.log(
+  if (modes.length < MODES.length) say('native addon not built: native mode skipped');
+  say(
     `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
       `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)`,
   );
@@ -723,18 +762,92 @@ async function main(): Promise<void> {
   const pools = SIZES.map(allocPool);
   const arenas = SIZES.map(allocCapture);
   for (const n of CABLES) {
-    pools.forEach((p) => fillPool(p, config, n));
+    const mine = SHARD === null ? n : Math.max(1, Math.ceil(n / SHARD.of)); // a shard's part of the cables
+    pools.forEach((p) => fillPool(p, config, mine));
     for (const mode of modes) {
-      const r = await benchRig(config, n, mode, pools, arenas);
-      rows.push(...r.rows);
+      const r = await benchRig(config, mine, mode, pools, arenas);
+      rows.push(...r.rows.map((row) => ({ ...row, cables: n })));
       counters = r.counters || counters;
       gc();
     }
   }
-  if (counters) console.log(`\n${counters}\nevery timed run was checked the same way: nothing dropped or held`);
-  console.log(`\n${table([HEADER, ...rows.map(cells)])}`);
-  console.log(`\nratios (packets/s)\n${ratios(rows)}`);
-  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  if (SHARD !== null) {
+    parentPort!.postMessage(rows);
+    return;
+  }
+  if (counters) say(`\n${counters}\nevery timed run was checked the same way: nothing dropped or held`);
+  say(`\n${table([HEADER, ...rows.map(cells)])}`);
+  say(`\nratios (packets/s)\n${ratios(rows)}`);
+  say(`\ntotal ${((performance.now() - started) / 1000).toFixed(0)} s`);
 }
 
-await main();
+// ---- --workers: shards in worker threads ----------------------------------------------------
+
+/** This bench's arguments without --workers, for a shard. */
+function shardArgv(): string[] {
+  const out: string[] = [];
+  const args = process.argv.slice(2);
+  for (let k = 0; k < args.length; k++) {
+    if (args[k] === '--workers') k++;
+    else if (!args[k].startsWith('--workers=')) out.push(args[k]);
+  }
+  return out;
+}
+
+/** One shard's rows; fails if it throws or exits before it sends them. */
+function runShard(index: number, of: number, sync: Int32Array): Promise<Row[]> {
+  return new Promise((resolve, reject) => {
+    const w = new Worker(new URL(import.meta.url), { argv: shardArgv(), workerData: { index, of, sync } satisfies Shard });
+    let rows: Row[] | undefined;
+    w.on('message', (m: Row[]) => (rows = m));
+    w.on('error', reject);
+    w.on('exit', (code) => (rows && code === 0 ? resolve(rows) : reject(new Error(`shard ${index} of ${of} exited with ${code} before its figures`))));
+  });
+}
+
+/** The shards' rows added up: packets/s summed, allocation and GC averaged. */
+function sumShards(shards: Row[][]): Row[] {
+  const add = (fs: (Figures | undefined)[]): Figures | undefined => {
+    const got = fs.filter((f): f is Figures => f !== undefined);
+    if (got.length < fs.length) return undefined;
+    return {
+      pps: got.reduce((t, f) => t + f.pps, 0),
+      allocPerPacket: got.reduce((t, f) => t + f.allocPerPacket, 0) / got.length,
+      gc: got.reduce((t, f) => t + f.gc, 0) / got.length,
+    };
+  };
+  return shards[0].map((r, k) => {
+    const same = shards.map((rows) => rows[k]);
+    return {
+      ...r, egress: add(same.map((x) => x.egress)), ingress: add(same.map((x) => x.ingress)), both: add(same.map((x) => x.both)),
+      fillE: add(same.map((x) => x.fillE)), fillI: add(same.map((x) => x.fillI)),
+    };
+  });
+}
+
+async function sharded(counts: readonly number[]): Promise<void> {
+  const started = performance.now();
+  say(`pipeline bench in worker threads (--workers ${counts.join(',')}): each shard ${RUNS} runs of ${MS} ms after a warm-up, started together; N / W cables and --pool / W frames a shard`);
+  const byCount = new Map<number, Row[]>();
+  for (const w of counts) {
+    const sync = new Int32Array(new SharedArrayBuffer(8));
+    const rows = sumShards(await Promise.all(Array.from({ length: w }, (_, k) => runShard(k, w, sync))));
+    byCount.set(w, rows);
+    say(`\n${w} worker${w === 1 ? '' : 's'}\n${table([HEADER, ...rows.map(cells)])}`);
+  }
+  const base = counts[0];
+  const out: string[][] = [['cables', 'encap', 'cipher', 'IPv6 B', ...counts.slice(1).flatMap((w) => [`e ${w}/${base}`, `i ${w}/${base}`, `e+i ${w}/${base}`])]];
+  const ratio = (a: Figures | undefined, b: Figures | undefined): string => (a && b ? `${(a.pps / b.pps).toFixed(2)}x` : '-');
+  byCount.get(base)!.forEach((r, k) => {
+    const c = cells(r);
+    out.push([...c.slice(0, 4), ...counts.slice(1).flatMap((w) => {
+      const x = byCount.get(w)![k];
+      return [ratio(x.egress, r.egress), ratio(x.ingress, r.ingress), ratio(x.both, r.both)];
+    })]);
+  });
+  say(`\npackets/s against ${base} worker${base === 1 ? '' : 's'}\n${table(out)}`);
+  say(`\ntotal ${((performance.now() - started) / 1000).toFixed(0)} s`);
+}
+
+if (WORKERS !== null && SHARD === null) await sharded(WORKERS);
+else await main();
