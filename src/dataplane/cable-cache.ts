@@ -16,11 +16,21 @@
 // identity moved, exactly its cables are found, and a host without one does no work. A third,
 // by source port, serves the per-port quota.
 
+import { BATCH_MAX, Next, type Batch } from './batch.js';
 import { CableDirection, type Cable } from './cable.js';
+import { pairHash } from './pair-hash.js';
+import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 
 /** The hash of an empty slot (pair hashes are non-negative). */
 const EMPTY = -1;
 const FIRST_SLOTS = 64;
+
+/** What findBatch() found, by packet index: a stage's own, reused for every batch. */
+export class BatchLookup {
+  readonly hashes = new Int32Array(BATCH_MAX);
+  readonly slots = new Int32Array(BATCH_MAX);
+  readonly cables: (Cable | undefined)[] = new Array<Cable | undefined>(BATCH_MAX).fill(undefined);
+}
 
 export class CableCache {
   /** Cables removed because the cache was full. */
@@ -47,11 +57,29 @@ export class CableCache {
   }
 
   /**
-   * find() in two steps, for a stage that looks a batch up in passes: the first slot that
-   * holds `hash` (-1: none), then the cable from that slot. Valid while nothing is inserted
-   * or removed in between.
+   * find() for every active packet of `b` without a flag of `skipFlags`, in passes, each
+   * reaching one step further into memory (the hash words, then the slots and cables), so
+   * that the cache misses of different packets overlap instead of waiting behind each other's.
+   * Each such packet's pair hash and cable (or undefined) land in `out`.
    */
-  firstSlot(hash: number): number {
+  findBatch(b: Batch, skipFlags: number, out: BatchLookup): void {
+    const buf = b.data;
+    const { hashes, slots, cables } = out;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & skipFlags) !== 0) continue;
+      const ip = b.l3[i];
+      hashes[i] = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
+      slots[i] = this.firstSlot(hashes[i]);
+    }
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & skipFlags) !== 0) continue;
+      const ip = b.l3[i];
+      cables[i] = this.findFrom(slots[i], hashes[i], buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
+    }
+  }
+
+  /** The first slot that holds `hash`, or -1. */
+  private firstSlot(hash: number): number {
     const hashes = this.hashes;
     const mask = this.mask;
     for (let i = hash & mask; ; i = (i + 1) & mask) {
@@ -61,7 +89,8 @@ export class CableCache {
     }
   }
 
-  findFrom(slot: number, hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
+  /** The cable for the pair from `slot` (firstSlot's) on. */
+  private findFrom(slot: number, hash: number, buf: Uint8Array, s: number, d: number): Cable | undefined {
     if (slot < 0) return undefined;
     const hashes = this.hashes;
     const mask = this.mask;

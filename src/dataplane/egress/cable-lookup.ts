@@ -2,12 +2,9 @@
 // on a plugged cable touches nothing else; a hit on an unplugged one drops the packet for
 // the reason stored at plug time; a miss or an expired cable goes to the upcall.
 
-import { BATCH_MAX, Next, type Batch } from '../batch.js';
-import type { Cable } from '../cable.js';
-import type { CableCache } from '../cable-cache.js';
+import { Next, type Batch } from '../batch.js';
+import { BatchLookup, type CableCache } from '../cable-cache.js';
 import { Drop, PLUG_REASONS } from '../../base/drops.js';
-import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
-import { pairHash } from '../pair-hash.js';
 import { drop, type Stage } from '../stage.js';
 import type { Upcall } from '../upcall.js';
 
@@ -18,30 +15,14 @@ export class CableLookup implements Stage {
   readonly outputs = [Next.Held];
   hits = 0;
   misses = 0;
-  /** Each packet's pair hash, first slot and cable, from the passes of process(). */
-  private readonly hashes = new Int32Array(BATCH_MAX);
-  private readonly slots = new Int32Array(BATCH_MAX);
-  private readonly cables: (Cable | undefined)[] = new Array<Cable | undefined>(BATCH_MAX).fill(undefined);
+  /** Each packet's pair hash and cable, from the cache's passes over the batch. */
+  private readonly found = new BatchLookup();
 
   constructor(private readonly cache: CableCache, private readonly upcall: Upcall) {}
 
   process(b: Batch, now: number): void {
-    const buf = b.data;
-    const { hashes, slots, cables, cache } = this;
-    // In passes, each reaching one step further into memory (the table's hash words, its
-    // slots and the cables), so that the cache misses of different packets overlap instead
-    // of waiting behind each other's. The cache does not change until the last pass.
-    for (let i = 0; i < b.count; i++) {
-      if (b.next[i] !== Next.Active) continue;
-      const ip = b.l3[i];
-      hashes[i] = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
-      slots[i] = cache.firstSlot(hashes[i]);
-    }
-    for (let i = 0; i < b.count; i++) {
-      if (b.next[i] !== Next.Active) continue;
-      const ip = b.l3[i];
-      cables[i] = cache.findFrom(slots[i], hashes[i], buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
-    }
+    const { hashes, cables } = this.found;
+    this.cache.findBatch(b, 0, this.found); // the cache does not change until the loop below
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const c = cables[i];

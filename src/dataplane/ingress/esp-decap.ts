@@ -27,7 +27,7 @@ export class EspDecap implements Stage {
   readonly outputs = [];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
-  /** Each packet's SA, found in the first pass (undefined: none, or not an ESP packet to look up). */
+  /** Each packet's SA, found in the first pass (undefined: none); emptied at the end of the passes. */
   private readonly sas: (CableSa | undefined)[] = new Array<CableSa | undefined>(BATCH_MAX).fill(undefined);
 
   constructor(private readonly spis: ReadonlyMap<number, CableSa>, private readonly cipher: EspCipher) {}
@@ -41,16 +41,15 @@ export class EspDecap implements Stage {
     // behind each other's.
     const sas = this.sas;
     for (let i = 0; i < b.count; i++) {
-      sas[i] = undefined;
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const esp = b.l3[i];
-      if (b.start[i] + b.len[i] - esp >= ESP_MIN) sas[i] = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
+      if (b.start[i] + b.len[i] - esp < ESP_MIN) drop(b, i, Drop.EspTruncated);
+      else sas[i] = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
     }
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const sa = sas[i];
-      if (b.start[i] + b.len[i] - b.l3[i] < ESP_MIN) drop(b, i, Drop.EspTruncated);
-      else if (sa === undefined || now >= sa.retireAt) drop(b, i, Drop.EspUnknownSpi);
+      if (sa === undefined || now >= sa.retireAt) drop(b, i, Drop.EspUnknownSpi);
       else if (sa.peer !== b.peer[i]) drop(b, i, Drop.EspWrongPeer);
     }
     for (let i = 0; i < b.count; i++) {

@@ -4,12 +4,11 @@
 // cable by the inner pair (a miss goes to the upcall: SDN Algorithm 2), must come from the
 // host the source is bound to, and may not use a cable whose policy wants encryption.
 
-import { BATCH_MAX, Next, PacketFlag, type Batch } from '../batch.js';
+import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
-import type { CableCache } from '../cable-cache.js';
+import { BatchLookup, type CableCache } from '../cable-cache.js';
 import { Drop, PLUG_REASONS } from '../../base/drops.js';
-import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
-import { pairHash } from '../pair-hash.js';
+import { IPV6_OFF_DST } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 import type { PortTable } from '../port-table.js';
 import type { Upcall } from '../upcall.js';
@@ -21,10 +20,8 @@ export class PairCheck implements Stage {
     ...PLUG_REASONS, // an unplugged cable drops for the reason it stores
   ];
   readonly outputs = [Next.Held];
-  /** Each IPv6-in-IPv4 packet's pair hash, first slot and cable, from the passes of process(). */
-  private readonly hashes = new Int32Array(BATCH_MAX);
-  private readonly slots = new Int32Array(BATCH_MAX);
-  private readonly cables: (Cable | undefined)[] = new Array<Cable | undefined>(BATCH_MAX).fill(undefined);
+  /** Each IPv6-in-IPv4 packet's pair hash and cable, from the cache's passes over the batch. */
+  private readonly found = new BatchLookup();
 
   constructor(
     private readonly cache: CableCache,
@@ -35,20 +32,8 @@ export class PairCheck implements Stage {
 
   process(b: Batch, now: number): void {
     const buf = b.data;
-    const { hashes, slots, cables, cache } = this;
-    // IPv6-in-IPv4: the cable lookup in passes, as in cable-lookup (egress), so that the
-    // cache misses of different packets overlap. The cache does not change until the last pass.
-    for (let i = 0; i < b.count; i++) {
-      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) !== 0) continue;
-      const ip = b.l3[i];
-      hashes[i] = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
-      slots[i] = cache.firstSlot(hashes[i]);
-    }
-    for (let i = 0; i < b.count; i++) {
-      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) !== 0) continue;
-      const ip = b.l3[i];
-      cables[i] = cache.findFrom(slots[i], hashes[i], buf, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST);
-    }
+    const { hashes, cables } = this.found;
+    this.cache.findBatch(b, PacketFlag.Esp, this.found); // IPv6-in-IPv4 only; the cache does not change until the loop below
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const ip = b.l3[i];
