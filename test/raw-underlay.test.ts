@@ -188,4 +188,79 @@ test('a closed underlay reads nothing and sends nothing', () => {
   assert.is(c.read(new Batch(), 0), 0);
 });
 
+/** An underlay packet from A to B of `proto` whose payload (after the outer header) is `payload`. */
+function packet(out: Batch, k: number, proto: number, payload: Buffer): void {
+  const at = Batch.slot(k) + UNDERLAY_OFFSET;
+  writeOuter(out.data, at, makeOuterTemplate(A, B, proto), IPV4_HLEN + payload.length, 0);
+  payload.copy(out.data, at + IPV4_HLEN);
+  out.init(k, at, IPV4_HLEN + payload.length, 0, 0);
+  out.peer[k] = B;
+}
+
+test('three sharded underlays share the packets out: ESP by SPI mod 3, IPv6-in-IPv4 by the inner pair, short ones to shard 0, none twice', async () => {
+  const SHARDS = 3;
+  const shards = [0, 1, 2].map((index) => RawUnderlay.open(ADDR_B, { netns: NS_B, shard: { count: SHARDS, index } }));
+  try {
+    const out = new Batch();
+    const want: number[][] = [[], [], []]; // tags each shard must get
+    let k = 0;
+    for (; k < 120; k++) {
+      // ESP: the SPI (any 32-bit value, also above 2^31), then the tag where the sequence number goes.
+      const spi = (Math.imul(k + 1, 0x9e3779b1) >>> 0);
+      const p = Buffer.alloc(40);
+      p.writeUInt32BE(spi, 0);
+      p.writeUInt32BE(k, 4);
+      packet(out, k, PROTO_ESP, p);
+      want[spi % SHARDS].push(k);
+    }
+    for (; k < 240; k++) {
+      // IPv6-in-IPv4: an inner IPv6 header whose addresses end in words s and d; the tag after it.
+      const s = Math.imul(k, 0x85ebca6b) >>> 0;
+      const d = Math.imul(k, 0xc2b2ae35) >>> 0;
+      const p = Buffer.alloc(48);
+      p[0] = 0x60;
+      p.writeUInt32BE(s, 8 + 12);
+      p.writeUInt32BE(d, 24 + 12);
+      p.writeUInt32BE(k, 40);
+      packet(out, k, PROTO_IPV6, p);
+      want[((s ^ d) >>> 0) % SHARDS].push(k);
+    }
+    // Too short to hold an SPI (3 bytes), or the inner addresses (39 bytes): shard 0, whose parse counts them.
+    const shortTags = new Map<number, number>();
+    for (const [proto, len] of [[PROTO_ESP, 3], [PROTO_IPV6, 39], [PROTO_ESP, 0]]) {
+      packet(out, k, proto, Buffer.alloc(len, 0xee));
+      shortTags.set(IPV4_HLEN + len, k);
+      want[0].push(k);
+      k++;
+    }
+    out.count = k;
+    const idx = Int32Array.from({ length: k }, (_, i) => i);
+    assert.is(a.send(out, idx, k), k);
+    await new Promise((r) => setTimeout(r, 100));
+    for (let q = 0; q < SHARDS; q++) {
+      const got: number[] = [];
+      const rx = new Batch();
+      for (let n = shards[q].read(rx, 0); n > 0; n = shards[q].read(rx, 0)) {
+        for (let i = 0; i < rx.count; i++) {
+          const len = rx.len[i];
+          const proto = rx.data[rx.start[i] + 9];
+          const tagAt = rx.start[i] + IPV4_HLEN + (proto === PROTO_ESP ? 4 : 40);
+          got.push(shortTags.get(len) ?? rx.data.readUInt32BE(tagAt));
+        }
+        rx.reset();
+      }
+      assert.equal(got.sort((x, y) => x - y), want[q].sort((x, y) => x - y), `shard ${q} of ${SHARDS}`);
+    }
+    assert.ok(want.every((w) => w.length > 20), `every shard had its share: ${want.map((w) => w.length)}`);
+  } finally {
+    for (const u of shards) u.close();
+  }
+});
+
+test('a shard outside its count is refused before a socket is opened', () => {
+  for (const shard of [{ count: 2, index: 2 }, { count: 0, index: 0 }, { count: 2, index: -1 }, { count: 1.5, index: 0 }]) {
+    assert.throws(() => RawUnderlay.open(ADDR_B, { netns: NS_B, shard }), (e: Error & { code?: string }) => e.code === 'NVI_ERR_UNDERLAY_SHARD');
+  }
+});
+
 test.run();

@@ -28,6 +28,12 @@ export interface RawUnderlayOptions {
   netns?: string;
   /** SO_RCVBUF and SO_SNDBUF in bytes (forced past net.core.*mem_max as root). */
   bufferBytes?: number;
+  /**
+   * Receive only one shard of the underlay, for one of `count` data-path threads: ESP packets
+   * whose SPI mod count is `index`, IPv6-in-IPv4 packets whose inner pair hashes to it (both
+   * directions of a pair alike); packets too short to tell go to shard 0. Sending is not sharded.
+   */
+  shard?: { count: number; index: number };
 }
 
 export class RawUnderlay {
@@ -87,9 +93,13 @@ export class RawUnderlay {
     const native = loadNative();
     const ns = opts.netns ? netnsPath(opts.netns) : null;
     const bytes = opts.bufferBytes ?? UNDERLAY_BUFFER_BYTES;
+    const { count, index } = opts.shard ?? { count: 1, index: 0 };
+    if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 && index < count)) {
+      throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: shard ${index} of ${count}: need integers 0 <= index < count`);
+    }
     const fds: number[] = [];
     try {
-      for (const proto of [PROTO_ESP, PROTO_IPV6]) fds.push(native.rawOpen(proto, address, bytes, ns));
+      for (const proto of [PROTO_ESP, PROTO_IPV6]) fds.push(native.rawOpen(proto, address, bytes, ns, count, index));
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       const where = opts.netns ? ` in namespace ${opts.netns}` : '';

@@ -11,7 +11,7 @@ import { ETH_HLEN } from '../wire/ethernet.js';
 import type { VmLink } from './vm-link.js';
 import { NviError } from '../base/errors.js';
 import {
-  GRO_SCRATCH, PACKET_VNET_HDR, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_NAPI, TAP_OFFLOAD, TAP_PERSIST,
+  GRO_SCRATCH, PACKET_VNET_HDR, POLL_READABLE, RX_COUNTS_LEN, RX_FRAMES, RX_MALFORMED, RX_TOO_BIG, TAP_MULTI_QUEUE, TAP_NAPI, TAP_OFFLOAD, TAP_PERSIST,
   TAP_VNET_HDR, TX_ERRNO, TX_FAILED,
   TX_STATUS_LEN, TX_STOPPED, VNET_HDR_LEN, errnoName, loadNative, nativeErrorText, netnsPath,
   type NativeAddon, type NativePoll,
@@ -23,6 +23,8 @@ const OFFLOAD_SCRATCH = VNET_HDR_LEN + 14 + 40 + 65_535;
 const ENODEV = 19;
 /** Interface names are at most IFNAMSIZ - 1 = 15 bytes (linux/if.h). */
 export const TAP_NAME_MAX = 15;
+/** Queues of one multi-queue TAP the kernel allows (MAX_TAP_QUEUES in drivers/net/tun.c). */
+export const TAP_QUEUES_MAX = 256;
 /** Smallest link MTU Linux accepts for IPv6 is 1280; IPv4 needs 68. */
 const MTU_MIN = 68;
 /** A frame must fit a slot: MTU + Ethernet header <= MAX_PACKET. */
@@ -132,22 +134,40 @@ export class TapPort implements VmLink {
 
   /** Create the TAP device `name` or attach to an existing one, and bring it up. */
   static open(name: string, opts: TapOptions = {}): TapPort {
+    return TapPort.openQueues(name, 1, opts)[0];
+  }
+
+  /**
+   * `queues` queues of one TAP device, each a port with its own fd, for as many data-path
+   * threads. With more than one the device is multi-queue (IFF_MULTI_QUEUE): the kernel puts
+   * all frames of a flow on one queue, the one where the switch last wrote frames of that flow
+   * (or one chosen by the flow's hash before that). A device made with one queue cannot take
+   * more, nor the other way round (the kernel refuses with EINVAL).
+   */
+  static openQueues(name: string, queues: number, opts: TapOptions = {}): TapPort[] {
     const mtu = checkNameAndMtu(name, opts.mtu);
+    if (!(Number.isInteger(queues) && queues >= 1 && queues <= TAP_QUEUES_MAX)) {
+      throw new NviError('NVI_ERR_TAP_QUEUES', `TAP ${name}: queues ${queues} must be an integer in 1..${TAP_QUEUES_MAX}`);
+    }
     const native = loadNative();
     const vnetHdr = opts.vnetHdr === true;
     const offload = opts.offload === true;
-    let opened: { fd: number; name: string } | undefined;
+    const opened: { fd: number; name: string }[] = [];
     let uso = false;
     try {
       if (opts.mac !== undefined && opts.mac.length !== 6) throw new Error('mac must be 6 bytes');
-      const flags = (vnetHdr ? TAP_VNET_HDR : 0) | (offload ? TAP_OFFLOAD | TAP_NAPI : 0);
-      opened = native.tapOpen(name, mtu, flags, opts.netns ? netnsPath(opts.netns) : null, opts.mac ?? null);
-      uso = offload && opts.offloadUdp !== false && native.tapUso(opened.fd);
+      const flags = (vnetHdr ? TAP_VNET_HDR : 0) | (offload ? TAP_OFFLOAD | TAP_NAPI : 0) | (queues > 1 ? TAP_MULTI_QUEUE : 0);
+      const ns = opts.netns ? netnsPath(opts.netns) : null;
+      for (let q = 0; q < queues; q++) {
+        opened.push(native.tapOpen(name, mtu, flags, ns, opts.mac ?? null));
+        // Offloads are the device's; every queue's fd reads and writes with them.
+        uso = offload && opts.offloadUdp !== false && native.tapUso(opened[q].fd);
+      }
     } catch (e) {
-      if (opened) closeSync(opened.fd);
-      throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}: ${nativeErrorText(e)}`);
+      for (const o of opened) closeSync(o.fd);
+      throw new NviError('NVI_ERR_TAP_OPEN', `TAP ${name}${queues > 1 ? ` (queue ${opened.length} of ${queues})` : ''}: ${nativeErrorText(e)}`);
     }
-    return new TapPort(native, opened.name, opened.fd, vnetHdr, offload, uso);
+    return opened.map((o) => new TapPort(native, o.name, o.fd, vnetHdr, offload, uso));
   }
 
   /**

@@ -34,6 +34,8 @@ export const TAP_OFFLOAD = 4;
 export const TAP_NAPI = 8;
 /** TUNSETPERSIST: the device stays when the fd closes (for a hypervisor to open by name). */
 export const TAP_PERSIST = 16;
+/** IFF_MULTI_QUEUE: each open of the same name attaches one more queue, with its own fd. */
+export const TAP_MULTI_QUEUE = 32;
 /** packetOpen flags: exchange the virtio-net header (PACKET_VNET_HDR). */
 export const PACKET_VNET_HDR = 1;
 /** Indices into the counts array of tapReadGso. */
@@ -119,8 +121,12 @@ export interface NativeAddon {
    * see src/native/packet_port.c.
    */
   packetOpen(ifname: string, mtu: number, flags: number, bufferBytes: number, netnsPath: string | null): number;
-  /** Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). */
-  rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null): number;
+  /**
+   * Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). With
+   * shards > 1 it receives only shard `shard`'s packets: ESP by SPI mod shards, IPv6-in-IPv4 by
+   * the inner pair (see src/native/raw_socket.c); 0, 0: every packet.
+   */
+  rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null, shards: number, shard: number): number;
   /** recvmmsg up to n packets as tapRead does; addrs[k] = source address (host order). 0 at EAGAIN, -errno on error. */
   rawRecv(fd: number, buf: Uint8Array, firstOff: number, stride: number, cap: number, n: number,
     lens: Int32Array, addrs: Uint32Array): number;

@@ -2,7 +2,7 @@
 // IPv6-in-IPv4 = 41), bound to the host's underlay address.
 //
 // JS API (see src/native/addon.ts):
-//   rawOpen(proto, addr, bufferBytes, netns) -> fd       throws: config time
+//   rawOpen(proto, addr, bufferBytes, netns, shards, shard) -> fd       throws: config time
 //   rawRecv(fd, buf, firstOff, stride, cap, n, lens, addrs) -> packets received, or -errno
 //   rawSend(fd, buf, start, len, peer, idx, n, status) -> packets sent
 //
@@ -12,6 +12,16 @@
 // delivers the IP header). With IP_HDRINCL the kernel takes the protocol from the header,
 // so one socket can send both protocols. Packets larger than the route MTU are refused
 // (EMSGSIZE) rather than fragmented. Addresses cross the API as uint32 in host order.
+//
+// Shards (shards > 1): the kernel hands every raw socket of a protocol its own copy of each
+// packet, so `shards` sockets, each with a classic BPF filter that keeps its share, spread
+// the underlay over as many threads with no packet seen twice. ESP is shared out by SPI
+// (SPI mod shards == shard: the receiver chose the SPI, so it chose the thread);
+// IPv6-in-IPv4 by the last words of the inner source and destination XORed (both directions
+// of a pair to one shard). A packet too short to hold those words goes to shard 0, whose
+// parse stage counts it, so the filter drops nothing that the switch would count. The filter
+// is attached before bind, and what queued before it (copies that the other shards also
+// got) is read and discarded.
 
 #define _GNU_SOURCE
 #include "fd_io.h"
@@ -23,8 +33,46 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+enum { PROTO_IPV6_IN_IPV4 = 41, PROTO_ESP = 50 };
+/** Offsets from the end of the outer IPv4 header: the SPI; the inner IPv6 source's and destination's last words. */
+enum { OFF_SPI = 0, OFF_SRC_LAST = 20, OFF_DST_LAST = 36 };
+
+/**
+ * The filter of shard `shard` of `shards` for `proto` into prog[] (at most 16 instructions); returns
+ * the instruction count. X holds the outer header's length (IHL * 4) while A is computed.
+ */
+static int steer_program(int proto, uint32_t shards, uint32_t shard, struct sock_filter *prog) {
+  const uint32_t all = 0xffffffff, none = 0, short_verdict = shard == 0 ? all : none;
+  const uint32_t need = proto == PROTO_ESP ? OFF_SPI + 4 : OFF_DST_LAST + 4;
+  int n = 0;
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_B | BPF_MSH, 0);  // X = IHL * 4
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0);   // A = packet length
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_SUB | BPF_K, need);
+  // The words fit when length - need >= X. A length below `need` wraps A past 2^31 (packets are
+  // under 64 KB), which the first test catches. Both tests jump to the last instruction.
+  const uint8_t to_short = proto == PROTO_ESP ? 5 : 9;  // instructions between the second test and it
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x80000000u, to_short + 1, 0);
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_X, 0, 0, to_short);
+  if (proto == PROTO_ESP) {
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_SPI);  // A = SPI
+  } else {
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_SRC_LAST);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_ST, 0);                          // M[0] = source word
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_DST_LAST);
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_W | BPF_MEM, 0);       // X = M[0]
+    prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0);       // A = dst ^ src
+  }
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, shards);
+  prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, shard, 0, 1);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, all);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, none);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, short_verdict);
+  return n;
+}
 
 static int set_buffer(int fd, int force_opt, int opt, int bytes) {
   if (bytes <= 0) return 0;
@@ -34,10 +82,16 @@ static int set_buffer(int fd, int force_opt, int opt, int bytes) {
 }
 
 /** Create, configure and bind the socket; returns the fd or -errno with *step set. */
-static int open_raw(int proto, uint32_t addr, int bytes, const char **step) {
+static int open_raw(int proto, uint32_t addr, int bytes, uint32_t shards, uint32_t shard, const char **step) {
   *step = "socket(AF_INET, SOCK_RAW)";
   int fd = socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
   if (fd < 0) return -errno;
+  if (shards > 1) {
+    struct sock_filter prog[16];
+    struct sock_fprog fprog = { .len = (unsigned short)steer_program(proto, shards, shard, prog), .filter = prog };
+    *step = "SO_ATTACH_FILTER";
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &fprog, sizeof fprog) < 0) goto fail;
+  }
   int one = 1;
   *step = "IP_HDRINCL";
   if (setsockopt(fd, IPPROTO_IP, IP_HDRINCL, &one, sizeof one) < 0) goto fail;
@@ -51,6 +105,12 @@ static int open_raw(int proto, uint32_t addr, int bytes, const char **step) {
   sa.sin_addr.s_addr = htonl(addr);
   *step = "bind";  // EADDRNOTAVAIL: the address is not on this host (or namespace)
   if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail;
+  if (shards > 1) {
+    uint8_t discard[64];
+    while (recv(fd, discard, sizeof discard, MSG_DONTWAIT | MSG_TRUNC) >= 0) {
+      // queued before the filter: another shard has its own copy
+    }
+  }
   return fd;
 fail: {
   int e = errno;
@@ -60,20 +120,26 @@ fail: {
 }
 
 static napi_value raw_open(napi_env env, napi_callback_info info) {
-  napi_value argv[4];
+  napi_value argv[6];
   int32_t proto, bytes;
-  uint32_t addr;
+  uint32_t addr, shards, shard;
   char path[256];
   int has_ns;
-  if (nvi_args(env, info, 4, argv) || nvi_i32(env, argv[0], "protocol", &proto) ||
+  if (nvi_args(env, info, 6, argv) || nvi_i32(env, argv[0], "protocol", &proto) ||
       nvi_u32(env, argv[1], "address", &addr) || nvi_i32(env, argv[2], "bufferBytes", &bytes) ||
-      nvi_opt_string(env, argv[3], "netns path", path, sizeof path, &has_ns)) {
+      nvi_opt_string(env, argv[3], "netns path", path, sizeof path, &has_ns) ||
+      nvi_u32(env, argv[4], "shards", &shards) || nvi_u32(env, argv[5], "shard", &shard)) {
+    return NULL;
+  }
+  if (shards > 1 && (shard >= shards || (proto != PROTO_ESP && proto != PROTO_IPV6_IN_IPV4))) {
+    nvi_throw_range(env, "shard %u of %u for protocol %d: the shard must be below the count, and only ESP (50) and IPv6-in-IPv4 (41) are shared out",
+                    shard, shards, proto);
     return NULL;
   }
   int saved;
   if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
   const char *step;
-  int fd = open_raw(proto, addr, bytes, &step);
+  int fd = open_raw(proto, addr, bytes, shards, shard, &step);
   nvi_netns_leave(saved);
   if (fd < 0) {
     nvi_throw_errno(env, step, -fd);

@@ -41,8 +41,11 @@
 
 /** tapOpen flags; the same values are in src/native/addon.ts. TAP_OFFLOAD accepts TSO and partial
  * checksums from the guest (TUNSETOFFLOAD); TAP_NAPI lets the kernel run GRO on what we write;
- * TAP_PERSIST keeps the device after its fd closes (one a hypervisor opens by name later). */
-enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8, TAP_PERSIST = 16 };
+ * TAP_PERSIST keeps the device after its fd closes (one a hypervisor opens by name later);
+ * TAP_MULTI_QUEUE (IFF_MULTI_QUEUE) makes each open of the same name one more queue of the
+ * device, with its own fd: the kernel puts each flow's frames on one queue (by its hash, or
+ * the queue where the switch last wrote that flow's frames), so each thread reads its own. */
+enum { TAP_VNET_HDR = 1, TAP_BLOCKING = 2, TAP_OFFLOAD = 4, TAP_NAPI = 8, TAP_PERSIST = 16, TAP_MULTI_QUEUE = 32 };
 /** counts[] of tapReadGso. */
 enum { RX_FRAMES = 0, RX_MALFORMED = 1, RX_TOO_BIG = 2, RX_COUNTS = 3 };
 /** Size of struct virtio_net_hdr, the default TUNSETVNETHDRSZ. */
@@ -62,7 +65,8 @@ static int open_tap(const char *name, int32_t mtu, int32_t flags, const uint8_t 
   if (fd < 0) return -errno;
   struct ifreq ifr;
   memset(&ifr, 0, sizeof ifr);
-  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((flags & (TAP_VNET_HDR | TAP_OFFLOAD)) ? IFF_VNET_HDR : 0) | ((flags & TAP_NAPI) ? IFF_NAPI : 0);
+  ifr.ifr_flags = IFF_TAP | IFF_NO_PI | ((flags & (TAP_VNET_HDR | TAP_OFFLOAD)) ? IFF_VNET_HDR : 0) | ((flags & TAP_NAPI) ? IFF_NAPI : 0) |
+                  ((flags & TAP_MULTI_QUEUE) ? IFF_MULTI_QUEUE : 0);
   memcpy(ifr.ifr_name, name, strlen(name));  // strlen < IFNAMSIZ, checked by tap_open
   *step = "TUNSETIFF";
   if (ioctl(fd, TUNSETIFF, &ifr) < 0) goto fail;
