@@ -24,6 +24,7 @@ import { InboundSa } from '../src/esp/sa.js';
 import { ESP_HLEN, ESP_ICV_LEN, writeEspTrailer } from '../src/wire/esp.js';
 import { ETH_HLEN, writeEthIpv6 } from '../src/wire/ethernet.js';
 import { PROTO_ICMPV6, PROTO_TCP } from '../src/wire/ipv6.js';
+import { SpiTable } from '../src/esp/spi-table.js';
 
 const MAC = Buffer.from('02aabbccdd01', 'hex');
 const ME = Buffer.from('fd000000000000010000000000000001', 'hex');
@@ -135,7 +136,8 @@ function espSetup() {
   const key = cipher.addKey('aes-128-gcm', Buffer.alloc(16, 7), Buffer.from('01020304', 'hex'));
   const cable = new Cable(pairHash(PEER, 0, ME, 0), CableDirection.Ingress, PEER, ME, 'peer', 'me', Drop.None, 'test', null);
   const sa: CableSa = new InboundSa(0x1234, key, PEER_HOST, cable, 0);
-  const spis = new Map([[sa.spi, sa]]);
+  const spis = new SpiTable<typeof sa>();
+  spis.set(sa.spi, sa);
   const seal = (seq: number, inner: Buffer, spi = sa.spi): Buffer => {
     const pkt = Buffer.alloc(ESP_HLEN + inner.length + 4 + 3 + ESP_ICV_LEN);
     pkt.writeUInt32BE(spi, 0);

@@ -59,6 +59,7 @@ import type { Stage } from './stage.js';
 import type { Upcall } from './upcall.js';
 import type { PortTable } from './port-table.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
+import type { SpiLookup } from '../esp/spi-table.js';
 
 export interface PipelineParts {
   readonly ports: PortTable;
@@ -66,7 +67,7 @@ export interface PipelineParts {
   readonly ingressCables: CableCache;
   readonly upcall: Upcall;
   readonly cipher: EspCipher;
-  readonly spis: ReadonlyMap<number, CableSa>;
+  readonly spis: SpiLookup<CableSa>;
   /** This host's underlay address (uint32). */
   readonly localAddress: number;
   readonly wantRekey: (cable: Cable) => void;

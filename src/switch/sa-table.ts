@@ -10,11 +10,12 @@ import { CableDirection, type Cable, type CableSa } from '../dataplane/cable.js'
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 import { InboundSa } from '../esp/sa.js';
+import { SpiTable } from '../esp/spi-table.js';
 import type { InboundInstaller } from './key-exchange.js';
 
 export class SaTable implements InboundInstaller {
   /** Every inbound SA by SPI, current and in grace. */
-  readonly spis = new Map<number, CableSa>();
+  readonly spis = new SpiTable<CableSa>();
   readonly counts = { retiredSas: 0 };
   private readonly current = new Map<string, CableSa>();
 
@@ -107,7 +108,7 @@ export class SaTable implements InboundInstaller {
 
   /** Retire every inbound SA now (after a flush of the cables). */
   retireAll(): void {
-    for (const sa of [...this.spis.values()]) this.retire(sa);
+    for (const sa of this.spis.values()) this.retire(sa);
     this.current.clear();
   }
 

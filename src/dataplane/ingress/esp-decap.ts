@@ -14,6 +14,7 @@ import { drop, type Stage } from '../stage.js';
 import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../wire/esp.js';
 import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
 import { ReplayCheck } from '../../esp/replay-window.js';
+import type { SpiLookup } from '../../esp/spi-table.js';
 
 /** Smallest ESP packet: header, IV, a minimal trailer (pad length, next header) rounded to 4, ICV. */
 const ESP_MIN = ESP_HLEN + 4 + ESP_ICV_LEN;
@@ -30,7 +31,7 @@ export class EspDecap implements Stage {
   /** Each packet's SA, found in the first pass (undefined: none); emptied at the end of the passes. */
   private readonly sas: (CableSa | undefined)[] = new Array<CableSa | undefined>(BATCH_MAX).fill(undefined);
 
-  constructor(private readonly spis: ReadonlyMap<number, CableSa>, private readonly cipher: EspCipher) {}
+  constructor(private readonly spis: SpiLookup<CableSa>, private readonly cipher: EspCipher) {}
 
   process(b: Batch, now: number): void {
     const buf = b.data;

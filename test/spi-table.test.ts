@@ -1,0 +1,69 @@
+// The SPI table against a plain Map: random sets, replacements, deletes and lookups, with the
+// table growing and shrinking through its sizes, and probe runs that wrap around its end.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SPI_MIN, SpiTable } from '../src/esp/spi-table.js';
+import { rng } from './rng.js';
+
+for (const [pool, ops] of [[12, 5_000], [300, 30_000], [5_000, 60_000]] as const) {
+  test(`${ops} random operations on ${pool} SPIs agree with a Map at every step`, () => {
+    const rand = rng(pool);
+    // SPIs over the whole range: small, around 2^31 (negative as int32) and up to 2^32 - 1.
+    const spis = Array.from({ length: pool }, (_, k) => (k % 3 === 0 ? SPI_MIN + k : k % 3 === 1 ? 0x80000000 + k : 0xffffffff - k));
+    const table = new SpiTable<{ v: number }>();
+    const map = new Map<number, { v: number }>();
+    for (let k = 0; k < ops; k++) {
+      const spi = spis[Math.floor(rand() * pool)];
+      const r = rand();
+      if (r < 0.5) {
+        const v = { v: k };
+        table.set(spi, v);
+        map.set(spi, v);
+      } else if (r < 0.85) {
+        assert.is(table.delete(spi), map.delete(spi), `delete ${spi} at step ${k}`);
+      } else {
+        assert.is(table.get(spi), map.get(spi), `get ${spi} at step ${k}`);
+      }
+      assert.is(table.size, map.size, `size at step ${k}`);
+      // Every so often, and at the end, the whole contents.
+      if (k % 997 === 0 || k === ops - 1) {
+        for (const s of spis) assert.is(table.get(s), map.get(s), `get ${s} at step ${k}`);
+        assert.equal(new Set(table.values()), new Set(map.values()), `values at step ${k}`);
+      }
+    }
+    // Emptied one by one, it is empty.
+    for (const s of [...map.keys()]) assert.ok(table.delete(s));
+    assert.is(table.size, 0);
+    for (const s of spis) assert.is(table.get(s), undefined);
+  });
+}
+
+test('reserved SPIs and numbers that are not 32-bit SPIs are refused; a lookup of them finds nothing', () => {
+  const t = new SpiTable<string>();
+  for (const bad of [0, 1, 255, -1, 2 ** 32, 1.5, NaN]) assert.throws(() => t.set(bad, 'x'), RangeError, String(bad));
+  t.set(256, 'a');
+  t.set(0xffffffff, 'b');
+  assert.is(t.get(0), undefined);
+  assert.is(t.get(255), undefined);
+  assert.is(t.delete(0), false);
+  assert.is(t.get(256), 'a');
+  assert.is(t.get(0xffffffff), 'b');
+  assert.is(t.get(-1), 'b', 'the same 32 bits');
+  assert.is(t.size, 2);
+});
+
+test('values() is a copy: deleting while walking it visits every entry once', () => {
+  const t = new SpiTable<number>();
+  for (let k = 0; k < 1000; k++) t.set(1000 + k * 7919, k);
+  const seen = new Set<number>();
+  for (const v of t.values()) {
+    assert.not.ok(seen.has(v));
+    seen.add(v);
+    assert.ok(t.delete(1000 + v * 7919));
+  }
+  assert.is(seen.size, 1000);
+  assert.is(t.size, 0);
+});
+
+test.run();
