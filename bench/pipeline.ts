@@ -60,7 +60,7 @@ import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
 import { espLength } from '../src/wire/esp.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
-import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa, type SaLimits } from '../src/esp/sa.js';
+import { DEFAULT_HARD_SEQ, OutboundSa, type SaLimits } from '../src/esp/sa.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import type { CableLookup } from '../src/dataplane/egress/cable-lookup.js';
@@ -357,8 +357,8 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     c.peerHost = h1.name;
     live(c);
     const sa = outbound[k];
-    if (sa) h2.sas.spis.set(sa.spi, new InboundSa(sa.spi, sa.key, h1.address, c, NOW));
-    h2.ingressCables.insert(c);
+    if (sa) h2.sas.installInbound(c, sa.spi, sa.key, h1.address); // the inbound SA with the same SPI and key: into the cache with it
+    else h2.ingressCables.insert(c);
   }
   outbound.length = 0;
   const heap2 = heapMb();
@@ -371,6 +371,34 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
       `${esp ? ' with InboundSa' : ''}); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
   );
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
+  if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
+}
+
+/** Cables re-plugged by replugUs. */
+const REPLUGS = 200;
+
+/**
+ * Replace REPLUGS random ingress cables with new ones of the same pair, as a refresh or a
+ * policy change does (src/dataplane/upcall.ts install, src/switch/reevaluate.ts); µs each.
+ */
+function replugUs(rig: Rig, n: number): number {
+  const { h2 } = rig;
+  const random = rng(7);
+  const picks = new Set<number>();
+  while (picks.size < REPLUGS) picks.add(Math.floor(random() * n));
+  const olds = [...h2.ingressCables.all()].filter((_, k) => picks.has(k));
+  const t0 = performance.now();
+  for (const old of olds) {
+    const next = new Cable(old.hash, old.direction, old.src, old.dst, old.srcText, old.dstText, old.drop, old.rule, old.decision);
+    next.localPort = old.localPort;
+    next.peerAddr = old.peerAddr;
+    next.peerHost = old.peerHost;
+    next.refreshAt = old.refreshAt;
+    next.expiresAt = old.expiresAt;
+    h2.ingressCables.insert(next);
+    h2.sas.replaced(old, next);
+  }
+  return ((performance.now() - t0) * 1000) / olds.length;
 }
 
 function closeRig(rig: Rig): void {

@@ -31,6 +31,8 @@ export class Cable {
   outer: Buffer | null = null;
   /** Egress with ESP: the outbound SA (replaced in place by a rekey). */
   sa: OutboundSa | null = null;
+  /** Ingress with ESP: the newest inbound SA that carries this cable, then `.older` ones (src/switch/sa-table.ts). */
+  inbound: CableSa | null = null;
   /** The epoch of the far end's binding the cable was verified against (0: not verified, e.g. unplugged before that). */
   epoch = 0;
   /** Initiate-only flow state, shared with the cable of the reverse direction. */

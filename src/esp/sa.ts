@@ -73,6 +73,8 @@ export class InboundSa<C> {
   bytes = 0;
   /** After a rekey the old SA stays until this time (ms) for packets in flight; Infinity while current. */
   retireAt = Infinity;
+  /** The next older SA that carries the same cable (the SA table keeps them as a list from the cable). */
+  older: InboundSa<C> | null = null;
 
   constructor(
     readonly spi: number,

@@ -87,6 +87,13 @@ export class SpiTable<T> implements SpiLookup<T> {
     return true;
   }
 
+  /** Call `fn` with every value, in no particular order. `fn` must not add or remove entries. */
+  forEach(fn: (value: T) => void): void {
+    const keys = this.keys;
+    const vals = this.vals;
+    for (let s = 0; s < keys.length; s++) if (keys[s] !== EMPTY) fn(vals[s]!);
+  }
+
   /** Every value, in no particular order: a copy, so the caller may remove while it walks it. */
   values(): T[] {
     const out: T[] = [];

@@ -1,8 +1,12 @@
 // The SAs of one host as the data path uses them. Inbound: SPI -> SA (esp-decap reads the
-// map), one current SA per identity pair, the previous one kept for `grace` after a rekey
-// (make-before-break) and then retired with its key. Outbound SAs live in their egress
-// cables; here they lose their key when the cable leaves the cache, is replaced, or the
-// peer says it no longer knows the SPI (NOTIFY).
+// table), one current SA per identity pair, the previous ones kept for `grace` after a rekey
+// (make-before-break) and then retired with their key. Each ingress cable lists the SAs that
+// carry it, newest first (Cable.inbound, then InboundSa.older): the first is the pair's
+// current SA while its retireAt is Infinity. So a cable that is replaced (a refresh, a policy
+// change, a move) hands its SAs to the next one without a walk over every SA, and no key
+// per pair is kept besides the cable cache's. Outbound SAs live in their egress cables; here
+// they lose their key when the cable leaves the cache, is replaced, or the peer says it no
+// longer knows the SPI (NOTIFY).
 
 import type { Clock } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
@@ -17,7 +21,8 @@ export class SaTable implements InboundInstaller {
   /** Every inbound SA by SPI, current and in grace. */
   readonly spis = new SpiTable<CableSa>();
   readonly counts = { retiredSas: 0 };
-  private readonly current = new Map<string, CableSa>();
+  /** SAs whose grace time is over, gathered by sweep() before they are retired. */
+  private readonly due: CableSa[] = [];
 
   constructor(
     private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
@@ -31,13 +36,16 @@ export class SaTable implements InboundInstaller {
   /** An accepted key exchange: the new SA becomes the pair's current one, its ingress cable goes into the cache. */
   installInbound(cable: Cable, spi: number, key: number, peer: number): CableSa {
     const now = this.clock.now();
+    const replaced = this.caches.ingress.insert(cable);
+    // The pair's current SA so far (on the cable this one replaced, or on this very cable) goes into its grace time.
+    for (const c of [replaced, cable]) {
+      const old = c === undefined ? undefined : currentOf(c);
+      if (old) old.retireAt = now + this.graceMs;
+    }
     const sa = new InboundSa(spi, key, peer, cable, now);
-    const pair = pairKey(cable);
-    const old = this.current.get(pair);
-    if (old) old.retireAt = now + this.graceMs;
-    this.current.set(pair, sa);
+    sa.older = cable.inbound;
+    cable.inbound = sa;
     this.spis.set(spi, sa);
-    this.caches.ingress.insert(cable);
     return sa;
   }
 
@@ -46,19 +54,22 @@ export class SaTable implements InboundInstaller {
     return this.cipher.keyCount;
   }
 
-  /** Pairs with a current inbound SA. */
+  /** Pairs with a current inbound SA (a walk over the SAs: for stats). */
   get currentPairs(): number {
-    return this.current.size;
+    let n = 0;
+    this.spis.forEach((sa) => {
+      if (sa.retireAt === Infinity) n++;
+    });
+    return n;
   }
 
   spiInUse(spi: number): boolean {
     return this.spis.has(spi);
   }
 
-  /** The inbound SA that carries `cable`, if any (for `cables`). */
+  /** The inbound SA that carries `cable` as its pair's current one, if any (for `cables`). */
   inboundOf(cable: Cable): CableSa | undefined {
-    const sa = this.current.get(pairKey(cable));
-    return sa && sa.cable === cable ? sa : undefined;
+    return currentOf(cable);
   }
 
   /** A peer has no SA for `spi` any more: unplug the cable that uses it, the next packet plugs it again. */
@@ -72,29 +83,20 @@ export class SaTable implements InboundInstaller {
     }
   }
 
-  /** A cable left its cache (it was full, or the cable expired): its SAs go with it. */
+  /** A cable left its cache (it was full, or the cable expired): its SAs go with it (those in grace at their time). */
   evicted(c: Cable): void {
     if (c.direction === CableDirection.Egress) {
       if (c.sa) this.cipher.removeKey(c.sa.key);
       return;
     }
-    const pair = pairKey(c);
-    const sa = this.current.get(pair);
-    if (sa && sa.cable === c) {
-      this.current.delete(pair);
-      this.retire(sa);
-    }
+    const sa = currentOf(c);
+    if (sa) this.retire(sa);
   }
 
   /** An ingress cable was replaced because its VM left: its SAs carry the moved-away cable until `retireAt`. */
   movedAway(old: Cable, next: Cable, retireAt: number): void {
-    for (const sa of this.spis.values()) {
-      if (sa.cable !== old) continue;
-      sa.cable = next;
-      sa.retireAt = Math.min(sa.retireAt, retireAt);
-    }
-    const pair = pairKey(old);
-    if (this.current.get(pair)?.cable === next) this.current.delete(pair);
+    for (let sa = old.inbound; sa !== null; sa = sa.older) sa.retireAt = Math.min(sa.retireAt, retireAt);
+    this.handOver(old, next);
   }
 
   /** A cable was replaced by a newer decision for the same pair. */
@@ -103,29 +105,53 @@ export class SaTable implements InboundInstaller {
       if (old.sa && old.sa !== next.sa) this.cipher.removeKey(old.sa.key);
       return;
     }
-    for (const sa of this.spis.values()) if (sa.cable === old) sa.cable = next;
+    this.handOver(old, next);
   }
 
   /** Retire every inbound SA now (after a flush of the cables). */
   retireAll(): void {
     for (const sa of this.spis.values()) this.retire(sa);
-    this.current.clear();
   }
 
   /** Retire inbound SAs whose grace time is over. Call about once a second. */
   sweep(): void {
     const now = this.clock.now();
-    for (const sa of this.spis.values()) if (now >= sa.retireAt) this.retire(sa);
+    const due = this.due;
+    this.spis.forEach((sa) => {
+      if (now >= sa.retireAt) due.push(sa);
+    });
+    for (const sa of due) this.retire(sa);
+    due.length = 0;
+  }
+
+  /** The SAs that carry `old` carry `next` from now on, after any of its own. */
+  private handOver(old: Cable, next: Cable): void {
+    if (old.inbound === null || old === next) return;
+    for (let sa: CableSa | null = old.inbound; sa !== null; sa = sa.older) sa.cable = next;
+    if (next.inbound === null) next.inbound = old.inbound;
+    else {
+      let last = next.inbound;
+      while (last.older !== null) last = last.older;
+      last.older = old.inbound;
+    }
+    old.inbound = null;
   }
 
   private retire(sa: CableSa): void {
     this.spis.delete(sa.spi);
+    // Out of its cable's list.
+    const c = sa.cable;
+    if (c.inbound === sa) c.inbound = sa.older;
+    else for (let p = c.inbound; p !== null; p = p.older) if (p.older === sa) p.older = sa.older;
+    sa.older = null;
     sa.window.release();
     this.cipher.removeKey(sa.key);
     this.counts.retiredSas++;
   }
 }
 
-function pairKey(c: Cable): string {
-  return `${c.srcText} ${c.dstText}`;
+/** The pair's current SA on `c`: the newest that carries it, unless that one is in its grace time. */
+function currentOf(c: Cable): CableSa | undefined {
+  const sa = c.inbound;
+  return sa !== null && sa.retireAt === Infinity ? sa : undefined;
 }

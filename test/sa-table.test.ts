@@ -1,0 +1,168 @@
+// The inbound SAs of the SA table through a pair's life: rekeys (the newest is current, the
+// ones before it in grace until sweep retires them), cables replaced and moved away (their
+// SAs follow without a walk over every SA), eviction, and a random run checked against a
+// model kept beside it.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomBytes } from 'node:crypto';
+import { CableDirection, Cable, type CableSa } from '../src/dataplane/cable.js';
+import { CableCache } from '../src/dataplane/cable-cache.js';
+import { pairHash } from '../src/dataplane/pair-hash.js';
+import { Drop } from '../src/base/drops.js';
+import { MemoryLogger } from '../src/base/log.js';
+import { NodeEspCipher } from '../src/esp/esp-cipher.js';
+import { SaTable } from '../src/switch/sa-table.js';
+import { rng } from './rng.js';
+
+const GRACE = 1000;
+
+function id(n: number): Buffer {
+  const b = Buffer.alloc(16);
+  b.writeUInt32BE(0xfd000000, 0);
+  b.writeUInt32BE(n, 12);
+  return b;
+}
+
+/** An ingress cable of pair (n -> 1), plugged. */
+function ingress(n: number): Cable {
+  const s = id(n);
+  const d = id(1);
+  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, `s${n}`, 'd1', Drop.None, 'test', null);
+}
+
+function setup(max = 100): { table: SaTable; cache: CableCache; cipher: NodeEspCipher; clock: { t: number; now: () => number }; key: () => number } {
+  const cipher = new NodeEspCipher();
+  const clock = { t: 1_000_000, now(): number { return this.t; } };
+  let table!: SaTable;
+  const cache = new CableCache(max, (c) => table.evicted(c));
+  const egress = new CableCache(max);
+  table = new SaTable({ egress, ingress: cache }, cipher, clock, GRACE, new MemoryLogger());
+  return { table, cache, cipher, clock, key: () => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)) };
+}
+
+test('a rekey makes the new SA current; the old one serves its grace time, then sweep retires it with its key', () => {
+  const { table, cache, cipher, clock, key } = setup();
+  const c1 = ingress(2);
+  const a = table.installInbound(c1, 0x1000, key(), 7);
+  assert.is(table.inboundOf(c1), a);
+  assert.is(cache.size, 1);
+  clock.t += 10;
+  const c2 = ingress(2); // the answer of the next key exchange carries a new cable of the same pair
+  const b = table.installInbound(c2, 0x2000, key(), 7);
+  assert.is(cache.size, 1, 'one cable per pair');
+  assert.is(table.inboundOf(c2), b);
+  assert.is(table.inboundOf(c1), undefined);
+  assert.is(a.retireAt, clock.t + GRACE);
+  assert.is(table.currentPairs, 1);
+  assert.is(table.spis.size, 2);
+  clock.t += GRACE - 1;
+  table.sweep();
+  assert.is(table.spis.size, 2, 'not before its time');
+  clock.t += 1;
+  table.sweep();
+  assert.is(table.spis.size, 1);
+  assert.is(table.spis.get(0x1000), undefined);
+  assert.is(cipher.keyCount, 1, 'its key went with it');
+  assert.is(table.counts.retiredSas, 1);
+});
+
+test('a replaced cable hands every SA that carries it to the next one; eviction retires the current SA only', () => {
+  const { table, cache, clock, key } = setup();
+  const c1 = ingress(3);
+  const a = table.installInbound(c1, 0x1000, key(), 7);
+  const b = table.installInbound(c1, 0x2000, key(), 7); // a rekey onto the same cable object
+  assert.is(a.retireAt, clock.t + GRACE);
+  const c2 = ingress(3);
+  cache.insert(c2);
+  table.replaced(c1, c2);
+  assert.is(a.cable, c2);
+  assert.is(b.cable, c2);
+  assert.is(table.inboundOf(c2), b);
+  assert.is(c1.inbound, null);
+  cache.remove(c2);
+  table.evicted(c2);
+  assert.is(table.spis.get(0x2000), undefined, 'the current SA went with its cable');
+  assert.is(table.spis.get(0x1000), a, 'the one in grace stays for its time');
+  clock.t += GRACE;
+  table.sweep();
+  assert.is(table.spis.size, 0);
+  assert.is(c2.inbound, null, 'nothing left on the cable');
+});
+
+test('a cable moved away: its SAs carry the moved cable until the move grace, and the pair has no current SA', () => {
+  const { table, clock, key } = setup();
+  const c1 = ingress(4);
+  const a = table.installInbound(c1, 0x1000, key(), 7);
+  const moved = ingress(4);
+  table.movedAway(c1, moved, clock.t + 50);
+  assert.is(a.cable, moved);
+  assert.is(a.retireAt, clock.t + 50);
+  assert.is(table.inboundOf(moved), undefined);
+  assert.is(table.currentPairs, 0);
+  clock.t += 50;
+  table.sweep();
+  assert.is(table.spis.size, 0);
+});
+
+test('a random run of installs, rekeys, replacements, moves, evictions and sweeps agrees with a model', () => {
+  const rand = rng(13);
+  const { table, cache, cipher, clock, key } = setup(40);
+  // The model: each SA's retire time (Infinity while current), its pair and the cable object it carries.
+  const model = new Map<number, { pair: number; retireAt: number; cable: Cable }>();
+  let spi = 0x10000;
+  const cableOf = (pair: number): Cable | undefined => [...cache.all()].find((c) => c.srcText === `s${pair}`);
+  for (let step = 0; step < 4000; step++) {
+    const pair = 2 + Math.floor(rand() * 60);
+    const r = rand();
+    const cached = cableOf(pair);
+    if (r < 0.45) {
+      // A key exchange (a new cable, or a rekey onto the cached one).
+      const c = cached && rand() < 0.5 ? cached : ingress(pair);
+      const before = cache.size;
+      for (const [, m] of model) if (m.pair === pair && m.retireAt === Infinity) m.retireAt = clock.t + GRACE;
+      const sa = table.installInbound(c, ++spi, key(), 7);
+      model.set(sa.spi, { pair, retireAt: Infinity, cable: c });
+      // A full cache evicted another pair's cable: its current SA retired.
+      if (cached === undefined && before === cache.max) {
+        for (const [s, m] of model) if (m.retireAt === Infinity && !cableOf(m.pair)) model.delete(s);
+      }
+    } else if (r < 0.65 && cached) {
+      const next = ingress(pair);
+      cache.insert(next);
+      table.replaced(cached, next);
+      for (const [, m] of model) if (m.cable === cached) m.cable = next;
+    } else if (r < 0.75 && cached) {
+      const moved = ingress(pair);
+      cache.insert(moved);
+      table.movedAway(cached, moved, clock.t + 30);
+      // The SAs on the moved cable; older ones of the pair, on a cable replaced before, keep their time.
+      for (const [, m] of model) {
+        if (m.cable !== cached) continue;
+        m.retireAt = Math.min(m.retireAt, clock.t + 30);
+        m.cable = moved;
+      }
+    } else if (r < 0.85 && cached) {
+      cache.remove(cached);
+      table.evicted(cached);
+      for (const [s, m] of model) if (m.pair === pair && m.retireAt === Infinity) model.delete(s);
+    } else {
+      clock.t += Math.floor(rand() * 200);
+      table.sweep();
+      for (const [s, m] of model) if (clock.t >= m.retireAt) model.delete(s);
+    }
+    // The table holds exactly the model's SAs, with their times; each current one is its pair's cached cable's.
+    assert.is(table.spis.size, model.size, `step ${step}`);
+    for (const [s, m] of model) {
+      const sa = table.spis.get(s) as CableSa;
+      assert.ok(sa, `SPI ${s} at step ${step}`);
+      assert.is(sa.retireAt, m.retireAt, `retireAt of ${s} at step ${step}`);
+      assert.is(sa.cable, m.cable, `cable of ${s} at step ${step}`);
+      if (m.retireAt === Infinity) assert.is(table.inboundOf(cableOf(m.pair)!), sa, `current of pair ${m.pair} at step ${step}`);
+    }
+    assert.is(table.currentPairs, [...model.values()].filter((m) => m.retireAt === Infinity).length);
+    assert.is(cipher.keyCount, model.size, `keys at step ${step}`);
+  }
+});
+
+test.run();
