@@ -374,8 +374,23 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
   if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
 }
 
-/** Cables re-plugged by replugUs. */
+/** Cables re-plugged by replugUs, and unplugged by notifyUs. */
 const REPLUGS = 200;
+
+/** h1 told by h2 that REPLUGS random SPIs are unknown there (src/switch/sa-table.ts spiRejected); µs each. */
+function notifyUs(rig: Rig, n: number): number {
+  const { h1 } = rig;
+  const random = rng(11);
+  const picks = new Set<number>();
+  while (picks.size < REPLUGS) picks.add(Math.floor(random() * n));
+  const sas = [...h1.egressCables.all()].filter((_, k) => picks.has(k)).map((c) => c.sa!);
+  const before = h1.egressCables.size;
+  const t0 = performance.now();
+  for (const sa of sas) h1.sas.spiRejected(sa.spi, sa.peer);
+  const us = ((performance.now() - t0) * 1000) / sas.length;
+  if (h1.egressCables.size !== before - sas.length) throw new Error(`NOTIFY unplugged ${before - h1.egressCables.size} cables, not ${sas.length}`);
+  return us;
+}
 
 /**
  * Replace REPLUGS random ingress cables with new ones of the same pair, as a refresh or a
@@ -771,6 +786,8 @@ async function benchRig(
     rows.push(row);
     say(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
   }
+  // Last, as it unplugs cables: a peer's NOTIFY for an SPI it no longer knows.
+  if (esp && n >= REPLUGS) say(`  NOTIFY of an unknown SPI (the egress cable with it unplugged): ${notifyUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
   closeRig(rig);
   return { rows, counters };
 }

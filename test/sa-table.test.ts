@@ -12,6 +12,7 @@ import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Drop } from '../src/base/drops.js';
 import { MemoryLogger } from '../src/base/log.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
+import { DEFAULT_HARD_SEQ, OutboundSa } from '../src/esp/sa.js';
 import { SaTable } from '../src/switch/sa-table.js';
 import { rng } from './rng.js';
 
@@ -162,6 +163,69 @@ test('a random run of installs, rekeys, replacements, moves, evictions and sweep
     }
     assert.is(table.currentPairs, [...model.values()].filter((m) => m.retireAt === Infinity).length);
     assert.is(cipher.keyCount, model.size, `keys at step ${step}`);
+  }
+});
+
+/** An egress cable of pair (1 -> n) to `peer` with an SA of SPI `spi`. */
+function egress(n: number, peer: number, sa: OutboundSa): Cable {
+  const s = id(1);
+  const d = id(n);
+  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, 's1', `d${n}`, Drop.None, 'test', null);
+  c.peerAddr = peer;
+  c.sa = sa;
+  return c;
+}
+
+const LIMITS = { softPackets: 1e9, softBytes: 1e12, softAgeMs: 1e9, hardSeq: DEFAULT_HARD_SEQ };
+
+test("a peer's NOTIFY unplugs exactly its cable with that SPI, through the (peer, SPI) index; rekeys, replacements and evictions keep the index exact", () => {
+  const rand = rng(29);
+  const cipher = new NodeEspCipher();
+  const clock = { now: (): number => 0 };
+  let table!: SaTable;
+  const egressCache = new CableCache(30, (c) => table.evicted(c), (c) => table.indexOutbound(c));
+  table = new SaTable({ egress: egressCache, ingress: new CableCache(10) }, cipher, clock, GRACE, new MemoryLogger());
+  const peers = [0x0a000001, 0x0a000002, 0x0a000003];
+  const newSa = (peer: number): OutboundSa => {
+    // The peer chooses SPIs unique among its own: a small space, so that peers share SPIs.
+    const used = new Set([...egressCache.all()].filter((c) => c.sa?.peer === peer).map((c) => c.sa!.spi));
+    let spi: number;
+    do spi = 256 + Math.floor(rand() * 40); while (used.has(spi));
+    return new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), peer, 0, LIMITS);
+  };
+  const cached = (): Cable[] => [...egressCache.all()];
+  for (let step = 0; step < 5000; step++) {
+    const n = 2 + Math.floor(rand() * 45);
+    const peer = peers[Math.floor(rand() * peers.length)];
+    const have = cached().find((c) => c.dstText === `d${n}`);
+    const r = rand();
+    if (r < 0.35) {
+      // A plug (a new pair: a full cache evicts one), or a re-plug of the pair with a new SA.
+      const c = egress(n, peer, newSa(peer));
+      const old = egressCache.insert(c);
+      if (old) table.replaced(old, c);
+    } else if (r < 0.5 && have) {
+      const next = egress(n, have.peerAddr, have.sa!); // a refresh keeps the SA
+      egressCache.insert(next);
+      table.replaced(have, next);
+    } else if (r < 0.65 && have) {
+      const old = have.sa!;
+      have.sa = newSa(have.sa!.peer);
+      table.rekeyed(have, old);
+    } else if (r < 0.72 && have) {
+      egressCache.remove(have);
+      table.evicted(have);
+    } else {
+      const spi = 256 + Math.floor(rand() * 40);
+      const target = cached().find((c) => c.sa!.spi === spi && c.sa!.peer === peer);
+      const before = egressCache.size;
+      table.spiRejected(spi, peer);
+      assert.is(egressCache.size, before - (target ? 1 : 0), `step ${step}: NOTIFY of 0x${spi.toString(16)} from ${peer}`);
+      if (target) assert.is(egressCache.findCable(target), undefined);
+    }
+    const all = cached();
+    assert.is(table.outboundIndexed, all.length, `step ${step}: one index entry per cached egress cable`);
+    assert.is(cipher.keyCount, new Set(all.map((c) => c.sa)).size, `step ${step}: one key per live SA`);
   }
 });
 

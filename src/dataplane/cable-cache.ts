@@ -47,7 +47,12 @@ export class CableCache {
   /** Egress cables by source port, oldest first (the per-port quota). */
   private readonly byPort = new Map<number, Set<Cable>>();
 
-  constructor(readonly max: number, private readonly onEvict: (c: Cable) => void = () => {}) {
+  constructor(
+    readonly max: number,
+    private readonly onEvict: (c: Cable) => void = () => {},
+    /** Called with every cable the cache takes (new, or replacing one of its pair). */
+    private readonly onInsert: (c: Cable) => void = () => {},
+  ) {
     if (!Number.isInteger(max) || max < 1) throw new RangeError(`a cable cache holds at least 1 cable, not ${max}`);
   }
 
@@ -122,6 +127,7 @@ export class CableCache {
       cable.used = true;
       this.unindex(replaced);
       this.index(cable);
+      this.onInsert(cable);
       return replaced;
     }
     if (this.count >= this.max) this.evictOne();
@@ -129,6 +135,7 @@ export class CableCache {
     cable.used = true; // new: spared by the hand's next pass
     this.place(cable);
     this.index(cable);
+    this.onInsert(cable);
     return undefined;
   }
 

@@ -110,7 +110,7 @@ export class Host implements HostView {
     const sw = cfg.switch;
 
     // State: cables and SAs (a cable evicted from a full cache takes its SAs with it).
-    this.egressCables = new CableCache(sw.cables.max, (c) => this.sas.evicted(c));
+    this.egressCables = new CableCache(sw.cables.max, (c) => this.sas.evicted(c), (c) => this.sas.indexOutbound(c));
     this.ingressCables = new CableCache(sw.cables.max, (c) => this.sas.evicted(c));
     const caches = { egress: this.egressCables, ingress: this.ingressCables };
     this.sas = new SaTable(caches, cipher, clock, sw.esp.grace * 1000, log);
@@ -132,7 +132,7 @@ export class Host implements HostView {
       { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys }, clock, parts.random ?? systemRandom,
     );
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
-    this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log);
+    this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log, (c, old) => this.sas.rekeyed(c, old));
     this.upcall = new Upcall(
       { plugEgress: (port, dst, hash, prev) => this.sender.plug(port, dst, hash, prev), plugIngress: (src, port, from, hash, prev) => this.receiver.plug(src, port, from, hash, prev) },
       caches,

@@ -1,9 +1,11 @@
 // Make-before-break rekey of an outbound SA: when encap reports an SA past a soft limit
 // (age, packets, bytes) or used up, a new key exchange runs for the cable's pair while the
-// old SA keeps carrying traffic; the new SA replaces it in one step, and the old key goes.
+// old SA keeps carrying traffic; the new SA replaces it in one step, and the old key goes
+// (the SA table removes it, and its SPI from the index of outbound SPIs).
 
 import type { Logger } from '../base/log.js';
 import type { Cable } from '../dataplane/cable.js';
+import type { OutboundSa } from '../esp/sa.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { PortTable } from '../dataplane/port-table.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
@@ -19,6 +21,8 @@ export class Rekeyer {
     private readonly keys: KeyExchange,
     private readonly cipher: EspCipher,
     private readonly log: Logger,
+    /** `c` carries a new SA instead of `old` (whose key is to go). */
+    private readonly rekeyed: (c: Cable, old: OutboundSa) => void,
   ) {}
 
   /** Start a rekey of `c` unless one runs for its pair already. */
@@ -41,7 +45,7 @@ export class Rekeyer {
       const old = current.sa;
       current.sa = r.sa;
       if (c !== current) c.sa = r.sa;
-      this.cipher.removeKey(old.key);
+      this.rekeyed(current, old);
       this.counts.rekeys++;
     });
   }

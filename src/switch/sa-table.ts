@@ -6,14 +6,16 @@
 // change, a move) hands its SAs to the next one without a walk over every SA, and no key
 // per pair is kept besides the cable cache's. Outbound SAs live in their egress cables; here
 // they lose their key when the cable leaves the cache, is replaced, or the peer says it no
-// longer knows the SPI (NOTIFY).
+// longer knows the SPI (NOTIFY). For the NOTIFY, egress cables are indexed by (peer, SPI) as
+// the egress cache takes them, so that a peer's word costs a lookup, not a walk over every
+// cable (after a peer restarts, it may send one for each of its SAs).
 
 import type { Clock } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
 import { CableDirection, type Cable, type CableSa } from '../dataplane/cable.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
-import { InboundSa } from '../esp/sa.js';
+import { InboundSa, type OutboundSa } from '../esp/sa.js';
 import { SpiTable } from '../esp/spi-table.js';
 import type { InboundInstaller } from './key-exchange.js';
 
@@ -23,6 +25,8 @@ export class SaTable implements InboundInstaller {
   readonly counts = { retiredSas: 0 };
   /** SAs whose grace time is over, gathered by sweep() before they are retired. */
   private readonly due: CableSa[] = [];
+  /** Egress cables with an SA, by the peer's address and the SPI it chose. */
+  private readonly outbound = new Map<number, SpiTable<Cable>>();
 
   constructor(
     private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
@@ -74,19 +78,39 @@ export class SaTable implements InboundInstaller {
 
   /** A peer has no SA for `spi` any more: unplug the cable that uses it, the next packet plugs it again. */
   spiRejected(spi: number, from: number): void {
-    for (const c of this.caches.egress.all()) {
-      if (c.sa && c.sa.spi === spi && c.peerAddr === from) {
-        this.caches.egress.remove(c);
-        this.cipher.removeKey(c.sa.key);
-        this.log.info('spi-rejected', { spi, peer: c.peerHost, src: c.srcText, dst: c.dstText });
-      }
-    }
+    const indexed = this.outbound.get(from)?.get(spi);
+    const c = indexed && this.caches.egress.findCable(indexed); // the pair's cable now
+    if (!c || !c.sa || c.sa.spi !== spi || c.sa.peer !== from) return;
+    this.caches.egress.remove(c);
+    this.dropOutbound(c, c.sa);
+    this.log.info('spi-rejected', { spi, peer: c.peerHost, src: c.srcText, dst: c.dstText });
+  }
+
+  /** The egress cache took `c` (its cache's insert hook): its SA, if any, is found by (peer, SPI) from now on. */
+  indexOutbound(c: Cable): void {
+    if (c.direction !== CableDirection.Egress || c.sa === null) return;
+    let t = this.outbound.get(c.sa.peer);
+    if (!t) this.outbound.set(c.sa.peer, (t = new SpiTable<Cable>()));
+    t.set(c.sa.spi, c);
+  }
+
+  /** Egress SAs in the (peer, SPI) index (a leak shows here). */
+  get outboundIndexed(): number {
+    let n = 0;
+    for (const t of this.outbound.values()) n += t.size;
+    return n;
+  }
+
+  /** A rekey gave egress cable `c` a new SA instead of `old`: the old key goes. */
+  rekeyed(c: Cable, old: OutboundSa): void {
+    this.indexOutbound(c);
+    this.dropOutbound(c, old);
   }
 
   /** A cable left its cache (it was full, or the cable expired): its SAs go with it (those in grace at their time). */
   evicted(c: Cable): void {
     if (c.direction === CableDirection.Egress) {
-      if (c.sa) this.cipher.removeKey(c.sa.key);
+      if (c.sa) this.dropOutbound(c, c.sa);
       return;
     }
     const sa = currentOf(c);
@@ -102,7 +126,7 @@ export class SaTable implements InboundInstaller {
   /** A cable was replaced by a newer decision for the same pair. */
   replaced(old: Cable, next: Cable): void {
     if (old.direction === CableDirection.Egress) {
-      if (old.sa && old.sa !== next.sa) this.cipher.removeKey(old.sa.key);
+      if (old.sa && old.sa !== next.sa) this.dropOutbound(old, old.sa);
       return;
     }
     this.handOver(old, next);
@@ -135,6 +159,17 @@ export class SaTable implements InboundInstaller {
       last.older = old.inbound;
     }
     old.inbound = null;
+  }
+
+  /** `sa`, carried by egress cable `c` (or one of its pair before it), is done: its key and its index entry go. */
+  private dropOutbound(c: Cable, sa: OutboundSa): void {
+    this.cipher.removeKey(sa.key);
+    const t = this.outbound.get(sa.peer);
+    const indexed = t?.get(sa.spi);
+    // The entry is this pair's (another pair's SA may have the same SPI from this peer later).
+    if (!indexed || !indexed.samePair(c)) return;
+    t!.delete(sa.spi);
+    if (t!.size === 0) this.outbound.delete(sa.peer);
   }
 
   private retire(sa: CableSa): void {
