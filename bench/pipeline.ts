@@ -76,7 +76,7 @@ import { nativeAvailable } from '../src/native/addon.js';
 import { MemoryLogger } from '../src/base/log.js';
 import type { DirectionDecision } from '../src/dataplane/decision.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
-import type { Host } from '../src/switch/host.js';
+import { SWEEP_INTERVAL_MS, type Host } from '../src/switch/host.js';
 import type { PacketSink } from '../src/switch/tx.js';
 import { CONFIG_FILE, echoBetween } from '../test/offline-fixture.js';
 import { benchOptions, integer, refuse } from './options.js';
@@ -371,7 +371,22 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
       `${esp ? ' with InboundSa' : ''}); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
   );
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
+  if (n >= REPLUGS) say(`  sweep of a host (expired cables and SAs, every ${SWEEP_INTERVAL_MS} ms; nothing due): ${sweepMs(rig).toFixed(2)} ms, median of 5`);
   if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
+}
+
+/** Host.sweep() of h1 and of h2 (ms, the median of 5 each, summed): how long a sweep holds the event loop. */
+function sweepMs(rig: Rig): number {
+  const time = (h: Rig['h1']): number => {
+    const ms: number[] = [];
+    for (let k = 0; k < 5; k++) {
+      const t0 = performance.now();
+      h.sweep();
+      ms.push(performance.now() - t0);
+    }
+    return ms.sort((a, b) => a - b)[2];
+  };
+  return time(rig.h1) + time(rig.h2);
 }
 
 /** Cables re-plugged by replugUs, and unplugged by notifyUs. */

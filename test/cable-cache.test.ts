@@ -144,6 +144,28 @@ test('removeExpired frees the cables whose lifetime ended, except one being veri
   assert.equal([...cache.all()], [chained]);
 });
 
+test('removeExpired with a slot budget sweeps a big cache a slice at a time, going on where it stopped, and a whole pass frees every expired cable', () => {
+  const cache = new CableCache(5000);
+  for (let k = 0; k < 5000; k++) {
+    const c = cable(k, k + 1);
+    c.expiresAt = k % 2 === 0 ? 1000 : 9000; // half of them ended
+    cache.insert(c);
+  }
+  const slots = 16_384; // 2^k, at least twice the cables: 5000 -> 16,384
+  const perCall: number[] = [];
+  let total = 0;
+  for (let call = 0; call < slots / 1024; call++) {
+    const n = cache.removeExpired(5000, () => total++, 1024);
+    perCall.push(n);
+  }
+  assert.is(total, 2500, 'a whole pass (16 slices of 1024 slots) freed all 2500');
+  assert.ok(perCall.every((n) => n < 1024 / 2 + 50), `no slice did more than its share: ${perCall}`);
+  assert.ok(perCall.filter((n) => n > 0).length > 10, `the work is spread over the slices: ${perCall}`);
+  assert.is(cache.size, 2500);
+  for (const c of cache.all()) assert.is(c.expiresAt, 9000);
+  assert.is(cache.removeExpired(5000, () => {}, 1024), 0, 'nothing left to free');
+});
+
 test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
   const cache = new CableCache(4);
   const named = (src: string, dst: string, n: number): Cable => {

@@ -66,4 +66,17 @@ test('values() is a copy: deleting while walking it visits every entry once', ()
   assert.is(t.size, 0);
 });
 
+test('scan() walks the table in slices from where the last one stopped; the slices of one pass cover every value once', () => {
+  const t = new SpiTable<number>();
+  for (let k = 0; k < 3000; k++) t.set(300 + k * 104_729, k);
+  const seen: number[] = [];
+  let at = 0;
+  const slots = 8192; // 3000 entries, never more than half full: 8192 slots
+  for (let k = 0; k < slots / 500 + 1; k++) at = t.scan(at, 500, (v) => seen.push(v));
+  // 17 slices of 500 = 8500 slots: one pass and 308 slots of the next.
+  const once = new Set(seen.slice(0, seen.length));
+  assert.is(once.size, 3000, 'every value seen');
+  assert.ok(seen.length >= 3000 && seen.length < 3000 + 308, `a pass and a little more: ${seen.length}`);
+});
+
 test.run();

@@ -42,6 +42,9 @@ export class CableCache {
   private count = 0;
   /** The eviction hand: the next slot it looks at. */
   private hand = 0;
+  /** Where removeExpired goes on, and what it gathers before it removes. */
+  private sweepAt = 0;
+  private readonly expired: Cable[] = [];
   /** Cables by identity: the cable itself while it is the only one (most are), a Set from the second on. */
   private readonly byIdentity = new Map<string, Cable | Set<Cable>>();
   /** Egress cables by source port, oldest first (the per-port quota). */
@@ -155,14 +158,26 @@ export class CableCache {
    * Take out every cable whose lifetime ended at `now` and that is not being verified again
    * (a lookup already treats it as a miss; this frees it and its SA). Returns how many.
    */
-  removeExpired(now: number, removed: (c: Cable) => void): number {
-    const out: Cable[] = [];
-    for (const c of this.all()) if (now >= c.expiresAt && !c.refreshing) out.push(c);
+  removeExpired(now: number, removed: (c: Cable) => void, maxSlots = Infinity): number {
+    // At most maxSlots slots from where the last call stopped: a big cache is swept a slice at
+    // a time, so that the sweep never holds the event loop for long. Lookups check lifetimes
+    // themselves; the sweep only frees what ended.
+    const out = this.expired;
+    const slots = this.slots;
+    const visit = Math.min(maxSlots, slots.length);
+    let s = this.sweepAt & this.mask;
+    for (let k = 0; k < visit; k++, s = (s + 1) & this.mask) {
+      const c = slots[s];
+      if (c !== null && now >= c.expiresAt && !c.refreshing) out.push(c);
+    }
+    this.sweepAt = s;
+    const n = out.length;
     for (const c of out) {
       this.remove(c);
       removed(c);
     }
-    return out.length;
+    out.length = 0;
+    return n;
   }
 
   /** Egress cables from the VM on port `port` cached now. */

@@ -94,6 +94,19 @@ export class SpiTable<T> implements SpiLookup<T> {
     for (let s = 0; s < keys.length; s++) if (keys[s] !== EMPTY) fn(vals[s]!);
   }
 
+  /**
+   * Call `fn` with the values in at most `count` slots from slot `from` on (wrapping around);
+   * returns where the next call goes on. A walk in slices. `fn` must not add or remove entries.
+   */
+  scan(from: number, count: number, fn: (value: T) => void): number {
+    const keys = this.keys;
+    const vals = this.vals;
+    const visit = Math.min(count, keys.length);
+    let s = from & this.mask;
+    for (let k = 0; k < visit; k++, s = (s + 1) & this.mask) if (keys[s] !== EMPTY) fn(vals[s]!);
+    return s;
+  }
+
   /** Every value, in no particular order: a copy, so the caller may remove while it walks it. */
   values(): T[] {
     const out: T[] = [];

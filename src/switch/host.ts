@@ -63,6 +63,10 @@ export interface HostParts {
   readonly prefetchReplies?: boolean;
 }
 
+/** Slots of each table (cables, SPIs) that one sweep looks at, at most, and how often a sweep runs. */
+export const SWEEP_SLOTS = 16_384;
+export const SWEEP_INTERVAL_MS = 250;
+
 /** The port of `vm` as the data path sees it. */
 function portOf(vm: VmConfig, mtu: number): Omit<VmPort, 'index'> {
   return { name: vm.name, tenant: vm.tenant, mac: vm.mac, identity: vm.identity, identityText: vm.identityText, mtu };
@@ -281,12 +285,17 @@ export class Host implements HostView {
     if (old) this.sas.replaced(old, cable);
   }
 
-  /** Free expired cables with their SAs, retire inbound SAs whose grace time is over. Call about once a second. */
+  /**
+   * Free expired cables with their SAs, retire inbound SAs whose grace time is over. Call every
+   * SWEEP_INTERVAL_MS. Each call looks at SWEEP_SLOTS slots of each table at most, going on
+   * where the last one stopped: a small host is swept whole every time, one with a million
+   * cables in slices of a few ms (a whole pass in about a minute).
+   */
   sweep(): void {
     const now = this.parts.clock.now();
     const gone = (c: Cable): void => this.sas.evicted(c);
-    this.expiredCables += this.egressCables.removeExpired(now, gone) + this.ingressCables.removeExpired(now, gone);
-    this.sas.sweep();
+    this.expiredCables += this.egressCables.removeExpired(now, gone, SWEEP_SLOTS) + this.ingressCables.removeExpired(now, gone, SWEEP_SLOTS);
+    this.sas.sweep(SWEEP_SLOTS);
   }
 
   close(): void {

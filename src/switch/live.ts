@@ -35,7 +35,7 @@ import { hostStateDir } from './paths.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
-import { Host } from './host.js';
+import { Host, SWEEP_INTERVAL_MS } from './host.js';
 import { UdpTransport } from './transports.js';
 import { MetricsServer } from './metrics-server.js';
 import { SwitchMetrics } from './metrics.js';
@@ -179,7 +179,7 @@ export class LiveSwitch implements ControlHandler {
   /** The sweeper, the control socket and the metrics endpoint. */
   private async serve(): Promise<void> {
     const { opts } = this;
-    this.sweeper = setInterval(() => this.host.sweep(), 1000);
+    this.sweeper = setInterval(() => this.host.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
     loadNative().busyPoll(this.cloud.config.switch.busyPollUs);
     mkdirSync(dirname(opts.control), { recursive: true });

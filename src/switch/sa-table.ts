@@ -23,8 +23,9 @@ export class SaTable implements InboundInstaller {
   /** Every inbound SA by SPI, current and in grace. */
   readonly spis = new SpiTable<CableSa>();
   readonly counts = { retiredSas: 0 };
-  /** SAs whose grace time is over, gathered by sweep() before they are retired. */
+  /** SAs whose grace time is over, gathered by sweep() before they are retired; where the next sweep goes on. */
   private readonly due: CableSa[] = [];
+  private sweepAt = 0;
   /** Egress cables with an SA, by the peer's address and the SPI it chose. */
   private readonly outbound = new Map<number, SpiTable<Cable>>();
 
@@ -137,11 +138,15 @@ export class SaTable implements InboundInstaller {
     for (const sa of this.spis.values()) this.retire(sa);
   }
 
-  /** Retire inbound SAs whose grace time is over. Call about once a second. */
-  sweep(): void {
+  /**
+   * Retire inbound SAs whose grace time is over, looking at most at `maxSlots` slots of the SPI
+   * table from where the last sweep stopped. Call about once a second. (esp-decap refuses an SA
+   * past its retireAt itself: the sweep frees it and its key.)
+   */
+  sweep(maxSlots = Infinity): void {
     const now = this.clock.now();
     const due = this.due;
-    this.spis.forEach((sa) => {
+    this.sweepAt = this.spis.scan(this.sweepAt, maxSlots, (sa) => {
       if (now >= sa.retireAt) due.push(sa);
     });
     for (const sa of due) this.retire(sa);
