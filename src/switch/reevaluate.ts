@@ -39,8 +39,10 @@ export class Reevaluator {
     const now = this.clock.now();
     let n = 0;
     for (const cache of [this.caches.egress, this.caches.ingress]) {
-      for (const c of [...cache.all()]) {
-        if (!affected.all && !affected.identities.has(c.srcText) && !affected.identities.has(c.dstText)) continue;
+      // Through the identity index, unless the change may touch anyone: a revision about a few
+      // VMs costs their cables, not a walk over a million.
+      const cables = affected.all ? [...cache.all()] : cablesOfAny(cache, affected.identities);
+      for (const c of cables) {
         n++;
         this.reevaluate(cache, c, now);
       }
@@ -129,4 +131,11 @@ export class Reevaluator {
     cache.insert(next);
     if (c.direction === CableDirection.Ingress) this.replaced(c, next);
   }
+}
+
+/** The cables with either end among `identities`, each once. */
+function cablesOfAny(cache: CableCache, identities: ReadonlySet<string>): Cable[] {
+  const out = new Set<Cable>();
+  for (const id of identities) for (const c of cache.cablesOf(id)) out.add(c);
+  return [...out];
 }
