@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
-import { CableCache } from '../src/dataplane/cable-cache.js';
+import { CableCache, EVICT_SCAN } from '../src/dataplane/cable-cache.js';
 import { Drop } from '../src/base/drops.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
 
@@ -70,6 +70,28 @@ test('the cache is bounded: a full cache evicts a cable unused for a whole turn 
   assert.is(cache.find(kept.hash, p, 0, 16), kept);
   assert.is(cache.findCable(d), d);
   assert.is(cache.evictions, 2);
+});
+
+test('with every cable in use, one eviction looks at no more than EVICT_SCAN slots and still evicts exactly one cable', () => {
+  const evicted: Cable[] = [];
+  const cache = new CableCache(2000, (c) => evicted.push(c));
+  const cables: Cable[] = [];
+  for (let k = 0; k < 2000; k++) {
+    const c = cable(k, k + 1);
+    cache.insert(c);
+    cables.push(c);
+  }
+  for (const c of cables) c.used = true; // all found since the hand last passed
+  cache.insert(cable(5000, 5001));
+  assert.is(evicted.length, 1);
+  assert.is(cache.size, 2000);
+  const cleared = cables.filter((c) => !c.used).length;
+  assert.ok(cleared > 0 && cleared < EVICT_SCAN, `marks cleared by one eviction: ${cleared} (a whole turn would clear ${cables.length})`);
+  // With the marks gone again, the hand takes the first cable it meets, as before.
+  for (const c of cables) c.used = false;
+  cache.insert(cable(6000, 6001));
+  assert.is(evicted.length, 2);
+  assert.ok(cables.includes(evicted[1]) && evicted[1] !== evicted[0], 'an unused cable went, not the new one');
 });
 
 test('differential: the cache holds what a plain map holds, less what it reported evicted, over 20k random operations', () => {

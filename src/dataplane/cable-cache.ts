@@ -10,7 +10,9 @@
 // Eviction: a lookup that finds a cable marks it used; when a full cache takes a new cable, a
 // hand sweeps the slots, clearing the mark of used cables and evicting the first unmarked one
 // (a cable is evicted only if it went unused, since it was cached or last found, for a whole
-// turn of the hand).
+// turn of the hand). One eviction looks at EVICT_SCAN slots at most: if every cable there
+// was used, the last one goes anyway, so a miss into a full cache of busy cables costs a
+// bounded walk.
 //
 // A second index, by identity (either end), serves the control plane: when the store says an
 // identity moved, exactly its cables are found, and a host without one does no work. A third,
@@ -24,6 +26,8 @@ import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 /** The hash of an empty slot (pair hashes are non-negative). */
 const EMPTY = -1;
 const FIRST_SLOTS = 64;
+/** Slots the eviction hand looks at, at most, for one eviction. */
+export const EVICT_SCAN = 256;
 
 /** What findBatch() found, by packet index: a stage's own, reused for every batch. */
 export class BatchLookup {
@@ -259,12 +263,14 @@ export class CableCache {
 
   /** The cache is full: sweep the hand to the first cable not used since it last passed, and evict it. */
   private evictOne(): void {
-    for (;;) {
+    for (let looked = 1; ; looked++) {
       const i = this.hand;
       this.hand = (i + 1) & this.mask;
       const c = this.slots[i];
       if (c === null) continue;
-      if (c.used) {
+      // Past EVICT_SCAN slots the hand takes the cable it is on, used or not: when every cable
+      // is in use, one miss never sweeps the whole table (2M slots with 1M cables).
+      if (c.used && looked < EVICT_SCAN) {
         c.used = false;
         continue;
       }
