@@ -229,4 +229,23 @@ test("a peer's NOTIFY unplugs exactly its cable with that SPI, through the (peer
   }
 });
 
+test('a pair plugged again with a new SA that has the same SPI from the same peer (the peer lost its state) keeps its index entry: a NOTIFY still finds it', () => {
+  const cipher = new NodeEspCipher();
+  let table!: SaTable;
+  const egressCache = new CableCache(10, (c) => table.evicted(c), (c) => table.indexOutbound(c));
+  table = new SaTable({ egress: egressCache, ingress: new CableCache(10) }, cipher, { now: () => 0 }, GRACE, new MemoryLogger());
+  const key = (): number => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4));
+  const peer = 0x0a000009;
+  const c1 = egress(5, peer, new OutboundSa(0x4444, key(), peer, 0, LIMITS));
+  egressCache.insert(c1);
+  const c2 = egress(5, peer, new OutboundSa(0x4444, key(), peer, 0, LIMITS));
+  table.replaced(egressCache.insert(c2)!, c2);
+  assert.is(cipher.keyCount, 1, 'the old SA\'s key went');
+  assert.is(table.outboundIndexed, 1);
+  table.spiRejected(0x4444, peer);
+  assert.is(egressCache.size, 0, 'the NOTIFY unplugged the new cable');
+  assert.is(table.outboundIndexed, 0);
+  assert.is(cipher.keyCount, 0);
+});
+
 test.run();

@@ -140,7 +140,7 @@ export class SaTable implements InboundInstaller {
 
   /**
    * Retire inbound SAs whose grace time is over, looking at most at `maxSlots` slots of the SPI
-   * table from where the last sweep stopped. Call about once a second. (esp-decap refuses an SA
+   * table from where the last sweep stopped (Host.sweep calls it every 250 ms). (esp-decap refuses an SA
    * past its retireAt itself: the sweep frees it and its key.)
    */
   sweep(maxSlots = Infinity): void {
@@ -171,8 +171,9 @@ export class SaTable implements InboundInstaller {
     this.cipher.removeKey(sa.key);
     const t = this.outbound.get(sa.peer);
     const indexed = t?.get(sa.spi);
-    // The entry is this pair's (another pair's SA may have the same SPI from this peer later).
-    if (!indexed || !indexed.samePair(c)) return;
+    // Only this SA's entry goes: one of this pair whose cable carries this SA, or by now another
+    // SPI (a rekey in place). Not one that another SA with the same SPI took over since.
+    if (!indexed || !indexed.samePair(c) || (indexed.sa !== sa && indexed.sa?.spi === sa.spi)) return;
     t!.delete(sa.spi);
     if (t!.size === 0) this.outbound.delete(sa.peer);
   }
