@@ -63,6 +63,7 @@ import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 import { DEFAULT_HARD_SEQ, OutboundSa, type SaLimits } from '../src/esp/sa.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
+import type { CableCache } from '../src/dataplane/cable-cache.js';
 import type { CableLookup } from '../src/dataplane/egress/cable-lookup.js';
 import type { PipelineCounters } from '../src/dataplane/counters.js';
 import { Drop } from '../src/base/drops.js';
@@ -392,13 +393,18 @@ function sweepMs(rig: Rig): number {
 /** Cables re-plugged by replugUs, and unplugged by notifyUs. */
 const REPLUGS = 200;
 
+/** REPLUGS cables of `cache` (which holds n), chosen at random with `seed`. */
+function pickCables(cache: CableCache, n: number, seed: number): Cable[] {
+  const random = rng(seed);
+  const picks = new Set<number>();
+  while (picks.size < REPLUGS) picks.add(Math.floor(random() * n));
+  return [...cache.all()].filter((_, k) => picks.has(k));
+}
+
 /** h1 told by h2 that REPLUGS random SPIs are unknown there (src/switch/sa-table.ts spiRejected); µs each. */
 function notifyUs(rig: Rig, n: number): number {
   const { h1 } = rig;
-  const random = rng(11);
-  const picks = new Set<number>();
-  while (picks.size < REPLUGS) picks.add(Math.floor(random() * n));
-  const sas = [...h1.egressCables.all()].filter((_, k) => picks.has(k)).map((c) => c.sa!);
+  const sas = pickCables(h1.egressCables, n, 11).map((c) => c.sa!);
   const before = h1.egressCables.size;
   const t0 = performance.now();
   for (const sa of sas) h1.sas.spiRejected(sa.spi, sa.peer);
@@ -413,10 +419,7 @@ function notifyUs(rig: Rig, n: number): number {
  */
 function replugUs(rig: Rig, n: number): number {
   const { h2 } = rig;
-  const random = rng(7);
-  const picks = new Set<number>();
-  while (picks.size < REPLUGS) picks.add(Math.floor(random() * n));
-  const olds = [...h2.ingressCables.all()].filter((_, k) => picks.has(k));
+  const olds = pickCables(h2.ingressCables, n, 7);
   const t0 = performance.now();
   for (const old of olds) {
     const next = new Cable(old.hash, old.direction, old.src, old.dst, old.srcText, old.dstText, old.drop, old.rule, old.decision);

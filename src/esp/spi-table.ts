@@ -19,7 +19,6 @@ const FIRST_SLOTS = 16;
 export class SpiTable<T> implements SpiLookup<T> {
   private keys = new Int32Array(FIRST_SLOTS);
   private vals: (T | undefined)[] = new Array<T | undefined>(FIRST_SLOTS).fill(undefined);
-  private mask = FIRST_SLOTS - 1;
   /** 32 - log2(slots): a key's home slot is the top bits of its product with the golden ratio. */
   private shift = 32 - Math.log2(FIRST_SLOTS);
   private count = 0;
@@ -32,11 +31,11 @@ export class SpiTable<T> implements SpiLookup<T> {
   get(spi: number): T | undefined {
     const key = spi | 0;
     const keys = this.keys;
-    const mask = this.mask;
+    const mask = keys.length - 1;
     for (let s = slotOf(key, this.shift); ; s = (s + 1) & mask) {
       const k = keys[s];
-      if (k === key && k !== EMPTY) return this.vals[s];
       if (k === EMPTY) return undefined;
+      if (k === key) return this.vals[s];
     }
   }
 
@@ -50,7 +49,7 @@ export class SpiTable<T> implements SpiLookup<T> {
     if (value === undefined) throw new TypeError(`SPI ${spi}: no value`);
     if ((this.count + 1) * 2 > this.keys.length) this.resize(this.keys.length * 2);
     const key = spi | 0;
-    const mask = this.mask;
+    const mask = this.keys.length - 1;
     let s = slotOf(key, this.shift);
     while (this.keys[s] !== EMPTY && this.keys[s] !== key) s = (s + 1) & mask;
     if (this.keys[s] === EMPTY) this.count++;
@@ -63,7 +62,7 @@ export class SpiTable<T> implements SpiLookup<T> {
     const key = spi | 0;
     if (key === EMPTY) return false;
     const keys = this.keys;
-    const mask = this.mask;
+    const mask = keys.length - 1;
     let s = slotOf(key, this.shift);
     while (keys[s] !== key) {
       if (keys[s] === EMPTY) return false;
@@ -89,9 +88,7 @@ export class SpiTable<T> implements SpiLookup<T> {
 
   /** Call `fn` with every value, in no particular order. `fn` must not add or remove entries. */
   forEach(fn: (value: T) => void): void {
-    const keys = this.keys;
-    const vals = this.vals;
-    for (let s = 0; s < keys.length; s++) if (keys[s] !== EMPTY) fn(vals[s]!);
+    this.scan(0, this.keys.length, fn);
   }
 
   /**
@@ -101,25 +98,18 @@ export class SpiTable<T> implements SpiLookup<T> {
   scan(from: number, count: number, fn: (value: T) => void): number {
     const keys = this.keys;
     const vals = this.vals;
+    const mask = keys.length - 1;
     const visit = Math.min(count, keys.length);
-    let s = from & this.mask;
-    for (let k = 0; k < visit; k++, s = (s + 1) & this.mask) if (keys[s] !== EMPTY) fn(vals[s]!);
+    let s = from & mask;
+    for (let k = 0; k < visit; k++, s = (s + 1) & mask) if (keys[s] !== EMPTY) fn(vals[s]!);
     return s;
   }
 
   /** Every value, in no particular order: a copy, so the caller may remove while it walks it. */
   values(): T[] {
     const out: T[] = [];
-    for (let s = 0; s < this.keys.length; s++) if (this.keys[s] !== EMPTY) out.push(this.vals[s]!);
+    this.forEach((v) => out.push(v));
     return out;
-  }
-
-  clear(): void {
-    this.keys = new Int32Array(FIRST_SLOTS);
-    this.vals = new Array<T | undefined>(FIRST_SLOTS).fill(undefined);
-    this.mask = FIRST_SLOTS - 1;
-    this.shift = 32 - Math.log2(FIRST_SLOTS);
-    this.count = 0;
   }
 
   private resize(slots: number): void {
@@ -127,12 +117,11 @@ export class SpiTable<T> implements SpiLookup<T> {
     const vals = this.vals;
     this.keys = new Int32Array(slots);
     this.vals = new Array<T | undefined>(slots).fill(undefined);
-    this.mask = slots - 1;
     this.shift = 32 - Math.log2(slots);
     for (let s = 0; s < keys.length; s++) {
       if (keys[s] === EMPTY) continue;
       let t = slotOf(keys[s], this.shift);
-      while (this.keys[t] !== EMPTY) t = (t + 1) & this.mask;
+      while (this.keys[t] !== EMPTY) t = (t + 1) & (slots - 1);
       this.keys[t] = keys[s];
       this.vals[t] = vals[s];
     }
