@@ -414,4 +414,67 @@ test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with val
   }
 });
 
+test('a super-frame read when the batch had no room for its datagrams is handed over in the same turn, not at the next frame', async () => {
+  const tap = guest();
+  try {
+    const rx = new Batch();
+    // The guest's own frames (MLD reports, neighbour discovery) come in the first second or
+    // two after its link comes up: let them pass, so the queue holds only the test's frames.
+    let last = Date.now();
+    tap.onReadable(() => {
+      rx.reset();
+      tap.read(rx, 0, 0);
+      last = Date.now();
+    });
+    for (const end = Date.now() + 6000; Date.now() - last < 1200 && Date.now() < end;) await new Promise((r) => setTimeout(r, 100));
+    const got: number[] = [];
+    let calls = 0;
+    let pendingAfterFirst = false;
+    let turnOver = false;
+    let laterTurn = false;
+    const done = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${got.length} of 5 datagrams read in ${calls} calls`)), 3000);
+      tap.onReadable(() => {
+        rx.reset();
+        if (calls++ === 0) {
+          // Room for 3 frames: the lone datagram takes one, and the super-frame's 4 datagrams
+          // do not fit the 2 left, so it is read from the kernel but waits.
+          rx.count = BATCH_MAX - 3;
+          setImmediate(() => (turnOver = true));
+        } else if (turnOver) {
+          laterTurn = true;
+        }
+        const first = rx.count;
+        tap.read(rx, 0, 0);
+        if (calls === 1) pendingAfterFirst = tap.pending;
+        for (let i = first; i < rx.count; i++) {
+          const f = Buffer.from(rx.view(i));
+          if (f.readUInt16BE(12) === 0x86dd && f[20] === PROTO_UDP && f.readUInt16BE(56) === 5302) got.push(f.length);
+        }
+        if (got.length >= 5) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    // Both sends queue before the event loop turns: one readiness event for the two.
+    execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', [
+      'import socket',
+      's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+      's.sendto(bytes(100), ("fd00:77::2", 5302))',
+      's.setsockopt(17, 103, 300)  # SOL_UDP, UDP_SEGMENT: datagrams of 300 bytes',
+      's.sendto(bytes(1000), ("fd00:77::2", 5302))',
+    ].join('\n')]);
+    await done;
+    assert.equal(got, [162, 362, 362, 362, 162], 'the lone datagram, then the super-frame\'s four, in order');
+    assert.ok(pendingAfterFirst, 'the first read kept the super-frame for later');
+    assert.is(laterTurn, false, 'the super-frame was handed over before the event loop turned (no frame came to wake it)');
+    assert.is(tap.pending, false, 'nothing left over at the end');
+    assert.is(tap.rxTooBig, 0, 'nothing refused');
+  } finally {
+    tap.close();
+    cleanup();
+  }
+});
+
 test.run();

@@ -115,6 +115,9 @@ export class TapPort implements VmLink {
       return;
     }
     this.readable?.();
+    // A frame read from the kernel whose segments did not fit the batch waits in scratch, and
+    // no readiness event comes for it while the kernel's queue is empty: hand it over now.
+    for (let more = BATCH_MAX; this.pending && this.readable !== null && more > 0; more--) this.readable();
   };
 
   private constructor(
@@ -130,6 +133,11 @@ export class TapPort implements VmLink {
     this.hdrLen = vnetHdr || offload ? VNET_HDR_LEN : 0;
     this.scratch = offload ? Buffer.alloc(OFFLOAD_SCRATCH) : null;
     this.groScratch = offload ? Buffer.alloc(GRO_SCRATCH) : null;
+  }
+
+  /** An offloaded frame was read that did not fit the last batch: read again before waiting. */
+  get pending(): boolean {
+    return this.rxState[0] > 0;
   }
 
   /** Create the TAP device `name` or attach to an existing one, and bring it up. */
