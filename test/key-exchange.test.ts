@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { KX_ANSWER, KX_INIT, encodeInit, ephemeralKey } from '../src/esp/handshake.js';
+import { KX_ANSWER, KX_INIT, NotifyReason, encodeInit, encodeNotify, ephemeralKey } from '../src/esp/handshake.js';
 import { Drop } from '../src/base/drops.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
@@ -260,6 +260,31 @@ test("the receiving host plugs the reply's cable as it accepts the request's: th
   assert.is(off.off.hosts.get('h2')!.upcall.counts.misses, 1);
   o.off.close();
   off.off.close();
+});
+
+test('a NOTIFY about an SPI the host does not send on is not verified; one about its SA, forged, is refused; signed, it unplugs the cable', async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub, kx: FAST });
+  await ping(o, 1);
+  const h1 = o.off.hosts.get('h1')!;
+  const cable = [...h1.egressCables.all()].find((c) => c.sa !== null)!;
+  const spi = cable.sa!.spi;
+  const c = h1.kx.counters;
+  const notify = (s: number, key = hostPrivateKey(o.config, 'h2')): void =>
+    hub.inject(H2, H1, encodeNotify({ reason: NotifyReason.UnknownSpi, spi: s, timeMs: Date.now(), host: 'h2' }, key));
+  // Signed with the wrong key: it would be refused if it were verified.
+  notify(spi ^ 1, hostPrivateKey(o.config, 'h1'));
+  notify(spi ^ 1);
+  await until(() => c.notifiesUnmatched === 2, 'two unmatched NOTIFYs');
+  assert.is(c.notifiesRefused, 0, 'neither was verified');
+  notify(spi, hostPrivateKey(o.config, 'h1'));
+  await until(() => c.notifiesRefused === 1, 'the forged NOTIFY refused');
+  assert.ok(h1.egressCables.findCable(cable) === cable, 'the cable stays after the forged one');
+  notify(spi);
+  await until(() => c.notifiesReceived === 1, 'the signed NOTIFY received');
+  assert.is(h1.egressCables.findCable(cable), undefined, 'the cable is unplugged');
+  assert.is(c.notifiesUnmatched, 2);
+  o.off.close();
 });
 
 test.run();

@@ -275,6 +275,7 @@ export class Host implements HostView {
         if (prefetch && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
       },
       spiInUse: (spi) => this.sas.spiInUse(spi),
+      sendsOn: (spi, from) => this.sas.sendsOn(spi, from),
       spiRejected: (spi, from) => this.sas.spiRejected(spi, from),
     };
   }

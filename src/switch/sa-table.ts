@@ -77,11 +77,21 @@ export class SaTable implements InboundInstaller {
     return currentOf(cable);
   }
 
-  /** A peer has no SA for `spi` any more: unplug the cable that uses it, the next packet plugs it again. */
-  spiRejected(spi: number, from: number): void {
+  /** The egress cable that sends on SA `spi` to `from` now, if any. */
+  private sendingOn(spi: number, from: number): Cable | undefined {
     const indexed = this.outbound.get(from)?.get(spi);
     const c = indexed && this.caches.egress.findCable(indexed); // the pair's cable now
-    if (!c || !c.sa || c.sa.spi !== spi || c.sa.peer !== from) return;
+    return c && c.sa !== null && c.sa.spi === spi && c.sa.peer === from ? c : undefined;
+  }
+
+  sendsOn(spi: number, from: number): boolean {
+    return this.sendingOn(spi, from) !== undefined;
+  }
+
+  /** A peer has no SA for `spi` any more: unplug the cable that uses it, the next packet plugs it again. */
+  spiRejected(spi: number, from: number): void {
+    const c = this.sendingOn(spi, from);
+    if (!c || !c.sa) return;
     this.caches.egress.remove(c);
     this.dropOutbound(c, c.sa);
     this.log.info('spi-rejected', { spi, peer: c.peerHost, src: c.srcText, dst: c.dstText });
