@@ -163,7 +163,7 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
     sa.window.load(s.window);
     sa.packets = s.packets;
     sa.bytes = s.bytes;
-    if (!s.current && s.retireAt !== null) sa.retireAt = s.retireAt;
+    if (!s.current && s.retireAt !== null) host.sas.retireBy(sa, s.retireAt);
     if (s.counters) {
       r.cable.packets += s.counters.packets;
       r.cable.bytes += s.counters.bytes;
