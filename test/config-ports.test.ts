@@ -10,10 +10,11 @@ import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { streamPortPath } from '../src/switch/paths.js';
+import { atExit } from './at-exit.js';
 
 const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'nvi-config-ports-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+atExit(() => rmSync(dir, { recursive: true, force: true }));
 
 /** The shipped config with web1's `port:` set to `port` (as YAML text of a flow map). */
 function withPort(port: unknown): CloudConfig {

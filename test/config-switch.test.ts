@@ -9,10 +9,11 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseDocument } from 'yaml';
 import { loadConfig, type CloudConfig } from '../src/config/config.js';
+import { atExit } from './at-exit.js';
 
 const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url));
 const dir = mkdtempSync(join(tmpdir(), 'nvi-config-switch-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+atExit(() => rmSync(dir, { recursive: true, force: true }));
 
 function withBusyPoll(value: unknown): CloudConfig {
   const doc = parseDocument(readFileSync(SHIPPED, 'utf8'));

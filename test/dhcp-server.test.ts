@@ -17,9 +17,10 @@ import { SERVER_DUID } from '../src/dataplane/egress/dhcp-server.js';
 import { LINKTYPE_ETHERNET, PcapWriter } from '../src/io/pcap.js';
 import type { DhcpServer } from '../src/dataplane/egress/dhcp-server.js';
 import { frames, openOffline, type Offline } from './offline-fixture.js';
+import { atExit } from './at-exit.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nvi-dhcp-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+atExit(() => rmSync(dir, { recursive: true, force: true }));
 const CLIENT_DUID = Buffer.from('000100012c3a4b5c525400123456', 'hex');
 
 interface Msg {

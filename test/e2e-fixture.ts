@@ -24,6 +24,7 @@ import { loadConfig, type CloudConfig, type VmConfig } from '../src/config/confi
 import { formatMac } from '../src/base/address.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { etcdMembers, startEtcdMember, waitEtcdHealthy } from '../src/lab/etcd.js';
+import { atExit } from './at-exit.js';
 
 /** The repository: this file runs as dist/test/e2e-fixture.js. */
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -186,7 +187,7 @@ function exitCleanup(): void {
 function hookExit(): void {
   if (hooked) return;
   hooked = true;
-  process.on('exit', exitCleanup);
+  atExit(exitCleanup);
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
       process.stderr.write(`\n${sig}: taking the e2e lab down\n`);
@@ -475,7 +476,7 @@ export function newLab(name: string, opts: LabOptions = {}): Lab {
   const dir = mkdtempSync(join(tmpdir(), `nvi-e2e-${name}-`));
   const lab = new Lab(dir, opts);
   live.add(lab);
-  process.on('exit', () => {
+  atExit(() => {
     if (process.exitCode && process.exitCode !== 0) process.stderr.write(`e2e: kept ${dir} (config, switch logs, captures)\n`);
     else rmSync(dir, { recursive: true, force: true });
   });

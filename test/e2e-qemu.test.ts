@@ -25,6 +25,7 @@ import { migrate } from '../src/switch/migrate.js';
 import { controlPath } from '../src/switch/paths.js';
 import { qemuPort } from '../src/switch/qemu-args.js';
 import { dropDelta, newLab, REPO, sleep, type Lab } from './e2e-fixture.js';
+import { atExit } from './at-exit.js';
 
 const lab: Lab = newLab('qemu');
 let image: GuestImage;
@@ -32,7 +33,7 @@ let accel: 'kvm' | 'tcg';
 const guests = new Map<string, QemuGuest>();
 const id = (vm: string): string => lab.vm(vm).id;
 
-process.on('exit', () => {
+atExit(() => {
   for (const g of guests.values()) g.proc.kill('SIGKILL');
 });
 

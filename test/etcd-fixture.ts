@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { etcdMembers, startEtcdMember, type EtcdMember } from '../src/lab/etcd.js';
 import { EtcdClient } from '../src/store/etcd-client.js';
+import { atExit } from './at-exit.js';
 
 const live = new Set<EtcdCluster>();
 let hooked = false;
@@ -57,7 +58,7 @@ export class EtcdCluster {
     live.add(c);
     if (!hooked) {
       hooked = true;
-      process.on('exit', () => {
+      atExit(() => {
         for (const x of live) x.destroySync();
       });
     }

@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { Batch } from '../src/dataplane/batch.js';
 import { TapPort } from '../src/io/tap.js';
 import { guardedSetup } from './guarded-setup.js';
+import { atExit } from './at-exit.js';
 
 const NS = `nvi-tp-${process.pid}`;
 const DEV = 'nvi-qt0';
@@ -24,7 +25,7 @@ function cleanup(): void {
     // already gone
   }
 }
-process.on('exit', cleanup);
+atExit(cleanup);
 
 /** A frame of `len` bytes from `src` MAC byte with a numbered payload. */
 function frame(n: number, len = 100): Buffer {

@@ -12,6 +12,7 @@ import { parseIpv4Address } from '../src/base/address.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../src/wire/ipv6.js';
 import { RawUnderlay, UNDERLAY_PORT } from '../src/io/raw-underlay.js';
 import { guardedSetup } from './guarded-setup.js';
+import { atExit } from './at-exit.js';
 
 const NS_A = `nvi-tn-${process.pid}-a`;
 const NS_B = `nvi-tn-${process.pid}-b`;
@@ -35,7 +36,7 @@ function cleanup(): void {
     }
   }
 }
-process.on('exit', cleanup);
+atExit(cleanup);
 
 async function until(done: () => boolean, ms: number): Promise<boolean> {
   const end = Date.now() + ms;

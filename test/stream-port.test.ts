@@ -10,9 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Batch, BATCH_MAX, MAX_PACKET } from '../src/dataplane/batch.js';
 import { StreamPort } from '../src/io/stream-port.js';
+import { atExit } from './at-exit.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'nvi-stream-'));
-process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+atExit(() => rmSync(dir, { recursive: true, force: true }));
 let n = 0;
 
 /** A frame of `len` bytes carrying sequence number `seq` at offset 14. */

@@ -16,6 +16,7 @@ import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { TapPort } from '../src/io/tap.js';
 import { guardedSetup } from './guarded-setup.js';
 import { udpFrame } from './udp-frame.js';
+import { atExit } from './at-exit.js';
 
 const NS = `nvi-tn-${process.pid}-q`;
 const TAP = 'nvi-tq0';
@@ -37,7 +38,7 @@ function cleanup(): void {
     // already gone
   }
 }
-process.on('exit', cleanup);
+atExit(cleanup);
 
 /** `count` datagrams from the VM's side on each of ports first.. first+flows-1 to the peer. */
 function send(firstPort: number, flows: number, count: number): void {

@@ -17,6 +17,7 @@ import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { TapPort } from '../src/io/tap.js';
 import { loadNative } from '../src/native/addon.js';
 import { guardedSetup } from './guarded-setup.js';
+import { atExit } from './at-exit.js';
 
 const NS = `nvi-tn-${process.pid}`;
 const TAP = 'nvi-tt0';
@@ -39,7 +40,7 @@ function cleanup(): void {
     }
   }
 }
-process.on('exit', cleanup);
+atExit(cleanup);
 
 /** Configure a TAP that sits in NS as the VM's side of the link. */
 function configureVmSide(dev: string, addr: string): void {
