@@ -127,7 +127,7 @@ test('windows share chunks of blocks and stay apart: 600 windows, interleaved, e
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return seed;
   };
-  const windows = Array.from({ length: 600 }, () => ({ w: new ReplayWindow(), seen: new Set<number>(), top: 0 })); // 3 chunks
+  const windows = Array.from({ length: 600 }, () => ({ w: new ReplayWindow(), seen: new Set<number>(), top: 0 })); // in one chunk
   for (let k = 0; k < 300_000; k++) {
     const r = windows[rand() % windows.length];
     const n = Math.max(0, r.top + (rand() % (2 * W + 64)) - W - 32 + (rand() % 3 === 0 ? 40 : 0));
@@ -161,6 +161,59 @@ test('a released window refuses every packet and moves nothing; its blocks go to
   assert.is(receive(again, 0, 3001), OK);
   fresh.release();
   again.release();
+});
+
+test('after a peak the windows left are moved together and the chunks freed go back; each still answers as before', () => {
+  const before = ReplayWindow.stored; // windows of the tests before this one live here too
+  const model = (w: { seen: Set<number>; top: number }, n: number): ReplayCheck =>
+    n <= w.top - W ? LEFT : n === 0 || w.seen.has(n) ? REPLAY : OK;
+  const filled = (i: number) => {
+    const r = { w: new ReplayWindow(), seen: new Set<number>(), top: 0 };
+    for (let k = 0; k < 1 + (i % 40); k++) {
+      const n = 1 + ((i * 7919 + k * 2654435) % 3000);
+      if (receive(r.w, 0, n) === OK) {
+        r.seen.add(n);
+        r.top = Math.max(r.top, n);
+      }
+    }
+    return r;
+  };
+  const all = Array.from({ length: 20_000 }, (_, i) => filled(i));
+  const peak = ReplayWindow.stored;
+  assert.ok(peak.chunks - before.chunks >= 4, `20,000 windows take 5 chunks of 4096 (${before.chunks} -> ${peak.chunks})`);
+  const kept = all.filter((_, i) => i % 50 === 0); // 400, spread over every chunk
+  for (const [i, r] of all.entries()) if (i % 50 !== 0) r.w.release();
+  let dropped = 0;
+  for (let d = ReplayWindow.compact(4); d > 0; d = ReplayWindow.compact(4)) {
+    assert.ok(d <= 4, 'no more chunks a call than asked for');
+    dropped += d;
+  }
+  const after = ReplayWindow.stored;
+  assert.is(after.windows, before.windows + kept.length);
+  assert.is(after.chunks, peak.chunks - dropped);
+  assert.ok(dropped >= 3, `chunks given back: ${dropped}`);
+  assert.ok(after.windows * 2 > (after.chunks - 1) * 4096, 'compacted until the windows fill half of the chunks left');
+  for (const [k, r] of kept.entries()) {
+    for (let n = 0; n <= 3100; n++) {
+      if (r.w.check(0, n) !== model(r, n)) assert.unreachable(`kept window ${k}, packet ${n}: got ${r.w.check(0, n)}, want ${model(r, n)}`);
+    }
+  }
+  // New windows take the free places left among the kept ones, start empty, and touch no kept one.
+  const fresh = Array.from({ length: 300 }, () => new ReplayWindow());
+  for (const f of fresh) for (let n = 1; n <= 40; n++) assert.is(f.check(0, n), OK, 'a new window starts empty');
+  for (const f of fresh) for (let n = 1; n <= 3000; n += 3) receive(f, 0, n);
+  for (const r of kept) for (let n = 1; n <= 3000; n += 97) assert.is(r.w.check(0, n), model(r, n));
+  // A second peak takes the dropped chunks' places again. A moved window, released, frees its
+  // new place and not the old one, which another window holds by now: the windows made after
+  // it must not share blocks with that one.
+  const second = Array.from({ length: 12_000 }, (_, i) => filled(i + 1));
+  for (const r of kept) r.w.release();
+  const third = Array.from({ length: 300 }, () => new ReplayWindow());
+  for (const w of third) for (let n = 1; n <= 3000; n += 3) receive(w, 0, n);
+  for (const [k, r] of second.entries()) {
+    for (let n = 1; n <= 3000; n += 29) if (r.w.check(0, n) !== model(r, n)) assert.unreachable(`second peak, window ${k}, packet ${n}`);
+  }
+  for (const w of [...fresh, ...third, ...second.map((r) => r.w)]) w.release();
 });
 
 test.run();

@@ -25,33 +25,91 @@ export const enum ReplayCheck {
 const TWO32 = 0x1_0000_0000;
 
 /**
- * The blocks of every window, 256 windows to a 64 KB chunk, so that a window costs its
+ * The blocks of every window, 4096 windows to a 1 MB chunk, so that a window costs its
  * 256 bytes and not a typed array, an ArrayBuffer and a backing store of its own. A released
  * window's place is handed out again, zeroed (the window would not need it: it clears each
- * block as its top enters it, and a new window sets block 0 whole).
+ * block as its top enters it, and a new window sets block 0 whole). After a peak (a flush, a
+ * peer gone with its SAs) compact() moves the windows of the last chunks into the free
+ * places of the others and drops those chunks, one at a time, so the memory goes back: a
+ * chunk of 1 MB is mapped on its own by the allocator and unmapped when freed (64-KB chunks
+ * stayed in glibc's heap: 1M windows released, RSS fell by 60 of 244 MB; 1 MB: by 290 MB).
  */
 class BlockStore {
-  static readonly PER_CHUNK = 256;
+  static readonly PER_CHUNK = 4096;
   readonly chunks: Uint32Array[] = [];
-  /** Places (chunk * PER_CHUNK + index) released and not yet handed out again. */
+  /** The window at each place (null: free), to move it when its chunk goes. */
+  private readonly owners: (ReplayWindow | null)[] = [];
+  /** Places released and not yet handed out again; places at or above `used` in it are stale (their chunk went). */
   private readonly free: number[] = [];
   private used = 0;
+  private live = 0;
 
-  /** A place for a window's blocks, zeroed. */
-  take(): number {
-    let place = this.free.pop();
-    if (place === undefined) {
+  /** A place for `w`'s blocks, zeroed. */
+  take(w: ReplayWindow): number {
+    let place = this.popFree(this.used);
+    if (place < 0) {
       place = this.used++;
       if ((place % BlockStore.PER_CHUNK) === 0) this.chunks.push(new Uint32Array(BlockStore.PER_CHUNK * BLOCKS));
     } else {
-      const base = (place % BlockStore.PER_CHUNK) * BLOCKS;
-      this.chunks[Math.floor(place / BlockStore.PER_CHUNK)].fill(0, base, base + BLOCKS);
+      this.chunk(place).fill(0, this.base(place), this.base(place) + BLOCKS);
     }
+    this.owners[place] = w;
+    this.live++;
     return place;
   }
 
   give(place: number): void {
+    this.owners[place] = null;
     this.free.push(place);
+    this.live--;
+  }
+
+  chunk(place: number): Uint32Array {
+    return this.chunks[Math.floor(place / BlockStore.PER_CHUNK)];
+  }
+
+  base(place: number): number {
+    return (place % BlockStore.PER_CHUNK) * BLOCKS;
+  }
+
+  /** Windows in use, and chunks allocated. */
+  get size(): { windows: number; chunks: number } {
+    return { windows: this.live, chunks: this.chunks.length };
+  }
+
+  /**
+   * Drop up to `maxChunks` last chunks while the windows would still fill less than half of
+   * the chunks left, moving each window of a dropped chunk to a free place below it.
+   */
+  compact(maxChunks: number): number {
+    const per = BlockStore.PER_CHUNK;
+    let dropped = 0;
+    while (dropped < maxChunks && this.chunks.length > 1 && this.live * 2 <= (this.chunks.length - 1) * per) {
+      const last = (this.chunks.length - 1) * per;
+      for (let p = last; p < this.used; p++) {
+        const w = this.owners[p];
+        if (w === null) continue;
+        const to = this.popFree(last); // exists: fewer windows than places below `last`
+        const from = this.chunk(p);
+        this.chunk(to).set(from.subarray(this.base(p), this.base(p) + BLOCKS), this.base(to));
+        this.owners[to] = w;
+        w.moved(to);
+      }
+      this.chunks.pop();
+      this.owners.length = last;
+      this.used = last;
+      dropped++;
+    }
+    return dropped;
+  }
+
+  /** A free place below `limit`, or -1; stale ones met on the way are forgotten. */
+  private popFree(limit: number): number {
+    while (this.free.length > 0) {
+      const p = this.free.pop()!;
+      if (p < limit && this.owners[p] === null) return p;
+    }
+    return -1;
   }
 }
 
@@ -62,16 +120,36 @@ export class ReplayWindow {
   private topHi = 0;
   private topLo = 0;
   /** The window's blocks are bits[base, base + BLOCKS), in a chunk shared with other windows. */
-  private readonly bits: Uint32Array;
-  private readonly base: number;
+  private bits: Uint32Array;
+  private base: number;
   /** Its place in the block store; -1 once released. */
   private place: number;
 
   constructor() {
-    this.place = STORE.take();
-    this.bits = STORE.chunks[Math.floor(this.place / BlockStore.PER_CHUNK)];
-    this.base = (this.place % BlockStore.PER_CHUNK) * BLOCKS;
+    this.place = STORE.take(this);
+    this.bits = STORE.chunk(this.place);
+    this.base = STORE.base(this.place);
     this.bits[this.base] = 1; // sequence number 0: never valid
+  }
+
+  /**
+   * Give the memory of windows released since a peak back, a chunk (1 MB, 4096 windows) or a
+   * few at a time: at most `maxChunks` a call (the sweep calls it). Returns chunks dropped.
+   */
+  static compact(maxChunks: number): number {
+    return STORE.compact(maxChunks);
+  }
+
+  /** Windows in use in this thread, and the 1-MB chunks that hold them. */
+  static get stored(): { windows: number; chunks: number } {
+    return STORE.size;
+  }
+
+  /** The block store moved this window's blocks to `place` (compact; the store's only). */
+  moved(place: number): void {
+    this.place = place;
+    this.bits = STORE.chunk(place);
+    this.base = STORE.base(place);
   }
 
   /**

@@ -16,8 +16,12 @@ import { CableDirection, type Cable, type CableSa } from '../dataplane/cable.js'
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
 import { InboundSa, type OutboundSa } from '../esp/sa.js';
+import { ReplayWindow } from '../esp/replay-window.js';
 import { SpiTable } from '../esp/spi-table.js';
 import type { InboundInstaller } from './key-exchange.js';
+
+/** Replay-window chunks (4096 windows, 1 MB) one sweep may give back at most: 1 MB copied at most. */
+const COMPACT_CHUNKS = 1;
 
 export class SaTable implements InboundInstaller {
   /** Every inbound SA by SPI, current and in grace. */
@@ -150,7 +154,8 @@ export class SaTable implements InboundInstaller {
   /**
    * Retire inbound SAs whose grace time is over, looking at most at `maxSlots` slots of the SPI
    * table from where the last sweep stopped (Host.sweep calls it every 250 ms). (esp-decap refuses an SA
-   * past its retireAt itself: the sweep frees it and its key.)
+   * past its retireAt itself: the sweep frees it and its key.) Then the replay windows'
+   * memory left over from a peak goes back, COMPACT_CHUNKS chunk at most.
    */
   sweep(maxSlots = Infinity): void {
     const now = this.clock.now();
@@ -160,6 +165,7 @@ export class SaTable implements InboundInstaller {
     });
     for (const sa of due) this.retire(sa);
     due.length = 0;
+    ReplayWindow.compact(COMPACT_CHUNKS);
   }
 
   /** The SAs that carry `old` carry `next` from now on, after any of its own. */
