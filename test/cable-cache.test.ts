@@ -188,6 +188,30 @@ test('removeExpired with a slot budget sweeps a big cache a slice at a time, goi
   assert.is(cache.removeExpired(5000, () => {}, 1024), 0, 'nothing left to free');
 });
 
+test('after a peak the sweep gives the slots back: the cables left are found, and the table grows again as cables come', () => {
+  const cache = new CableCache(20_000);
+  const all = Array.from({ length: 20_000 }, (_, k) => {
+    const c = cable(k, k + 1);
+    c.expiresAt = k % 400 === 0 ? 9000 : 1000; // 50 outlive the peak
+    cache.insert(c);
+    return c;
+  });
+  assert.is(cache.slotCount, 65_536, '20k cables: 2^16 slots');
+  let freed = 0;
+  for (let call = 0; call < 64 && freed < 19_950; call++) freed += cache.removeExpired(5000, () => {}, 16_384);
+  assert.is(freed, 19_950);
+  assert.is(cache.size, 50);
+  assert.is(cache.slotCount, 256, '50 cables a quarter full: 256 slots');
+  for (const c of all.filter((x) => x.expiresAt === 9000)) assert.is(cache.findCable(c), c);
+  assert.equal(cache.cablesOf('s400'), [all[400]], 'the identity index is untouched');
+  for (let k = 0; k < 1000; k++) cache.insert(cable(100_000 + k, k));
+  assert.is(cache.size, 1050);
+  assert.is(cache.slotCount, 4096, 'grown again: at least twice the cables');
+  for (const c of all.filter((x) => x.expiresAt === 9000)) assert.is(cache.findCable(c), c);
+  assert.is(cache.removeExpired(5000, () => {}), 0, 'a sweep with nothing to free leaves a table this full as it is');
+  assert.is(cache.slotCount, 4096);
+});
+
 test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
   const cache = new CableCache(4);
   const named = (src: string, dst: string, n: number): Cable => {
