@@ -212,6 +212,21 @@ test('after a peak the sweep gives the slots back: the cables left are found, an
   assert.is(cache.slotCount, 4096);
 });
 
+test('removeExpired frees no more cables a call than its removal budget, and its calls together free every expired cable', () => {
+  const cache = new CableCache(3000);
+  for (let k = 0; k < 3000; k++) {
+    const c = cable(k, k + 1);
+    c.expiresAt = k % 3 === 0 ? 9000 : 1000; // 2000 end together
+    cache.insert(c);
+  }
+  const perCall: number[] = [];
+  for (let n = cache.removeExpired(5000, () => {}, Infinity, 300); n > 0; n = cache.removeExpired(5000, () => {}, Infinity, 300)) perCall.push(n);
+  assert.ok(perCall.every((n) => n <= 300), `at most 300 a call: ${perCall}`);
+  assert.is(perCall.reduce((a, b) => a + b, 0), 2000, 'all of them, over the calls');
+  assert.is(cache.size, 1000);
+  for (const c of cache.all()) assert.is(c.expiresAt, 9000);
+});
+
 test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
   const cache = new CableCache(4);
   const named = (src: string, dst: string, n: number): Cable => {

@@ -162,15 +162,16 @@ export class CableCache {
    * Take out every cable whose lifetime ended at `now` and that is not being verified again
    * (a lookup already treats it as a miss; this frees it and its SA). Returns how many.
    */
-  removeExpired(now: number, removed: (c: Cable) => void, maxSlots = Infinity): number {
-    // At most maxSlots slots from where the last call stopped: a big cache is swept a slice at
-    // a time, so that the sweep never holds the event loop for long. Lookups check lifetimes
-    // themselves; the sweep only frees what ended.
+  removeExpired(now: number, removed: (c: Cable) => void, maxSlots = Infinity, maxRemovals = Infinity): number {
+    // At most maxSlots slots from where the last call stopped, and no further than the slot of
+    // the maxRemovals-th expired cable: a big cache is swept a slice at a time, so that the
+    // sweep never holds the event loop for long, even when a burst of cables made together
+    // ends together. Lookups check lifetimes themselves; the sweep only frees what ended.
     const out = this.expired;
     const slots = this.slots;
     const visit = Math.min(maxSlots, slots.length);
     let s = this.sweepAt & this.mask;
-    for (let k = 0; k < visit; k++, s = (s + 1) & this.mask) {
+    for (let k = 0; k < visit && out.length < maxRemovals; k++, s = (s + 1) & this.mask) {
       const c = slots[s];
       if (c !== null && now >= c.expiresAt && !c.refreshing) out.push(c);
     }
