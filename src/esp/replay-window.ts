@@ -89,7 +89,8 @@ class BlockStore {
       for (let p = last; p < this.used; p++) {
         const w = this.owners[p];
         if (w === null) continue;
-        const to = this.popFree(last); // exists: fewer windows than places below `last`
+        const to = this.popFree(last); // there is one: fewer windows than places below `last`
+        if (to < 0) return dropped; // (were there none, the chunk would simply stay)
         const from = this.chunk(p);
         this.chunk(to).set(from.subarray(this.base(p), this.base(p) + BLOCKS), this.base(to));
         this.owners[to] = w;
@@ -114,6 +115,8 @@ class BlockStore {
 }
 
 const STORE = new BlockStore();
+/** The blocks a released window points at: all zero, never written (a released window accepts nothing). */
+const RELEASED = new Uint32Array(BLOCKS);
 
 export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
@@ -161,6 +164,9 @@ export class ReplayWindow {
     if (this.place < 0) return;
     STORE.give(this.place);
     this.place = -1;
+    // No hold on the chunk, whose place another window takes (and which compact may drop).
+    this.bits = RELEASED;
+    this.base = 0;
   }
 
   /**
