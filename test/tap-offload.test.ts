@@ -366,6 +366,16 @@ test('with offloadUdp off, each UDP datagram is its own frame and arrives the sa
   }
 });
 
+/** Frame `f` is IPv6/UDP to port `port`. */
+function udpTo(f: Buffer, port: number): boolean {
+  return f.readUInt16BE(12) === 0x86dd && f[20] === PROTO_UDP && f.readUInt16BE(56) === port;
+}
+
+/** Run `lines` in python in the guest, after `s` is made a UDP/IPv6 socket. */
+function fromGuest(lines: string[]): void {
+  execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', ['import socket', 's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)', ...lines].join('\n')]);
+}
+
 test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with valid checksums; without offloadUdp the kernel cuts it', async () => {
   const payload = Buffer.from(Array.from({ length: 1000 }, (_, i) => (i * 7 + 3) & 0xff));
   for (const offloadUdp of [true, false]) {
@@ -382,7 +392,7 @@ test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with val
           tap.read(rx, 0, 0);
           for (let i = 0; i < rx.count; i++) {
             const f = Buffer.from(rx.view(i));
-            if (f.readUInt16BE(12) === 0x86dd && f[20] === PROTO_UDP && f.readUInt16BE(56) === 5301) got.push(f);
+            if (udpTo(f, 5301)) got.push(f);
             else others++;
           }
           if (got.length >= 4) {
@@ -391,12 +401,10 @@ test('a guest\'s UDP super-frame (UDP_SEGMENT) is read as its datagrams with val
           }
         });
       });
-      execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', [
-        'import socket',
-        's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+      fromGuest([
         's.setsockopt(17, 103, 300)  # SOL_UDP, UDP_SEGMENT: datagrams of 300 bytes',
         `s.sendto(bytes.fromhex("${payload.toString('hex')}"), ("fd00:77::2", 5301))`,
-      ].join('\n')]);
+      ]);
       await done;
       assert.equal(got.map((f) => f.length), [362, 362, 362, 162], `offloadUdp ${offloadUdp}: 300 + 300 + 300 + 100`);
       for (const f of got) {
@@ -449,7 +457,7 @@ test('a super-frame read when the batch had no room for its datagrams is handed 
         if (calls === 1) pendingAfterFirst = tap.pending;
         for (let i = first; i < rx.count; i++) {
           const f = Buffer.from(rx.view(i));
-          if (f.readUInt16BE(12) === 0x86dd && f[20] === PROTO_UDP && f.readUInt16BE(56) === 5302) got.push(f.length);
+          if (udpTo(f, 5302)) got.push(f.length);
         }
         if (got.length >= 5) {
           clearTimeout(timer);
@@ -458,13 +466,11 @@ test('a super-frame read when the batch had no room for its datagrams is handed 
       });
     });
     // Both sends queue before the event loop turns: one readiness event for the two.
-    execFileSync('ip', ['netns', 'exec', NS, 'python3', '-c', [
-      'import socket',
-      's = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+    fromGuest([
       's.sendto(bytes(100), ("fd00:77::2", 5302))',
       's.setsockopt(17, 103, 300)  # SOL_UDP, UDP_SEGMENT: datagrams of 300 bytes',
       's.sendto(bytes(1000), ("fd00:77::2", 5302))',
-    ].join('\n')]);
+    ]);
     await done;
     assert.equal(got, [162, 362, 362, 362, 162], 'the lone datagram, then the super-frame\'s four, in order');
     assert.ok(pendingAfterFirst, 'the first read kept the super-frame for later');
