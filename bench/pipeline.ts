@@ -323,16 +323,14 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
   }
   const heap0 = heapMb();
   const live = (c: Cable): void => {
-    c.plugTime = NOW;
-    c.refreshAt = NOW + ttl;
-    c.expiresAt = NOW + 2 * ttl;
+    c.lasts(NOW, NOW + ttl, NOW + 2 * ttl);
   };
   const outbound: (OutboundSa | null)[] = [];
   const outer = makeOuterTemplate(h1.address, h2.address, esp ? PROTO_ESP : PROTO_IPV6); // one per peer, as the resolver keeps them
   for (let k = 0; k < n; k++) {
     const dst = identity(prefix, k + 1);
     const c = new Cable(pairHash(port.identity, 0, dst, 0), CableDirection.Egress, port.identity, dst, port.identityText,
-      formatIpv6(dst), Drop.None, egressDecision.rule, egressDecision);
+      formatIpv6(dst), Drop.None, egressDecision.rule, egressDecision, NOW);
     c.srcPort = rig.srcPort;
     c.peerAddr = h2.address;
     c.peerHost = h2.name;
@@ -352,7 +350,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     const srcId = Buffer.from(src.identity);
     const dst = identity(prefix, k + 1);
     const c = new Cable(pairHash(srcId, 0, dst, 0), CableDirection.Ingress, srcId, dst, src.identityText, formatIpv6(dst),
-      Drop.None, ingressDecision.rule, ingressDecision);
+      Drop.None, ingressDecision.rule, ingressDecision, NOW);
     c.localPort = dstPort;
     c.peerAddr = h1.address;
     c.peerHost = h1.name;
@@ -422,12 +420,12 @@ function replugUs(rig: Rig, n: number): number {
   const olds = pickCables(h2.ingressCables, n, 7);
   const t0 = performance.now();
   for (const old of olds) {
-    const next = new Cable(old.hash, old.direction, old.src, old.dst, old.srcText, old.dstText, old.drop, old.rule, old.decision);
+    const next = new Cable(old.hash, old.direction, old.src, old.dst, old.srcText, old.dstText, old.drop, old.rule, old.decision, NOW);
     next.localPort = old.localPort;
     next.peerAddr = old.peerAddr;
     next.peerHost = old.peerHost;
-    next.refreshAt = old.refreshAt;
-    next.expiresAt = old.expiresAt;
+    next.refreshTick = old.refreshTick;
+    next.expiresTick = old.expiresTick;
     h2.ingressCables.insert(next);
     h2.sas.replaced(old, next);
   }

@@ -15,7 +15,9 @@ function id(n: number): Buffer {
 function cable(src: number, dst: number, hash?: number, drop = Drop.None): Cable {
   const s = id(src);
   const d = id(dst);
-  return new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, `s${src}`, `d${dst}`, drop, 'test', null);
+  const c = new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, `s${src}`, `d${dst}`, drop, 'test', null, 0);
+  c.lasts(0, Infinity, Infinity); // the tests sweep at times far below 12 days
+  return c;
 }
 
 function packet(src: number, dst: number): Buffer {
@@ -146,13 +148,13 @@ test('the pair hash spreads: 100k pairs give almost no collisions in 30 bits', (
 test('removeExpired frees the cables whose lifetime ended, except one being verified again', () => {
   const cache = new CableCache(10);
   const live = cable(1, 2);
-  live.expiresAt = 2000;
+  live.expiresTick = 2000;
   const dead = cable(3, 4, 77);
-  dead.expiresAt = 1000;
+  dead.expiresTick = 1000;
   const chained = cable(5, 6, 77); // same hash as dead: still found after its removal
-  chained.expiresAt = 5000;
+  chained.expiresTick = 5000;
   const busy = cable(7, 8);
-  busy.expiresAt = 1000;
+  busy.expiresTick = 1000;
   busy.refreshing = true;
   for (const c of [live, dead, chained, busy]) cache.insert(c);
   const removed: Cable[] = [];
@@ -170,7 +172,7 @@ test('removeExpired with a slot budget sweeps a big cache a slice at a time, goi
   const cache = new CableCache(5000);
   for (let k = 0; k < 5000; k++) {
     const c = cable(k, k + 1);
-    c.expiresAt = k % 2 === 0 ? 1000 : 9000; // half of them ended
+    c.expiresTick = k % 2 === 0 ? 1000 : 9000; // half of them ended
     cache.insert(c);
   }
   const slots = 16_384; // 2^k, at least twice the cables: 5000 -> 16,384
@@ -184,7 +186,7 @@ test('removeExpired with a slot budget sweeps a big cache a slice at a time, goi
   assert.ok(perCall.every((n) => n < 1024 / 2 + 50), `no slice did more than its share: ${perCall}`);
   assert.ok(perCall.filter((n) => n > 0).length > 10, `the work is spread over the slices: ${perCall}`);
   assert.is(cache.size, 2500);
-  for (const c of cache.all()) assert.is(c.expiresAt, 9000);
+  for (const c of cache.all()) assert.is(c.expiresTick, 9000);
   assert.is(cache.removeExpired(5000, () => {}, 1024), 0, 'nothing left to free');
 });
 
@@ -192,7 +194,7 @@ test('after a peak the sweep gives the slots back: the cables left are found, an
   const cache = new CableCache(20_000);
   const all = Array.from({ length: 20_000 }, (_, k) => {
     const c = cable(k, k + 1);
-    c.expiresAt = k % 400 === 0 ? 9000 : 1000; // 50 outlive the peak
+    c.expiresTick = k % 400 === 0 ? 9000 : 1000; // 50 outlive the peak
     cache.insert(c);
     return c;
   });
@@ -202,12 +204,12 @@ test('after a peak the sweep gives the slots back: the cables left are found, an
   assert.is(freed, 19_950);
   assert.is(cache.size, 50);
   assert.is(cache.slotCount, 256, '50 cables a quarter full: 256 slots');
-  for (const c of all.filter((x) => x.expiresAt === 9000)) assert.is(cache.findCable(c), c);
+  for (const c of all.filter((x) => x.expiresTick === 9000)) assert.is(cache.findCable(c), c);
   assert.equal(cache.cablesOf('s400'), [all[400]], 'the identity index is untouched');
   for (let k = 0; k < 1000; k++) cache.insert(cable(100_000 + k, k));
   assert.is(cache.size, 1050);
   assert.is(cache.slotCount, 4096, 'grown again: at least twice the cables');
-  for (const c of all.filter((x) => x.expiresAt === 9000)) assert.is(cache.findCable(c), c);
+  for (const c of all.filter((x) => x.expiresTick === 9000)) assert.is(cache.findCable(c), c);
   assert.is(cache.removeExpired(5000, () => {}), 0, 'a sweep with nothing to free leaves a table this full as it is');
   assert.is(cache.slotCount, 4096);
 });
@@ -216,7 +218,7 @@ test('removeExpired frees no more cables a call than its removal budget, and its
   const cache = new CableCache(3000);
   for (let k = 0; k < 3000; k++) {
     const c = cable(k, k + 1);
-    c.expiresAt = k % 3 === 0 ? 9000 : 1000; // 2000 end together
+    c.expiresTick = k % 3 === 0 ? 9000 : 1000; // 2000 end together
     cache.insert(c);
   }
   const perCall: number[] = [];
@@ -224,7 +226,7 @@ test('removeExpired frees no more cables a call than its removal budget, and its
   assert.ok(perCall.every((n) => n <= 300), `at most 300 a call: ${perCall}`);
   assert.is(perCall.reduce((a, b) => a + b, 0), 2000, 'all of them, over the calls');
   assert.is(cache.size, 1000);
-  for (const c of cache.all()) assert.is(c.expiresAt, 9000);
+  for (const c of cache.all()) assert.is(c.expiresTick, 9000);
 });
 
 test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
@@ -232,7 +234,7 @@ test('the identity index follows inserts, replacements, removals and evictions, 
   const named = (src: string, dst: string, n: number): Cable => {
     const s = id(n);
     const d = id(n + 100);
-    return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, src, dst, Drop.None, 'test', null);
+    return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, src, dst, Drop.None, 'test', null, 0);
   };
   const sorted = (xs: readonly Cable[]): Cable[] => [...xs].sort((a, b) => a.hash - b.hash);
   const a = named('A', 'B', 1);

@@ -11,6 +11,7 @@ import { CableCache } from '../src/dataplane/cable-cache.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Drop } from '../src/base/drops.js';
 import { MemoryLogger } from '../src/base/log.js';
+import { msOf, tickOf } from '../src/base/ticks.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { DEFAULT_HARD_SEQ, OutboundSa } from '../src/esp/sa.js';
 import { SaTable } from '../src/switch/sa-table.js';
@@ -29,12 +30,18 @@ function id(n: number): Buffer {
 function ingress(n: number): Cable {
   const s = id(n);
   const d = id(1);
-  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, `s${n}`, 'd1', Drop.None, 'test', null);
+  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, `s${n}`, 'd1', Drop.None, 'test', null, 0);
+}
+
+/** When `sa` stops accepting packets (ms since 1970), told at `now`; Infinity while it is current. */
+function retireAt(sa: CableSa, now: number): number {
+  return sa.current ? Infinity : msOf(now, sa.retireTick);
 }
 
 function setup(max = 100): { table: SaTable; cache: CableCache; cipher: NodeEspCipher; clock: { t: number; now: () => number }; key: () => number } {
   const cipher = new NodeEspCipher();
-  const clock = { t: 1_000_000, now(): number { return this.t; } };
+  // 100 s before the int32 tick wraps (src/base/ticks.ts): the SAs' times cross it.
+  const clock = { t: 2 ** 40 + 2 ** 31 - 100_000, now(): number { return this.t; } };
   let table!: SaTable;
   const cache = new CableCache(max, (c) => table.evicted(c));
   const egress = new CableCache(max);
@@ -54,7 +61,7 @@ test('a rekey makes the new SA current; the old one serves its grace time, then 
   assert.is(cache.size, 1, 'one cable per pair');
   assert.is(table.inboundOf(c2), b);
   assert.is(table.inboundOf(c1), undefined);
-  assert.is(a.retireAt, clock.t + GRACE);
+  assert.is(retireAt(a, clock.t), clock.t + GRACE);
   assert.is(table.currentPairs, 1);
   assert.is(table.spis.size, 2);
   clock.t += GRACE - 1;
@@ -73,7 +80,7 @@ test('a replaced cable hands every SA that carries it to the next one; eviction 
   const c1 = ingress(3);
   const a = table.installInbound(c1, 0x1000, key(), 7);
   const b = table.installInbound(c1, 0x2000, key(), 7); // a rekey onto the same cable object
-  assert.is(a.retireAt, clock.t + GRACE);
+  assert.is(retireAt(a, clock.t), clock.t + GRACE);
   const c2 = ingress(3);
   cache.insert(c2);
   table.replaced(c1, c2);
@@ -98,7 +105,7 @@ test('a cable moved away: its SAs carry the moved cable until the move grace, an
   const moved = ingress(4);
   table.movedAway(c1, moved, clock.t + 50);
   assert.is(a.cable, moved);
-  assert.is(a.retireAt, clock.t + 50);
+  assert.is(retireAt(a, clock.t), clock.t + 50);
   assert.is(table.inboundOf(moved), undefined);
   assert.is(table.currentPairs, 0);
   clock.t += 50;
@@ -157,20 +164,21 @@ test('a random run of installs, rekeys, replacements, moves, evictions and sweep
     for (const [s, m] of model) {
       const sa = table.spis.get(s) as CableSa;
       assert.ok(sa, `SPI ${s} at step ${step}`);
-      assert.is(sa.retireAt, m.retireAt, `retireAt of ${s} at step ${step}`);
+      assert.is(retireAt(sa, clock.t), m.retireAt, `retireAt of ${s} at step ${step}`);
       assert.is(sa.cable, m.cable, `cable of ${s} at step ${step}`);
       if (m.retireAt === Infinity) assert.is(table.inboundOf(cableOf(m.pair)!), sa, `current of pair ${m.pair} at step ${step}`);
     }
     assert.is(table.currentPairs, [...model.values()].filter((m) => m.retireAt === Infinity).length);
     assert.is(cipher.keyCount, model.size, `keys at step ${step}`);
   }
+  assert.ok(tickOf(clock.t) < 0, 'the run crossed the int32 wrap of the ticks');
 });
 
 /** An egress cable of pair (1 -> n) to `peer` with an SA of SPI `spi`. */
 function egress(n: number, peer: number, sa: OutboundSa): Cable {
   const s = id(1);
   const d = id(n);
-  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, 's1', `d${n}`, Drop.None, 'test', null);
+  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, 's1', `d${n}`, Drop.None, 'test', null, 0);
   c.peerAddr = peer;
   c.sa = sa;
   return c;

@@ -13,6 +13,7 @@ import { createCa, issueVmCertificate, loadCa, readHostCertificate, validityFrom
 import { vmCredentials } from '../src/switch/host-keys.js';
 import { CableDirection, type Cable } from '../src/dataplane/cable.js';
 import { Drop, dropName } from '../src/base/drops.js';
+import { tickOf } from '../src/base/ticks.js';
 import type { BindingRecord } from '../src/trust/records.js';
 import type { Host } from '../src/switch/host.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
@@ -167,7 +168,7 @@ test('an older binding replayed by the store after a newer one was seen is refus
   db.close();
   assert.is((await c.o.off.cloud.store.lookup(v))!.epoch, old.epoch);
   const egress = cable(c.h1, CableDirection.Egress, 'web1', 'web2', c.o)!;
-  egress.expiresAt = 0; // make the next packet verify again
+  egress.expiresTick = tickOf(c.h1.clock.now()); // make the next packet verify again
   await ping(c.o);
   const now = cable(c.h1, CableDirection.Egress, 'web1', 'web2', c.o)!;
   assert.is(dropName(now.drop), dropName(Drop.VerifyOldEpoch));

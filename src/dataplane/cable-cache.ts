@@ -21,6 +21,7 @@
 import { BATCH_MAX, Next, type Batch } from './batch.js';
 import { CableDirection, type Cable } from './cable.js';
 import { pairHash } from './pair-hash.js';
+import { reached, tickOf } from '../base/ticks.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 
 /** The hash of an empty slot (pair hashes are non-negative). */
@@ -171,9 +172,10 @@ export class CableCache {
     const slots = this.slots;
     const visit = Math.min(maxSlots, slots.length);
     let s = this.sweepAt & this.mask;
+    const t = tickOf(now);
     for (let k = 0; k < visit && out.length < maxRemovals; k++, s = (s + 1) & this.mask) {
       const c = slots[s];
-      if (c !== null && now >= c.expiresAt && !c.refreshing) out.push(c);
+      if (c !== null && reached(t, c.expiresTick) && !c.refreshing) out.push(c);
     }
     this.sweepAt = s;
     const n = out.length;

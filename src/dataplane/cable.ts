@@ -7,6 +7,7 @@
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import type { DirectionDecision, FlowState } from './decision.js';
 import { Drop } from '../base/drops.js';
+import { deadline, tickOf } from '../base/ticks.js';
 
 export const enum CableDirection {
   /** src is a VM on this host; packets leave through encap or go to a local VM. */
@@ -38,12 +39,13 @@ export class Cable {
   /** Initiate-only flow state, shared with the cable of the reverse direction. */
   flows: FlowState | null = null;
 
-  // Lifetime (ms since the epoch).
-  plugTime = 0;
-  /** After this, the cable keeps forwarding while the upcall verifies it again. */
-  refreshAt = Infinity;
-  /** After this, the cable is a miss (negative entries, time-window edges). */
-  expiresAt = Infinity;
+  // Lifetime, in ticks (src/base/ticks.ts): int32 milliseconds, so no boxed number per time.
+  /** When it was plugged. */
+  plugTick = 0;
+  /** From this tick on, the cable keeps forwarding while the upcall verifies it again. */
+  refreshTick = 0;
+  /** From this tick on, the cable is a miss (negative entries, time-window edges). */
+  expiresTick = 0;
   refreshing = false;
   /** The far end's binding changed during the refresh: verify once more when it answers. */
   refreshAgain = false;
@@ -77,7 +79,12 @@ export class Cable {
     /** What decided: a policy rule, a verification step, a store lookup. */
     readonly rule: string,
     readonly decision: DirectionDecision | null,
+    /** When it is plugged (ms since 1970). It is a miss from then on until lasts() gives it a life. */
+    now: number,
   ) {
+    this.plugTick = tickOf(now);
+    this.refreshTick = this.plugTick;
+    this.expiresTick = this.plugTick;
     this.s0 = word(src, 0);
     this.s1 = word(src, 4);
     this.s2 = word(src, 8);
@@ -86,6 +93,12 @@ export class Cable {
     this.d1 = word(dst, 4);
     this.d2 = word(dst, 8);
     this.d3 = word(dst, 12);
+  }
+
+  /** Verified again from `refreshAt`, a miss from `expiresAt` (ms since 1970; Infinity: never), told at `now`. */
+  lasts(now: number, refreshAt: number, expiresAt: number): void {
+    this.refreshTick = deadline(now, refreshAt);
+    this.expiresTick = deadline(now, expiresAt);
   }
 
   /** The source identity, 16 bytes, made from the words (a new Buffer: for the control plane). */

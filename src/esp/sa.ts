@@ -7,6 +7,7 @@
 // Inbound: the anti-replay window, the peer host it must come from, and what it carries
 // (for the data path, the cable whose pair the inner packet must match).
 
+import { MAX_AHEAD_MS, tickOf } from '../base/ticks.js';
 import { ReplayWindow } from './replay-window.js';
 
 /** Limits of an outbound SA. Packet and byte limits are below 2^53, so numbers count them exactly. */
@@ -29,8 +30,8 @@ export class OutboundSa {
   bytes = 0;
   /** Set once a soft limit is crossed, so the rekey is asked for once. */
   rekeyRequested = false;
-  private readonly hardHi: number;
-  private readonly hardLo: number;
+  /** When it was made, in ticks (src/base/ticks.ts). */
+  readonly createdTick: number;
 
   constructor(
     readonly spi: number,
@@ -38,11 +39,11 @@ export class OutboundSa {
     readonly key: number,
     /** Underlay IPv4 address (uint32) of the peer host that chose the SPI. */
     readonly peer: number,
-    readonly createdAt: number,
+    createdAt: number,
+    /** Shared by the host's SAs: read from here, the limits cost an SA no field of its own. */
     readonly limits: SaLimits,
   ) {
-    this.hardHi = limits.hardSeq[0];
-    this.hardLo = limits.hardSeq[1];
+    this.createdTick = tickOf(createdAt);
   }
 
   /** Carry on an SA another process sent on: its next packet goes out with sequence number (hi, lo) + 1. */
@@ -53,16 +54,17 @@ export class OutboundSa {
 
   /** Take the next sequence number; false when the hard limit is reached (nothing is sent). */
   advance(): boolean {
-    if (this.seqHi > this.hardHi || (this.seqHi === this.hardHi && this.seqLo >= this.hardLo)) return false;
+    const hard = this.limits.hardSeq;
+    if (this.seqHi > hard[0] || (this.seqHi === hard[0] && this.seqLo >= hard[1])) return false;
     this.seqLo = (this.seqLo + 1) >>> 0;
     if (this.seqLo === 0) this.seqHi = (this.seqHi + 1) >>> 0;
     return true;
   }
 
-  /** True when a soft limit is crossed at `now` (ms). */
+  /** True when a soft limit is crossed at `now` (ms). An SA is rekeyed at 12.4 days of age at the latest (MAX_AHEAD_MS). */
   wantsRekey(now: number): boolean {
     const l = this.limits;
-    return this.packets >= l.softPackets || this.bytes >= l.softBytes || now - this.createdAt >= l.softAgeMs;
+    return this.packets >= l.softPackets || this.bytes >= l.softBytes || ((tickOf(now) - this.createdTick) | 0) >= Math.min(l.softAgeMs, MAX_AHEAD_MS);
   }
 }
 
@@ -71,8 +73,9 @@ export class InboundSa<C> {
   readonly window = new ReplayWindow();
   packets = 0;
   bytes = 0;
-  /** After a rekey the old SA stays until this time (ms) for packets in flight; Infinity while current. */
-  retireAt = Infinity;
+  /** The pair's current SA. After a rekey, the old one is no longer current and stays until retireTick for packets in flight. */
+  current = true;
+  retireTick = 0;
   /** The next older SA that carries the same cable (the SA table keeps them as a list from the cable). */
   older: InboundSa<C> | null = null;
 
@@ -83,6 +86,5 @@ export class InboundSa<C> {
     readonly peer: number,
     /** What the SA carries: the ingress cable (remote source -> local destination). */
     public cable: C,
-    readonly createdAt: number,
   ) {}
 }

@@ -3,6 +3,7 @@
 
 import { dropName } from '../base/drops.js';
 import { formatIpv4 } from '../base/address.js';
+import { msOf } from '../base/ticks.js';
 import { CableDirection, type Cable } from '../dataplane/cable.js';
 import { FlowMode } from '../dataplane/decision.js';
 import type { Host } from './host.js';
@@ -45,7 +46,7 @@ export function cableInfo(host: Host, vmOf: ReadonlyMap<string, string>, now: nu
       packets: c.packets,
       bytes: c.bytes,
       drops: c.drops,
-      ageSeconds: Math.round((now - c.plugTime) / 1000),
+      ageSeconds: Math.round((now - msOf(now, c.plugTick)) / 1000),
     };
   };
   return [...host.egressCables.all(), ...host.ingressCables.all()].map(info);

@@ -4,6 +4,7 @@
 
 import { LRUCache } from 'lru-cache';
 import { Drop, dropName } from '../base/drops.js';
+import { deadline } from '../base/ticks.js';
 import type { Trace } from '../base/trace.js';
 import { Cable } from '../dataplane/cable.js';
 import { FlowMode, type DirectionDecision, type FlowState } from '../dataplane/decision.js';
@@ -34,8 +35,7 @@ export class CableMaker {
 
   /** An unplugged cable: a miss again after `ms`. */
   unplugged(c: Cable, now: number, ms: number, trace?: Trace): Cable {
-    c.refreshAt = Infinity;
-    c.expiresAt = now + Math.max(ms, 0);
+    c.lasts(now, Infinity, now + Math.max(ms, 0));
     trace?.step('decision', `unplug: ${dropName(c.drop)} (${c.rule})`, 'fail');
     return c;
   }
@@ -43,16 +43,15 @@ export class CableMaker {
   /** A plugged cable: verified again after ttl, never used beyond 2 ttl, a time-window edge or the binding's end. */
   plugged(c: Cable, now: number, decision: DirectionDecision, rec: BindingRecord): Cable {
     const ttl = this.settings.ttl * 1000;
-    c.refreshAt = now + ttl;
     c.epoch = rec.epoch;
     const bindingEnd = Date.parse(rec.notAfter);
-    c.expiresAt = Math.min(now + 2 * ttl, decision.validUntil, Number.isNaN(bindingEnd) ? Infinity : bindingEnd);
+    c.lasts(now, now + ttl, Math.min(now + 2 * ttl, decision.validUntil, Number.isNaN(bindingEnd) ? Infinity : bindingEnd));
     return c;
   }
 
   /** The store does not answer: keep a plugged cable until its hard expiry, ask again soon. */
   keepWhileStoreDown(previous: Cable, now: number, trace?: Trace): Cable {
-    previous.refreshAt = now + RETRY_MS;
+    previous.refreshTick = deadline(now, now + RETRY_MS);
     trace?.step('decision', 'store unreachable: the plugged cable stays until it expires', 'info');
     return previous;
   }
@@ -62,7 +61,7 @@ export class CableMaker {
    * verified at (a replayed binding): the newer verification stands, the cable stays.
    */
   keepVerified(previous: Cable, now: number, trace?: Trace): Cable {
-    previous.refreshAt = now + this.settings.ttl * 1000;
+    previous.refreshTick = deadline(now, now + this.settings.ttl * 1000);
     trace?.step('decision', `the store answered an older epoch than epoch ${previous.epoch} this cable was verified at: kept`, 'info');
     return previous;
   }
@@ -108,8 +107,5 @@ export type SavedFlows = [string, [number, number, number][]][];
  * for good (the port's other cables went with it; this one was in flight).
  */
 export function gone(previous: Cable, now: number): Cable {
-  const c = new Cable(previous.hash, previous.direction, previous.src, previous.dst, previous.srcText, previous.dstText, Drop.PortGone, 'the VM port was detached', null);
-  c.plugTime = now;
-  c.expiresAt = now;
-  return c;
+  return new Cable(previous.hash, previous.direction, previous.src, previous.dst, previous.srcText, previous.dstText, Drop.PortGone, 'the VM port was detached', null, now);
 }

@@ -11,6 +11,7 @@
 
 import { formatIpv4, parseIpv6Address } from '../base/address.js';
 import type { Logger } from '../base/log.js';
+import { msOf } from '../base/ticks.js';
 import { pairHash } from '../dataplane/pair-hash.js';
 import type { EspAlgorithm, EspCipher, KeyMaterial } from '../esp/esp-cipher.js';
 import type { WindowState } from '../esp/replay-window.js';
@@ -101,6 +102,7 @@ function seqPlus(hi: number, lo: number, n: number): [number, number] {
 
 /** The state of `host` as it stands: call only once it stopped reading (nothing changes it any more). */
 export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
+  const now = host.clock.now();
   const egress: SavedEgress[] = [];
   for (const c of host.egressCables.all()) {
     if (!c.plugged || !host.ports.has(c.srcPort)) continue;
@@ -110,7 +112,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
       const m = cipher.exportKey(c.sa.key);
       if (!m) continue;
       const [seqHi, seqLo] = seqPlus(c.sa.seqHi, c.sa.seqLo, SEQ_MARGIN);
-      sa = { spi: c.sa.spi, peer: c.sa.peer, createdAt: c.sa.createdAt, seqHi, seqLo, packets: c.sa.packets, bytes: c.sa.bytes, key: saveKey(m) };
+      sa = { spi: c.sa.spi, peer: c.sa.peer, createdAt: msOf(now, c.sa.createdTick), seqHi, seqLo, packets: c.sa.packets, bytes: c.sa.bytes, key: saveKey(m) };
       m.key.fill(0);
     }
     egress.push({ srcVm, dst: c.dstText, packets: c.packets, bytes: c.bytes, drops: c.drops, sa });
@@ -124,7 +126,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
     const current = host.sas.inboundOf(c) === sa;
     inbound.push({
       spi: sa.spi, peer: sa.peer, peerHost: c.peerHost, src: c.srcText, dstVm: host.ports.at(c.localPort).name,
-      current, retireAt: current ? null : sa.retireAt, packets: sa.packets, bytes: sa.bytes, window: sa.window.save(), key: saveKey(m),
+      current, retireAt: current || sa.current ? null : msOf(now, sa.retireTick), packets: sa.packets, bytes: sa.bytes, window: sa.window.save(), key: saveKey(m),
       counters: current ? { packets: c.packets, bytes: c.bytes, drops: c.drops } : undefined,
     });
     m.key.fill(0);

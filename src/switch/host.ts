@@ -97,6 +97,10 @@ export class Host implements HostView {
   readonly maker: CableMaker;
   /** Limits of the outbound SAs this host makes. */
   readonly saLimits: SaLimits;
+  /** The host's clock (the data path reads it once per batch). */
+  get clock(): Clock {
+    return this.parts.clock;
+  }
   readonly egress: Pipeline;
   readonly ingress: Pipeline;
   private readonly tx: TxFanout;

@@ -61,11 +61,10 @@ export class Receiver {
     if (r.kind === 'store-error') return { ok: false, drop: r.drop, detail: r.detail };
     if (r.kind === 'refused') return { ok: false, drop: r.drop, detail: r.detail };
     const src = parseIpv6Address(req.src);
-    const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, req.src, port.identityText, Drop.None, r.decision.rule, r.decision);
+    const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, req.src, port.identityText, Drop.None, r.decision.rule, r.decision, now);
     cable.localPort = portIndex;
     cable.peerAddr = req.initiatorAddress;
     cable.peerHost = req.initiatorHost;
-    cable.plugTime = now;
     cable.flows = this.maker.flowsFor(r.decision, port.identityText, req.src, privateFlows);
     this.maker.plugged(cable, now, r.decision, r.record);
     return { ok: true, cable };
@@ -80,10 +79,9 @@ export class Receiver {
     const srcText = formatIpv6(src);
     const r = await this.checks(srcText, port, formatIpv4(outerSrc), undefined, trace);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Ingress, src, port.identity, srcText, port.identityText, drop, rule, decision);
+      const c = new Cable(hash, CableDirection.Ingress, src, port.identity, srcText, port.identityText, drop, rule, decision, now);
       c.localPort = portIndex;
       c.peerAddr = outerSrc;
-      c.plugTime = now;
       return c;
     };
     if (r.kind === 'store-error') {

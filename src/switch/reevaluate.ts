@@ -6,6 +6,7 @@
 
 import { Drop } from '../base/drops.js';
 import type { Clock } from '../base/clock.js';
+import { deadline, earlier, tickOf } from '../base/ticks.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { Policy } from '../policy/decision.js';
@@ -79,13 +80,11 @@ export class Reevaluator {
     }
     for (const c of this.caches.ingress.cablesOf(identity)) {
       if (c.dstText !== identity) continue;
-      const moved = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, Drop.VmMoved, `${c.dstText} left this host`, null);
+      const moved = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, Drop.VmMoved, `${c.dstText} left this host`, null, now);
       moved.localPort = -1;
       moved.peerAddr = c.peerAddr;
       moved.peerHost = c.peerHost;
-      moved.plugTime = now;
-      moved.refreshAt = Infinity;
-      moved.expiresAt = now + graceMs;
+      moved.lasts(now, Infinity, now + graceMs);
       moved.packets = c.packets;
       moved.bytes = c.bytes;
       moved.drops = c.drops;
@@ -96,7 +95,7 @@ export class Reevaluator {
   }
 
   private push(c: Cable, now: number): number {
-    c.refreshAt = now;
+    c.refreshTick = tickOf(now);
     this.refresh(c);
     return 1;
   }
@@ -110,10 +109,10 @@ export class Reevaluator {
     const d = this.policy.decide(c.srcText, c.dstText, now);
     const reshaped = d.drop === Drop.None && (c.decision === null || d.encrypt !== c.decision.encrypt || d.flow !== c.decision.flow);
     if (!c.plugged || reshaped) {
-      c.expiresAt = now;
+      c.expiresTick = tickOf(now);
       return;
     }
-    const next = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, d.drop, d.rule, d);
+    const next = new Cable(c.hash, c.direction, c.src, c.dst, c.srcText, c.dstText, d.drop, d.rule, d, now);
     next.srcPort = c.srcPort;
     next.localPort = c.localPort;
     next.peerAddr = c.peerAddr;
@@ -122,9 +121,12 @@ export class Reevaluator {
     next.sa = c.sa;
     next.flows = c.flows;
     next.epoch = c.epoch;
-    next.plugTime = now;
-    next.refreshAt = d.drop === Drop.None ? c.refreshAt : Infinity;
-    next.expiresAt = d.drop === Drop.None ? Math.min(c.expiresAt, d.validUntil) : now + this.negativeTtl * 1000;
+    if (d.drop === Drop.None) {
+      next.refreshTick = c.refreshTick;
+      next.expiresTick = earlier(c.expiresTick, deadline(now, d.validUntil));
+    } else {
+      next.lasts(now, Infinity, now + this.negativeTtl * 1000);
+    }
     next.packets = c.packets;
     next.bytes = c.bytes;
     next.drops = c.drops;

@@ -2,7 +2,7 @@
 // table), one current SA per identity pair, the previous ones kept for `grace` after a rekey
 // (make-before-break) and then retired with their key. Each ingress cable lists the SAs that
 // carry it, newest first (Cable.inbound, then InboundSa.older): the first is the pair's
-// current SA while its retireAt is Infinity. So a cable that is replaced (a refresh, a policy
+// current SA while it is marked current. So a cable that is replaced (a refresh, a policy
 // change, a move) hands its SAs to the next one without a walk over every SA, and no key
 // per pair is kept besides the cable cache's. Outbound SAs live in their egress cables; here
 // they lose their key when the cable leaves the cache, is replaced, or the peer says it no
@@ -12,6 +12,7 @@
 
 import type { Clock } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
+import { earlier, reached, tickOf } from '../base/ticks.js';
 import { CableDirection, type Cable, type CableSa } from '../dataplane/cable.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
@@ -30,7 +31,7 @@ export class SaTable implements InboundInstaller {
   /** SAs whose grace time is over, gathered by sweep() before they are retired; where the next sweep goes on. */
   private readonly due: CableSa[] = [];
   private sweepAt = 0;
-  /** Inbound SAs with no end of life set (retireAt Infinity): one per pair with a current SA. */
+  /** Inbound SAs with no end of life set (current): one per pair with a current SA. */
   private current = 0;
   /** Egress cables with an SA, by the peer's address and the SPI it chose. */
   private readonly outbound = new Map<number, SpiTable<Cable>>();
@@ -53,7 +54,7 @@ export class SaTable implements InboundInstaller {
       const old = c === undefined ? undefined : currentOf(c);
       if (old) this.retireBy(old, now + this.graceMs);
     }
-    const sa = new InboundSa(spi, key, peer, cable, now);
+    const sa = new InboundSa(spi, key, peer, cable);
     this.current++;
     sa.older = cable.inbound;
     cable.inbound = sa;
@@ -154,14 +155,14 @@ export class SaTable implements InboundInstaller {
   /**
    * Retire inbound SAs whose grace time is over, looking at most at `maxSlots` slots of the SPI
    * table from where the last sweep stopped (Host.sweep calls it every 250 ms). (esp-decap refuses an SA
-   * past its retireAt itself: the sweep frees it and its key.) Then the replay windows'
+   * past its retireTick itself: the sweep frees it and its key.) Then the replay windows'
    * memory left over from a peak goes back, COMPACT_CHUNKS chunk at most.
    */
   sweep(maxSlots = Infinity): void {
-    const now = this.clock.now();
+    const now = tickOf(this.clock.now());
     const due = this.due;
     this.sweepAt = this.spis.scan(this.sweepAt, maxSlots, (sa) => {
-      if (now >= sa.retireAt) due.push(sa);
+      if (!sa.current && reached(now, sa.retireTick)) due.push(sa);
     });
     for (const sa of due) this.retire(sa);
     due.length = 0;
@@ -193,14 +194,20 @@ export class SaTable implements InboundInstaller {
     if (t!.size === 0) this.outbound.delete(sa.peer);
   }
 
-  /** `sa` accepts packets until `at` at the latest. */
+  /** `sa` accepts packets until `at` (ms since 1970, at most an hour or so ahead; Infinity: no end) at the latest. */
   retireBy(sa: CableSa, at: number): void {
-    if (sa.retireAt === Infinity && at !== Infinity) this.current--;
-    sa.retireAt = Math.min(sa.retireAt, at);
+    if (at === Infinity) return;
+    if (sa.current) {
+      sa.current = false;
+      sa.retireTick = tickOf(at);
+      this.current--;
+    } else {
+      sa.retireTick = earlier(sa.retireTick, tickOf(at));
+    }
   }
 
   private retire(sa: CableSa): void {
-    if (sa.retireAt === Infinity) this.current--;
+    if (sa.current) this.current--;
     this.spis.delete(sa.spi);
     // Out of its cable's list.
     const c = sa.cable;
@@ -216,5 +223,5 @@ export class SaTable implements InboundInstaller {
 /** The pair's current SA on `c`: the newest that carries it, unless that one is in its grace time. */
 function currentOf(c: Cable): CableSa | undefined {
   const sa = c.inbound;
-  return sa !== null && sa.retireAt === Infinity ? sa : undefined;
+  return sa !== null && sa.current ? sa : undefined;
 }

@@ -63,9 +63,8 @@ export class Sender {
     const now = this.clock.now();
     const dstText = formatIpv6(dst);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, port.identityText, dstText, drop, rule, decision);
+      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, port.identityText, dstText, drop, rule, decision, now);
       c.srcPort = portIndex;
-      c.plugTime = now;
       return c;
     };
     trace?.step('upcall', `miss for ${port.name} (${port.identityText}) -> ${dstText} on host ${this.host.name}`);

@@ -5,6 +5,7 @@
 import { Next, type Batch } from '../batch.js';
 import { BatchLookup, type CableCache } from '../cable-cache.js';
 import { Drop, PLUG_REASONS } from '../../base/drops.js';
+import { reached, tickOf } from '../../base/ticks.js';
 import { drop, type Stage } from '../stage.js';
 import type { Upcall } from '../upcall.js';
 
@@ -22,12 +23,13 @@ export class CableLookup implements Stage {
 
   process(b: Batch, now: number): void {
     const { hashes, cables } = this.found;
+    const t = tickOf(now);
     this.cache.findBatch(b, 0, this.found); // the cache does not change until the loop below
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
       const c = cables[i];
       cables[i] = undefined;
-      if (c === undefined || now >= c.expiresAt) {
+      if (c === undefined || reached(t, c.expiresTick)) {
         this.misses++;
         const r = this.upcall.holdEgress(b, i, hashes[i]);
         if (r !== Drop.None) drop(b, i, r);
@@ -39,7 +41,7 @@ export class CableLookup implements Stage {
         drop(b, i, c.drop);
         continue;
       }
-      if (now >= c.refreshAt) this.upcall.refresh(c);
+      if (reached(t, c.refreshTick)) this.upcall.refresh(c);
       b.ref[i] = c;
     }
   }

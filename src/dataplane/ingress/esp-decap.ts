@@ -7,6 +7,7 @@
 
 import { BATCH_MAX, Next, PacketFlag, type Batch } from '../batch.js';
 import { Drop } from '../../base/drops.js';
+import { reached, tickOf } from '../../base/ticks.js';
 import { readU32 } from '../../wire/ipv4.js';
 import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import type { CableSa } from '../cable.js';
@@ -36,6 +37,7 @@ export class EspDecap implements Stage {
   process(b: Batch, now: number): void {
     const buf = b.data;
     const jobs = this.jobs;
+    const t = tickOf(now);
     jobs.count = 0;
     // In passes, each reaching one step further into memory (the SA table, the SA, its replay
     // window), so that the cache misses of different packets overlap instead of waiting
@@ -50,7 +52,7 @@ export class EspDecap implements Stage {
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const sa = sas[i];
-      if (sa === undefined || now >= sa.retireAt) drop(b, i, Drop.EspUnknownSpi);
+      if (sa === undefined || (!sa.current && reached(t, sa.retireTick))) drop(b, i, Drop.EspUnknownSpi);
       else if (sa.peer !== b.peer[i]) drop(b, i, Drop.EspWrongPeer);
     }
     for (let i = 0; i < b.count; i++) {

@@ -8,6 +8,7 @@ import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
 import { BatchLookup, type CableCache } from '../cable-cache.js';
 import { Drop, PLUG_REASONS } from '../../base/drops.js';
+import { reached, tickOf } from '../../base/ticks.js';
 import { IPV6_OFF_DST } from '../../wire/ipv6.js';
 import { drop, type Stage } from '../stage.js';
 import type { PortTable } from '../port-table.js';
@@ -33,6 +34,7 @@ export class PairCheck implements Stage {
   process(b: Batch, now: number): void {
     const buf = b.data;
     const { hashes, cables } = this.found;
+    const t = tickOf(now);
     this.cache.findBatch(b, PacketFlag.Esp, this.found); // IPv6-in-IPv4 only; the cache does not change until the loop below
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
@@ -43,10 +45,10 @@ export class PairCheck implements Stage {
         if (c.drop !== Drop.None) {
           // Unplugged after its SA was made (a refresh refused it). Its SA keeps it, so no miss
           // will ever ask again: once the refusal is old enough, verify it again here.
-          if (now >= c.expiresAt) this.upcall.refresh(c);
+          if (reached(t, c.expiresTick)) this.upcall.refresh(c);
           c.drops++;
           drop(b, i, c.drop);
-        } else if (now >= c.refreshAt) {
+        } else if (reached(t, c.refreshTick)) {
           this.upcall.refresh(c);
         }
         continue;
@@ -54,7 +56,7 @@ export class PairCheck implements Stage {
       const hash = hashes[i];
       const c = cables[i];
       cables[i] = undefined;
-      if (c === undefined || now >= c.expiresAt) {
+      if (c === undefined || reached(t, c.expiresTick)) {
         const port = this.ports.portOf(buf, ip + IPV6_OFF_DST);
         if (port < 0) {
           drop(b, i, Drop.InnerUnknownDestination);
@@ -72,7 +74,7 @@ export class PairCheck implements Stage {
       } else if (c.decision !== null && c.decision.encrypt) {
         drop(b, i, Drop.Ip6in4EncryptionRequired);
       } else {
-        if (now >= c.refreshAt) this.upcall.refresh(c);
+        if (reached(t, c.refreshTick)) this.upcall.refresh(c);
         b.ref[i] = c;
       }
     }
