@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { KX_ANSWER, KX_INIT, NotifyReason, encodeInit, encodeNotify, ephemeralKey } from '../src/esp/handshake.js';
+import { KX_ANSWER, KX_INIT, NotifyReason, decodeAnswer, encodeAnswer, encodeInit, encodeNotify, ephemeralKey } from '../src/esp/handshake.js';
 import { Drop } from '../src/base/drops.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
@@ -284,6 +284,55 @@ test('a NOTIFY about an SPI the host does not send on is not verified; one about
   await until(() => c.notifiesReceived === 1, 'the signed NOTIFY received');
   assert.is(h1.egressCables.findCable(cable), undefined, 'the cable is unplugged');
   assert.is(c.notifiesUnmatched, 2);
+  o.off.close();
+});
+
+test('a signed INIT with a low-order X25519 key is refused, and the responder keeps running', async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub, kx: FAST });
+  const cfg = o.config;
+  // u = 0 is a point of low order: any private key gives the all-zero secret with it.
+  const init = encodeInit({
+    alg: 'aes-128-gcm', requestId: randomBytes(8), timeMs: Date.now(),
+    src: cfg.vms.get('web1')!.identity, dst: cfg.vms.get('web2')!.identity, ephemeral: Buffer.alloc(32), host: 'h1',
+  }, hostPrivateKey(cfg, 'h1'));
+  hub.inject(H1, H2, init);
+  const h2 = o.off.hosts.get('h2')!;
+  await until(() => h2.kx.counters.badKeys === 1, 'the bad key counted');
+  await until(() => countOf(hub, KX_ANSWER, H2) === 1, 'the refusal sent');
+  assert.is(h2.kx.counters.refusals[Drop.SaNegotiationFailed], 1);
+  assert.is(h2.kx.counters.accepted, 0);
+  assert.is(h2.sas.spis.size, 0, 'no SA installed');
+  await ping(o, 1);
+  assert.is(h2.ingress.counters.delivered, 1, 'the next, honest key exchange plugs the cable');
+  o.off.close();
+});
+
+test('a signed ANSWER with a low-order X25519 key ends the handshake unplugged, and the initiator keeps running', async () => {
+  const hub = new TestHub();
+  let initRaw: Buffer | undefined;
+  let cfg: Offline['config'] | undefined;
+  hub.decide = (msg, from, to) => {
+    if (msg[0] === KX_INIT) initRaw = Buffer.from(msg);
+    if (msg[0] !== KX_ANSWER || from !== H2) return 'pass';
+    // h2's own answer, signed again by h2 with u = 1 (a point of low order) as its key.
+    const real = decodeAnswer(msg, initRaw!);
+    const lowOrder = Buffer.alloc(32);
+    lowOrder[0] = 1;
+    hub.inject(from, to, encodeAnswer({ status: 0, requestId: real.requestId, spi: real.spi, ephemeral: lowOrder, host: 'h2' }, initRaw!, hostPrivateKey(cfg!, 'h2')));
+    return 'drop';
+  };
+  const o = await openOffline({ hub, kx: FAST });
+  cfg = o.config;
+  await ping(o, 1);
+  const h1 = o.off.hosts.get('h1')!;
+  await until(() => h1.kx.counters.badKeys === 1, 'the bad key counted');
+  await o.off.settle();
+  assert.is(h1.kx.counters.answersAccepted, 0);
+  assert.not.ok(h1.kx.busy, 'the handshake is over, not waiting for another answer');
+  const cable = [...h1.egressCables.all()].find((c) => c.dstText === cfg!.vms.get('web2')!.identityText);
+  assert.is(cable?.drop, Drop.SaNegotiationFailed, 'unplugged for the failed key exchange');
+  assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 0);
   o.off.close();
 });
 

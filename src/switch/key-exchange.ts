@@ -137,6 +137,8 @@ export class KxCounters {
   notifiesRefused = 0;
   /** NOTIFYs about an SPI this host does not send on to their sender: nothing to do, so not verified. */
   notifiesUnmatched = 0;
+  /** Signed INITs and ANSWERs whose ephemeral key gives no shared secret (a low-order X25519 point): refused. */
+  badKeys = 0;
   /** Refusals this host made as responder, by Drop reason. */
   readonly refusals = new Float64Array(DROP_COUNT);
 }
@@ -296,7 +298,13 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     const eph = this.ephemerals.take();
     const spi = this.newSpi();
-    const { key, salt } = deriveEspKey(init.alg, eph.privateKey, init.ephemeral, init.raw, spi, init.src, init.dst);
+    const derived = deriveOrNot(init.alg, eph.privateKey, init.ephemeral, init.raw, spi, init.src, init.dst);
+    if (!derived) {
+      this.counters.badKeys++;
+      this.refuse(init, from, id, Drop.SaNegotiationFailed);
+      return;
+    }
+    const { key, salt } = derived;
     const handle = this.cipher.addKey(init.alg, key, salt);
     this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
     key.fill(0);
@@ -372,7 +380,13 @@ export class KeyExchangeEngine implements KeyExchange {
       this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} refused: ${reason}` });
       return;
     }
-    const { key, salt } = deriveEspKey(this.settings.alg, p.ephemeral, answer.ephemeral, p.init, answer.spi, p.fields.src, p.fields.dst);
+    const derived = deriveOrNot(this.settings.alg, p.ephemeral, answer.ephemeral, p.init, answer.spi, p.fields.src, p.fields.dst);
+    if (!derived) {
+      this.counters.badKeys++;
+      this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} answered with an X25519 key that gives no shared secret` });
+      return;
+    }
+    const { key, salt } = derived;
     const handle = this.cipher.addKey(this.settings.alg, key, salt);
     key.fill(0);
     this.counters.answersAccepted++;
@@ -404,5 +418,14 @@ export class KeyExchangeEngine implements KeyExchange {
     this.counters.notifiesReceived++;
     if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
     this.installer.spiRejected(n.spi, from);
+  }
+}
+
+/** deriveEspKey, or undefined when their key gives no shared secret (a low-order point, or no X25519 key at all). */
+function deriveOrNot(...args: Parameters<typeof deriveEspKey>): ReturnType<typeof deriveEspKey> | undefined {
+  try {
+    return deriveEspKey(...args);
+  } catch {
+    return undefined;
   }
 }
