@@ -38,7 +38,7 @@ function drops(h2: Host): Record<string, number> {
 function top(h2: Host): [number, number] {
   const sas = [...h2.sas.spis.values()];
   assert.is(sas.length, 1);
-  return sas[0].window.top();
+  return sas[0].top();
 }
 
 test('a flipped bit anywhere in the ESP part is dropped: SPI bits as unknown SPI, every other bit as failed authentication', async () => {

@@ -165,7 +165,7 @@ function espBatch(stage: Stage, packets: Buffer[], from: number[] = []): Batch {
 test('esp-decap: SA, peer, replay window, ICV, trailer and inner pair, each refusal under its own reason', () => {
   const { cipher, sa, spis, seal } = espSetup();
   const good = ipv6(PEER, ME, PROTO_ICMPV6, echo);
-  sa.window.accept(0, 5000); // seen: up to 5000
+  sa.accept(0, 5000); // seen: up to 5000
   const flipped = Buffer.from(seal(5001, good));
   flipped[ESP_HLEN + 3] ^= 1;
   const rows: [string, Buffer, number | undefined, string][] = [
@@ -184,8 +184,8 @@ test('esp-decap: SA, peer, replay window, ICV, trailer and inner pair, each refu
   assert.is(b.ref[0], sa.cable, 'the packet goes on with its cable');
   assert.is(b.len[0], good.length, 'the packet is now the inner IPv6 packet');
   assert.ok(b.data.subarray(b.start[0], b.start[0] + b.len[0]).equals(good));
-  assert.is(sa.window.check(0, 5001), 1, 'only the accepted packet moved the window'); // ReplayCheck.Replay
-  assert.is(sa.window.check(0, 5005), 0, 'the refused ones did not'); // ReplayCheck.Ok
+  assert.is(sa.check(0, 5001), 1, 'only the accepted packet moved the window'); // ReplayCheck.Replay
+  assert.is(sa.check(0, 5005), 0, 'the refused ones did not'); // ReplayCheck.Ok
 });
 
 /** A plugged (or unplugged) ingress cable PEER -> ME from PEER_HOST. */

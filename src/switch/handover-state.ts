@@ -126,7 +126,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
     const current = host.sas.inboundOf(c) === sa;
     inbound.push({
       spi: sa.spi, peer: sa.peer, peerHost: c.peerHost, src: c.srcText, dstVm: host.ports.at(c.localPort).name,
-      current, retireAt: current || sa.current ? null : msOf(now, sa.retireTick), packets: sa.packets, bytes: sa.bytes, window: sa.window.save(), key: saveKey(m),
+      current, retireAt: current || sa.current ? null : msOf(now, sa.retireTick), packets: sa.packets, bytes: sa.bytes, window: sa.save(), key: saveKey(m),
       counters: current ? { packets: c.packets, bytes: c.bytes, drops: c.drops } : undefined,
     });
     m.key.fill(0);
@@ -162,7 +162,7 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
       continue;
     }
     const sa = host.sas.installInbound(r.cable, s.spi, loadKey(cipher, s.key), s.peer);
-    sa.window.load(s.window);
+    sa.load(s.window);
     sa.packets = s.packets;
     sa.bytes = s.bytes;
     if (!s.current && s.retireAt !== null) host.sas.retireBy(sa, s.retireAt);

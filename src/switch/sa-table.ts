@@ -214,7 +214,7 @@ export class SaTable implements InboundInstaller {
     if (c.inbound === sa) c.inbound = sa.older;
     else for (let p = c.inbound; p !== null; p = p.older) if (p.older === sa) p.older = sa.older;
     sa.older = null;
-    sa.window.release();
+    sa.release(); // its replay window's blocks go back
     this.cipher.removeKey(sa.key);
     this.counts.retiredSas++;
   }

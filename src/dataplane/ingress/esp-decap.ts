@@ -40,8 +40,8 @@ export class EspDecap implements Stage {
     const t = tickOf(now);
     jobs.count = 0;
     // In passes, each reaching one step further into memory (the SA table, the SA, its replay
-    // window), so that the cache misses of different packets overlap instead of waiting
-    // behind each other's.
+    // window's blocks), so that the cache misses of different packets overlap instead of
+    // waiting behind each other's.
     const sas = this.sas;
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
@@ -60,8 +60,8 @@ export class EspDecap implements Stage {
       const sa = sas[i]!;
       const esp = b.l3[i];
       const lo = readU32(buf, esp + ESP_OFF_SEQ);
-      const hi = sa.window.inferHigh(lo);
-      const seen = sa.window.check(hi, lo);
+      const hi = sa.inferHigh(lo);
+      const seen = sa.check(hi, lo);
       if (seen !== ReplayCheck.Ok) {
         drop(b, i, seen === ReplayCheck.Replay ? Drop.EspReplay : Drop.EspLeftOfWindow);
         continue;
@@ -96,11 +96,11 @@ export class EspDecap implements Stage {
       }
       const hi = jobs.seqHi[j];
       const lo = this.seqLo[j];
-      if (sa.window.check(hi, lo) !== ReplayCheck.Ok) {
+      if (sa.check(hi, lo) !== ReplayCheck.Ok) {
         drop(b, i, Drop.EspReplay); // the same number twice in one batch
         continue;
       }
-      sa.window.accept(hi, lo);
+      sa.accept(hi, lo);
       sa.packets++;
       sa.bytes += payload;
       b.l3[i] = inner;
