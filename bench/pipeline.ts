@@ -6,7 +6,12 @@
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
 //       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
-//       [--workers 1,2]
+//       [--workers 1,2] [--big-counters]
+//
+// --big-counters: as on a host that has run a while, one cable and its SAs have counted more
+// than 2^31 bytes before the runs. V8 keeps a field that ever held a number beyond its small
+// integers as a double, boxed, in every object of the class: the other cables' and SAs'
+// counters then cost a box each.
 //
 // --workers W,...: the same bench in W worker threads at once, each a shard with its own
 // cloud, cables (N / W of them), SAs, native cipher table and frame pool (--pool / W), nothing
@@ -60,7 +65,7 @@ import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
 import { espLength } from '../src/wire/esp.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
-import { DEFAULT_HARD_SEQ, OutboundSa, type SaLimits } from '../src/esp/sa.js';
+import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa, type SaLimits } from '../src/esp/sa.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import type { CableCache } from '../src/dataplane/cable-cache.js';
@@ -89,7 +94,7 @@ const opt = benchOptions({
   cables: { type: 'string', default: '10,100000,1000000' }, sizes: { type: 'string', default: '64,512,1400' },
   modes: { type: 'string', default: 'plain,node,native' }, measure: { type: 'string', default: 'egress,ingress,both' },
   pool: { type: 'string', default: '65536' }, 'key-pool': { type: 'string' }, seed: { type: 'string', default: '1' },
-  'heap-dir': { type: 'string' }, workers: { type: 'string' },
+  'heap-dir': { type: 'string' }, workers: { type: 'string' }, 'big-counters': { type: 'boolean' },
 });
 
 /** The comma-separated items of --`name` (empty items ignored); at least one. */
@@ -131,10 +136,21 @@ const SEED = integer('seed', opt.seed, 0);
 const SRC_VM = 'web1';
 const DST_VM = 'web2';
 const NOW = Date.now();
+if (opt['big-counters']) countedPast2G();
 const T_US = NOW * 1000;
 
 v8.setFlagsFromString('--expose-gc');
 const gc = vm.runInNewContext('gc') as () => void;
+
+/** One cable and its SAs count 2^31 bytes (--big-counters), before any other is made. */
+function countedPast2G(): void {
+  const z = Buffer.alloc(16);
+  const c = new Cable(1, CableDirection.Egress, z, z, 'a', 'b', Drop.None, 'x', null, NOW);
+  const out = new OutboundSa(256, 0, 1, NOW, { softPackets: 1e9, softBytes: 1e12, softAgeMs: 1e9, hardSeq: DEFAULT_HARD_SEQ });
+  const inb = new InboundSa(256, 0, 1, c);
+  for (const r of [c, out, inb]) r.bytes = 2 ** 31;
+  inb.release();
+}
 
 /** Print, unless this is a shard (the main thread prints the shards' sums). */
 function say(text: string): void {
@@ -814,7 +830,8 @@ async function main(): Promise<void> {
   if (modes.length < MODES.length) say('native addon not built: native mode skipped');
   say(
     `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
-      `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)`,
+      `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)` +
+      (opt['big-counters'] ? '; counters past 2^31 before the runs (--big-counters)' : ''),
   );
   const rows: Row[] = [];
   let counters = '';
