@@ -223,6 +223,28 @@ test('a VM certificate in place of a host certificate is refused as host certifi
   is(await v.verify(bind(p.web1)), Drop.VerifyHostCertMismatch);
 });
 
+test("a host's certificate is decoded once while the store keeps it; a new one in its place is checked afresh", async () => {
+  const p = await makePki();
+  const { v } = verifier({ p });
+  const first = await v.hostKey('h1', '10.77.0.1');
+  is(first.drop, Drop.None);
+  const hits = v.counters.certCacheHits;
+  const trace = new Trace();
+  const again = await v.hostKey('h1', '10.77.0.1', trace);
+  assert.is(again.key, first.key, 'the same key object: nothing decoded again');
+  assert.is(v.counters.certCacheHits, hits + 1);
+  assert.match(trace.format(), '(cached)');
+  // The host gets a certificate for another address: the cached one no longer stands.
+  p.hosts.hosts.set('h1', await hostRecord(p.ca, 'h1', '10.77.0.9'));
+  is((await v.hostKey('h1', '10.77.0.1')).drop, Drop.VerifyHostCertMismatch);
+  const moved = await v.hostKey('h1', '10.77.0.9');
+  is(moved.drop, Drop.None);
+  assert.is.not(moved.key, first.key);
+  // And one that is not a certificate at all is refused, not served from the cache.
+  p.hosts.hosts.set('h1', { host: 'h1', address: '10.77.0.9', certificate: '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n' });
+  is((await v.hostKey('h1', '10.77.0.9')).drop, Drop.VerifyHostCertMismatch);
+});
+
 test('a store that fails to answer for the host makes the binding unverifiable: resolve/store-unavailable', async () => {
   const failing = { lookupHost: async () => Promise.reject(new Error('down')) };
   const v = new BindingVerifier(pki.ca.certificate, failing, new FakeClock(), { verifyPerSecond: 10 });

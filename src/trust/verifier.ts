@@ -104,6 +104,11 @@ export class BindingVerifier {
   readonly counters = new VerifierCounters();
   private readonly anchor: ParsedCertificate;
   private readonly certs: LRUCache<string, CertEntry>;
+  /**
+   * Each host's certificate as the store gave it last, with its entry: the same text again
+   * skips decoding and fingerprinting it (the key exchange asks for every INIT and ANSWER).
+   */
+  private readonly hostCerts = new LRUCache<string, { readonly pem: string; readonly entry: CertEntry }>({ max: 4096 });
   private readonly bindings: LRUCache<string, BindingEntry>;
   private readonly epochs: LRUCache<string, number>;
   private readonly bucket: TokenBucket;
@@ -262,6 +267,19 @@ export class BindingVerifier {
     return { record: { ...record }, cert: c, notBefore, notAfter };
   }
 
+  /** Host `name`'s certificate `pem`: the entry of the same text last time, or certificate(). */
+  private hostCertificateEntry(name: string, pem: string, trace?: Trace): CertEntry | { drop: Drop } {
+    const known = this.hostCerts.get(name);
+    if (known !== undefined && known.pem === pem) {
+      this.counters.certCacheHits++;
+      trace?.step('verify', `host certificate of ${name} ${known.entry.cert.subject} chains to ${this.anchor.subject} (cached)`, 'ok');
+      return known.entry;
+    }
+    const c = this.certificate(pem, trace, `host certificate of ${name}`);
+    if ('cert' in c) this.hostCerts.set(name, { pem, entry: c });
+    return c;
+  }
+
   /** A certificate issued by the anchor, from the cache or checked now (VerifyMalformed, VerifyUnknownCa). */
   private certificate(pem: string, trace?: Trace, role = 'certificate'): CertEntry | { drop: Drop } {
     let der: Buffer;
@@ -333,7 +351,7 @@ export class BindingVerifier {
       trace?.step('verify', `no certificate for host ${name} in the store`, 'fail');
       return { drop: Drop.VerifyHostCertMismatch };
     }
-    const c = this.certificate(host.certificate, trace, `host certificate of ${name}`);
+    const c = this.hostCertificateEntry(name, host.certificate, trace);
     if (!('cert' in c)) return { drop: Drop.VerifyHostCertMismatch };
     const cert = c.cert;
     if (now < c.notBefore || now > c.notAfter) {
