@@ -1,7 +1,7 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch]      (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch] [--profile DIR]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -9,11 +9,12 @@
 // takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
 // makes its own checks), SA install, release. A second datagram right after it, on the
 // plugged cable, is the baseline. --no-prefetch: h2 does not plug the reply's cable as it
-// accepts the request's (switch.upcall.prefetchReplies). The lab (prefix nvi-b-) is removed
-// at the end.
+// accepts the request's (switch.upcall.prefetchReplies). --profile DIR: each switch runs under
+// node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
+// stops (open them in Chrome's DevTools). The lab (prefix nvi-b-) is removed at the end.
 
 import { spawn } from 'node:child_process';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
@@ -22,7 +23,7 @@ import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' } });
+const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' }, profile: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -31,7 +32,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 try {
   if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
   if (v['no-prefetch']) lab.config((doc) => doc.setIn(['switch', 'upcall', 'prefetchReplies'], false));
-  const c = await lab.up();
+  const c = await lab.up(v.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile']);
   const web2 = c.vms.get('web2')!.identityText;
   const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const send = spawn('ip', ['netns', 'exec', `${PREFIX}web1`, 'python3', NET_PY, 'stamp-send', web2, String(PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });

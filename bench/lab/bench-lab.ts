@@ -43,9 +43,10 @@ export class BenchLab {
     return this.cfg;
   }
 
-  async up(): Promise<CloudConfig> {
+  /** Build the lab; `nodeArgs` go to the switches' node (e.g. --cpu-prof). */
+  async up(nodeArgs: readonly string[] = []): Promise<CloudConfig> {
     const c = this.cfg ?? this.config();
-    await labUp(c, BINARY, () => {});
+    await labUp(c, BINARY, () => {}, { nodeArgs });
     return c;
   }
 

@@ -63,8 +63,15 @@ export function readState(cfg: CloudConfig): LabState | undefined {
   }
 }
 
+/** What starts a lab's switches: the SA key export (debug), and flags for their node (a bench's --cpu-prof). */
+export interface SwitchStart {
+  readonly exportSa?: boolean;
+  /** `{host}` in them stands for the switch's host. */
+  readonly nodeArgs?: readonly string[];
+}
+
 /** Build the lab and start its switches. `binary` is the nvi-switch entry script. */
-export async function labUp(cfg: CloudConfig, binary: string, log: (line: string) => void, opts: { exportSa?: boolean } = {}): Promise<LabState> {
+export async function labUp(cfg: CloudConfig, binary: string, log: (line: string) => void, opts: SwitchStart = {}): Promise<LabState> {
   requireRoot('lab up');
   await labDown(cfg, () => {});
   const names = labNames(cfg);
@@ -131,12 +138,12 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
 }
 
 /** Start host `host`'s switch in its namespace (detached; output appended to its log). */
-function startSwitch(cfg: CloudConfig, host: string, binary: string, opts: { exportSa?: boolean }): { host: string; pid: number; log: string } {
+function startSwitch(cfg: CloudConfig, host: string, binary: string, opts: SwitchStart): { host: string; pid: number; log: string } {
   const ns = labNames(cfg).hosts.get(host)!;
   const logFile = join(labDir(cfg), `${host}.log`);
   const out = openSync(logFile, 'a');
   const debug = opts.exportSa ? ['--export-sa', saExportPath(cfg, host)] : [];
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix, ...debug], {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, ...(opts.nodeArgs ?? []).map((a) => a.replaceAll('{host}', host)), binary, 'run', '-c', cfg.file, '--host', host, '--vm-netns', cfg.lab.prefix, ...debug], {
     detached: true,
     stdio: ['ignore', out, out],
   });
