@@ -126,7 +126,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
     const current = host.sas.inboundOf(c) === sa;
     inbound.push({
       spi: sa.spi, peer: sa.peer, peerHost: c.peerHost, src: c.srcText, dstVm: host.ports.at(c.localPort).name,
-      current, retireAt: current || sa.current ? null : msOf(now, sa.retireTick), packets: sa.packets, bytes: sa.bytes, window: sa.save(), key: saveKey(m),
+      current, retireAt: sa.current ? null : msOf(now, sa.retireTick), packets: sa.packets, bytes: sa.bytes, window: sa.save(), key: saveKey(m),
       counters: current ? { packets: c.packets, bytes: c.bytes, drops: c.drops } : undefined,
     });
     m.key.fill(0);
