@@ -240,6 +240,24 @@ test('an idle cable ends: sweep frees it and its keys on both hosts, and the nex
   o.off.close();
 });
 
+test("the responder's ANSWER leaves before it starts plugging the reply's cable (the initiator does not wait for that)", async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub });
+  const h2 = o.off.hosts.get('h2')!;
+  let prefetchesAtAnswer = -1;
+  hub.decide = (msg, from) => {
+    if (msg[0] === KX_ANSWER && from === H2) prefetchesAtAnswer = h2.upcall.counts.prefetches;
+    return 'pass';
+  };
+  await ping(o, 1);
+  assert.is(prefetchesAtAnswer, 0, 'no prefetch had started when the ANSWER was sent');
+  assert.is(h2.upcall.counts.prefetches, 1, 'the prefetch came after it');
+  const init = hub.sent.findIndex((m) => m.type === KX_INIT && m.from === H2);
+  const answer = hub.sent.findIndex((m) => m.type === KX_ANSWER && m.from === H2);
+  assert.ok(answer >= 0 && init > answer, "h2's own INIT (the reply's cable) went after its ANSWER");
+  o.off.close();
+});
+
 test("the receiving host plugs the reply's cable as it accepts the request's: the reply leaves without a miss of its own", async () => {
   const o = await openOffline();
   const h1 = o.off.hosts.get('h1')!;

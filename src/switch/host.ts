@@ -272,12 +272,16 @@ export class Host implements HostView {
    * The SA table as the key exchange's responder installs into it, plus one step: a peer
    * that plugged remote -> local makes this host plug local -> remote at once, so that the
    * reply does not wait for a miss and a key exchange of its own (the first packet's round trip).
+   * That starts once the ANSWER has left: the initiator's first packet waits for the ANSWER,
+   * not for this host's own lookup, checks and INIT.
    */
   private answering(): InboundInstaller {
     const prefetch = this.parts.prefetchReplies ?? this.parts.config.switch.upcall.prefetchReplies;
     return {
       installInbound: (cable, spi, key, peer) => {
         this.sas.installInbound(cable, spi, key, peer);
+      },
+      answered: (cable) => {
         if (prefetch && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
       },
       spiInUse: (spi) => this.sas.spiInUse(spi),

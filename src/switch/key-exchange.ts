@@ -59,6 +59,8 @@ export interface HostAuthority {
 /** What the host does with an accepted cable: install the inbound SA and the ingress cable. */
 export interface InboundInstaller {
   installInbound(cable: Cable, spi: number, key: number, peer: number): void;
+  /** The ANSWER for `cable`'s SA has left: work that may follow it, off the initiator's wait. */
+  answered?(cable: Cable): void;
   spiInUse(spi: number): boolean;
   /** This host sends on SA `spi` to `from` (a NOTIFY about it would unplug a cable). */
   sendsOn(spi: number, from: number): boolean;
@@ -313,6 +315,7 @@ export class KeyExchangeEngine implements KeyExchange {
     const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
     this.answered.set(`${from}:${id}`, answer);
     this.transport.send(answer, from);
+    this.installer.answered?.(result.cable);
   }
 
   private refuse(init: Init, from: number, id: string, drop: Drop): void {

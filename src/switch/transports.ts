@@ -72,9 +72,19 @@ export class UdpTransport implements KxTransport {
   }
 }
 
+/**
+ * The socket's "lookup" of a destination, which is always an IPv4 address in dotted form: it
+ * answers at once. Node's own lookup answers an address in a later tick, so a message would
+ * wait there behind whatever the event loop runs first (the next steps of other handshakes,
+ * on the first packet's path); with this one, send() hands it to the kernel before it returns.
+ */
+function literal(address: string, _family: unknown, done: (err: Error | null, address: string, family: number) => void): void {
+  done(null, address, 4);
+}
+
 /** A UDP socket bound by `bind`; a failure is `what` with the system's reason. */
 function bound(bind: (s: Socket, done: () => void) => void, what: string): Promise<Socket> {
-  const socket = createSocket({ type: 'udp4', reuseAddr: false });
+  const socket = createSocket({ type: 'udp4', reuseAddr: false, lookup: literal as never });
   return new Promise((resolve, reject) => {
     socket.once('error', (e) => reject(new NviError('NVI_ERR_UNDERLAY', `${what}: ${e.message}`)));
     bind(socket, () => resolve(socket));
