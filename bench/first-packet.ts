@@ -1,7 +1,7 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch] [--profile DIR]   (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch] [--busy-poll-us N] [--profile DIR]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -9,7 +9,8 @@
 // takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
 // makes its own checks), SA install, release. A second datagram right after it, on the
 // plugged cable, is the baseline. --no-prefetch: h2 does not plug the reply's cable as it
-// accepts the request's (switch.upcall.prefetchReplies). --profile DIR: each switch runs under
+// accepts the request's (switch.upcall.prefetchReplies). --busy-poll-us N: both switches with
+// switch.busyPollUs N (off by default). --profile DIR: each switch runs under
 // node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
 // stops (open them in Chrome's DevTools). The lab (prefix nvi-b-) is removed at the end.
 
@@ -23,7 +24,7 @@ import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' }, profile: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, profile: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -31,7 +32,11 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
-  if (v['no-prefetch']) lab.config((doc) => doc.setIn(['switch', 'upcall', 'prefetchReplies'], false));
+  const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
+  lab.config((doc) => {
+    if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
+    if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
+  });
   const c = await lab.up(v.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile']);
   const web2 = c.vms.get('web2')!.identityText;
   const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -74,7 +79,7 @@ try {
   }
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each)${v['no-prefetch'] ? ', no prefetch of replies' : ''}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each)${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
