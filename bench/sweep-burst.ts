@@ -33,7 +33,7 @@ function run(maxRemovals: number): { calls: number; median: number; slowest: num
     const s = identity(k);
     const d = identity(k + 1);
     // Ten local VMs to many peers: the identity index as a host has it.
-    const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, `vm${k % 10}`, `peer${k}`, Drop.None, 'bench', null, 0);
+    const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'bench', null, 0);
     c.lasts(0, Infinity, k % 1000 === 0 ? Infinity : 1000); // swept at 5000
     cache.insert(c);
   }

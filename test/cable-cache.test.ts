@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Cable, CableDirection } from '../src/dataplane/cable.js';
+import { Cable, CableDirection, identityKeyOf } from '../src/dataplane/cable.js';
+import { formatIpv6 } from '../src/base/address.js';
 import { CableCache, EVICT_SCAN } from '../src/dataplane/cable-cache.js';
 import { Drop } from '../src/base/drops.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
@@ -15,9 +16,14 @@ function id(n: number): Buffer {
 function cable(src: number, dst: number, hash?: number, drop = Drop.None): Cable {
   const s = id(src);
   const d = id(dst);
-  const c = new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, `s${src}`, `d${dst}`, drop, 'test', null, 0);
+  const c = new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, drop, 'test', null, 0);
   c.lasts(0, Infinity, Infinity); // the tests sweep at times far below 12 days
   return c;
+}
+
+/** The text of identity id(n). */
+function text(n: number): string {
+  return formatIpv6(id(n));
 }
 
 function packet(src: number, dst: number): Buffer {
@@ -162,7 +168,7 @@ test('removeExpired frees the cables whose lifetime ended, except one being veri
   assert.equal(removed, [dead]);
   assert.is(cache.size, 3);
   assert.is(cache.findCable(chained), chained);
-  assert.equal(cache.cablesOf('s3'), [], 'the identity index forgets it too');
+  assert.equal(cache.cablesOf(text(3)), [], 'the identity index forgets it too');
   busy.refreshing = false;
   assert.is(cache.removeExpired(2000, () => {}), 2, 'live reaches its end, busy is no longer busy');
   assert.equal([...cache.all()], [chained]);
@@ -205,7 +211,7 @@ test('after a peak the sweep gives the slots back: the cables left are found, an
   assert.is(cache.size, 50);
   assert.is(cache.slotCount, 256, '50 cables a quarter full: 256 slots');
   for (const c of all.filter((x) => x.expiresTick === 9000)) assert.is(cache.findCable(c), c);
-  assert.equal(cache.cablesOf('s400'), [all[400]], 'the identity index is untouched');
+  assert.equal(cache.cablesOf(text(400)), [all[400]], 'the identity index is untouched');
   for (let k = 0; k < 1000; k++) cache.insert(cable(100_000 + k, k));
   assert.is(cache.size, 1050);
   assert.is(cache.slotCount, 4096, 'grown again: at least twice the cables');
@@ -231,41 +237,65 @@ test('removeExpired frees no more cables a call than its removal budget, and its
 
 test('the identity index follows inserts, replacements, removals and evictions, for one cable and for many', () => {
   const cache = new CableCache(4);
-  const named = (src: string, dst: string, n: number): Cable => {
-    const s = id(n);
-    const d = id(n + 100);
-    return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, src, dst, Drop.None, 'test', null, 0);
-  };
+  const [A, B, C, D, E, G] = [1, 2, 3, 4, 5, 20];
+  const named = (src: number, dst: number): Cable => cable(src, dst);
   const sorted = (xs: readonly Cable[]): Cable[] => [...xs].sort((a, b) => a.hash - b.hash);
-  const a = named('A', 'B', 1);
+  const a = named(A, B);
   cache.insert(a);
-  assert.equal(cache.cablesOf('A'), [a], 'one cable');
-  assert.equal(cache.cablesOf('B'), [a]);
-  const b = named('A', 'C', 2);
-  const c = named('A', 'D', 3);
+  assert.equal(cache.cablesOf(text(A)), [a], 'one cable');
+  assert.equal(cache.cablesOf(text(B)), [a]);
+  const b = named(A, C);
+  const c = named(A, D);
   cache.insert(b);
   cache.insert(c);
-  assert.equal(sorted(cache.cablesOf('A')), sorted([a, b, c]), 'three cables of A');
-  assert.equal(cache.cablesOf('C'), [b]);
-  const self = named('E', 'E', 4); // both ends the same identity: indexed once
+  assert.equal(sorted(cache.cablesOf(text(A))), sorted([a, b, c]), 'three cables of A');
+  assert.equal(cache.cablesOf(text(C)), [b]);
+  const self = named(E, E); // both ends the same identity: listed once
   cache.insert(self);
-  assert.equal(cache.cablesOf('E'), [self]);
-  const a2 = named('A', 'B', 1); // the same pair again: replaces a
+  assert.equal(cache.cablesOf(text(E)), [self]);
+  const a2 = named(A, B); // the same pair again: replaces a
   cache.insert(a2);
-  assert.equal(sorted(cache.cablesOf('A')), sorted([a2, b, c]), 'the replaced cable is gone from the index');
-  assert.equal(cache.cablesOf('B'), [a2]);
+  assert.equal(sorted(cache.cablesOf(text(A))), sorted([a2, b, c]), 'the replaced cable is gone from the index');
+  assert.equal(cache.cablesOf(text(B)), [a2]);
   cache.remove(b);
   cache.remove(c);
-  assert.equal(cache.cablesOf('A'), [a2], 'back to one');
-  assert.equal(cache.cablesOf('C'), []);
+  assert.equal(cache.cablesOf(text(A)), [a2], 'back to one');
+  assert.equal(cache.cablesOf(text(C)), []);
   cache.remove(self);
-  assert.equal(cache.cablesOf('E'), []);
-  for (let k = 0; k < 4; k++) cache.insert(named(`F${k}`, 'G', 10 + k)); // one of the five evicted (the cache holds 4)
+  assert.equal(cache.cablesOf(text(E)), []);
+  for (let k = 0; k < 4; k++) cache.insert(named(10 + k, G)); // one of the five evicted (the cache holds 4)
   assert.is(cache.evictions, 1);
   const left = [...cache.all()];
-  assert.equal(sorted([...cache.cablesOf('A'), ...cache.cablesOf('G')]), sorted(left), 'an evicted cable leaves the index, the others stay');
+  assert.equal(sorted([...cache.cablesOf(text(A)), ...cache.cablesOf(text(G))]), sorted(left), 'an evicted cable leaves the index, the others stay');
+  assert.equal(cache.cablesOf('not an address'), [], 'text that is no address: no cables');
   cache.clear();
-  assert.equal(cache.cablesOf('G'), []);
+  assert.equal(cache.cablesOf(text(G)), []);
+});
+
+test('identities whose index keys collide share an entry but are told apart by their bytes', () => {
+  // Find two identities with the same 30-bit key (a birthday search: about 2^15 tries).
+  const seen = new Map<number, number>();
+  let pair: [number, number] | undefined;
+  for (let n = 1; !pair; n++) {
+    const k = identityKeyOf(id(n));
+    const other = seen.get(k);
+    if (other !== undefined) pair = [other, n];
+    else seen.set(k, n);
+  }
+  const [x, y] = pair;
+  assert.is(identityKeyOf(id(x)), identityKeyOf(id(y)));
+  const cache = new CableCache(10);
+  const cx = cable(x, 7);
+  const cy = cable(8, y);
+  cache.insert(cx);
+  cache.insert(cy);
+  assert.equal(cache.cablesOf(text(x)), [cx], `only ${text(x)}'s cable, not that of ${text(y)} under the same key`);
+  assert.equal(cache.cablesOf(text(y)), [cy]);
+  cache.remove(cx);
+  assert.equal(cache.cablesOf(text(x)), []);
+  assert.equal(cache.cablesOf(text(y)), [cy], 'the other stays indexed');
+  assert.is(cx.srcText, text(x), "a cable's text is made from its words");
+  assert.is(cy.dstText, text(y));
 });
 
 test('clear() forgets the per-port counts too, so a port\'s quota starts from nothing', () => {

@@ -30,7 +30,7 @@ function id(n: number): Buffer {
 function ingress(n: number): Cable {
   const s = id(n);
   const d = id(1);
-  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, `s${n}`, 'd1', Drop.None, 'test', null, 0);
+  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, Drop.None, 'test', null, 0);
 }
 
 /** When `sa` stops accepting packets (ms since 1970), told at `now`; Infinity while it is current. */
@@ -119,7 +119,7 @@ test('a random run of installs, rekeys, replacements, moves, evictions and sweep
   // The model: each SA's retire time (Infinity while current), its pair and the cable object it carries.
   const model = new Map<number, { pair: number; retireAt: number; cable: Cable }>();
   let spi = 0x10000;
-  const cableOf = (pair: number): Cable | undefined => [...cache.all()].find((c) => c.srcText === `s${pair}`);
+  const cableOf = (pair: number): Cable | undefined => [...cache.all()].find((c) => c.hasSrc(id(pair)));
   for (let step = 0; step < 4000; step++) {
     const pair = 2 + Math.floor(rand() * 60);
     const r = rand();
@@ -178,7 +178,7 @@ test('a random run of installs, rekeys, replacements, moves, evictions and sweep
 function egress(n: number, peer: number, sa: OutboundSa): Cable {
   const s = id(1);
   const d = id(n);
-  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, 's1', `d${n}`, Drop.None, 'test', null, 0);
+  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'test', null, 0);
   c.peerAddr = peer;
   c.sa = sa;
   return c;
@@ -205,7 +205,7 @@ test("a peer's NOTIFY unplugs exactly its cable with that SPI, through the (peer
   for (let step = 0; step < 5000; step++) {
     const n = 2 + Math.floor(rand() * 45);
     const peer = peers[Math.floor(rand() * peers.length)];
-    const have = cached().find((c) => c.dstText === `d${n}`);
+    const have = cached().find((c) => c.hasDst(id(n)));
     const r = rand();
     if (r < 0.35) {
       // A plug (a new pair: a full cache evicts one), or a re-plug of the pair with a new SA.

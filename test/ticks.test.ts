@@ -43,7 +43,7 @@ function cable(k: number, now: number): Cable {
   const s = Buffer.alloc(16, 1);
   const d = Buffer.alloc(16, 2);
   d.writeUInt32BE(k, 12);
-  return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, 'fd01::1', `fd02::${k}`, Drop.None, 'test', null, now);
+  return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'test', null, now);
 }
 
 test('cables plugged 5 s before the wrap are swept when their time comes after it, not before', () => {

@@ -30,7 +30,7 @@ class Asked implements MissResolver {
 }
 
 function cable(drop: Drop, dst = PEER): Cable {
-  return new Cable(HASH, CableDirection.Egress, ME, dst, 'fd00:0:0:1::1', 'fd00:0:0:1::2', drop, drop === Drop.None ? 'allow' : 'refused', null, 0);
+  return new Cable(HASH, CableDirection.Egress, ME, dst, drop, drop === Drop.None ? 'allow' : 'refused', null, 0);
 }
 
 function setup(limits: Partial<UpcallLimits> = {}): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[] } {
@@ -137,12 +137,12 @@ test('a port past its quota of misses a second is refused as upcall/port-quota; 
 
 test("a port's egress cables past its quota evict its own oldest, never another port's", async () => {
   const { upcall, asked, egress } = setup({ perPortCables: 3 });
-  const theirs = new Cable(pairHash(OTHER, 0, PEER, 0), CableDirection.Egress, OTHER, PEER, 'fd00:0:0:1::3', 'fd00:0:0:1::2', Drop.None, 'allow', null, 0);
+  const theirs = new Cable(pairHash(OTHER, 0, PEER, 0), CableDirection.Egress, OTHER, PEER, Drop.None, 'allow', null, 0);
   theirs.srcPort = 1;
   egress.insert(theirs);
   for (let k = 0; k < 5; k++) {
     assert.is(offer(upcall, ME, nth(200 + k), 0), Drop.None);
-    const c = new Cable(pairHash(ME, 0, nth(200 + k), 0), CableDirection.Egress, ME, nth(200 + k), 'fd00:0:0:1::1', `fd00:0:0:1::${200 + k}`, Drop.ResolveNotFound, 'no binding', null, 0);
+    const c = new Cable(pairHash(ME, 0, nth(200 + k), 0), CableDirection.Egress, ME, nth(200 + k), Drop.ResolveNotFound, 'no binding', null, 0);
     c.srcPort = 0;
     asked.questions[k].answer(c);
     await tick();

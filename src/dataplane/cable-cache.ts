@@ -15,14 +15,17 @@
 // bounded walk.
 //
 // A second index, by identity (either end), serves the control plane: when the store says an
-// identity moved, exactly its cables are found, and a host without one does no work. A third,
-// by source port, serves the per-port quota.
+// identity moved, exactly its cables are found, and a host without one does no work. It is
+// keyed by the identity's 30-bit key (Cable.srcKey, dstKey), not its text, so that it holds no
+// string per cable; identities that share a key share an entry, told apart by their words.
+// A third, by source port, serves the per-port quota.
 
 import { BATCH_MAX, Next, type Batch } from './batch.js';
-import { CableDirection, type Cable } from './cable.js';
+import { CableDirection, identityKeyOf, type Cable } from './cable.js';
 import { pairHash } from './pair-hash.js';
 import { reached, tickOf } from '../base/ticks.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
+import { parseIpv6Address } from '../base/address.js';
 
 /** The hash of an empty slot (pair hashes are non-negative). */
 const EMPTY = -1;
@@ -50,8 +53,8 @@ export class CableCache {
   /** Where removeExpired goes on, and what it gathers before it removes. */
   private sweepAt = 0;
   private readonly expired: Cable[] = [];
-  /** Cables by identity: the cable itself while it is the only one (most are), a Set from the second on. */
-  private readonly byIdentity = new Map<string, Cable | Set<Cable>>();
+  /** Cables by identity key: the cable itself while it is the only one (most are), a Set from the second on. */
+  private readonly byIdentity = new Map<number, Cable | Set<Cable>>();
   /** Egress cables by source port, oldest first (the per-port quota). */
   private readonly byPort = new Map<number, Set<Cable>>();
 
@@ -209,10 +212,17 @@ export class CableCache {
     return oldest;
   }
 
-  /** The cables with `identity` (canonical text) at either end. */
+  /** The cables with `identity` (an IPv6 address's text) at either end. */
   cablesOf(identity: string): readonly Cable[] {
-    const v = this.byIdentity.get(identity);
-    return v === undefined ? [] : v instanceof Set ? [...v] : [v];
+    let id: Buffer;
+    try {
+      id = parseIpv6Address(identity);
+    } catch {
+      return [];
+    }
+    const v = this.byIdentity.get(identityKeyOf(id));
+    const has = (c: Cable): boolean => c.hasSrc(id) || c.hasDst(id);
+    return v === undefined ? [] : v instanceof Set ? [...v].filter(has) : has(v) ? [v] : [];
   }
 
   /** Every cable, in table order. Do not insert or remove while iterating: copy first. */
@@ -324,18 +334,18 @@ export class CableCache {
       }
       ports.add(c);
     }
-    this.indexIdentity(c.srcText, c);
-    if (c.dstText !== c.srcText) this.indexIdentity(c.dstText, c);
+    this.indexIdentity(c.srcKey, c);
+    this.indexIdentity(c.dstKey, c);
   }
 
-  private indexIdentity(id: string, c: Cable): void {
+  private indexIdentity(id: number, c: Cable): void {
     const v = this.byIdentity.get(id);
     if (v === undefined) this.byIdentity.set(id, c);
     else if (v instanceof Set) v.add(c);
     else if (v !== c) this.byIdentity.set(id, new Set([v, c]));
   }
 
-  private unindexIdentity(id: string, c: Cable): void {
+  private unindexIdentity(id: number, c: Cable): void {
     const v = this.byIdentity.get(id);
     if (v === c) this.byIdentity.delete(id);
     else if (v instanceof Set && v.delete(c) && v.size === 1) this.byIdentity.set(id, v.values().next().value as Cable);
@@ -344,7 +354,7 @@ export class CableCache {
   private unindex(c: Cable): void {
     const ports = this.byPort.get(c.srcPort);
     if (ports && ports.delete(c) && ports.size === 0) this.byPort.delete(c.srcPort);
-    this.unindexIdentity(c.srcText, c);
-    if (c.dstText !== c.srcText) this.unindexIdentity(c.dstText, c);
+    this.unindexIdentity(c.srcKey, c);
+    this.unindexIdentity(c.dstKey, c);
   }
 }

@@ -8,6 +8,7 @@ import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import type { DirectionDecision, FlowState } from './decision.js';
 import { Drop } from '../base/drops.js';
 import { deadline, tickOf } from '../base/ticks.js';
+import { formatIpv6 } from '../base/address.js';
 
 export const enum CableDirection {
   /** src is a VM on this host; packets leave through encap or go to a local VM. */
@@ -56,7 +57,8 @@ export class Cable {
   drops = 0;
 
   // The pair as eight big-endian int32 words (small integers in V8), compared by matches():
-  // a lookup then reads no memory beyond the cable itself. The pair is kept only this way.
+  // a lookup then reads no memory beyond the cable itself. The pair is kept only this way: its
+  // text is made when the control plane asks for it (a string per cable cost ~50 B a cable).
   private readonly s0: number;
   private readonly s1: number;
   private readonly s2: number;
@@ -69,11 +71,9 @@ export class Cable {
   constructor(
     readonly hash: number,
     readonly direction: CableDirection,
-    /** Source and destination identities, 16 bytes each (kept as words), and their text. */
+    /** Source and destination identities, 16 bytes each (kept as words). */
     src: Uint8Array,
     dst: Uint8Array,
-    readonly srcText: string,
-    readonly dstText: string,
     /** Drop.None when plugged; else why every packet on it is dropped. */
     readonly drop: Drop,
     /** What decided: a policy rule, a verification step, a store lookup. */
@@ -111,6 +111,36 @@ export class Cable {
     return identityOf(this.d0, this.d1, this.d2, this.d3);
   }
 
+  /** The source identity's text (made from the words: for the control plane). */
+  get srcText(): string {
+    return formatIpv6(this.src);
+  }
+
+  /** The destination identity's text (made from the words: for the control plane). */
+  get dstText(): string {
+    return formatIpv6(this.dst);
+  }
+
+  /** The source identity's key (identityKey): for indexes that keep no text. */
+  get srcKey(): number {
+    return identityKey(this.s0, this.s1, this.s2, this.s3);
+  }
+
+  /** The destination identity's key (identityKey). */
+  get dstKey(): number {
+    return identityKey(this.d0, this.d1, this.d2, this.d3);
+  }
+
+  /** True when the 16 bytes at id[o..o+16) are the source identity. */
+  hasSrc(id: Uint8Array, o = 0): boolean {
+    return word(id, o + 12) === this.s3 && word(id, o + 8) === this.s2 && word(id, o + 4) === this.s1 && word(id, o) === this.s0;
+  }
+
+  /** True when the 16 bytes at id[o..o+16) are the destination identity. */
+  hasDst(id: Uint8Array, o = 0): boolean {
+    return word(id, o + 12) === this.d3 && word(id, o + 8) === this.d2 && word(id, o + 4) === this.d1 && word(id, o) === this.d0;
+  }
+
   /** True when `o` is a cable of the same pair. */
   samePair(o: Cable): boolean {
     return o.s0 === this.s0 && o.s1 === this.s1 && o.s2 === this.s2 && o.s3 === this.s3 &&
@@ -129,6 +159,23 @@ export class Cable {
       word(buf, d + 4) === this.d1 && word(buf, s + 4) === this.s1 &&
       word(buf, d) === this.d0 && word(buf, s) === this.s0;
   }
+}
+
+/**
+ * A 30-bit key of a 16-byte identity given as four big-endian int32 words: equal identities
+ * have equal keys; different ones rarely do, so an index by key checks the words too.
+ */
+export function identityKey(w0: number, w1: number, w2: number, w3: number): number {
+  let h = Math.imul(w3 ^ 0x2545f491, 0x9e3779b1);
+  h = Math.imul(h ^ (h >>> 15) ^ w2, 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13) ^ w1, 0xc2b2ae35);
+  h = Math.imul(h ^ (h >>> 16) ^ w0, 0x27d4eb2f);
+  return (h ^ (h >>> 15)) & 0x3fffffff;
+}
+
+/** identityKey of the 16 bytes at id[o..o+16). */
+export function identityKeyOf(id: Uint8Array, o = 0): number {
+  return identityKey(word(id, o), word(id, o + 4), word(id, o + 8), word(id, o + 12));
 }
 
 function identityOf(w0: number, w1: number, w2: number, w3: number): Buffer {

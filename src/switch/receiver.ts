@@ -61,7 +61,7 @@ export class Receiver {
     if (r.kind === 'store-error') return { ok: false, drop: r.drop, detail: r.detail };
     if (r.kind === 'refused') return { ok: false, drop: r.drop, detail: r.detail };
     const src = parseIpv6Address(req.src);
-    const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, req.src, port.identityText, Drop.None, r.decision.rule, r.decision, now);
+    const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, Drop.None, r.decision.rule, r.decision, now);
     cable.localPort = portIndex;
     cable.peerAddr = req.initiatorAddress;
     cable.peerHost = req.initiatorHost;
@@ -79,7 +79,7 @@ export class Receiver {
     const srcText = formatIpv6(src);
     const r = await this.checks(srcText, port, formatIpv4(outerSrc), undefined, trace);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Ingress, src, port.identity, srcText, port.identityText, drop, rule, decision, now);
+      const c = new Cable(hash, CableDirection.Ingress, src, port.identity, drop, rule, decision, now);
       c.localPort = portIndex;
       c.peerAddr = outerSrc;
       return c;

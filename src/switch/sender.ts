@@ -63,7 +63,7 @@ export class Sender {
     const now = this.clock.now();
     const dstText = formatIpv6(dst);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, port.identityText, dstText, drop, rule, decision, now);
+      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, drop, rule, decision, now);
       c.srcPort = portIndex;
       return c;
     };
