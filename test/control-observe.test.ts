@@ -23,7 +23,7 @@ function handler(): { sw: ControlHandler; push(v: Verdict): void; lose(n: number
   const watchers = new Set<{ f: VerdictFilter; send: (v: Verdict) => boolean }>();
   let lost = 0;
   const sw = {
-    stats: () => ({}), cables: () => [], flush: () => 0,
+    stats: () => ({}), cables: () => [], flush: () => ({ flushed: 0, bindings: 0 }),
     explain: () => Promise.reject(new Error('no')), vm: () => Promise.reject(new Error('no')),
     lastVerdicts: (f: VerdictFilter) => [verdict(1, 'spoof/source'), verdict(2, 'policy/cross-tenant')].filter((v) => matches(v, f)),
     watchVerdicts: (f: VerdictFilter, send: (v: Verdict) => boolean) => {

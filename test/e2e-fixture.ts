@@ -159,6 +159,7 @@ export interface HostStats {
   ports: { vm?: string; name: string; up: boolean; rx: number; tx: number; txRefused: number; txBusy: number; failure: string | null }[];
   underlay: { rx: number; rxErrors: number; tx: number; txRefused: number; txBusy: number };
   kx: Record<string, unknown>;
+  verifier: Record<string, unknown>;
   busyPoll: { windowUs: number; turns: number };
 }
 

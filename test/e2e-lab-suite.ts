@@ -83,6 +83,19 @@ export function labSuite(opts: LabSuiteOptions): void {
     for (const h of ['h1', 'h2']) assert.equal(stats[h].busyPoll, { windowUs: 0, turns: 0 }, `${h} never busy-polled`);
   });
 
+  test('cables --flush --reverify: both switches forget cables and verified bindings, and the next ping verifies web2 from scratch', async () => {
+    const checks = (s: Record<string, HostStats>): number => (s.h1.verifier as { signatureChecks: number }).signatureChecks;
+    const before = checks(await lab.stats());
+    const r = await lab.cli(['cables', '--flush', '--reverify']);
+    assert.is(r.code, 0, r.stderr);
+    assert.match(r.stdout, /^h1: \d+ cables flushed, [1-9]\d* verified bindings forgotten$/m);
+    assert.equal(await ping('web1', 'web2', 1), { sent: 1, received: 1 });
+    assert.ok(checks(await lab.stats()) > before, "h1 checked web2's binding signature again");
+    const usage = await lab.cli(['cables', '--reverify']);
+    assert.is(usage.code, 2, '--reverify alone is a usage error');
+    assert.match(usage.stderr, /--reverify goes with --flush/);
+  });
+
   test('4 MB over TCP arrive complete and intact between web1 and web2 (two hosts) and web1 and web3 (one host), both ways', async () => {
     await tcpTransfer('web1', 'web2', 5001, 4 * MB);
     await tcpTransfer('web2', 'web1', 5002, 4 * MB);

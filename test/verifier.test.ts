@@ -265,6 +265,23 @@ test('the second verification of the same binding does no signature or chain che
   assert.is(v.counters.verified, 2);
 });
 
+test('forgetVerified(): the next verification checks signature and chains again, and an older epoch stays refused', async () => {
+  const { v } = verifier();
+  const old = bind(pki.web1, { epoch: 1 });
+  const r = bind(pki.web1, { epoch: 2 });
+  is(await v.verify(r), Drop.None);
+  assert.is(v.counters.signatureChecks, 1);
+  assert.is(v.counters.chainChecks, 2);
+  assert.is(v.forgetVerified(), 1, 'one binding forgotten');
+  assert.is(v.cachedBindings, 0);
+  is(await v.verify({ ...r }), Drop.None);
+  assert.is(v.counters.signatureChecks, 2, 'signature checked again');
+  assert.is(v.counters.chainChecks, 4, 'VM and host certificates chained again');
+  assert.is(v.counters.bindingCacheHits, 0);
+  v.forgetVerified();
+  is(await v.verify(old), Drop.VerifyOldEpoch); // the highest epoch seen is not forgotten
+});
+
 test('a new binding for a cached certificate does a signature check but no chain check', async () => {
   const { v } = verifier();
   is(await v.verify(bind(pki.web1, { epoch: 1 })), Drop.None);

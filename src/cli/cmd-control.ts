@@ -1,6 +1,8 @@
 // Operator commands against running switches, over their control sockets:
-//   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json] [--flush]
+//   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json] [--flush [--reverify]]
 //     --flush: forget every cable and SA (each pair goes through the miss path again)
+//     --reverify: with --flush, forget verified certificates and bindings too (each is verified
+//       from scratch again; the highest epoch seen per identity stays)
 //   nvi-switch stats  [-c nvi-switch.yaml] [--host NAME] [--json]
 // Without --host: every host of the config whose switch answers.
 
@@ -15,14 +17,14 @@ import { CONFIG_OPTION, parseOptions } from './args.js';
 const OPTIONS = { ...CONFIG_OPTION, host: { type: 'string' }, json: { type: 'boolean' } } as const;
 
 /** Ask every selected host's switch; hosts not running are reported, not fatal, unless named. */
-async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Promise<Map<string, unknown>> {
+async function ask(cfg: CloudConfig, only: string | undefined, cmd: string, extra: Record<string, unknown> = {}): Promise<Map<string, unknown>> {
   const hosts = only ? [only] : [...cfg.hosts.keys()];
   if (only && !cfg.hosts.has(only)) throw new NviError('NVI_ERR_USAGE', `--host ${only}: no such host in ${cfg.file}`);
   const out = new Map<string, unknown>();
   for (const h of hosts) {
     const path = controlPath(cfg, h);
     if (!only && !existsSync(path)) continue;
-    out.set(h, await controlRequest(path, { cmd }));
+    out.set(h, await controlRequest(path, { cmd, ...extra }));
   }
   if (out.size === 0) throw new NviError('NVI_ERR_CONTROL', `no switch of ${cfg.file} is running (no control socket under ${controlPath(cfg, '*')})`);
   return out;
@@ -30,10 +32,14 @@ async function ask(cfg: CloudConfig, only: string | undefined, cmd: string): Pro
 
 export const cables = {
   async run(argv: string[]): Promise<number> {
-    const { values } = parseOptions(argv, { ...OPTIONS, flush: { type: 'boolean' } });
+    const { values } = parseOptions(argv, { ...OPTIONS, flush: { type: 'boolean' }, reverify: { type: 'boolean' } });
+    if (values.reverify && !values.flush) throw new NviError('NVI_ERR_USAGE', '--reverify goes with --flush');
     const cfg = loadConfig(values.config);
     if (values.flush) {
-      for (const [host, r] of await ask(cfg, values.host, 'flush')) process.stdout.write(`${host}: ${(r as { flushed: number }).flushed} cables flushed\n`);
+      for (const [host, r] of await ask(cfg, values.host, 'flush', values.reverify ? { reverify: true } : {})) {
+        const { flushed, bindings } = r as { flushed: number; bindings: number };
+        process.stdout.write(`${host}: ${flushed} cables flushed${values.reverify ? `, ${bindings} verified bindings forgotten` : ''}\n`);
+      }
       return 0;
     }
     const answers = await ask(cfg, values.host, 'cables');

@@ -1,6 +1,6 @@
 // The control socket of a running switch: a unix socket, one JSON request per line, one
 // JSON answer per line. `nvi-switch cables|stats|explain --live` speak it.
-//   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush"}   {"cmd":"handover"} (nvi-switch restart)
+//   {"cmd":"stats"}   {"cmd":"cables"}   {"cmd":"flush", "reverify"?: true}   {"cmd":"handover"} (nvi-switch restart)
 //   {"cmd":"vm","op":"attach"|"detach"|"prepare"|"out"|"in"|"done"|"abort"|"state","vm":NAME,"offer"?:...,"sealed"?:...}
 //   {"cmd":"explain","side":"sender"|"receiver","src":ID,"dst":ID,"proto":6,"port":22,"fromHost":"h1","fromAddress":"10.77.0.1"}
 //   {"cmd":"observe","follow"?:true,"vm"?:..,"tenant"?:..,"verdict"?:..,"reason"?:..}
@@ -41,8 +41,8 @@ const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out'
 export interface ControlHandler {
   stats(): Record<string, unknown>;
   cables(): CableInfo[];
-  /** Forget every cable and SA; returns how many cables. */
-  flush(): number;
+  /** Forget every cable and SA (reverify: and every verified certificate and binding); returns how many cables and bindings. */
+  flush(opts?: { reverify?: boolean }): { flushed: number; bindings: number };
   explain(req: ExplainRequest): Promise<Explanation>;
   vm(req: VmRequest): Promise<unknown>;
   lastVerdicts(f: VerdictFilter): Verdict[];
@@ -159,7 +159,7 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
       case 'cables':
         return { ok: true, result: sw.cables() };
       case 'flush':
-        return { ok: true, result: { flushed: sw.flush() } };
+        return { ok: true, result: sw.flush({ reverify: req.reverify === true }) };
       case 'handover':
         return { ok: true, result: await sw.handover() };
       case 'observe':

@@ -429,10 +429,11 @@ export class LiveSwitch implements ControlHandler {
     return this.verdicts.watch(f, send);
   }
 
-  flush(): number {
+  flush(opts: { reverify?: boolean } = {}): { flushed: number; bindings: number } {
     const n = this.host.flushCables();
-    this.opts.log.info('cables-flushed', { cables: n });
-    return n;
+    const bindings = opts.reverify ? this.verifier.forgetVerified() : 0;
+    this.opts.log.info('cables-flushed', { cables: n, ...(opts.reverify ? { bindingsForgotten: bindings } : {}) });
+    return { flushed: n, bindings };
   }
 
   explain(req: ExplainRequest): Promise<Explanation> {

@@ -130,6 +130,19 @@ export class BindingVerifier {
     this.bucket = new TokenBucket(limits.verifyPerSecond, limits.burst ?? limits.verifyPerSecond, clock.now());
   }
 
+  /**
+   * Forget every verified certificate and binding: each is verified from scratch when next
+   * used. The highest epoch seen per identity stays (an older binding is still refused).
+   * Returns how many bindings were forgotten.
+   */
+  forgetVerified(): number {
+    const n = this.bindings.size;
+    this.bindings.clear();
+    this.certs.clear();
+    this.hostCerts.clear();
+    return n;
+  }
+
   /** Bindings kept verified (one per identity at most). */
   get cachedBindings(): number {
     return this.bindings.size;
