@@ -1,14 +1,16 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--no-prefetch] [--busy-poll-us N] [--profile DIR]   (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--profile DIR]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
 // Before each first datagram both switches forget every cable and SA (`cables --flush`), so it
 // takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
 // makes its own checks), SA install, release. A second datagram right after it, on the
-// plugged cable, is the baseline. --no-prefetch: h2 does not plug the reply's cable as it
+// plugged cable, is the baseline. --reverify: the switches also forget what they verified
+// (`cables --flush --reverify`), so each first packet verifies web1's and web2's bindings and
+// certificates from scratch at both ends, as for a pair never seen. --no-prefetch: h2 does not plug the reply's cable as it
 // accepts the request's (switch.upcall.prefetchReplies). --busy-poll-us N: both switches with
 // switch.busyPollUs N (off by default). --profile DIR: each switch runs under
 // node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
@@ -24,7 +26,7 @@ import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, profile: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, profile: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -68,7 +70,7 @@ try {
   const warm: number[] = [];
   let lost = 0;
   for (let k = 0; k < PAIRS; k++) {
-    for (const h of ['h1', 'h2']) await controlRequest(controlPath(c, h), { cmd: 'flush' });
+    for (const h of ['h1', 'h2']) await controlRequest(controlPath(c, h), { cmd: 'flush', ...(v.reverify ? { reverify: true } : {}) });
     await sleep(30);
     const a = await datagram(2 * k);
     await sleep(10);
@@ -79,7 +81,7 @@ try {
   }
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each)${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
