@@ -212,6 +212,29 @@ test('a rekey before the volume limit replaces the SA without losing a packet, a
   o.off.close();
 });
 
+test("a miss asked again (its far end's binding changed during the key exchange) leaves no key of the first answer behind", async () => {
+  const hub = new TestHub();
+  const cipher = new NodeEspCipher();
+  let holdAnswers = true;
+  hub.decide = (msg) => (msg[0] === KX_ANSWER && holdAnswers ? 'hold' : 'pass');
+  const o = await openOffline({ hub, cipher, prefetchReplies: false });
+  const h1 = o.off.hosts.get('h1')!;
+  const h2 = o.off.hosts.get('h2')!;
+  const sent = ping(o, 1);
+  await until(() => hub.held.length === 1, "h2's ANSWER");
+  h1.bindingChanged(o.config.vms.get('web2')!.identityText); // a migration seen half-way: the answer may rest on the old binding
+  holdAnswers = false;
+  hub.release();
+  await sent;
+  await until(() => h2.ingress.counters.delivered === 1, 'the packet, after the second key exchange');
+  assert.is(h1.upcall.counts.restarted, 1, 'the miss was asked again');
+  assert.is(countOf(hub, KX_INIT, H1), 2, 'two key exchanges');
+  const outbound = [...h1.egressCables.all()].filter((c) => c.sa !== null).length;
+  assert.is(outbound, 1);
+  assert.is(cipher.keyCount, outbound + h2.sas.spis.size, "h1's one outbound key and h2's inbound keys: the first answer's outbound key is gone");
+  o.off.close();
+});
+
 test('an idle cable ends: sweep frees it and its keys on both hosts, and the next packet plugs it again', async () => {
   let now = Date.now();
   const clock = { now: () => now };

@@ -256,4 +256,24 @@ test('a pair plugged again with a new SA that has the same SPI from the same pee
   assert.is(cipher.keyCount, 0);
 });
 
+
+test('an answer the upcall did not install gives its SA key back, unless the cable left in place sends on the same SA', () => {
+  const { table, cipher } = setup();
+  const sa = (spi: number): OutboundSa => new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), 9, 0, LIMITS);
+  const fresh = egress(3, 9, sa(0x300)); // a miss's first answer, with a new SA
+  assert.is(cipher.keyCount, 1);
+  table.unused(fresh, undefined);
+  assert.is(cipher.keyCount, 0, 'its key is gone');
+  const plugged = egress(4, 9, sa(0x400));
+  const sameSa = egress(4, 9, plugged.sa!); // a refresh's answer that kept the plugged cable's SA
+  table.unused(sameSa, plugged);
+  assert.is(cipher.keyCount, 1, 'the plugged cable still sends on it');
+  table.unused(egress(4, 9, sa(0x401)), plugged);
+  assert.is(cipher.keyCount, 1, "a refresh's answer with a new SA: that one goes");
+  const refused = egress(5, 9, sa(0x500));
+  refused.sa = null;
+  table.unused(refused, undefined);
+  assert.is(cipher.keyCount, 2, 'a cable without an SA gives nothing back');
+});
+
 test.run();

@@ -33,12 +33,16 @@ function cable(drop: Drop, dst = PEER): Cable {
   return new Cable(HASH, CableDirection.Egress, ME, dst, drop, drop === Drop.None ? 'allow' : 'refused', null, 0);
 }
 
-function setup(limits: Partial<UpcallLimits> = {}): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[] } {
+function setup(limits: Partial<UpcallLimits> = {}): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[]; unused: [Cable, Cable | undefined][] } {
   const asked = new Asked();
   const egress = new CableCache(64);
   const released: HeldPacket[] = [];
-  const upcall = new Upcall(asked, { egress, ingress: new CableCache(16) }, { perCable: 4, total: 64, maxPending: 64, ...limits }, (_d, p) => released.push(...p));
-  return { upcall, asked, egress, released };
+  const unused: [Cable, Cable | undefined][] = [];
+  const upcall = new Upcall(
+    asked, { egress, ingress: new CableCache(16) }, { perCable: 4, total: 64, maxPending: 64, ...limits }, (_d, p) => released.push(...p),
+    (err) => { throw err; }, () => {}, (c, kept) => unused.push([c, kept]),
+  );
+  return { upcall, asked, egress, released, unused };
 }
 
 /** Offer one frame src -> dst from `port` to the upcall; what it said. */
@@ -69,14 +73,16 @@ function nth(k: number): Buffer {
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
 
 test('a miss whose far end moved while it was resolved is asked again; the stale refusal is never installed', async () => {
-  const { upcall, asked, egress, released } = setup();
+  const { upcall, asked, egress, released, unused } = setup();
   miss(upcall);
   assert.is(asked.questions.length, 1);
   upcall.bindingChanged(PEER, []);
-  asked.questions[0].answer(cable(Drop.SaNegotiationFailed)); // the old host refused: the VM left it
+  const stale = cable(Drop.SaNegotiationFailed);
+  asked.questions[0].answer(stale); // the old host refused: the VM left it
   await tick();
   assert.is(asked.questions.length, 2, 'asked again');
   assert.is(egress.size, 0, 'the refusal was not installed');
+  assert.equal(unused, [[stale, undefined]], 'and handed back as unused (its SA, if any, released)');
   assert.is(upcall.queued, 1, 'the packet still waits');
   asked.questions[1].answer(cable(Drop.None));
   await tick();
@@ -110,7 +116,7 @@ test('a far end that keeps changing: the miss is asked again at most 3 times, th
 });
 
 test('a refresh in flight when the far end moves is verified once more; its stale answer is dropped', async () => {
-  const { upcall, asked, egress } = setup();
+  const { upcall, asked, egress, unused } = setup();
   const plugged = cable(Drop.None);
   egress.insert(plugged);
   upcall.refresh(plugged);
@@ -124,6 +130,8 @@ test('a refresh in flight when the far end moves is verified once more; its stal
   asked.questions[1].answer(next);
   await tick();
   assert.is(egress.findCable(plugged), next);
+  assert.is(unused.length, 1, 'the stale answer was handed back as unused');
+  assert.is(unused[0][1], plugged, 'beside the cable that kept forwarding (whose SA it may share)');
 });
 
 test('a port past its quota of misses a second is refused as upcall/port-quota; another port is not', () => {

@@ -93,6 +93,11 @@ export class Upcall {
     private readonly onBug: (err: unknown) => void = (err) => { throw err; },
     /** A newly installed cable replaced an older one of the same pair (to release its SA). */
     private readonly onReplaced: (old: Cable, next: Cable) => void = () => {},
+    /**
+     * An answer that is not installed (its far end changed meanwhile: asked again), beside the
+     * cable `kept` in its place if any: to release what only the answer holds (a new SA's key).
+     */
+    private readonly onUnused: (unused: Cable, kept: Cable | undefined) => void = () => {},
   ) {}
 
   /** Egress miss: hold packet i (a frame from a VM port). Returns Drop.None when held. */
@@ -145,6 +150,7 @@ export class Upcall {
         if (cable.refreshAgain) {
           cable.refreshAgain = false; // the answer may rest on the binding that just changed
           this.counts.restarted++;
+          if (next !== cable) this.onUnused(next, cable);
           this.refresh(cable);
           return;
         }
@@ -220,6 +226,7 @@ export class Upcall {
       p.stale = false;
       p.restarts++;
       this.counts.restarted++;
+      this.onUnused(cable, undefined);
       this.ask(p); // its packets stay held
       return;
     }

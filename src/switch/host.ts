@@ -150,6 +150,7 @@ export class Host implements HostView {
       (dir, packets) => this.reinject(dir, packets),
       (err) => log.error('upcall-bug', { error: String(err) }),
       (old, next) => this.sas.replaced(old, next),
+      (unused, kept) => this.sas.unused(unused, kept),
     );
 
     // The data path.

@@ -132,6 +132,15 @@ export class SaTable implements InboundInstaller {
     if (sa) this.retire(sa);
   }
 
+  /**
+   * The upcall made egress cable `c` and did not install it (asked again instead): its SA's key
+   * goes, unless `kept`, the cable left in its place, sends on the same SA. (Ingress cables
+   * the upcall makes carry no SA: the responder installs its own.)
+   */
+  unused(c: Cable, kept: Cable | undefined): void {
+    if (c.direction === CableDirection.Egress && c.sa !== null && c.sa !== kept?.sa) this.dropOutbound(c, c.sa);
+  }
+
   /** An ingress cable was replaced because its VM left: its SAs carry the moved-away cable until `retireAt`. */
   movedAway(old: Cable, next: Cable, retireAt: number): void {
     for (let sa = old.inbound; sa !== null; sa = sa.older) this.retireBy(sa, retireAt);
