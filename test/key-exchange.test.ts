@@ -212,6 +212,25 @@ test('a rekey before the volume limit replaces the SA without losing a packet, a
   o.off.close();
 });
 
+test('the INIT leaves before the destination binding is verified, and the cable plugs once both are done; no INIT for a pair the policy refuses', async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub, prefetchReplies: false });
+  const v1 = o.off.verifiers.get('h1')!;
+  let verifiedAtInit = -1;
+  hub.decide = (msg, from) => {
+    if (msg[0] === KX_INIT && from === H1 && verifiedAtInit < 0) verifiedAtInit = v1.counters.verified + v1.counters.refused;
+    return 'pass';
+  };
+  await ping(o, 1);
+  assert.is(verifiedAtInit, 0, "no verification had ended when h1's INIT left");
+  assert.is(v1.counters.verified, 1, "web2's binding was verified");
+  assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 1);
+  await o.off.sendFrames('sensor1', frames([echoFrame(o.config, 'sensor1', 'vault1', 1)])); // allowed by the diode: a control
+  await o.off.sendFrames('web1', frames([echoFrame(o.config, 'web1', 'vault1', 1)])); // cross tenant: refused by the policy
+  assert.is(countOf(hub, KX_INIT, H1), 2, 'INITs for web1 -> web2 and sensor1 -> vault1 only');
+  o.off.close();
+});
+
 test("a miss asked again (its far end's binding changed during the key exchange) leaves no key of the first answer behind", async () => {
   const hub = new TestHub();
   const cipher = new NodeEspCipher();

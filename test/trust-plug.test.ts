@@ -66,13 +66,20 @@ function cable(h: Host, dir: CableDirection, src: string, dst: string, o: Offlin
   return [...cache.all()].find((c) => c.srcText === s && c.dstText === d);
 }
 
-/** The sender refused: h1's cable web1 -> web2 is unplugged for `reason`, h1 counted it, h2 saw nothing. */
-function refusedBySender(c: Case, reason: Drop): void {
+/**
+ * The sender refused: h1's cable web1 -> web2 is unplugged for `reason`, h1 counted it, and
+ * nothing reached h2's ingress. `inits`: the key exchanges h1 started with h2 ahead of the
+ * checks (its INIT leaves while the binding is verified, once h2's certificate is checked);
+ * h1 keeps no key of such an exchange.
+ */
+function refusedBySender(c: Case, reason: Drop, inits: number): void {
   const egress = cable(c.h1, CableDirection.Egress, 'web1', 'web2', c.o);
   assert.ok(egress, 'h1 has a cable web1 -> web2');
   assert.is(dropName(egress!.drop), dropName(reason), 'the cable is unplugged for the reason');
   assert.is(c.h1.egress.counters.drops[reason], 1, 'h1 counted the packet under it');
-  assert.is(c.h2.kx.counters.initsReceived, 0, 'no key exchange reached h2');
+  assert.is(egress!.sa, null);
+  assert.is(c.h2.kx.counters.initsReceived, inits, 'the key exchanges h1 started ahead of the checks');
+  assert.is(c.h1.sas.cipherKeys, c.h2.sas.spis.size, "no key of h1's is left in the hosts' shared cipher, only h2's inbound ones");
   assert.is(c.h2.ingress.counters.in, 0, 'nothing reached h2');
   c.o.off.close();
 }
@@ -104,7 +111,7 @@ test('a destination certificate from an unknown CA is refused by the sender', as
   const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, validityFrom(Date.now() - DAY, 10), other) });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyUnknownCa);
+  refusedBySender(c, Drop.VerifyUnknownCa, 1);
 });
 
 test('an expired destination certificate is refused by the sender', async () => {
@@ -112,7 +119,7 @@ test('an expired destination certificate is refused by the sender', async () => 
   const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, { notBefore: Date.now() - 10 * DAY, notAfter: Date.now() - DAY }) });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyExpired);
+  refusedBySender(c, Drop.VerifyExpired, 1);
 });
 
 test('a destination certificate not yet valid is refused by the sender', async () => {
@@ -120,7 +127,7 @@ test('a destination certificate not yet valid is refused by the sender', async (
   const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web2', key, { notBefore: Date.now() + DAY, notAfter: Date.now() + 10 * DAY }) });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyNotYetValid);
+  refusedBySender(c, Drop.VerifyNotYetValid, 1);
 });
 
 test('a certificate whose subjectAltName is another identity is refused by the sender', async () => {
@@ -128,7 +135,7 @@ test('a certificate whose subjectAltName is another identity is refused by the s
   const key = vmCredentials(c.o.config, 'web2').privateKey;
   await publish(c.o, 'web2', { certificate: await vmCert(c.o, 'web2', 'web3', key, validityFrom(Date.now() - DAY, 10)) });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifySanMismatch);
+  refusedBySender(c, Drop.VerifySanMismatch, 1);
 });
 
 test('an identity not derived from the certified key is refused by the sender, even with a CA-issued certificate', async () => {
@@ -137,21 +144,21 @@ test('an identity not derived from the certified key is refused by the sender, e
   const cert = await vmCert(c.o, 'web2', 'web2', web3, validityFrom(Date.now() - DAY, 10)); // web2's identity, web3's key
   await publish(c.o, 'web2', { certificate: cert, key: web3 });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyIdentityNotDerived);
+  refusedBySender(c, Drop.VerifyIdentityNotDerived, 1);
 });
 
 test('a binding signed by another key is refused by the sender', async () => {
   const c = await open();
   await publish(c.o, 'web2', { key: vmCredentials(c.o.config, 'web3').privateKey });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyBadSignature);
+  refusedBySender(c, Drop.VerifyBadSignature, 1);
 });
 
 test('a binding signed for another host address than it claims is refused by the sender', async () => {
   const c = await open();
   await publish(c.o, 'web2', { edit: (f) => ({ ...f, hostAddress: '10.77.0.9' }), after: (r) => ({ ...r, hostAddress: '10.77.0.2' }) });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyBadSignature);
+  refusedBySender(c, Drop.VerifyBadSignature, 1);
 });
 
 test('an older binding replayed by the store after a newer one was seen is refused by the sender', async () => {
@@ -182,7 +189,7 @@ test('a host certificate that does not match the binding host is refused by the 
   const h1cert = readHostCertificate(c.o.config.pkiDir, 'h1')!;
   await c.o.off.cloud.store.publishHost({ host: 'h2', address: '10.77.0.2', certificate: h1cert });
   await ping(c.o);
-  refusedBySender(c, Drop.VerifyHostCertMismatch);
+  refusedBySender(c, Drop.VerifyHostCertMismatch, 0); // no INIT to a host whose certificate does not match
 });
 
 test('a source binding that places it at another host address is refused by the receiver', async () => {

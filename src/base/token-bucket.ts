@@ -20,13 +20,18 @@ export class TokenBucket {
 
   /** Take one token at time `now` (ms); false, taking nothing, when the bucket is empty. */
   take(now: number): boolean {
+    if (!this.has(now)) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  /** True when a token is left at time `now` (ms); takes none. */
+  has(now: number): boolean {
     if (now > this.last) {
       this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
       this.last = now;
     }
-    if (this.tokens < 1) return false;
-    this.tokens -= 1;
-    return true;
+    return this.tokens >= 1;
   }
 
   /** Tokens available at the last `take` (for stats). */

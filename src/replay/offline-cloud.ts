@@ -21,6 +21,7 @@ import type { SaLimits } from '../esp/sa.js';
 import type { Logger } from '../base/log.js';
 import { SqliteStore } from '../store/sqlite-store.js';
 import { hostPrivateKey, newVerifier, openCloud, publishBindings, type Cloud } from '../switch/cloud.js';
+import type { BindingVerifier } from '../trust/verifier.js';
 import { restoreHandover, saveHandover, type HandoverState, type Restored } from '../switch/handover-state.js';
 import { Host } from '../switch/host.js';
 import { type PacketSink } from '../switch/tx.js';
@@ -68,6 +69,8 @@ const PROTO_UDP = 17;
 
 export class OfflineCloud {
   readonly hosts = new Map<string, Host>();
+  /** Each host's binding verifier (for its counters). */
+  readonly verifiers = new Map<string, BindingVerifier>();
   readonly verdicts = new Map<number, Verdict>();
   /** Packets on the underlay (ESP, IPv6-in-IPv4, and key-exchange UDP), as IPv4. */
   readonly underlay: OutputRecord[] = [];
@@ -112,6 +115,7 @@ export class OfflineCloud {
       send(msg, to);
     };
     const verifier = newVerifier(this.cloud, this.cloud.store);
+    this.verifiers.set(name, verifier);
     const host = new Host({
       config: cfg,
       host: name,

@@ -1,6 +1,7 @@
 // What the two algorithms need to know of their host and of the verifier: narrow views, so
 // that sender.ts and receiver.ts depend on no composition code.
 
+import type { KeyObject } from 'node:crypto';
 import type { Drop } from '../base/drops.js';
 import type { Trace } from '../base/trace.js';
 import type { PortTable } from '../dataplane/port-table.js';
@@ -21,4 +22,8 @@ export interface HostView {
 /** Step 3 of both algorithms (src/trust/verifier.ts). */
 export interface BindingVerifierLike {
   verify(record: BindingRecord, expect: VerifyExpect, trace?: Trace): Promise<Drop>;
+  /** False when verify() would refuse `record` now for want of a token (src/trust/verifier.ts). */
+  mayVerify(record: BindingRecord): boolean;
+  /** Step 9 alone: the certificate of `host` is valid and names `address`; its key. */
+  hostKey(host: string, address: string, trace?: Trace): Promise<{ readonly drop: Drop; readonly key?: KeyObject }>;
 }

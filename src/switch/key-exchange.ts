@@ -42,6 +42,8 @@ export type SaResult =
 
 export interface KeyExchange {
   establish(req: SaRequest, trace?: Trace): Promise<SaResult>;
+  /** An SA establish() gave that no cable will send on: its key goes. */
+  discard(sa: OutboundSa): void;
 }
 
 /** How handshake messages travel: UDP between hosts, or memory in an offline replay. */
@@ -190,6 +192,10 @@ export class KeyExchangeEngine implements KeyExchange {
       trace?.step('sa', `INIT ${requestId.toString('hex')} to ${req.peerHost} (${formatIpv4(req.peerAddress)}): X25519, ${this.settings.alg}`);
       this.sendInit(requestId.toString('hex'), p);
     });
+  }
+
+  discard(sa: OutboundSa): void {
+    this.cipher.removeKey(sa.key);
   }
 
   /**

@@ -4,6 +4,10 @@
 //   4-5. evaluate the tenant policy for SRC -> DST; unplug or plug;
 //   6. for a remote DST with encryption, negotiate the ESP SA with DST's host (which runs
 //      Algorithm 2, receiver.ts, before it installs anything); packets wait until it exists.
+// Step 6 needs only DST's host and its address: on the live miss path its INIT leaves right
+// after step 1 (once that host's certificate is checked for that address), and its round trip
+// overlaps 2-5 (startEarly()). Its SA is used only if every check passes; otherwise its key
+// goes at once. The checks, their order and their verdicts are the same either way.
 //
 // Every failure becomes an unplugged cable carrying its Drop reason, so plug() never
 // rejects and the data path counts each refused packet under the reason found here.
@@ -14,6 +18,7 @@ import type { Clock } from '../base/clock.js';
 import type { Trace } from '../base/trace.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import type { DirectionDecision } from '../dataplane/decision.js';
+import type { VmPort } from '../dataplane/vm-port.js';
 import type { OutboundSa } from '../esp/sa.js';
 import type { Policy } from '../policy/decision.js';
 import type { BindingRecord } from '../trust/records.js';
@@ -22,7 +27,7 @@ import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
 import type { BindingLookup } from './binding-lookup.js';
 import { gone, RETRY_MS, type CableMaker } from './cable-maker.js';
 import type { HostView, BindingVerifierLike } from './host-view.js';
-import type { KeyExchange } from './key-exchange.js';
+import type { KeyExchange, SaResult } from './key-exchange.js';
 
 export interface PlugOptions {
   /** false (explain): describe the key exchange instead of running it. */
@@ -32,6 +37,23 @@ export interface PlugOptions {
   readonly privateFlows?: boolean;
   /** The SA the process before this one sent on (handover.ts): used instead of a key exchange if the peer is still its host. */
   readonly handedOver?: OutboundSa;
+}
+
+/** A key exchange under way (step 6 started early). */
+interface Negotiation {
+  readonly result: Promise<SaResult>;
+}
+
+/** A miss being answered: what steps 2-6 need of it. */
+interface Miss {
+  readonly port: VmPort;
+  readonly dstText: string;
+  readonly now: number;
+  /** The cable being verified again, if any. */
+  readonly previous: Cable | undefined;
+  readonly opts: PlugOptions;
+  /** A cable of the pair: plugged (Drop.None) or unplugged with `drop`, by `rule`. */
+  make(drop: Drop, rule: string, decision: DirectionDecision | null): Cable;
 }
 
 export class Sender {
@@ -82,6 +104,19 @@ export class Sender {
     const rec = found.record;
     if (!rec) return maker.unplugged(make(Drop.ResolveNotFound, `no binding for ${dstText}`, null), now, maker.negativeMs, trace);
 
+    const miss: Miss = { port, dstText, now, previous, opts, make };
+    const early = await this.startEarly(miss, rec);
+    const cable = await this.checkAndPlug(miss, rec, early);
+    if (early) void early.result.then((r) => r.ok && r.sa !== cable.sa && this.keys.discard(r.sa));
+    return cable;
+  }
+
+  /** Steps 2-6 for the binding found; `early`: step 6 already under way. */
+  private async checkAndPlug(miss: Miss, rec: BindingRecord, early: Negotiation | undefined): Promise<Cable> {
+    const { port, dstText, now, previous, opts, make } = miss;
+    const { trace } = opts;
+    const maker = this.maker;
+
     // 2-3. Cert(DST) and Sign(DST, Physical-IP).
     const verdict = await this.verifier.verify(rec, {}, trace);
     if (verdict === Drop.VerifyOldEpoch && previous?.plugged) return maker.keepVerified(previous, now, trace);
@@ -106,7 +141,7 @@ export class Sender {
       cable.localPort = local;
       trace?.step('plug', `local cable to ${this.host.ports.at(local).name} on this host (receiver checks are the same policy)`, 'ok');
     } else {
-      const failed = await this.remote(cable, rec, decision, previous, opts);
+      const failed = await this.remote(cable, rec, decision, miss, early);
       if (failed) return maker.unplugged(make(failed.drop, failed.rule, decision), now, maker.negativeMs, trace);
     }
     cable.flows = maker.flowsFor(decision, port.identityText, dstText, opts.privateFlows);
@@ -115,10 +150,35 @@ export class Sender {
     return cable;
   }
 
-  /** Step 6: the peer host, its outer header and (with ESP) the SA. Returns why not, or undefined. */
+  /**
+   * Step 6 ahead of 2-5, where the live miss path would negotiate anyway: DST is on another
+   * host, the policy plugs the pair with encryption, no SA is handed over or kept, and the
+   * verifier has a token for the binding if it must check it afresh (a flood of misses then
+   * costs no more key exchanges than the verification rate allows). The INIT goes only to a
+   * host whose certificate names the binding's address (step 9, done first): never to an
+   * address a forged binding names. Resolves once the INIT has left, with the exchange's result.
+   */
+  private async startEarly(miss: Miss, rec: BindingRecord): Promise<Negotiation | undefined> {
+    const { port, dstText, now, previous, opts } = miss;
+    if (!opts.negotiate || opts.handedOver || rec.host === this.host.name || !this.verifier.mayVerify(rec)) return undefined;
+    let peer: number;
+    try {
+      peer = parseIpv4Address(rec.hostAddress);
+    } catch {
+      return undefined;
+    }
+    if (reusable(previous, peer)) return undefined;
+    const d = this.policy().decide(port.identityText, dstText, now);
+    if (d.drop !== Drop.None || !d.encrypt) return undefined;
+    if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
+    return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer }, opts.trace) };
+  }
+
+  /** Step 6: the peer host, its outer header and (with ESP) the SA, from `early` if it was started. Returns why not, or undefined. */
   private async remote(
-    cable: Cable, rec: BindingRecord, decision: DirectionDecision, previous: Cable | undefined, opts: PlugOptions,
+    cable: Cable, rec: BindingRecord, decision: DirectionDecision, miss: Miss, early: Negotiation | undefined,
   ): Promise<{ drop: Drop; rule: string } | undefined> {
+    const { previous, opts } = miss;
     const { trace } = opts;
     let peer: number;
     try {
@@ -138,7 +198,7 @@ export class Sender {
       trace?.step('sa', `takes over SA 0x${opts.handedOver.spi.toString(16)} with ${rec.host} from the process before`, 'ok');
       return undefined;
     }
-    const reuse = previous?.sa && previous.peerAddr === peer && !previous.sa.rekeyRequested ? previous.sa : null;
+    const reuse = reusable(previous, peer);
     if (reuse) {
       cable.sa = reuse;
       trace?.step('sa', `keeps SA 0x${reuse.spi.toString(16)} with ${rec.host}`, 'ok');
@@ -149,7 +209,7 @@ export class Sender {
       return undefined;
     }
     const port = this.host.ports.at(cable.srcPort);
-    const r = await this.keys.establish({ srcPort: port, dst: cable.dstText, peerHost: rec.host, peerAddress: peer }, trace);
+    const r = await (early?.result ?? this.keys.establish({ srcPort: port, dst: miss.dstText, peerHost: rec.host, peerAddress: peer }, trace));
     if (!r.ok) return { drop: r.drop, rule: `${rec.host} refused: ${r.detail}` };
     cable.sa = r.sa;
     trace?.step('sa', `ESP SA 0x${r.sa.spi.toString(16)} with ${rec.host}`, 'ok');
@@ -167,3 +227,7 @@ export class Sender {
   }
 }
 
+/** The SA of the cable being verified again, if the pair may keep sending on it to `peer`. */
+function reusable(previous: Cable | undefined, peer: number): OutboundSa | null {
+  return previous?.sa && previous.peerAddr === peer && !previous.sa.rekeyRequested ? previous.sa : null;
+}

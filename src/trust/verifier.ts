@@ -153,6 +153,15 @@ export class BindingVerifier {
     return this.epochs.get(identity);
   }
 
+  /**
+   * False when verify() would refuse `record` now for want of a token (it is not the binding
+   * verified last for its identity, and the bucket is empty). Takes no token.
+   */
+  mayVerify(record: BindingRecord): boolean {
+    const entry = typeof record.identity === 'string' ? this.bindings.peek(record.identity) : undefined;
+    return (entry !== undefined && sameRecord(entry.record, record)) || this.bucket.has(this.clock.now());
+  }
+
   /** Drop.None when the binding may be used, else the one reason it may not (see the list above). */
   async verify(record: BindingRecord, expect: VerifyExpect = {}, trace?: Trace): Promise<Drop> {
     const now = this.clock.now();
