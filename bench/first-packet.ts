@@ -8,10 +8,11 @@
 // Before each first datagram both switches forget every cable and SA (`cables --flush`), so it
 // takes the whole miss path: lookup, verification, policy, the key exchange with h2 (which
 // makes its own checks), SA install, release. A second datagram right after it, on the
-// plugged cable, is the baseline. --reverify: the switches also forget what they verified
-// (`cables --flush --reverify`), so each first packet verifies web1's and web2's bindings and
-// certificates from scratch at both ends, as for a pair never seen. --no-prefetch: h2 does not plug the reply's cable as it
-// accepts the request's (switch.upcall.prefetchReplies). --busy-poll-us N: both switches with
+// plugged cable, is the baseline. --reverify: the switches also forget the bindings and VM
+// certificates they verified (`cables --flush --reverify`), so each first packet verifies
+// web1's and web2's from scratch at both ends, as for a new pair of VMs on hosts that know
+// each other (host certificates stay known). --no-prefetch: h2 does not plug the reply's
+// cable as it accepts the request's (switch.upcall.prefetchReplies). --busy-poll-us N: both switches with
 // switch.busyPollUs N (off by default). --profile DIR: each switch runs under
 // node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
 // stops (open them in Chrome's DevTools). The lab (prefix nvi-b-) is removed at the end.

@@ -1,8 +1,8 @@
 // Operator commands against running switches, over their control sockets:
 //   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json] [--flush [--reverify]]
 //     --flush: forget every cable and SA (each pair goes through the miss path again)
-//     --reverify: with --flush, forget verified certificates and bindings too (each is verified
-//       from scratch again; the highest epoch seen per identity stays)
+//     --reverify: with --flush, forget verified bindings and VM certificates too (each is
+//       verified from scratch again; host certificates and the highest epoch seen per identity stay)
 //   nvi-switch stats  [-c nvi-switch.yaml] [--host NAME] [--json]
 // Without --host: every host of the config whose switch answers.
 

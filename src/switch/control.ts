@@ -41,7 +41,7 @@ const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out'
 export interface ControlHandler {
   stats(): Record<string, unknown>;
   cables(): CableInfo[];
-  /** Forget every cable and SA (reverify: and every verified certificate and binding); returns how many cables and bindings. */
+  /** Forget every cable and SA (reverify: and every verified binding and VM certificate); returns how many cables and bindings. */
   flush(opts?: { reverify?: boolean }): { flushed: number; bindings: number };
   explain(req: ExplainRequest): Promise<Explanation>;
   vm(req: VmRequest): Promise<unknown>;

@@ -131,15 +131,15 @@ export class BindingVerifier {
   }
 
   /**
-   * Forget every verified certificate and binding: each is verified from scratch when next
-   * used. The highest epoch seen per identity stays (an older binding is still refused).
-   * Returns how many bindings were forgotten.
+   * Forget every verified binding and VM certificate: each is verified from scratch when next
+   * used. Host certificates stay (every key exchange checks its peer's: they are known as
+   * long as the hosts talk), and so does the highest epoch seen per identity (an older
+   * binding is still refused). Returns how many bindings were forgotten.
    */
   forgetVerified(): number {
     const n = this.bindings.size;
     this.bindings.clear();
-    this.certs.clear();
-    this.hostCerts.clear();
+    this.certs.clear(); // host certificates stay reachable through hostCerts
     return n;
   }
 
