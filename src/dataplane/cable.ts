@@ -17,9 +17,16 @@ export const enum CableDirection {
   Ingress = 1,
 }
 
+/** The cable's flags, one bit each in Cable.marks (one field instead of three: 16 B a cable less). */
+const enum Mark {
+  Used = 1,
+  Refreshing = 2,
+  RefreshAgain = 4,
+}
+
 export class Cable {
-  /** Found since the cache's eviction hand last passed it (cable-cache.ts: second chance). */
-  used = false;
+  /** Flags (Mark), read and set through used, refreshing and refreshAgain. */
+  private marks = 0;
 
   // Where the packet goes (set at plug time).
   /** Egress: the port of the source VM. */
@@ -47,9 +54,6 @@ export class Cable {
   refreshTick = 0;
   /** From this tick on, the cable is a miss (negative entries, time-window edges). */
   expiresTick = 0;
-  refreshing = false;
-  /** The far end's binding changed during the refresh: verify once more when it answers. */
-  refreshAgain = false;
 
   // Counters.
   packets = 0;
@@ -93,6 +97,33 @@ export class Cable {
     this.d1 = word(dst, 4);
     this.d2 = word(dst, 8);
     this.d3 = word(dst, 12);
+  }
+
+  /** Found since the cache's eviction hand last passed it (cable-cache.ts: second chance). */
+  get used(): boolean {
+    return (this.marks & Mark.Used) !== 0;
+  }
+
+  set used(on: boolean) {
+    this.marks = on ? this.marks | Mark.Used : this.marks & ~Mark.Used;
+  }
+
+  /** Being verified again (it keeps forwarding meanwhile). */
+  get refreshing(): boolean {
+    return (this.marks & Mark.Refreshing) !== 0;
+  }
+
+  set refreshing(on: boolean) {
+    this.marks = on ? this.marks | Mark.Refreshing : this.marks & ~Mark.Refreshing;
+  }
+
+  /** The far end's binding changed during the refresh: verify once more when it answers. */
+  get refreshAgain(): boolean {
+    return (this.marks & Mark.RefreshAgain) !== 0;
+  }
+
+  set refreshAgain(on: boolean) {
+    this.marks = on ? this.marks | Mark.RefreshAgain : this.marks & ~Mark.RefreshAgain;
   }
 
   /** Verified again from `refreshAt`, a miss from `expiresAt` (ms since 1970; Infinity: never), told at `now`. */
