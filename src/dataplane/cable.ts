@@ -62,7 +62,7 @@ export class Cable {
 
   // The pair as eight big-endian int32 words (small integers in V8), compared by matches():
   // a lookup then reads no memory beyond the cable itself. The pair is kept only this way: its
-  // text is made when the control plane asks for it (a string per cable cost ~50 B a cable).
+  // text is made when the control plane asks for it (the text of each cable cost 64 B).
   private readonly s0: number;
   private readonly s1: number;
   private readonly s2: number;
