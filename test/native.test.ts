@@ -154,7 +154,7 @@ test('without the built addon, loading says to run npm install', () => {
 });
 
 
-test('busy polling: after a readiness event the loop turns without sleeping for the window, then sleeps again', async () => {
+test('busy polling: after a readiness event or a touch the loop turns without sleeping for the window, then sleeps again', async () => {
   const fd = fifo();
   const w = native.pollCreate(fd, () => drain(fd));
   native.pollStart(w, POLL_READABLE);
@@ -176,6 +176,15 @@ test('busy polling: after a readiness event the loop turns without sleeping for 
     const after = native.busyPollTurns();
     await sleep(40);
     assert.is(native.busyPollTurns(), after, 'the window is over: the loop sleeps again');
+
+    native.busyPollTouch(); // a key-exchange message: as a readiness event
+    await sleep(60);
+    assert.ok(native.busyPollTurns() - after > 100, 'a touch opens the window as well');
+    native.busyPoll(0);
+    const still = native.busyPollTurns();
+    native.busyPollTouch();
+    await sleep(30);
+    assert.is(native.busyPollTurns(), still, 'off: a touch does nothing');
   } finally {
     native.busyPoll(0);
     native.pollClose(w);

@@ -72,6 +72,8 @@ export interface NativeAddon {
   pollClose(w: NativePoll): void;
   /** Keep the event loop polling (no sleep) for windowUs after each readiness event; 0: off. Main thread only. */
   busyPoll(windowUs: number): void;
+  /** As a readiness event: keep polling for the window from now (nothing while busy polling is off). */
+  busyPollTouch(): void;
   /** Event-loop turns spent busy polling since the process started. */
   busyPollTurns(): number;
 

@@ -5,6 +5,8 @@
 //
 // JS API (see src/native/addon.ts):
 //   busyPoll(windowUs)    0: off (the loop sleeps as soon as it is idle); at most 10 s
+//   busyPollTouch()       as a readiness event: keep polling for the window from now (the key
+//                         exchange's messages, which are not read through poll.c)
 //   busyPollTurns()       loop turns spent polling so far (a double)
 //
 // How: an active uv_idle handle makes libuv poll with a zero timeout. poll.c calls
@@ -70,6 +72,14 @@ static napi_value busy_poll(napi_env env, napi_callback_info info) {
   return nvi_undefined(env);
 }
 
+static napi_value busy_poll_touch(napi_env env, napi_callback_info info) {
+  (void)info;
+  uv_loop_t *loop;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) return NULL;
+  nvi_busy_poll_touch(loop);  // nothing unless busy polling is on, and on this thread's loop
+  return nvi_undefined(env);
+}
+
 static napi_value busy_poll_turns(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value v;
@@ -78,5 +88,6 @@ static napi_value busy_poll_turns(napi_env env, napi_callback_info info) {
 }
 
 int nvi_init_busy_poll(napi_env env, napi_value exports) {
-  return nvi_export(env, exports, "busyPoll", busy_poll) || nvi_export(env, exports, "busyPollTurns", busy_poll_turns);
+  return nvi_export(env, exports, "busyPoll", busy_poll) || nvi_export(env, exports, "busyPollTouch", busy_poll_touch) ||
+         nvi_export(env, exports, "busyPollTurns", busy_poll_turns);
 }

@@ -181,7 +181,11 @@ export class LiveSwitch implements ControlHandler {
     const { opts } = this;
     this.sweeper = setInterval(() => this.host.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
-    loadNative().busyPoll(this.cloud.config.switch.busyPollUs);
+    const native = loadNative();
+    native.busyPoll(this.cloud.config.switch.busyPollUs);
+    // The key exchange's messages are packets too: the loop stays awake for the answer to an
+    // INIT, and for the first packets of an SA just answered.
+    if (this.cloud.config.switch.busyPollUs > 0) this.transport!.onActivity = () => native.busyPollTouch();
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     const at = this.cloud.config.switch.metrics;

@@ -16,6 +16,8 @@ export class UdpTransport implements KxTransport {
   private socket: Socket | null = null;
   private readonly waiting: { msg: Buffer; to: number }[] = [];
   private handler: (msg: Buffer, from: number) => void = () => {};
+  /** Called for each message sent or received (live.ts: busy polling follows the key exchange). */
+  onActivity: () => void = () => {};
 
   private constructor(private readonly port: number) {}
 
@@ -53,13 +55,19 @@ export class UdpTransport implements KxTransport {
       } catch {
         return;
       }
-      if (rinfo.port === this.port) this.handler(msg, from);
+      if (rinfo.port !== this.port) return;
+      this.onActivity();
+      this.handler(msg, from);
     });
   }
 
   send(msg: Buffer, to: number): void {
-    if (this.socket) this.socket.send(msg, this.port, formatIpv4(to));
-    else this.waiting.push({ msg: Buffer.from(msg), to });
+    if (!this.socket) {
+      this.waiting.push({ msg: Buffer.from(msg), to });
+      return;
+    }
+    this.socket.send(msg, this.port, formatIpv4(to));
+    this.onActivity();
   }
 
   onMessage(handler: (msg: Buffer, from: number) => void): void {
