@@ -186,4 +186,19 @@ test('directions with the same conditions share one filter', () => {
   assert.ok(a.filter !== null && a.filter === b.filter);
 });
 
+test('directions decided alike share one decision object; any difference makes another', () => {
+  const p = policy([WEB_MESH, { from: 'web', to: 'db', action: 'plug', proto: 'tcp', ports: [5432] }]);
+  const mesh = p.decide(id(p, 'web1'), id(p, 'web2'), MON);
+  assert.is(p.decide(id(p, 'web2'), id(p, 'web3'), MON), mesh, 'another pair of the same rule: the same object');
+  const db = p.decide(id(p, 'web1'), id(p, 'db1'), MON);
+  assert.is.not(db, mesh, 'another rule, another filter');
+  assert.is(p.decide(id(p, 'web3'), id(p, 'db2'), MON), db);
+  const denied = p.decide(id(p, 'db1'), id(p, 'admin'), MON);
+  assert.is(denied.drop, Drop.PolicyDefaultDeny);
+  assert.is(p.decide(id(p, 'admin'), id(p, 'db2'), MON), denied, 'the same refusal: the same object');
+  assert.is.not(p.decide(id(p, 'web1'), id(p, 'vault1'), MON), denied, 'another reason: another object');
+  const next = policy([WEB_MESH]);
+  assert.is.not(next.decide(id(next, 'web1'), id(next, 'web2'), MON), mesh, "another policy's decisions are its own");
+});
+
 test.run();

@@ -83,6 +83,9 @@ const RULES_PER_TENANT = 2 ** 26;
 const DIR_FORWARD = 0;
 const DIR_REVERSE = 1;
 const FILTER_CACHE_MAX = 65_536;
+/** Distinct decisions kept for sharing, at most (then the table starts again), and per rule. */
+const MAX_DECISIONS = 65_536;
+const DECISIONS_PER_RULE = 16;
 
 const ascending = (a: number, b: number): number => a - b;
 
@@ -97,6 +100,14 @@ export class CompiledPolicy implements Policy {
   private readonly index = new Map<number, Map<number, number[]>>();
   /** Filters are shared by every direction with the same conditions. */
   private readonly filters = new Map<string, CompiledFilter>();
+  /**
+   * Decisions are shared too, by every direction decided alike (by rule, then the few of each
+   * rule compared field by field): a cable keeps its decision, and one object per cable cost
+   * each pair ~2 x 95 B. Emptied past MAX_DECISIONS (time windows make new validUntil values
+   * as time goes on); a rule with more than DECISIONS_PER_RULE variants gets fresh ones.
+   */
+  private readonly decisions = new Map<string, DirectionDecision[]>();
+  private decisionCount = 0;
   /** Scratch of decide(), which is synchronous and never re-entered: the rules found, and which are active. */
   private readonly hits: number[] = [];
   private active = new Uint8Array(64);
@@ -251,7 +262,29 @@ export class CompiledPolicy implements Policy {
       const mode = flow === FlowMode.RepliesOnly ? ', replies only (initiate)' : flow === FlowMode.Opens ? ', opens flows (initiate)' : '';
       trace.step('policy', `plugged by ${rule}: ${filter ? filter.describe() : 'every packet'}, ${encrypt ? 'ESP' : 'plain IPv6-in-IPv4'}${mode}`, 'ok');
     }
-    return { drop: Drop.None, rule, revision: this.revision, validUntil, encrypt, filter, flow };
+    return this.decision(Drop.None, rule, validUntil, encrypt, filter, flow);
+  }
+
+  /** The shared decision object with these values. */
+  private decision(drop: Drop, rule: string, validUntil: number, encrypt: boolean, filter: CompiledFilter | null, flow: FlowMode): DirectionDecision {
+    let alike = this.decisions.get(rule);
+    if (alike) {
+      for (const d of alike) {
+        if (d.drop === drop && d.filter === filter && d.validUntil === validUntil && d.encrypt === encrypt && d.flow === flow) return d;
+      }
+    }
+    const d: DirectionDecision = { drop, rule, revision: this.revision, validUntil, encrypt, filter, flow };
+    if (this.decisionCount >= MAX_DECISIONS) {
+      this.decisions.clear();
+      this.decisionCount = 0;
+      alike = undefined;
+    }
+    if (!alike) this.decisions.set(rule, (alike = []));
+    if (alike.length < DECISIONS_PER_RULE) {
+      alike.push(d);
+      this.decisionCount++;
+    }
+    return d;
   }
 
   affected(next: Policy): { readonly all: boolean; readonly identities: ReadonlySet<string> } {
@@ -364,7 +397,7 @@ export class CompiledPolicy implements Policy {
 
   private deny(drop: Drop, rule: string, validUntil: number, trace: Trace | undefined): DirectionDecision {
     trace?.step('policy', `unplugged by ${rule}: ${dropName(drop)} (${DROP_INFO[drop][1]})`, 'fail');
-    return { drop, rule, revision: this.revision, validUntil, encrypt: true, filter: null, flow: FlowMode.None };
+    return this.decision(drop, rule, validUntil, true, null, FlowMode.None);
   }
 
   private keyText(tenant: number, key: number): string {
