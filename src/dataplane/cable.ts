@@ -9,6 +9,7 @@ import type { DirectionDecision, FlowState } from './decision.js';
 import { Drop } from '../base/drops.js';
 import { deadline, tickOf } from '../base/ticks.js';
 import { formatIpv6 } from '../base/address.js';
+import { identityKey } from './pair-hash.js';
 
 export const enum CableDirection {
   /** src is a VM on this host; packets leave through encap or go to a local VM. */
@@ -192,19 +193,7 @@ export class Cable {
   }
 }
 
-/**
- * A 30-bit key of a 16-byte identity given as four big-endian int32 words: equal identities
- * have equal keys; different ones rarely do, so an index by key checks the words too.
- */
-export function identityKey(w0: number, w1: number, w2: number, w3: number): number {
-  let h = Math.imul(w3 ^ 0x2545f491, 0x9e3779b1);
-  h = Math.imul(h ^ (h >>> 15) ^ w2, 0x85ebca6b);
-  h = Math.imul(h ^ (h >>> 13) ^ w1, 0xc2b2ae35);
-  h = Math.imul(h ^ (h >>> 16) ^ w0, 0x27d4eb2f);
-  return (h ^ (h >>> 15)) & 0x3fffffff;
-}
-
-/** identityKey of the 16 bytes at id[o..o+16). */
+/** identityKey (pair-hash.ts) of the 16 bytes at id[o..o+16). */
 export function identityKeyOf(id: Uint8Array, o = 0): number {
   return identityKey(word(id, o), word(id, o + 4), word(id, o + 8), word(id, o + 12));
 }
