@@ -85,6 +85,8 @@ export interface SwitchSettings {
   readonly metrics?: { readonly host: string; readonly port: number };
   /** Microseconds the event loop keeps polling, without sleeping, after a packet (0: off). */
   readonly busyPollUs: number;
+  /** Data-path threads per host (src/switch/workers/): each owns the ports of its share of the VMs. */
+  readonly workers: number;
 }
 
 export interface CloudConfig {
@@ -199,9 +201,12 @@ function readUnderlay(v: unknown): CloudConfig['underlay'] {
   };
 }
 
+/** Most data-path threads one host may run. */
+export const MAX_WORKERS = 64;
+
 function readSwitch(v: unknown): SwitchSettings {
   const o = obj(v, 'switch');
-  onlyKeys(o, ['offload', 'offloadUdp', 'cables', 'upcall', 'esp', 'metrics', 'busyPollUs'], 'switch');
+  onlyKeys(o, ['offload', 'offloadUdp', 'cables', 'upcall', 'esp', 'metrics', 'busyPollUs', 'workers'], 'switch');
   const c = obj(o.cables ?? {}, 'switch.cables');
   onlyKeys(c, ['max', 'ttl', 'negativeTtl', 'perPort'], 'switch.cables');
   const u = obj(o.upcall ?? {}, 'switch.upcall');
@@ -212,6 +217,10 @@ function readSwitch(v: unknown): SwitchSettings {
   onlyKeys(r, ['seconds', 'packets', 'bytes'], 'switch.esp.rekey');
   const ip = (x: unknown, p: string, lo: number, hi: number): number => int(x, p, lo, hi);
   const max = opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables');
+  const busyPollUs = opt(o, 'busyPollUs', 0, (x, p) => ip(x, p, 0, 10_000_000), 'switch');
+  const workers = opt(o, 'workers', 1, (x, p) => ip(x, p, 1, MAX_WORKERS), 'switch');
+  // The busy-poll window is one per process: a worker thread's loop cannot share it.
+  if (workers > 1 && busyPollUs > 0) throw new ConfigError('switch.busyPollUs', `busy polling needs switch.workers: 1 (it is ${workers})`);
   return {
     offload: opt(o, 'offload', true, bool, 'switch'),
     offloadUdp: opt(o, 'offloadUdp', true, bool, 'switch'),
@@ -239,7 +248,8 @@ function readSwitch(v: unknown): SwitchSettings {
       grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
     },
     metrics: o.metrics === undefined ? undefined : readMetrics(o.metrics),
-    busyPollUs: opt(o, 'busyPollUs', 0, (x, p) => ip(x, p, 0, 10_000_000), 'switch'),
+    busyPollUs,
+    workers,
   };
 }
 

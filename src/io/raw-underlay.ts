@@ -30,8 +30,9 @@ export interface RawUnderlayOptions {
   bufferBytes?: number;
   /**
    * Receive only one shard of the underlay, for one of `count` data-path threads: ESP packets
-   * whose SPI mod count is `index`, IPv6-in-IPv4 packets whose inner pair hashes to it (both
-   * directions of a pair alike); packets too short to tell go to shard 0. Sending is not sharded.
+   * whose SPI mod count is `index`, IPv6-in-IPv4 packets whose inner destination's last word
+   * mod count is (src/switch/workers/shard.ts); packets too short to tell go to shard 0.
+   * Sending is not sharded.
    */
   shard?: { count: number; index: number };
 }

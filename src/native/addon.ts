@@ -126,7 +126,7 @@ export interface NativeAddon {
   /**
    * Raw IPv4 socket for `protocol`, IP_HDRINCL, non-blocking, bound to addr (host order). With
    * shards > 1 it receives only shard `shard`'s packets: ESP by SPI mod shards, IPv6-in-IPv4 by
-   * the inner pair (see src/native/raw_socket.c); shards 0 or 1: every packet.
+   * the inner destination's last word (see src/native/raw_socket.c); shards 0 or 1: every packet.
    */
   rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null, shards: number, shard: number): number;
   /** recvmmsg up to n packets as tapRead does; addrs[k] = source address (host order). 0 at EAGAIN, -errno on error. */

@@ -17,8 +17,8 @@
 // packet, so `shards` sockets, each with a classic BPF filter that keeps its share, spread
 // the underlay over as many threads with no packet seen twice. ESP is shared out by SPI
 // (SPI mod shards == shard: the receiver chose the SPI, so it chose the thread);
-// IPv6-in-IPv4 by the last words of the inner source and destination XORed (both directions
-// of a pair to one shard). A packet too short to hold those words goes to shard 0, whose
+// IPv6-in-IPv4 by the last word of the inner destination (the thread that owns the
+// destination VM, src/switch/workers/shard.ts). A packet too short to hold those words goes to shard 0, whose
 // parse stage counts it, so the filter drops nothing that the switch would count. The filter
 // is attached before bind, and what queued before it (copies that the other shards also
 // got) is read and discarded.
@@ -38,8 +38,8 @@
 #include <unistd.h>
 
 enum { PROTO_IPV6_IN_IPV4 = 41, PROTO_ESP = 50 };
-/** Offsets from the end of the outer IPv4 header: the SPI; the inner IPv6 source's and destination's last words. */
-enum { OFF_SPI = 0, OFF_SRC_LAST = 20, OFF_DST_LAST = 36 };
+/** Offsets from the end of the outer IPv4 header: the SPI; the inner IPv6 destination's last word. */
+enum { OFF_SPI = 0, OFF_DST_LAST = 36 };
 
 /**
  * The filter of shard `shard` of `shards` for `proto` into prog[] (at most 16 instructions); returns
@@ -54,18 +54,11 @@ static int steer_program(int proto, uint32_t shards, uint32_t shard, struct sock
   prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_SUB | BPF_K, need);
   // The words fit when length - need >= X. A length below `need` wraps A past 2^31 (packets are
   // under 64 KB), which the first test catches. Both tests jump to the last instruction.
-  const uint8_t to_short = proto == PROTO_ESP ? 5 : 9;  // instructions between the second test and it
+  const uint8_t to_short = 5;  // instructions between the second test and it
   prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x80000000u, to_short + 1, 0);
   prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JGE | BPF_X, 0, 0, to_short);
-  if (proto == PROTO_ESP) {
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_SPI);  // A = SPI
-  } else {
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_SRC_LAST);
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_ST, 0);                          // M[0] = source word
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, OFF_DST_LAST);
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_LDX | BPF_W | BPF_MEM, 0);       // X = M[0]
-    prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_XOR | BPF_X, 0);       // A = dst ^ src
-  }
+  // A = the SPI, or the inner destination's last word
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_IND, proto == PROTO_ESP ? OFF_SPI : OFF_DST_LAST);
   prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, shards);
   prog[n++] = (struct sock_filter)BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, shard, 0, 1);
   prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_K, all);

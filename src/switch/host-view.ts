@@ -15,6 +15,8 @@ export interface HostView {
   readonly ports: PortTable;
   /** Port index of a local VM by identity text, or undefined. */
   portIndex(identityText: string): number | undefined;
+  /** This data-path thread owns the VM with identity `id` (always true with one thread: workers/shard.ts). */
+  owns(id: Uint8Array): boolean;
   /** Settles when the port's binding is published (a migrated VM activating); undefined when nothing is pending. */
   whenActive(index: number): Promise<unknown> | undefined;
 }

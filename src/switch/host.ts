@@ -32,6 +32,7 @@ import { Rekeyer } from './rekey.js';
 import { SaTable } from './sa-table.js';
 import { Sender } from './sender.js';
 import { TxFanout, type PacketSink } from './tx.js';
+import { ownerOf, type Shard } from './workers/shard.js';
 
 export interface HostParts {
   readonly config: CloudConfig;
@@ -61,6 +62,8 @@ export interface HostParts {
   readonly vms?: readonly VmConfig[];
   /** Plug a reply's cable when the peer plugs the request's (default: switch.upcall.prefetchReplies; tests of one direction turn it off). */
   readonly prefetchReplies?: boolean;
+  /** This host is one of several data-path threads of its host (workers/shard.ts); `vms` are its share. */
+  readonly shard?: Shard;
 }
 
 /** Slots of each table (cables, SPIs) that one sweep looks at, at most, and how often a sweep runs. */
@@ -139,7 +142,7 @@ export class Host implements HostView {
     this.saLimits = limits;
     this.kx = new KeyExchangeEngine(
       { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, this.answering(), cipher,
-      { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys }, clock, parts.random ?? systemRandom,
+      { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys, shard: parts.shard }, clock, parts.random ?? systemRandom,
     );
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
     this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log, (c, old) => this.sas.rekeyed(c, old));
@@ -182,6 +185,11 @@ export class Host implements HostView {
 
   portIndex(identityText: string): number | undefined {
     return this.ports.byIdentity(identityText)?.index;
+  }
+
+  owns(id: Uint8Array): boolean {
+    const shard = this.parts.shard;
+    return shard === undefined || ownerOf(id, shard.count) === shard.index;
   }
 
   /** Port `index` sends through `sink`. */

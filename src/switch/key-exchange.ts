@@ -27,6 +27,7 @@ import { OutboundSa, type SaLimits } from '../esp/sa.js';
 import type { Trace } from '../base/trace.js';
 import type { Clock, Random } from '../base/clock.js';
 import { TokenBucket } from '../base/token-bucket.js';
+import { spiForShard, type Shard } from './workers/shard.js';
 import type { AcceptRequest, AcceptResult } from './receiver.js';
 
 export interface SaRequest {
@@ -94,10 +95,12 @@ export interface KxSettings {
   readonly initBurst: number;
   /** Debug only: receives the keys of every SA this host accepts as responder. */
   readonly exportKeys?: (k: EspKeyExport) => void;
+  /** One of several data-path threads (workers/shard.ts): its SPIs and request ids name it. */
+  readonly shard?: Shard;
 }
 
-/** The key exchange's timing and limits (all of KxSettings but the cipher and SA limits). */
-export type KxTiming = Omit<KxSettings, 'alg' | 'limits' | 'exportKeys'>;
+/** The key exchange's timing and limits (all of KxSettings but the cipher, SA limits and shard). */
+export type KxTiming = Omit<KxSettings, 'alg' | 'limits' | 'exportKeys' | 'shard'>;
 
 export const DEFAULT_KX: KxTiming = {
   retryMs: 250,
@@ -182,6 +185,7 @@ export class KeyExchangeEngine implements KeyExchange {
     return new Promise((resolve) => {
       const eph = this.ephemerals.take();
       const requestId = this.random.bytes(8);
+      if (this.settings.shard) requestId[0] = this.settings.shard.index; // its ANSWER comes back to this worker
       const fields = { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) };
       const init = encodeInit(
         { alg: this.settings.alg, requestId, timeMs: this.clock.now(), src: fields.src, dst: fields.dst, ephemeral: eph.publicRaw, host: this.host.name },
@@ -345,10 +349,13 @@ export class KeyExchangeEngine implements KeyExchange {
   /**
    * A fresh SPI: random in [256, 2^30). 1-255 are reserved (RFC 4303 2.1); staying below
    * 2^30 keeps every SPI a small integer in V8, so the per-packet SPI lookup never boxes one.
+   * A worker's SPIs are those the kernel steers to it (SPI mod count = its index).
    */
   private newSpi(): number {
+    const shard = this.settings.shard;
     for (;;) {
-      const spi = this.random.bytes(4).readUInt32BE(0) >>> 2;
+      const random = this.random.bytes(4).readUInt32BE(0) >>> 2;
+      const spi = shard ? spiForShard(random, shard) : random;
       if (spi >= 256 && !this.installer.spiInUse(spi)) return spi;
     }
   }

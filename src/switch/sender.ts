@@ -47,6 +47,7 @@ interface Negotiation {
 /** A miss being answered: what steps 2-6 need of it. */
 interface Miss {
   readonly port: VmPort;
+  readonly dst: Buffer;
   readonly dstText: string;
   readonly now: number;
   /** The cable being verified again, if any. */
@@ -104,7 +105,7 @@ export class Sender {
     const rec = found.record;
     if (!rec) return maker.unplugged(make(Drop.ResolveNotFound, `no binding for ${dstText}`, null), now, maker.negativeMs, trace);
 
-    const miss: Miss = { port, dstText, now, previous, opts, make };
+    const miss: Miss = { port, dst, dstText, now, previous, opts, make };
     const early = await this.startEarly(miss, rec);
     const cable = await this.checkAndPlug(miss, rec, early);
     if (early) void early.result.then((r) => r.ok && r.sa !== cable.sa && this.keys.discard(r.sa));
@@ -133,7 +134,7 @@ export class Sender {
 
     // Plug: to a VM of this host, or (6) to DST's host over ESP or plain IPv6-in-IPv4.
     const cable = make(Drop.None, decision.rule, decision);
-    if (rec.host === this.host.name) {
+    if (this.isLocal(rec, miss.dst)) {
       const local = this.host.portIndex(dstText);
       if (local === undefined) {
         return maker.unplugged(make(Drop.ResolveNotFound, `binding names this host but ${dstText} has no port here`, null), now, maker.negativeMs, trace);
@@ -160,7 +161,7 @@ export class Sender {
    */
   private async startEarly(miss: Miss, rec: BindingRecord): Promise<Negotiation | undefined> {
     const { port, dstText, now, previous, opts } = miss;
-    if (!opts.negotiate || opts.handedOver || rec.host === this.host.name || !this.verifier.mayVerify(rec)) return undefined;
+    if (!opts.negotiate || opts.handedOver || this.isLocal(rec, miss.dst) || !this.verifier.mayVerify(rec)) return undefined;
     let peer: number;
     try {
       peer = parseIpv4Address(rec.hostAddress);
@@ -172,6 +173,15 @@ export class Sender {
     if (d.drop !== Drop.None || !d.encrypt) return undefined;
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
     return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer }, opts.trace) };
+  }
+
+  /**
+   * DST is a VM of this host whose frames this thread writes. With several data-path threads,
+   * a VM of this host that another thread owns is reached as a remote one, through this host's
+   * own underlay address (workers/shard.ts): its worker keeps the pair's state there.
+   */
+  private isLocal(rec: BindingRecord, dst: Buffer): boolean {
+    return rec.host === this.host.name && this.host.owns(dst);
   }
 
   /** Step 6: the peer host, its outer header and (with ESP) the SA, from `early` if it was started. Returns why not, or undefined. */
