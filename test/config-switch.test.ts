@@ -1,5 +1,5 @@
-// `switch.busyPollUs` in nvi-switch.yaml: off by default, read when given, and an error naming
-// its path when it is not a whole number of microseconds from 0 to 10 s.
+// `switch.busyPollUs` and `switch.workers` in nvi-switch.yaml: defaults, values read when
+// given, and an error naming the path when a value is out of its range.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -15,10 +15,11 @@ const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'nvi-config-switch-'));
 atExit(() => rmSync(dir, { recursive: true, force: true }));
 
-function withBusyPoll(value: unknown): CloudConfig {
+function withBusyPoll(value: unknown, workers?: unknown): CloudConfig {
   const doc = parseDocument(readFileSync(SHIPPED, 'utf8'));
   if (value === undefined) doc.deleteIn(['switch', 'busyPollUs']);
   else doc.setIn(['switch', 'busyPollUs'], value);
+  if (workers !== undefined) doc.setIn(['switch', 'workers'], workers);
   const file = join(dir, 'nvi-switch.yaml');
   writeFileSync(file, doc.toString());
   return loadConfig(file);
@@ -36,5 +37,21 @@ for (const bad of [-1, 1.5, 10_000_001, 'fast']) {
     assert.throws(() => withBusyPoll(bad), /switch\.busyPollUs/);
   });
 }
+
+test('one data-path thread unless asked for; up to 64', () => {
+  assert.is(loadConfig(SHIPPED).switch.workers, 1);
+  assert.is(withBusyPoll(undefined, 2).switch.workers, 2);
+  assert.is(withBusyPoll(0, 64).switch.workers, 64);
+});
+
+for (const bad of [0, 65, 1.5, 'many']) {
+  test(`workers ${JSON.stringify(bad)} is an error naming switch.workers`, () => {
+    assert.throws(() => withBusyPoll(undefined, bad), /switch\.workers/);
+  });
+}
+
+test('busy polling with several workers is an error naming switch.busyPollUs and the worker count', () => {
+  assert.throws(() => withBusyPoll(5000, 2), /switch\.busyPollUs.*switch\.workers: 1 \(it is 2\)/);
+});
 
 test.run();

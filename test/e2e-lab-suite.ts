@@ -20,7 +20,8 @@
 
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseIpv4Address } from '../src/base/address.js';
+import { parseIpv4Address, parseIpv6Address } from '../src/base/address.js';
+import { ownerOf } from '../src/switch/workers/shard.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { promtool, samples } from './prom-text.js';
 import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
@@ -36,6 +37,8 @@ export interface LabSuiteOptions {
   readonly etcd?: number;
   /** Also the underlay capture, the stats-by-stage check and the fuzz flood. */
   readonly full: boolean;
+  /** switch.workers of both hosts (default 1: one data-path thread). */
+  readonly workers?: number;
 }
 
 export function labSuite(opts: LabSuiteOptions): void {
@@ -49,7 +52,7 @@ export function labSuite(opts: LabSuiteOptions): void {
   });
 
   test(`lab up brings the nvi-t- copy of nvi-switch.yaml up (${opts.etcd ? `store on ${opts.etcd} etcd member(s) on the fabric` : 'embedded store'}) with both switches running`, async () => {
-    lab = newLab(opts.name, { etcd: opts.etcd });
+    lab = newLab(opts.name, { etcd: opts.etcd, set: opts.workers ? { 'switch.workers': opts.workers } : {} });
     await lab.up();
     const pids = lab.switchPids();
     assert.equal(pids.map((p) => p.host).sort(), ['h1', 'h2']);
@@ -401,6 +404,25 @@ export function labSuite(opts: LabSuiteOptions): void {
     for (const p of ['vault1->sensor1', 'web1->vault1']) assert.not.ok(pairs.has(p), `${p} never went on the wire`);
   });
 
+  if (opts.workers) test(`${opts.workers} data-path threads per host: every inbound SA's SPI names the worker of its destination VM, and every worker carried packets`, async () => {
+    const n = opts.workers!;
+    const cables = await lab.cables();
+    let checked = 0;
+    for (const h of ['h1', 'h2']) {
+      for (const c of cables[h].filter((x) => x.direction === 'ingress' && x.sa?.includes(' in,'))) {
+        const spi = Number(c.sa!.split(' ')[0]);
+        assert.is(spi % n, ownerOf(parseIpv6Address(id(c.dstVm!)), n), `${h}: ${c.srcVm} -> ${c.dstVm} on SPI ${c.sa}`);
+        checked++;
+      }
+    }
+    assert.ok(checked >= 4, `inbound SAs checked: ${checked}`);
+    const stats = (await lab.stats()) as unknown as Record<string, { workers: { index: number; egressIn: number; ingressIn: number }[] }>;
+    for (const h of ['h1', 'h2']) {
+      assert.is(stats[h].workers.length, n, `${h} runs ${n} workers`);
+      for (const w of stats[h].workers) assert.ok(w.egressIn > 0 && w.ingressIn > 0, `${h} worker ${w.index} carried packets: ${JSON.stringify(w)}`);
+    }
+  });
+
   test('explain web1 vault1 --live exits non-zero and names policy/cross-tenant', async () => {
     const r = await lab.cli(['explain', 'web1', 'vault1', '--live']);
     assert.is.not(r.code, 0);
@@ -512,7 +534,16 @@ export function labSuite(opts: LabSuiteOptions): void {
     }
   });
 
-  test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
+  if (opts.workers) test('nvi-switch restart of a host with several data-path threads is refused, names why, and the switch carries on', async () => {
+    const pids = lab.switchPids();
+    const r = await lab.cli(['restart', '--host', 'h1'], 60);
+    assert.is.not(r.code, 0);
+    assert.match(r.stderr, /h1 runs 2 data-path threads \(switch\.workers\): a handover of several is not built/);
+    assert.equal(lab.switchPids(), pids);
+    assert.equal(await ping('web1', 'web2', 2), { sent: 2, received: 2 });
+  });
+
+  if (!opts.workers) test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
     const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', 'esp');
     const link = async (vm: string): Promise<string> => {
       const v = lab.vm(vm);

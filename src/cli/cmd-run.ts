@@ -9,6 +9,7 @@ import { NviError } from '../base/errors.js';
 import { chooseCipher } from '../esp/choose-cipher.js';
 import { JsonLogger } from '../base/log.js';
 import { LiveSwitch } from '../switch/live.js';
+import { ShardedSwitch } from '../switch/workers/sharded-switch.js';
 import { Predecessor, TAKEOVER_FLAG } from '../switch/handover.js';
 import { controlPath } from '../switch/paths.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
@@ -25,14 +26,18 @@ export async function run(argv: string[]): Promise<number> {
   if (!host) throw new NviError('NVI_ERR_USAGE', `--host is required (one of ${[...config.hosts.keys()].join(', ')})`);
   if (!config.hosts.has(host)) throw new NviError('NVI_ERR_USAGE', `--host ${host}: no such host in ${config.file} (hosts: ${[...config.hosts.keys()].join(', ')})`);
   const log = new JsonLogger(undefined, undefined, undefined, { host });
-  const sw = await LiveSwitch.start(config, host, {
-    cipher: chooseCipher(values.cipher),
-    log,
-    control: values.control ?? controlPath(config, host),
-    vmNetnsPrefix: values['vm-netns'],
-    exportSa: values['export-sa'],
-    takeover,
-  });
+  const control = values.control ?? controlPath(config, host);
+  chooseCipher(values.cipher); // a usage error now, not in every worker
+  const sw = config.switch.workers > 1 && !takeover
+    ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'] })
+    : await LiveSwitch.start(config, host, {
+      cipher: chooseCipher(values.cipher),
+      log,
+      control,
+      vmNetnsPrefix: values['vm-netns'],
+      exportSa: values['export-sa'],
+      takeover,
+    });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

@@ -39,13 +39,13 @@ const VM_OPS: readonly VmRequest['op'][] = ['attach', 'detach', 'prepare', 'out'
 
 /** What a control client may ask a running switch. */
 export interface ControlHandler {
-  stats(): Record<string, unknown>;
-  cables(): CableInfo[];
+  stats(): Record<string, unknown> | Promise<Record<string, unknown>>;
+  cables(): CableInfo[] | Promise<CableInfo[]>;
   /** Forget every cable and SA (reverify: and every verified binding and VM certificate); returns how many cables and bindings. */
-  flush(opts?: { reverify?: boolean }): { flushed: number; bindings: number };
+  flush(opts?: { reverify?: boolean }): { flushed: number; bindings: number } | Promise<{ flushed: number; bindings: number }>;
   explain(req: ExplainRequest): Promise<Explanation>;
   vm(req: VmRequest): Promise<unknown>;
-  lastVerdicts(f: VerdictFilter): Verdict[];
+  lastVerdicts(f: VerdictFilter): Verdict[] | Promise<Verdict[]>;
   watchVerdicts(f: VerdictFilter, send: (v: Verdict) => boolean): { stop(): void; lost(): number };
   /** Hand the switch over to a new process (`nvi-switch restart`); resolves when it forwards. */
   handover(): Promise<unknown>;
@@ -155,15 +155,15 @@ async function answer(sw: ControlHandler, line: string): Promise<{ ok: boolean; 
     const req = JSON.parse(line) as Record<string, unknown>;
     switch (req.cmd) {
       case 'stats':
-        return { ok: true, result: sw.stats() };
+        return { ok: true, result: await sw.stats() };
       case 'cables':
-        return { ok: true, result: sw.cables() };
+        return { ok: true, result: await sw.cables() };
       case 'flush':
-        return { ok: true, result: sw.flush({ reverify: req.reverify === true }) };
+        return { ok: true, result: await sw.flush({ reverify: req.reverify === true }) };
       case 'handover':
         return { ok: true, result: await sw.handover() };
       case 'observe':
-        return { ok: true, result: sw.lastVerdicts(parseFilter(req)) };
+        return { ok: true, result: await sw.lastVerdicts(parseFilter(req)) };
       case 'vm': {
         const op = req.op as VmRequest['op'];
         if (!VM_OPS.includes(op) || typeof req.vm !== 'string') return { ok: false, error: `vm: op one of ${VM_OPS.join(', ')} and a VM name expected` };

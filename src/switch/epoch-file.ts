@@ -12,7 +12,8 @@ export class EpochFile implements EpochMemory {
   writeErrors = 0;
   lastError = '';
 
-  constructor(readonly path: string) {}
+  /** compact: rewrite the file when it is loaded (false in a worker thread: the main thread did, and its siblings append to it). */
+  constructor(readonly path: string, private readonly compact = true) {}
 
   load(): Map<string, number> {
     const out = new Map<string, number>();
@@ -23,6 +24,7 @@ export class EpochFile implements EpochMemory {
       if (!identity || !Number.isSafeInteger(epoch) || epoch < 1) continue; // a torn last line
       if (epoch > (out.get(identity) ?? 0)) out.set(identity, epoch);
     }
+    if (!this.compact) return out;
     const tmp = `${this.path}.tmp`;
     writeFileSync(tmp, [...out].map(([id, e]) => `${id} ${e}\n`).join(''), { mode: 0o600 });
     renameSync(tmp, this.path);

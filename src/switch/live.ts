@@ -7,8 +7,8 @@
 
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import { dirname, join } from 'node:path';
-import { vmsOnHost, type CloudConfig } from '../config/config.js';
+import { dirname } from 'node:path';
+import { vmsOnHost, type CloudConfig, type VmConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
 import { NviError } from '../base/errors.js';
@@ -31,7 +31,9 @@ import type { BindingRecord } from '../trust/records.js';
 import { hostPrivateKey, newVerifier, openCloud, publishBinding, type Cloud } from './cloud.js';
 import { EpochFile } from './epoch-file.js';
 import { checkHostKeys } from './host-keys.js';
-import { hostStateDir } from './paths.js';
+import { epochPath } from './paths.js';
+import { ownerOf, type Shard } from './workers/shard.js';
+import type { KxTransport } from './key-exchange.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
@@ -47,7 +49,7 @@ import { handoverRefusal, Predecessor, Successor } from './handover.js';
 export interface LiveOptions {
   readonly cipher: EspCipher;
   readonly log: Logger;
-  /** Path of the control socket. */
+  /** Path of the control socket (unused in a worker thread). */
   readonly control: string;
   /** Create each VM's TAP inside network namespace `${prefix}${vm}` (the lab); else in ours. */
   readonly vmNetnsPrefix?: string;
@@ -56,6 +58,12 @@ export interface LiveOptions {
   readonly exportSa?: string;
   /** This process takes over from a running switch (`nvi-switch restart`, handover.ts). */
   readonly takeover?: Predecessor;
+  /**
+   * This switch is one data-path thread of its host (workers/): it runs the VMs it owns, reads
+   * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
+   * metrics and the key exchange's socket are the main thread's.
+   */
+  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport };
 }
 
 /** What `nvi-switch restart` reports. */
@@ -117,21 +125,24 @@ export class LiveSwitch implements ControlHandler {
     }, { host: name });
     this.replica = replica;
     await replica.start();
-    this.epochs = new EpochFile(join(hostStateDir(cfg, name), 'epochs'));
+    const worker = opts.worker;
+    this.epochs = new EpochFile(epochPath(cfg, name), !worker);
     this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
     const takeover = opts.takeover;
-    this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
+    if (!worker) this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
     const detached = VmPorts.detached(cfg, name);
+    const owned = (vm: VmConfig): boolean => !worker || ownerOf(vm.identity, worker.shard.count) === worker.shard.index;
     this.host = new Host({
       config: cfg,
       host: name,
-      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name)),
+      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owned(vm)),
       bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,
       policy: cloud.policy,
       hostKey: hostPrivateKey(cfg, name),
-      transport: this.transport,
+      transport: worker?.kx ?? this.transport!,
+      shard: worker?.shard,
       cipher: opts.cipher,
       clock: cloud.clock,
       log: opts.log,
@@ -144,7 +155,7 @@ export class LiveSwitch implements ControlHandler {
       return b && { vm: b.vm, tenant: b.tenant };
     });
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
-    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.manifest.underlay) : RawUnderlay.open(formatIpv4(address));
+    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.manifest.underlay) : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard });
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
     this.ports = new VmPorts({
@@ -181,6 +192,7 @@ export class LiveSwitch implements ControlHandler {
     const { opts } = this;
     this.sweeper = setInterval(() => this.host.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
+    if (opts.worker) return; // the main thread serves the host's control socket and metrics
     const native = loadNative();
     native.busyPoll(this.cloud.config.switch.busyPollUs);
     // The key exchange's messages are packets too: the loop stays awake for the answer to an
@@ -239,6 +251,7 @@ export class LiveSwitch implements ControlHandler {
    */
   async handover(): Promise<HandoverResult> {
     if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    if (this.opts.worker) throw new NviError('NVI_ERR_HANDOVER', 'a worker thread is not handed over on its own');
     const refusal = handoverRefusal(process.env);
     if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
     const ports = this.ports!.handoverLinks();

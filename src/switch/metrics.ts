@@ -73,14 +73,16 @@ export class SwitchMetrics {
   private readonly registry = new Registry();
   private current: StatsView | undefined;
 
-  constructor(private readonly stats: () => StatsView) {
+  /** `shape`: a snapshot to learn the counters' names from, where `stats` answers later (a host of several workers). */
+  constructor(private readonly stats: () => StatsView | Promise<StatsView>, shape?: StatsView) {
+    const first = shape ?? (stats() as StatsView);
     const def = (name: string, type: Kind, help: string, read: (s: StatsView) => Sample[]): void => {
       // prom-client takes any object that answers get() like its own metric classes.
       this.registry.registerMetric(new ScrapedMetric(name, help, type, read, () => this.current!) as unknown as Metric);
     };
     const groupCounters = (prefix: string, group: (s: StatsView) => Readonly<Record<string, unknown>>, skip: ReadonlySet<string>, what: string): void => {
-      for (const key of Object.keys(group(stats()))) {
-        if (skip.has(key) || typeof group(stats())[key] !== 'number') continue;
+      for (const key of Object.keys(group(first))) {
+        if (skip.has(key) || typeof group(first)[key] !== 'number') continue;
         def(`${prefix}_${snake(key)}_total`, 'counter', `${what}: ${key}.`, (s) => [{ value: Number(group(s)[key] ?? 0) }]);
       }
     };
@@ -144,7 +146,7 @@ export class SwitchMetrics {
 
   /** The exposition (Prometheus text format 0.0.4) of one snapshot. */
   async text(): Promise<string> {
-    this.current = this.stats();
+    this.current = await this.stats();
     try {
       return await this.registry.metrics();
     } finally {

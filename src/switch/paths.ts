@@ -18,6 +18,11 @@ export function hostStateDir(cfg: CloudConfig, host: string): string {
   return join(stateDir(cfg), 'hosts', host);
 }
 
+/** The highest binding epoch host `host` has seen per identity (epoch-file.ts). */
+export function epochPath(cfg: CloudConfig, host: string): string {
+  return join(hostStateDir(cfg, host), 'epochs');
+}
+
 /** The VMs detached from host `host` (kept across a restart of its switch, so they stay detached). */
 export function detachedPath(cfg: CloudConfig, host: string): string {
   return join(hostStateDir(cfg, host), 'detached.json');

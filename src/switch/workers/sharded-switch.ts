@@ -1,0 +1,287 @@
+// A host's switch on several data-path threads (`switch.workers: N`). Each worker thread
+// (worker-thread.ts) runs the VMs it owns end to end: their TAPs, its shard of the underlay,
+// their cables, SAs and misses (shard.ts says who owns what). This, the main thread, keeps
+// what is one per host: the key exchange's UDP socket, whose messages it routes to the
+// worker they are for (kx-route.ts), the control socket, whose commands it shares out and
+// whose answers it joins, and the metrics endpoint.
+//
+//   main thread: UDP :keyExchangePort, control socket, /metrics
+//        | INIT -> owner of its destination, ANSWER -> the worker its id names, NOTIFY -> all
+//        v
+//   worker k (k < N): VMs whose identity's last word mod N = k; raw sockets that take ESP
+//   with SPI mod N = k and IPv6-in-IPv4 to those VMs; cables, SAs, upcalls, verifier, replica
+
+import { Worker } from 'node:worker_threads';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { NviError } from '../../base/errors.js';
+import type { Logger } from '../../base/log.js';
+import { parseIpv6Address } from '../../base/address.js';
+import type { CloudConfig } from '../../config/config.js';
+import type { CableInfo } from '../cable-info.js';
+import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from '../control.js';
+import { EpochFile } from '../epoch-file.js';
+import type { Explanation } from '../explain.js';
+import { checkHostKeys } from '../host-keys.js';
+import { MetricsServer } from '../metrics-server.js';
+import { SwitchMetrics, type StatsView } from '../metrics.js';
+import { epochPath } from '../paths.js';
+import { UdpTransport } from '../transports.js';
+import type { Verdict, VerdictFilter } from '../verdicts.js';
+import { ALL_WORKERS, kxWorker } from './kx-route.js';
+import { mergeStats } from './merge-stats.js';
+import type { FromWorker, ToWorker, WorkerMethod, WorkerStart } from './messages.js';
+import { ownerOf } from './shard.js';
+
+export interface ShardedOptions {
+  readonly log: Logger;
+  readonly control: string;
+  readonly cipher?: string;
+  readonly vmNetnsPrefix?: string;
+  readonly exportSa?: string;
+  /** How long a worker may take to start (ms). */
+  readonly startMs?: number;
+}
+
+/** A worker thread and the calls it has not answered yet. */
+interface Thread {
+  readonly worker: Worker;
+  readonly index: number;
+  readonly calls: Map<number, { resolve(v: unknown): void; reject(e: Error): void }>;
+  running: boolean;
+}
+
+export class ShardedSwitch implements ControlHandler {
+  /** Key-exchange messages routed to workers, and those whose worker was not running. */
+  readonly kxCounts = { routed: 0, broadcast: 0, lost: 0 };
+  private readonly threads: Thread[] = [];
+  private readonly watchers = new Map<number, { send(v: Verdict): boolean; lost: number[] }>();
+  private nextId = 1;
+  private transport: UdpTransport | undefined;
+  private control: ControlServer | undefined;
+  private metrics: MetricsServer | undefined;
+  private closed = false;
+  private finish: (code: number) => void = () => {};
+  /** Settles with 1 when a worker thread ended by itself (the host's switch then stops). */
+  readonly finished = new Promise<number>((resolve) => {
+    this.finish = resolve;
+  });
+
+  private constructor(readonly config: CloudConfig, readonly name: string, private readonly opts: ShardedOptions) {}
+
+  static async start(config: CloudConfig, name: string, opts: ShardedOptions): Promise<ShardedSwitch> {
+    checkHostKeys(config, name);
+    const s = new ShardedSwitch(config, name, opts);
+    try {
+      await s.open();
+    } catch (e) {
+      await s.stop();
+      throw e;
+    }
+    return s;
+  }
+
+  private async open(): Promise<void> {
+    const { config: cfg, name, opts } = this;
+    const count = cfg.switch.workers;
+    new EpochFile(epochPath(cfg, name)).load(); // compacted once, before the workers read and append to it
+    this.transport = await UdpTransport.open(cfg.hosts.get(name)!.address, cfg.underlay.keyExchangePort);
+    this.transport.onMessage((msg, from) => this.route(msg, from));
+    const started = [];
+    for (let index = 0; index < count; index++) {
+      const data: WorkerStart = { configFile: cfg.file, host: name, shard: { count, index }, cipher: opts.cipher, vmNetnsPrefix: opts.vmNetnsPrefix, exportSa: opts.exportSa };
+      const worker = new Worker(new URL('./worker-thread.js', import.meta.url), { workerData: data });
+      const t: Thread = { worker, index, calls: new Map(), running: false };
+      this.threads.push(t);
+      started.push(this.started(t));
+    }
+    const failed = (await Promise.all(started)).find((e) => e !== undefined);
+    if (failed) throw failed;
+    mkdirSync(dirname(opts.control), { recursive: true });
+    this.control = await ControlServer.listen(opts.control, this);
+    const at = cfg.switch.metrics;
+    if (at) {
+      const view = async (): Promise<StatsView> => (await this.stats()) as unknown as StatsView;
+      this.metrics = await MetricsServer.open(new SwitchMetrics(view, await view()), at, opts.log);
+    }
+    opts.log.info('switch-workers-started', { host: name, workers: count, control: opts.control });
+  }
+
+  /** Resolves when worker `t` is ready (undefined) or failed (its error); then follows what it says. */
+  private started(t: Thread): Promise<NviError | undefined> {
+    return new Promise((resolve) => {
+      const ms = this.opts.startMs ?? 60_000;
+      const timer = setTimeout(() => resolve(new NviError('NVI_ERR_WORKER', `worker ${t.index} of host ${this.name} did not start within ${ms} ms`)), ms);
+      t.worker.on('message', (m: FromWorker) => {
+        if (m.kind === 'ready') {
+          clearTimeout(timer);
+          t.running = true;
+          resolve(undefined);
+        } else if (m.kind === 'failed') {
+          clearTimeout(timer);
+          resolve(new NviError(m.code ?? 'NVI_ERR_WORKER', `worker ${t.index}: ${m.error}`));
+        } else this.heard(t, m);
+      });
+      t.worker.on('error', (e) => {
+        clearTimeout(timer);
+        this.opts.log.error('worker-failed', { host: this.name, worker: t.index, error: e.message });
+        resolve(new NviError('NVI_ERR_WORKER', `worker ${t.index}: ${e.message}`));
+      });
+      t.worker.on('exit', (code) => {
+        const was = t.running;
+        t.running = false;
+        for (const c of t.calls.values()) c.reject(new NviError('NVI_ERR_WORKER', `worker ${t.index} exited`));
+        t.calls.clear();
+        if (!this.closed && was) {
+          this.opts.log.error('worker-exited', { host: this.name, worker: t.index, code });
+          void this.stop().finally(() => this.finish(1)); // its VMs would be cut off: the switch stops, to be restarted whole
+        }
+      });
+    });
+  }
+
+  private heard(t: Thread, m: FromWorker): void {
+    switch (m.kind) {
+      case 'kx':
+        this.transport?.send(Buffer.from(m.msg.buffer, m.msg.byteOffset, m.msg.byteLength), m.to);
+        return;
+      case 'reply': {
+        const c = t.calls.get(m.id);
+        t.calls.delete(m.id);
+        if (m.error === undefined) c?.resolve(m.result);
+        else c?.reject(new NviError('NVI_ERR_CONTROL', m.error));
+        return;
+      }
+      case 'verdict': {
+        const w = this.watchers.get(m.id);
+        if (!w) return;
+        w.lost[t.index] = m.lost;
+        if (!w.send(m.verdict as Verdict)) w.lost[t.index]++;
+      }
+    }
+  }
+
+  /** A message on the host's key-exchange socket, to the worker it is for. */
+  private route(msg: Buffer, from: number): void {
+    const k = kxWorker(msg, this.threads.length);
+    if (k === ALL_WORKERS) this.kxCounts.broadcast++;
+    for (const t of k === ALL_WORKERS ? this.threads : [this.threads[k]]) {
+      if (!t.running) {
+        this.kxCounts.lost++;
+        continue;
+      }
+      this.kxCounts.routed++;
+      this.post(t, { kind: 'kx', msg, from });
+    }
+  }
+
+  private post(t: Thread, m: ToWorker): void {
+    t.worker.postMessage(m);
+  }
+
+  private call(t: Thread, method: WorkerMethod, arg?: unknown): Promise<unknown> {
+    if (!t.running) return Promise.reject(new NviError('NVI_ERR_WORKER', `worker ${t.index} is not running`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      t.calls.set(id, { resolve, reject });
+      this.post(t, { kind: 'call', id, method, arg });
+    });
+  }
+
+  private callAll(method: WorkerMethod, arg?: unknown): Promise<unknown[]> {
+    return Promise.all(this.threads.map((t) => this.call(t, method, arg)));
+  }
+
+  /** The worker that owns the VM with identity text `id` (worker 0, which refuses it as one thread would, when it is no identity). */
+  private ownerOfText(id: string): Thread {
+    try {
+      return this.threads[ownerOf(parseIpv6Address(id), this.threads.length)];
+    } catch {
+      return this.threads[0];
+    }
+  }
+
+  async stats(): Promise<Record<string, unknown>> {
+    const all = await this.callAll('stats');
+    const merged = mergeStats(all) as Record<string, unknown>;
+    const pipes = all as { egress: { in: number }; ingress: { in: number } }[];
+    return {
+      ...merged,
+      memory: { ...(merged.memory as object), rss: process.memoryUsage().rss }, // heaps add up; the resident set is the process's
+      workers: pipes.map((s, index) => ({ index, egressIn: s.egress.in, ingressIn: s.ingress.in })),
+      kxRelay: { ...this.kxCounts },
+    };
+  }
+
+  async cables(): Promise<CableInfo[]> {
+    return (await this.callAll('cables')).flat() as CableInfo[];
+  }
+
+  async flush(opts: { reverify?: boolean } = {}): Promise<{ flushed: number; bindings: number }> {
+    const all = (await this.callAll('flush', opts)) as { flushed: number; bindings: number }[];
+    return { flushed: sum(all.map((r) => r.flushed)), bindings: sum(all.map((r) => r.bindings)) };
+  }
+
+  explain(req: ExplainRequest): Promise<Explanation> {
+    const local = req.side === 'receiver' ? req.dst : req.src;
+    return this.call(this.ownerOfText(local), 'explain', req) as Promise<Explanation>;
+  }
+
+  vm(req: VmRequest): Promise<unknown> {
+    const vm = this.config.vms.get(req.vm);
+    return this.call(vm ? this.threads[ownerOf(vm.identity, this.threads.length)] : this.threads[0], 'vm', req);
+  }
+
+  async lastVerdicts(f: VerdictFilter): Promise<Verdict[]> {
+    const all = (await this.callAll('lastVerdicts', f)).flat() as Verdict[];
+    return all.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
+  }
+
+  watchVerdicts(f: VerdictFilter, send: (v: Verdict) => boolean): { stop(): void; lost(): number } {
+    const id = this.nextId++;
+    const w = { send, lost: this.threads.map(() => 0) };
+    this.watchers.set(id, w);
+    for (const t of this.threads) this.post(t, { kind: 'watch', id, filter: f });
+    return {
+      stop: () => {
+        this.watchers.delete(id);
+        for (const t of this.threads) if (t.running) this.post(t, { kind: 'unwatch', id });
+      },
+      lost: () => sum(w.lost),
+    };
+  }
+
+  handover(): Promise<unknown> {
+    return Promise.reject(new NviError('NVI_ERR_HANDOVER', `host ${this.name} runs ${this.threads.length} data-path threads (switch.workers): a handover of several is not built; restart it cold`));
+  }
+
+  /** Stop every worker (each removes its TAPs and closes its sockets), then the sockets of this thread. */
+  async stop(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.control?.close();
+    await this.metrics?.close();
+    await Promise.all(this.threads.map((t) => this.stopThread(t)));
+    this.transport?.close();
+    this.opts.log.info('switch-stopped', { host: this.name, workers: this.threads.length });
+  }
+
+  private stopThread(t: Thread): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => void t.worker.terminate().then(() => resolve()), 10_000);
+      t.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      t.worker.on('message', (m: FromWorker) => {
+        if (m.kind === 'stopped') void t.worker.terminate();
+      });
+      this.post(t, { kind: 'stop' });
+    });
+  }
+}
+
+function sum(xs: readonly number[]): number {
+  return xs.reduce((a, b) => a + b, 0);
+}
+
