@@ -404,7 +404,7 @@ export function labSuite(opts: LabSuiteOptions): void {
     for (const p of ['vault1->sensor1', 'web1->vault1']) assert.not.ok(pairs.has(p), `${p} never went on the wire`);
   });
 
-  if (opts.workers) test(`${opts.workers} data-path threads per host: every inbound SA's SPI names the worker of its destination VM, and every worker carried packets`, async () => {
+  if (opts.workers) test(`${opts.workers} data-path threads per host: every inbound SA's SPI names the worker of its destination VM, two VMs of one host on two workers talk in plain IPv6-in-IPv4 through the host's own address, and every worker carried packets`, async () => {
     const n = opts.workers!;
     const cables = await lab.cables();
     let checked = 0;
@@ -416,6 +416,11 @@ export function labSuite(opts: LabSuiteOptions): void {
       }
     }
     assert.ok(checked >= 4, `inbound SAs checked: ${checked}`);
+    // web1 and web3 (both on h1) are on different workers: plugged through h1's own address, in plain IPv6-in-IPv4.
+    for (const [src, dst] of [['web1', 'web3'], ['web3', 'web1']]) {
+      const c = cables.h1.find((x) => x.direction === 'egress' && x.srcVm === src && x.dstVm === dst);
+      assert.ok(c && c.state === 'plugged' && c.peer === 'h1' && c.sa === undefined, `${src} -> ${dst}: ${JSON.stringify(c)}`);
+    }
     const stats = (await lab.stats()) as unknown as Record<string, { workers: { index: number; egressIn: number; ingressIn: number }[] }>;
     for (const h of ['h1', 'h2']) {
       assert.is(stats[h].workers.length, n, `${h} runs ${n} workers`);

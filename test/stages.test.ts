@@ -198,7 +198,7 @@ function ingressCable(dropReason = Drop.None, encrypt = false): Cable {
   return c;
 }
 
-test('pair-check: an ESP packet needs its cable plugged; a plain one a cable from the right host that allows plain', () => {
+test('pair-check: an ESP packet needs its cable plugged; a plain one a cable from the right host that allows plain, or from this host itself', () => {
   const pending: string[] = [];
   const resolver: MissResolver = {
     plugEgress: () => new Promise(() => {}),
@@ -207,9 +207,9 @@ test('pair-check: an ESP packet needs its cable plugged; a plain one a cable fro
       return new Promise(() => {}); // stays pending: the packet is held
     },
   };
-  const run1 = (cache: CableCache, packet: Buffer, opts: { esp?: Cable; from?: number }): string => {
+  const run1 = (cache: CableCache, packet: Buffer, opts: { esp?: Cable; from?: number; local?: number }): string => {
     const upcall = new Upcall(resolver, { egress: new CableCache(10), ingress: cache }, { perCable: 4, total: 16, maxPending: 4 }, () => {});
-    const stage = new PairCheck(cache, upcall, PORTS);
+    const stage = new PairCheck(cache, upcall, PORTS, opts.local ?? 0x0a000001);
     const b = run(stage, [packet], UNDERLAY_OFFSET, (b, i) => {
       b.l3[i] = b.start[i];
       b.peer[i] = opts.from ?? PEER_HOST;
@@ -232,6 +232,7 @@ test('pair-check: an ESP packet needs its cable plugged; a plain one a cable fro
     ['plain on a plugged plain cable', () => run1(withCable(ingressCable()), pkt, {}), 'active'],
     ['plain from another host', () => run1(withCable(ingressCable()), pkt, { from: 0x0a000063 }), 'ip6in4/wrong-peer'],
     ['plain on a cable that wants ESP', () => run1(withCable(ingressCable(Drop.None, true)), pkt, {}), 'ip6in4/encryption-required'],
+    ['plain on a cable that wants ESP, from this host itself (a VM of another worker)', () => run1(withCable(ingressCable(Drop.None, true)), pkt, { local: PEER_HOST }), 'active'],
     ['plain on an unplugged cable', () => run1(withCable(ingressCable(Drop.PolicyCrossTenant)), pkt, {}), 'policy/cross-tenant'],
     ['plain to no VM of this host', () => run1(new CableCache(10), ipv6(PEER, OTHER, PROTO_TCP, tcpSyn), {}), 'inner/unknown-destination'],
     ['plain with no cable yet: held for the upcall', () => run1(new CableCache(10), pkt, {}), 'held'],

@@ -145,7 +145,7 @@ export function ingressPipeline(p: PipelineParts): Pipeline {
     new UnderlayParse(p.localAddress),
     new EspDecap(p.spis, p.cipher),
     new InnerParse(),
-    new PairCheck(p.ingressCables, p.upcall, p.ports),
+    new PairCheck(p.ingressCables, p.upcall, p.ports, p.localAddress),
     new CableFilter('ingress-filter'),
     new Deliver(p.ports),
   ], p.checkStages);

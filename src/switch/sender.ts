@@ -170,7 +170,7 @@ export class Sender {
     }
     if (reusable(previous, peer)) return undefined;
     const d = this.policy().decide(port.identityText, dstText, now);
-    if (d.drop !== Drop.None || !d.encrypt) return undefined;
+    if (d.drop !== Drop.None || !d.encrypt || peer === this.host.address) return undefined;
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
     return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer }, opts.trace) };
   }
@@ -198,9 +198,11 @@ export class Sender {
     }
     cable.peerAddr = peer;
     cable.peerHost = rec.host;
-    cable.outer = this.outerTemplate(peer, decision.encrypt ? PROTO_ESP : PROTO_IPV6);
-    if (!decision.encrypt) {
-      trace?.step('plug', `plain IPv6-in-IPv4 to ${rec.host} (${rec.hostAddress}): the rule turns encryption off`, 'info');
+    const encrypt = decision.encrypt && peer !== this.host.address;
+    cable.outer = this.outerTemplate(peer, encrypt ? PROTO_ESP : PROTO_IPV6);
+    if (!encrypt) {
+      const why = decision.encrypt ? 'a VM of another data-path thread of this host: the packets never leave it' : 'the rule turns encryption off';
+      trace?.step('plug', `plain IPv6-in-IPv4 to ${rec.host} (${rec.hostAddress}): ${why}`, 'info');
       return undefined;
     }
     if (opts.handedOver && opts.handedOver.peer === peer) {

@@ -2,7 +2,10 @@
 // whose pair esp-decap checked); it must still be plugged (an unplugged one is verified again
 // once its refusal expires). IPv6-in-IPv4 packets find their
 // cable by the inner pair (a miss goes to the upcall: SDN Algorithm 2), must come from the
-// host the source is bound to, and may not use a cable whose policy wants encryption.
+// host the source is bound to, and may not use a cable whose policy wants encryption, unless
+// they come from this host itself: a VM of another data-path thread of this host
+// (src/switch/workers/shard.ts), whose packets never left the host (the kernel drops packets
+// from the network that claim one of its own addresses as their source).
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import type { Cable } from '../cable.js';
@@ -29,6 +32,8 @@ export class PairCheck implements Stage {
     private readonly upcall: Upcall,
     /** Whose VM an inner destination is. */
     private readonly ports: PortTable,
+    /** This host's underlay address (uint32). */
+    private readonly localAddress: number,
   ) {}
 
   process(b: Batch, now: number): void {
@@ -71,7 +76,7 @@ export class PairCheck implements Stage {
         drop(b, i, c.drop);
       } else if (c.peerAddr !== b.peer[i]) {
         drop(b, i, Drop.Ip6in4WrongPeer);
-      } else if (c.decision !== null && c.decision.encrypt) {
+      } else if (c.decision !== null && c.decision.encrypt && c.peerAddr !== this.localAddress) {
         drop(b, i, Drop.Ip6in4EncryptionRequired);
       } else {
         if (reached(t, c.refreshTick)) this.upcall.refresh(c);

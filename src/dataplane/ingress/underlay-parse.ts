@@ -1,5 +1,6 @@
 // Ingress stage 1: the outer IPv4 header. Only ESP (50) and IPv6-in-IPv4 (41) addressed to
-// this host pass; the packet is trimmed to its total length and its payload located.
+// this host pass; the packet is trimmed to its total length and its payload located. A packet
+// released by the upcall comes back as its inner packet and passes as it is.
 
 import { Next, PacketFlag, type Batch } from '../batch.js';
 import { Drop } from '../../base/drops.js';
@@ -23,6 +24,12 @@ export class UnderlayParse implements Stage {
     const ip = this.ip;
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
+      if (b.flags[i] & PacketFlag.Reinjected) {
+        // Held by the pair-check (plain IPv6-in-IPv4 waiting for its cable): already the inner
+        // IPv6 packet, with its outer source in b.peer.
+        b.l3[i] = b.start[i];
+        continue;
+      }
       const r = parseIpv4(b.data, b.start[i], b.len[i], ip);
       if (r !== Drop.None) {
         drop(b, i, r);
