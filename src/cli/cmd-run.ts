@@ -27,11 +27,11 @@ export async function run(argv: string[]): Promise<number> {
   if (!config.hosts.has(host)) throw new NviError('NVI_ERR_USAGE', `--host ${host}: no such host in ${config.file} (hosts: ${[...config.hosts.keys()].join(', ')})`);
   const log = new JsonLogger(undefined, undefined, undefined, { host });
   const control = values.control ?? controlPath(config, host);
-  chooseCipher(values.cipher); // a usage error now, not in every worker
+  const cipher = chooseCipher(values.cipher); // a bad name is a usage error here, not in every worker
   const sw = config.switch.workers > 1 && !takeover
     ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'] })
     : await LiveSwitch.start(config, host, {
-      cipher: chooseCipher(values.cipher),
+      cipher,
       log,
       control,
       vmNetnsPrefix: values['vm-netns'],

@@ -32,7 +32,7 @@ import { Rekeyer } from './rekey.js';
 import { SaTable } from './sa-table.js';
 import { Sender } from './sender.js';
 import { TxFanout, type PacketSink } from './tx.js';
-import { ownerOf, type Shard } from './workers/shard.js';
+import { owns, type Shard } from './workers/shard.js';
 
 export interface HostParts {
   readonly config: CloudConfig;
@@ -188,8 +188,7 @@ export class Host implements HostView {
   }
 
   owns(id: Uint8Array): boolean {
-    const shard = this.parts.shard;
-    return shard === undefined || ownerOf(id, shard.count) === shard.index;
+    return owns(this.parts.shard, id);
   }
 
   /** Port `index` sends through `sink`. */

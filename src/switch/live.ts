@@ -8,7 +8,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import { dirname } from 'node:path';
-import { vmsOnHost, type CloudConfig, type VmConfig } from '../config/config.js';
+import { vmsOnHost, type CloudConfig } from '../config/config.js';
 import { Batch } from '../dataplane/batch.js';
 import { Drop, dropName } from '../base/drops.js';
 import { NviError } from '../base/errors.js';
@@ -32,7 +32,7 @@ import { hostPrivateKey, newVerifier, openCloud, publishBinding, type Cloud } fr
 import { EpochFile } from './epoch-file.js';
 import { checkHostKeys } from './host-keys.js';
 import { epochPath } from './paths.js';
-import { ownerOf, type Shard } from './workers/shard.js';
+import { owns, type Shard } from './workers/shard.js';
 import type { KxTransport } from './key-exchange.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
@@ -131,11 +131,10 @@ export class LiveSwitch implements ControlHandler {
     const takeover = opts.takeover;
     if (!worker) this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
     const detached = VmPorts.detached(cfg, name);
-    const owned = (vm: VmConfig): boolean => !worker || ownerOf(vm.identity, worker.shard.count) === worker.shard.index;
     this.host = new Host({
       config: cfg,
       host: name,
-      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owned(vm)),
+      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owns(worker?.shard, vm.identity)),
       bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,

@@ -168,9 +168,9 @@ export class Sender {
     } catch {
       return undefined;
     }
-    if (reusable(previous, peer)) return undefined;
+    if (peer === this.host.address || reusable(previous, peer)) return undefined; // this host's own address: plain, no key exchange
     const d = this.policy().decide(port.identityText, dstText, now);
-    if (d.drop !== Drop.None || !d.encrypt || peer === this.host.address) return undefined;
+    if (d.drop !== Drop.None || !d.encrypt) return undefined;
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
     return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer }, opts.trace) };
   }

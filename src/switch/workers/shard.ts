@@ -24,6 +24,11 @@ export function ownerOf(id: Uint8Array, count: number, offset = 0): number {
   return w % count;
 }
 
+/** Worker `shard` owns the VM with identity bytes `id`; with no shard (one data-path thread), every VM is its own. */
+export function owns(shard: Shard | undefined, id: Uint8Array): boolean {
+  return shard === undefined || ownerOf(id, shard.count) === shard.index;
+}
+
 /** `spi` moved to the nearest SPI above it (below 2^30, at least 256) that worker `shard.index` receives. */
 export function spiForShard(spi: number, shard: Shard): number {
   let s = spi - (spi % shard.count) + shard.index;
