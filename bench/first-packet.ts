@@ -1,7 +1,7 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--profile DIR]   (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -13,7 +13,8 @@
 // web1's and web2's from scratch at both ends, as for a new pair of VMs on hosts that know
 // each other (host certificates stay known). --no-prefetch: h2 does not plug the reply's
 // cable as it accepts the request's (switch.upcall.prefetchReplies). --busy-poll-us N: both switches with
-// switch.busyPollUs N (off by default). --profile DIR: each switch runs under
+// switch.busyPollUs N (off by default). --workers N: both switches with switch.workers N
+// (web1 is then on worker 1 of h1, web2 on worker 0 of h2). --profile DIR: each switch runs under
 // node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
 // stops (open them in Chrome's DevTools). The lab (prefix nvi-b-) is removed at the end.
 
@@ -27,7 +28,7 @@ import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, profile: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -39,6 +40,7 @@ try {
   lab.config((doc) => {
     if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
     if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
+    if (v.workers !== undefined) doc.setIn(['switch', 'workers'], integer('workers', v.workers));
   });
   const c = await lab.up(v.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile']);
   const web2 = c.vms.get('web2')!.identityText;
