@@ -6,7 +6,12 @@
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
 //       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
-//       [--workers 1,2] [--big-counters]
+//       [--workers 1,2] [--big-counters] [--busy-windows]
+//
+// --busy-windows: as on a host whose SAs have each carried 32 packets or more. A replay
+// window takes its 256 bytes of blocks only when its top reaches 32; without this option most
+// of a million SAs never do in the runs (0.7 packets each at 1M cables). With it, every SA
+// starts 40 packets along and every window holds its blocks.
 //
 // --big-counters: as on a host that has run a while, one cable and its SAs have counted more
 // than 2^31 bytes before the runs. V8 keeps a field that ever held a number beyond its small
@@ -66,6 +71,7 @@ import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
 import { espLength } from '../src/wire/esp.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa, type SaLimits } from '../src/esp/sa.js';
+import { ReplayWindow } from '../src/esp/replay-window.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import type { CableCache } from '../src/dataplane/cable-cache.js';
@@ -94,6 +100,7 @@ const opt = benchOptions({
   modes: { type: 'string', default: 'plain,node,native' }, measure: { type: 'string', default: 'egress,ingress,both' },
   pool: { type: 'string', default: '65536' }, 'key-pool': { type: 'string' }, seed: { type: 'string', default: '1' },
   'heap-dir': { type: 'string' }, workers: { type: 'string' }, 'big-counters': { type: 'boolean' },
+  'busy-windows': { type: 'boolean' },
 });
 
 /** The comma-separated items of --`name` (empty items ignored); at least one. */
@@ -131,6 +138,8 @@ const POOL = Math.ceil(integer('pool', opt.pool) / (SHARD?.of ?? 1) / BATCH_MAX)
 /** Distinct ESP keys at most (0: one per SA); --quick caps it at 65,536. */
 const KEY_POOL = integer('key-pool', opt['key-pool'] ?? (QUICK ? '65536' : '0'), 0);
 const SEED = integer('seed', opt.seed, 0);
+/** Every SA has carried 40 packets before the runs, so every replay window holds its blocks. */
+const BUSY_WINDOWS = opt['busy-windows'] === true;
 
 const SRC_VM = 'web1';
 const DST_VM = 'web2';
@@ -301,8 +310,26 @@ async function openRig(config: CloudConfig, n: number, mode: Mode): Promise<Rig>
   return { off, h1, h2, srcPort: h1.portIndex(src.identityText)!, cipher, keys: [], wire, receiver, b, ib };
 }
 
+/** JS heap bytes per cable after plugging: an egress cable on h1, an ingress cable on h2, each with its SA. */
+interface CableHeap {
+  readonly egress: number;
+  readonly ingress: number;
+}
+
+/**
+ * What a pair costs (ESP, n >= 1000): its two cables with their SAs (heap at plug time) and
+ * its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks and
+ * are taken when a window's top reaches 32 (src/esp/replay-window.ts).
+ */
+function pairLine(heap: CableHeap, n: number, when: string): string {
+  const { windows, chunks } = ReplayWindow.stored;
+  const blocks = (chunks * 2 ** 20) / n;
+  return `  a pair ${when}: ${Math.round(heap.egress + heap.ingress + blocks)} B (cables with SAs ${Math.round(heap.egress)} + ${Math.round(heap.ingress)}, ` +
+    `window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB)`;
+}
+
 /** Insert N plugged cable pairs (and SAs); prints what it cost. */
-function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void {
+function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): CableHeap {
   const { h1, h2 } = rig;
   const src = config.vms.get(SRC_VM)!;
   const dstVm = config.vms.get(DST_VM)!;
@@ -370,8 +397,15 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
     c.peerHost = h1.name;
     live(c);
     const sa = outbound[k];
-    if (sa) h2.sas.installInbound(c, sa.spi, sa.key, h1.address); // the inbound SA with the same SPI and key: into the cache with it
-    else h2.ingressCables.insert(c);
+    if (sa) {
+      const inbound = h2.sas.installInbound(c, sa.spi, sa.key, h1.address); // the inbound SA with the same SPI and key: into the cache with it
+      if (BUSY_WINDOWS) {
+        sa.resumeAfter(0, 40);
+        inbound.accept(0, 40);
+      }
+    } else {
+      h2.ingressCables.insert(c);
+    }
   }
   outbound.length = 0;
   const heap2 = heapMb();
@@ -384,8 +418,11 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): void 
       `${esp ? ' with InboundSa' : ''}); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
   );
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
+  const heap = { egress: ((heap1 - heap0) * 2 ** 20) / n, ingress: ((heap2 - heap1) * 2 ** 20) / n };
+  if (esp && n >= 1000) say(pairLine(heap, n, 'after plugging'));
   if (n >= REPLUGS) say(`  sweep of a host (expired cables and SAs, every ${SWEEP_INTERVAL_MS} ms; nothing due): ${sweepMs(rig).toFixed(2)} ms, median of 5`);
   if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
+  return heap;
 }
 
 /** Host.sweep() of h1 and of h2 (ms, the median of 5 each, summed): how long a sweep holds the event loop. */
@@ -790,7 +827,7 @@ async function benchRig(
 ): Promise<{ rows: Row[]; counters: string }> {
   const esp = mode !== 'plain';
   const rig = await openRig(config, n, mode);
-  plugCables(rig, config, n, mode);
+  const heap = plugCables(rig, config, n, mode);
   if (opt['heap-dir']) say(`  heap snapshot after plugging: ${v8.writeHeapSnapshot(join(opt['heap-dir'], `cables-${n}-${mode}.heapsnapshot`))}`);
   const rows: Row[] = [];
   let counters = '';
@@ -816,6 +853,7 @@ async function benchRig(
     rows.push(row);
     say(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
   }
+  if (esp && n >= 1000) say(pairLine(heap, n, 'after the runs'));
   // Last, as it unplugs cables: a peer's NOTIFY for an SPI it no longer knows.
   if (esp && n >= REPLUGS) say(`  NOTIFY of an unknown SPI (the egress cable with it unplugged): ${notifyUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
   closeRig(rig);
@@ -829,7 +867,8 @@ async function main(): Promise<void> {
   say(
     `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
       `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)` +
-      (opt['big-counters'] ? '; counters past 2^31 before the runs (--big-counters)' : ''),
+      (opt['big-counters'] ? '; counters past 2^31 before the runs (--big-counters)' : '') +
+      (BUSY_WINDOWS ? '; every SA 40 packets along before the runs, every replay window with its blocks (--busy-windows)' : ''),
   );
   const rows: Row[] = [];
   let counters = '';

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import fc from 'fast-check';
 import { REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/esp/replay-window.js';
 
 const W = REPLAY_WINDOW;
@@ -141,6 +142,71 @@ test('windows share chunks of blocks and stay apart: 600 windows, interleaved, e
   }
 });
 
+test('a window takes its blocks only when its top reaches 32, and answers the same before and after', () => {
+  const model = (w: { seen: Set<number>; top: number }, n: number): ReplayCheck =>
+    n <= w.top - W ? LEFT : n === 0 || w.seen.has(n) ? REPLAY : OK;
+  const r = { w: new ReplayWindow(), seen: new Set<number>(), top: 0 };
+  const got = (n: number): void => {
+    r.seen.add(n);
+    r.top = Math.max(r.top, n);
+  };
+  const before = ReplayWindow.stored.windows;
+  const order = [5, 1, 31, 3, 3, 0, 17, 30, 2, 31, 29]; // below 32, out of order, with replays
+  for (const n of order) {
+    const want = model(r, n);
+    assert.is(receive(r.w, 0, n), want, `packet ${n} before the blocks`);
+    if (want === OK) got(n);
+  }
+  assert.not.ok(r.w.hasBlocks, 'top 31: no blocks yet');
+  assert.is(ReplayWindow.stored.windows, before, 'no place taken in the store');
+  for (let n = 0; n <= 40; n++) assert.is(r.w.check(0, n), model(r, n), `check ${n} without blocks`);
+  const saved = r.w.save();
+  assert.is(saved.bits.length, 64, 'a window without blocks saves all 64 of them');
+  for (const n of [40, 4, 33, 32, 6, 40]) {
+    const want = model(r, n);
+    assert.is(receive(r.w, 0, n), want, `packet ${n} across the change`);
+    if (want === OK) got(n);
+  }
+  assert.ok(r.w.hasBlocks, 'top 40: it has its blocks');
+  assert.is(ReplayWindow.stored.windows, before + 1);
+  for (let n = 0; n <= 80; n++) assert.is(r.w.check(0, n), model(r, n), `check ${n} with blocks`);
+  const again = new ReplayWindow();
+  again.load(saved);
+  for (const n of [1, 2, 3, 5, 17, 29, 30, 31]) assert.is(again.check(0, n), REPLAY, `the saved window still has ${n}`);
+  assert.is(again.check(0, 4), OK);
+  const big = new ReplayWindow();
+  assert.is(receive(big, 1, 7), OK, 'a first number in a higher 2^32 subspace takes the blocks at once');
+  assert.ok(big.hasBlocks);
+  assert.is(receive(big, 1, 7), REPLAY);
+  const idle = new ReplayWindow();
+  idle.release();
+  assert.is(ReplayWindow.stored.windows, before + 3, 'a window released without blocks gives nothing back');
+  assert.is(idle.check(0, 1), LEFT);
+  for (const w of [r.w, again, big]) w.release();
+  assert.is(ReplayWindow.stored.windows, before);
+});
+
+test('property: around the change to blocks, any order of numbers gets what the set of numbers seen says', () => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 2 * W + 64 })), { maxLength: 120 }), (ns) => {
+      const w = new ReplayWindow();
+      const seen = new Set<number>();
+      let top = 0;
+      for (const n of ns) {
+        const want = n <= top - W ? LEFT : n === 0 || seen.has(n) ? REPLAY : OK;
+        if (receive(w, 0, n) !== want) return false;
+        if (want === OK) {
+          seen.add(n);
+          top = Math.max(top, n);
+        }
+      }
+      w.release();
+      return true;
+    }),
+    { numRuns: 3000 },
+  );
+});
+
 test('a released window refuses every packet and moves nothing; its blocks go to a new window, which starts empty', () => {
   const old = new ReplayWindow();
   for (let n = 1; n <= 3000; n++) receive(old, 0, n);
@@ -189,7 +255,7 @@ test('after a peak the windows left are moved together and the chunks freed go b
     dropped += d;
   }
   const after = ReplayWindow.stored;
-  assert.is(after.windows, before.windows + kept.length);
+  assert.is(after.windows, before.windows + kept.filter((r) => r.top >= 32).length, 'windows whose top stayed below 32 hold no blocks');
   assert.is(after.chunks, peak.chunks - dropped);
   assert.ok(dropped >= 3, `chunks given back: ${dropped}`);
   assert.ok(after.windows * 2 > (after.chunks - 1) * 4096, 'compacted until the windows fill half of the chunks left');

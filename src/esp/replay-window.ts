@@ -2,6 +2,11 @@
 // Appendix A), kept as a bitmap of 32-bit blocks in the manner of RFC 6479: moving the
 // window clears whole blocks, never shifts bits.
 //
+// A window takes its blocks only once its top reaches 32: until then every number it can
+// still be asked about lies in block 0, which it keeps in a field of its own (`first`). An
+// SA that carries fewer than 32 packets (most of a million idle cables) then costs no 256
+// bytes of blocks, and the answers are the same as with the blocks from the start.
+//
 // Invariants:
 // - a sequence number is checked (check) before decryption and recorded (accept) only
 //   after the ICV verified, so forged packets never move the window;
@@ -28,8 +33,8 @@ const TWO32 = 0x1_0000_0000;
  * The blocks of every window, 4096 windows to a 1 MB chunk, so that a window costs its
  * 256 bytes and not a typed array, an ArrayBuffer and a backing store of its own. A released
  * window's place is handed out again, zeroed (the window would not need it: it clears each
- * block as its top enters it, and a new window sets block 0 whole). After a peak (a flush, a
- * peer gone with its SAs) compact() moves the windows of the last chunks into the free
+ * block as its top enters it, and it sets block 0 whole when it takes its place). After a
+ * peak (a flush, a peer gone with its SAs) compact() moves the windows of the last chunks into the free
  * places of the others and drops those chunks, one at a time, so the memory goes back: a
  * chunk of 1 MB is mapped on its own by the allocator and unmapped when freed (64-KB chunks
  * stayed in glibc's heap: 1M windows released, RSS fell by 60 of 244 MB; 1 MB: by 290 MB).
@@ -115,6 +120,10 @@ class BlockStore {
 }
 
 const STORE = new BlockStore();
+/** `place` of a window whose top is still below 32: it has no blocks yet, block 0 is `first`. */
+const NOT_YET = -2;
+/** `place` of a released window. */
+const GONE = -1;
 /** The blocks a released window points at: all zero, never written (a released window accepts nothing). */
 const RELEASED = new Uint32Array(BLOCKS);
 
@@ -122,17 +131,25 @@ export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
   private topHi = 0;
   private topLo = 0;
-  /** The window's blocks are bits[base, base + BLOCKS), in a chunk shared with other windows. */
-  private bits: Uint32Array;
-  private base: number;
-  /** Its place in the block store; -1 once released. */
-  private place: number;
+  /** Block 0 while the window has no blocks (NOT_YET). Bit 0 is set: sequence number 0 is never valid. */
+  private first = 1;
+  /** Once it has blocks: they are bits[base, base + BLOCKS), in a chunk shared with other windows. */
+  private bits: Uint32Array = RELEASED;
+  private base = 0;
+  /** Its place in the block store; NOT_YET before its top reaches 32, GONE once released. */
+  private place = NOT_YET;
 
-  constructor() {
+  /** True once the window holds blocks in the store (its top reached 32). */
+  get hasBlocks(): boolean {
+    return this.place >= 0;
+  }
+
+  /** Take blocks in the store and carry block 0 over (the top is about to reach 32). */
+  private store(): void {
     this.place = STORE.take(this);
     this.bits = STORE.chunk(this.place);
     this.base = STORE.base(this.place);
-    this.bits[this.base] = 1; // sequence number 0: never valid
+    this.bits[this.base] = this.first;
   }
 
   /**
@@ -161,9 +178,9 @@ export class ReplayWindow {
    * mistake can never read or move another's blocks.
    */
   release(): void {
-    if (this.place < 0) return;
-    STORE.give(this.place);
-    this.place = -1;
+    if (this.place === GONE) return;
+    if (this.place !== NOT_YET) STORE.give(this.place);
+    this.place = GONE;
     // No hold on the chunk, whose place another window takes (and which compact may drop).
     this.bits = RELEASED;
     this.base = 0;
@@ -195,17 +212,26 @@ export class ReplayWindow {
 
   /** Would (hi, lo) be accepted? Does not change the window. */
   check(hi: number, lo: number): ReplayCheck {
-    if (hi < 0 || this.place < 0) return ReplayCheck.LeftOfWindow;
+    if (hi < 0 || this.place === GONE) return ReplayCheck.LeftOfWindow;
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo); // exact: |value| < 2^34
     if (ahead > 0) return ReplayCheck.Ok;
     if (-ahead >= REPLAY_WINDOW) return ReplayCheck.LeftOfWindow;
-    const word = this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)];
+    // Without blocks the top is below 32, so (hi, lo), not right of it, lies in block 0.
+    const word = this.place === NOT_YET ? this.first : this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)];
     return (word >>> (lo & 31)) & 1 ? ReplayCheck.Replay : ReplayCheck.Ok;
   }
 
   /** Record (hi, lo) as received. Call only after check() said Ok and the ICV verified. */
   accept(hi: number, lo: number): void {
-    if (this.place < 0) return; // released: nothing is accepted any more
+    if (this.place < 0) {
+      if (this.place === GONE) return; // released: nothing is accepted any more
+      if (hi === 0 && lo < 32) {
+        this.first |= 1 << lo;
+        if (lo > this.topLo) this.topLo = lo;
+        return;
+      }
+      this.store();
+    }
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo);
     if (ahead > 0) {
       // Clear the blocks the top moves over, at most all of them. The block number of a
@@ -226,13 +252,15 @@ export class ReplayWindow {
 
   /** The whole window, for the process that takes the SA over (handover.ts). */
   save(): WindowState {
-    return { hi: this.topHi, lo: this.topLo, bits: Array.from(this.bits.subarray(this.base, this.base + BLOCKS)) };
+    const bits = this.place === NOT_YET ? [this.first, ...new Array<number>(BLOCKS - 1).fill(0)] : Array.from(this.bits.subarray(this.base, this.base + BLOCKS));
+    return { hi: this.topHi, lo: this.topLo, bits };
   }
 
   /** Take over a window save() gave. */
   load(s: WindowState): void {
     if (s.bits.length !== BLOCKS) throw new Error(`replay window of ${s.bits.length} blocks, expected ${BLOCKS}`);
-    if (this.place < 0) throw new Error('replay window released: it cannot take over a saved one');
+    if (this.place === GONE) throw new Error('replay window released: it cannot take over a saved one');
+    if (this.place === NOT_YET) this.store();
     this.topHi = s.hi;
     this.topLo = s.lo;
     this.bits.set(s.bits, this.base);
