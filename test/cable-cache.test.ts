@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { Cable, CableDirection, identityKeyOf } from '../src/dataplane/cable.js';
 import { formatIpv6 } from '../src/base/address.js';
 import { CableCache, EVICT_SCAN } from '../src/dataplane/cable-cache.js';
-import { Drop } from '../src/base/drops.js';
+import { DROP_INFO, Drop } from '../src/base/drops.js';
 import { pairHash } from '../src/dataplane/pair-hash.js';
 
 function id(n: number): Buffer {
@@ -29,6 +29,27 @@ function text(n: number): string {
 function packet(src: number, dst: number): Buffer {
   return Buffer.concat([id(src), id(dst)]);
 }
+
+test('a cable keeps its direction and drop reason beside its flags: every drop, both directions, flags set and cleared', () => {
+  const drops = Object.keys(DROP_INFO).map(Number) as Drop[];
+  assert.ok(drops.length > 50, `${drops.length} drop reasons`);
+  for (const d of drops) {
+    for (const dir of [CableDirection.Egress, CableDirection.Ingress]) {
+      const c = new Cable(7, dir, id(1), id(2), d, 'test', null, 0);
+      c.used = true;
+      c.refreshing = true;
+      c.refreshAgain = true;
+      c.refreshing = false;
+      assert.is(c.drop, d, `drop ${d}`);
+      assert.is(c.direction, dir);
+      assert.is(c.plugged, d === Drop.None);
+      assert.equal([c.used, c.refreshing, c.refreshAgain], [true, false, true]);
+      c.used = false;
+      c.refreshAgain = false;
+      assert.equal([c.used, c.refreshing, c.refreshAgain, c.drop, c.direction], [false, false, false, d, dir]);
+    }
+  }
+});
 
 test('a cable is found by its pair, and not by another pair', () => {
   const cache = new CableCache(10);

@@ -18,16 +18,23 @@ export const enum CableDirection {
   Ingress = 1,
 }
 
-/** The cable's flags, one bit each in Cable.marks (one field instead of three: 16 B a cable less). */
+/**
+ * Cable.marks: the three flags, one bit each, then the direction and the drop reason, which
+ * never change (one field instead of five: 32 B a cable less).
+ */
 const enum Mark {
   Used = 1,
   Refreshing = 2,
   RefreshAgain = 4,
+  /** Set for CableDirection.Ingress. */
+  Ingress = 8,
+  /** The drop reason (Drop, below 256) from this bit on. */
+  DropShift = 8,
 }
 
 export class Cable {
-  /** Flags (Mark), read and set through used, refreshing and refreshAgain. */
-  private marks = 0;
+  /** Flags (Mark), read and set through used, refreshing and refreshAgain; the direction and drop, read through theirs. */
+  private marks: number;
 
   // Where the packet goes (set at plug time).
   /** Egress: the port of the source VM. */
@@ -75,18 +82,19 @@ export class Cable {
 
   constructor(
     readonly hash: number,
-    readonly direction: CableDirection,
+    direction: CableDirection,
     /** Source and destination identities, 16 bytes each (kept as words). */
     src: Uint8Array,
     dst: Uint8Array,
     /** Drop.None when plugged; else why every packet on it is dropped. */
-    readonly drop: Drop,
+    drop: Drop,
     /** What decided: a policy rule, a verification step, a store lookup. */
     readonly rule: string,
     readonly decision: DirectionDecision | null,
     /** When it is plugged (ms since 1970). It is a miss from then on until lasts() gives it a life. */
     now: number,
   ) {
+    this.marks = (direction === CableDirection.Ingress ? Mark.Ingress : 0) | (drop << Mark.DropShift);
     this.plugTick = tickOf(now);
     this.refreshTick = this.plugTick;
     this.expiresTick = this.plugTick;
@@ -98,6 +106,15 @@ export class Cable {
     this.d1 = word(dst, 4);
     this.d2 = word(dst, 8);
     this.d3 = word(dst, 12);
+  }
+
+  get direction(): CableDirection {
+    return (this.marks & Mark.Ingress) !== 0 ? CableDirection.Ingress : CableDirection.Egress;
+  }
+
+  /** Drop.None when plugged; else why every packet on it is dropped. */
+  get drop(): Drop {
+    return this.marks >>> Mark.DropShift;
   }
 
   /** Found since the cache's eviction hand last passed it (cable-cache.ts: second chance). */
@@ -180,7 +197,7 @@ export class Cable {
   }
 
   get plugged(): boolean {
-    return this.drop === Drop.None;
+    return this.marks >>> Mark.DropShift === Drop.None;
   }
 
   /** True when 16 bytes at s and 16 bytes at d are this cable's pair. */

@@ -14,7 +14,8 @@
 // - sequence number 0 is never valid (RFC 4303 3.3.3: the first packet carries 1).
 
 /** Blocks of 32 bits; the window covers (BLOCKS - 1) * 32 = 2016 packets. */
-const BLOCKS = 64;
+const BLOCKS_SHIFT = 6;
+const BLOCKS = 1 << BLOCKS_SHIFT;
 const BLOCK_MASK = BLOCKS - 1;
 export const REPLAY_WINDOW = (BLOCKS - 1) * 32;
 
@@ -39,8 +40,11 @@ const TWO32 = 0x1_0000_0000;
  * chunk of 1 MB is mapped on its own by the allocator and unmapped when freed (64-KB chunks
  * stayed in glibc's heap: 1M windows released, RSS fell by 60 of 244 MB; 1 MB: by 290 MB).
  */
+/** Windows to a chunk: 4096. */
+const CHUNK_SHIFT = 12;
+
 class BlockStore {
-  static readonly PER_CHUNK = 4096;
+  static readonly PER_CHUNK = 1 << CHUNK_SHIFT;
   readonly chunks: Uint32Array[] = [];
   /** The window at each place (null: free), to move it when its chunk goes. */
   private readonly owners: (ReplayWindow | null)[] = [];
@@ -69,12 +73,14 @@ class BlockStore {
     this.live--;
   }
 
+  /** The chunk that holds the blocks at `place`. */
   chunk(place: number): Uint32Array {
-    return this.chunks[Math.floor(place / BlockStore.PER_CHUNK)];
+    return this.chunks[place >>> CHUNK_SHIFT];
   }
 
+  /** Where in its chunk the blocks at `place` start. */
   base(place: number): number {
-    return (place % BlockStore.PER_CHUNK) * BLOCKS;
+    return (place & (BlockStore.PER_CHUNK - 1)) << BLOCKS_SHIFT;
   }
 
   /** Windows in use, and chunks allocated. */
@@ -124,8 +130,6 @@ const STORE = new BlockStore();
 const NOT_YET = -2;
 /** `place` of a released window. */
 const GONE = -1;
-/** The blocks a released window points at: all zero, never written (a released window accepts nothing). */
-const RELEASED = new Uint32Array(BLOCKS);
 
 export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
@@ -133,10 +137,11 @@ export class ReplayWindow {
   private topLo = 0;
   /** Block 0 while the window has no blocks (NOT_YET). Bit 0 is set: sequence number 0 is never valid. */
   private first = 1;
-  /** Once it has blocks: they are bits[base, base + BLOCKS), in a chunk shared with other windows. */
-  private bits: Uint32Array = RELEASED;
-  private base = 0;
-  /** Its place in the block store; NOT_YET before its top reaches 32, GONE once released. */
+  /**
+   * Its place in the block store (its blocks are STORE.chunk(place) from STORE.base(place):
+   * found from the place, they cost the SA no fields); NOT_YET before its top reaches 32,
+   * GONE once released.
+   */
   private place = NOT_YET;
 
   /** True once the window holds blocks in the store (its top reached 32). */
@@ -147,9 +152,7 @@ export class ReplayWindow {
   /** Take blocks in the store and carry block 0 over (the top is about to reach 32). */
   private store(): void {
     this.place = STORE.take(this);
-    this.bits = STORE.chunk(this.place);
-    this.base = STORE.base(this.place);
-    this.bits[this.base] = this.first;
+    STORE.chunk(this.place)[STORE.base(this.place)] = this.first;
   }
 
   /**
@@ -168,8 +171,6 @@ export class ReplayWindow {
   /** The block store moved this window's blocks to `place` (compact; the store's only). */
   moved(place: number): void {
     this.place = place;
-    this.bits = STORE.chunk(place);
-    this.base = STORE.base(place);
   }
 
   /**
@@ -181,9 +182,6 @@ export class ReplayWindow {
     if (this.place === GONE) return;
     if (this.place !== NOT_YET) STORE.give(this.place);
     this.place = GONE;
-    // No hold on the chunk, whose place another window takes (and which compact may drop).
-    this.bits = RELEASED;
-    this.base = 0;
   }
 
   /**
@@ -217,7 +215,8 @@ export class ReplayWindow {
     if (ahead > 0) return ReplayCheck.Ok;
     if (-ahead >= REPLAY_WINDOW) return ReplayCheck.LeftOfWindow;
     // Without blocks the top is below 32, so (hi, lo), not right of it, lies in block 0.
-    const word = this.place === NOT_YET ? this.first : this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)];
+    const place = this.place;
+    const word = place === NOT_YET ? this.first : STORE.chunk(place)[STORE.base(place) + ((lo >>> 5) & BLOCK_MASK)];
     return (word >>> (lo & 31)) & 1 ? ReplayCheck.Replay : ReplayCheck.Ok;
   }
 
@@ -232,17 +231,19 @@ export class ReplayWindow {
       }
       this.store();
     }
+    const bits = STORE.chunk(this.place);
+    const base = STORE.base(this.place);
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo);
     if (ahead > 0) {
       // Clear the blocks the top moves over, at most all of them. The block number of a
       // 64-bit sequence is hi * 2^27 + (lo >>> 5); its index in the ring depends on lo only.
       const topBlock = this.topLo >>> 5;
       const steps = Math.min((hi - this.topHi) * 0x800_0000 + ((lo >>> 5) - topBlock), BLOCKS);
-      for (let s = 1; s <= steps; s++) this.bits[this.base + ((topBlock + s) & BLOCK_MASK)] = 0;
+      for (let s = 1; s <= steps; s++) bits[base + ((topBlock + s) & BLOCK_MASK)] = 0;
       this.topHi = hi;
       this.topLo = lo;
     }
-    this.bits[this.base + ((lo >>> 5) & BLOCK_MASK)] |= 1 << (lo & 31);
+    bits[base + ((lo >>> 5) & BLOCK_MASK)] |= 1 << (lo & 31);
   }
 
   /** The highest sequence number accepted, as [hi, lo]. */
@@ -252,7 +253,8 @@ export class ReplayWindow {
 
   /** The whole window, for the process that takes the SA over (handover.ts). */
   save(): WindowState {
-    const bits = this.place === NOT_YET ? [this.first, ...new Array<number>(BLOCKS - 1).fill(0)] : Array.from(this.bits.subarray(this.base, this.base + BLOCKS));
+    const p = this.place;
+    const bits = p >= 0 ? Array.from(STORE.chunk(p).subarray(STORE.base(p), STORE.base(p) + BLOCKS)) : [p === NOT_YET ? this.first : 0, ...new Array<number>(BLOCKS - 1).fill(0)];
     return { hi: this.topHi, lo: this.topLo, bits };
   }
 
@@ -263,7 +265,7 @@ export class ReplayWindow {
     if (this.place === NOT_YET) this.store();
     this.topHi = s.hi;
     this.topLo = s.lo;
-    this.bits.set(s.bits, this.base);
+    STORE.chunk(this.place).set(s.bits, STORE.base(this.place));
   }
 }
 
