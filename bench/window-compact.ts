@@ -40,7 +40,7 @@ const rows: { chunksPeak: number; chunksAfter: number; calls: number; longestMs:
 for (let run = 0; run < RUNS; run++) {
   let windows = Array.from({ length: WINDOWS }, (_, i) => {
     const w = new ReplayWindow();
-    w.accept(0, 32 + (i % 3000)); // a top of 32 or more: the window takes its blocks
+    w.accept(0, 32 + (i % 3000)); // a jump over 31 numbers or more, all holes: the window takes its blocks
     return w;
   });
   const chunksPeak = ReplayWindow.stored.chunks;

@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fc from 'fast-check';
-import { REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/esp/replay-window.js';
+import { MAX_HOLES, REPLAY_WINDOW, ReplayCheck, ReplayWindow } from '../src/esp/replay-window.js';
 
 const W = REPLAY_WINDOW;
 const OK = ReplayCheck.Ok;
@@ -142,51 +142,151 @@ test('windows share chunks of blocks and stay apart: 600 windows, interleaved, e
   }
 });
 
-test('a window takes its blocks only when its top reaches 32, and answers the same before and after', () => {
-  const model = (w: { seen: Set<number>; top: number }, n: number): ReplayCheck =>
-    n <= w.top - W ? LEFT : n === 0 || w.seen.has(n) ? REPLAY : OK;
+/** A window beside the model it must agree with: the numbers seen, and the top. */
+function modelled() {
   const r = { w: new ReplayWindow(), seen: new Set<number>(), top: 0 };
-  const got = (n: number): void => {
-    r.seen.add(n);
-    r.top = Math.max(r.top, n);
+  const want = (n: number): ReplayCheck => (n <= r.top - W ? LEFT : n === 0 || r.seen.has(n) ? REPLAY : OK);
+  /** Receive n; fails unless the window answers as the model. */
+  const send = (n: number, what = ''): void => {
+    const expected = want(n);
+    const got = receive(r.w, Math.floor(n / 2 ** 32), n % 2 ** 32);
+    if (got !== expected) assert.unreachable(`${what} packet ${n} (top ${r.top}): got ${got}, want ${expected}`);
+    if (got === OK) {
+      r.seen.add(n);
+      r.top = Math.max(r.top, n);
+    }
   };
+  /** Every number from `from` to `to`: checked against the model, nothing moved. */
+  const agrees = (from: number, to: number, what: string): void => {
+    for (let n = Math.max(0, from); n <= to; n++) {
+      const got = r.w.check(Math.floor(n / 2 ** 32), n % 2 ** 32);
+      if (got !== want(n)) assert.unreachable(`${what}: check ${n} (top ${r.top}): got ${got}, want ${want(n)}`);
+    }
+  };
+  return { r, send, agrees };
+}
+
+test('a window keeps its top and up to 3 holes without blocks; a 4th hole gives it blocks, and the answers stay the same', () => {
   const before = ReplayWindow.stored.windows;
-  const order = [5, 1, 31, 3, 3, 0, 17, 30, 2, 31, 29]; // below 32, out of order, with replays
-  for (const n of order) {
-    const want = model(r, n);
-    assert.is(receive(r.w, 0, n), want, `packet ${n} before the blocks`);
-    if (want === OK) got(n);
-  }
-  assert.not.ok(r.w.hasBlocks, 'top 31: no blocks yet');
+  const { r, send, agrees } = modelled();
+  for (let n = 1; n <= 5000; n++) send(n, 'in order');
+  assert.not.ok(r.w.hasBlocks, 'in order: no blocks');
+  agrees(5000 - W - 10, 5010, 'in order');
+  for (const n of [5003, 5001, 5006]) send(n, 'three holes'); // 5002, 5004, 5005 not received
+  assert.equal([MAX_HOLES, r.w.hasBlocks], [3, false]);
   assert.is(ReplayWindow.stored.windows, before, 'no place taken in the store');
-  for (let n = 0; n <= 40; n++) assert.is(r.w.check(0, n), model(r, n), `check ${n} without blocks`);
+  agrees(5006 - W - 10, 5010, 'three holes');
+  send(5004, 'late, into its hole');
+  send(5004, 'and again');
+  send(5008, 'a hole for the one filled'); // 5007
+  assert.not.ok(r.w.hasBlocks);
   const saved = r.w.save();
-  assert.is(saved.bits.length, 64, 'a window without blocks saves all 64 of them');
-  for (const n of [40, 4, 33, 32, 6, 40]) {
-    const want = model(r, n);
-    assert.is(receive(r.w, 0, n), want, `packet ${n} across the change`);
-    if (want === OK) got(n);
-  }
-  assert.ok(r.w.hasBlocks, 'top 40: it has its blocks');
+  send(5010, 'a 4th hole'); // 5009
+  assert.ok(r.w.hasBlocks, 'four holes: blocks');
   assert.is(ReplayWindow.stored.windows, before + 1);
-  for (let n = 0; n <= 80; n++) assert.is(r.w.check(0, n), model(r, n), `check ${n} with blocks`);
+  agrees(5010 - W - 10, 5020, 'with blocks');
+  for (const n of [5002, 5005, 5007, 5009, 5002, 5011]) send(n, 'late, with blocks');
   const again = new ReplayWindow();
   again.load(saved);
-  for (const n of [1, 2, 3, 5, 17, 29, 30, 31]) assert.is(again.check(0, n), REPLAY, `the saved window still has ${n}`);
-  assert.is(again.check(0, 4), OK);
+  const got = [5002, 5004, 5005, 5007, 5008].map((n) => again.check(0, n));
+  assert.equal(got, [OK, REPLAY, OK, OK, REPLAY], 'a window saved without blocks carries its holes over');
+  assert.not.ok(again.hasBlocks, 'and is loaded without blocks');
   const big = new ReplayWindow();
-  assert.is(receive(big, 1, 7), OK, 'a first number in a higher 2^32 subspace takes the blocks at once');
+  assert.is(receive(big, 1, 7), OK, 'a first number in a higher 2^32 subspace skips more than 3 inside the window: blocks');
   assert.ok(big.hasBlocks);
   assert.is(receive(big, 1, 7), REPLAY);
+  assert.is(receive(big, 1, 6), OK);
   const idle = new ReplayWindow();
   idle.release();
-  assert.is(ReplayWindow.stored.windows, before + 3, 'a window released without blocks gives nothing back');
+  assert.is(ReplayWindow.stored.windows, before + 2, 'a window released without blocks gives nothing back');
   assert.is(idle.check(0, 1), LEFT);
   for (const w of [r.w, again, big]) w.release();
   assert.is(ReplayWindow.stored.windows, before);
 });
 
-test('property: around the change to blocks, any order of numbers gets what the set of numbers seen says', () => {
+test('holes that fall left of the window go: a lost packet costs a hole only for the next 2016 numbers', () => {
+  const { r, send, agrees } = modelled();
+  for (let n = 1; n <= 100; n++) if (n % 40 !== 0) send(n, 'three lost'); // 40, 80 lost
+  for (let n = 101; n <= 100 + W; n++) if (n !== 150) send(n, 'a third lost');
+  assert.not.ok(r.w.hasBlocks, '40 and 80 went left of the window before a 4th hole came');
+  agrees(r.top - W - 5, r.top + 5, 'after the holes went');
+  send(150, 'late');
+  assert.not.ok(r.w.hasBlocks);
+});
+
+/** Saved blocks of a window that received every number up to `lo` (high half 0), and nothing above. */
+function receivedUpTo(lo: number): number[] {
+  const bits = new Array<number>(64).fill(0xffff_ffff);
+  const t = lo & 31;
+  bits[(lo >>> 5) & 63] = t === 31 ? 0xffff_ffff : 2 ** (t + 1) - 1;
+  return bits;
+}
+
+test('across the 2^32 boundary without blocks: holes on both sides keep their high half', () => {
+  const { r, send, agrees } = modelled();
+  const top = 2 ** 32 - 3;
+  r.w.load({ hi: 0, lo: top, bits: receivedUpTo(top) });
+  r.top = top;
+  for (let n = top - W + 1; n <= top; n++) r.seen.add(n);
+  assert.not.ok(r.w.hasBlocks, 'a saved window without holes is loaded without blocks');
+  for (const n of [2 ** 32 - 1, 2 ** 32 + 1, 2 ** 32 + 3]) send(n, 'across'); // holes 2^32 - 2, 2^32, 2^32 + 2
+  assert.not.ok(r.w.hasBlocks, 'three holes');
+  agrees(top - W - 5, 2 ** 32 + 10, 'three holes across 2^32');
+  send(2 ** 32, 'late, above 2^32');
+  agrees(top - W - 5, 2 ** 32 + 10, 'two holes left, one on each side');
+  const from = 2 ** 32 + 4;
+  for (let n = from; n <= from + W; n++) send(n, 'in order, until both holes are left of the window');
+  agrees(from + W - W - 10, from + W + 5, 'the holes went');
+  send(from + W + 4, 'three new holes'); // the two old ones must have gone, or this makes 5
+  assert.not.ok(r.w.hasBlocks, 'the holes on both sides of 2^32 went when they fell left of the window');
+  send(from + W + 8, 'three more'); // 6 in all
+  assert.ok(r.w.hasBlocks);
+  agrees(from - 5, from + W + 20, 'with blocks, after 2^32');
+  for (const n of [from + W + 1, from + W + 5, from + W + 5]) send(n, 'late, with blocks');
+  r.w.release();
+});
+
+test('a saved window with more than 3 holes is loaded with blocks; sequence number 0 is never a hole', () => {
+  const bits = receivedUpTo(100);
+  bits[1] &= ~((1 << 1) | (1 << 5) | (1 << 9) | (1 << 20)); // 33, 37, 41, 52 not received
+  const w = new ReplayWindow();
+  w.load({ hi: 0, lo: 100, bits });
+  assert.ok(w.hasBlocks);
+  assert.equal([33, 37, 41, 52, 34, 0].map((n) => w.check(0, n)), [OK, OK, OK, OK, REPLAY, REPLAY]);
+  const young = new ReplayWindow();
+  young.load({ hi: 0, lo: 5, bits: receivedUpTo(5).map((x, i) => (i === 0 ? x : 0)) }); // blocks for "numbers" below 0 are empty
+  assert.not.ok(young.hasBlocks, 'nothing below 1 counts as a hole');
+  assert.equal([0, 1, 5, 6].map((n) => young.check(0, n)), [REPLAY, REPLAY, REPLAY, OK]);
+  w.release();
+  young.release();
+});
+
+test('property: windows with few holes (in order, with lost and late numbers) answer as the set of numbers seen', () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.record({ step: fc.integer({ min: 1, max: 6 }), lateBy: fc.integer({ min: 0, max: 2 * W + 64 }), late: fc.boolean() }), { maxLength: 400 }),
+      fc.boolean(),
+      (moves, nearWrap) => {
+        const { r, send } = modelled();
+        let next = nearWrap ? 2 ** 32 - 300 : 0;
+        if (nearWrap) {
+          // Start in order just below 2^32: W numbers, so the window is full and without holes.
+          for (let n = next - W; n <= next; n++) if (n > 0) send(n);
+        }
+        for (const m of moves) {
+          next += m.step; // a step of more than 1 loses numbers (holes)
+          send(next);
+          if (m.late && next - m.lateBy > 0) send(next - m.lateBy); // late: a hole filled, a replay, or left of the window
+        }
+        r.w.release();
+        return true;
+      },
+    ),
+    { numRuns: 400 },
+  );
+});
+
+test('property: near the start, any order of numbers gets what the set of numbers seen says', () => {
   fc.assert(
     fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 2 * W + 64 })), { maxLength: 120 }), (ns) => {
       const w = new ReplayWindow();
@@ -255,7 +355,7 @@ test('after a peak the windows left are moved together and the chunks freed go b
     dropped += d;
   }
   const after = ReplayWindow.stored;
-  assert.is(after.windows, before.windows + kept.filter((r) => r.top >= 32).length, 'windows whose top stayed below 32 hold no blocks');
+  assert.is(after.windows, before.windows + kept.filter((r) => r.w.hasBlocks).length);
   assert.is(after.chunks, peak.chunks - dropped);
   assert.ok(dropped >= 3, `chunks given back: ${dropped}`);
   assert.ok(after.windows * 2 > (after.chunks - 1) * 4096, 'compacted until the windows fill half of the chunks left');

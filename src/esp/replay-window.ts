@@ -2,10 +2,12 @@
 // Appendix A), kept as a bitmap of 32-bit blocks in the manner of RFC 6479: moving the
 // window clears whole blocks, never shifts bits.
 //
-// A window takes its blocks only once its top reaches 32: until then every number it can
-// still be asked about lies in block 0, which it keeps in a field of its own (`first`). An
-// SA that carries fewer than 32 packets (most of a million idle cables) then costs no 256
-// bytes of blocks, and the answers are the same as with the blocks from the start.
+// A window takes its blocks only when it needs them. Until then it is its top and its holes:
+// the numbers inside the window, below the top, that were not received (at most MAX_HOLES).
+// Every other number up to the top counts as received. An SA whose packets arrive in order,
+// with a lost or late one now and then, never needs the 256 bytes of blocks (nor touches
+// them on every packet); more holes than that at once, and the window writes itself into
+// blocks and carries on there. The answers are the same either way.
 //
 // Invariants:
 // - a sequence number is checked (check) before decryption and recorded (accept) only
@@ -126,33 +128,36 @@ class BlockStore {
 }
 
 const STORE = new BlockStore();
-/** `place` of a window whose top is still below 32: it has no blocks yet, block 0 is `first`. */
-const NOT_YET = -2;
+/** `place` of a window kept as its top and its holes alone, without blocks. */
+const HOLES = -2;
 /** `place` of a released window. */
 const GONE = -1;
+/** Holes a window keeps in its own fields; one more and it takes blocks. */
+export const MAX_HOLES = 3;
 
 export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
   private topHi = 0;
   private topLo = 0;
-  /** Block 0 while the window has no blocks (NOT_YET). Bit 0 is set: sequence number 0 is never valid. */
-  private first = 1;
+  /**
+   * Without blocks: the numbers inside the window below the top that were not received, as
+   * the int32 of their low halves (their high half follows from the top's: the window is
+   * narrower than 2^32). `holes` of hole0..hole2 are in use.
+   */
+  private holes = 0;
+  private hole0 = 0;
+  private hole1 = 0;
+  private hole2 = 0;
   /**
    * Its place in the block store (its blocks are STORE.chunk(place) from STORE.base(place):
-   * found from the place, they cost the SA no fields); NOT_YET before its top reaches 32,
-   * GONE once released.
+   * found from the place, they cost the SA no fields); HOLES before it needs blocks, GONE
+   * once released.
    */
-  private place = NOT_YET;
+  private place = HOLES;
 
-  /** True once the window holds blocks in the store (its top reached 32). */
+  /** True once the window holds blocks in the store (it had more than MAX_HOLES holes). */
   get hasBlocks(): boolean {
     return this.place >= 0;
-  }
-
-  /** Take blocks in the store and carry block 0 over (the top is about to reach 32). */
-  private store(): void {
-    this.place = STORE.take(this);
-    STORE.chunk(this.place)[STORE.base(this.place)] = this.first;
   }
 
   /**
@@ -163,7 +168,7 @@ export class ReplayWindow {
     return STORE.compact(maxChunks);
   }
 
-  /** Windows in use in this thread, and the 1-MB chunks that hold them. */
+  /** Windows with blocks in this thread, and the 1-MB chunks that hold them. */
   static get stored(): { windows: number; chunks: number } {
     return STORE.size;
   }
@@ -180,8 +185,9 @@ export class ReplayWindow {
    */
   release(): void {
     if (this.place === GONE) return;
-    if (this.place !== NOT_YET) STORE.give(this.place);
+    if (this.place >= 0) STORE.give(this.place);
     this.place = GONE;
+    this.holes = 0;
   }
 
   /**
@@ -214,9 +220,9 @@ export class ReplayWindow {
     const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo); // exact: |value| < 2^34
     if (ahead > 0) return ReplayCheck.Ok;
     if (-ahead >= REPLAY_WINDOW) return ReplayCheck.LeftOfWindow;
-    // Without blocks the top is below 32, so (hi, lo), not right of it, lies in block 0.
     const place = this.place;
-    const word = place === NOT_YET ? this.first : STORE.chunk(place)[STORE.base(place) + ((lo >>> 5) & BLOCK_MASK)];
+    if (place === HOLES) return this.holeIndex(lo) >= 0 ? ReplayCheck.Ok : ReplayCheck.Replay;
+    const word = STORE.chunk(place)[STORE.base(place) + ((lo >>> 5) & BLOCK_MASK)];
     return (word >>> (lo & 31)) & 1 ? ReplayCheck.Replay : ReplayCheck.Ok;
   }
 
@@ -224,12 +230,8 @@ export class ReplayWindow {
   accept(hi: number, lo: number): void {
     if (this.place < 0) {
       if (this.place === GONE) return; // released: nothing is accepted any more
-      if (hi === 0 && lo < 32) {
-        this.first |= 1 << lo;
-        if (lo > this.topLo) this.topLo = lo;
-        return;
-      }
-      this.store();
+      if (this.acceptWithoutBlocks(hi, lo)) return;
+      this.takeBlocks();
     }
     const bits = STORE.chunk(this.place);
     const base = STORE.base(this.place);
@@ -246,6 +248,78 @@ export class ReplayWindow {
     bits[base + ((lo >>> 5) & BLOCK_MASK)] |= 1 << (lo & 31);
   }
 
+  /**
+   * accept() of a window without blocks: a late number fills its hole; a number right of the
+   * top becomes the top, and the numbers it skips, inside the window, become holes. False,
+   * changing nothing, when that would make more than MAX_HOLES holes: the window needs blocks.
+   */
+  private acceptWithoutBlocks(hi: number, lo: number): boolean {
+    const ahead = (hi - this.topHi) * TWO32 + (lo - this.topLo);
+    if (ahead <= 0) {
+      this.removeHole(this.holeIndex(lo)); // check() said Ok: it is a hole
+      return true;
+    }
+    const skipped = Math.min(ahead - 1, REPLAY_WINDOW - 1);
+    let kept = 0; // holes still inside the window once (hi, lo) is the top
+    for (let k = 0; k < this.holes; k++) if (this.behind(hi, lo, this.hole(k)) < REPLAY_WINDOW) kept++;
+    if (kept + skipped > MAX_HOLES) return false;
+    for (let k = this.holes - 1; k >= 0; k--) if (this.behind(hi, lo, this.hole(k)) >= REPLAY_WINDOW) this.removeHole(k);
+    for (let k = skipped; k >= 1; k--) this.setHole(this.holes++, (lo - k) | 0);
+    this.topHi = hi;
+    this.topLo = lo;
+    return true;
+  }
+
+  /** How far hole `h` (int32 low half; its high half from the top's) lies behind (hi, lo). */
+  private behind(hi: number, lo: number, h: number): number {
+    const hLo = h >>> 0;
+    const hHi = hLo <= this.topLo ? this.topHi : this.topHi - 1;
+    return (hi - hHi) * TWO32 + (lo - hLo);
+  }
+
+  /** The index of the hole with low half `lo`, or -1. */
+  private holeIndex(lo: number): number {
+    const l = lo | 0;
+    for (let k = 0; k < this.holes; k++) if (this.hole(k) === l) return k;
+    return -1;
+  }
+
+  private hole(k: number): number {
+    return k === 0 ? this.hole0 : k === 1 ? this.hole1 : this.hole2;
+  }
+
+  private setHole(k: number, h: number): void {
+    if (k === 0) this.hole0 = h;
+    else if (k === 1) this.hole1 = h;
+    else this.hole2 = h;
+  }
+
+  /** Remove hole k (the last one takes its index). */
+  private removeHole(k: number): void {
+    if (k < 0) return;
+    this.holes--;
+    this.setHole(k, this.hole(this.holes));
+  }
+
+  /** Write the window as blocks at bits[base, base + BLOCKS): every number up to the top received, but the holes. */
+  private writeBlocks(bits: Uint32Array, base: number): void {
+    bits.fill(0xffff_ffff, base, base + BLOCKS);
+    const top = this.topLo & 31;
+    bits[base + ((this.topLo >>> 5) & BLOCK_MASK)] = top === 31 ? 0xffff_ffff : (1 << (top + 1)) - 1; // none above the top
+    for (let k = 0; k < this.holes; k++) {
+      const h = this.hole(k) >>> 0;
+      bits[base + ((h >>> 5) & BLOCK_MASK)] &= ~(1 << (h & 31));
+    }
+  }
+
+  /** Take blocks in the store and write the window into them. */
+  private takeBlocks(): void {
+    const place = STORE.take(this);
+    this.writeBlocks(STORE.chunk(place), STORE.base(place));
+    this.place = place;
+    this.holes = 0;
+  }
+
   /** The highest sequence number accepted, as [hi, lo]. */
   top(): [number, number] {
     return [this.topHi, this.topLo];
@@ -254,19 +328,56 @@ export class ReplayWindow {
   /** The whole window, for the process that takes the SA over (handover.ts). */
   save(): WindowState {
     const p = this.place;
-    const bits = p >= 0 ? Array.from(STORE.chunk(p).subarray(STORE.base(p), STORE.base(p) + BLOCKS)) : [p === NOT_YET ? this.first : 0, ...new Array<number>(BLOCKS - 1).fill(0)];
+    let bits: number[];
+    if (p >= 0) {
+      bits = Array.from(STORE.chunk(p).subarray(STORE.base(p), STORE.base(p) + BLOCKS));
+    } else {
+      const blocks = new Uint32Array(BLOCKS);
+      if (p === HOLES) this.writeBlocks(blocks, 0);
+      bits = Array.from(blocks);
+    }
     return { hi: this.topHi, lo: this.topLo, bits };
   }
 
-  /** Take over a window save() gave. */
+  /** Take over a window save() gave: without blocks when it has MAX_HOLES holes or fewer. */
   load(s: WindowState): void {
     if (s.bits.length !== BLOCKS) throw new Error(`replay window of ${s.bits.length} blocks, expected ${BLOCKS}`);
     if (this.place === GONE) throw new Error('replay window released: it cannot take over a saved one');
-    if (this.place === NOT_YET) this.store();
     this.topHi = s.hi;
     this.topLo = s.lo;
+    if (this.place === HOLES) {
+      const holes = holesOf(s);
+      if (holes !== null) {
+        this.holes = 0;
+        for (const h of holes) this.setHole(this.holes++, h | 0);
+        return;
+      }
+      this.takeBlocks();
+    }
     STORE.chunk(this.place).set(s.bits, STORE.base(this.place));
   }
+}
+
+/**
+ * The low halves of the numbers inside saved window `s`, below its top, not received; null
+ * when there are more than MAX_HOLES. Whole blocks received are passed over at once.
+ */
+function holesOf(s: WindowState): number[] | null {
+  const holes: number[] = [];
+  const t = s.lo & 31;
+  for (let j = 0; j < BLOCKS; j++) {
+    const word = s.bits[((s.lo >>> 5) - j) & BLOCK_MASK] >>> 0;
+    if (word === 0xffff_ffff) continue;
+    for (let b = 0; b < 32; b++) {
+      const behind = t - b + 32 * j; // how far bit b of this block lies behind the top
+      if (behind < 1 || behind >= REPLAY_WINDOW) continue; // the top, above it, or left of the window
+      if (s.hi === 0 && s.lo <= behind) continue; // sequence number 0 and below: no packet has it
+      if ((word >>> b) & 1) continue;
+      if (holes.length === MAX_HOLES) return null;
+      holes.push((s.lo - behind) >>> 0);
+    }
+  }
+  return holes;
 }
 
 export interface WindowState {
