@@ -155,7 +155,7 @@ export interface HostStats {
   egress: PipeStats;
   ingress: PipeStats;
   upcall: { misses: number; plugs: number; released: number; queued: number; inFlight: number };
-  cables: { rekeys: number; rekeyFailures: number; retiredSas: number; egress: number; ingress: number; inboundSas: number };
+  cables: { rekeys: number; rekeyFailures: number; retiredSas: number; egress: number; ingress: number; inboundSas: number; windowsWithBlocks: number };
   ports: { vm?: string; name: string; up: boolean; rx: number; tx: number; txRefused: number; txBusy: number; failure: string | null }[];
   underlay: { rx: number; rxErrors: number; tx: number; txRefused: number; txBusy: number };
   kx: Record<string, unknown>;

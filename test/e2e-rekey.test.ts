@@ -86,6 +86,8 @@ function assertRekeyedWithoutLoss(a: Snapshot, b: Snapshot, src: string, dst: st
     assert.is(delta((s) => s.underlay.rxErrors + s.underlay.txRefused + s.underlay.txBusy, from), 0, `${from}'s underlay had no error`);
   }
   assert.equal(lab.complaints('h1').concat(lab.complaints('h2')), [], 'no warning or error in the switch logs');
+  // Nothing lost or reordered: every SA's replay window is still its top and holes alone (src/esp/replay-window.ts).
+  for (const h of ['h1', 'h2']) assert.is(b.stats[h].cables.windowsWithBlocks, 0, `${h}: no replay window needed blocks`);
   return report;
 }
 
