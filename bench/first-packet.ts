@@ -69,9 +69,11 @@ try {
   };
   // Warm up: the paths, the JIT, the replicas.
   for (let k = 0; k < 20; k++) await datagram(900_000 + k);
+  const dropsBefore = await drops(c);
   const first: number[] = [];
   const warm: number[] = [];
   let lost = 0;
+  const lostWhich: string[] = [];
   for (let k = 0; k < PAIRS; k++) {
     for (const h of ['h1', 'h2']) await controlRequest(controlPath(c, h), { cmd: 'flush', ...(v.reverify ? { reverify: true } : {}) });
     await sleep(30);
@@ -79,17 +81,36 @@ try {
     await sleep(10);
     const b = await datagram(2 * k + 1);
     if (a === undefined || b === undefined) lost++;
+    if (a === undefined) lostWhich.push(`pair ${k}: the first datagram`);
+    if (b === undefined) lostWhich.push(`pair ${k}: the next one`);
     if (a !== undefined) first.push(a);
     if (b !== undefined) warm.push(b);
   }
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
+  const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
-    `  lost ${lost}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n`);
+    `  lost ${lost}${lost > 0 ? ` (${lostWhich.join(', ')})` : ''}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n` +
+    `  dropped by the switches meanwhile: ${dropped.length === 0 ? 'nothing' : dropped.join(', ')}\n`);
   send.stdin!.end();
 } finally {
   await lab.cleanup();
+}
+
+/** Every drop counter of both switches, as "h1 egress reason" -> count. */
+async function drops(c: Parameters<typeof controlPath>[0]): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  for (const h of ['h1', 'h2']) {
+    const s = (await controlRequest(controlPath(c, h), { cmd: 'stats' })) as Record<'egress' | 'ingress', { drops: Record<string, number> }>;
+    for (const pipe of ['egress', 'ingress'] as const) for (const [reason, n] of Object.entries(s[pipe].drops)) out.set(`${h} ${pipe} ${reason}`, n);
+  }
+  return out;
+}
+
+/** "h1 ingress reason +n" for each counter that moved. */
+function dropsSince(before: Map<string, number>, after: Map<string, number>): string[] {
+  return [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k} +${n - (before.get(k) ?? 0)}`);
 }
