@@ -21,6 +21,7 @@ import { MemoryHub } from '../src/switch/transports.js';
 import { ALL_WORKERS, kxWorker } from '../src/switch/workers/kx-route.js';
 import { mergeStats } from '../src/switch/workers/merge-stats.js';
 import { ownerOf, spiForShard, type Shard } from '../src/switch/workers/shard.js';
+import { shareOf, workerConfig } from '../src/switch/workers/share.js';
 
 const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url));
 const cfg = loadConfig(SHIPPED);
@@ -117,3 +118,21 @@ test('mergeStats: counters add up, port lists join, histogram buckets add bucket
 });
 
 test.run();
+
+test("a worker's config splits the host's memory bounds among the workers, and leaves the rest as it is", () => {
+  assert.is(workerConfig(cfg, 1), cfg, 'one worker: the config itself');
+  const w = workerConfig(cfg, 3);
+  const sw = cfg.switch;
+  assert.is(w.switch.cables.max, Math.ceil(sw.cables.max / 3));
+  assert.is(w.switch.upcall.queueTotal, Math.ceil(sw.upcall.queueTotal / 3));
+  assert.ok(w.switch.cables.max * 3 >= sw.cables.max && (w.switch.cables.max - 1) * 3 < sw.cables.max, 'three shares hold the bound, and no more than 2 beyond it');
+  assert.is(w.switch.cables.perPort, Math.min(sw.cables.perPort, w.switch.cables.max), "a port's quota is no more than its worker's cables");
+  assert.is(w.switch.upcall.verifyPerSecond, sw.upcall.verifyPerSecond, 'rates stay per worker');
+  assert.is(w.switch.upcall.portMissesPerSecond, sw.upcall.portMissesPerSecond);
+  assert.is(w.switch.cables.ttl, sw.cables.ttl);
+  assert.is(w.vms, cfg.vms);
+  assert.is(w.hosts, cfg.hosts);
+  const tiny = workerConfig({ ...cfg, switch: { ...sw, cables: { ...sw.cables, max: 2, perPort: 2 } } }, 64);
+  assert.equal([tiny.switch.cables.max, tiny.switch.cables.perPort], [1, 1], 'never 0');
+  assert.is(shareOf(10, 4), 3);
+});

@@ -12,6 +12,7 @@ import type { ExplainRequest, VmRequest } from '../control.js';
 import type { VerdictFilter } from '../verdicts.js';
 import type { FromWorker, ToWorker, WorkerMethod, WorkerStart } from './messages.js';
 import { PortTransport } from './port-transport.js';
+import { workerConfig } from './share.js';
 
 const port = parentPort!;
 const start = workerData as WorkerStart;
@@ -74,7 +75,7 @@ function watch(id: number, filter: VerdictFilter): void {
 }
 
 async function main(): Promise<void> {
-  const config = loadConfig(start.configFile);
+  const config = workerConfig(loadConfig(start.configFile), start.shard.count);
   const log = new JsonLogger(undefined, undefined, undefined, { host: start.host, worker: start.shard.index });
   try {
     sw = await LiveSwitch.start(config, start.host, {
