@@ -18,10 +18,12 @@
 // captures that must stay empty also see a control packet that must arrive.
 // Rekeying under load is test/e2e-rekey.test.ts (a second lab with a low volume limit).
 
+import { existsSync, readFileSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseIpv4Address, parseIpv6Address } from '../src/base/address.js';
 import { ownerOf } from '../src/switch/workers/shard.js';
+import { detachedPath } from '../src/switch/paths.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { promtool, samples } from './prom-text.js';
 import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
@@ -426,6 +428,26 @@ export function labSuite(opts: LabSuiteOptions): void {
       assert.is(stats[h].workers.length, n, `${h} runs ${n} workers`);
       for (const w of stats[h].workers) assert.ok(w.egressIn > 0 && w.ingressIn > 0, `${h} worker ${w.index} carried packets: ${JSON.stringify(w)}`);
     }
+  });
+
+  if (opts.workers) test('web1 and web3, owned by two workers of h1, detached and attached again at the same moment: the host keeps both in its list of detached VMs, then neither, and they talk again', async () => {
+    const listed = (): string[] => {
+      const path = detachedPath(lab.cfg, 'h1');
+      return existsSync(path) ? ((JSON.parse(readFileSync(path, 'utf8')) as string[]).sort()) : [];
+    };
+    assert.is.not(ownerOf(parseIpv6Address(id('web1')), opts.workers!), ownerOf(parseIpv6Address(id('web3')), opts.workers!), 'two workers');
+    const pid = lab.switchPids().find((p) => p.host === 'h1')!.pid;
+    const both = async (op: 'detach' | 'attach'): Promise<void> => {
+      const r = await Promise.all(['web1', 'web3'].map((vm) => lab.cli(['lab', op, vm], 60)));
+      for (const x of r) assert.is(x.code, 0, x.stderr + x.stdout);
+    };
+    await both('detach');
+    assert.equal(listed(), ['web1', 'web3'], 'both detached, neither lost');
+    await both('attach');
+    assert.equal(listed(), [], 'both attached again');
+    assert.is(lab.switchPids().find((p) => p.host === 'h1')!.pid, pid, "h1's switch ran on");
+    assert.equal(await ping('web1', 'web3', 3), { sent: 3, received: 3 });
+    assert.equal(await ping('web3', 'web2', 3), { sent: 3, received: 3 });
   });
 
   test('explain web1 vault1 --live exits non-zero and names policy/cross-tenant', async () => {

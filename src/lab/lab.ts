@@ -20,7 +20,7 @@ import { NviError } from '../base/errors.js';
 import { controlRequest } from '../switch/control.js';
 import { migrate, type MigrationHooks, type MigrationResult } from '../switch/migrate.js';
 import { controlPath, hostStateDir, stateDir } from '../switch/paths.js';
-import { VmPorts } from '../switch/vm-ports.js';
+import { detachedVms } from '../switch/detached-list.js';
 import { etcdMembers, isLabEtcd, startEtcdMember, waitEtcdHealthy } from './etcd.js';
 import { describeStuck } from './stuck.js';
 import { deleteNetns, inNs, ip, listNetns, netnsExists, requireRoot, sh, trySh } from './netns.js';
@@ -159,7 +159,7 @@ async function switchReady(cfg: CloudConfig, s: { host: string; log: string }): 
 
 /** The interfaces of `host`'s VMs (the TAPs its switch made): MAC, identity, up; then wait for each one's default route from the RA. */
 async function configureVms(cfg: CloudConfig, host: string): Promise<string[]> {
-  const detached = VmPorts.detached(cfg, host);
+  const detached = detachedVms(cfg, host);
   const vms = [...cfg.vms.values()].filter((vm) => vm.host === host && vm.port.kind === 'tap' && !detached.has(vm.name)).map((vm) => vm.name);
   for (const vm of vms) bringUp(cfg, vm);
   const lines: string[] = [];

@@ -44,6 +44,7 @@ import { MetricsServer } from './metrics-server.js';
 import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
+import { detachedVms } from './detached-list.js';
 import { restoreHandover, saveHandover, type Restored } from './handover-state.js';
 import { handoverRefusal, Predecessor, Successor } from './handover.js';
 
@@ -64,7 +65,7 @@ export interface LiveOptions {
    * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
    * metrics and the key exchange's socket are the main thread's.
    */
-  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport };
+  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport; readonly remember: (vm: string, detached: boolean) => void };
 }
 
 /** What `nvi-switch restart` reports. */
@@ -131,7 +132,7 @@ export class LiveSwitch implements ControlHandler {
     this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
     const takeover = opts.takeover;
     if (!worker) this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
-    const detached = VmPorts.detached(cfg, name);
+    const detached = detachedVms(cfg, name);
     this.host = new Host({
       config: cfg,
       host: name,
@@ -167,6 +168,7 @@ export class LiveSwitch implements ControlHandler {
         return rec !== undefined && rec.host === name && cloud.store.withdraw(vm.identityText, rec.epoch);
       },
       readLink: (link, index) => this.readLink(link, index),
+      remember: worker?.remember,
     });
 
     if (takeover) {

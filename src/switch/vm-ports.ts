@@ -16,8 +16,7 @@
 //   done (source)   the destination is active: forget the VM key
 //   abort (source)  the destination failed before activating: the port comes back here (next epoch)
 
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, rmSync } from 'node:fs';
 import type { KeyObject } from 'node:crypto';
 import { NviError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
@@ -32,7 +31,8 @@ import type { HostAuthority } from './key-exchange.js';
 import type { Host } from './host.js';
 import type { PacketSink } from './tx.js';
 import { Drop } from '../base/drops.js';
-import { detachedPath, streamPortPath } from './paths.js';
+import { rememberDetached } from './detached-list.js';
+import { streamPortPath } from './paths.js';
 
 export type PortState = 'absent' | 'waiting' | 'activating' | 'active';
 
@@ -58,6 +58,11 @@ export interface VmPortsContext {
   withdraw(vm: VmConfig): Promise<boolean>;
   /** Read a batch from a port (the switch's egress loop). */
   readLink(link: VmLink, index: number): void;
+  /**
+   * Keep `vm` detached (or not) across restarts. Default: rememberDetached(). A worker of
+   * several (workers/) hands it to the main thread, the one writer of the host's list.
+   */
+  remember?(vm: string, detached: boolean): void;
 }
 
 /** Where the pipeline's frames for a port go; a link with no VM behind it refuses them as port/down. */
@@ -96,22 +101,9 @@ export class VmPorts {
     }
   }
 
-  /** VMs detached from this host: they stay detached across restarts until attached again. */
-  static detached(cfg: CloudConfig, host: string): Set<string> {
-    try {
-      return new Set(JSON.parse(readFileSync(detachedPath(cfg, host), 'utf8')) as string[]);
-    } catch {
-      return new Set();
-    }
-  }
-
   private remember(name: string, detached: boolean): void {
-    const set = VmPorts.detached(this.ctx.config, this.ctx.hostName);
-    if (detached) set.add(name);
-    else set.delete(name);
-    const path = detachedPath(this.ctx.config, this.ctx.hostName);
-    mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, JSON.stringify([...set]));
+    if (this.ctx.remember) this.ctx.remember(name, detached);
+    else rememberDetached(this.ctx.config, this.ctx.hostName, name, detached);
   }
 
   /** The links, by port index. */

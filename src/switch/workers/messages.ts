@@ -30,4 +30,6 @@ export type FromWorker =
   | { readonly kind: 'kx'; readonly msg: Uint8Array; readonly to: number }
   | { readonly kind: 'reply'; readonly id: number; readonly result?: unknown; readonly error?: string }
   | { readonly kind: 'verdict'; readonly id: number; readonly verdict: unknown; readonly lost: number }
+  /** Keep a VM detached (or not) across restarts: the main thread writes the host's list. Sent before the reply to the command that did it. */
+  | { readonly kind: 'remember'; readonly vm: string; readonly detached: boolean }
   | { readonly kind: 'stopped' };

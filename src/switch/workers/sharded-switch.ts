@@ -25,6 +25,7 @@ import type { Explanation } from '../explain.js';
 import { checkHostKeys } from '../host-keys.js';
 import { MetricsServer } from '../metrics-server.js';
 import { SwitchMetrics, type StatsView } from '../metrics.js';
+import { rememberDetached } from '../detached-list.js';
 import { epochPath } from '../paths.js';
 import { UdpTransport } from '../transports.js';
 import type { Verdict, VerdictFilter } from '../verdicts.js';
@@ -152,6 +153,9 @@ export class ShardedSwitch implements ControlHandler {
         else c?.reject(new NviError('NVI_ERR_CONTROL', m.error));
         return;
       }
+      case 'remember': // before the worker's reply to the attach or detach: in the list when the operator hears back
+        rememberDetached(this.config, this.name, m.vm, m.detached);
+        return;
       case 'verdict': {
         const w = this.watchers.get(m.id);
         if (!w) return;

@@ -84,7 +84,7 @@ async function main(): Promise<void> {
       control: '',
       vmNetnsPrefix: start.vmNetnsPrefix,
       exportSa: start.exportSa,
-      worker: { shard: start.shard, kx },
+      worker: { shard: start.shard, kx, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
     });
   } catch (e) {
     post({ kind: 'failed', error: (e as Error).message, code: (e as { code?: string }).code });
