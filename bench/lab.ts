@@ -1,4 +1,4 @@
-// Lab benchmark: nvi-switch (ESP) against wireguard-go and the kernel, on one lab, in one run.
+// Lab benchmark: nvi-switch (ESP) against wireguard-go, OpenVPN and the kernel, on one lab, in one run.
 //
 //   npx tsc -p . && node dist/bench/lab.js [--runs 5] [--quick] [--seconds 5] [--ping 50]
 //       [-c nvi-switch.yaml] [--topology] [--json FILE] [--keep]          (root)
@@ -7,15 +7,18 @@
 // 2. The lab: a temp copy of nvi-switch.yaml with lab.prefix nvi-b-, pki.dir made absolute
 //    and the embedded store inside the temp dir; `lab up` (src/lab/lab.ts) builds it.
 // 3. The baselines on the lab's own host namespaces (bench/lab/baselines.ts): wireguard-go
-//    between the hosts' underlay addresses, and kernel VXLAN; each with client namespaces
+//    and OpenVPN between the hosts' underlay addresses, and kernel VXLAN; each with client namespaces
 //    that stand in for VMs, so every path crosses VM -> host -> fabric -> host -> VM.
 // 4. N runs. Each run visits every path in turn, so that the machine's noise falls on all of
-//    them alike; on each path: TCP (iperf3 -t S after -O 1 s of warm-up), UDP with 64-byte
-//    payloads (-b 0), ping -c 50 -i 0.01 (bench/lab/measure.ts). Paths: cross host
-//    web1 -> web2 (nvi-switch, ESP), wgc1 -> wgc2 (wireguard-go), krc1 -> krc2 (kernel);
-//    same host web1 -> web3 (nvi-switch), krc1 -> krc3 (kernel).
-// 5. The report: median [min-max] over the runs, the ratio nvi/wg; CPU of the datapath and
-//    iperf3 processes in the measured window; where packets were dropped (per second).
+//    them alike; on each path: TCP with 1 and 4 streams (iperf3 -t S [-P 4] after -O 1 s of
+//    warm-up), UDP with 64-byte payloads (-b 0), ping -c 50 -i 0.01 (bench/lab/measure.ts).
+//    Paths: cross host web1 -> web2 (nvi-switch, ESP), wgc1 -> wgc2 (wireguard-go),
+//    ovc1 -> ovc2 (OpenVPN), krc1 -> krc2 (kernel); same host web1 -> web3 (nvi-switch),
+//    krc1 -> krc3 (kernel).
+// 5. The report: median [min-max] over the runs, the ratio of nvi-switch to the better of the
+//    encrypted peers on each line; CPU of the datapath and iperf3 processes in the measured
+//    window, and the datapath's CPU seconds per GB carried; where packets were dropped (per
+//    second).
 // 6. Teardown, always (end, failure, SIGINT/SIGTERM/SIGHUP): our children by PID, then any
 //    process still inside one of our namespaces by PID, the baseline namespaces, `lab down`,
 //    and a check that no namespace or process of ours is left.
@@ -29,7 +32,7 @@ import { loadConfig, type CloudConfig } from '../src/config/config.js';
 import { labDown, labNames, labUp, type LabState } from '../src/lab/lab.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
-import { baselineNamespaces, buildBaselines, vxDevice, wgDevice, WG_PORT, type Baselines } from './lab/baselines.js';
+import { baselineNamespaces, buildBaselines, ovpnDevice, OVPN_PORT, vxDevice, wgDevice, WG_PORT, type Baselines } from './lab/baselines.js';
 import { pingTest, reachable, tcpTest, udpTest, type Path, type PingResult, type TcpResult, type Timing, type UdpResult } from './lab/measure.js';
 import { abort, alive, BenchError, delay, isAborted, procStart, query, stopChildren, trySh } from './lab/proc.js';
 import { printReport, type PathResults } from './lab/report.js';
@@ -42,7 +45,7 @@ const UDP_LEN = 64;
 
 const TOOLS: readonly [string, string][] = [
   ['ip', 'iproute2'], ['iperf3', 'iperf3'], ['ping', 'iputils-ping'],
-  ['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools'], ['getconf', 'libc-bin'],
+  ['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools'], ['openvpn', 'openvpn'], ['openssl', 'openssl'], ['getconf', 'libc-bin'],
 ];
 
 interface Options {
@@ -241,6 +244,16 @@ function baselinePaths(h1: string, h2: string, h1Name: string, h2Name: string, b
     ],
     udpSockets: [{ ns: h1, label: `${h1Name} (wireguard-go :${WG_PORT})`, family: 4 }, { ns: h2, label: `${h2Name} (wireguard-go :${WG_PORT})`, family: 4 }, { ns: c('wgc2'), label: 'wgc2', family: 6 }],
     rawSockets: [],
+  }, {
+    key: 'ovpn', scope: 'cross', label: 'ovc1 -> ovc2', src: c('ovc1'), dst: c('ovc2'), dstAddr: 'fd00:79:2::2',
+    datapath: b.ovpn.pids,
+    ifaces: [
+      veth(c('ovc1'), 'eth0', 'ovc1 eth0'), veth(h1, 'ovc', `${h1Name} veth ovc`), veth(h1, ovpnDevice(PREFIX, 1), `${h1Name} TUN ${ovpnDevice(PREFIX, 1)}`),
+      veth(h1, 'underlay0', `${h1Name} underlay0`), veth(h2, 'underlay0', `${h2Name} underlay0`),
+      veth(h2, ovpnDevice(PREFIX, 2), `${h2Name} TUN ${ovpnDevice(PREFIX, 2)}`), veth(h2, 'ovc', `${h2Name} veth ovc`), veth(c('ovc2'), 'eth0', 'ovc2 eth0'),
+    ],
+    udpSockets: [{ ns: h1, label: `${h1Name} (openvpn :${OVPN_PORT})`, family: 4 }, { ns: h2, label: `${h2Name} (openvpn :${OVPN_PORT})`, family: 4 }, { ns: c('ovc2'), label: 'ovc2', family: 6 }],
+    rawSockets: [],
   }];
   if (b.kernel) {
     const vx = vxDevice(PREFIX);
@@ -302,17 +315,19 @@ async function main(): Promise<number> {
     const names = labNames(cfg);
     const [h1, h2] = [names.hosts.get(web1.host)!, names.hosts.get(web2.host)!];
     const base = await buildBaselines(PREFIX, { ns: h1, address: cfg.hosts.get(web1.host)!.addressText }, { ns: h2, address: cfg.hosts.get(web2.host)!.addressText }, dir);
-    say(`lab up and baselines built in ${((Date.now() - tUp) / 1000).toFixed(1)} s (switch pids ${state.switches.map((s) => `${s.host}=${s.pid}`).join(', ')}; wireguard-go pids ${base.wg.pids.map((p) => p.pid).join(', ')})`);
+    say(`lab up and baselines built in ${((Date.now() - tUp) / 1000).toFixed(1)} s (switch pids ${state.switches.map((s) => `${s.host}=${s.pid}`).join(', ')}; wireguard-go pids ${base.wg.pids.map((p) => p.pid).join(', ')}; openvpn pids ${base.ovpn.pids.map((p) => p.pid).join(', ')})`);
     if (base.kernelError) say(`kernel baseline skipped: ${base.kernelError}`);
     if (opt.topology) say(`\nbaseline topology (commands as run):\n  ${base.commands.join('\n  ')}\n`);
     const paths = [nvi.cross, ...baselinePaths(h1, h2, web1.host, web2.host, base), nvi.same];
     for (const p of paths) await reachable(p, 15_000);
-    const results = new Map<Path, PathResults>(paths.map((p) => [p, { tcp: [], udp: [], ping: [] }]));
+    const results = new Map<Path, PathResults>(paths.map((p) => [p, { tcp: [], tcp4: [], udp: [], ping: [] }]));
     for (let run = 1; run <= opt.runs; run++) {
       const tRun = Date.now();
       for (const p of paths) {
         const r = results.get(p)!;
         r.tcp.push(await attempt(() => tcpTest(p, opt.timing), `run ${run} ${p.key} ${p.label} tcp`, say));
+        await delay(500);
+        r.tcp4.push(await attempt(() => tcpTest(p, opt.timing, 4), `run ${run} ${p.key} ${p.label} tcp -P 4`, say));
         await delay(500);
         r.udp.push(await attempt(() => udpTest(p, opt.timing, UDP_LEN), `run ${run} ${p.key} ${p.label} udp`, say));
         await delay(1000);

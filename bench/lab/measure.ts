@@ -1,7 +1,7 @@
 // The three tests of the lab bench, run on one path (a source namespace, a destination
 // namespace and address, the userspace datapath processes between them):
 //
-//   tcp    iperf3 -c DST -t S -O W -J              throughput at the receiver, after W s of warm-up
+//   tcp    iperf3 -c DST -t S -O W -J [-P 4]       throughput at the receiver, after W s of warm-up
 //   udp    iperf3 -c DST -u -l 64 -b 0 -t S -O W   packets/s received and sent
 //   ping   ping -6 -c 50 -i 0.01 DST               median and p99 round-trip time
 //
@@ -15,13 +15,13 @@ import { BenchError, CpuWatch, delay, inNs, sh, start, waitExit, type CpuUse } f
 export const IPERF_PORT = 5201;
 
 export interface Path {
-  readonly key: 'nvi' | 'wg' | 'kernel';
+  readonly key: 'nvi' | 'wg' | 'ovpn' | 'kernel';
   readonly scope: 'cross' | 'same';
   readonly label: string;
   readonly src: string;
   readonly dst: string;
   readonly dstAddr: string;
-  /** Userspace processes that carry the packets (switches, wireguard-go); none for the kernel. */
+  /** Userspace processes that carry the packets (switches, wireguard-go, openvpn); none for the kernel. */
   readonly datapath: readonly { readonly label: string; readonly pid: number }[];
   /** Interfaces whose drop/error counters are watched, in path order. */
   readonly ifaces: readonly { readonly ns: string; readonly dev: string; readonly label: string }[];
@@ -55,13 +55,15 @@ export interface UdpResult extends IperfResult {
 }
 
 export interface PingResult {
+  readonly meanMs: number;
   readonly medianMs: number;
   readonly p99Ms: number;
   readonly lost: number;
 }
 
-export async function tcpTest(p: Path, t: Timing): Promise<TcpResult> {
-  const r = await iperf(p, t, []);
+/** TCP with `streams` connections at once (iperf3 -P). */
+export async function tcpTest(p: Path, t: Timing, streams = 1): Promise<TcpResult> {
+  const r = await iperf(p, t, streams > 1 ? ['-P', String(streams)] : []);
   const end = r.json.end as { sum_sent: { retransmits?: number }; sum_received: { bits_per_second: number } };
   return { mbps: end.sum_received.bits_per_second / 1e6, retransmits: end.sum_sent.retransmits ?? 0, cpu: r.cpu, drops: r.drops };
 }
@@ -84,7 +86,7 @@ export async function pingTest(p: Path, count: number): Promise<PingResult> {
   await waitExit(r, count * 50 + 5000);
   const rtts = [...r.stdout().matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   if (rtts.length === 0) throw new BenchError(`ping ${p.label}: no reply\n${r.stdout()}${r.stderr()}`);
-  return { medianMs: quantile(rtts, 0.5), p99Ms: rtts[Math.min(rtts.length, Math.ceil(0.99 * rtts.length)) - 1]!, lost: count - rtts.length };
+  return { meanMs: rtts.reduce((s, x) => s + x, 0) / rtts.length, medianMs: quantile(rtts, 0.5), p99Ms: rtts[Math.min(rtts.length, Math.ceil(0.99 * rtts.length)) - 1]!, lost: count - rtts.length };
 }
 
 /** Wait until one ping gets through (a cable plugged, a WireGuard handshake done). */
