@@ -12,6 +12,7 @@
         "src/native/raw_socket.c",
         "src/native/packet_port.c",
         "src/native/netns.c",
+        "src/native/affinity.c",
         "src/native/esp_gcm.c",
         "src/native/gso.c",
         "src/native/gro.c"

@@ -1,7 +1,7 @@
 // Lab benchmark: nvi-switch (ESP) against wireguard-go, OpenVPN and the kernel, on one lab, in one run.
 //
 //   npx tsc -p . && node dist/bench/lab.js [--runs 5] [--quick] [--seconds 5] [--ping 50]
-//       [-c nvi-switch.yaml] [--topology] [--json FILE] [--keep]          (root)
+//       [-c nvi-switch.yaml] [--topology] [--json FILE] [--keep] [--free]          (root)
 //
 // 1. Preflight: root, /dev/net/tun, every tool (an error names the apt package to install).
 // 2. The lab: a temp copy of nvi-switch.yaml with lab.prefix nvi-b-, pki.dir made absolute
@@ -9,6 +9,9 @@
 // 3. The baselines on the lab's own host namespaces (bench/lab/baselines.ts): wireguard-go
 //    and OpenVPN between the hosts' underlay addresses, and kernel VXLAN; each with client namespaces
 //    that stand in for VMs, so every path crosses VM -> host -> fabric -> host -> VM.
+//    Every path's two sides each get one CPU, as a host would give its datapath: h1's switch,
+//    wireguard-go and openvpn run on CPU 0, h2's on CPU 1 (hosts.<name>.cpus for the switches,
+//    taskset for the peers). --free: nothing pinned, the kernel places every process.
 // 4. N runs. Each run visits every path in turn, so that the machine's noise falls on all of
 //    them alike; on each path: TCP with 1 and 4 streams (iperf3 -t S [-P 4] after -O 1 s of
 //    warm-up), UDP with 64-byte payloads (-b 0), ping -c 50 -i 0.01 (bench/lab/measure.ts).
@@ -34,7 +37,7 @@ import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
 import { baselineNamespaces, buildBaselines, ovpnDevice, OVPN_PORT, vxDevice, wgDevice, WG_PORT, type Baselines } from './lab/baselines.js';
 import { pingTest, reachable, tcpTest, udpTest, type Path, type PingResult, type TcpResult, type Timing, type UdpResult } from './lab/measure.js';
-import { abort, alive, BenchError, delay, isAborted, procStart, query, stopChildren, trySh } from './lab/proc.js';
+import { abort, alive, BenchError, delay, isAborted, procStart, query, sh, stopChildren, trySh } from './lab/proc.js';
 import { printReport, type PathResults } from './lab/report.js';
 import { benchOptions, integer } from './options.js';
 
@@ -45,7 +48,7 @@ const UDP_LEN = 64;
 
 const TOOLS: readonly [string, string][] = [
   ['ip', 'iproute2'], ['iperf3', 'iperf3'], ['ping', 'iputils-ping'],
-  ['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools'], ['openvpn', 'openvpn'], ['openssl', 'openssl'], ['getconf', 'libc-bin'],
+  ['wireguard-go', 'wireguard-go'], ['wg', 'wireguard-tools'], ['openvpn', 'openvpn'], ['openssl', 'openssl'], ['taskset', 'util-linux'], ['getconf', 'libc-bin'],
 ];
 
 interface Options {
@@ -56,12 +59,15 @@ interface Options {
   topology: boolean;
   json: string | undefined;
   keep: boolean;
+  /** Each side's datapath on one CPU: h1's (switch, wireguard-go, openvpn) on 0, h2's on 1. */
+  pin: boolean;
 }
 
 function options(): Options {
   const v = benchOptions({
     runs: { type: 'string' }, quick: { type: 'boolean' }, seconds: { type: 'string' }, ping: { type: 'string' },
     config: { type: 'string', short: 'c', default: DEFAULT_CONFIG }, topology: { type: 'boolean' }, json: { type: 'string' }, keep: { type: 'boolean' },
+    free: { type: 'boolean' },
   });
   const quick = v.quick === true;
   return {
@@ -72,6 +78,7 @@ function options(): Options {
     topology: v.topology === true,
     json: v.json,
     keep: v.keep === true,
+    pin: v.free !== true,
   };
 }
 
@@ -109,14 +116,22 @@ function lock(): () => void {
 }
 
 /** The temp copy of the config: our prefix, absolute pki.dir, the embedded store in `dir`. */
-function benchConfig(source: string, dir: string): CloudConfig {
+function benchConfig(source: string, dir: string, pin: boolean): CloudConfig {
   const doc = parseDocument(readFileSync(source, 'utf8'));
   const pki = doc.getIn(['pki', 'dir']);
   if (typeof pki !== 'string') throw new BenchError(`${source}: pki.dir is missing`);
   doc.setIn(['pki', 'dir'], resolve(dirname(source), pki));
   doc.setIn(['lab', 'prefix'], PREFIX);
   doc.setIn(['store'], doc.createNode({ kind: 'embedded', path: '.nvi-state/lab.db' }));
+
   const file = join(dir, 'nvi-switch.yaml');
+  writeFileSync(file, doc.toString());
+  if (!pin) return loadConfig(file);
+  const first = loadConfig(file);
+  for (const [vm, cpu] of [['web1', 0], ['web2', 1]] as const) {
+    const host = first.vms.get(vm)?.host;
+    if (host) doc.setIn(['hosts', host, 'cpus'], doc.createNode([cpu]));
+  }
   writeFileSync(file, doc.toString());
   return loadConfig(file);
 }
@@ -283,7 +298,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-lab-'));
   let cfg: CloudConfig;
   try {
-    cfg = benchConfig(opt.config, dir);
+    cfg = benchConfig(opt.config, dir, opt.pin);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;
@@ -317,6 +332,12 @@ async function main(): Promise<number> {
     const base = await buildBaselines(PREFIX, { ns: h1, address: cfg.hosts.get(web1.host)!.addressText }, { ns: h2, address: cfg.hosts.get(web2.host)!.addressText }, dir);
     say(`lab up and baselines built in ${((Date.now() - tUp) / 1000).toFixed(1)} s (switch pids ${state.switches.map((s) => `${s.host}=${s.pid}`).join(', ')}; wireguard-go pids ${base.wg.pids.map((p) => p.pid).join(', ')}; openvpn pids ${base.ovpn.pids.map((p) => p.pid).join(', ')})`);
     if (base.kernelError) say(`kernel baseline skipped: ${base.kernelError}`);
+    if (opt.pin) {
+      // As the switches (hosts.<name>.cpus, set in the bench's config): each peer's process on its host's CPU.
+      const side = (i: 0 | 1): number[] => [base.wg.pids[i]!.pid, base.ovpn.pids[i]!.pid];
+      for (const [i, cpu] of [[0, 0], [1, 1]] as const) for (const pid of side(i)) sh('taskset', ['-apc', String(cpu), String(pid)]);
+      say(`pinned: h1's switch, wireguard-go and openvpn to CPU 0; h2's to CPU 1 (--free: none)`);
+    }
     if (opt.topology) say(`\nbaseline topology (commands as run):\n  ${base.commands.join('\n  ')}\n`);
     const paths = [nvi.cross, ...baselinePaths(h1, h2, web1.host, web2.host, base), nvi.same];
     for (const p of paths) await reachable(p, 15_000);

@@ -12,7 +12,7 @@ declare -A PACKAGES=(
   [etcd]=etcd-server [etcdctl]=etcd-client [curl]=curl
   [qemu-system-x86_64]=qemu-system-x86 [cpio]=cpio [dhcpcd]=dhcpcd-base [modinfo]=kmod
   [promtool]=prometheus [tmux]=tmux [systemd-analyze]=systemd [chromium]=chromium
-  [wireguard-go]=wireguard-go [wg]=wireguard-tools  # the peer bench/lab.ts measures against
+  [wireguard-go]=wireguard-go [wg]=wireguard-tools [openvpn]=openvpn [openssl]=openssl [taskset]=util-linux  # the peers bench/lab.ts measures against
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

@@ -55,3 +55,24 @@ test('busy polling with several workers is an error naming switch.busyPollUs and
 });
 
 test.run();
+
+function withCpus(cpus: unknown): CloudConfig {
+  const doc = parseDocument(readFileSync(SHIPPED, 'utf8'));
+  doc.setIn(['hosts', 'h1', 'cpus'], cpus);
+  const file = join(dir, 'nvi-switch.yaml');
+  writeFileSync(file, doc.toString());
+  return loadConfig(file);
+}
+
+test('a host names the CPUs of its data-path threads, or none', () => {
+  assert.is(loadConfig(SHIPPED).hosts.get('h1')!.cpus, undefined);
+  assert.equal(withCpus([1, 0]).hosts.get('h1')!.cpus, [1, 0]);
+  assert.equal(withCpus([1023]).hosts.get('h1')!.cpus, [1023]);
+  assert.is(withCpus([3]).hosts.get('h2')!.cpus, undefined, 'per host');
+});
+
+for (const [bad, why] of [[[], /at least one CPU/], [[-1], /cpus\[0\]/], [[0, 1024], /cpus\[1\]/], [[1, 1], /CPU 1 is listed twice/], [[0.5], /cpus\[0\]/], ['0', /expected a list/]] as const) {
+  test(`hosts.h1.cpus ${JSON.stringify(bad)} is an error naming hosts.h1.cpus`, () => {
+    assert.throws(() => withCpus(bad), (e: Error) => /hosts\.h1\.cpus/.test(e.message) && why.test(e.message));
+  });
+}

@@ -18,7 +18,8 @@
 // captures that must stay empty also see a control packet that must arrive.
 // Rekeying under load is test/e2e-rekey.test.ts (a second lab with a low volume limit).
 
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { parseIpv4Address, parseIpv6Address } from '../src/base/address.js';
@@ -48,13 +49,15 @@ export function labSuite(opts: LabSuiteOptions): void {
   let lab: Lab;
   let underlay: Capture | undefined;
   const id = (vm: string): string => lab.vm(vm).id;
+  /** h1 pins its data-path threads (hosts.h1.cpus): the last CPU, then CPU 0 for a second worker; h2 does not. */
+  const h1Cpus = opts.workers ? [...new Set([availableParallelism() - 1, 0])] : [availableParallelism() - 1];
 
   test.after(async () => {
     if (lab?.running) await lab.down();
   });
 
   test(`lab up brings the nvi-t- copy of nvi-switch.yaml up (${opts.etcd ? `store on ${opts.etcd} etcd member(s) on the fabric` : 'embedded store'}) with both switches running`, async () => {
-    lab = newLab(opts.name, { etcd: opts.etcd, set: opts.workers ? { 'switch.workers': opts.workers } : {} });
+    lab = newLab(opts.name, { etcd: opts.etcd, set: { ...(opts.workers ? { 'switch.workers': opts.workers } : {}), 'hosts.h1.cpus': h1Cpus } });
     await lab.up();
     const pids = lab.switchPids();
     assert.equal(pids.map((p) => p.host).sort(), ['h1', 'h2']);
@@ -448,6 +451,27 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.is(lab.switchPids().find((p) => p.host === 'h1')!.pid, pid, "h1's switch ran on");
     assert.equal(await ping('web1', 'web3', 3), { sent: 3, received: 3 });
     assert.equal(await ping('web3', 'web2', 3), { sent: 3, received: 3 });
+  });
+
+  test("h1's data-path threads run on hosts.h1.cpus, that thread alone each; h2's where the kernel puts them", async () => {
+    const allowed = (pid: number, tid = pid): string => /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8'))![1]!;
+    const every = allowed(process.pid);
+    const h1 = lab.switchPids().find((p) => p.host === 'h1')!.pid;
+    const stats = (await lab.stats()) as unknown as Record<string, { cpus?: number[]; workers?: { index: number; cpus: number[] }[] }>;
+    if (opts.workers) {
+      const want = stats.h1.workers!.map((w) => [h1Cpus[w.index % h1Cpus.length]]);
+      assert.equal(stats.h1.workers!.map((w) => w.cpus), want, 'each worker on its CPU');
+      const threads = readdirSync(`/proc/${h1}/task`).map(Number).map((tid) => allowed(h1, tid));
+      for (const [cpu] of want) assert.ok(threads.includes(String(cpu)), `a thread of h1 pinned to CPU ${cpu}: ${threads.join(' ')}`);
+      assert.is(allowed(h1), every, "h1's main thread is not pinned");
+    } else {
+      assert.equal(stats.h1.cpus, h1Cpus);
+      assert.is(allowed(h1), String(h1Cpus[0]), "h1's data-path thread, as the kernel says");
+      const threads = readdirSync(`/proc/${h1}/task`).map(Number).filter((tid) => tid !== h1).map((tid) => allowed(h1, tid));
+      assert.ok(threads.length > 0 && threads.every((t) => t === every), `h1's other threads keep every CPU: ${threads.join(' ')}`);
+    }
+    const h2 = lab.switchPids().find((p) => p.host === 'h2')!.pid;
+    assert.is(allowed(h2), every, 'h2 names no CPUs');
   });
 
   test('explain web1 vault1 --live exits non-zero and names policy/cross-tenant', async () => {

@@ -21,7 +21,12 @@ export interface HostConfig {
   readonly addressText: string;
   /** The host's own key directory (absolute): host.key and vms/<vm>.key of the VMs it runs. */
   readonly keyDir: string;
+  /** The CPUs its data-path threads run on (thread i on cpus[i mod length]); none: wherever the kernel puts them. */
+  readonly cpus?: readonly number[];
 }
+
+/** CPU numbers a host may give its data-path threads: 0 to MAX_CPU. */
+export const MAX_CPU = 1023;
 
 export interface VmConfig {
   readonly name: string;
@@ -271,20 +276,29 @@ export function parseListen(text: string, path: string, example: string): { host
   return { host: host!, port };
 }
 
+function readCpus(v: unknown, path: string): number[] {
+  const cpus = list(v, path).map((c, i) => int(c, `${path}[${i}]`, 0, MAX_CPU));
+  if (cpus.length === 0) throw new ConfigError(path, 'expected at least one CPU (or no cpus at all)');
+  const dup = cpus.find((c, i) => cpus.indexOf(c) !== i);
+  if (dup !== undefined) throw new ConfigError(path, `CPU ${dup} is listed twice`);
+  return cpus;
+}
+
 function readHosts(v: unknown, pkiDir: string, dir: string): Map<string, HostConfig> {
   const hosts = new Map<string, HostConfig>();
   const seen = new Map<number, string>();
   for (const [hname, hraw] of Object.entries(obj(v, 'hosts'))) {
     const path = `hosts.${hname}`;
     const h = obj(hraw, path);
-    onlyKeys(h, ['address', 'keys'], path);
+    onlyKeys(h, ['address', 'keys', 'cpus'], path);
     const addressText = str(h.address, `${path}.address`);
     const address = at(`${path}.address`, () => parseIpv4Address(addressText));
     const dup = seen.get(address);
     if (dup) throw new ConfigError(`${path}.address`, `address already used by host ${dup}`);
     seen.set(address, hname);
     const keyDir = h.keys === undefined ? join(pkiDir, 'keys', hname) : resolve(dir, str(h.keys, `${path}.keys`));
-    hosts.set(hname, { name: name(hname, path), address, addressText, keyDir });
+    const cpus = h.cpus === undefined ? undefined : readCpus(h.cpus, `${path}.cpus`);
+    hosts.set(hname, { name: name(hname, path), address, addressText, keyDir, ...(cpus ? { cpus } : {}) });
   }
   if (hosts.size === 0) throw new ConfigError('hosts', 'at least one host is needed');
   return hosts;

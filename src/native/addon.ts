@@ -74,6 +74,11 @@ export interface NativeAddon {
   busyPoll(windowUs: number): void;
   /** As a readiness event: keep polling for the window from now (nothing while busy polling is off). */
   busyPollTouch(): void;
+
+  /** Run the calling thread on these CPUs only (sched_setaffinity of this thread); throws with errno EINVAL when none of them is usable. */
+  setThreadCpus(cpus: Int32Array): void;
+  /** The CPUs the calling thread may run on, ascending. */
+  threadCpus(): number[];
   /** Event-loop turns spent busy polling since the process started. */
   busyPollTurns(): number;
 

@@ -51,5 +51,6 @@ int nvi_init_esp_gcm(napi_env env, napi_value exports);
 int nvi_init_gso(napi_env env, napi_value exports);
 int nvi_init_gro(napi_env env, napi_value exports);
 int nvi_init_packet_port(napi_env env, napi_value exports);
+int nvi_init_affinity(napi_env env, napi_value exports);
 
 #endif

@@ -19,6 +19,7 @@ import type { EspCipher } from '../esp/esp-cipher.js';
 import type { SaLimits } from '../esp/sa.js';
 import { wiresharkSaRecord } from '../esp/wireshark-sa.js';
 import { ReplayWindow } from '../esp/replay-window.js';
+import { pinDataPath, threadCpus } from './cpu-pin.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
 import { loadNative } from '../native/addon.js';
 import type { VmLink } from '../io/vm-link.js';
@@ -104,6 +105,7 @@ export class LiveSwitch implements ControlHandler {
   /** Start the switch of host `name`. Anything that fails on the way is undone before the error surfaces. */
   static async start(config: CloudConfig, name: string, opts: LiveOptions): Promise<LiveSwitch> {
     checkHostKeys(config, name);
+    pinDataPath(config.hosts.get(name)!, opts.worker?.shard.index);
     const cloud = await openCloud(config);
     const s = new LiveSwitch(cloud, name, opts);
     try {
@@ -394,6 +396,7 @@ export class LiveSwitch implements ControlHandler {
       vms: this.ports?.counts,
       verdicts: this.verdicts?.counts,
       memory: process.memoryUsage(),
+      cpus: threadCpus(), // the data-path thread's (hosts.<name>.cpus pins it)
       busyPoll: { windowUs: this.cloud.config.switch.busyPollUs, turns: loadNative().busyPollTurns() },
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };

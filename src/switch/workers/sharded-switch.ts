@@ -208,11 +208,12 @@ export class ShardedSwitch implements ControlHandler {
   async stats(): Promise<Record<string, unknown>> {
     const all = await this.callAll('stats');
     const merged = mergeStats(all) as Record<string, unknown>;
-    const pipes = all as { egress: { in: number }; ingress: { in: number } }[];
+    const pipes = all as { egress: { in: number }; ingress: { in: number }; cpus: number[] }[];
     return {
       ...merged,
       memory: { ...(merged.memory as object), rss: process.memoryUsage().rss }, // heaps add up; the resident set is the process's
-      workers: pipes.map((s, index) => ({ index, egressIn: s.egress.in, ingressIn: s.ingress.in })),
+      cpus: undefined, // a worker's: in `workers`
+      workers: pipes.map((s, index) => ({ index, egressIn: s.egress.in, ingressIn: s.ingress.in, cpus: s.cpus })),
       kxRelay: { ...this.kxCounts },
     };
   }
