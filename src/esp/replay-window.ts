@@ -32,19 +32,19 @@ export const enum ReplayCheck {
 
 const TWO32 = 0x1_0000_0000;
 
-/**
- * The blocks of every window, 4096 windows to a 1 MB chunk, so that a window costs its
- * 256 bytes and not a typed array, an ArrayBuffer and a backing store of its own. A released
- * window's place is handed out again, zeroed (the window would not need it: it clears each
- * block as its top enters it, and it sets block 0 whole when it takes its place). After a
- * peak (a flush, a peer gone with its SAs) compact() moves the windows of the last chunks into the free
- * places of the others and drops those chunks, one at a time, so the memory goes back: a
- * chunk of 1 MB is mapped on its own by the allocator and unmapped when freed (64-KB chunks
- * stayed in glibc's heap: 1M windows released, RSS fell by 60 of 244 MB; 1 MB: by 290 MB).
- */
 /** Windows to a chunk: 4096. */
 const CHUNK_SHIFT = 12;
 
+/**
+ * The blocks of every window that needs them, 4096 windows to a 1 MB chunk, so that a window
+ * costs its 256 bytes and not a typed array, an ArrayBuffer and a backing store of its own. A
+ * released window's place is handed out again as it is: the window that takes it writes all
+ * of its blocks. After a peak (a flush, a peer gone with its SAs) compact() moves the windows
+ * of the last chunks into the free places of the others and drops those chunks, one at a
+ * time, so the memory goes back: a chunk of 1 MB is mapped on its own by the allocator and
+ * unmapped when freed (64-KB chunks stayed in glibc's heap: 1M windows released, RSS fell by
+ * 60 of 244 MB; 1 MB: by 290 MB).
+ */
 class BlockStore {
   static readonly PER_CHUNK = 1 << CHUNK_SHIFT;
   readonly chunks: Uint32Array[] = [];
@@ -55,14 +55,12 @@ class BlockStore {
   private used = 0;
   private live = 0;
 
-  /** A place for `w`'s blocks, zeroed. */
+  /** A place for `w`'s blocks (as the last window there left them: `w` writes them all). */
   take(w: ReplayWindow): number {
     let place = this.popFree(this.used);
     if (place < 0) {
       place = this.used++;
       if ((place % BlockStore.PER_CHUNK) === 0) this.chunks.push(new Uint32Array(BlockStore.PER_CHUNK * BLOCKS));
-    } else {
-      this.chunk(place).fill(0, this.base(place), this.base(place) + BLOCKS);
     }
     this.owners[place] = w;
     this.live++;
