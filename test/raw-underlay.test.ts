@@ -140,6 +140,29 @@ test('one read drains both protocols into one batch, up to the batch size', asyn
   }
 });
 
+test("a readiness callback reads its own socket alone: one ESP and one IPv6-in-IPv4 packet are two callbacks of one packet each", async () => {
+  const c = RawUnderlay.open(ADDR_B, { netns: NS_B }); // a socket pair of its own (each gets a copy), quiet until now
+  try {
+    const out = new Batch();
+    const idx = Int32Array.of(fill(out, 0, PROTO_ESP, 64), fill(out, 1, PROTO_IPV6, 64));
+    out.count = 2;
+    const reads: number[][] = [];
+    const rx = new Batch();
+    c.onReadable(() => {
+      rx.reset();
+      c.read(rx, 0);
+      reads.push([...Array(rx.count).keys()].map((i) => rx.data[rx.start[i] + 9]));
+    });
+    assert.is(a.send(out, idx, 2), 2);
+    assert.ok(await until(() => reads.flat().length === 2, 3000), `read ${JSON.stringify(reads)}`);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(reads.map((r) => r.length), [1, 1], `each callback read one packet: ${JSON.stringify(reads)}`);
+    assert.equal(reads.flat().sort(), [PROTO_IPV6, PROTO_ESP].sort());
+  } finally {
+    c.close();
+  }
+});
+
 test('a packet larger than the link MTU is refused and counted while the rest of the batch goes out', () => {
   const out = new Batch();
   fill(out, 0, PROTO_ESP, 100);

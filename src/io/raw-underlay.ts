@@ -57,20 +57,35 @@ export class RawUnderlay {
   private readonly status = new Int32Array(TX_STATUS_LEN);
   private readonly watchers: NativePoll[] = [];
   private readable: (() => void) | null = null;
-  /** Which socket read() drains first; alternates so that neither protocol starves. */
+  /** Which socket read() drains first, outside a readiness callback; alternates so that neither protocol starves. */
   private turn = 0;
+  /** The socket whose readiness callback runs now (-1: none): read() reads it alone. */
+  private ready = -1;
   private closed = false;
-  private readonly onPoll = (status: number): void => {
-    if (status < 0) {
-      // libuv stopped the watcher on a socket error (EPOLLERR). A raw socket's error is
-      // transient (the next read clears it), so count it, drain, and watch again.
-      this.rxErrors++;
-      this.lastErrno = -status;
-      if (this.closed) return;
-      for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
-    }
-    this.readable?.();
-  };
+
+  /**
+   * The readiness callback of socket k. Only that socket is read in it: the other, when it
+   * holds packets, runs its own (the watchers are level-triggered), so a packet alone costs
+   * one receive call, not one more that finds nothing.
+   */
+  private onPoll(k: number): (status: number) => void {
+    return (status) => {
+      if (status < 0) {
+        // libuv stopped the watcher on a socket error (EPOLLERR). A raw socket's error is
+        // transient (the next read clears it), so count it, drain, and watch again.
+        this.rxErrors++;
+        this.lastErrno = -status;
+        if (this.closed) return;
+        for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
+      }
+      this.ready = k;
+      try {
+        this.readable?.();
+      } finally {
+        this.ready = -1;
+      }
+    };
+  }
 
   private constructor(
     private readonly native: NativeAddon,
@@ -124,7 +139,7 @@ export class RawUnderlay {
   onReadable(cb: () => void): void {
     if (this.closed) throw new NviError('NVI_ERR_PORT_CLOSED', `underlay ${this.localAddress} is closed`);
     this.readable = cb;
-    if (this.watchers.length === 0) for (const fd of this.fds) this.watchers.push(this.native.pollCreate(fd, this.onPoll));
+    if (this.watchers.length === 0) this.fds.forEach((fd, k) => this.watchers.push(this.native.pollCreate(fd, this.onPoll(k))));
     for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
   }
 
@@ -135,15 +150,20 @@ export class RawUnderlay {
 
   /**
    * Append up to BATCH_MAX - b.count IPv4 packets (outer header first) at UNDERLAY_OFFSET
-   * of their slots; b.peer[i] = source address. Returns how many.
+   * of their slots; b.peer[i] = source address. Returns how many. In a readiness callback,
+   * from the socket that is ready; elsewhere, from both.
    */
   read(b: Batch, timeUs: number): number {
     if (this.closed) return 0;
     const first = b.count;
-    const t = this.turn;
-    this.turn = t ^ 1;
-    this.readSocket(b, this.fds[t], timeUs);
-    this.readSocket(b, this.fds[t ^ 1], timeUs);
+    if (this.ready >= 0) {
+      this.readSocket(b, this.fds[this.ready], timeUs);
+    } else {
+      const t = this.turn;
+      this.turn = t ^ 1;
+      this.readSocket(b, this.fds[t], timeUs);
+      this.readSocket(b, this.fds[t ^ 1], timeUs);
+    }
     const n = b.count - first;
     this.rxPackets += n;
     return n;
