@@ -249,27 +249,24 @@ interface SwitchStats {
 function baselinePaths(h1: string, h2: string, h1Name: string, h2Name: string, b: Baselines): Path[] {
   const c = (n: string) => `${PREFIX}${n}`;
   const veth = (ns: string, dev: string, label: string) => ({ ns, dev, label });
-  const paths: Path[] = [{
-    key: 'wg', scope: 'cross', label: 'wgc1 -> wgc2', src: c('wgc1'), dst: c('wgc2'), dstAddr: 'fd00:77:2::2',
-    datapath: b.wg.pids,
-    ifaces: [
-      veth(c('wgc1'), 'eth0', 'wgc1 eth0'), veth(h1, 'wgc', `${h1Name} veth wgc`), veth(h1, wgDevice(PREFIX, 1), `${h1Name} TUN ${wgDevice(PREFIX, 1)}`),
-      veth(h1, 'underlay0', `${h1Name} underlay0`), veth(h2, 'underlay0', `${h2Name} underlay0`),
-      veth(h2, wgDevice(PREFIX, 2), `${h2Name} TUN ${wgDevice(PREFIX, 2)}`), veth(h2, 'wgc', `${h2Name} veth wgc`), veth(c('wgc2'), 'eth0', 'wgc2 eth0'),
-    ],
-    udpSockets: [{ ns: h1, label: `${h1Name} (wireguard-go :${WG_PORT})`, family: 4 }, { ns: h2, label: `${h2Name} (wireguard-go :${WG_PORT})`, family: 4 }, { ns: c('wgc2'), label: 'wgc2', family: 6 }],
-    rawSockets: [],
-  }, {
-    key: 'ovpn', scope: 'cross', label: 'ovc1 -> ovc2', src: c('ovc1'), dst: c('ovc2'), dstAddr: 'fd00:79:2::2',
-    datapath: b.ovpn.pids,
-    ifaces: [
-      veth(c('ovc1'), 'eth0', 'ovc1 eth0'), veth(h1, 'ovc', `${h1Name} veth ovc`), veth(h1, ovpnDevice(PREFIX, 1), `${h1Name} TUN ${ovpnDevice(PREFIX, 1)}`),
-      veth(h1, 'underlay0', `${h1Name} underlay0`), veth(h2, 'underlay0', `${h2Name} underlay0`),
-      veth(h2, ovpnDevice(PREFIX, 2), `${h2Name} TUN ${ovpnDevice(PREFIX, 2)}`), veth(h2, 'ovc', `${h2Name} veth ovc`), veth(c('ovc2'), 'eth0', 'ovc2 eth0'),
-    ],
-    udpSockets: [{ ns: h1, label: `${h1Name} (openvpn :${OVPN_PORT})`, family: 4 }, { ns: h2, label: `${h2Name} (openvpn :${OVPN_PORT})`, family: 4 }, { ns: c('ovc2'), label: 'ovc2', family: 6 }],
-    rawSockets: [],
-  }];
+  /** A userspace tunnel between the hosts: client `${client}1` -> `${client}2`, a TUN on each host, `program` on UDP `port`. */
+  const tunnel = (key: 'wg' | 'ovpn', client: string, dstAddr: string, dev: (i: 1 | 2) => string, program: string, port: number, pids: Path['datapath']): Path => {
+    const [c1, c2] = [`${client}1`, `${client}2`];
+    return {
+      key, scope: 'cross', label: `${c1} -> ${c2}`, src: c(c1), dst: c(c2), dstAddr, datapath: pids,
+      ifaces: [
+        veth(c(c1), 'eth0', `${c1} eth0`), veth(h1, client, `${h1Name} veth ${client}`), veth(h1, dev(1), `${h1Name} TUN ${dev(1)}`),
+        veth(h1, 'underlay0', `${h1Name} underlay0`), veth(h2, 'underlay0', `${h2Name} underlay0`),
+        veth(h2, dev(2), `${h2Name} TUN ${dev(2)}`), veth(h2, client, `${h2Name} veth ${client}`), veth(c(c2), 'eth0', `${c2} eth0`),
+      ],
+      udpSockets: [{ ns: h1, label: `${h1Name} (${program} :${port})`, family: 4 }, { ns: h2, label: `${h2Name} (${program} :${port})`, family: 4 }, { ns: c(c2), label: c2, family: 6 }],
+      rawSockets: [],
+    };
+  };
+  const paths: Path[] = [
+    tunnel('wg', 'wgc', 'fd00:77:2::2', (i) => wgDevice(PREFIX, i), 'wireguard-go', WG_PORT, b.wg.pids),
+    tunnel('ovpn', 'ovc', 'fd00:79:2::2', (i) => ovpnDevice(PREFIX, i), 'openvpn', OVPN_PORT, b.ovpn.pids),
+  ];
   if (b.kernel) {
     const vx = vxDevice(PREFIX);
     paths.push({

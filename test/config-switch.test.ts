@@ -15,14 +15,21 @@ const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url))
 const dir = mkdtempSync(join(tmpdir(), 'nvi-config-switch-'));
 atExit(() => rmSync(dir, { recursive: true, force: true }));
 
-function withBusyPoll(value: unknown, workers?: unknown): CloudConfig {
+/** The shipped config with `edit` made to it, loaded. */
+function edited(edit: (doc: ReturnType<typeof parseDocument>) => void): CloudConfig {
   const doc = parseDocument(readFileSync(SHIPPED, 'utf8'));
-  if (value === undefined) doc.deleteIn(['switch', 'busyPollUs']);
-  else doc.setIn(['switch', 'busyPollUs'], value);
-  if (workers !== undefined) doc.setIn(['switch', 'workers'], workers);
+  edit(doc);
   const file = join(dir, 'nvi-switch.yaml');
   writeFileSync(file, doc.toString());
   return loadConfig(file);
+}
+
+function withBusyPoll(value: unknown, workers?: unknown): CloudConfig {
+  return edited((doc) => {
+    if (value === undefined) doc.deleteIn(['switch', 'busyPollUs']);
+    else doc.setIn(['switch', 'busyPollUs'], value);
+    if (workers !== undefined) doc.setIn(['switch', 'workers'], workers);
+  });
 }
 
 test('busy polling is off unless asked for, and takes a window in microseconds', () => {
@@ -54,14 +61,9 @@ test('busy polling with several workers is an error naming switch.busyPollUs and
   assert.throws(() => withBusyPoll(5000, 2), /switch\.busyPollUs.*switch\.workers: 1 \(it is 2\)/);
 });
 
-test.run();
 
 function withCpus(cpus: unknown): CloudConfig {
-  const doc = parseDocument(readFileSync(SHIPPED, 'utf8'));
-  doc.setIn(['hosts', 'h1', 'cpus'], cpus);
-  const file = join(dir, 'nvi-switch.yaml');
-  writeFileSync(file, doc.toString());
-  return loadConfig(file);
+  return edited((doc) => doc.setIn(['hosts', 'h1', 'cpus'], cpus));
 }
 
 test('a host names the CPUs of its data-path threads, or none', () => {
@@ -76,3 +78,5 @@ for (const [bad, why] of [[[], /at least one CPU/], [[-1], /cpus\[0\]/], [[0, 10
     assert.throws(() => withCpus(bad), (e: Error) => /hosts\.h1\.cpus/.test(e.message) && why.test(e.message));
   });
 }
+
+test.run();

@@ -117,7 +117,6 @@ test('mergeStats: counters add up, port lists join, histogram buckets add bucket
   assert.equal(mergeStats([a]), a, 'one worker: its own stats');
 });
 
-test.run();
 
 test("a worker's config splits the host's memory bounds among the workers, and leaves the rest as it is", () => {
   assert.is(workerConfig(cfg, 1), cfg, 'one worker: the config itself');
@@ -136,3 +135,5 @@ test("a worker's config splits the host's memory bounds among the workers, and l
   assert.equal([tiny.switch.cables.max, tiny.switch.cables.perPort], [1, 1], 'never 0');
   assert.is(shareOf(10, 4), 3);
 });
+
+test.run();
