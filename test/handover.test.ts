@@ -7,6 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Drop } from '../src/base/drops.js';
+import type { Cable } from '../src/dataplane/cable.js';
 import { icmp6Checksum } from '../src/wire/icmpv6.js';
 import { IPV4_HLEN } from '../src/wire/ipv4.js';
 import { SEQ_MARGIN } from '../src/switch/handover-state.js';
@@ -75,6 +76,24 @@ test('a cable whose checks fail in the new process is not taken over, and its ke
   assert.ok(r.refused.every((x) => x.includes(web2.identityText)), r.refused.join('; '));
   const h1b = o.off.hosts.get('h1')!;
   assert.is([...h1b.egressCables.all()].filter((c) => c.plugged).length, 0, 'nothing plugged');
+  o.off.close();
+});
+
+test('an ESP ingress cable verified again (its refresh) keeps the host its SA was made with, and is taken over with it', async () => {
+  const o = await openOffline();
+  await o.off.sendFrames('web1', frames([echoFrame(o.config, 'web1', 'web2', 1)]));
+  const h2 = o.off.hosts.get('h2')!;
+  const esp = (): Cable | undefined => [...h2.ingressCables.all()].find((c) => c.plugged && c.srcText === o.config.vms.get('web1')!.identityText);
+  const before = esp()!;
+  assert.is(before.peerHost, 'h1');
+  h2.upcall.refresh(before);
+  for (let k = 0; k < 200 && esp() === before; k++) await new Promise((r) => setTimeout(r, 5));
+  const after = esp()!;
+  assert.ok(after !== before, 'the refresh plugged a new cable');
+  assert.is(after.peerHost, 'h1', 'with the host its SA was made with');
+  const r = await o.off.handOver('h2');
+  assert.equal(r.refused, []);
+  assert.is(r.inbound, 1, 'h2 took the inbound SA over, on the cable plugged again');
   o.off.close();
 });
 

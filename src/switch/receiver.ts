@@ -70,18 +70,24 @@ export class Receiver {
     return { ok: true, cable };
   }
 
-  /** A plain IPv6-in-IPv4 packet from `outerSrc`: the cable src -> the local VM on `portIndex`. */
+  /**
+   * A plain IPv6-in-IPv4 packet from `outerSrc`: the cable src -> the local VM on `portIndex`.
+   * Also the refresh of a plugged cable (`previous`), plain or ESP: an ESP cable's SA was
+   * negotiated with a host, which its binding must still name, and which the new cable keeps.
+   */
   async plug(src: Buffer, portIndex: number, outerSrc: number, hash: number, previous: Cable | undefined, trace?: Trace): Promise<Cable> {
     const maker = this.maker;
     if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
     const port = this.host.ports.at(portIndex);
     const now = this.clock.now();
     const srcText = formatIpv6(src);
-    const r = await this.checks(srcText, port, formatIpv4(outerSrc), undefined, trace);
+    const peerHost = previous?.peerHost ?? '';
+    const r = await this.checks(srcText, port, formatIpv4(outerSrc), peerHost || undefined, trace);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
       const c = new Cable(hash, CableDirection.Ingress, src, port.identity, drop, rule, decision, now);
       c.localPort = portIndex;
       c.peerAddr = outerSrc;
+      c.peerHost = peerHost;
       return c;
     };
     if (r.kind === 'store-error') {
