@@ -114,6 +114,16 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
     const s1 = await lab.stats();
     const d = dropDelta(s0.h2.egress, s1.h2.egress);
     assert.ok((d['resolve/not-found'] ?? 0) + (d['vm/moved'] ?? 0) >= 2, `h2 counted the packets to the detached VM: ${JSON.stringify(d)}`);
+
+    // Attached again: h2 verified web4's binding before, so the new one must come at a higher epoch, though the store forgot the old one.
+    const again = await lab.cli(['lab', 'attach', 'web4'], 60);
+    assert.is(again.code, 0, again.stderr + again.stdout);
+    const epochs = [attach, again].map((r) => Number(/binding epoch (\d+)/.exec(r.stdout)?.[1]));
+    assert.ok(epochs[1] > epochs[0], `attached again at epoch ${epochs[1]}, above ${epochs[0]}`);
+    assert.equal(await ping('web4', 'web2', 3), { sent: 3, received: 3 }, 'web4 reaches web2 again');
+    assert.equal(await ping('web2', 'web4', 3), { sent: 3, received: 3 }, 'and web2 reaches web4');
+    const last = await lab.cli(['lab', 'detach', 'web4'], 60); // as the tests after this one expect
+    assert.is(last.code, 0, last.stderr + last.stdout);
   });
 
   test('web2 moves h2 -> h1 and back under a 10 ms ping and a 12 MB TCP transfer from web1: one connection, every byte, the same rules', async () => {

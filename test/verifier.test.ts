@@ -178,6 +178,19 @@ test('an older epoch after a newer one was seen is refused as old epoch', async 
   assert.is(v.highestEpoch(pki.web1.identity), 2);
 });
 
+test('rememberEpoch(): an epoch this host withdrew counts as seen (kept beyond the process), never lowers it, and a binding below it is refused', async () => {
+  const saved: [string, number][] = [];
+  const memory = { load: () => [], save: (id: string, e: number) => void saved.push([id, e]) };
+  const v = new BindingVerifier(pki.ca.certificate, pki.hosts, new FakeClock(), { verifyPerSecond: 1000 }, memory);
+  v.rememberEpoch(pki.web1.identity, 3);
+  assert.is(v.highestEpoch(pki.web1.identity), 3);
+  v.rememberEpoch(pki.web1.identity, 2);
+  assert.is(v.highestEpoch(pki.web1.identity), 3, 'a lower epoch does not lower it');
+  assert.equal(saved, [[pki.web1.identity, 3]], 'kept on disk once');
+  is(await v.verify(bind(pki.web1, { epoch: 2 })), Drop.VerifyOldEpoch);
+  is(await v.verify(bind(pki.web1, { epoch: 3 })), Drop.None);
+});
+
 test('a refused binding does not raise the highest epoch seen', async () => {
   const { v } = verifier();
   is(await v.verify(bind(pki.web1, { epoch: 5 }), { hostAddress: '10.77.0.9' }), Drop.VerifyWrongHostAddress);

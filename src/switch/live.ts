@@ -167,7 +167,9 @@ export class LiveSwitch implements ControlHandler {
       publish: (vm) => publishBinding(cloud, name, vm, Math.max(this.replica?.bindings.get(vm.identityText)?.epoch ?? 0, this.verifier.highestEpoch(vm.identityText) ?? 0)),
       withdraw: async (vm) => {
         const rec = await cloud.store.lookup(vm.identityText);
-        return rec !== undefined && rec.host === name && cloud.store.withdraw(vm.identityText, rec.epoch);
+        if (rec === undefined || rec.host !== name) return false;
+        this.verifier.rememberEpoch(vm.identityText, rec.epoch); // the VM's next binding goes above it, even with the store's record gone
+        return cloud.store.withdraw(vm.identityText, rec.epoch);
       },
       readLink: (link, index) => this.readLink(link, index),
       remember: worker?.remember,

@@ -148,9 +148,20 @@ export class BindingVerifier {
     return this.bindings.size;
   }
 
-  /** The highest epoch verified for `identity`, if remembered. */
+  /** The highest epoch verified (or remembered) for `identity`, if known. */
   highestEpoch(identity: string): number | undefined {
     return this.epochs.get(identity);
+  }
+
+  /**
+   * `identity` had a binding at `epoch` that the store is about to forget (this host withdraws
+   * it): remember the epoch as if verified, so that the next binding this host signs for it goes
+   * above it. Other hosts may hold that epoch; one below it they would refuse (verify/old-epoch).
+   */
+  rememberEpoch(identity: string, epoch: number): void {
+    if (epoch <= (this.epochs.get(identity) ?? 0)) return;
+    this.epochs.set(identity, epoch);
+    this.memory?.save(identity, epoch);
   }
 
   /**
