@@ -1,7 +1,7 @@
 // Restart benchmark (issue 11): what a restart of a switch costs its VMs today, in the lab
 // (prefix nvi-b-, embedded store).
 //
-//   npx tsc -p . && node dist/bench/restart.js [--restarts 20] [--handover | --kill]      (root)
+//   npx tsc -p . && node dist/bench/restart.js [--restarts 20] [--handover | --kill] [--workers N]      (root)
 //
 // h1's switch is restarted --restarts times, two seconds apart, while web2 (h2) sends web1 (h1)
 // a numbered UDP datagram every millisecond (test/e2e/net.py probe; web1 logs every silence
@@ -15,7 +15,7 @@
 //   restart    the whole command: old process stopped (or killed) or handed over, the new one
 //              answering (cold: the VMs' interfaces configured again)
 //   paused     --handover: from the old process's last read to the new one's word that it forwards
-// and, over the run, datagrams sent and received.
+// and, over the run, datagrams sent and received. --workers N: both switches with switch.workers N.
 // Figures: p50 / p99 / max. The lab is removed at the end, also on failure or SIGINT.
 
 import { labRestartSwitch, labSwitchReplaced, readState } from '../src/lab/lab.js';
@@ -26,7 +26,7 @@ import { BenchLab, BINARY, PREFIX } from './lab/bench-lab.js';
 import { longestGap, netpy, quantiles, type Gap } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const v = benchOptions({ restarts: { type: 'string' }, kill: { type: 'boolean' }, handover: { type: 'boolean' } });
+const v = benchOptions({ restarts: { type: 'string' }, kill: { type: 'boolean' }, handover: { type: 'boolean' }, workers: { type: 'string' } });
 const RESTARTS = integer('restarts', v.restarts ?? '20');
 const KILL = v.kill === true;
 const HANDOVER = v.handover === true;
@@ -35,6 +35,10 @@ const lab = new BenchLab('restart');
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/restart needs root');
+  if (v.workers !== undefined) {
+    const n = integer('workers', v.workers);
+    lab.config((doc) => doc.setIn(['switch', 'workers'], n));
+  }
   const c = await lab.up();
   const seconds = RESTARTS * 6 + 5; // a restart and its pause take 4-5 s
   const log = netpy(`${PREFIX}web1`, ['probe-log', 7000, seconds], lab.children);
@@ -76,7 +80,7 @@ try {
   const restart = windows.map((w) => w.to - w.from);
   windows.forEach((w, k) => process.stdout.write(`  #${k + 1} at ${new Date(w.from).toISOString()}: restart ${restart[k]} ms, blackout ${blackout[k]} ms\n`));
   const how = HANDOVER ? 'nvi-switch restart (handover)' : KILL ? 'kill -9 and a new switch' : 'lab restart (SIGTERM and a new switch)';
-  process.stdout.write(`${how} on h1, ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
+  process.stdout.write(`${how} on h1 (switch.workers ${c.switch.workers}), ${RESTARTS} times, 1 ms UDP probe web2 -> web1:\n` +
     `  blackout (silence at web1):  ${quantiles(blackout)}\n` +
     `  restart command: ${quantiles(restart)}\n` +
     (HANDOVER ? `  paused (old stops reading -> new forwards): ${quantiles(paused)}\n` : '') +

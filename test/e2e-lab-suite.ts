@@ -18,16 +18,17 @@
 // captures that must stay empty also see a control packet that must arrive.
 // Rekeying under load is test/e2e-rekey.test.ts (a second lab with a low volume limit).
 
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { parse, stringify } from 'yaml';
 import { parseIpv4Address, parseIpv6Address } from '../src/base/address.js';
 import { ownerOf } from '../src/switch/workers/shard.js';
 import { detachedPath } from '../src/switch/paths.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { promtool, samples } from './prom-text.js';
-import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab } from './e2e-fixture.js';
+import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab, type RunResult } from './e2e-fixture.js';
 
 const MB = 1 << 20;
 const SEED = Number(process.env.NVI_E2E_SEED ?? 4242);
@@ -451,6 +452,7 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.is(lab.switchPids().find((p) => p.host === 'h1')!.pid, pid, "h1's switch ran on");
     assert.equal(await ping('web1', 'web3', 3), { sent: 3, received: 3 });
     assert.equal(await ping('web3', 'web2', 3), { sent: 3, received: 3 });
+    assert.equal(await ping('web1', 'web2', 3), { sent: 3, received: 3 }, "h2, which verified web1's binding before, takes its new one");
   });
 
   test("h1's data-path threads run on hosts.h1.cpus, that thread alone each; h2's where the kernel puts them", async () => {
@@ -585,16 +587,27 @@ export function labSuite(opts: LabSuiteOptions): void {
     }
   });
 
-  if (opts.workers) test('nvi-switch restart of a host with several data-path threads is refused, names why, and the switch carries on', async () => {
+  if (opts.workers) test('nvi-switch restart with switch.workers changed in the config is refused, names why, and the switch carries on', async () => {
     const pids = lab.switchPids();
-    const r = await lab.cli(['restart', '--host', 'h1'], 60);
+    const text = readFileSync(lab.config, 'utf8');
+    const doc = parse(text) as { switch: { workers: number } };
+    doc.switch.workers = opts.workers! + 1;
+    writeFileSync(lab.config, stringify(doc));
+    let r: RunResult;
+    try {
+      r = await lab.cli(['restart', '--host', 'h1'], 60);
+    } finally {
+      writeFileSync(lab.config, text);
+    }
     assert.is.not(r.code, 0);
-    assert.match(r.stderr, /h1 runs 2 data-path threads \(switch\.workers\): a handover of several is not built/);
+    assert.match(r.stderr, new RegExp(`switch\\.workers is ${opts.workers! + 1} in .*, but the running switch has ${opts.workers} data-path threads: a handover keeps their number`));
     assert.equal(lab.switchPids(), pids);
+    assert.ok(alive(pids.find((p) => p.host === 'h1')!.pid));
     assert.equal(await ping('web1', 'web2', 2), { sent: 2, received: 2 });
+    assert.equal(await ping('web3', 'web1', 2), { sent: 2, received: 2 }, 'both workers of h1 read again');
   });
 
-  if (!opts.workers) test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
+  test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
     const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', 'esp');
     const link = async (vm: string): Promise<string> => {
       const v = lab.vm(vm);

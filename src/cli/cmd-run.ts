@@ -28,15 +28,23 @@ export async function run(argv: string[]): Promise<number> {
   const log = new JsonLogger(undefined, undefined, undefined, { host });
   const control = values.control ?? controlPath(config, host);
   const cipher = chooseCipher(values.cipher); // a bad name is a usage error here, not in every worker
-  const sw = config.switch.workers > 1 && !takeover
-    ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'] })
+  const workers = config.switch.workers;
+  const handedThreads = takeover?.manifest.threads.length ?? workers;
+  if (handedThreads !== workers) {
+    // Thread k takes over thread k's VMs and SPIs (SPI mod N names the thread): N cannot change in a handover.
+    const why = `switch.workers is ${workers} in ${config.file}, but the running switch has ${handedThreads} data-path thread${handedThreads === 1 ? '' : 's'}: a handover keeps their number; to change it, stop the switch and start it again`;
+    takeover!.failed(why);
+    throw new NviError('NVI_ERR_HANDOVER', why);
+  }
+  const sw = workers > 1
+    ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'], takeover })
     : await LiveSwitch.start(config, host, {
       cipher,
       log,
       control,
       vmNetnsPrefix: values['vm-netns'],
       exportSa: values['export-sa'],
-      takeover,
+      takeover: takeover?.single(),
     });
   return new Promise<number>((resolve) => {
     let stopping = false;

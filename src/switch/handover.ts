@@ -10,6 +10,11 @@
 //   new         takes the state over, reads from now on, binds control and metrics
 //   new -> old  forwarding  what it took over; the old process exits, removing nothing
 //
+// A switch of N data-path threads (switch.workers) hands over thread by thread: the fds and
+// the state come as one list per thread, and thread k of the new process takes over what
+// thread k of the old one had (its VMs, its shard of the underlay, its SAs). So the new
+// process must run as many threads.
+//
 // A TAP never closes: both processes hold its fd until the old one exits. Packets that arrive
 // while neither reads wait in the kernel's queues (the TAP's, the sockets').
 
@@ -23,19 +28,58 @@ export const TAKEOVER_ENV = 'NVI_TAKEOVER';
 /** The flag the successor is started with (its command line shows it took over). */
 export const TAKEOVER_FLAG = '--takeover';
 
-export interface TakeoverManifest {
+/** What one data-path thread hands over. */
+export interface ThreadHandover {
   readonly ports: readonly PortHandover[];
+  /** Its underlay sockets (RawUnderlay.fds). */
   readonly underlay: readonly [number, number];
-  readonly kx: number;
-  /** Identities at the far ends of the cables now: the new process verifies them before it is ready, not while traffic waits. */
+  /** Identities at the far ends of its cables now: the new process verifies them before it is ready, not while traffic waits. */
   readonly peers: readonly string[];
+}
+
+export interface TakeoverManifest {
+  /** The host's key-exchange socket. */
+  readonly kx: number;
+  /** One per data-path thread, in the order of their shards. */
+  readonly threads: readonly ThreadHandover[];
+}
+
+/** The manifest of a switch of the version before threads: one thread's fields at the top. */
+interface SingleManifest extends ThreadHandover {
+  readonly kx: number;
 }
 
 type Message =
   | { readonly type: 'ready' }
-  | { readonly type: 'state'; readonly state: HandoverState }
+  /** `state`: from a switch of the version before threads (one thread). */
+  | { readonly type: 'state'; readonly states?: readonly HandoverState[]; readonly state?: HandoverState }
   | { readonly type: 'forwarding'; readonly restored: Restored }
   | { readonly type: 'failed'; readonly error: string };
+
+/**
+ * A data-path thread's side of a takeover: what the old switch handed it, and its steps. A
+ * switch of one thread talks to the old process itself (Predecessor.single); a worker thread
+ * through its main thread (workers/).
+ */
+export interface ThreadTakeover {
+  readonly handed: ThreadHandover;
+  /** The key-exchange socket, when this thread owns it (a switch of one thread). */
+  readonly kx?: number;
+  /** Ready: resolves with this thread's state once the old switch stopped reading. */
+  ready(): Promise<HandoverState>;
+  forwarding(restored: Restored): void;
+  failed(error: string): void;
+}
+
+/** What several threads took over, as one. */
+export function sumRestored(all: readonly Restored[]): Restored {
+  return {
+    egress: all.reduce((n, r) => n + r.egress, 0),
+    egressSas: all.reduce((n, r) => n + r.egressSas, 0),
+    inbound: all.reduce((n, r) => n + r.inbound, 0),
+    refused: all.flatMap((r) => r.refused),
+  };
+}
 
 /**
  * Why a handover cannot run in this environment, or undefined. Under systemd (a unit's
@@ -87,15 +131,17 @@ function expect<T extends Message['type']>(from: NodeJS.EventEmitter, type: T, m
 export class Successor {
   private constructor(private readonly child: ChildProcess) {}
 
-  /** Start the successor with `fds` (as numbered in this process) and wait until it is ready to take over. */
-  static async start(fds: TakeoverManifest, readyWithinMs = 30_000): Promise<Successor> {
-    const passed = [...fds.ports.map((p) => p.fd), ...fds.underlay, fds.kx];
-    const n = fds.ports.length;
+  /** Start the successor with the fds of `handed` (as numbered in this process) and wait until it is ready to take over. */
+  static async start(handed: TakeoverManifest, readyWithinMs = 30_000): Promise<Successor> {
+    const passed: number[] = [];
+    const renumber = (fd: number): number => FIRST_FD + passed.push(fd) - 1;
     const manifest: TakeoverManifest = {
-      ports: fds.ports.map((p, k) => ({ ...p, fd: FIRST_FD + k })),
-      underlay: [FIRST_FD + n, FIRST_FD + n + 1],
-      kx: FIRST_FD + n + 2,
-      peers: fds.peers,
+      kx: renumber(handed.kx),
+      threads: handed.threads.map((t) => ({
+        ports: t.ports.map((p) => ({ ...p, fd: renumber(p.fd) })),
+        underlay: [renumber(t.underlay[0]), renumber(t.underlay[1])],
+        peers: t.peers,
+      })),
     };
     const args = [...process.execArgv, process.argv[1], ...process.argv.slice(2).filter((a) => a !== TAKEOVER_FLAG), TAKEOVER_FLAG];
     const child = spawn(process.execPath, args, {
@@ -117,10 +163,10 @@ export class Successor {
     return this.child.pid ?? 0;
   }
 
-  /** Send the state; resolves with what the successor took over once it forwards. */
-  async handOver(state: HandoverState, withinMs = 10_000): Promise<Restored> {
+  /** Send the state, one per thread; resolves with what the successor took over once it forwards. */
+  async handOver(states: readonly HandoverState[], withinMs = 10_000): Promise<Restored> {
     const answer = expect(this.child, 'forwarding', withinMs, 'the new process did not take over');
-    this.child.send({ type: 'state', state } satisfies Message);
+    this.child.send({ type: 'state', states } satisfies Message);
     const m = await answer;
     this.child.disconnect();
     this.child.unref();
@@ -142,14 +188,30 @@ export class Predecessor {
     if (text === undefined) return undefined;
     delete process.env[TAKEOVER_ENV];
     if (!process.send) throw new NviError('NVI_ERR_HANDOVER', `${TAKEOVER_FLAG}: this process has no pipe to the switch it takes over from (it is started by \`nvi-switch restart\`, not by hand)`);
-    return new Predecessor(JSON.parse(text) as TakeoverManifest);
+    const m = JSON.parse(text) as TakeoverManifest | SingleManifest;
+    return new Predecessor('threads' in m ? m : { kx: m.kx, threads: [{ ports: m.ports, underlay: m.underlay, peers: m.peers ?? [] }] });
   }
 
-  /** Ready: the old switch stops reading and sends its state. */
-  async ready(withinMs = 10_000): Promise<HandoverState> {
+  /** Ready: the old switch stops reading and sends its state, one per thread. */
+  async ready(withinMs = 10_000): Promise<readonly HandoverState[]> {
     const m = expect(process, 'state', withinMs, 'the old process sent no state');
     process.send!({ type: 'ready' } satisfies Message);
-    return (await m).state;
+    const { states, state } = await m;
+    const all = states ?? (state ? [state] : []);
+    if (all.length !== this.manifest.threads.length) throw new NviError('NVI_ERR_HANDOVER', `the old process sent the state of ${all.length} threads for ${this.manifest.threads.length}`);
+    return all;
+  }
+
+  /** This process as the one thread that takes over (a switch of one data-path thread). */
+  single(): ThreadTakeover {
+    if (this.manifest.threads.length !== 1) throw new NviError('NVI_ERR_HANDOVER', `the old switch has ${this.manifest.threads.length} data-path threads, this one 1`);
+    return {
+      handed: this.manifest.threads[0],
+      kx: this.manifest.kx,
+      ready: async () => (await this.ready())[0],
+      forwarding: (r) => this.forwarding(r),
+      failed: (e) => this.failed(e),
+    };
   }
 
   forwarding(restored: Restored): void {

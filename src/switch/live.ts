@@ -46,8 +46,8 @@ import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
 import { detachedVms } from './detached-list.js';
-import { restoreHandover, saveHandover, type Restored } from './handover-state.js';
-import { handoverRefusal, Predecessor, Successor } from './handover.js';
+import { restoreHandover, saveHandover, type HandoverState, type Restored } from './handover-state.js';
+import { handoverRefusal, Successor, type ThreadHandover, type ThreadTakeover } from './handover.js';
 
 export interface LiveOptions {
   readonly cipher: EspCipher;
@@ -60,7 +60,7 @@ export interface LiveOptions {
   /** Debug only: append the keys of every SA this host accepts to this file, in Wireshark's esp_sa format. */
   readonly exportSa?: string;
   /** This process takes over from a running switch (`nvi-switch restart`, handover.ts). */
-  readonly takeover?: Predecessor;
+  readonly takeover?: ThreadTakeover;
   /**
    * This switch is one data-path thread of its host (workers/): it runs the VMs it owns, reads
    * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
@@ -138,7 +138,7 @@ export class LiveSwitch implements ControlHandler {
     this.host = new Host({
       config: cfg,
       host: name,
-      vms: takeover ? takeover.manifest.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owns(worker?.shard, vm.identity)),
+      vms: takeover ? takeover.handed.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owns(worker?.shard, vm.identity)),
       bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,
@@ -158,7 +158,7 @@ export class LiveSwitch implements ControlHandler {
       return b && { vm: b.vm, tenant: b.tenant };
     });
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
-    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.manifest.underlay) : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard });
+    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.handed.underlay) : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard });
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
     this.ports = new VmPorts({
@@ -214,16 +214,16 @@ export class LiveSwitch implements ControlHandler {
    * The new process's half of a handover: the ports are adopted, nothing is read yet. Ready;
    * the old process stops and sends its state; take it over, then read and serve.
    */
-  private async takeOver(from: Predecessor): Promise<void> {
+  private async takeOver(from: ThreadTakeover): Promise<void> {
     const { opts, host } = this;
     try {
-      this.ports!.adoptInitial(from.manifest.ports);
-      await this.verifyAhead(from.manifest.peers ?? []); // absent when the old process is of a version before it
+      this.ports!.adoptInitial(from.handed.ports);
+      await this.verifyAhead(from.handed.peers ?? []); // absent when the old process is of a version before it
       const state = await from.ready();
       const t0 = performance.now();
       const restored = await restoreHandover(host, opts.cipher, state, opts.log);
       const t1 = performance.now();
-      await this.transport!.adopt(from.manifest.kx);
+      if (from.kx !== undefined) await this.transport!.adopt(from.kx); // a worker's key exchange is its main thread's
       this.underlay!.onReadable(() => this.readUnderlay());
       this.ports!.resume();
       const t2 = performance.now();
@@ -256,24 +256,64 @@ export class LiveSwitch implements ControlHandler {
    * stops (as after a crash, the next start makes fresh SAs).
    */
   async handover(): Promise<HandoverResult> {
-    if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
     if (this.opts.worker) throw new NviError('NVI_ERR_HANDOVER', 'a worker thread is not handed over on its own');
     const refusal = handoverRefusal(process.env);
     if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
-    const ports = this.ports!.handoverLinks();
     const kx = this.transport!.fd;
     if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
-    this.handingOver = true;
+    const handed = this.handoverPlan();
     let next: Successor;
     try {
-      const peers = new Set([...this.host.egressCables.all()].filter((c) => c.plugged && c.localPort < 0).map((c) => c.dstText));
-      for (const c of this.host.ingressCables.all()) if (c.plugged) peers.add(c.srcText);
-      next = await Successor.start({ ports, underlay: this.underlay!.fds, kx, peers: [...peers] });
+      next = await Successor.start({ kx, threads: [handed] });
     } catch (e) {
-      this.handingOver = false;
+      this.handoverAbandoned();
       throw e;
     }
     const log = this.opts.log;
+    const t0 = performance.now();
+    const saved = await this.pauseAndSave();
+    try {
+      const restored = await next.handOver([saved.state]);
+      const pausedMs = round1(performance.now() - t0);
+      log.info('switch-handed-over', {
+        host: this.name, to: next.pid, pausedMs, drainMs: saved.drainMs, closeAndSaveMs: saved.closeAndSaveMs, drained: saved.drained,
+        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
+      });
+      setTimeout(() => void this.closeHandedOver().then(() => this.finish(0)), 50); // after the answer to `restart` is written
+      return { pid: next.pid, pausedMs, ...restored };
+    } catch (e) {
+      next.kill();
+      log.error('handover-failed', { host: this.name, error: (e as Error).message });
+      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
+      throw e;
+    }
+  }
+
+  /**
+   * What a process taking this thread over needs: its ports' fds, its underlay sockets, the
+   * identities at the far ends of its cables. From here on, VMs are neither attached nor
+   * detached here (handoverAbandoned() undoes that).
+   */
+  handoverPlan(): ThreadHandover {
+    if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    const ports = this.ports!.handoverLinks();
+    const peers = new Set([...this.host.egressCables.all()].filter((c) => c.plugged && c.localPort < 0).map((c) => c.dstText));
+    for (const c of this.host.ingressCables.all()) if (c.plugged) peers.add(c.srcText);
+    this.handingOver = true;
+    return { ports, underlay: this.underlay!.fds, peers: [...peers] };
+  }
+
+  /** The successor never got ready: this switch carries on as before. */
+  handoverAbandoned(): void {
+    this.handingOver = false;
+  }
+
+  /**
+   * Stop reading, let misses and key exchanges in flight finish (1 s at most), close what the
+   * new process takes over from here (the key exchange, the control and metrics sockets), and
+   * save the state.
+   */
+  async pauseAndSave(): Promise<{ state: HandoverState; drained: boolean; drainMs: number; closeAndSaveMs: number }> {
     const t0 = performance.now();
     this.ports!.pauseAll();
     this.underlay!.pause();
@@ -285,23 +325,8 @@ export class LiveSwitch implements ControlHandler {
     this.control?.stopListening();
     await this.metrics?.close();
     this.metrics = undefined;
-    try {
-      const state = saveHandover(this.host, this.opts.cipher);
-      const t2 = performance.now();
-      const restored = await next.handOver(state);
-      const pausedMs = round1(performance.now() - t0);
-      log.info('switch-handed-over', {
-        host: this.name, to: next.pid, pausedMs, drainMs: round1(t1 - t0), closeAndSaveMs: round1(t2 - t1), drained,
-        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
-      });
-      setTimeout(() => this.exitHandedOver(), 50); // after the answer to `restart` is written
-      return { pid: next.pid, pausedMs, ...restored };
-    } catch (e) {
-      next.kill();
-      log.error('handover-failed', { host: this.name, error: (e as Error).message });
-      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
-      throw e;
-    }
+    const state = saveHandover(this.host, this.opts.cipher);
+    return { state, drained, drainMs: round1(t1 - t0), closeAndSaveMs: round1(performance.now() - t1) };
   }
 
   /** Wait (at most `ms`) until no miss and no key exchange is in flight; true if none is. */
@@ -315,15 +340,13 @@ export class LiveSwitch implements ControlHandler {
   }
 
   /** After a handover: close this process's copies of the fds; the TAPs, sockets and the control socket's path stay with the new process. */
-  private exitHandedOver(): void {
+  async closeHandedOver(): Promise<void> {
     this.closed = true;
     this.control?.dropConnections();
     this.ports?.closeAll();
     this.underlay?.close();
-    void this.cloud.store.close().finally(() => {
-      this.opts.log.info('switch-stopped', { host: this.name, handedOver: true });
-      this.finish(0);
-    });
+    await this.cloud.store.close().catch(() => {});
+    this.opts.log.info('switch-stopped', { host: this.name, handedOver: true });
   }
 
   private readLink(link: VmLink, index: number): void {

@@ -2,6 +2,8 @@
 // worker-thread.ts). Nothing here is per packet: key-exchange messages, operator commands
 // and their answers, verdict events that an operator follows.
 
+import type { HandoverState, Restored } from '../handover-state.js';
+import type { ThreadHandover } from '../handover.js';
 import type { Shard } from './shard.js';
 
 /** What a worker thread starts with. */
@@ -12,20 +14,31 @@ export interface WorkerStart {
   readonly cipher?: string;
   readonly vmNetnsPrefix?: string;
   readonly exportSa?: string;
+  /** This worker takes over what worker `shard.index` of the old switch handed over (`nvi-switch restart`). */
+  readonly takeover?: ThreadHandover;
 }
 
 /** The operator commands a worker answers (its share of the host's answer). */
-export type WorkerMethod = 'stats' | 'cables' | 'flush' | 'explain' | 'vm' | 'lastVerdicts';
+export type WorkerMethod = 'stats' | 'cables' | 'flush' | 'explain' | 'vm' | 'lastVerdicts'
+  /** The old switch's side of a handover (LiveSwitch.handoverPlan, handoverAbandoned, pauseAndSave). */
+  | 'handoverPlan' | 'handoverAbandoned' | 'pauseAndSave';
 
 export type ToWorker =
   | { readonly kind: 'kx'; readonly msg: Uint8Array; readonly from: number }
   | { readonly kind: 'call'; readonly id: number; readonly method: WorkerMethod; readonly arg?: unknown }
   | { readonly kind: 'watch'; readonly id: number; readonly filter: unknown }
   | { readonly kind: 'unwatch'; readonly id: number }
-  | { readonly kind: 'stop' };
+  /** The state of this worker's shard, from the old switch (a takeover). */
+  | { readonly kind: 'takeover-state'; readonly state: HandoverState }
+  /** handedOver: the new process took over; close this thread's copies of the fds and remove nothing. */
+  | { readonly kind: 'stop'; readonly handedOver?: boolean };
 
 export type FromWorker =
   | { readonly kind: 'ready' }
+  /** A takeover: the handed ports are adopted and the peers verified; the worker waits for its state. */
+  | { readonly kind: 'takeover-ready' }
+  /** A takeover: what the worker took over; it reads from now on. */
+  | { readonly kind: 'took-over'; readonly restored: Restored }
   | { readonly kind: 'failed'; readonly error: string; readonly code?: string }
   | { readonly kind: 'kx'; readonly msg: Uint8Array; readonly to: number }
   | { readonly kind: 'reply'; readonly id: number; readonly result?: unknown; readonly error?: string }

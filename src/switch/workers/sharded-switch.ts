@@ -21,6 +21,9 @@ import type { CloudConfig } from '../../config/config.js';
 import type { CableInfo } from '../cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from '../control.js';
 import { EpochFile } from '../epoch-file.js';
+import type { HandoverState, Restored } from '../handover-state.js';
+import { handoverRefusal, Successor, sumRestored, type Predecessor, type ThreadHandover } from '../handover.js';
+import type { HandoverResult } from '../live.js';
 import type { Explanation } from '../explain.js';
 import { checkHostKeys } from '../host-keys.js';
 import { MetricsServer } from '../metrics-server.js';
@@ -42,6 +45,22 @@ export interface ShardedOptions {
   readonly exportSa?: string;
   /** How long a worker may take to start (ms). */
   readonly startMs?: number;
+  /** This process takes over from a running switch of as many threads (`nvi-switch restart`, handover.ts). */
+  readonly takeover?: Predecessor;
+}
+
+/** A step of a takeover that a worker reports: its message, or the worker's failure first. */
+class Step<T> {
+  resolve: (v: T) => void = () => {};
+  reject: (e: Error) => void = () => {};
+  readonly done = new Promise<T>((resolve, reject) => {
+    this.resolve = resolve;
+    this.reject = reject;
+  });
+
+  constructor() {
+    this.done.catch(() => {}); // a switch that takes nothing over never waits on it
+  }
 }
 
 /** A worker thread and the calls it has not answered yet. */
@@ -50,6 +69,9 @@ interface Thread {
   readonly index: number;
   readonly calls: Map<number, { resolve(v: unknown): void; reject(e: Error): void }>;
   running: boolean;
+  /** A takeover: the worker adopted its handed fds; then, it took its state over. */
+  readonly adopted: Step<void>;
+  readonly tookOver: Step<Restored>;
 }
 
 export class ShardedSwitch implements ControlHandler {
@@ -62,6 +84,7 @@ export class ShardedSwitch implements ControlHandler {
   private control: ControlServer | undefined;
   private metrics: MetricsServer | undefined;
   private closed = false;
+  private handingOver = false;
   private finish: (code: number) => void = () => {};
   /** Settles with 1 when a worker thread ended by itself (the host's switch then stops). */
   readonly finished = new Promise<number>((resolve) => {
@@ -76,6 +99,7 @@ export class ShardedSwitch implements ControlHandler {
     try {
       await s.open();
     } catch (e) {
+      opts.takeover?.failed((e as Error).message);
       await s.stop();
       throw e;
     }
@@ -85,19 +109,26 @@ export class ShardedSwitch implements ControlHandler {
   private async open(): Promise<void> {
     const { config: cfg, name, opts } = this;
     const count = cfg.switch.workers;
+    const takeover = opts.takeover;
     new EpochFile(epochPath(cfg, name)).load(); // compacted once, before the workers read and append to it
-    this.transport = await UdpTransport.open(cfg.hosts.get(name)!.address, cfg.underlay.keyExchangePort);
+    const address = cfg.hosts.get(name)!.address;
+    this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
     this.transport.onMessage((msg, from) => this.route(msg, from));
     const started = [];
     for (let index = 0; index < count; index++) {
-      const data: WorkerStart = { configFile: cfg.file, host: name, shard: { count, index }, cipher: opts.cipher, vmNetnsPrefix: opts.vmNetnsPrefix, exportSa: opts.exportSa };
+      const data: WorkerStart = {
+        configFile: cfg.file, host: name, shard: { count, index }, cipher: opts.cipher, vmNetnsPrefix: opts.vmNetnsPrefix, exportSa: opts.exportSa,
+        takeover: takeover?.manifest.threads[index],
+      };
       const worker = new Worker(new URL('./worker-thread.js', import.meta.url), { workerData: data });
-      const t: Thread = { worker, index, calls: new Map(), running: false };
+      const t: Thread = { worker, index, calls: new Map(), running: false, adopted: new Step(), tookOver: new Step() };
       this.threads.push(t);
       started.push(this.started(t));
     }
+    const restored = takeover && (await this.takeOver(takeover));
     const failed = (await Promise.all(started)).find((e) => e !== undefined);
     if (failed) throw failed;
+    if (takeover) await this.transport.adopt(takeover.manifest.kx); // the workers run: no message for them is lost
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     const at = cfg.switch.metrics;
@@ -105,32 +136,51 @@ export class ShardedSwitch implements ControlHandler {
       const view = async (): Promise<StatsView> => (await this.stats()) as unknown as StatsView;
       this.metrics = await MetricsServer.open(new SwitchMetrics(view, await view()), at, opts.log);
     }
-    opts.log.info('switch-workers-started', { host: name, workers: count, control: opts.control });
+    if (takeover && restored) {
+      takeover.forwarding(restored);
+      opts.log.info('switch-workers-took-over', { host: name, workers: count, egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length, control: opts.control });
+    } else opts.log.info('switch-workers-started', { host: name, workers: count, control: opts.control });
+  }
+
+  /**
+   * The new process's half of a handover: each worker adopts the fds thread k of the old switch
+   * handed over and verifies its peers; then the old switch stops and sends the state, one per
+   * thread; each worker takes its own over and reads from then on.
+   */
+  private async takeOver(from: Predecessor): Promise<Restored> {
+    await Promise.all(this.threads.map((t) => t.adopted.done));
+    const states = await from.ready();
+    this.threads.forEach((t, k) => this.post(t, { kind: 'takeover-state', state: states[k] }));
+    return sumRestored(await Promise.all(this.threads.map((t) => t.tookOver.done)));
   }
 
   /** Resolves when worker `t` is ready (undefined) or failed (its error); then follows what it says. */
   private started(t: Thread): Promise<NviError | undefined> {
     return new Promise((resolve) => {
       const ms = this.opts.startMs ?? 60_000;
-      const timer = setTimeout(() => resolve(new NviError('NVI_ERR_WORKER', `worker ${t.index} of host ${this.name} did not start within ${ms} ms`)), ms);
+      const timer = setTimeout(() => fail(new NviError('NVI_ERR_WORKER', `worker ${t.index} of host ${this.name} did not start within ${ms} ms`)), ms);
+      const fail = (e: NviError): void => {
+        clearTimeout(timer);
+        t.adopted.reject(e);
+        t.tookOver.reject(e);
+        resolve(e);
+      };
       t.worker.on('message', (m: FromWorker) => {
         if (m.kind === 'ready') {
           clearTimeout(timer);
           t.running = true;
           resolve(undefined);
-        } else if (m.kind === 'failed') {
-          clearTimeout(timer);
-          resolve(new NviError(m.code ?? 'NVI_ERR_WORKER', `worker ${t.index}: ${m.error}`));
-        } else this.heard(t, m);
+        } else if (m.kind === 'failed') fail(new NviError(m.code ?? 'NVI_ERR_WORKER', `worker ${t.index}: ${m.error}`));
+        else this.heard(t, m);
       });
       t.worker.on('error', (e) => {
-        clearTimeout(timer);
         this.opts.log.error('worker-failed', { host: this.name, worker: t.index, error: e.message });
-        resolve(new NviError('NVI_ERR_WORKER', `worker ${t.index}: ${e.message}`));
+        fail(new NviError('NVI_ERR_WORKER', `worker ${t.index}: ${e.message}`));
       });
       t.worker.on('exit', (code) => {
         const was = t.running;
         t.running = false;
+        fail(new NviError('NVI_ERR_WORKER', `worker ${t.index} exited (${code})`)); // settles nothing that already settled
         for (const c of t.calls.values()) c.reject(new NviError('NVI_ERR_WORKER', `worker ${t.index} exited`));
         t.calls.clear();
         if (!this.closed && was) {
@@ -153,6 +203,12 @@ export class ShardedSwitch implements ControlHandler {
         else c?.reject(new NviError('NVI_ERR_CONTROL', m.error));
         return;
       }
+      case 'takeover-ready':
+        t.adopted.resolve();
+        return;
+      case 'took-over':
+        t.tookOver.resolve(m.restored);
+        return;
       case 'remember': // before the worker's reply to the attach or detach: in the list when the operator hears back
         rememberDetached(this.config, this.name, m.vm, m.detached);
         return;
@@ -256,8 +312,64 @@ export class ShardedSwitch implements ControlHandler {
     };
   }
 
-  handover(): Promise<unknown> {
-    return Promise.reject(new NviError('NVI_ERR_HANDOVER', `host ${this.name} runs ${this.threads.length} data-path threads (switch.workers): a handover of several is not built; restart it cold`));
+  /**
+   * The old process's half of a handover (`nvi-switch restart`), as LiveSwitch.handover does it
+   * for one thread: each worker says what it hands over, the successor starts with all of it;
+   * once it is ready every worker stops reading, drains and saves its state, and the successor
+   * takes the states over, thread by thread. Then this process exits, removing nothing.
+   */
+  async handover(): Promise<HandoverResult> {
+    if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    const refusal = handoverRefusal(process.env);
+    if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
+    const kx = this.transport?.fd;
+    if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
+    this.handingOver = true;
+    const planned: Thread[] = [];
+    let next: Successor;
+    try {
+      const threads: ThreadHandover[] = [];
+      for (const t of this.threads) {
+        threads.push((await this.call(t, 'handoverPlan')) as ThreadHandover);
+        planned.push(t);
+      }
+      next = await Successor.start({ kx, threads });
+    } catch (e) {
+      await Promise.all(planned.map((t) => this.call(t, 'handoverAbandoned').catch(() => {})));
+      this.handingOver = false;
+      throw e;
+    }
+    const log = this.opts.log;
+    const t0 = performance.now();
+    try {
+      const saved = (await this.callAll('pauseAndSave')) as { state: HandoverState; drained: boolean; drainMs: number; closeAndSaveMs: number }[];
+      this.control?.stopListening();
+      await this.metrics?.close();
+      this.metrics = undefined;
+      this.transport?.close(); // this process's copy
+      const restored = await next.handOver(saved.map((s) => s.state));
+      const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
+      log.info('switch-handed-over', {
+        host: this.name, to: next.pid, workers: this.threads.length, pausedMs, drained: saved.every((s) => s.drained),
+        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
+      });
+      setTimeout(() => void this.closeHandedOver(), 50); // after the answer to `restart` is written
+      return { pid: next.pid, pausedMs, ...restored };
+    } catch (e) {
+      next.kill();
+      log.error('handover-failed', { host: this.name, error: (e as Error).message });
+      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
+      throw e;
+    }
+  }
+
+  /** After a handover: every worker closes its copies of the fds, removing nothing; then this process ends. */
+  private async closeHandedOver(): Promise<void> {
+    this.closed = true;
+    this.control?.dropConnections();
+    await Promise.all(this.threads.map((t) => this.stopThread(t, true)));
+    this.opts.log.info('switch-stopped', { host: this.name, workers: this.threads.length, handedOver: true });
+    this.finish(0);
   }
 
   /** Stop every worker (each removes its TAPs and closes its sockets), then the sockets of this thread. */
@@ -271,7 +383,7 @@ export class ShardedSwitch implements ControlHandler {
     this.opts.log.info('switch-stopped', { host: this.name, workers: this.threads.length });
   }
 
-  private stopThread(t: Thread): Promise<void> {
+  private stopThread(t: Thread, handedOver = false): Promise<void> {
     return new Promise((resolve) => {
       const timer = setTimeout(() => void t.worker.terminate().then(() => resolve()), 10_000);
       t.worker.once('exit', () => {
@@ -281,7 +393,7 @@ export class ShardedSwitch implements ControlHandler {
       t.worker.on('message', (m: FromWorker) => {
         if (m.kind === 'stopped') void t.worker.terminate();
       });
-      this.post(t, { kind: 'stop' });
+      this.post(t, { kind: 'stop', handedOver });
     });
   }
 }

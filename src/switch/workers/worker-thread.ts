@@ -10,6 +10,8 @@ import { chooseCipher } from '../../esp/choose-cipher.js';
 import { LiveSwitch } from '../live.js';
 import type { ExplainRequest, VmRequest } from '../control.js';
 import type { VerdictFilter } from '../verdicts.js';
+import type { HandoverState, Restored } from '../handover-state.js';
+import type { ThreadTakeover } from '../handover.js';
 import type { FromWorker, ToWorker, WorkerMethod, WorkerStart } from './messages.js';
 import { PortTransport } from './port-transport.js';
 import { workerConfig } from './share.js';
@@ -20,6 +22,18 @@ const post = (m: FromWorker): void => port.postMessage(m);
 const kx = new PortTransport(port);
 const watches = new Map<number, { stop(): void; lost(): number }>();
 let sw: LiveSwitch | undefined;
+
+/** A takeover goes through the main thread: it talks to the old process for every worker. */
+let stateArrived: (state: HandoverState) => void = () => {};
+const takeover: ThreadTakeover = {
+  handed: start.takeover!,
+  ready: () => new Promise((resolve) => {
+    stateArrived = resolve;
+    post({ kind: 'takeover-ready' });
+  }),
+  forwarding: (restored: Restored): void => post({ kind: 'took-over', restored }),
+  failed: (): void => {}, // the worker's start fails with the error, which reaches the main thread as 'failed'
+};
 
 port.on('message', (m: ToWorker) => {
   switch (m.kind) {
@@ -39,8 +53,11 @@ port.on('message', (m: ToWorker) => {
       watches.get(m.id)?.stop();
       watches.delete(m.id);
       return;
+    case 'takeover-state':
+      stateArrived(m.state);
+      return;
     case 'stop':
-      void (sw?.stop() ?? Promise.resolve()).finally(() => {
+      void ((m.handedOver ? sw?.closeHandedOver() : sw?.stop()) ?? Promise.resolve()).finally(() => {
         post({ kind: 'stopped' });
         port.close();
       });
@@ -62,6 +79,12 @@ async function call(method: WorkerMethod, arg: unknown): Promise<unknown> {
       return sw.vm(arg as VmRequest);
     case 'lastVerdicts':
       return sw.lastVerdicts(arg as VerdictFilter);
+    case 'handoverPlan':
+      return sw.handoverPlan();
+    case 'handoverAbandoned':
+      return sw.handoverAbandoned();
+    case 'pauseAndSave':
+      return sw.pauseAndSave();
   }
 }
 
@@ -84,6 +107,7 @@ async function main(): Promise<void> {
       control: '',
       vmNetnsPrefix: start.vmNetnsPrefix,
       exportSa: start.exportSa,
+      takeover: start.takeover && takeover,
       worker: { shard: start.shard, kx, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
     });
   } catch (e) {
