@@ -1,7 +1,8 @@
 // First packet (issue 13): how long a new pair's first frame takes from the sending VM to the
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
-//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]   (root)
+//   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
+//       [--node-args=ARGS] [--logs DIR]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -16,19 +17,22 @@
 // switch.busyPollUs N (off by default). --workers N: both switches with switch.workers N
 // (web1 is then on worker 1 of h1, web2 on worker 0 of h2). --profile DIR: each switch runs under
 // node --cpu-prof and writes its profile to DIR/h1.cpuprofile and DIR/h2.cpuprofile as it
-// stops (open them in Chrome's DevTools). The lab (prefix nvi-b-) is removed at the end.
+// stops (open them in Chrome's DevTools). --node-args=ARGS: more options for the switches' node,
+// space-separated (e.g. --node-args=--trace-gc; the = is needed). --logs DIR: the switches' logs (their stdout too) are copied to DIR before the
+// lab (prefix nvi-b-) is removed at the end.
 
 import { spawn } from 'node:child_process';
+import { cpSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { controlRequest } from '../src/switch/control.js';
-import { controlPath } from '../src/switch/paths.js';
+import { controlPath, stateDir } from '../src/switch/paths.js';
 import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
 import { quantilesUs } from './lab/probe.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const lab = new BenchLab('first-packet');
@@ -42,7 +46,16 @@ try {
     if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
     if (v.workers !== undefined) doc.setIn(['switch', 'workers'], integer('workers', v.workers));
   });
-  const c = await lab.up(v.profile === undefined ? [] : ['--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile']);
+  const nodeArgs = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
+  if (v.profile !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile');
+  const c = await lab.up(nodeArgs);
+  if (v.logs !== undefined) {
+    const to = resolve(v.logs);
+    lab.atEnd(async () => {
+      mkdirSync(to, { recursive: true });
+      for (const h of ['h1', 'h2']) cpSync(join(stateDir(c), 'lab', `${h}.log`), join(to, `${h}.log`));
+    });
+  }
   const web2 = c.vms.get('web2')!.identityText;
   const recv = spawn('ip', ['netns', 'exec', `${PREFIX}web2`, 'python3', NET_PY, 'stamp-recv', String(PORT), String(PAIRS * 2 + 60)], { stdio: ['ignore', 'pipe', 'inherit'] });
   const send = spawn('ip', ['netns', 'exec', `${PREFIX}web1`, 'python3', NET_PY, 'stamp-send', web2, String(PORT)], { stdio: ['pipe', 'pipe', 'inherit'] });
