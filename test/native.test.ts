@@ -1,7 +1,7 @@
 // The native addon's event-loop watcher (uv_poll) and loader, on a FIFO: callbacks once per
 // readiness event while data waits, none after close, an unref'd watcher lets the process
 // exit, busy polling keeps the loop turning for its window after a readiness event and no
-// longer, and a missing addon says how to build it.
+// longer (each thread its own), and a missing addon says how to build it.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -185,6 +185,60 @@ test('busy polling: after a readiness event or a touch the loop turns without sl
     native.busyPollTouch();
     await sleep(30);
     assert.is(native.busyPollTurns(), still, 'off: a touch does nothing');
+  } finally {
+    native.busyPoll(0);
+    native.pollClose(w);
+    closeSync(fd);
+  }
+});
+
+test('busy polling is per thread: a worker thread spins its own loop with its own window and count, the main thread sleeps, and the worker ends cleanly', async () => {
+  const path = join(dir, 'worker-fifo');
+  execFileSync('mkfifo', [path]);
+  const addon = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'native', 'addon.js');
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { openSync, readSync, writeSync, closeSync, constants } = require('node:fs');
+    (async () => {
+      const { loadNative } = await import(workerData.addon);
+      const n = loadNative();
+      const fd = openSync(workerData.path, constants.O_RDWR | constants.O_NONBLOCK);
+      const start = n.busyPollTurns();
+      n.busyPoll(20000);
+      const w = n.pollCreate(fd, () => { try { readSync(fd, Buffer.alloc(64)); } catch {} });
+      n.pollStart(w, 1);
+      writeSync(fd, 'x');
+      setTimeout(() => {
+        const spun = n.busyPollTurns() - start;
+        n.pollClose(w);
+        closeSync(fd);
+        parentPort.postMessage({ start, spun });
+      }, 60);
+    })();
+  `;
+  native.busyPoll(0);
+  const mainBefore = native.busyPollTurns();
+  const { Worker } = await import('node:worker_threads');
+  const worker = new Worker(code, { eval: true, workerData: { addon, path } });
+  const got = await new Promise<{ start: number; spun: number }>((resolve, reject) => {
+    worker.once('message', resolve);
+    worker.once('error', reject);
+  });
+  const code2 = await new Promise<number>((resolve) => worker.once('exit', resolve));
+  assert.is(got.start, 0, "a new thread's count starts at 0: not the main thread's");
+  assert.ok(got.spun > 100, `the worker's loop turned ${got.spun} times in its window`);
+  assert.is(native.busyPollTurns(), mainBefore, "the main thread's loop did not spin");
+  assert.is(code2, 0, 'the worker ended, its busy polling freed with it');
+
+  // The main thread's own window still works after the worker's went.
+  const fd = fifo();
+  const w = native.pollCreate(fd, () => drain(fd));
+  native.pollStart(w, POLL_READABLE);
+  try {
+    native.busyPoll(20_000);
+    writeSync(fd, 'x');
+    await sleep(60);
+    assert.ok(native.busyPollTurns() - mainBefore > 100, 'the main thread busy-polls on its own window');
   } finally {
     native.busyPoll(0);
     native.pollClose(w);

@@ -224,8 +224,6 @@ function readSwitch(v: unknown): SwitchSettings {
   const max = opt(c, 'max', 100_000, (x, p) => ip(x, p, 1, 10_000_000), 'switch.cables');
   const busyPollUs = opt(o, 'busyPollUs', 0, (x, p) => ip(x, p, 0, 10_000_000), 'switch');
   const workers = opt(o, 'workers', 1, (x, p) => ip(x, p, 1, MAX_WORKERS), 'switch');
-  // The busy-poll window is one per process: a worker thread's loop cannot share it.
-  if (workers > 1 && busyPollUs > 0) throw new ConfigError('switch.busyPollUs', `busy polling needs switch.workers: 1 (it is ${workers})`);
   return {
     offload: opt(o, 'offload', true, bool, 'switch'),
     offloadUdp: opt(o, 'offloadUdp', true, bool, 'switch'),

@@ -70,7 +70,7 @@ export interface NativeAddon {
   pollRef(w: NativePoll, ref: boolean): void;
   /** Stop for good; idempotent. No callback runs after it, and the fd may be closed right after. */
   pollClose(w: NativePoll): void;
-  /** Keep the event loop polling (no sleep) for windowUs after each readiness event; 0: off. Main thread only. */
+  /** Keep this thread's event loop polling (no sleep) for windowUs after each readiness event on it; 0: off. Each thread has its own window. */
   busyPoll(windowUs: number): void;
   /** As a readiness event: keep polling for the window from now (nothing while busy polling is off). */
   busyPollTouch(): void;
@@ -79,7 +79,7 @@ export interface NativeAddon {
   setThreadCpus(cpus: Int32Array): void;
   /** The CPUs the calling thread may run on, ascending. */
   threadCpus(): number[];
-  /** Event-loop turns spent busy polling since the process started. */
+  /** Event-loop turns this thread spent busy polling since it started. */
   busyPollTurns(): number;
 
   /** Create or attach TAP `name` (IFF_TAP|IFF_NO_PI, non-blocking, close-on-exec), set mtu (>0) and bring it up. */

@@ -66,7 +66,7 @@ export interface LiveOptions {
    * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
    * metrics and the key exchange's socket are the main thread's.
    */
-  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport; readonly remember: (vm: string, detached: boolean) => void };
+  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport & { onActivity: () => void }; readonly remember: (vm: string, detached: boolean) => void };
 }
 
 /** What `nvi-switch restart` reports. */
@@ -198,12 +198,12 @@ export class LiveSwitch implements ControlHandler {
     const { opts } = this;
     this.sweeper = setInterval(() => this.host.sweep(), SWEEP_INTERVAL_MS);
     this.sweeper.unref();
-    if (opts.worker) return; // the main thread serves the host's control socket and metrics
     const native = loadNative();
-    native.busyPoll(this.cloud.config.switch.busyPollUs);
+    native.busyPoll(this.cloud.config.switch.busyPollUs); // this thread's loop (a worker's own)
     // The key exchange's messages are packets too: the loop stays awake for the answer to an
     // INIT, and for the first packets of an SA just answered.
-    if (this.cloud.config.switch.busyPollUs > 0) this.transport!.onActivity = () => native.busyPollTouch();
+    if (this.cloud.config.switch.busyPollUs > 0) (opts.worker?.kx ?? this.transport!).onActivity = () => native.busyPollTouch();
+    if (opts.worker) return; // the main thread serves the host's control socket and metrics
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     const at = this.cloud.config.switch.metrics;

@@ -3,7 +3,7 @@
 // process rather than a worker's share is taken from the first worker.
 
 /** Keys whose value is the same for every worker (or the process's), not a share to add. */
-const SAME = new Set(['host', 'policyRevision', 'revision', 'le', 'windowUs', 'rss', 'busyPoll']);
+const SAME = new Set(['host', 'policyRevision', 'revision', 'le', 'windowUs', 'rss']);
 
 export function mergeStats(all: readonly unknown[]): unknown {
   return all.slice(1).reduce((acc, next) => merge(acc, next, ''), all[0]);
