@@ -692,6 +692,13 @@ export function labSuite(opts: LabSuiteOptions): void {
     const spisAfter = new Set((await lab.cables()).h2.filter((c) => web2web1(c) && c.state.startsWith('plugged')).map((c) => c.sa!.split(' ')[0]));
     assert.is(spisAfter.size, 2, `h2 has an SA each way between web2 and web1: ${[...spisAfter]}`);
     assert.ok([...spisAfter].every((sa) => !spisBefore.has(sa)), `h2 carries web2 <-> web1 on fresh SAs: before ${[...spisBefore]}, after ${[...spisAfter]}`);
+    if (opts.workers) {
+      // The new h1 told h2 of the SPIs it does not know (NOTIFY): worker 0's socket got them, and it handed them to the others.
+      const h2 = (await lab.stats()).h2 as unknown as { notifiesShared: { shared: number }; kx: { notifiesReceived: number; notifiesUnmatched: number } };
+      assert.ok(h2.notifiesShared.shared >= opts.workers - 1, `h2's worker 0 handed NOTIFYs on: ${JSON.stringify(h2.notifiesShared)}`);
+      const seen = h2.kx.notifiesReceived + h2.kx.notifiesUnmatched; // the worker that sends on the SPI acts, the others find no such SPI
+      assert.ok(seen >= opts.workers, `every worker of h2 looked at them: ${JSON.stringify(h2.kx)}`);
+    }
     process.stdout.write(`\n  kill -9 of h1: a new switch in ${restartedMs} ms (lab restart); ping every 10 ms from web2 to web1: ${seqs.length}/1000 replies, longest gap ${gap} pings (~${gap * 10} ms)\n`);
   });
 

@@ -18,7 +18,7 @@ import { DEFAULT_HARD_SEQ } from '../src/esp/sa.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import { DEFAULT_KX, KeyExchangeEngine, type KxTransport } from '../src/switch/key-exchange.js';
 import { MemoryHub } from '../src/switch/transports.js';
-import { ALL_WORKERS, kxWorker } from '../src/switch/workers/kx-route.js';
+import { forEveryWorker, kxWorker } from '../src/switch/workers/kx-route.js';
 import { mergeStats } from '../src/switch/workers/merge-stats.js';
 import { ownerOf, spiForShard, type Shard } from '../src/switch/workers/shard.js';
 import { shareOf, workerConfig } from '../src/switch/workers/share.js';
@@ -47,7 +47,7 @@ test('spiForShard: an SPI of the worker (mod count), in [256, 2^30), within one 
   assert.is(spiForShard(2 ** 30 - 1, { count: 64, index: 0 }), 2 ** 30 - 64);
 });
 
-test('kxWorker: an INIT to its destination\'s owner, an ANSWER to the worker its id names, a NOTIFY to all, anything else to worker 0', () => {
+test('kxWorker: an INIT to its destination\'s owner, an ANSWER to the worker its id names, anything else to worker 0; a NOTIFY is for every worker', () => {
   const dst = parseIpv6Address('fd9a:3c7e:51b2:1:2789:55aa:5f71:9793');
   const init = Buffer.alloc(120);
   init[0] = KX_INIT;
@@ -61,7 +61,9 @@ test('kxWorker: an INIT to its destination\'s owner, an ANSWER to the worker its
   assert.is(kxWorker(answer, 3), 0, 'an id naming no worker goes to worker 0, which ignores it and counts it');
   const notify = encodeNotify({ reason: 0, spi: 0x1234, timeMs: 1, host: 'h2' }, hostPrivateKey(cfg, 'h2'));
   assert.is(notify[0], KX_NOTIFY);
-  assert.is(kxWorker(notify, 3), ALL_WORKERS);
+  assert.is(kxWorker(notify, 3), 0, 'a NOTIFY reaches worker 0');
+  assert.ok(forEveryWorker(notify), 'which hands it to the others');
+  assert.not.ok(forEveryWorker(init) || forEveryWorker(answer));
   assert.is(kxWorker(init.subarray(0, 40), 3), 0, 'an INIT too short to name its destination');
   assert.is(kxWorker(Buffer.from([9, 1, 2]), 3), 0, 'no known type');
   assert.is(kxWorker(Buffer.alloc(0), 3), 0, 'empty');

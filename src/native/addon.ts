@@ -134,6 +134,12 @@ export interface NativeAddon {
    * the inner destination's last word (see src/native/raw_socket.c); shards 0 or 1: every packet.
    */
   rawOpen(protocol: number, addr: number, bufferBytes: number, netnsPath: string | null, shards: number, shard: number): number;
+  /**
+   * `count` (2-256) UDP sockets bound to addr:port with SO_REUSEPORT, in worker order, and a
+   * classic BPF program on the group that gives each key-exchange message to its worker's
+   * socket (src/native/kx_sockets.c, as workers/kx-route.ts). Throws with the step and errno.
+   */
+  kxSocketsOpen(addr: number, port: number, count: number): number[];
   /** recvmmsg up to n packets as tapRead does; addrs[k] = source address (host order). 0 at EAGAIN, -errno on error. */
   rawRecv(fd: number, buf: Uint8Array, firstOff: number, stride: number, cap: number, n: number,
     lens: Int32Array, addrs: Uint32Array): number;

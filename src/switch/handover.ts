@@ -12,8 +12,8 @@
 //
 // A switch of N data-path threads (switch.workers) hands over thread by thread: the fds and
 // the state come as one list per thread, and thread k of the new process takes over what
-// thread k of the old one had (its VMs, its shard of the underlay, its SAs). So the new
-// process must run as many threads.
+// thread k of the old one had (its VMs, its shard of the underlay, its key-exchange socket,
+// its SAs). So the new process must run as many threads.
 //
 // A TAP never closes: both processes hold its fd until the old one exits. Packets that arrive
 // while neither reads wait in the kernel's queues (the TAP's, the sockets').
@@ -33,21 +33,19 @@ export interface ThreadHandover {
   readonly ports: readonly PortHandover[];
   /** Its underlay sockets (RawUnderlay.fds). */
   readonly underlay: readonly [number, number];
+  /** The key-exchange socket it reads (the host's one, or this worker's of the group). */
+  readonly kx: number;
   /** Identities at the far ends of its cables now: the new process verifies them before it is ready, not while traffic waits. */
   readonly peers: readonly string[];
 }
 
 export interface TakeoverManifest {
-  /** The host's key-exchange socket. */
-  readonly kx: number;
   /** One per data-path thread, in the order of their shards. */
   readonly threads: readonly ThreadHandover[];
 }
 
 /** The manifest of a switch of the version before threads: one thread's fields at the top. */
-interface SingleManifest extends ThreadHandover {
-  readonly kx: number;
-}
+type SingleManifest = ThreadHandover;
 
 type Message =
   | { readonly type: 'ready' }
@@ -63,8 +61,6 @@ type Message =
  */
 export interface ThreadTakeover {
   readonly handed: ThreadHandover;
-  /** The key-exchange socket, when this thread owns it (a switch of one thread). */
-  readonly kx?: number;
   /** Ready: resolves with this thread's state once the old switch stopped reading. */
   ready(): Promise<HandoverState>;
   forwarding(restored: Restored): void;
@@ -136,10 +132,10 @@ export class Successor {
     const passed: number[] = [];
     const renumber = (fd: number): number => FIRST_FD + passed.push(fd) - 1;
     const manifest: TakeoverManifest = {
-      kx: renumber(handed.kx),
       threads: handed.threads.map((t) => ({
         ports: t.ports.map((p) => ({ ...p, fd: renumber(p.fd) })),
         underlay: [renumber(t.underlay[0]), renumber(t.underlay[1])],
+        kx: renumber(t.kx),
         peers: t.peers,
       })),
     };
@@ -189,7 +185,7 @@ export class Predecessor {
     delete process.env[TAKEOVER_ENV];
     if (!process.send) throw new NviError('NVI_ERR_HANDOVER', `${TAKEOVER_FLAG}: this process has no pipe to the switch it takes over from (it is started by \`nvi-switch restart\`, not by hand)`);
     const m = JSON.parse(text) as TakeoverManifest | SingleManifest;
-    return new Predecessor('threads' in m ? m : { kx: m.kx, threads: [{ ports: m.ports, underlay: m.underlay, peers: m.peers ?? [] }] });
+    return new Predecessor('threads' in m ? m : { threads: [{ ports: m.ports, underlay: m.underlay, kx: m.kx, peers: m.peers ?? [] }] });
   }
 
   /** Ready: the old switch stops reading and sends its state, one per thread. */
@@ -207,7 +203,6 @@ export class Predecessor {
     if (this.manifest.threads.length !== 1) throw new NviError('NVI_ERR_HANDOVER', `the old switch has ${this.manifest.threads.length} data-path threads, this one 1`);
     return {
       handed: this.manifest.threads[0],
-      kx: this.manifest.kx,
       ready: async () => (await this.ready())[0],
       forwarding: (r) => this.forwarding(r),
       failed: (e) => this.failed(e),

@@ -35,7 +35,7 @@ import { EpochFile } from './epoch-file.js';
 import { checkHostKeys } from './host-keys.js';
 import { epochPath } from './paths.js';
 import { owns, type Shard } from './workers/shard.js';
-import type { KxTransport } from './key-exchange.js';
+import type { WorkerKx } from './workers/worker-kx.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
@@ -66,7 +66,14 @@ export interface LiveOptions {
    * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
    * metrics and the key exchange's socket are the main thread's.
    */
-  readonly worker?: { readonly shard: Shard; readonly kx: KxTransport & { onActivity: () => void }; readonly remember: (vm: string, detached: boolean) => void };
+  readonly worker?: {
+    readonly shard: Shard;
+    /** Its key exchange: its own socket of the host's group (src/native/kx_sockets.c). */
+    readonly kx: WorkerKx;
+    /** That socket, for a switch that starts (a takeover adopts the one handed over). */
+    readonly kxFd?: number;
+    readonly remember: (vm: string, detached: boolean) => void;
+  };
 }
 
 /** What `nvi-switch restart` reports. */
@@ -134,6 +141,7 @@ export class LiveSwitch implements ControlHandler {
     this.verifier = newVerifier(cloud, { lookupHost: async (h) => replica.lookupHost(h) }, this.epochs);
     const takeover = opts.takeover;
     if (!worker) this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
+    else if (!takeover) await worker.kx.adopt(worker.kxFd!);
     const detached = detachedVms(cfg, name);
     this.host = new Host({
       config: cfg,
@@ -223,7 +231,7 @@ export class LiveSwitch implements ControlHandler {
       const t0 = performance.now();
       const restored = await restoreHandover(host, opts.cipher, state, opts.log);
       const t1 = performance.now();
-      if (from.kx !== undefined) await this.transport!.adopt(from.kx); // a worker's key exchange is its main thread's
+      await (opts.worker?.kx ?? this.transport!).adopt(from.handed.kx);
       this.underlay!.onReadable(() => this.readUnderlay());
       this.ports!.resume();
       const t2 = performance.now();
@@ -259,12 +267,10 @@ export class LiveSwitch implements ControlHandler {
     if (this.opts.worker) throw new NviError('NVI_ERR_HANDOVER', 'a worker thread is not handed over on its own');
     const refusal = handoverRefusal(process.env);
     if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
-    const kx = this.transport!.fd;
-    if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
     const handed = this.handoverPlan();
     let next: Successor;
     try {
-      next = await Successor.start({ kx, threads: [handed] });
+      next = await Successor.start({ threads: [handed] });
     } catch (e) {
       this.handoverAbandoned();
       throw e;
@@ -296,11 +302,13 @@ export class LiveSwitch implements ControlHandler {
    */
   handoverPlan(): ThreadHandover {
     if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
+    const kx = (this.opts.worker?.kx ?? this.transport!).fd;
+    if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
     const ports = this.ports!.handoverLinks();
     const peers = new Set([...this.host.egressCables.all()].filter((c) => c.plugged && c.localPort < 0).map((c) => c.dstText));
     for (const c of this.host.ingressCables.all()) if (c.plugged) peers.add(c.srcText);
     this.handingOver = true;
-    return { ports, underlay: this.underlay!.fds, peers: [...peers] };
+    return { ports, underlay: this.underlay!.fds, kx, peers: [...peers] };
   }
 
   /** The successor never got ready: this switch carries on as before. */

@@ -1,6 +1,6 @@
 // What the main thread and a data-path thread say to each other (sharded-switch.ts and
-// worker-thread.ts). Nothing here is per packet: key-exchange messages, operator commands
-// and their answers, verdict events that an operator follows.
+// worker-thread.ts). Nothing here is per packet: NOTIFYs (which every worker needs), operator
+// commands and their answers, verdict events that an operator follows, a handover's steps.
 
 import type { HandoverState, Restored } from '../handover-state.js';
 import type { ThreadHandover } from '../handover.js';
@@ -14,6 +14,8 @@ export interface WorkerStart {
   readonly cipher?: string;
   readonly vmNetnsPrefix?: string;
   readonly exportSa?: string;
+  /** Its socket of the host's key-exchange group (a switch that starts; a takeover has it in `takeover`). */
+  readonly kxFd?: number;
   /** This worker takes over what worker `shard.index` of the old switch handed over (`nvi-switch restart`). */
   readonly takeover?: ThreadHandover;
 }
@@ -24,7 +26,8 @@ export type WorkerMethod = 'stats' | 'cables' | 'flush' | 'explain' | 'vm' | 'la
   | 'handoverPlan' | 'handoverAbandoned' | 'pauseAndSave';
 
 export type ToWorker =
-  | { readonly kind: 'kx'; readonly msg: Uint8Array; readonly from: number }
+  /** A NOTIFY another worker's socket got (worker-kx.ts). */
+  | { readonly kind: 'notify'; readonly msg: Uint8Array; readonly from: number }
   | { readonly kind: 'call'; readonly id: number; readonly method: WorkerMethod; readonly arg?: unknown }
   | { readonly kind: 'watch'; readonly id: number; readonly filter: unknown }
   | { readonly kind: 'unwatch'; readonly id: number }
@@ -40,7 +43,8 @@ export type FromWorker =
   /** A takeover: what the worker took over; it reads from now on. */
   | { readonly kind: 'took-over'; readonly restored: Restored }
   | { readonly kind: 'failed'; readonly error: string; readonly code?: string }
-  | { readonly kind: 'kx'; readonly msg: Uint8Array; readonly to: number }
+  /** A NOTIFY this worker's socket got: for every other worker. */
+  | { readonly kind: 'notify'; readonly msg: Uint8Array; readonly from: number }
   | { readonly kind: 'reply'; readonly id: number; readonly result?: unknown; readonly error?: string }
   | { readonly kind: 'verdict'; readonly id: number; readonly verdict: unknown; readonly lost: number }
   /** Keep a VM detached (or not) across restarts: the main thread writes the host's list. Sent before the reply to the command that did it. */

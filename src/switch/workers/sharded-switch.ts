@@ -1,22 +1,27 @@
 // A host's switch on several data-path threads (`switch.workers: N`). Each worker thread
 // (worker-thread.ts) runs the VMs it owns end to end: their TAPs, its shard of the underlay,
-// their cables, SAs and misses (shard.ts says who owns what). This, the main thread, keeps
-// what is one per host: the key exchange's UDP socket, whose messages it routes to the
-// worker they are for (kx-route.ts), the control socket, whose commands it shares out and
-// whose answers it joins, and the metrics endpoint.
+// its own key-exchange socket, their cables, SAs and misses (shard.ts says who owns what).
+// This, the main thread, opens the host's key-exchange sockets, one per worker, in one
+// group whose kernel program gives each message to its worker (src/native/kx_sockets.c,
+// kx-route.ts); it keeps what is one per host: the control socket, whose commands it shares
+// out and whose answers it joins, and the metrics endpoint; and it hands a NOTIFY that
+// worker 0 got to the others.
 //
-//   main thread: UDP :keyExchangePort, control socket, /metrics
-//        | INIT -> owner of its destination, ANSWER -> the worker its id names, NOTIFY -> all
+//   main thread: control socket, /metrics; NOTIFY from worker 0 -> every other worker
+//        |
 //        v
 //   worker k (k < N): VMs whose identity's last word mod N = k; raw sockets that take ESP
-//   with SPI mod N = k and IPv6-in-IPv4 to those VMs; cables, SAs, upcalls, verifier, replica
+//   with SPI mod N = k and IPv6-in-IPv4 to those VMs; UDP :keyExchangePort socket k, which
+//   gets the INITs to its VMs and the ANSWERs to its requests; cables, SAs, upcalls,
+//   verifier, replica
 
 import { Worker } from 'node:worker_threads';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { NviError } from '../../base/errors.js';
 import type { Logger } from '../../base/log.js';
-import { parseIpv6Address } from '../../base/address.js';
+import { formatIpv4, parseIpv6Address } from '../../base/address.js';
+import { loadNative } from '../../native/addon.js';
 import type { CloudConfig } from '../../config/config.js';
 import type { CableInfo } from '../cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from '../control.js';
@@ -30,9 +35,7 @@ import { MetricsServer } from '../metrics-server.js';
 import { SwitchMetrics, type StatsView } from '../metrics.js';
 import { rememberDetached } from '../detached-list.js';
 import { epochPath } from '../paths.js';
-import { UdpTransport } from '../transports.js';
 import type { Verdict, VerdictFilter } from '../verdicts.js';
-import { ALL_WORKERS, kxWorker } from './kx-route.js';
 import { mergeStats } from './merge-stats.js';
 import type { FromWorker, ToWorker, WorkerMethod, WorkerStart } from './messages.js';
 import { ownerOf } from './shard.js';
@@ -75,12 +78,11 @@ interface Thread {
 }
 
 export class ShardedSwitch implements ControlHandler {
-  /** Key-exchange messages routed to workers, and those whose worker was not running. */
-  readonly kxCounts = { routed: 0, broadcast: 0, lost: 0 };
+  /** NOTIFYs worker 0 got and handed to the others, and those a worker was not running for. */
+  readonly notifies = { shared: 0, lost: 0 };
   private readonly threads: Thread[] = [];
   private readonly watchers = new Map<number, { send(v: Verdict): boolean; lost: number[] }>();
   private nextId = 1;
-  private transport: UdpTransport | undefined;
   private control: ControlServer | undefined;
   private metrics: MetricsServer | undefined;
   private closed = false;
@@ -111,14 +113,12 @@ export class ShardedSwitch implements ControlHandler {
     const count = cfg.switch.workers;
     const takeover = opts.takeover;
     new EpochFile(epochPath(cfg, name)).load(); // compacted once, before the workers read and append to it
-    const address = cfg.hosts.get(name)!.address;
-    this.transport = takeover ? UdpTransport.pending(cfg.underlay.keyExchangePort) : await UdpTransport.open(address, cfg.underlay.keyExchangePort);
-    this.transport.onMessage((msg, from) => this.route(msg, from));
+    const kxFds = takeover ? undefined : kxSockets(cfg.hosts.get(name)!.address, cfg.underlay.keyExchangePort, count);
     const started = [];
     for (let index = 0; index < count; index++) {
       const data: WorkerStart = {
         configFile: cfg.file, host: name, shard: { count, index }, cipher: opts.cipher, vmNetnsPrefix: opts.vmNetnsPrefix, exportSa: opts.exportSa,
-        takeover: takeover?.manifest.threads[index],
+        kxFd: kxFds?.[index], takeover: takeover?.manifest.threads[index],
       };
       const worker = new Worker(new URL('./worker-thread.js', import.meta.url), { workerData: data });
       const t: Thread = { worker, index, calls: new Map(), running: false, adopted: new Step(), tookOver: new Step() };
@@ -128,7 +128,6 @@ export class ShardedSwitch implements ControlHandler {
     const restored = takeover && (await this.takeOver(takeover));
     const failed = (await Promise.all(started)).find((e) => e !== undefined);
     if (failed) throw failed;
-    if (takeover) await this.transport.adopt(takeover.manifest.kx); // the workers run: no message for them is lost
     mkdirSync(dirname(opts.control), { recursive: true });
     this.control = await ControlServer.listen(opts.control, this);
     const at = cfg.switch.metrics;
@@ -193,8 +192,16 @@ export class ShardedSwitch implements ControlHandler {
 
   private heard(t: Thread, m: FromWorker): void {
     switch (m.kind) {
-      case 'kx':
-        this.transport?.send(Buffer.from(m.msg.buffer, m.msg.byteOffset, m.msg.byteLength), m.to);
+      case 'notify':
+        for (const other of this.threads) {
+          if (other === t) continue;
+          if (!other.running) {
+            this.notifies.lost++;
+            continue;
+          }
+          this.notifies.shared++;
+          this.post(other, m);
+        }
         return;
       case 'reply': {
         const c = t.calls.get(m.id);
@@ -218,20 +225,6 @@ export class ShardedSwitch implements ControlHandler {
         w.lost[t.index] = m.lost;
         if (!w.send(m.verdict as Verdict)) w.lost[t.index]++;
       }
-    }
-  }
-
-  /** A message on the host's key-exchange socket, to the worker it is for. */
-  private route(msg: Buffer, from: number): void {
-    const k = kxWorker(msg, this.threads.length);
-    if (k === ALL_WORKERS) this.kxCounts.broadcast++;
-    for (const t of k === ALL_WORKERS ? this.threads : [this.threads[k]]) {
-      if (!t.running) {
-        this.kxCounts.lost++;
-        continue;
-      }
-      this.kxCounts.routed++;
-      this.post(t, { kind: 'kx', msg, from });
     }
   }
 
@@ -270,7 +263,7 @@ export class ShardedSwitch implements ControlHandler {
       memory: { ...(merged.memory as object), rss: process.memoryUsage().rss }, // heaps add up; the resident set is the process's
       cpus: undefined, // a worker's: in `workers`
       workers: pipes.map((s, index) => ({ index, egressIn: s.egress.in, ingressIn: s.ingress.in, cpus: s.cpus })),
-      kxRelay: { ...this.kxCounts },
+      notifiesShared: { ...this.notifies },
     };
   }
 
@@ -322,8 +315,6 @@ export class ShardedSwitch implements ControlHandler {
     if (this.handingOver) throw new NviError('NVI_ERR_HANDOVER', 'a handover is already under way');
     const refusal = handoverRefusal(process.env);
     if (refusal) throw new NviError('NVI_ERR_HANDOVER', refusal);
-    const kx = this.transport?.fd;
-    if (kx === undefined) throw new NviError('NVI_ERR_HANDOVER', 'the key-exchange socket has no fd to hand over');
     this.handingOver = true;
     const planned: Thread[] = [];
     let next: Successor;
@@ -333,7 +324,7 @@ export class ShardedSwitch implements ControlHandler {
         threads.push((await this.call(t, 'handoverPlan')) as ThreadHandover);
         planned.push(t);
       }
-      next = await Successor.start({ kx, threads });
+      next = await Successor.start({ threads });
     } catch (e) {
       await Promise.all(planned.map((t) => this.call(t, 'handoverAbandoned').catch(() => {})));
       this.handingOver = false;
@@ -346,7 +337,6 @@ export class ShardedSwitch implements ControlHandler {
       this.control?.stopListening();
       await this.metrics?.close();
       this.metrics = undefined;
-      this.transport?.close(); // this process's copy
       const restored = await next.handOver(saved.map((s) => s.state));
       const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
       log.info('switch-handed-over', {
@@ -372,14 +362,13 @@ export class ShardedSwitch implements ControlHandler {
     this.finish(0);
   }
 
-  /** Stop every worker (each removes its TAPs and closes its sockets), then the sockets of this thread. */
+  /** Stop every worker (each removes its TAPs and closes its sockets), and the sockets of this thread. */
   async stop(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     await this.control?.close();
     await this.metrics?.close();
     await Promise.all(this.threads.map((t) => this.stopThread(t)));
-    this.transport?.close();
     this.opts.log.info('switch-stopped', { host: this.name, workers: this.threads.length });
   }
 
@@ -395,6 +384,15 @@ export class ShardedSwitch implements ControlHandler {
       });
       this.post(t, { kind: 'stop', handedOver });
     });
+  }
+}
+
+/** The host's key-exchange sockets, one per worker, in one steered group; a failure says which address and why. */
+function kxSockets(address: number, port: number, count: number): number[] {
+  try {
+    return loadNative().kxSocketsOpen(address, port, count);
+  } catch (e) {
+    throw new NviError('NVI_ERR_UNDERLAY', `cannot bind the key exchange to ${formatIpv4(address)}:${port}: ${(e as Error).message}`);
   }
 }
 

@@ -1,7 +1,7 @@
 // A data-path thread of a host that runs `switch.workers: N` (sharded-switch.ts starts it):
-// a LiveSwitch over the VMs this worker owns (shard.ts), its shard of the underlay, and a key
-// exchange that goes through the main thread. It answers the main thread's share of each
-// operator command.
+// a LiveSwitch over the VMs this worker owns (shard.ts), its shard of the underlay, and its own
+// key-exchange socket (worker-kx.ts). It answers the main thread's share of each operator
+// command.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { JsonLogger } from '../../base/log.js';
@@ -13,13 +13,13 @@ import type { VerdictFilter } from '../verdicts.js';
 import type { HandoverState, Restored } from '../handover-state.js';
 import type { ThreadTakeover } from '../handover.js';
 import type { FromWorker, ToWorker, WorkerMethod, WorkerStart } from './messages.js';
-import { PortTransport } from './port-transport.js';
+import { UdpTransport } from '../transports.js';
+import { WorkerKx } from './worker-kx.js';
 import { workerConfig } from './share.js';
 
 const port = parentPort!;
 const start = workerData as WorkerStart;
 const post = (m: FromWorker): void => port.postMessage(m);
-const kx = new PortTransport(port);
 const watches = new Map<number, { stop(): void; lost(): number }>();
 let sw: LiveSwitch | undefined;
 
@@ -37,8 +37,8 @@ const takeover: ThreadTakeover = {
 
 port.on('message', (m: ToWorker) => {
   switch (m.kind) {
-    case 'kx':
-      kx.received(m.msg, m.from);
+    case 'notify':
+      kx.shared(m.msg, m.from);
       return;
     case 'call':
       void call(m.method, m.arg).then(
@@ -97,8 +97,11 @@ function watch(id: number, filter: VerdictFilter): void {
   watches.set(id, w);
 }
 
+let kx: WorkerKx;
+
 async function main(): Promise<void> {
   const config = workerConfig(loadConfig(start.configFile), start.shard.count);
+  kx = new WorkerKx(UdpTransport.pending(config.underlay.keyExchangePort), (msg, from) => post({ kind: 'notify', msg: new Uint8Array(msg), from }));
   const log = new JsonLogger(undefined, undefined, undefined, { host: start.host, worker: start.shard.index });
   try {
     sw = await LiveSwitch.start(config, start.host, {
@@ -108,7 +111,7 @@ async function main(): Promise<void> {
       vmNetnsPrefix: start.vmNetnsPrefix,
       exportSa: start.exportSa,
       takeover: start.takeover && takeover,
-      worker: { shard: start.shard, kx, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
+      worker: { shard: start.shard, kx, kxFd: start.kxFd, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
     });
   } catch (e) {
     post({ kind: 'failed', error: (e as Error).message, code: (e as { code?: string }).code });
