@@ -21,7 +21,8 @@ import { MemoryHub } from '../src/switch/transports.js';
 import { forEveryWorker, kxWorker } from '../src/switch/workers/kx-route.js';
 import { mergeStats } from '../src/switch/workers/merge-stats.js';
 import { ownerOf, spiForShard, type Shard } from '../src/switch/workers/shard.js';
-import { shareOf, workerConfig } from '../src/switch/workers/share.js';
+import { shareOf, verdictLimits, workerConfig } from '../src/switch/workers/share.js';
+import { VERDICT_LIMITS } from '../src/switch/verdicts.js';
 
 const SHIPPED = fileURLToPath(new URL('../../nvi-switch.yaml', import.meta.url));
 const cfg = loadConfig(SHIPPED);
@@ -136,6 +137,14 @@ test("a worker's config splits the host's memory bounds among the workers, and l
   const tiny = workerConfig({ ...cfg, switch: { ...sw, cables: { ...sw.cables, max: 2, perPort: 2 } } }, 64);
   assert.equal([tiny.switch.cables.max, tiny.switch.cables.perPort], [1, 1], 'never 0');
   assert.is(shareOf(10, 4), 3);
+});
+
+test("a worker's verdict stream gets its share of the host's events a second and events kept: N workers' streams joined make one host's", () => {
+  assert.equal(verdictLimits(1), { ...VERDICT_LIMITS });
+  assert.equal(verdictLimits(2), { rate: VERDICT_LIMITS.rate / 2, keep: VERDICT_LIMITS.keep / 2 });
+  const three = verdictLimits(3);
+  assert.ok(three.rate * 3 >= VERDICT_LIMITS.rate && three.rate * 3 < VERDICT_LIMITS.rate + 3);
+  assert.equal(verdictLimits(4096), { rate: 1, keep: 1 }, 'never 0');
 });
 
 test.run();

@@ -36,6 +36,7 @@ import { checkHostKeys } from './host-keys.js';
 import { epochPath } from './paths.js';
 import { owns, type Shard } from './workers/shard.js';
 import type { WorkerKx } from './workers/worker-kx.js';
+import { verdictLimits } from './workers/share.js';
 import { cableInfo, type CableInfo } from './cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from './control.js';
 import { explainReceiver, explainSender, type Explanation } from './explain.js';
@@ -164,7 +165,7 @@ export class LiveSwitch implements ControlHandler {
     this.verdicts = new VerdictStream(name, cloud.clock, (id) => {
       const b = replica.bindings.get(id);
       return b && { vm: b.vm, tenant: b.tenant };
-    });
+    }, worker ? verdictLimits(worker.shard.count) : undefined); // a worker's share: the operator follows them all joined
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
     this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.handed.underlay) : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard });
     const underlay = this.underlay;

@@ -14,6 +14,9 @@ import { CableDirection, type Cable } from '../dataplane/cable.js';
 import type { Pipeline } from '../dataplane/pipeline.js';
 import { IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 
+/** A host's verdict stream: events a second at most, and events kept for `observe` without --follow. */
+export const VERDICT_LIMITS = { rate: 1000, keep: 512 } as const;
+
 export type VerdictKind = 'dropped' | 'plugged' | 'unplugged';
 export const VERDICT_KINDS: readonly VerdictKind[] = ['dropped', 'plugged', 'unplugged'];
 
@@ -90,7 +93,7 @@ export class VerdictStream {
     private readonly host: string,
     private readonly clock: Clock,
     private readonly whoIs: WhoIs,
-    private readonly opts: { readonly rate: number; readonly keep: number } = { rate: 1000, keep: 512 },
+    private readonly opts: { readonly rate: number; readonly keep: number } = VERDICT_LIMITS,
   ) {
     this.bucket = new TokenBucket(opts.rate, opts.rate, clock.now());
   }
