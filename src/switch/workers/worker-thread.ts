@@ -22,6 +22,8 @@ const start = workerData as WorkerStart;
 const post = (m: FromWorker): void => port.postMessage(m);
 const watches = new Map<number, { stop(): void; lost(): number }>();
 let sw: LiveSwitch | undefined;
+/** Its key exchange, on its own socket (made in main(), with the config's port). */
+let kx: WorkerKx;
 
 /** A takeover goes through the main thread: it talks to the old process for every worker. */
 let stateArrived: (state: HandoverState) => void = () => {};
@@ -96,8 +98,6 @@ function watch(id: number, filter: VerdictFilter): void {
   });
   watches.set(id, w);
 }
-
-let kx: WorkerKx;
 
 async function main(): Promise<void> {
   const config = workerConfig(loadConfig(start.configFile), start.shard.count);
