@@ -64,8 +64,8 @@ export interface LiveOptions {
   readonly takeover?: ThreadTakeover;
   /**
    * This switch is one data-path thread of its host (workers/): it runs the VMs it owns, reads
-   * its shard of the underlay, and exchanges keys through `kx`. The control socket, the
-   * metrics and the key exchange's socket are the main thread's.
+   * its shard of the underlay, and exchanges keys on its own socket (`kx`). The control socket
+   * and the metrics are the main thread's.
    */
   readonly worker?: {
     readonly shard: Shard;
