@@ -1,6 +1,7 @@
 // The pieces of several data-path threads per host (src/switch/workers/): who owns a VM, the
-// SPIs and request ids a worker's key exchange hands out, where the main thread routes each
-// key-exchange message, and how the workers' stats add up.
+// SPIs and request ids a worker's key exchange hands out, which worker's socket each
+// key-exchange message is for, the workers' shares of the host's bounds, and how their stats
+// add up.
 
 import { createPublicKey } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
