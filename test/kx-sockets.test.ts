@@ -114,13 +114,31 @@ test('WorkerKx on two sockets of a group: each sends from the group\'s port (a k
   }
 });
 
-test('a port another socket holds, or a count out of range, is refused with the step and the reason', async () => {
+test('a port another socket holds, or another group (a second switch of the host), or a count out of range, is refused with the step and the reason', async () => {
   const port = await freePort();
   const holder = await bound(createSocket('udp4'), { port, address: '127.0.0.1' });
   try {
     assert.throws(() => native.kxSocketsOpen(LOOPBACK, port, 2), /bind.*(EADDRINUSE|in use)/i);
   } finally {
     holder.close();
+  }
+  // A second group on a port a group holds (a second switch of the host) is refused, and the first one's steering stays.
+  const first = native.kxSocketsOpen(LOOPBACK, port, 2);
+  const sockets = await Promise.all(first.map((fd) => bound(createSocket('udp4'), { fd })));
+  try {
+    assert.throws(() => native.kxSocketsOpen(LOOPBACK, port, 3), /the port must be free.*(EADDRINUSE|in use)/i);
+    const got: number[] = [];
+    sockets.forEach((s, k) => s.on('message', () => got.push(k)));
+    const init = Buffer.alloc(60);
+    init[0] = KX_INIT;
+    init.writeUInt32BE(4, 48); // the destination's last word 4: worker 0 of 2 (of 3 it would be worker 1)
+    const sender = await bound(createSocket('udp4'), { port: 0, address: '127.0.0.1' });
+    sender.send(init, port, '127.0.0.1');
+    for (let t = 0; t < 200 && got.length === 0; t++) await new Promise((r) => setTimeout(r, 5));
+    sender.close();
+    assert.equal(got, [0], "the group's own program still steers: 4 mod 2");
+  } finally {
+    for (const s of sockets) s.close();
   }
   assert.throws(() => native.kxSocketsOpen(LOOPBACK, port, 1), /2-256 sockets/);
   assert.throws(() => native.kxSocketsOpen(LOOPBACK, 0, 2), /port 1-65535/);

@@ -76,6 +76,19 @@ static napi_value kx_sockets_open(napi_env env, napi_callback_info info) {
   sa.sin_addr.s_addr = htonl(addr);
   sa.sin_port = htons((uint16_t)port);
   int one = 1;
+  // The port must be free. Sockets with SO_REUSEPORT would join another group of this user's
+  // on it (a second switch of the host started by mistake), and the program attached below
+  // would then steer that group's messages. A plain bind fails there instead: EADDRINUSE.
+  step = "bind (the port must be free: no other switch of this host on it)";
+  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (probe < 0) goto fail;
+  if (bind(probe, (struct sockaddr *)&sa, sizeof sa) < 0) {
+    int e = errno;
+    close(probe);
+    nvi_throw_errno(env, step, e);
+    return NULL;
+  }
+  close(probe);
   for (; opened < count; opened++) {
     step = "socket(AF_INET, SOCK_DGRAM)";
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
