@@ -6,13 +6,15 @@
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
 //       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
-//       [--workers 1,2] [--big-counters] [--windows idle|in-order|lossy]
+//       [--workers 1,2] [--big-counters] [--windows idle|in-order|lossy|reordered]
 //
 // --windows: what every SA has carried before the runs. A replay window takes its 256 bytes
 // of blocks only when it has more than 3 holes at once (numbers inside it, below its top, not
 // received: src/esp/replay-window.ts). idle (the default): nothing; in-order: 40 packets;
-// lossy: 40 packets, 4 of them lost, so every window holds its blocks. At 1M cables the runs
-// themselves bring an SA 0.7 packets.
+// lossy: 40 packets, 4 of them lost, so every window holds its blocks; reordered: the same 4
+// arrive late, after the other 36, so every window took its blocks and has no hole left: the
+// sweep gives them back (ReplayWindow.shrink), timed here over every window, and the pair is
+// measured again. At 1M cables the runs themselves bring an SA 0.7 packets.
 //
 // --big-counters: as on a host that has run a while, one cable and its SAs have counted more
 // than 2^31 bytes before the runs. V8 keeps a field that ever held a number beyond its small
@@ -89,6 +91,7 @@ import { MemoryLogger } from '../src/base/log.js';
 import type { DirectionDecision } from '../src/dataplane/decision.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
 import { SWEEP_INTERVAL_MS, type Host } from '../src/switch/host.js';
+import { SHRINK_WINDOWS } from '../src/switch/sa-table.js';
 import type { PacketSink } from '../src/switch/tx.js';
 import { CONFIG_FILE, echoBetween } from '../test/offline-fixture.js';
 import { benchOptions, integer, refuse } from './options.js';
@@ -140,8 +143,8 @@ const POOL = Math.ceil(integer('pool', opt.pool) / (SHARD?.of ?? 1) / BATCH_MAX)
 const KEY_POOL = integer('key-pool', opt['key-pool'] ?? (QUICK ? '65536' : '0'), 0);
 const SEED = integer('seed', opt.seed, 0);
 /** What every SA has carried before the runs (--windows). */
-const WINDOWS = oneOf<'idle' | 'in-order' | 'lossy'>('windows', opt.windows, ['idle', 'in-order', 'lossy'])[0];
-/** --windows lossy: the numbers of the first 40 each SA lost (4: more holes than a window keeps without blocks). */
+const WINDOWS = oneOf<'idle' | 'in-order' | 'lossy' | 'reordered'>('windows', opt.windows, ['idle', 'in-order', 'lossy', 'reordered'])[0];
+/** --windows lossy (reordered): the numbers of the first 40 each SA lost (got late); 4: more holes than a window keeps without blocks. */
 const LOST = new Set([10, 20, 30, 35]);
 
 const SRC_VM = 'web1';
@@ -331,6 +334,19 @@ function pairLine(heap: CableHeap, n: number, when: string): string {
     `window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB)`;
 }
 
+/** The sweep's pass over every window with blocks (SHRINK_WINDOWS a sweep), timed; then the pair again, with the chunks freed given back. */
+function shrinkLine(heap: CableHeap, n: number): string {
+  const windows = ReplayWindow.stored.windows;
+  let gave = 0;
+  let calls = 0;
+  const t0 = performance.now();
+  for (let asked = 0; asked < windows; asked += SHRINK_WINDOWS, calls++) gave += ReplayWindow.shrink(SHRINK_WINDOWS);
+  const ms = performance.now() - t0;
+  while (ReplayWindow.compact(64) > 0);
+  return `  the sweep's shrink, ${SHRINK_WINDOWS} windows a sweep: ${gave} of ${windows} windows gave their blocks back, ${(ms / Math.max(1, calls)).toFixed(2)} ms a sweep\n` +
+    pairLine(heap, n, 'after it');
+}
+
 /** Insert N plugged cable pairs (and SAs); prints what it cost. */
 function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): CableHeap {
   const { h1, h2 } = rig;
@@ -405,6 +421,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
       if (WINDOWS !== 'idle') {
         sa.resumeAfter(0, 40);
         for (let seq = 1; seq <= 40; seq++) if (WINDOWS === 'in-order' || !LOST.has(seq)) inbound.accept(0, seq);
+        if (WINDOWS === 'reordered') for (const seq of LOST) inbound.accept(0, seq);
       }
     } else {
       h2.ingressCables.insert(c);
@@ -423,6 +440,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
   const heap = { egress: ((heap1 - heap0) * 2 ** 20) / n, ingress: ((heap2 - heap1) * 2 ** 20) / n };
   if (esp && n >= 1000) say(pairLine(heap, n, 'after plugging'));
+  if (esp && n >= 1000 && WINDOWS === 'reordered') say(shrinkLine(heap, n));
   if (n >= REPLUGS) say(`  sweep of a host (expired cables and SAs, every ${SWEEP_INTERVAL_MS} ms; nothing due): ${sweepMs(rig).toFixed(2)} ms, median of 5`);
   if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
   return heap;
@@ -871,7 +889,7 @@ async function main(): Promise<void> {
     `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
       `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)` +
       (opt['big-counters'] ? '; counters past 2^31 before the runs (--big-counters)' : '') +
-      (WINDOWS === 'idle' ? '' : `; every SA 40 packets along before the runs, ${WINDOWS === 'lossy' ? '4 of them lost: every replay window with its blocks' : 'in order'} (--windows ${WINDOWS})`),
+      (WINDOWS === 'idle' ? '' : `; every SA 40 packets along before the runs, ${WINDOWS === 'lossy' ? '4 of them lost: every replay window with its blocks' : WINDOWS === 'reordered' ? '4 of them late: every replay window took its blocks, then its holes were filled' : 'in order'} (--windows ${WINDOWS})`),
   );
   const rows: Row[] = [];
   let counters = '';

@@ -214,6 +214,50 @@ test('holes that fall left of the window go: a lost packet costs a hole only for
   assert.not.ok(r.w.hasBlocks);
 });
 
+test('shrink: a window whose losses fell behind gives its blocks back and answers as before; one with 4 holes keeps them; the sweep asks a bounded number of windows, from where it stopped', () => {
+  const before = ReplayWindow.stored.windows;
+  const { r, send, agrees } = modelled();
+  for (let n = 1; n <= 3000; n++) if (n % 500 !== 0 && n !== 2990 && n !== 2995) send(n, 'lossy'); // holes 2500, 2990, 2995 (and older ones gone left)
+  send(2999 + 10, 'a jump: more holes'); // 3000..3008 skipped: blocks
+  assert.ok(r.w.hasBlocks);
+  assert.not.ok(r.w.shrink(), 'many holes inside the window: it keeps its blocks');
+  for (let n = 3010; n <= 3010 + W; n++) send(n, 'in order until the holes fall behind');
+  send(3010 + W + 2, 'one new hole'); // 3010 + W + 1
+  assert.ok(r.w.hasBlocks, 'still holding blocks');
+  assert.is(ReplayWindow.stored.windows, before + 1);
+  assert.ok(r.w.shrink(), 'one hole: the blocks go back');
+  assert.not.ok(r.w.hasBlocks);
+  assert.is(ReplayWindow.stored.windows, before, 'its place is free');
+  agrees(r.top - W - 10, r.top + 10, 'after shrink');
+  send(3010 + W + 1, 'late, into its hole, without blocks');
+  const t = r.top;
+  for (let n = t + 2; n <= t + 10; n += 2) send(n, 'holes again'); // blocks again at the 4th
+  assert.ok(r.w.hasBlocks, 'it takes blocks again when it needs them');
+  agrees(r.top - W - 10, r.top + 10, 'with blocks again');
+
+  // The sweep's walk: windows with blocks, some that can give them back.
+  const lossy = (holes: number): ReplayWindow => {
+    const w = new ReplayWindow();
+    receive(w, 0, 100); // 1..99 skipped: blocks
+    for (let n = 1; n < 100; n++) if (n > holes) receive(w, 0, n);
+    return w;
+  };
+  const ws = [lossy(1), lossy(5), lossy(2), lossy(4), lossy(0)];
+  assert.ok(ws.every((w) => w.hasBlocks));
+  const stored = ReplayWindow.stored.windows;
+  const first = ReplayWindow.shrink(1);
+  assert.ok(first <= 1, 'one window asked, at most one gave');
+  let gave = first;
+  for (let k = 1; k < stored; k++) gave += ReplayWindow.shrink(1); // one whole turn, a window at a time
+  assert.equal(ws.map((w) => w.hasBlocks), [false, true, false, true, false], 'lossy(5) and lossy(4) keep theirs (more than 3 holes)');
+  assert.ok(r.w.hasBlocks, 'and so does the first window (5 holes)');
+  assert.ok(gave >= 3, `the three others gave theirs back: ${gave}`);
+  assert.is(ReplayWindow.stored.windows, stored - gave);
+  assert.equal([1, 2, 3].map((n) => ws[2].check(0, n)), [OK, OK, REPLAY], 'holes 1 and 2 carried over');
+  for (const w of [...ws, r.w]) w.release();
+  assert.is(ReplayWindow.stored.windows, before);
+});
+
 /** Saved blocks of a window that received every number up to `lo` (high half 0), and nothing above. */
 function receivedUpTo(lo: number): number[] {
   const bits = new Array<number>(64).fill(0xffff_ffff);
@@ -261,10 +305,10 @@ test('a saved window with more than 3 holes is loaded with blocks; sequence numb
   young.release();
 });
 
-test('property: windows with few holes (in order, with lost and late numbers) answer as the set of numbers seen', () => {
+test('property: windows with few holes (in order, with lost and late numbers), their blocks given back now and then, answer as the set of numbers seen', () => {
   fc.assert(
     fc.property(
-      fc.array(fc.record({ step: fc.integer({ min: 1, max: 6 }), lateBy: fc.integer({ min: 0, max: 2 * W + 64 }), late: fc.boolean() }), { maxLength: 400 }),
+      fc.array(fc.record({ step: fc.integer({ min: 1, max: 6 }), lateBy: fc.integer({ min: 0, max: 2 * W + 64 }), late: fc.boolean(), shrink: fc.boolean() }), { maxLength: 400 }),
       fc.boolean(),
       (moves, nearWrap) => {
         const { r, send } = modelled();
@@ -277,6 +321,7 @@ test('property: windows with few holes (in order, with lost and late numbers) an
           next += m.step; // a step of more than 1 loses numbers (holes)
           send(next);
           if (m.late && next - m.lateBy > 0) send(next - m.lateBy); // late: a hole filled, a replay, or left of the window
+          if (m.shrink) r.w.shrink(); // the sweep, between packets: blocks back when the holes are few again
         }
         r.w.release();
         return true;
@@ -286,19 +331,52 @@ test('property: windows with few holes (in order, with lost and late numbers) an
   );
 });
 
-test('property: near the start, any order of numbers gets what the set of numbers seen says', () => {
+test('property: a loss burst gives a window blocks; given back as its holes fall behind or are filled, it answers every number as the set of numbers seen', () => {
   fc.assert(
-    fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 2 * W + 64 })), { maxLength: 120 }), (ns) => {
+    fc.property(
+      fc.integer({ min: 1, max: 3000 }),
+      fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 2, maxLength: 8 }),
+      fc.integer({ min: 0, max: 2 * W + 100 }),
+      fc.array(fc.nat(), { maxLength: 10 }),
+      fc.integer({ min: 0, max: 2 * W + 100 }),
+      fc.integer({ min: 1, max: 300 }),
+      (start, gaps, run, late, lateAt, every) => {
+        const { r, send, agrees } = modelled();
+        for (let n = 1; n <= start; n++) send(n);
+        let n = start;
+        const holes: number[] = [];
+        for (const g of gaps) {
+          for (let k = 1; k <= g; k++) holes.push(n + k);
+          n += g + 1;
+          send(n); // g numbers skipped: holes
+        }
+        for (let k = 0; k <= run; k++) {
+          send(++n);
+          if (k === lateAt) for (const i of late) send(holes[i % holes.length], 'late'); // a hole filled, a replay, or left of the window
+          if (k % every === 0 && r.w.shrink()) agrees(r.top - W - 3, r.top + 3, 'after shrink');
+        }
+        r.w.release();
+        return true;
+      },
+    ),
+    { numRuns: 300 },
+  );
+});
+
+test('property: near the start, any order of numbers gets what the set of numbers seen says, with or without blocks given back between them', () => {
+  fc.assert(
+    fc.property(fc.array(fc.oneof(fc.integer({ min: 0, max: 40 }), fc.integer({ min: 0, max: 2 * W + 64 })), { maxLength: 120 }), fc.integer({ min: 0, max: 7 }), (ns, every) => {
       const w = new ReplayWindow();
       const seen = new Set<number>();
       let top = 0;
-      for (const n of ns) {
+      for (const [k, n] of ns.entries()) {
         const want = n <= top - W ? LEFT : n === 0 || seen.has(n) ? REPLAY : OK;
         if (receive(w, 0, n) !== want) return false;
         if (want === OK) {
           seen.add(n);
           top = Math.max(top, n);
         }
+        if (every > 0 && k % every === 0) w.shrink(); // 0: never
       }
       w.release();
       return true;

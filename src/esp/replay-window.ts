@@ -7,7 +7,9 @@
 // Every other number up to the top counts as received. An SA whose packets arrive in order,
 // with a lost or late one now and then, never needs the 256 bytes of blocks (nor touches
 // them on every packet); more holes than that at once, and the window writes itself into
-// blocks and carries on there. The answers are the same either way.
+// blocks and carries on there. Once its holes are MAX_HOLES or fewer again (the losses fell
+// behind the window, or came late), the sweep gives its blocks back (shrink). The answers are
+// the same either way.
 //
 // Invariants:
 // - a sequence number is checked (check) before decryption and recorded (accept) only
@@ -54,6 +56,8 @@ class BlockStore {
   private readonly free: number[] = [];
   private used = 0;
   private live = 0;
+  /** Where shrink() goes on. */
+  private shrinkAt = 0;
 
   /** A place for `w`'s blocks (as the last window there left them: `w` writes them all). */
   take(w: ReplayWindow): number {
@@ -115,6 +119,23 @@ class BlockStore {
     return dropped;
   }
 
+  /**
+   * Ask up to `maxWindows` windows, from where the last call stopped, to give their blocks
+   * back (ReplayWindow.shrink). Returns how many did.
+   */
+  shrink(maxWindows: number): number {
+    let asked = 0;
+    let gave = 0;
+    for (let n = 0; n < this.used && asked < maxWindows; n++) {
+      if (this.shrinkAt >= this.used) this.shrinkAt = 0;
+      const w = this.owners[this.shrinkAt++];
+      if (w === null) continue;
+      asked++;
+      if (w.shrink()) gave++;
+    }
+    return gave;
+  }
+
   /** A free place below `limit`, or -1; stale ones met on the way are forgotten. */
   private popFree(limit: number): number {
     while (this.free.length > 0) {
@@ -164,6 +185,14 @@ export class ReplayWindow {
    */
   static compact(maxChunks: number): number {
     return STORE.compact(maxChunks);
+  }
+
+  /**
+   * Let up to `maxWindows` windows with blocks, from where the last call stopped, give them
+   * back if they have MAX_HOLES holes or fewer again (the sweep calls it). Returns how many did.
+   */
+  static shrink(maxWindows: number): number {
+    return STORE.shrink(maxWindows);
   }
 
   /** Windows with blocks in this thread, and the 1-MB chunks that hold them. */
@@ -318,6 +347,23 @@ export class ReplayWindow {
     this.holes = 0;
   }
 
+  /**
+   * Back to the top and its holes, giving the blocks back to the store, when the blocks hold
+   * MAX_HOLES holes or fewer: the holes that made it take them fell behind the window or were
+   * filled. Between packets only. True if it did. The answers stay the same (as load()).
+   */
+  shrink(): boolean {
+    const p = this.place;
+    if (p < 0) return false;
+    const holes = holesOf(STORE.chunk(p), STORE.base(p), this.topHi, this.topLo);
+    if (holes === null) return false;
+    STORE.give(p);
+    this.place = HOLES;
+    this.holes = 0;
+    for (const h of holes) this.setHole(this.holes++, h | 0);
+    return true;
+  }
+
   /** The highest sequence number accepted, as [hi, lo]. */
   top(): [number, number] {
     return [this.topHi, this.topLo];
@@ -344,7 +390,7 @@ export class ReplayWindow {
     this.topHi = s.hi;
     this.topLo = s.lo;
     if (this.place === HOLES) {
-      const holes = holesOf(s);
+      const holes = holesOf(s.bits, 0, s.hi, s.lo);
       if (holes !== null) {
         this.holes = 0;
         for (const h of holes) this.setHole(this.holes++, h | 0);
@@ -357,22 +403,23 @@ export class ReplayWindow {
 }
 
 /**
- * The low halves of the numbers inside saved window `s`, below its top, not received; null
- * when there are more than MAX_HOLES. Whole blocks received are passed over at once.
+ * The low halves of the numbers inside the window of top (hi, lo) whose blocks are
+ * bits[base, base + BLOCKS), below the top, not received; null when there are more than
+ * MAX_HOLES. Whole blocks received are passed over at once.
  */
-function holesOf(s: WindowState): number[] | null {
+function holesOf(bits: ArrayLike<number>, base: number, hi: number, lo: number): number[] | null {
   const holes: number[] = [];
-  const t = s.lo & 31;
+  const t = lo & 31;
   for (let j = 0; j < BLOCKS; j++) {
-    const word = s.bits[((s.lo >>> 5) - j) & BLOCK_MASK] >>> 0;
+    const word = bits[base + (((lo >>> 5) - j) & BLOCK_MASK)] >>> 0;
     if (word === 0xffff_ffff) continue;
     for (let b = 0; b < 32; b++) {
       const behind = t - b + 32 * j; // how far bit b of this block lies behind the top
       if (behind < 1 || behind >= REPLAY_WINDOW) continue; // the top, above it, or left of the window
-      if (s.hi === 0 && s.lo <= behind) continue; // sequence number 0 and below: no packet has it
+      if (hi === 0 && lo <= behind) continue; // sequence number 0 and below: no packet has it
       if ((word >>> b) & 1) continue;
       if (holes.length === MAX_HOLES) return null;
-      holes.push((s.lo - behind) >>> 0);
+      holes.push((lo - behind) >>> 0);
     }
   }
   return holes;

@@ -23,6 +23,8 @@ import type { InboundInstaller } from './key-exchange.js';
 
 /** Replay-window chunks (4096 windows, 1 MB) one sweep may give back at most: 1 MB copied at most. */
 const COMPACT_CHUNKS = 1;
+/** Replay windows with blocks a sweep asks to give them back (each reads its 256 bytes): a million in about 4 minutes. */
+export const SHRINK_WINDOWS = 1024;
 
 export class SaTable implements InboundInstaller {
   /** Every inbound SA by SPI, current and in grace. */
@@ -164,7 +166,8 @@ export class SaTable implements InboundInstaller {
   /**
    * Retire inbound SAs whose grace time is over, looking at most at `maxSlots` slots of the SPI
    * table from where the last sweep stopped (Host.sweep calls it every 250 ms). (esp-decap refuses an SA
-   * past its retireTick itself: the sweep frees it and its key.) Then the replay windows'
+   * past its retireTick itself: the sweep frees it and its key.) Then up to SHRINK_WINDOWS
+   * replay windows with blocks give them back if their holes are few again, and the windows'
    * memory left over from a peak goes back, COMPACT_CHUNKS chunk at most.
    */
   sweep(maxSlots = Infinity): void {
@@ -175,6 +178,7 @@ export class SaTable implements InboundInstaller {
     });
     for (const sa of due) this.retire(sa);
     due.length = 0;
+    ReplayWindow.shrink(SHRINK_WINDOWS);
     ReplayWindow.compact(COMPACT_CHUNKS);
   }
 
