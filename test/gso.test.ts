@@ -123,6 +123,32 @@ test('a frame with a partial checksum gets its checksum completed and nothing el
   assert.ok(got.equals(orig));
 });
 
+test('a partial UDP checksum that completes to 0 goes as 0xffff (0 means no checksum, which UDP over IPv6 may not carry), in the reference and the native segmenter alike', () => {
+  // 8 payload bytes like a numbered probe; the last 2 chosen so that the complete checksum is 0.
+  const payload = Buffer.from([0, 0, 0, 0, 0, 0x84, 0, 0]);
+  const udpLen = 8 + payload.length;
+  const probe = udpFrame({ dstMac: ROUTER, srcMac: MAC, src: SRC, dst: DST, sport: 40001, dport: 7000, payload, checksum: 'valid' });
+  const c = probe.readUInt16BE(60) === 0xffff ? 0 : probe.readUInt16BE(60);
+  payload.writeUInt16BE(c, 6); // a word at an even offset: the sum now comes to 0xffff, and its complement, the checksum, to 0
+  const f = udpFrame({ dstMac: ROUTER, srcMac: MAC, src: SRC, dst: DST, sport: 40001, dport: 7000, payload, checksum: 'partial' });
+  const b = new Batch();
+  const out = new GsoResult();
+  assert.ok(new Segmenter().append(f, 0, f.length, hdr(VNET_GSO_NONE, 0, 0, 54, 6), b, 0, 0, out));
+  const got = Buffer.from(b.view(0));
+  assert.is(got.readUInt16BE(60), 0xffff, 'the reference: 0xffff, not 0');
+  const sum = onesSum(got, 22, 32, 0) + udpLen + PROTO_UDP;
+  assert.is(finishChecksum(onesSum(got, 54, udpLen, sum)), 0, 'and it verifies');
+  const v = Buffer.alloc(10 + f.length);
+  v[0] = VNET_F_NEEDS_CSUM;
+  v.writeUInt16LE(54, 6);
+  v.writeUInt16LE(6, 8);
+  f.copy(v, 10);
+  const dst = Buffer.alloc(SLOT_BYTES);
+  const lens = new Int32Array(BATCH_MAX);
+  assert.is(loadNative().gsoSegment(v, 0, v.length, dst, FRAME_OFFSET, SLOT_BYTES, MAX_PACKET, 1, lens), 1);
+  assert.ok(dst.subarray(FRAME_OFFSET, FRAME_OFFSET + lens[0]).equals(got), 'the native segmenter: the same bytes');
+});
+
 test('a TSO frame that does not fit the rest of the batch is left whole for the next one', () => {
   const frame = tsoFrame(Buffer.alloc(14_000), 0x10, 1);
   const b = new Batch();

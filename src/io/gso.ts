@@ -58,12 +58,14 @@ export class VnetHdr {
 /**
  * Finish a partial checksum (NEEDS_CSUM): the 16-bit field at csumStart + csumOffset holds
  * the pseudo-header sum; the checksum is the complement of the sum from csumStart to the
- * end. Returns false when the offsets do not fit the frame.
+ * end. A result of 0 goes as 0xffff, as Linux does: the same in one's complement, and to UDP
+ * over IPv6, 0 would mean no checksum, which it may not carry (RFC 8200 8.1): the receiver
+ * would drop the datagram (one in 65,536). Returns false when the offsets do not fit the frame.
  */
 export function completeChecksum(buf: Uint8Array, off: number, len: number, csumStart: number, csumOffset: number): boolean {
   const field = csumStart + csumOffset;
   if (csumStart >= len || field + 2 > len) return false;
-  const c = finishChecksum(onesSum(buf, off + csumStart, len - csumStart, 0));
+  const c = finishChecksum(onesSum(buf, off + csumStart, len - csumStart, 0)) || 0xffff;
   buf[off + field] = c >> 8;
   buf[off + field + 1] = c & 0xff;
   return true;

@@ -155,6 +155,7 @@ int32_t nvi_gso_segment(const uint8_t *vnet, const uint8_t *f, size_t len, uint8
     memcpy(out, f, len);
     if (partial) {
       uint16_t c = fold(sum16(out + csum_start, len - csum_start, 0));
+      if (c == 0) c = 0xffff;  // the same in one's complement; to UDP over IPv6, 0 would mean no checksum (RFC 8200 8.1)
       out[csum_start + csum_offset] = (uint8_t)(c >> 8);
       out[csum_start + csum_offset + 1] = (uint8_t)c;
     }
