@@ -43,6 +43,7 @@ try {
   const seconds = RESTARTS * 6 + 5; // a restart and its pause take 4-5 s
   const log = netpy(`${PREFIX}web1`, ['probe-log', 7000, seconds], lab.children);
   await log.ready;
+  const probeStart = Date.now();
   const probe = netpy(`${PREFIX}web2`, ['probe', c.vms.get('web1')!.identityText, 7000, 1, seconds - 1], lab.children);
   await new Promise((r) => setTimeout(r, 1500));
   const windows: { from: number; to: number }[] = [];
@@ -84,7 +85,23 @@ try {
     `  blackout (silence at web1):  ${quantiles(blackout)}\n` +
     `  restart command: ${quantiles(restart)}\n` +
     (HANDOVER ? `  paused (old stops reading -> new forwards): ${quantiles(paused)}\n` : '') +
-    `  datagrams sent ${sent.sent}, received ${got.received}, lost ${Number(sent.sent) - Number(got.received)}\n`);
+    `  datagrams sent ${sent.sent}, received ${got.received}, lost ${Number(sent.sent) - Number(got.received)}${lostWhere(got.missing as number[], got.duplicates as number, probeStart, windows)}\n`);
 } finally {
   await lab.cleanup();
+}
+
+/**
+ * Which datagrams went missing (their numbers, below the highest received), each with when it
+ * was sent (about probeStart + its number, in ms) and the restart it fell in, if any.
+ */
+function lostWhere(missing: readonly number[], duplicates: number, probeStart: number, windows: readonly { from: number; to: number }[]): string {
+  if (missing.length === 0 && duplicates === 0) return '';
+  const at = missing.map((k) => {
+    const t = probeStart + k;
+    const r = windows.findIndex((w) => t >= w.from - 50 && t <= w.to + 50);
+    if (r >= 0) return `#${k} (in restart #${r + 1})`;
+    const before = windows.filter((w) => w.to < t).length;
+    return `#${k} (${before === 0 ? 'before the first restart' : `${t - windows[before - 1].to} ms after restart #${before}`})`;
+  });
+  return `; missing ${at.join(', ') || 'none'}${duplicates > 0 ? `; ${duplicates} came twice` : ''}`;
 }

@@ -20,7 +20,9 @@ Every command prints one JSON object on stdout and bounds itself in time.
   probe HOST PORT INTERVAL_MS SECONDS
                                      numbered UDP datagrams every INTERVAL_MS for SECONDS
   probe-log PORT SECONDS             receive them; report the gaps: every silence longer than
-                                     5 ms, with when it started (wall clock, ms since 1970)
+                                     5 ms, with when it started (wall clock, ms since 1970); the
+                                     numbers missing below the highest received (the first 50),
+                                     and how many came twice
   spray IFACE DST_MAC SRC_MAC SRC6 PREFIX64 RATE SECONDS SEED
                                      well-formed UDP frames to random identities of PREFIX64
                                      (e.g. fd9a:3c7e:51b2:1::), RATE a second for SECONDS
@@ -304,9 +306,10 @@ def probe_log(port, seconds):
     last_wall = 0.0
     got = 0
     gaps = []
+    seen = set()
     while time.monotonic() < t_end:
         try:
-            s.recvfrom(64)
+            data, _ = s.recvfrom(64)
         except socket.timeout:
             continue
         now = time.monotonic()
@@ -315,7 +318,11 @@ def probe_log(port, seconds):
         last = now
         last_wall = time.time()
         got += 1
-    emit({'received': got, 'gaps': gaps})
+        if len(data) >= 8:
+            seen.add(struct.unpack('!Q', data[:8])[0])
+    top = max(seen) if seen else -1
+    missing = [k for k in range(top + 1) if k not in seen]
+    emit({'received': got, 'gaps': gaps, 'missing': missing[:50], 'duplicates': got - len(seen)})
 
 
 def spray(iface, dst_mac, src_mac, src6, prefix, rate, seconds, seed):
