@@ -79,9 +79,9 @@ static napi_value kx_sockets_open(napi_env env, napi_callback_info info) {
   // The port must be free. Sockets with SO_REUSEPORT would join another group of this user's
   // on it (a second switch of the host started by mistake), and the program attached below
   // would then steer that group's messages. A plain bind fails there instead: EADDRINUSE.
-  step = "bind (the port must be free: no other switch of this host on it)";
   int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (probe < 0) goto fail;
+  step = "bind (the port must be free: no other switch of this host on it)";
   if (bind(probe, (struct sockaddr *)&sa, sizeof sa) < 0) {
     int e = errno;
     close(probe);
