@@ -20,7 +20,7 @@
 
 import { labRestartSwitch, labSwitchReplaced, readState } from '../src/lab/lab.js';
 import { controlRequest } from '../src/switch/control.js';
-import type { HandoverResult } from '../src/switch/live.js';
+import type { HandoverResult } from '../src/switch/handover.js';
 import { controlPath } from '../src/switch/paths.js';
 import { BenchLab, BINARY, PREFIX } from './lab/bench-lab.js';
 import { longestGap, netpy, quantiles, type Gap } from './lab/probe.js';

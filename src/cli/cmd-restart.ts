@@ -9,7 +9,7 @@ import { loadConfig } from '../config/config.js';
 import { NviError } from '../base/errors.js';
 import { labSwitchReplaced } from '../lab/lab.js';
 import { controlRequest } from '../switch/control.js';
-import type { HandoverResult } from '../switch/live.js';
+import type { HandoverResult } from '../switch/handover.js';
 import { controlPath } from '../switch/paths.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
 

@@ -20,6 +20,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { NviError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 import type { HandoverState, Restored } from './handover-state.js';
 import type { PortHandover } from './vm-ports.js';
 
@@ -65,6 +66,14 @@ export interface ThreadTakeover {
   ready(): Promise<HandoverState>;
   forwarding(restored: Restored): void;
   failed(error: string): void;
+}
+
+/** What `nvi-switch restart` reports. */
+export interface HandoverResult extends Restored {
+  /** The new process. */
+  readonly pid: number;
+  /** From the moment this process stopped reading to the new one's word that it forwards. */
+  readonly pausedMs: number;
 }
 
 /** What several threads took over, as one. */
@@ -167,6 +176,36 @@ export class Successor {
     this.child.disconnect();
     this.child.unref();
     return m.restored;
+  }
+
+  /**
+   * The old process's last steps, for one thread or N: `save` stops this switch reading and
+   * gives its state, one per thread; the successor takes it over. Once it forwards, `done` runs
+   * after the answer to `restart` is written (this process closes its copies of the fds and
+   * ends). If anything fails, the successor is killed and `failed` runs (this switch stops: its
+   * state went over, or part of it).
+   */
+  async complete(
+    save: () => Promise<{ states: readonly HandoverState[]; logged: Record<string, unknown> }>,
+    sw: { readonly host: string; readonly log: Logger; done(): void; failed(): void },
+  ): Promise<HandoverResult> {
+    const t0 = performance.now();
+    try {
+      const { states, logged } = await save();
+      const restored = await this.handOver(states);
+      const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
+      sw.log.info('switch-handed-over', {
+        host: sw.host, to: this.pid, pausedMs, ...logged,
+        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
+      });
+      setTimeout(() => sw.done(), 50);
+      return { pid: this.pid, pausedMs, ...restored };
+    } catch (e) {
+      this.kill();
+      sw.log.error('handover-failed', { host: sw.host, error: (e as Error).message });
+      setTimeout(() => sw.failed(), 50);
+      throw e;
+    }
   }
 
   kill(): void {

@@ -47,8 +47,8 @@ import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
 import { detachedVms } from './detached-list.js';
-import { restoreHandover, saveHandover, type HandoverState, type Restored } from './handover-state.js';
-import { handoverRefusal, Successor, type ThreadHandover, type ThreadTakeover } from './handover.js';
+import { restoreHandover, saveHandover, type HandoverState } from './handover-state.js';
+import { handoverRefusal, Successor, type HandoverResult, type ThreadHandover, type ThreadTakeover } from './handover.js';
 
 export interface LiveOptions {
   readonly cipher: EspCipher;
@@ -75,14 +75,6 @@ export interface LiveOptions {
     readonly kxFd?: number;
     readonly remember: (vm: string, detached: boolean) => void;
   };
-}
-
-/** What `nvi-switch restart` reports. */
-export interface HandoverResult extends Restored {
-  /** The new process. */
-  readonly pid: number;
-  /** From the moment this process stopped reading to the new one's word that it forwards. */
-  readonly pausedMs: number;
 }
 
 export class LiveSwitch implements ControlHandler {
@@ -276,24 +268,15 @@ export class LiveSwitch implements ControlHandler {
       this.handoverAbandoned();
       throw e;
     }
-    const log = this.opts.log;
-    const t0 = performance.now();
-    const saved = await this.pauseAndSave();
-    try {
-      const restored = await next.handOver([saved.state]);
-      const pausedMs = round1(performance.now() - t0);
-      log.info('switch-handed-over', {
-        host: this.name, to: next.pid, pausedMs, drainMs: saved.drainMs, closeAndSaveMs: saved.closeAndSaveMs, drained: saved.drained,
-        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
-      });
-      setTimeout(() => void this.closeHandedOver().then(() => this.finish(0)), 50); // after the answer to `restart` is written
-      return { pid: next.pid, pausedMs, ...restored };
-    } catch (e) {
-      next.kill();
-      log.error('handover-failed', { host: this.name, error: (e as Error).message });
-      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
-      throw e;
-    }
+    return next.complete(async () => {
+      const saved = await this.pauseAndSave();
+      return { states: [saved.state], logged: { drainMs: saved.drainMs, closeAndSaveMs: saved.closeAndSaveMs, drained: saved.drained } };
+    }, {
+      host: this.name,
+      log: this.opts.log,
+      done: () => void this.closeHandedOver().then(() => this.finish(0)),
+      failed: () => void this.stop().finally(() => this.finish(1)),
+    });
   }
 
   /**

@@ -27,8 +27,7 @@ import type { CableInfo } from '../cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from '../control.js';
 import { EpochFile } from '../epoch-file.js';
 import type { HandoverState, Restored } from '../handover-state.js';
-import { handoverRefusal, Successor, sumRestored, type Predecessor, type ThreadHandover } from '../handover.js';
-import type { HandoverResult } from '../live.js';
+import { handoverRefusal, Successor, sumRestored, type HandoverResult, type Predecessor, type ThreadHandover } from '../handover.js';
 import type { Explanation } from '../explain.js';
 import { checkHostKeys } from '../host-keys.js';
 import { MetricsServer } from '../metrics-server.js';
@@ -330,27 +329,18 @@ export class ShardedSwitch implements ControlHandler {
       this.handingOver = false;
       throw e;
     }
-    const log = this.opts.log;
-    const t0 = performance.now();
-    try {
-      const saved = (await this.callAll('pauseAndSave')) as { state: HandoverState; drained: boolean; drainMs: number; closeAndSaveMs: number }[];
+    return next.complete(async () => {
+      const saved = (await this.callAll('pauseAndSave')) as { state: HandoverState; drained: boolean }[];
       this.control?.stopListening();
       await this.metrics?.close();
       this.metrics = undefined;
-      const restored = await next.handOver(saved.map((s) => s.state));
-      const pausedMs = Math.round((performance.now() - t0) * 10) / 10;
-      log.info('switch-handed-over', {
-        host: this.name, to: next.pid, workers: this.threads.length, pausedMs, drained: saved.every((s) => s.drained),
-        egress: restored.egress, egressSas: restored.egressSas, inbound: restored.inbound, refused: restored.refused.length,
-      });
-      setTimeout(() => void this.closeHandedOver(), 50); // after the answer to `restart` is written
-      return { pid: next.pid, pausedMs, ...restored };
-    } catch (e) {
-      next.kill();
-      log.error('handover-failed', { host: this.name, error: (e as Error).message });
-      setTimeout(() => void this.stop().finally(() => this.finish(1)), 50);
-      throw e;
-    }
+      return { states: saved.map((s) => s.state), logged: { workers: this.threads.length, drained: saved.every((s) => s.drained) } };
+    }, {
+      host: this.name,
+      log: this.opts.log,
+      done: () => void this.closeHandedOver(),
+      failed: () => void this.stop().finally(() => this.finish(1)),
+    });
   }
 
   /** After a handover: every worker closes its copies of the fds, removing nothing; then this process ends. */
