@@ -6,13 +6,14 @@
 //   npx tsc -p . && node dist/bench/pipeline.js [--quick] [--runs 5] [--ms 500]
 //       [--cables 10,100000,1000000] [--sizes 64,512,1400] [--modes plain,node,native]
 //       [--measure egress,ingress,both] [--pool 65536] [--key-pool 0] [--seed 1] [--heap-dir DIR]
-//       [--workers 1,2] [--big-counters] [--windows idle|in-order|lossy|reordered]
+//       [--workers 1,2] [--big-counters] [--windows idle|in-order|few-lost|lossy|reordered]
 //
 // --windows: what every SA has carried before the runs. A replay window takes its 256 bytes
-// of blocks only when it has more than 3 holes at once (numbers inside it, below its top, not
+// of blocks only when it has more than 6 holes at once (numbers inside it, below its top, not
 // received: src/esp/replay-window.ts). idle (the default): nothing; in-order: 40 packets;
-// lossy: 40 packets, 4 of them lost, so every window holds its blocks; reordered: the same 4
-// arrive late, after the other 36, so every window took its blocks and has no hole left: the
+// few-lost: 40 packets, 6 of them lost, the most a window keeps without blocks; lossy: 40
+// packets, 7 of them lost, so every window holds its blocks; reordered: the same 7 arrive
+// late, after the other 33, so every window took its blocks and has no hole left: the
 // sweep gives them back (ReplayWindow.shrink), timed here over every window, and the pair is
 // measured again. At 1M cables the runs themselves bring an SA 0.7 packets.
 //
@@ -74,7 +75,7 @@ import { NodeEspCipher, type EspCipher } from '../src/esp/esp-cipher.js';
 import { espLength } from '../src/wire/esp.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa, type SaLimits } from '../src/esp/sa.js';
-import { ReplayWindow } from '../src/esp/replay-window.js';
+import { MAX_HOLES, ReplayWindow } from '../src/esp/replay-window.js';
 import { Batch, BATCH_MAX, FRAME_OFFSET, Next, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import type { CableCache } from '../src/dataplane/cable-cache.js';
@@ -143,9 +144,12 @@ const POOL = Math.ceil(integer('pool', opt.pool) / (SHARD?.of ?? 1) / BATCH_MAX)
 const KEY_POOL = integer('key-pool', opt['key-pool'] ?? (QUICK ? '65536' : '0'), 0);
 const SEED = integer('seed', opt.seed, 0);
 /** What every SA has carried before the runs (--windows). */
-const WINDOWS = oneOf<'idle' | 'in-order' | 'lossy' | 'reordered'>('windows', opt.windows, ['idle', 'in-order', 'lossy', 'reordered'])[0];
-/** --windows lossy (reordered): the numbers of the first 40 each SA lost (got late); 4: more holes than a window keeps without blocks. */
-const LOST = new Set([10, 20, 30, 35]);
+const WINDOWS = oneOf<'idle' | 'in-order' | 'few-lost' | 'lossy' | 'reordered'>('windows', opt.windows, ['idle', 'in-order', 'few-lost', 'lossy', 'reordered'])[0];
+/**
+ * The numbers of the first 40 each SA lost (--windows lossy; reordered: got late): one more
+ * than a window keeps as holes without blocks. few-lost: one fewer, the most it keeps.
+ */
+const LOST = new Set(Array.from({ length: MAX_HOLES + (WINDOWS === 'few-lost' ? 0 : 1) }, (_, k) => 5 * (k + 1)));
 
 const SRC_VM = 'web1';
 const DST_VM = 'web2';
@@ -327,6 +331,15 @@ interface CableHeap {
  * its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks and
  * are taken when a window's top reaches 32 (src/esp/replay-window.ts).
  */
+/** What --windows made every SA carry, for the header. */
+function windowsText(): string {
+  const lost = LOST.size;
+  if (WINDOWS === 'few-lost') return `${lost} of them lost: the most holes a replay window keeps without blocks`;
+  if (WINDOWS === 'lossy') return `${lost} of them lost: every replay window with its blocks`;
+  if (WINDOWS === 'reordered') return `${lost} of them late: every replay window took its blocks, then its holes were filled`;
+  return 'in order';
+}
+
 function pairLine(heap: CableHeap, n: number, when: string): string {
   const { windows, chunks } = ReplayWindow.stored;
   const blocks = (chunks * 2 ** 20) / n;
@@ -889,7 +902,7 @@ async function main(): Promise<void> {
     `pipeline bench: ${RUNS} runs of ${MS} ms (median, after a warm-up), pool ${POOL} frames in ${POOL / BATCH_MAX} batches of ${BATCH_MAX}, ` +
       `${KEY_POOL > 0 ? `ESP keys shared: at most ${KEY_POOL} distinct` : 'one ESP key per SA'}, ${SRC_VM} (h1) -> N identities, delivered to ${DST_VM} (h2)` +
       (opt['big-counters'] ? '; counters past 2^31 before the runs (--big-counters)' : '') +
-      (WINDOWS === 'idle' ? '' : `; every SA 40 packets along before the runs, ${WINDOWS === 'lossy' ? '4 of them lost: every replay window with its blocks' : WINDOWS === 'reordered' ? '4 of them late: every replay window took its blocks, then its holes were filled' : 'in order'} (--windows ${WINDOWS})`),
+      (WINDOWS === 'idle' ? '' : `; every SA 40 packets along before the runs, ${windowsText()} (--windows ${WINDOWS})`),
   );
   const rows: Row[] = [];
   let counters = '';

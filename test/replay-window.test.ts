@@ -166,33 +166,33 @@ function modelled() {
   return { r, send, agrees };
 }
 
-test('a window keeps its top and up to 3 holes without blocks; a 4th hole gives it blocks, and the answers stay the same', () => {
+test('a window keeps its top and up to 6 holes without blocks; a 7th hole gives it blocks, and the answers stay the same', () => {
   const before = ReplayWindow.stored.windows;
   const { r, send, agrees } = modelled();
   for (let n = 1; n <= 5000; n++) send(n, 'in order');
   assert.not.ok(r.w.hasBlocks, 'in order: no blocks');
   agrees(5000 - W - 10, 5010, 'in order');
-  for (const n of [5003, 5001, 5006]) send(n, 'three holes'); // 5002, 5004, 5005 not received
-  assert.equal([MAX_HOLES, r.w.hasBlocks], [3, false]);
+  for (const n of [5003, 5001, 5006, 5009, 5011]) send(n, 'six holes'); // 5002, 5004, 5005, 5007, 5008, 5010 not received
+  assert.equal([MAX_HOLES, r.w.hasBlocks], [6, false]);
   assert.is(ReplayWindow.stored.windows, before, 'no place taken in the store');
-  agrees(5006 - W - 10, 5010, 'three holes');
+  agrees(5011 - W - 10, 5020, 'six holes');
   send(5004, 'late, into its hole');
   send(5004, 'and again');
-  send(5008, 'a hole for the one filled'); // 5007
+  send(5013, 'a hole for the one filled'); // 5012
   assert.not.ok(r.w.hasBlocks);
   const saved = r.w.save();
-  send(5010, 'a 4th hole'); // 5009
-  assert.ok(r.w.hasBlocks, 'four holes: blocks');
+  send(5015, 'a 7th hole'); // 5014
+  assert.ok(r.w.hasBlocks, 'seven holes: blocks');
   assert.is(ReplayWindow.stored.windows, before + 1);
-  agrees(5010 - W - 10, 5020, 'with blocks');
-  for (const n of [5002, 5005, 5007, 5009, 5002, 5011]) send(n, 'late, with blocks');
+  agrees(5015 - W - 10, 5025, 'with blocks');
+  for (const n of [5002, 5005, 5007, 5014, 5002, 5016]) send(n, 'late, with blocks');
   const again = new ReplayWindow();
   again.load(saved);
-  const got = [5002, 5004, 5005, 5007, 5008].map((n) => again.check(0, n));
-  assert.equal(got, [OK, REPLAY, OK, OK, REPLAY], 'a window saved without blocks carries its holes over');
+  const got = [5002, 5004, 5005, 5007, 5008, 5009, 5010, 5011, 5012, 5013].map((n) => again.check(0, n));
+  assert.equal(got, [OK, REPLAY, OK, OK, OK, REPLAY, OK, REPLAY, OK, REPLAY], 'a window saved without blocks carries its holes over');
   assert.not.ok(again.hasBlocks, 'and is loaded without blocks');
   const big = new ReplayWindow();
-  assert.is(receive(big, 1, 7), OK, 'a first number in a higher 2^32 subspace skips more than 3 inside the window: blocks');
+  assert.is(receive(big, 1, 7), OK, 'a first number in a higher 2^32 subspace skips more than 6 inside the window: blocks');
   assert.ok(big.hasBlocks);
   assert.is(receive(big, 1, 7), REPLAY);
   assert.is(receive(big, 1, 6), OK);
@@ -206,15 +206,17 @@ test('a window keeps its top and up to 3 holes without blocks; a 4th hole gives 
 
 test('holes that fall left of the window go: a lost packet costs a hole only for the next 2016 numbers', () => {
   const { r, send, agrees } = modelled();
-  for (let n = 1; n <= 100; n++) if (n % 40 !== 0) send(n, 'three lost'); // 40, 80 lost
-  for (let n = 101; n <= 100 + W; n++) if (n !== 150) send(n, 'a third lost');
-  assert.not.ok(r.w.hasBlocks, '40 and 80 went left of the window before a 4th hole came');
+  for (let n = 1; n <= 110; n++) if (n % 20 !== 0) send(n, 'five lost'); // 20, 40, 60, 80, 100 lost
+  const lost = new Set([150, 2150, 2160]);
+  for (let n = 111; n <= 2226; n++) if (!lost.has(n)) send(n, 'three more lost'); // 8 in all
+  assert.not.ok(r.w.hasBlocks, '20 to 100 went left of the window before a 7th hole came');
   agrees(r.top - W - 5, r.top + 5, 'after the holes went');
-  send(150, 'late');
+  send(2150, 'late');
   assert.not.ok(r.w.hasBlocks);
+  agrees(r.top - W - 5, r.top + 5, 'after the late one');
 });
 
-test('shrink: a window whose losses fell behind gives its blocks back and answers as before; one with 4 holes keeps them; the sweep asks a bounded number of windows, from where it stopped', () => {
+test('shrink: a window whose losses fell behind gives its blocks back and answers as before; one with 7 holes keeps them; the sweep asks a bounded number of windows, from where it stopped', () => {
   const before = ReplayWindow.stored.windows;
   const { r, send, agrees } = modelled();
   for (let n = 1; n <= 3000; n++) if (n % 500 !== 0 && n !== 2990 && n !== 2995) send(n, 'lossy'); // holes 2500, 2990, 2995 (and older ones gone left)
@@ -231,7 +233,7 @@ test('shrink: a window whose losses fell behind gives its blocks back and answer
   agrees(r.top - W - 10, r.top + 10, 'after shrink');
   send(3010 + W + 1, 'late, into its hole, without blocks');
   const t = r.top;
-  for (let n = t + 2; n <= t + 10; n += 2) send(n, 'holes again'); // blocks again at the 4th
+  for (let n = t + 2; n <= t + 14; n += 2) send(n, 'holes again'); // blocks again at the 7th
   assert.ok(r.w.hasBlocks, 'it takes blocks again when it needs them');
   agrees(r.top - W - 10, r.top + 10, 'with blocks again');
 
@@ -242,15 +244,15 @@ test('shrink: a window whose losses fell behind gives its blocks back and answer
     for (let n = 1; n < 100; n++) if (n > holes) receive(w, 0, n);
     return w;
   };
-  const ws = [lossy(1), lossy(5), lossy(2), lossy(4), lossy(0)];
+  const ws = [lossy(1), lossy(8), lossy(2), lossy(7), lossy(0)];
   assert.ok(ws.every((w) => w.hasBlocks));
   const stored = ReplayWindow.stored.windows;
   const first = ReplayWindow.shrink(1);
   assert.ok(first <= 1, 'one window asked, at most one gave');
   let gave = first;
   for (let k = 1; k < stored; k++) gave += ReplayWindow.shrink(1); // one whole turn, a window at a time
-  assert.equal(ws.map((w) => w.hasBlocks), [false, true, false, true, false], 'lossy(5) and lossy(4) keep theirs (more than 3 holes)');
-  assert.ok(r.w.hasBlocks, 'and so does the first window (5 holes)');
+  assert.equal(ws.map((w) => w.hasBlocks), [false, true, false, true, false], 'lossy(8) and lossy(7) keep theirs (more than 6 holes)');
+  assert.ok(r.w.hasBlocks, 'and so does the first window (7 holes)');
   assert.ok(gave >= 3, `the three others gave theirs back: ${gave}`);
   assert.is(ReplayWindow.stored.windows, stored - gave);
   assert.equal([1, 2, 3].map((n) => ws[2].check(0, n)), [OK, OK, REPLAY], 'holes 1 and 2 carried over');
@@ -281,22 +283,29 @@ test('across the 2^32 boundary without blocks: holes on both sides keep their hi
   const from = 2 ** 32 + 4;
   for (let n = from; n <= from + W; n++) send(n, 'in order, until both holes are left of the window');
   agrees(from + W - W - 10, from + W + 5, 'the holes went');
-  send(from + W + 4, 'three new holes'); // the two old ones must have gone, or this makes 5
+  send(from + W + 6, 'five new holes'); // the two old ones must have gone, or this makes 7
   assert.not.ok(r.w.hasBlocks, 'the holes on both sides of 2^32 went when they fell left of the window');
-  send(from + W + 8, 'three more'); // 6 in all
+  send(from + W + 9, 'two more'); // 7 in all
   assert.ok(r.w.hasBlocks);
   agrees(from - 5, from + W + 20, 'with blocks, after 2^32');
-  for (const n of [from + W + 1, from + W + 5, from + W + 5]) send(n, 'late, with blocks');
+  for (const n of [from + W + 1, from + W + 7, from + W + 7]) send(n, 'late, with blocks');
   r.w.release();
 });
 
-test('a saved window with more than 3 holes is loaded with blocks; sequence number 0 is never a hole', () => {
+test('a saved window with more than 6 holes is loaded with blocks; sequence number 0 is never a hole', () => {
   const bits = receivedUpTo(100);
-  bits[1] &= ~((1 << 1) | (1 << 5) | (1 << 9) | (1 << 20)); // 33, 37, 41, 52 not received
+  bits[1] &= ~((1 << 1) | (1 << 5) | (1 << 9) | (1 << 20) | (1 << 25) | (1 << 28)); // 33, 37, 41, 52, 57, 60 not received
+  bits[2] &= ~(1 << 3); // nor 67
   const w = new ReplayWindow();
   w.load({ hi: 0, lo: 100, bits });
   assert.ok(w.hasBlocks);
-  assert.equal([33, 37, 41, 52, 34, 0].map((n) => w.check(0, n)), [OK, OK, OK, OK, REPLAY, REPLAY]);
+  assert.equal([33, 37, 41, 52, 57, 60, 67, 34, 0].map((n) => w.check(0, n)), [OK, OK, OK, OK, OK, OK, OK, REPLAY, REPLAY]);
+  bits[2] |= 1 << 3; // six holes: loaded without blocks, with the same answers
+  const six = new ReplayWindow();
+  six.load({ hi: 0, lo: 100, bits });
+  assert.not.ok(six.hasBlocks);
+  assert.equal([33, 37, 41, 52, 57, 60, 67, 34, 0].map((n) => six.check(0, n)), [OK, OK, OK, OK, OK, OK, REPLAY, REPLAY, REPLAY]);
+  six.release();
   const young = new ReplayWindow();
   young.load({ hi: 0, lo: 5, bits: receivedUpTo(5).map((x, i) => (i === 0 ? x : 0)) }); // blocks for "numbers" below 0 are empty
   assert.not.ok(young.hasBlocks, 'nothing below 1 counts as a hole');

@@ -151,8 +151,15 @@ const STORE = new BlockStore();
 const HOLES = -2;
 /** `place` of a released window. */
 const GONE = -1;
-/** Holes a window keeps in its own fields; one more and it takes blocks. */
-export const MAX_HOLES = 3;
+/** Holes a window keeps in its own fields, two to a field; one more and it takes blocks. */
+export const MAX_HOLES = 6;
+/**
+ * A hole is kept as the low 15 bits of its number: it lies less than the window (2016)
+ * below the top, far less than 2^15, so those bits and the top's name it. Two make 30 bits,
+ * a small integer in V8.
+ */
+const HOLE_BITS = 15;
+const HOLE_MASK = (1 << HOLE_BITS) - 1;
 
 export class ReplayWindow {
   /** Highest authenticated sequence number (top). Starts at 0, which counts as seen. */
@@ -160,13 +167,14 @@ export class ReplayWindow {
   private topLo = 0;
   /**
    * Without blocks: the numbers inside the window below the top that were not received, as
-   * the int32 of their low halves (their high half follows from the top's: the window is
-   * narrower than 2^32). `holes` of hole0..hole2 are in use.
+   * the low HOLE_BITS of each (how far it lies below the top follows from the top's). The
+   * first `holes` of them are in use, two to a field: holes 0 and 1 in holesA (hole 0 in
+   * its low bits), 2 and 3 in holesB, 4 and 5 in holesC.
    */
   private holes = 0;
-  private hole0 = 0;
-  private hole1 = 0;
-  private hole2 = 0;
+  private holesA = 0;
+  private holesB = 0;
+  private holesC = 0;
   /**
    * Its place in the block store (its blocks are STORE.chunk(place) from STORE.base(place):
    * found from the place, they cost the SA no fields); HOLES before it needs blocks, GONE
@@ -291,34 +299,41 @@ export class ReplayWindow {
     for (let k = 0; k < this.holes; k++) if (this.behind(hi, lo, this.hole(k)) < REPLAY_WINDOW) kept++;
     if (kept + skipped > MAX_HOLES) return false;
     for (let k = this.holes - 1; k >= 0; k--) if (this.behind(hi, lo, this.hole(k)) >= REPLAY_WINDOW) this.removeHole(k);
-    for (let k = skipped; k >= 1; k--) this.setHole(this.holes++, (lo - k) | 0);
+    for (let k = skipped; k >= 1; k--) this.setHole(this.holes++, (lo - k) & HOLE_MASK);
     this.topHi = hi;
     this.topLo = lo;
     return true;
   }
 
-  /** How far hole `h` (int32 low half; its high half from the top's) lies behind (hi, lo). */
+  /** How far hole `h` (HOLE_BITS of it) lies behind (hi, lo), a number at or right of the top. */
   private behind(hi: number, lo: number, h: number): number {
-    const hLo = h >>> 0;
-    const hHi = hLo <= this.topLo ? this.topHi : this.topHi - 1;
-    return (hi - hHi) * TWO32 + (lo - hLo);
+    return (hi - this.topHi) * TWO32 + (lo - this.topLo) + this.below(h);
   }
 
-  /** The index of the hole with low half `lo`, or -1. */
+  /** How far hole `h` (HOLE_BITS of it) lies below the top: 1 to REPLAY_WINDOW - 1. */
+  private below(h: number): number {
+    return (this.topLo - h) & HOLE_MASK;
+  }
+
+  /** The index of the hole for a number with low half `lo` inside the window, or -1. */
   private holeIndex(lo: number): number {
-    const l = lo | 0;
+    const l = lo & HOLE_MASK;
     for (let k = 0; k < this.holes; k++) if (this.hole(k) === l) return k;
     return -1;
   }
 
+  /** Hole k's HOLE_BITS. */
   private hole(k: number): number {
-    return k === 0 ? this.hole0 : k === 1 ? this.hole1 : this.hole2;
+    const pair = k < 2 ? this.holesA : k < 4 ? this.holesB : this.holesC;
+    return (k & 1) === 0 ? pair & HOLE_MASK : pair >>> HOLE_BITS;
   }
 
   private setHole(k: number, h: number): void {
-    if (k === 0) this.hole0 = h;
-    else if (k === 1) this.hole1 = h;
-    else this.hole2 = h;
+    const shift = (k & 1) * HOLE_BITS;
+    const keep = ~(HOLE_MASK << shift);
+    if (k < 2) this.holesA = (this.holesA & keep) | (h << shift);
+    else if (k < 4) this.holesB = (this.holesB & keep) | (h << shift);
+    else this.holesC = (this.holesC & keep) | (h << shift);
   }
 
   /** Remove hole k (the last one takes its index). */
@@ -334,7 +349,7 @@ export class ReplayWindow {
     const top = this.topLo & 31;
     bits[base + ((this.topLo >>> 5) & BLOCK_MASK)] = top === 31 ? 0xffff_ffff : (1 << (top + 1)) - 1; // none above the top
     for (let k = 0; k < this.holes; k++) {
-      const h = this.hole(k) >>> 0;
+      const h = (this.topLo - this.below(this.hole(k))) >>> 0; // its low half
       bits[base + ((h >>> 5) & BLOCK_MASK)] &= ~(1 << (h & 31));
     }
   }
@@ -360,7 +375,7 @@ export class ReplayWindow {
     STORE.give(p);
     this.place = HOLES;
     this.holes = 0;
-    for (const h of holes) this.setHole(this.holes++, h | 0);
+    for (const h of holes) this.setHole(this.holes++, h & HOLE_MASK);
     return true;
   }
 
@@ -393,7 +408,7 @@ export class ReplayWindow {
       const holes = holesOf(s.bits, 0, s.hi, s.lo);
       if (holes !== null) {
         this.holes = 0;
-        for (const h of holes) this.setHole(this.holes++, h | 0);
+        for (const h of holes) this.setHole(this.holes++, h & HOLE_MASK);
         return;
       }
       this.takeBlocks();
