@@ -1,6 +1,6 @@
 // Lab benchmark: nvi-switch (ESP) against wireguard-go, OpenVPN and the kernel, on one lab, in one run.
 //
-//   npx tsc -p . && node dist/bench/lab.js [--runs 5] [--quick] [--seconds 5] [--ping 50]
+//   npx tsc -p . && node dist/bench/lab.js [--runs 5] [--quick] [--seconds 5] [--ping 50] [--lone 20]
 //       [-c nvi-switch.yaml] [--topology] [--json FILE] [--keep] [--free]          (root)
 //
 // 1. Preflight: root, /dev/net/tun, every tool (an error names the apt package to install).
@@ -14,7 +14,8 @@
 //    taskset for the peers). --free: nothing pinned, the kernel places every process.
 // 4. N runs. Each run visits every path in turn, so that the machine's noise falls on all of
 //    them alike; on each path: TCP with 1 and 4 streams (iperf3 -t S [-P 4] after -O 1 s of
-//    warm-up), UDP with 64-byte payloads (-b 0), ping -c 50 -i 0.01 (bench/lab/measure.ts).
+//    warm-up), UDP with 64-byte payloads (-b 0), ping -c 50 -i 0.01, and ping -c 20 -i 0.2
+//    (each packet alone: the machine idles between them) (bench/lab/measure.ts).
 //    Paths: cross host web1 -> web2 (nvi-switch, ESP), wgc1 -> wgc2 (wireguard-go),
 //    ovc1 -> ovc2 (OpenVPN), krc1 -> krc2 (kernel); same host web1 -> web3 (nvi-switch),
 //    krc1 -> krc3 (kernel).
@@ -55,6 +56,8 @@ interface Options {
   runs: number;
   timing: Timing;
   ping: number;
+  /** Pings 0.2 s apart. */
+  lone: number;
   config: string;
   topology: boolean;
   json: string | undefined;
@@ -65,7 +68,7 @@ interface Options {
 
 function options(): Options {
   const v = benchOptions({
-    runs: { type: 'string' }, quick: { type: 'boolean' }, seconds: { type: 'string' }, ping: { type: 'string' },
+    runs: { type: 'string' }, quick: { type: 'boolean' }, seconds: { type: 'string' }, ping: { type: 'string' }, lone: { type: 'string' },
     config: { type: 'string', short: 'c', default: DEFAULT_CONFIG }, topology: { type: 'boolean' }, json: { type: 'string' }, keep: { type: 'boolean' },
     free: { type: 'boolean' },
   });
@@ -74,6 +77,7 @@ function options(): Options {
     runs: integer('runs', v.runs ?? (quick ? '1' : '5')),
     timing: { seconds: integer('seconds', v.seconds ?? (quick ? '2' : '5')), omit: 1 },
     ping: integer('ping', v.ping ?? (quick ? '20' : '50')),
+    lone: integer('lone', v.lone ?? (quick ? '10' : '20')),
     config: resolve(v.config),
     topology: v.topology === true,
     json: v.json,
@@ -338,7 +342,7 @@ async function main(): Promise<number> {
     if (opt.topology) say(`\nbaseline topology (commands as run):\n  ${base.commands.join('\n  ')}\n`);
     const paths = [nvi.cross, ...baselinePaths(h1, h2, web1.host, web2.host, base), nvi.same];
     for (const p of paths) await reachable(p, 15_000);
-    const results = new Map<Path, PathResults>(paths.map((p) => [p, { tcp: [], tcp4: [], udp: [], ping: [] }]));
+    const results = new Map<Path, PathResults>(paths.map((p) => [p, { tcp: [], tcp4: [], udp: [], ping: [], lone: [] }]));
     for (let run = 1; run <= opt.runs; run++) {
       const tRun = Date.now();
       for (const p of paths) {
@@ -350,11 +354,12 @@ async function main(): Promise<number> {
         r.udp.push(await attempt(() => udpTest(p, opt.timing, UDP_LEN), `run ${run} ${p.key} ${p.label} udp`, say));
         await delay(1000);
         r.ping.push(await attempt(() => pingTest(p, opt.ping), `run ${run} ${p.key} ${p.label} ping`, say));
+        r.lone.push(await attempt(() => pingTest(p, opt.lone, 0.2), `run ${run} ${p.key} ${p.label} lone ping`, say));
       }
       say(`run ${run}/${opt.runs}: ${((Date.now() - tRun) / 1000).toFixed(0)} s`);
     }
     say(`load average ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
-    printReport(say, paths, results, { runs: opt.runs, timing: opt.timing, ping: opt.ping, udpLen: UDP_LEN });
+    printReport(say, paths, results, { runs: opt.runs, timing: opt.timing, ping: opt.ping, lone: opt.lone, udpLen: UDP_LEN });
     if (opt.json) {
       const out = paths.map((p) => ({ key: p.key, scope: p.scope, label: p.label, ...results.get(p) }));
       writeFileSync(opt.json, `${JSON.stringify({ date: new Date().toISOString(), options: opt, topology: base.commands, paths: out }, null, 2)}\n`);

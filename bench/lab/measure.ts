@@ -4,6 +4,7 @@
 //   tcp    iperf3 -c DST -t S -O W -J [-P 4]       throughput at the receiver, after W s of warm-up
 //   udp    iperf3 -c DST -u -l 64 -b 0 -t S -O W   packets/s received and sent
 //   ping   ping -6 -c 50 -i 0.01 DST               median and p99 round-trip time
+//          ping -6 -c 20 -i 0.2 DST                the same for a packet that comes alone
 //
 // Around each iperf3 test: CPU of the datapath processes and of both iperf3 processes, sampled
 // in the measured window only (after the warm-up), and the deltas of every drop counter on
@@ -52,6 +53,8 @@ export interface TcpResult extends IperfResult {
 export interface UdpResult extends IperfResult {
   readonly rxPps: number;
   readonly txPps: number;
+  /** Datagrams a second that reached the receiver's socket and were refused because its buffer was full. */
+  readonly rcvbufPps: number;
 }
 
 export interface PingResult {
@@ -73,17 +76,20 @@ export async function udpTest(p: Path, t: Timing, len: number): Promise<UdpResul
   const end = r.json.end as { sum_sent: { packets: number; seconds: number }; sum_received: { bytes: number; seconds: number } };
   // iperf3 3.12 miscounts lost_packets in the receiver's summary when --omit is used (it
   // keeps the warm-up's sequence numbers); the byte count is right, and each datagram is `len`.
+  const receiver = p.udpSockets.find((u) => u.ns === p.dst);
   return {
     rxPps: end.sum_received.bytes / len / end.sum_received.seconds,
     txPps: end.sum_sent.packets / end.sum_sent.seconds,
+    rcvbufPps: receiver ? r.drops[rcvbufKey(receiver)] ?? 0 : NaN,
     cpu: r.cpu,
     drops: r.drops,
   };
 }
 
-export async function pingTest(p: Path, count: number): Promise<PingResult> {
-  const r = start('ip', ['netns', 'exec', p.src, 'ping', '-6', '-n', '-c', String(count), '-i', '0.01', '-W', '1', p.dstAddr]);
-  await waitExit(r, count * 50 + 5000);
+/** `count` pings `intervalS` apart. */
+export async function pingTest(p: Path, count: number, intervalS = 0.01): Promise<PingResult> {
+  const r = start('ip', ['netns', 'exec', p.src, 'ping', '-6', '-n', '-c', String(count), '-i', String(intervalS), '-W', '1', p.dstAddr]);
+  await waitExit(r, count * (intervalS * 1000 + 50) + 5000);
   const rtts = [...r.stdout().matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
   if (rtts.length === 0) throw new BenchError(`ping ${p.label}: no reply\n${r.stdout()}${r.stderr()}`);
   return { meanMs: rtts.reduce((s, x) => s + x, 0) / rtts.length, medianMs: quantile(rtts, 0.5), p99Ms: rtts[Math.min(rtts.length, Math.ceil(0.99 * rtts.length)) - 1]!, lost: count - rtts.length };
@@ -154,7 +160,7 @@ async function counters(p: Path): Promise<Map<string, number>> {
   for (const u of p.udpSockets) {
     const text = inNs(u.ns, 'cat', u.family === 6 ? '/proc/net/snmp6' : '/proc/net/snmp');
     const v = u.family === 6 ? snmp6(text) : snmp4Udp(text);
-    m.set(`${u.label} UDP${u.family === 6 ? '6' : ''} RcvbufErrors`, v.get('RcvbufErrors') ?? 0);
+    m.set(rcvbufKey(u), v.get('RcvbufErrors') ?? 0);
     m.set(`${u.label} UDP${u.family === 6 ? '6' : ''} SndbufErrors`, v.get('SndbufErrors') ?? 0);
   }
   for (const r of p.rawSockets) {
@@ -163,6 +169,10 @@ async function counters(p: Path): Promise<Map<string, number>> {
   }
   if (p.extra) for (const [k, v] of await p.extra()) m.set(k, v);
   return m;
+}
+
+function rcvbufKey(u: Path['udpSockets'][number]): string {
+  return `${u.label} UDP${u.family === 6 ? '6' : ''} RcvbufErrors`;
 }
 
 interface Stats64 {

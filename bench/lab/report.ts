@@ -17,6 +17,8 @@ export interface PathResults {
   tcp4: (TcpResult | undefined)[];
   udp: (UdpResult | undefined)[];
   ping: (PingResult | undefined)[];
+  /** Pings 0.2 s apart: each packet alone. */
+  lone: (PingResult | undefined)[];
 }
 
 type Say = (line: string) => void;
@@ -94,9 +96,13 @@ function rowsFor(cols: readonly Path[], results: ReadonlyMap<Path, PathResults>,
     row('TCP retransmits per test (1 stream)', (p) => cell(r(p).tcp, (x) => x.retransmits, (x) => x.toFixed(0))),
     row(`UDP ${udpLen} B received, pkt/s`, (p) => cell(r(p).udp, (x) => x.rxPps, pps), (p) => med(r(p).udp, (x) => x.rxPps)),
     row(`UDP ${udpLen} B sent, pkt/s`, (p) => cell(r(p).udp, (x) => x.txPps, pps), (p) => med(r(p).udp, (x) => x.txPps)),
+    row(`UDP ${udpLen} B into the receiver's socket, pkt/s (received + RcvbufErrors)`, (p) => cell(r(p).udp, (x) => x.rxPps + x.rcvbufPps, pps),
+      (p) => med(r(p).udp, (x) => x.rxPps + x.rcvbufPps)),
     row('ping rtt mean, ms', (p) => cell(r(p).ping, (x) => x.meanMs, ms), (p) => med(r(p).ping, (x) => x.meanMs), false),
     row('ping rtt median, ms', (p) => cell(r(p).ping, (x) => x.medianMs, ms), (p) => med(r(p).ping, (x) => x.medianMs), false),
     row('ping rtt p99, ms', (p) => cell(r(p).ping, (x) => x.p99Ms, ms), (p) => med(r(p).ping, (x) => x.p99Ms), false),
+    row('lone ping (0.2 s apart) rtt mean, ms', (p) => cell(r(p).lone, (x) => x.meanMs, ms), (p) => med(r(p).lone, (x) => x.meanMs), false),
+    row('lone ping rtt p99, ms', (p) => cell(r(p).lone, (x) => x.p99Ms, ms), (p) => med(r(p).lone, (x) => x.p99Ms), false),
     row('TCP 1 stream: datapath CPU s per GB', (p) => (labels(p).length === 0 ? '- (in softirq)' : cell(r(p).tcp, (x) => cpuPerGb(x, labels(p)), (x) => x.toFixed(2))),
       (p) => med(r(p).tcp, (x) => cpuPerGb(x, labels(p))), false),
     row('TCP 1 stream: datapath CPU % (send+recv host)', (p) => cpuCell(r(p).tcp, labels(p))),
@@ -121,9 +127,9 @@ function ratioCell(row: Row, nvi: Path, peers: readonly Path[]): string {
   return Number.isFinite(ratio) ? `${ratio.toFixed(2)} (${COLUMN[best.p.key]})` : '';
 }
 
-export function printReport(say: Say, paths: readonly Path[], results: ReadonlyMap<Path, PathResults>, info: { runs: number; timing: Timing; ping: number; udpLen: number }): void {
+export function printReport(say: Say, paths: readonly Path[], results: ReadonlyMap<Path, PathResults>, info: { runs: number; timing: Timing; ping: number; lone: number; udpLen: number }): void {
   say('');
-  say(`Preliminary (noisy machine). ${info.runs} run(s); median [min-max]. TCP/UDP: ${info.timing.seconds} s after ${info.timing.omit} s warm-up; ping -c ${info.ping} -i 0.01.`);
+  say(`Preliminary (noisy machine). ${info.runs} run(s); median [min-max]. TCP/UDP: ${info.timing.seconds} s after ${info.timing.omit} s warm-up; ping -c ${info.ping} -i 0.01; lone ping -c ${info.lone} -i 0.2.`);
   say('CPU: % of one core in the measured window, median over runs; "a+b" = sender host + receiver host (or iperf3 client + server);');
   say('  a process\'s sys time includes kernel work it triggers: a switch writing a TAP runs the guest\'s stack receive path.');
   for (const scope of ['cross', 'same'] as const) {
