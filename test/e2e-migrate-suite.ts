@@ -2,25 +2,31 @@
 // by e2e-migrate.test.ts with the embedded store and e2e-migrate-etcd.test.ts with etcd.
 //   1. lab up
 //   2. a new VM (vm create --attach through `lab attach`) gets its RA and reaches a VM on the
-//      other host; detached, its cables go on both hosts and packets to it are counted
-//   3. web2 migrates h2 -> h1 and back while web1 pings it every 10 ms and sends it 12 MB
+//      other host; detached, its cables go on both hosts and packets to it are counted;
+//      attached again, at a higher epoch, it is reached both ways
+//   3. a VM detached on h1 and attached on h2 (a cold move: its key moved, the config edited)
+//      binds above the epoch the store withdrew, so h1, which verified the old binding,
+//      reaches it
+//   4. web2 migrates h2 -> h1 and back while web1 pings it every 10 ms and sends it 12 MB
 //      over one TCP connection: the connection survives, the bytes arrive exactly, the rules
 //      of the cables are the same before and after; the blackout is reported
-//   4. db1 (the destination of an initiate-only rule) and vault1 (of a data diode) move: the
+//   5. db1 (the destination of an initiate-only rule) and vault1 (of a data diode) move: the
 //      same flows pass and fail as before
-//   5. web2's old binding replayed into the store after a move is refused everywhere, and
+//   6. web2's old binding replayed into the store after a move is refused everywhere, and
 //      traffic keeps going to the new host
-//   6. the destination switch killed half-way through a migration: the VM is reachable at the
+//   7. the destination switch killed half-way through a migration: the VM is reachable at the
 //      source
-//   7. a live migration the destination cannot take is cancelled: the VM never left
-//   8. lab down
+//   8. a live migration the destination cannot take is cancelled: the VM never left
+//   9. lab down
 
 import Database from 'better-sqlite3';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { parse, stringify } from 'yaml';
+import { setVmHost } from '../src/config/edit.js';
 import { labMigrate } from '../src/lab/lab.js';
+import { hostKeyPaths } from '../src/trust/pki.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
 import { alive, dropDelta, labNamespaces, newLab, sleep, until, type HostStats, type Lab } from './e2e-fixture.js';
@@ -123,6 +129,38 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
     assert.equal(await ping('web4', 'web2', 3), { sent: 3, received: 3 }, 'web4 reaches web2 again');
     assert.equal(await ping('web2', 'web4', 3), { sent: 3, received: 3 }, 'and web2 reaches web4');
     const last = await lab.cli(['lab', 'detach', 'web4'], 60); // as the tests after this one expect
+    assert.is(last.code, 0, last.stderr + last.stdout);
+  });
+
+  test('a VM detached on h1 and attached on h2 (its key moved, the config edited) binds above the epoch the store withdrew: web1, whose host verified the old binding, reaches it', async () => {
+    // web5 talks only to web1, on its own host: h2 never sees its binding, so only the store can tell h2 its last epoch.
+    const create = await lab.operator(['vm', 'create', 'web5', '--tenant', 'blue', '--host', 'h1']);
+    assert.is(create.code, 0, create.stderr);
+    const doc = parse(readFileSync(lab.config, 'utf8')) as { tenants: { blue: { groups: { web: string[] } } } };
+    doc.tenants.blue.groups.web.push('web5');
+    writeFileSync(lab.config, stringify(doc));
+    const apply = await lab.operator(['policy', 'apply']);
+    assert.is(apply.code, 0, apply.stderr + apply.stdout);
+    lab.reload();
+    const first = await lab.cli(['lab', 'attach', 'web5'], 60);
+    assert.is(first.code, 0, first.stderr + first.stdout);
+    assert.equal(await ping('web1', 'web5', 3), { sent: 3, received: 3 }, 'web1 reaches web5 on its own host');
+    const detach = await lab.cli(['lab', 'detach', 'web5'], 60);
+    assert.is(detach.code, 0, detach.stderr + detach.stdout);
+
+    // A cold move: the VM's key to h2's key directory (a host keeps only its own VMs' keys), the config to h2.
+    renameSync(hostKeyPaths(lab.cfg.hosts.get('h1')!.keyDir).vmKey('web5'), hostKeyPaths(lab.cfg.hosts.get('h2')!.keyDir).vmKey('web5'));
+    setVmHost(lab.config, 'web5', 'h2');
+    lab.reload();
+    const moved = await lab.cli(['lab', 'attach', 'web5'], 60);
+    assert.is(moved.code, 0, moved.stderr + moved.stdout);
+    const epochs = [first, moved].map((r) => Number(/binding epoch (\d+)/.exec(r.stdout)?.[1]));
+    assert.ok(epochs[1] > epochs[0], `attached on h2 at epoch ${epochs[1]}, above the ${epochs[0]} h1 withdrew`);
+    const s0 = await lab.stats();
+    assert.equal(await ping('web1', 'web5', 3), { sent: 3, received: 3 }, 'web1 (h1) reaches web5 on h2');
+    const s1 = await lab.stats();
+    assert.is(dropDelta(s0.h1.egress, s1.h1.egress)['verify/old-epoch'] ?? 0, 0, 'h1 refused no binding of web5 as old');
+    const last = await lab.cli(['lab', 'detach', 'web5'], 60);
     assert.is(last.code, 0, last.stderr + last.stdout);
   });
 

@@ -216,7 +216,30 @@ test('a version 1 store file is upgraded in place and keeps its bindings', async
   assert.equal(await s.lookup(b.identity), b);
   await s.publishPolicy({ revision: 1, document: '{}', signature: 'x' });
   assert.equal(await s.policy(), { revision: 1, document: '{}', signature: 'x' });
+  assert.ok(await s.withdraw(b.identity, b.epoch), 'and version 3: a withdrawal leaves its epoch');
+  assert.is(await s.lastEpoch(b.identity), b.epoch);
   await s.close();
+});
+
+test('a version 2 file is upgraded in place: its bindings stay, and withdrawals leave their epoch', async () => {
+  const path = join(tmp(), 'store.db');
+  const s2 = SqliteStore.open(path);
+  const b = bind(pki.web1);
+  await s2.publish(b);
+  await s2.close();
+  const raw = new Database(path);
+  raw.exec('DROP TABLE withdrawn');
+  raw.pragma('user_version = 2');
+  raw.close();
+  const s = SqliteStore.open(path);
+  assert.equal(await s.lookup(b.identity), b);
+  assert.is(await s.lastEpoch(b.identity), b.epoch);
+  assert.ok(await s.withdraw(b.identity, b.epoch));
+  assert.is(await s.lastEpoch(b.identity), b.epoch);
+  await s.close();
+  const check = new Database(path);
+  assert.is(check.pragma('user_version', { simple: true }), 3);
+  check.close();
 });
 
 test('seedStore publishes the enrolled hosts and names the others', async () => {

@@ -171,6 +171,26 @@ function cases(b: Backend): void {
     assert.is(await store.lookup('fd00::w1'), undefined);
   });
 
+  t('a withdrawn binding leaves its epoch: lastEpoch tells it, a binding at or below it is refused, one above it is taken', async () => {
+    assert.is(await store.lastEpoch('fd00::w2'), 0, 'never bound');
+    await store.publish(binding('w2', 3));
+    assert.is(await store.lastEpoch('fd00::w2'), 3);
+    assert.is(await store.withdraw('fd00::w2', 3), true);
+    assert.is(await store.lookup('fd00::w2'), undefined);
+    assert.is(await store.lastEpoch('fd00::w2'), 3, 'the store remembers the epoch it withdrew');
+    assert.not.ok((await store.snapshot()).bindings.some((b) => b.identity === 'fd00::w2'), 'a tombstone is no binding');
+    const why = await rejects(store.publish(binding('w2', 3, 'h2', '10.0.0.2')), STALE_EPOCH);
+    assert.match(why, /withdrew its binding at epoch 3 .*publish epoch 4 or later/);
+    await rejects(store.publish(binding('w2', 1, 'h2', '10.0.0.2')), STALE_EPOCH);
+    await store.publish(binding('w2', 4, 'h2', '10.0.0.2')); // attached on another host
+    assert.is((await store.lookup('fd00::w2'))?.host, 'h2');
+    assert.is(await store.lastEpoch('fd00::w2'), 4);
+    await store.publish(binding('w2', 6, 'h1'));
+    assert.is(await store.withdraw('fd00::w2', 6), true);
+    assert.is(await store.lastEpoch('fd00::w2'), 6, 'the tombstone follows the last withdrawal');
+    await rejects(store.publish(binding('w2', 5, 'h2', '10.0.0.2')), STALE_EPOCH);
+  });
+
   t('the policy revision only grows', async () => {
     await store.publishPolicy({ revision: 1, document: '{"a":1}', signature: 's1' });
     await rejects(store.publishPolicy({ revision: 1, document: '{"a":2}', signature: 's2' }), STALE_REVISION);

@@ -1,6 +1,7 @@
 // The one rule both backends apply to a binding write, inside their compare-and-swap: the
 // epoch only grows (NVI Algorithm step 6: a move publishes epoch + 1), and an equal epoch
-// may only renew the binding on the same host.
+// may only renew the binding on the same host. A withdrawn binding's epoch still counts: the
+// next binding of the identity goes above it.
 
 import type { BindingRecord } from '../trust/records.js';
 
@@ -9,10 +10,19 @@ export type EpochVerdict =
   | { readonly write: false; readonly same: true }
   | { readonly write: false; readonly same: false; readonly why: string };
 
-/** May `next` replace `cur` (the stored binding of the same identity, if any)? */
-export function epochVerdict(cur: BindingRecord | undefined, next: BindingRecord): EpochVerdict {
+/**
+ * May `next` replace `cur` (the stored binding of the same identity, if any)? `withdrawn`: the
+ * epoch the identity's last binding was withdrawn at (0: none).
+ */
+export function epochVerdict(cur: BindingRecord | undefined, next: BindingRecord, withdrawn = 0): EpochVerdict {
   if (!Number.isSafeInteger(next.epoch) || next.epoch < 1) {
     return { write: false, same: false, why: `binding for ${next.identity}: epoch must be an integer from 1, got ${JSON.stringify(next.epoch)}` };
+  }
+  if (!cur && next.epoch <= withdrawn) {
+    return {
+      write: false, same: false,
+      why: `binding for ${next.identity} (${next.vm}) at epoch ${next.epoch} refused: the store withdrew its binding at epoch ${withdrawn} (the VM was detached); publish epoch ${withdrawn + 1} or later`,
+    };
   }
   if (!cur) return { write: true };
   if (next.epoch < cur.epoch) {

@@ -2,6 +2,7 @@
 // each value the record as JSON, etcd's revision as the store's.
 //
 //   <prefix>binding/<identity>   BindingRecord; written by compare-and-swap on its mod revision
+//   <prefix>withdrawn/<identity> {"epoch": N}: the epoch its binding was last withdrawn at
 //   <prefix>host/<name>          HostRecord
 //   <prefix>policy               PolicyRecord; written only above the stored revision
 //   <prefix>alive/<host>         the host's heartbeat, on a lease per host (liveness)
@@ -50,7 +51,7 @@ export class EtcdStore implements MappingStore {
     this.leaseTtl = opts.leaseTtl ?? 10;
   }
 
-  private key(kind: 'binding' | 'host' | 'alive', name: string): string {
+  private key(kind: 'binding' | 'withdrawn' | 'host' | 'alive', name: string): string {
     return `${this.prefix}${kind}/${name}`;
   }
 
@@ -65,15 +66,17 @@ export class EtcdStore implements MappingStore {
 
   async publish(record: BindingRecord): Promise<void> {
     const key = this.key('binding', record.identity);
+    const tombKey = this.key('withdrawn', record.identity);
     for (let round = 0; round < CAS_ROUNDS; round++) {
-      const r = await this.client.range(key);
+      const [r, w] = await Promise.all([this.client.range(key), this.client.range(tombKey)]);
       const cur = r.kvs[0];
-      const v = epochVerdict(cur && parse<BindingRecord>(cur), record);
+      const tomb = w.kvs[0];
+      const v = epochVerdict(cur && parse<BindingRecord>(cur), record, tomb && withdrawnEpoch(tomb));
       if (!v.write) {
         if (v.same) return;
         throw new NviError(STALE_EPOCH, v.why);
       }
-      const t = await this.client.txn([unchanged(key, cur)], [{ put: { key, value: JSON.stringify(record) } }]);
+      const t = await this.client.txn([unchanged(key, cur), unchanged(tombKey, tomb)], [{ put: { key, value: JSON.stringify(record) } }]);
       if (t.succeeded) return;
     }
     throw new NviError(STORE_UNAVAILABLE, `binding for ${record.identity}: ${CAS_ROUNDS} rounds of compare-and-swap lost to other writers`);
@@ -84,8 +87,15 @@ export class EtcdStore implements MappingStore {
     const r = await this.client.range(key);
     const cur = r.kvs[0];
     if (!cur || parse<BindingRecord>(cur).epoch !== epoch) return false;
-    const t = await this.client.txn([unchanged(key, cur)], [{ delete: { key } }]);
+    // The binding's epoch is above any withdrawn before it (the epoch rule): the tombstone only grows.
+    const tomb = { put: { key: this.key('withdrawn', identity), value: JSON.stringify({ epoch }) } };
+    const t = await this.client.txn([unchanged(key, cur)], [{ delete: { key } }, tomb]);
     return t.succeeded;
+  }
+
+  async lastEpoch(identity: string): Promise<number> {
+    const [r, w] = await Promise.all([this.client.range(this.key('binding', identity)), this.client.range(this.key('withdrawn', identity))]);
+    return Math.max(r.kvs[0] ? parse<BindingRecord>(r.kvs[0]).epoch : 0, w.kvs[0] ? withdrawnEpoch(w.kvs[0]) : 0);
   }
 
   async lookupHost(host: string): Promise<HostRecord | undefined> {
@@ -207,6 +217,13 @@ export class EtcdStore implements MappingStore {
 /** The key is still as read: at the same mod revision, or still absent. */
 function unchanged(key: string, cur: KeyValue | undefined): TxnCompare {
   return cur ? { key, target: 'MOD', result: 'EQUAL', modRevision: cur.modRevision } : { key, target: 'CREATE', result: 'EQUAL', createRevision: 0 };
+}
+
+/** The epoch of a `withdrawn/` key. */
+function withdrawnEpoch(kv: KeyValue): number {
+  const epoch = parse<{ epoch?: unknown }>(kv).epoch;
+  if (!Number.isSafeInteger(epoch)) throw new NviError(STORE_UNAVAILABLE, `etcd key ${kv.key}: no integer epoch in ${kv.value}`);
+  return epoch as number;
 }
 
 function parse<T>(kv: KeyValue): T {

@@ -5,8 +5,9 @@
 // reads it when the WAL file changes (inotify) and every pollMs, so a switch sees what other
 // processes published, in order, within milliseconds.
 //
-// Tables (schema version 2, PRAGMA user_version; version 1 files are upgraded in place):
+// Tables (schema version 3, PRAGMA user_version; version 1 and 2 files are upgraded in place):
 //   bindings  identity PK -> the signed BindingRecord; publish keeps the highest epoch
+//   withdrawn identity PK -> the epoch its binding was last withdrawn at (a tombstone)
 //   hosts     host PK -> HostRecord
 //   policy    revision PK -> document, signature (every revision kept; the highest is current)
 //   changes   seq AUTOINCREMENT, kind ('binding' | 'host' | 'policy' | 'alive'), key, value
@@ -26,7 +27,7 @@ import {
 } from './store.js';
 import type { BindingRecord, HostRecord } from '../trust/records.js';
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 /** Keep this many change rows; a watcher polling every 200 ms never falls that far behind. */
 const CHANGES_KEPT = 65_536;
 const CHANGES_TRIM_EVERY = 1024;
@@ -74,6 +75,10 @@ CREATE TABLE IF NOT EXISTS bindings (
   certificate TEXT NOT NULL,
   signature TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS withdrawn (
+  identity TEXT PRIMARY KEY,
+  epoch INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hosts (
   host TEXT PRIMARY KEY,
   address TEXT NOT NULL,
@@ -96,6 +101,11 @@ CREATE TABLE IF NOT EXISTS changes (
 const UPGRADE_1_TO_2 = `
 ALTER TABLE policy ADD COLUMN signature TEXT NOT NULL DEFAULT '';
 ALTER TABLE changes ADD COLUMN value TEXT;
+`;
+
+/** Version 2 -> 3: withdrawn bindings leave their epoch. */
+const UPGRADE_2_TO_3 = `
+CREATE TABLE IF NOT EXISTS withdrawn (identity TEXT PRIMARY KEY, epoch INTEGER NOT NULL);
 `;
 
 function toRecord(r: BindingRow): BindingRecord {
@@ -182,6 +192,10 @@ export class SqliteStore implements MappingStore {
          ON CONFLICT (host) DO UPDATE SET address = excluded.address, certificate = excluded.certificate`,
       ),
       dropBinding: db.prepare<[string, number]>('DELETE FROM bindings WHERE identity = ? AND epoch = ?'),
+      withdrawn: db.prepare<[string], { epoch: number }>('SELECT epoch FROM withdrawn WHERE identity = ?'),
+      putWithdrawn: db.prepare<[string, number]>(
+        'INSERT INTO withdrawn (identity, epoch) VALUES (?, ?) ON CONFLICT (identity) DO UPDATE SET epoch = max(epoch, excluded.epoch)',
+      ),
       allBindings: db.prepare<[], BindingRow>('SELECT * FROM bindings'),
       allHosts: db.prepare<[], HostRecord>('SELECT host, address, certificate FROM hosts'),
       policy: db.prepare<[], PolicyRecord>('SELECT revision, document, signature FROM policy ORDER BY revision DESC LIMIT 1'),
@@ -232,10 +246,11 @@ export class SqliteStore implements MappingStore {
           d.exec(SCHEMA);
           d.pragma(`user_version = ${SCHEMA_VERSION}`);
         }).immediate();
-      } else if (version === 1) {
+      } else if (version === 1 || version === 2) {
         const d = db;
         d.transaction(() => {
-          d.exec(UPGRADE_1_TO_2);
+          if (version === 1) d.exec(UPGRADE_1_TO_2);
+          d.exec(UPGRADE_2_TO_3);
           d.pragma(`user_version = ${SCHEMA_VERSION}`);
         }).immediate();
       } else if (version !== SCHEMA_VERSION) {
@@ -269,7 +284,7 @@ export class SqliteStore implements MappingStore {
       this.db
         .transaction(() => {
           const row = this.q.binding.get(record.identity);
-          const v = epochVerdict(row && toRecord(row), record);
+          const v = epochVerdict(row && toRecord(row), record, this.q.withdrawn.get(record.identity)?.epoch);
           if (!v.write) {
             if (v.same) return;
             throw new NviError(STALE_EPOCH, v.why);
@@ -286,11 +301,16 @@ export class SqliteStore implements MappingStore {
       this.db
         .transaction(() => {
           if (this.q.dropBinding.run(identity, epoch).changes === 0) return false;
+          this.q.putWithdrawn.run(identity, epoch);
           this.changed('binding', identity, null);
           return true;
         })
         .immediate(),
     );
+  }
+
+  async lastEpoch(identity: string): Promise<number> {
+    return this.run('lastEpoch', () => Math.max(this.q.binding.get(identity)?.epoch ?? 0, this.q.withdrawn.get(identity)?.epoch ?? 0));
   }
 
   async lookupHost(host: string): Promise<HostRecord | undefined> {

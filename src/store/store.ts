@@ -49,8 +49,19 @@ export interface MappingStore {
    * Rejects with NVI_ERR_STALE_EPOCH otherwise.
    */
   publish(record: BindingRecord): Promise<void>;
-  /** Remove the binding of `identity` if it is still epoch `epoch` (a VM detached); false when it changed meanwhile. */
+  /**
+   * Remove the binding of `identity` if it is still epoch `epoch` (a VM detached); false when
+   * it changed meanwhile. The store keeps the epoch (a tombstone): a later binding of the
+   * identity must go above it, and lastEpoch() tells it.
+   */
   withdraw(identity: string, epoch: number): Promise<boolean>;
+  /**
+   * The highest epoch the store has held for `identity`: its binding's, or the one it was
+   * withdrawn at; 0 when it never held one. A host that takes the VM signs above it, so a VM
+   * detached on one host and attached on another is not refused as old (verify/old-epoch) by
+   * the hosts that verified its binding before.
+   */
+  lastEpoch(identity: string): Promise<number>;
   lookupHost(host: string): Promise<HostRecord | undefined>;
   publishHost(record: HostRecord): Promise<void>;
   policy(): Promise<PolicyRecord | undefined>;

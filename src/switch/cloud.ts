@@ -110,17 +110,18 @@ export async function publishBindings(cloud: Cloud, host: string): Promise<numbe
 /**
  * Host `host` takes `vm` (NVI Algorithm steps 2-5, or step 6 after a migration): the binding
  * for its own address, signed with the VM's key from its key directory, one epoch above the
- * store's (and above `seen`, the highest the host knows of), published with the store's
- * compare-and-swap. Returns the epoch.
+ * store's last (its binding's, or the one it withdrew: a VM detached elsewhere) and above
+ * `seen`, the highest the host knows of, published with the store's compare-and-swap.
+ * Returns the epoch.
  */
 export async function publishBinding(cloud: Cloud, host: string, vm: VmConfig, seen = 0): Promise<number> {
   const cfg = cloud.config;
   const h = cfg.hosts.get(host);
   if (!h) throw new NviError('NVI_ERR_CONFIG', `no host ${host} in ${cfg.file}`);
-  const prev = await cloud.store.lookup(vm.identityText);
+  const last = await cloud.store.lastEpoch(vm.identityText);
   // Above the store's epoch, and above any this host has seen (a store that was made to go back
   // must not lead it to sign an epoch some host already holds for another place).
-  const epoch = Math.max(prev?.epoch ?? 0, seen) + 1;
+  const epoch = Math.max(last, seen) + 1;
   await cloud.store.publish(makeBinding({ pkiDir: cfg.pkiDir, keyDir: h.keyDir }, vm, h, epoch, cloud.clock.now(), BINDING_VALIDITY_SECONDS));
   return epoch;
 }
