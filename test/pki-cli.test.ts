@@ -94,7 +94,7 @@ test('host enroll issues the certificate and publishes the host record', async (
   await refused(() => host.run(['enroll', 'h9', '-c', file]), 'NVI_ERR_CONFIG', /hosts.h9: no such host/);
 });
 
-test('vm create with an existing key publishes a binding that verifies, then epoch 2 on a second run', async () => {
+test('vm create with an existing key publishes a binding that verifies, then epoch 2 on a second run, and 3 after a detach', async () => {
   const file = cloud();
   await quiet(() => ca.run(['init', '-c', file]));
   await quiet(() => host.run(['enroll', 'h1', '-c', file]));
@@ -110,6 +110,9 @@ test('vm create with an existing key publishes a binding that verifies, then epo
   assert.is(dropName(await v.verify(b, { hostAddress: '10.77.0.1', host: 'h1' })), dropName(Drop.None));
   await quiet(() => vm.run(['create', 'web1', '--tenant', 'blue', '--host', 'h1', '-c', file]));
   assert.is((await s.lookup(b.identity))!.epoch, 2);
+  assert.ok(await s.withdraw(b.identity, 2), 'detached: the store keeps epoch 2 as withdrawn');
+  assert.is(await quiet(() => vm.run(['create', 'web1', '--tenant', 'blue', '--host', 'h1', '-c', file])), 0, 'created again');
+  assert.is((await s.lookup(b.identity))!.epoch, 3, 'above the withdrawn epoch');
   await s.close();
 });
 

@@ -174,12 +174,11 @@ export const vm = {
     if (!reused) writePrivateKey(keyPath, privateKey);
     writeCertificate(p.vmCert(name), certificate);
 
-    // Steps 2, 3 and 5: the signed binding in the store, one epoch past any earlier one.
+    // Steps 2, 3 and 5: the signed binding in the store, one epoch past any earlier one (withdrawn or not).
     const store = await openStore(cfg);
     let epoch: number;
     try {
-      const previous = await store.lookup(identity);
-      epoch = (previous?.epoch ?? 0) + 1;
+      epoch = (await store.lastEpoch(identity)) + 1;
       const record = makeBinding(
         { certificate, privateKey },
         { name, tenant: tenantName, identityText: identity },
