@@ -92,7 +92,7 @@ import { MemoryLogger } from '../src/base/log.js';
 import type { DirectionDecision } from '../src/dataplane/decision.js';
 import { OfflineCloud } from '../src/replay/offline-cloud.js';
 import { SWEEP_INTERVAL_MS, type Host } from '../src/switch/host.js';
-import { SHRINK_WINDOWS } from '../src/switch/sa-table.js';
+import { SHRINK_WINDOWS, TRIM_KEYS } from '../src/switch/sa-table.js';
 import type { PacketSink } from '../src/switch/tx.js';
 import { CONFIG_FILE, echoBetween } from '../test/offline-fixture.js';
 import { benchOptions, integer, refuse } from './options.js';
@@ -326,11 +326,6 @@ interface CableHeap {
   readonly ingress: number;
 }
 
-/**
- * What a pair costs (ESP, n >= 1000): its two cables with their SAs (heap at plug time) and
- * its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks and
- * are taken when a window's top reaches 32 (src/esp/replay-window.ts).
- */
 /** What --windows made every SA carry, for the header. */
 function windowsText(): string {
   const lost = LOST.size;
@@ -340,15 +335,41 @@ function windowsText(): string {
   return 'in order';
 }
 
-function pairLine(heap: CableHeap, n: number, when: string): string {
+/**
+ * What a pair costs on a host (ESP, n >= 1000): its two cables with their SAs (heap at plug
+ * time); the native cipher's entries of their two keys (one per SA; the bench's two hosts
+ * share one key a pair, so a key's share of the table counts twice), free slots included;
+ * and its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks
+ * (src/esp/replay-window.ts). Then the cipher contexts alive: one for each key the runs used,
+ * about 1.1 KB, until the sweep finds the key idle for a minute.
+ */
+function pairLine(heap: CableHeap, n: number, when: string, cipher: EspCipher): string {
   const { windows, chunks } = ReplayWindow.stored;
   const blocks = (chunks * 2 ** 20) / n;
-  return `  a pair ${when}: ${Math.round(heap.egress + heap.ingress + blocks)} B (cables with SAs ${Math.round(heap.egress)} + ${Math.round(heap.ingress)}, ` +
-    `window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB)`;
+  const keyBytes = cipher instanceof NativeEspCipher && cipher.keyCount > 0 ? cipher.tableBytes / cipher.keyCount : 0;
+  return `  a pair ${when}: ${Math.round(heap.egress + heap.ingress + 2 * keyBytes + blocks)} B (cables with SAs ${Math.round(heap.egress)} + ${Math.round(heap.ingress)}, ` +
+    `keys in C 2 x ${Math.round(keyBytes)}, window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB); ` +
+    `cipher contexts alive ${cipher.contexts}`;
+}
+
+/** The sweep's trim once the keys the runs used are idle: passes of TRIM_KEYS keys until no context is left, timed, and the RSS before and after. */
+function trimLine(rig: Rig): string {
+  const rssMb = (): number => process.memoryUsage().rss / 2 ** 20;
+  const contexts = rig.cipher.contexts;
+  const before = rssMb();
+  const times: number[] = [];
+  while (rig.cipher.contexts > 0 && times.length < 100_000) {
+    const t0 = performance.now();
+    rig.cipher.trim(1, TRIM_KEYS); // idle for a pass: every context the runs made
+    times.push(performance.now() - t0);
+  }
+  times.sort((a, b) => a - b);
+  return `  the sweep's trim of idle cipher contexts, ${TRIM_KEYS} keys a sweep: ${contexts} contexts freed in ${times.length} sweeps, ` +
+    `${times[times.length >> 1].toFixed(2)} ms a sweep (at most ${times[times.length - 1].toFixed(2)}); rss ${before.toFixed(0)} -> ${rssMb().toFixed(0)} MB`;
 }
 
 /** The sweep's pass over every window with blocks (SHRINK_WINDOWS a sweep), timed; then the pair again, with the chunks freed given back. */
-function shrinkLine(heap: CableHeap, n: number): string {
+function shrinkLine(heap: CableHeap, n: number, rig: Rig): string {
   const windows = ReplayWindow.stored.windows;
   let gave = 0;
   let calls = 0;
@@ -357,7 +378,7 @@ function shrinkLine(heap: CableHeap, n: number): string {
   const ms = performance.now() - t0;
   while (ReplayWindow.compact(64) > 0);
   return `  the sweep's shrink, ${SHRINK_WINDOWS} windows a sweep: ${gave} of ${windows} windows gave their blocks back, ${(ms / Math.max(1, calls)).toFixed(2)} ms a sweep\n` +
-    pairLine(heap, n, 'after it');
+    pairLine(heap, n, 'after it', rig.cipher);
 }
 
 /** Insert N plugged cable pairs (and SAs); prints what it cost. */
@@ -452,8 +473,8 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
   );
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
   const heap = { egress: ((heap1 - heap0) * 2 ** 20) / n, ingress: ((heap2 - heap1) * 2 ** 20) / n };
-  if (esp && n >= 1000) say(pairLine(heap, n, 'after plugging'));
-  if (esp && n >= 1000 && WINDOWS === 'reordered') say(shrinkLine(heap, n));
+  if (esp && n >= 1000) say(pairLine(heap, n, 'after plugging', rig.cipher));
+  if (esp && n >= 1000 && WINDOWS === 'reordered') say(shrinkLine(heap, n, rig));
   if (n >= REPLUGS) say(`  sweep of a host (expired cables and SAs, every ${SWEEP_INTERVAL_MS} ms; nothing due): ${sweepMs(rig).toFixed(2)} ms, median of 5`);
   if (n >= REPLUGS) say(`  re-plug of an ingress cable (a refresh: the new cable into the cache, its SAs handed over): ${replugUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
   return heap;
@@ -887,7 +908,8 @@ async function benchRig(
     rows.push(row);
     say(`  ${table([HEADER, cells(row)]).split('\n')[2]}`);
   }
-  if (esp && n >= 1000) say(pairLine(heap, n, 'after the runs'));
+  if (esp && n >= 1000) say(pairLine(heap, n, 'after the runs', rig.cipher));
+  if (esp && n >= 1000 && rig.cipher.contexts > 0) say(trimLine(rig));
   // Last, as it unplugs cables: a peer's NOTIFY for an SPI it no longer knows.
   if (esp && n >= REPLUGS) say(`  NOTIFY of an unknown SPI (the egress cable with it unplugged): ${notifyUs(rig, n).toFixed(1)} µs each, ${REPLUGS} of them`);
   closeRig(rig);

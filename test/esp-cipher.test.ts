@@ -216,6 +216,55 @@ test('seal reports every job it sealed with ok = 1, in both ciphers', () => {
   }
 });
 
+test('native: a key keeps a context once used (either way); trim gives back those idle for `idle` passes, a bounded number of keys at a time, and a trimmed key seals as before', () => {
+  const { buf, cases } = randomBatch(41, 40);
+  const native = new NativeEspCipher();
+  const node = new NodeEspCipher();
+  const handles = cases.map((c) => native.addKey(c.alg, c.key, c.salt));
+  const jobsOf = (which: number[], h = handles): EspJobs => {
+    const jobs = new EspJobs(BATCH_MAX);
+    for (const j of which) jobs.add(h[j], cases[j].espOff, cases[j].ptLen, cases[j].seqHi, j);
+    return jobs;
+  };
+  const all = cases.map((_, j) => j);
+  assert.is(native.contexts, 0, 'no context before a key is used');
+  const sealed = Buffer.from(buf);
+  native.seal(sealed, jobsOf(all));
+  assert.is(native.contexts, 40, 'a context a key'); 
+  const opens = jobsOf(all.slice(0, 10));
+  native.open(Buffer.from(sealed), opens);
+  assert.equal(Array.from(opens.ok.subarray(0, 10)), new Array(10).fill(1));
+  assert.is(native.contexts, 40, 'the same context opens');
+
+  assert.is(native.trim(3, 1000), 0, 'pass 1: nothing idle for 3 passes yet');
+  native.seal(Buffer.from(buf), jobsOf(all.slice(0, 20))); // keys 0-19 used in pass 1
+  assert.is(native.trim(3, 1000), 0, 'pass 2');
+  assert.is(native.trim(3, 1000), 20, 'pass 3: keys 20-39, unused since pass 0, give back their contexts');
+  assert.is(native.contexts, 20);
+  assert.is(native.keyCount, 40, 'the keys stay');
+  assert.is(native.trim(1, 8), 8, 'a pass that looks at 8 slots: keys 0-7, idle for a pass');
+  assert.is(native.trim(1, 1000), 12, 'the next looks at every slot: the rest');
+  assert.is(native.contexts, 0);
+
+  const again = Buffer.from(buf);
+  native.seal(again, jobsOf(all));
+  const reference = Buffer.from(buf);
+  const nodeHandles = cases.map((c) => node.addKey(c.alg, c.key, c.salt));
+  node.seal(reference, jobsOf(all, nodeHandles));
+  assert.ok(again.equals(reference) && again.equals(sealed), 'a key whose context went seals to the same bytes as before, and as node:crypto');
+  assert.is(native.contexts, 40);
+  const reopened = Buffer.from(sealed);
+  const jobs = jobsOf(all);
+  native.open(reopened, jobs);
+  const texts = (b: Buffer): Buffer[] => cases.map((c) => b.subarray(c.espOff + ESP_HLEN, c.espOff + ESP_HLEN + c.ptLen));
+  assert.ok(jobs.ok.subarray(0, 40).every((x) => x === 1), 'and opens');
+  assert.equal(texts(reopened), texts(buf), 'to the plaintext');
+  native.removeKey(handles[0]);
+  assert.is(native.contexts, 39, 'a removed key gives back its context');
+  assert.is(native.tableBytes, 64 * 48, '40 keys in 64 slots of 48 bytes');
+  assert.throws(() => native.trim(0, 10), /1 <= idle <= 32767/);
+});
+
 test('a removed key handle cannot be used and is handed out again, in both ciphers', () => {
   for (const cipher of [new NativeEspCipher(), new NodeEspCipher()]) {
     const key = Buffer.alloc(16, 1);

@@ -41,6 +41,12 @@ class FailingSeal implements EspCipher {
     return this.inner.keyCount;
   }
 
+  readonly contexts = 0;
+
+  trim(): number {
+    return 0;
+  }
+
   seal(buf: Buffer, jobs: EspJobs): void {
     const sub = this.sub;
     sub.count = 0;

@@ -26,7 +26,7 @@ function view(): StatsView {
     verifier: { verified: 8, refused: 1, rateLimited: 0 },
     kx: { initsSent: 5, accepted: 4, refusals: { 'verify/bad-signature': 2 } },
     store: { lists: 1, changes: 5, revision: 42, fresh: true, policyRefusals: { unsigned: 1, 'bad-signature': 0, 'older-revision': 0 }, epochWriteErrors: 0 },
-    cables: { reevaluated: 0, rekeys: 3, egress: 4, ingress: 2, inboundSas: 3, cipherKeys: 6, windowsWithBlocks: 2 },
+    cables: { reevaluated: 0, rekeys: 3, egress: 4, ingress: 2, inboundSas: 3, cipherKeys: 6, cipherContexts: 4, windowsWithBlocks: 2 },
     ports: [
       { vm: 'web1', name: 'nvi-web1', up: true, rx: 10, tx: 11, rxBytes: 1000, txBytes: 1100, txRefused: 0, txBusy: 0 },
       { vm: 'web"3', name: 'nvi-web3', up: false, rx: 1, tx: 0, rxBytes: 64, txBytes: 0, txRefused: 2, txBusy: 1 },
@@ -69,6 +69,7 @@ test('the samples are the snapshot: packets by fate, drops by stage and reason, 
   assert.is(m.get('nvi_cables{direction="egress"}'), 4);
   assert.is(m.get('nvi_cables_rekeys_total'), 3);
   assert.is(m.get('nvi_replay_windows_with_blocks'), 2);
+  assert.is(m.get('nvi_cipher_contexts'), 4);
   assert.is(m.get('nvi_lookups_store_errors_total'), 1);
   assert.is(m.get('nvi_policy_revision'), 7);
   assert.ok(![...m.keys()].some((k) => /[0-9a-f]{1,4}:[0-9a-f]{1,4}:/.test(k)), 'no address in any label');

@@ -14,7 +14,9 @@ import { MemoryLogger } from '../src/base/log.js';
 import { msOf, tickOf } from '../src/base/ticks.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { DEFAULT_HARD_SEQ, OutboundSa } from '../src/esp/sa.js';
-import { SaTable } from '../src/switch/sa-table.js';
+import { CONTEXT_IDLE_SWEEPS, SaTable } from '../src/switch/sa-table.js';
+import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
+import { EspJobs } from '../src/esp/esp-cipher.js';
 import { rng } from './rng.js';
 
 const GRACE = 1000;
@@ -48,6 +50,29 @@ function setup(max = 100): { table: SaTable; cache: CableCache; cipher: NodeEspC
   table = new SaTable({ egress, ingress: cache }, cipher, clock, GRACE, new MemoryLogger());
   return { table, cache, cipher, clock, key: () => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)) };
 }
+
+test('the sweep gives back the cipher contexts of keys idle for CONTEXT_IDLE_SWEEPS sweeps, and keeps those in use', () => {
+  const cipher = new NativeEspCipher();
+  const clock = { t: 2 ** 40, now(): number { return this.t; } };
+  const table = new SaTable({ egress: new CableCache(10), ingress: new CableCache(10) }, cipher, clock, GRACE, new MemoryLogger());
+  const [busy, idle] = [0, 1].map(() => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)));
+  const buf = Buffer.alloc(256);
+  const seal = (...keys: number[]): void => {
+    const jobs = new EspJobs(4);
+    for (const k of keys) jobs.add(k, 0, 64, 0, 0);
+    cipher.seal(buf, jobs);
+  };
+  seal(busy, idle);
+  assert.is(table.cipherContexts, 2);
+  for (let s = 1; s < CONTEXT_IDLE_SWEEPS; s++) {
+    seal(busy);
+    table.sweep();
+  }
+  assert.is(table.cipherContexts, 2, `idle for ${CONTEXT_IDLE_SWEEPS - 1} sweeps: kept`);
+  table.sweep();
+  assert.is(table.cipherContexts, 1, `idle for ${CONTEXT_IDLE_SWEEPS}: gone; the key in use keeps its context`);
+  assert.is(cipher.keyCount, 2, 'both keys stay');
+});
 
 test('a rekey makes the new SA current; the old one serves its grace time, then sweep retires it with its key', () => {
   const { table, cache, cipher, clock, key } = setup();

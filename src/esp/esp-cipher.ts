@@ -69,6 +69,14 @@ export interface EspCipher {
   exportKey(handle: number): KeyMaterial | undefined;
   /** Keys installed now (a leak shows here: bench/churn.ts). */
   readonly keyCount: number;
+  /** Per-key cipher state kept between packets (the native cipher's OpenSSL contexts, about 1.1 KB each). */
+  readonly contexts: number;
+  /**
+   * One pass of the host's sweep: give back the per-key state of keys not used in the last
+   * `idle` passes, looking at up to `maxKeys` keys from where the last pass stopped; the next
+   * packet of such a key makes it again. Returns how many contexts went.
+   */
+  trim(idle: number, maxKeys: number): number;
   /**
    * Encrypt every job in place and write its ICV; sets jobs.ok[j] (0: this job failed, its
    * plaintext is still there). A failure of one job is reported in ok, never thrown.
@@ -119,6 +127,13 @@ export class NodeEspCipher implements EspCipher {
 
   get keyCount(): number {
     return this.keys.length - this.free.length;
+  }
+
+  /** None: this path makes a cipher per packet. */
+  readonly contexts = 0;
+
+  trim(): number {
+    return 0;
   }
 
   exportKey(handle: number): KeyMaterial | undefined {

@@ -28,6 +28,19 @@ export class NativeEspCipher implements EspCipher {
     return this.native.gcmKeyCount(this.table);
   }
 
+  get contexts(): number {
+    return this.native.gcmContextCount(this.table);
+  }
+
+  /** Bytes of the native key table (48 a slot, used or free), for the benches' memory figures. */
+  get tableBytes(): number {
+    return this.native.gcmTableBytes(this.table);
+  }
+
+  trim(idle: number, maxKeys: number): number {
+    return this.native.gcmTrim(this.table, idle, maxKeys);
+  }
+
   /** The key schedule, key and salt are cleansed in C. */
   removeKey(handle: number): void {
     this.native.gcmRemoveKey(this.table, handle);

@@ -153,6 +153,12 @@ export interface NativeAddon {
   /** Writes the key then the salt into out (at least 36 bytes); returns the key's length, 0 when the handle is not installed. */
   gcmExportKey(t: NativeGcmTable, handle: number, out: Uint8Array): number;
   gcmKeyCount(t: NativeGcmTable): number;
+  /** OpenSSL contexts alive (one per key in use). */
+  gcmContextCount(t: NativeGcmTable): number;
+  /** Bytes of the key table: its slots, used or free. */
+  gcmTableBytes(t: NativeGcmTable): number;
+  /** One pass: frees the contexts of keys not used in the last `idle` passes, among up to maxKeys keys from where the last pass stopped; returns how many it freed. */
+  gcmTrim(t: NativeGcmTable, idle: number, maxKeys: number): number;
   gcmSeal(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,
     seqHi: Uint32Array, ok: Uint8Array, count: number): void;
   gcmOpen(t: NativeGcmTable, buf: Uint8Array, key: Int32Array, espOff: Int32Array, ptLen: Int32Array,

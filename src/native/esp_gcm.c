@@ -8,6 +8,12 @@
 //   gcmExportKey(table, handle, out) -> key length  key then salt written to out (>= 36 bytes);
 //                                                   0 when the handle is not installed
 //   gcmKeyCount(table) -> keys installed
+//   gcmContextCount(table) -> OpenSSL contexts alive (one per key in use)
+//   gcmTableBytes(table) -> bytes of the key table (its slots, used or free)
+//   gcmTrim(table, idle, maxKeys) -> contexts freed   one pass: frees the contexts of keys not
+//                                                   used in the last `idle` passes, looking at
+//                                                   up to maxKeys slots (the table's size at
+//                                                   most) from where the last pass stopped
 //   gcmSeal(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //   gcmOpen(table, buf, key, espOff, ptLen, seqHi, ok, count)
 //
@@ -20,9 +26,11 @@
 // Both calls throw, before touching any job, only for a broken invariant (a key handle not
 // installed, a job outside the buffer); a failure of one job is reported in ok[j].
 //
-// Each key gets an EVP_CIPHER_CTX for the direction it is used in, keyed once when first
-// used (an SA only ever seals or only ever opens); per packet only the nonce is set
-// (EVP_*Init_ex with a NULL cipher and key keeps the key schedule).
+// Each key gets one EVP_CIPHER_CTX, keyed when first used; per packet only the nonce and the
+// direction are set (EVP_*Init_ex with a NULL cipher and key keeps the key schedule, which
+// GCM uses both ways). A context costs about 1.1 KB, so only keys in use keep theirs:
+// gcmTrim (the host's sweep, every 250 ms) frees the contexts of keys idle for a while, and
+// the next packet makes it again from the key. A key's entry is 48 bytes.
 // open() decrypts into a scratch buffer and copies the plaintext over the ciphertext only
 // when the ICV verifies, so a forged packet leaves the buffer as it was.
 
@@ -31,35 +39,49 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 enum { SALT_LEN = 4, IV_LEN = 8, ESP_HLEN = 16, ICV_LEN = 16, OFF_SPI = 0, OFF_SEQ = 4, OFF_IV = 8 };
 /** Largest ESP plaintext: an IPv4 packet cannot carry more. */
 enum { MAX_TEXT = 65535 };
+/** Contexts freed in one trim pass (about 1.1 KB each) from which the allocator gives memory back to the system. */
+enum { TRIM_RETURN = 1024 };
 
 typedef struct {
-  EVP_CIPHER_CTX *enc;  // made by the first seal
-  EVP_CIPHER_CTX *dec;  // made by the first open
+  EVP_CIPHER_CTX *ctx;  // made by the first seal or open (again after a trim)
   uint8_t key[32];
-  uint8_t key_len;
   uint8_t salt[SALT_LEN];
-  int used;
+  uint16_t last;  // the trim pass it was last used in, modulo 2^16 (idle is far less)
+  uint8_t key_len;
+  uint8_t used;
 } gcm_key;
+_Static_assert(sizeof(gcm_key) == 48, "a key's entry is 48 bytes (a million SAs: 48 MB)");
 
 typedef struct {
   gcm_key *keys;
   uint32_t cap;
-  uint32_t hint;     // no free slot below it: adds are O(1) amortized
-  uint32_t count;    // keys installed
-  uint8_t *scratch;  // MAX_TEXT bytes, for open()
+  uint32_t hint;      // no free slot below it: adds are O(1) amortized
+  uint32_t count;     // keys installed
+  uint32_t contexts;  // EVP contexts alive
+  uint32_t pass;      // trim passes so far
+  uint32_t trim_at;   // where the next trim pass goes on
+  uint8_t *scratch;   // MAX_TEXT bytes, for open()
 } gcm_table;
 
-static void key_clear(gcm_key *k) {
-  // EVP_CIPHER_CTX_free cleanses the key schedule (OPENSSL_clear_free of the cipher state).
-  EVP_CIPHER_CTX_free(k->enc);
-  EVP_CIPHER_CTX_free(k->dec);
+/** Free the key's context (EVP_CIPHER_CTX_free cleanses the key schedule); returns 1 if it had one. */
+static uint32_t free_context(gcm_key *k) {
+  if (k->ctx == NULL) return 0;
+  EVP_CIPHER_CTX_free(k->ctx);
+  k->ctx = NULL;
+  return 1;
+}
+
+static void key_clear(gcm_table *t, gcm_key *k) {
+  t->contexts -= free_context(k);
   OPENSSL_cleanse(k->key, sizeof k->key);
   OPENSSL_cleanse(k->salt, sizeof k->salt);
-  k->enc = k->dec = NULL;
   k->used = 0;
 }
 
@@ -68,7 +90,7 @@ static void table_finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   gcm_table *t = data;
   for (uint32_t h = 0; h < t->cap; h++) {
-    if (t->keys[h].used) key_clear(&t->keys[h]);
+    if (t->keys[h].used) key_clear(t, &t->keys[h]);
   }
   free(t->keys);
   OPENSSL_cleanse(t->scratch, MAX_TEXT);
@@ -118,11 +140,14 @@ static EVP_CIPHER_CTX *keyed_ctx(const EVP_CIPHER *cipher, const uint8_t *key, i
   return ctx;
 }
 
-/** The key's context for one direction, keyed on first use; NULL if OpenSSL cannot make it. */
-static EVP_CIPHER_CTX *ctx_for(gcm_key *k, int enc) {
-  EVP_CIPHER_CTX **slot = enc ? &k->enc : &k->dec;
-  if (*slot == NULL) *slot = keyed_ctx(k->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(), k->key, enc);
-  return *slot;
+/** The key's context, keyed on first use; NULL if OpenSSL cannot make it. Marks the key used in this pass. */
+static EVP_CIPHER_CTX *ctx_for(gcm_table *t, gcm_key *k, int enc) {
+  k->last = (uint16_t)t->pass;
+  if (k->ctx == NULL) {
+    k->ctx = keyed_ctx(k->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(), k->key, enc);
+    if (k->ctx != NULL) t->contexts++;
+  }
+  return k->ctx;
 }
 
 static napi_value gcm_add_key(napi_env env, napi_callback_info info) {
@@ -170,7 +195,7 @@ static napi_value gcm_remove_key(napi_env env, napi_callback_info info) {
     return NULL;
   }
   if (h >= 0 && (uint32_t)h < t->cap && t->keys[h].used) {
-    key_clear(&t->keys[h]);
+    key_clear(t, &t->keys[h]);
     if ((uint32_t)h < t->hint) t->hint = (uint32_t)h;
     t->count--;
   }
@@ -270,7 +295,7 @@ static napi_value gcm_seal(napi_env env, napi_callback_info info) {
     uint8_t *text = esp + ESP_HLEN;
     int n = J.pt_len[j], outl;
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    EVP_CIPHER_CTX *c = ctx_for(k, 1);
+    EVP_CIPHER_CTX *c = ctx_for(J.t, k, 1);
     int good = c != NULL && EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
                EVP_EncryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
                (n == 0 || EVP_EncryptUpdate(c, text, &outl, text, n) == 1) &&
@@ -292,7 +317,7 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
     uint8_t *text = esp + ESP_HLEN;
     int n = J.pt_len[j], outl;
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    EVP_CIPHER_CTX *c = ctx_for(k, 0);
+    EVP_CIPHER_CTX *c = ctx_for(J.t, k, 0);
     int good = c != NULL && EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
                EVP_DecryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
                (n == 0 || EVP_DecryptUpdate(c, scratch, &outl, text, n) == 1) &&
@@ -304,9 +329,54 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
   return nvi_undefined(env);
 }
 
+static napi_value gcm_table_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  gcm_table *t;
+  if (nvi_args(env, info, 1, argv) || get_table(env, argv[0], &t)) return NULL;
+  napi_value v;
+  return napi_create_double(env, (double)t->cap * sizeof(gcm_key), &v) == napi_ok ? v : NULL;
+}
+
+static napi_value gcm_context_count(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  gcm_table *t;
+  if (nvi_args(env, info, 1, argv) || get_table(env, argv[0], &t)) return NULL;
+  return nvi_int(env, (int32_t)t->contexts);
+}
+
+/** One trim pass: free the contexts of keys not used in the last `idle` passes, among up to maxKeys keys. */
+static napi_value gcm_trim(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  gcm_table *t;
+  int32_t idle, max_keys;
+  if (nvi_args(env, info, 3, argv) || get_table(env, argv[0], &t) || nvi_i32(env, argv[1], "idle", &idle) ||
+      nvi_i32(env, argv[2], "maxKeys", &max_keys)) {
+    return NULL;
+  }
+  if (idle < 1 || idle > 0x7fff || max_keys < 0) {
+    nvi_throw_range(env, "gcmTrim needs 1 <= idle <= 32767 passes and maxKeys >= 0, got %d and %d", idle, max_keys);
+    return NULL;
+  }
+  t->pass++;
+  uint32_t freed = 0;
+  for (uint32_t seen = 0; seen < (uint32_t)max_keys && seen < t->cap; seen++) {
+    if (t->trim_at >= t->cap) t->trim_at = 0;
+    gcm_key *k = &t->keys[t->trim_at++];
+    if (!k->used || k->ctx == NULL || (uint16_t)((uint16_t)t->pass - k->last) < idle) continue;
+    freed += free_context(k);
+  }
+  t->contexts -= freed;
+#ifdef __GLIBC__
+  // Freed 1-KB chunks stay in the allocator's heap (and in the RSS) until it is trimmed.
+  if (freed >= TRIM_RETURN) malloc_trim(0);
+#endif
+  return nvi_int(env, (int32_t)freed);
+}
+
 int nvi_init_esp_gcm(napi_env env, napi_value exports) {
   return nvi_export(env, exports, "gcmCreate", gcm_create) || nvi_export(env, exports, "gcmAddKey", gcm_add_key) ||
          nvi_export(env, exports, "gcmRemoveKey", gcm_remove_key) ||
          nvi_export(env, exports, "gcmExportKey", gcm_export_key) || nvi_export(env, exports, "gcmKeyCount", gcm_key_count) || nvi_export(env, exports, "gcmSeal", gcm_seal) ||
-         nvi_export(env, exports, "gcmOpen", gcm_open);
+         nvi_export(env, exports, "gcmOpen", gcm_open) || nvi_export(env, exports, "gcmContextCount", gcm_context_count) ||
+         nvi_export(env, exports, "gcmTrim", gcm_trim) || nvi_export(env, exports, "gcmTableBytes", gcm_table_bytes);
 }

@@ -408,7 +408,7 @@ export class LiveSwitch implements ControlHandler {
       verifier: { ...this.verifier.counters },
       store: { ...this.replica!.counts, revision: this.replica!.revision, fresh: this.replica!.fresh, policyRefusals: { ...this.policyRefusals }, epochWriteErrors: this.epochs!.writeErrors },
       kx: kxSnapshot(h),
-      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys, windowsWithBlocks: ReplayWindow.stored.windows },
+      cables: { ...h.counts, egress: h.egressCables.size, ingress: h.ingressCables.size, inboundSas: h.sas.spis.size, inboundPairs: h.sas.currentPairs, cipherKeys: h.sas.cipherKeys, cipherContexts: h.sas.cipherContexts, windowsWithBlocks: ReplayWindow.stored.windows },
       ports: [...(this.ports?.all ?? [])].map(([index, t]) => ({ vm: h.ports.at(index)?.name, name: t.name, up: t.up, rx: t.rxFrames, tx: t.txFrames, rxBytes: t.rxBytes, txBytes: t.txBytes, txRefused: t.txRefused, txBusy: t.txBusy, failure: t.failure })),
       vms: this.ports?.counts,
       verdicts: this.verdicts?.counts,

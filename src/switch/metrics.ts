@@ -28,7 +28,7 @@ export interface StatsView {
   readonly verifier: Readonly<Record<string, unknown>>;
   readonly kx: Readonly<Record<string, unknown>>;
   readonly store: Readonly<Record<string, unknown>> & { readonly revision: number; readonly fresh: boolean; readonly policyRefusals: Readonly<Record<string, number>> };
-  readonly cables: Readonly<Record<string, unknown>> & { readonly egress: number; readonly ingress: number; readonly inboundSas: number; readonly cipherKeys: number; readonly windowsWithBlocks?: number };
+  readonly cables: Readonly<Record<string, unknown>> & { readonly egress: number; readonly ingress: number; readonly inboundSas: number; readonly cipherKeys: number; readonly cipherContexts?: number; readonly windowsWithBlocks?: number };
   readonly ports: readonly {
     readonly vm?: string; readonly name: string; readonly up: boolean;
     readonly rx: number; readonly tx: number; readonly rxBytes: number; readonly txBytes: number; readonly txRefused: number; readonly txBusy: number;
@@ -45,7 +45,7 @@ type Kind = 'counter' | 'gauge' | 'histogram';
 const PIPES = ['egress', 'ingress'] as const;
 const FATES = ['delivered', 'underlay', 'consumed', 'replied', 'held', 'dropped'] as const;
 /** Gauges among the `cables` and `store` fields; the rest of those groups are counters. */
-const CABLE_GAUGES = new Set(['egress', 'ingress', 'inboundSas', 'inboundPairs', 'cipherKeys', 'windowsWithBlocks']);
+const CABLE_GAUGES = new Set(['egress', 'ingress', 'inboundSas', 'inboundPairs', 'cipherKeys', 'cipherContexts', 'windowsWithBlocks']);
 const STORE_GAUGES = new Set(['revision', 'fresh', 'policyRefusals']);
 
 /** `initsSent` -> `inits_sent`. */
@@ -128,6 +128,8 @@ export class SwitchMetrics {
     def('nvi_cables', 'gauge', 'Cables in the cache now, by direction.', (s) => [{ labels: { direction: 'egress' }, value: s.cables.egress }, { labels: { direction: 'ingress' }, value: s.cables.ingress }]);
     def('nvi_inbound_sas', 'gauge', 'Inbound ESP SAs installed now.', (s) => [{ value: s.cables.inboundSas }]);
     def('nvi_cipher_keys', 'gauge', 'AES-GCM keys held now (inbound and outbound).', (s) => [{ value: s.cables.cipherKeys }]);
+    def('nvi_cipher_contexts', 'gauge', 'AES-GCM key schedules kept between packets (about 1.1 KB each): keys used in the last minute or so.',
+      (s) => (s.cables.cipherContexts === undefined ? [] : [{ value: s.cables.cipherContexts }]));
     def('nvi_replay_windows_with_blocks', 'gauge', 'Inbound SAs whose anti-replay window holds its 256 bytes of blocks (more than 6 holes at once); the others keep their top and holes alone.',
       (s) => (s.cables.windowsWithBlocks === undefined ? [] : [{ value: s.cables.windowsWithBlocks }]));
     groupCounters('nvi_cables', (s) => s.cables, CABLE_GAUGES, 'Cable and SA events');
