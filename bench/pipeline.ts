@@ -85,7 +85,6 @@ import { Drop } from '../src/base/drops.js';
 import { ETH_HLEN, ETH_OFF_SRC } from '../src/wire/ethernet.js';
 import { IPV4_HLEN, makeOuterTemplate } from '../src/wire/ipv4.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../src/wire/ipv6.js';
-import { pairHash } from '../src/dataplane/pair-hash.js';
 import { ROUTER_MAC } from '../src/dataplane/vm-port.js';
 import { nativeAvailable } from '../src/native/addon.js';
 import { MemoryLogger } from '../src/base/log.js';
@@ -163,7 +162,7 @@ const gc = vm.runInNewContext('gc') as () => void;
 /** One cable and its SAs count 2^31 bytes (--big-counters), before any other is made. */
 function countedPast2G(): void {
   const z = Buffer.alloc(16);
-  const c = new Cable(1, CableDirection.Egress, z, z, Drop.None, 'x', null, NOW);
+  const c = new Cable(CableDirection.Egress, z, z, Drop.None, 'x', null, NOW);
   const out = new OutboundSa(256, 0, 1, NOW, { softPackets: 1e9, softBytes: 1e12, softAgeMs: 1e9, hardSeq: DEFAULT_HARD_SEQ });
   const inb = new InboundSa(256, 0, 1, c);
   for (const r of [c, out, inb]) r.bytes = 2 ** 31;
@@ -424,7 +423,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
   const outer = makeOuterTemplate(h1.address, h2.address, esp ? PROTO_ESP : PROTO_IPV6); // one per peer, as the resolver keeps them
   for (let k = 0; k < n; k++) {
     const dst = identity(prefix, k + 1);
-    const c = new Cable(pairHash(port.identity, 0, dst, 0), CableDirection.Egress, port.identity, dst, Drop.None, egressDecision.rule, egressDecision, NOW);
+    const c = new Cable(CableDirection.Egress, port.identity, dst, Drop.None, egressDecision.rule, egressDecision, NOW);
     c.srcPort = rig.srcPort;
     c.peerAddr = h2.address;
     c.peerHost = h2.name;
@@ -443,7 +442,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
   for (let k = 0; k < n; k++) {
     const srcId = Buffer.from(src.identity);
     const dst = identity(prefix, k + 1);
-    const c = new Cable(pairHash(srcId, 0, dst, 0), CableDirection.Ingress, srcId, dst,
+    const c = new Cable(CableDirection.Ingress, srcId, dst,
       Drop.None, ingressDecision.rule, ingressDecision, NOW);
     c.localPort = dstPort;
     c.peerAddr = h1.address;
@@ -526,7 +525,7 @@ function replugUs(rig: Rig, n: number): number {
   const olds = pickCables(h2.ingressCables, n, 7);
   const t0 = performance.now();
   for (const old of olds) {
-    const next = new Cable(old.hash, old.direction, old.src, old.dst, old.drop, old.rule, old.decision, NOW);
+    const next = new Cable(old.direction, old.src, old.dst, old.drop, old.rule, old.decision, NOW);
     next.localPort = old.localPort;
     next.peerAddr = old.peerAddr;
     next.peerHost = old.peerHost;

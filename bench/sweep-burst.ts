@@ -10,7 +10,6 @@
 import { performance } from 'node:perf_hooks';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
-import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Drop } from '../src/base/drops.js';
 import { SWEEP_REMOVALS, SWEEP_SLOTS } from '../src/switch/host.js';
 import { benchOptions, integer } from './options.js';
@@ -33,7 +32,7 @@ function run(maxRemovals: number): { calls: number; median: number; slowest: num
     const s = identity(k);
     const d = identity(k + 1);
     // Ten local VMs to many peers: the identity index as a host has it.
-    const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'bench', null, 0);
+    const c = new Cable(CableDirection.Egress, s, d, Drop.None, 'bench', null, 0);
     c.lasts(0, Infinity, k % 1000 === 0 ? Infinity : 1000); // swept at 5000
     cache.insert(c);
   }

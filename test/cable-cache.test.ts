@@ -13,10 +13,21 @@ function id(n: number): Buffer {
   return b;
 }
 
+/** A cable whose pair hash the test chooses, so that pairs collide (a Cable's own is its pair's pairHash). */
+class HashedCable extends Cable {
+  constructor(private readonly forced: number, src: Buffer, dst: Buffer, drop: Drop) {
+    super(CableDirection.Egress, src, dst, drop, 'test', null, 0);
+  }
+
+  override get hash(): number {
+    return this.forced;
+  }
+}
+
 function cable(src: number, dst: number, hash?: number, drop = Drop.None): Cable {
   const s = id(src);
   const d = id(dst);
-  const c = new Cable(hash ?? pairHash(s, 0, d, 0), CableDirection.Egress, s, d, drop, 'test', null, 0);
+  const c = hash === undefined ? new Cable(CableDirection.Egress, s, d, drop, 'test', null, 0) : new HashedCable(hash, s, d, drop);
   c.lasts(0, Infinity, Infinity); // the tests sweep at times far below 12 days
   return c;
 }
@@ -35,7 +46,7 @@ test('a cable keeps its direction and drop reason beside its flags: every drop, 
   assert.ok(drops.length > 50, `${drops.length} drop reasons`);
   for (const d of drops) {
     for (const dir of [CableDirection.Egress, CableDirection.Ingress]) {
-      const c = new Cable(7, dir, id(1), id(2), d, 'test', null, 0);
+      const c = new Cable(dir, id(1), id(2), d, 'test', null, 0);
       c.used = true;
       c.refreshing = true;
       c.refreshAgain = true;
@@ -163,6 +174,22 @@ test('differential: the cache holds what a plain map holds, less what it reporte
     for (const [k, c] of model) assert.is(cache.find(c.hash, packet(k, k + 1), 0, 16), c);
     assert.is([...cache.all()].length, model.size);
   }
+});
+
+test("a cable's hash is its pair's pairHash, the one the packet path computes from the packet", () => {
+  for (let k = 0; k < 2000; k++) {
+    const s = id(k * 7919);
+    const d = id(k * 104_729 + 1);
+    s[3] = k & 0xff; // the prefix words vary too
+    d[7] = (k * 31) & 0xff;
+    const c = new Cable(CableDirection.Egress, s, d, Drop.None, 'test', null, 0);
+    const want = pairHash(s, 0, d, 0);
+    if (c.hash !== want) assert.unreachable(`pair ${k}: ${c.hash} against ${want}`);
+  }
+  const c = cable(1, 2);
+  const cache = new CableCache(4);
+  cache.insert(c);
+  assert.is(cache.find(pairHash(id(1), 0, id(2), 0), packet(1, 2), 0, 16), c, 'found by the hash of the packet');
 });
 
 test('the pair hash spreads: 100k pairs give almost no collisions in 30 bits', () => {

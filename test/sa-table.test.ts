@@ -8,7 +8,6 @@ import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { CableDirection, Cable, type CableSa } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
-import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Drop } from '../src/base/drops.js';
 import { MemoryLogger } from '../src/base/log.js';
 import { msOf, tickOf } from '../src/base/ticks.js';
@@ -32,7 +31,7 @@ function id(n: number): Buffer {
 function ingress(n: number): Cable {
   const s = id(n);
   const d = id(1);
-  return new Cable(pairHash(s, 0, d, 0), CableDirection.Ingress, s, d, Drop.None, 'test', null, 0);
+  return new Cable(CableDirection.Ingress, s, d, Drop.None, 'test', null, 0);
 }
 
 /** When `sa` stops accepting packets (ms since 1970), told at `now`; Infinity while it is current. */
@@ -203,7 +202,7 @@ test('a random run of installs, rekeys, replacements, moves, evictions and sweep
 function egress(n: number, peer: number, sa: OutboundSa): Cable {
   const s = id(1);
   const d = id(n);
-  const c = new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'test', null, 0);
+  const c = new Cable(CableDirection.Egress, s, d, Drop.None, 'test', null, 0);
   c.peerAddr = peer;
   c.sa = sa;
   return c;

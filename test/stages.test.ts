@@ -13,7 +13,6 @@ import { FrameParse } from '../src/dataplane/egress/frame-parse.js';
 import { IpGuard } from '../src/dataplane/egress/ip-guard.js';
 import { EspDecap } from '../src/dataplane/ingress/esp-decap.js';
 import { PairCheck } from '../src/dataplane/ingress/pair-check.js';
-import { pairHash } from '../src/dataplane/pair-hash.js';
 import { Pipeline } from '../src/dataplane/pipeline.js';
 import { drop, settle, type Stage } from '../src/dataplane/stage.js';
 import { Upcall, type MissResolver } from '../src/dataplane/upcall.js';
@@ -134,7 +133,7 @@ test('ip-guard: the source must be the port identity, the destination another id
 function espSetup() {
   const cipher = new NodeEspCipher();
   const key = cipher.addKey('aes-128-gcm', Buffer.alloc(16, 7), Buffer.from('01020304', 'hex'));
-  const cable = new Cable(pairHash(PEER, 0, ME, 0), CableDirection.Ingress, PEER, ME, Drop.None, 'test', null, 0);
+  const cable = new Cable(CableDirection.Ingress, PEER, ME, Drop.None, 'test', null, 0);
   const sa: CableSa = new InboundSa(0x1234, key, PEER_HOST, cable);
   const spis = new SpiTable<typeof sa>();
   spis.set(sa.spi, sa);
@@ -191,7 +190,7 @@ test('esp-decap: SA, peer, replay window, ICV, trailer and inner pair, each refu
 /** A plugged (or unplugged) ingress cable PEER -> ME from PEER_HOST. */
 function ingressCable(dropReason = Drop.None, encrypt = false): Cable {
   const d: DirectionDecision = { drop: dropReason, rule: 'test', revision: 1, validUntil: Infinity, encrypt, filter: null, flow: FlowMode.None };
-  const c = new Cable(pairHash(PEER, 0, ME, 0), CableDirection.Ingress, PEER, ME, dropReason, 'test', d, 0);
+  const c = new Cable(CableDirection.Ingress, PEER, ME, dropReason, 'test', d, 0);
   c.localPort = 0;
   c.peerAddr = PEER_HOST;
   c.lasts(0, Infinity, Infinity); // the pair-check runs at 0

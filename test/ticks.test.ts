@@ -9,7 +9,6 @@ import { deadline, earlier, MAX_AHEAD_MS, msOf, reached, tickOf } from '../src/b
 import { Drop } from '../src/base/drops.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
-import { pairHash } from '../src/dataplane/pair-hash.js';
 import { DEFAULT_HARD_SEQ, OutboundSa } from '../src/esp/sa.js';
 
 /** Milliseconds since 1970 up to about 2248; and offsets of less than 2^31 ms either way. */
@@ -43,7 +42,7 @@ function cable(k: number, now: number): Cable {
   const s = Buffer.alloc(16, 1);
   const d = Buffer.alloc(16, 2);
   d.writeUInt32BE(k, 12);
-  return new Cable(pairHash(s, 0, d, 0), CableDirection.Egress, s, d, Drop.None, 'test', null, now);
+  return new Cable(CableDirection.Egress, s, d, Drop.None, 'test', null, now);
 }
 
 test('cables plugged 5 s before the wrap are swept when their time comes after it, not before', () => {

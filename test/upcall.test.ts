@@ -16,12 +16,11 @@ import { ETH_HLEN } from '../src/wire/ethernet.js';
 const ME = Buffer.from('fd000000000000010000000000000001', 'hex');
 const PEER = Buffer.from('fd000000000000010000000000000002', 'hex');
 const OTHER = Buffer.from('fd000000000000010000000000000003', 'hex');
-const HASH = pairHash(ME, 0, PEER, 0);
 
 /** A resolver whose answers the test gives, one per question, in order. */
 class Asked implements MissResolver {
   readonly questions: { previous: Cable | undefined; answer: (c: Cable) => void }[] = [];
-  plugEgress(_port: number, _dst: Buffer, _hash: number, previous: Cable | undefined): Promise<Cable> {
+  plugEgress(_port: number, _dst: Buffer, previous: Cable | undefined): Promise<Cable> {
     return new Promise((answer) => this.questions.push({ previous, answer }));
   }
   plugIngress(): Promise<Cable> {
@@ -30,7 +29,7 @@ class Asked implements MissResolver {
 }
 
 function cable(drop: Drop, dst = PEER): Cable {
-  return new Cable(HASH, CableDirection.Egress, ME, dst, drop, drop === Drop.None ? 'allow' : 'refused', null, 0);
+  return new Cable(CableDirection.Egress, ME, dst, drop, drop === Drop.None ? 'allow' : 'refused', null, 0);
 }
 
 function setup(limits: Partial<UpcallLimits> = {}): { upcall: Upcall; asked: Asked; egress: CableCache; released: HeldPacket[]; unused: [Cable, Cable | undefined][] } {
@@ -145,12 +144,12 @@ test('a port past its quota of misses a second is refused as upcall/port-quota; 
 
 test("a port's egress cables past its quota evict its own oldest, never another port's", async () => {
   const { upcall, asked, egress } = setup({ perPortCables: 3 });
-  const theirs = new Cable(pairHash(OTHER, 0, PEER, 0), CableDirection.Egress, OTHER, PEER, Drop.None, 'allow', null, 0);
+  const theirs = new Cable(CableDirection.Egress, OTHER, PEER, Drop.None, 'allow', null, 0);
   theirs.srcPort = 1;
   egress.insert(theirs);
   for (let k = 0; k < 5; k++) {
     assert.is(offer(upcall, ME, nth(200 + k), 0), Drop.None);
-    const c = new Cable(pairHash(ME, 0, nth(200 + k), 0), CableDirection.Egress, ME, nth(200 + k), Drop.ResolveNotFound, 'no binding', null, 0);
+    const c = new Cable(CableDirection.Egress, ME, nth(200 + k), Drop.ResolveNotFound, 'no binding', null, 0);
     c.srcPort = 0;
     asked.questions[k].answer(c);
     await tick();

@@ -66,10 +66,10 @@ test('an installed cable is plugged (with its rule and peer) or unplugged (with 
   v.attach([], upcall);
   const src = parseIpv6Address(WEB1);
   const dst = parseIpv6Address(VAULT1);
-  const plugged = new Cable(1, CableDirection.Egress, src, dst, Drop.None, 'blue/web-mesh', null, 0);
+  const plugged = new Cable(CableDirection.Egress, src, dst, Drop.None, 'blue/web-mesh', null, 0);
   plugged.peerHost = 'h2';
   upcall.onInstall!(plugged);
-  upcall.onInstall!(new Cable(2, CableDirection.Ingress, dst, src, Drop.PolicyCrossTenant, 'cross-tenant', null, 0));
+  upcall.onInstall!(new Cable(CableDirection.Ingress, dst, src, Drop.PolicyCrossTenant, 'cross-tenant', null, 0));
   const [a, b] = v.last({});
   assert.equal([a.verdict, a.rule, a.peer, a.reason, a.direction], ['plugged', 'blue/web-mesh', 'h2', '', 'egress']);
   assert.equal([b.verdict, b.rule, b.reason, b.direction, b.srcVm], ['unplugged', 'cross-tenant', 'policy/cross-tenant', 'ingress', 'vault1']);

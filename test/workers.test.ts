@@ -81,7 +81,7 @@ test('two workers\' key exchanges: the responder picks SPIs its kernel filter gi
   const engine = (name: string, address: number, shard: Shard, transport: KxTransport): KeyExchangeEngine => new KeyExchangeEngine(
     { name, address }, hostPrivateKey(cfg, name), transport,
     { hostKey: async (host) => ({ drop: Drop.None, key: createPublicKey(hostPrivateKey(cfg, host)) }) },
-    { accept: async (req) => ({ ok: true, cable: new Cable(1, CableDirection.Ingress, parseIpv6Address(req.src), parseIpv6Address(req.dst), Drop.None, 'test', null, 0) }) },
+    { accept: async (req) => ({ ok: true, cable: new Cable(CableDirection.Ingress, parseIpv6Address(req.src), parseIpv6Address(req.dst), Drop.None, 'test', null, 0) }) },
     { installInbound: (_c, spi) => spis.push(spi), spiInUse: () => false, sendsOn: () => false, spiRejected: () => {} },
     new NodeEspCipher(), { alg: 'aes-128-gcm', limits: { softPackets: 1e9, softBytes: 1e12, softAgeMs: 3.6e6, hardSeq: DEFAULT_HARD_SEQ }, ...DEFAULT_KX, shard }, systemClock, systemRandom,
   );

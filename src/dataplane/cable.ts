@@ -9,7 +9,7 @@ import type { DirectionDecision, FlowState } from './decision.js';
 import { Drop } from '../base/drops.js';
 import { deadline, tickOf } from '../base/ticks.js';
 import { formatIpv6 } from '../base/address.js';
-import { identityKey } from './pair-hash.js';
+import { identityKey, pairHashOfWords } from './pair-hash.js';
 
 export const enum CableDirection {
   /** src is a VM on this host; packets leave through encap or go to a local VM. */
@@ -81,7 +81,6 @@ export class Cable {
   private readonly d3: number;
 
   constructor(
-    readonly hash: number,
     direction: CableDirection,
     /** Source and destination identities, 16 bytes each (kept as words). */
     src: Uint8Array,
@@ -106,6 +105,11 @@ export class Cable {
     this.d1 = word(dst, 4);
     this.d2 = word(dst, 8);
     this.d3 = word(dst, 12);
+  }
+
+  /** The pair's hash (pairHash), made from the words: the cache finds a cable by the packet's, and keeps this one for no field (4 B a cable). */
+  get hash(): number {
+    return pairHashOfWords(this.s0, this.s1, this.s2, this.s3, this.d0, this.d1, this.d2, this.d3);
   }
 
   get direction(): CableDirection {

@@ -30,6 +30,11 @@ export function pairHash(bufA: Uint8Array, a: number, bufB: Uint8Array, b: numbe
   return finish(h);
 }
 
+/** pairHash of a pair given as eight big-endian int32 words, source first. */
+export function pairHashOfWords(s0: number, s1: number, s2: number, s3: number, d0: number, d1: number, d2: number, d3: number): number {
+  return finish(mix(mix(mix(mix(mix(mix(mix(mix(SEED, s0), s1), s2), s3), d0), d1), d2), d3));
+}
+
 /**
  * A 30-bit key of one 16-byte identity given as four big-endian int32 words: equal identities
  * have equal keys; different ones rarely do, so an index by key checks the words too.

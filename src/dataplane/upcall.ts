@@ -31,9 +31,9 @@ export interface HeldPacket {
 /** The control plane behind the miss path (src/switch/resolver.ts). Its promises never reject. */
 export interface MissResolver {
   /** SDN Algorithm 1: local VM on `port` -> dst. Returns the cable to install, plugged or not. */
-  plugEgress(port: number, dst: Buffer, hash: number, previous: Cable | undefined): Promise<Cable>;
+  plugEgress(port: number, dst: Buffer, previous: Cable | undefined): Promise<Cable>;
   /** SDN Algorithm 2 for plain IPv6-in-IPv4: remote src -> local VM on `port`, arrived from `outerSrc`. */
-  plugIngress(src: Buffer, port: number, outerSrc: number, hash: number, previous: Cable | undefined): Promise<Cable>;
+  plugIngress(src: Buffer, port: number, outerSrc: number, previous: Cable | undefined): Promise<Cable>;
 }
 
 export interface UpcallLimits {
@@ -104,14 +104,14 @@ export class Upcall {
   holdEgress(b: Batch, i: number, hash: number): Drop {
     const ip = b.l3[i];
     return this.hold(b, i, CableDirection.Egress, hash, ip + IPV6_OFF_SRC, ip + IPV6_OFF_DST, () =>
-      this.resolver.plugEgress(b.port[i], Buffer.from(b.data.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16)), hash, undefined));
+      this.resolver.plugEgress(b.port[i], Buffer.from(b.data.subarray(ip + IPV6_OFF_DST, ip + IPV6_OFF_DST + 16)), undefined));
   }
 
   /** Plain ingress miss: hold packet i (an underlay packet) for inner pair at `innerIp`, local VM `port`. */
   holdIngress(b: Batch, i: number, hash: number, innerIp: number, port: number): Drop {
     const peer = b.peer[i];
     return this.hold(b, i, CableDirection.Ingress, hash, innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_DST, () =>
-      this.resolver.plugIngress(Buffer.from(b.data.subarray(innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_SRC + 16)), port, peer, hash, undefined));
+      this.resolver.plugIngress(Buffer.from(b.data.subarray(innerIp + IPV6_OFF_SRC, innerIp + IPV6_OFF_SRC + 16)), port, peer, undefined));
   }
 
   /**
@@ -128,7 +128,7 @@ export class Upcall {
     if (this.pendingCount >= this.limits.maxPending) return false;
     const p: Pending = {
       direction: CableDirection.Egress, hash, src: Buffer.from(src), dst: Buffer.from(dst), packets: [], since: performance.now(),
-      start: () => this.resolver.plugEgress(port, dst, hash, undefined), stale: false, restarts: 0,
+      start: () => this.resolver.plugEgress(port, dst, undefined), stale: false, restarts: 0,
     };
     this.add(p);
     this.counts.prefetches++;
@@ -142,8 +142,8 @@ export class Upcall {
     cable.refreshing = true;
     this.counts.refreshes++;
     const job = cable.direction === CableDirection.Egress
-      ? this.resolver.plugEgress(cable.srcPort, cable.dst, cable.hash, cable)
-      : this.resolver.plugIngress(cable.src, cable.localPort, cable.peerAddr, cable.hash, cable);
+      ? this.resolver.plugEgress(cable.srcPort, cable.dst, cable)
+      : this.resolver.plugIngress(cable.src, cable.localPort, cable.peerAddr, cable);
     job.then(
       (next) => {
         cable.refreshing = false;

@@ -46,7 +46,7 @@
 enum { SALT_LEN = 4, IV_LEN = 8, ESP_HLEN = 16, ICV_LEN = 16, OFF_SPI = 0, OFF_SEQ = 4, OFF_IV = 8 };
 /** Largest ESP plaintext: an IPv4 packet cannot carry more. */
 enum { MAX_TEXT = 65535 };
-/** Contexts freed in one trim pass (about 1.1 KB each) from which the allocator gives memory back to the system. */
+/** Contexts freed (about 1.1 KB each) from which a trim pass has the allocator give memory back to the system. */
 enum { TRIM_RETURN = 1024 };
 
 typedef struct {
@@ -67,6 +67,7 @@ typedef struct {
   uint32_t contexts;  // EVP contexts alive
   uint32_t pass;      // trim passes so far
   uint32_t trim_at;   // where the next trim pass goes on
+  uint32_t unreturned;  // contexts freed since the allocator last gave memory back
   uint8_t *scratch;   // MAX_TEXT bytes, for open()
 } gcm_table;
 
@@ -366,9 +367,13 @@ static napi_value gcm_trim(napi_env env, napi_callback_info info) {
     freed += free_context(k);
   }
   t->contexts -= freed;
+  t->unreturned += freed;
 #ifdef __GLIBC__
   // Freed 1-KB chunks stay in the allocator's heap (and in the RSS) until it is trimmed.
-  if (freed >= TRIM_RETURN) malloc_trim(0);
+  if (t->unreturned >= TRIM_RETURN) {
+    malloc_trim(0);
+    t->unreturned = 0;
+  }
 #endif
   return nvi_int(env, (int32_t)freed);
 }

@@ -107,5 +107,5 @@ export type SavedFlows = [string, [number, number, number][]][];
  * for good (the port's other cables went with it; this one was in flight).
  */
 export function gone(previous: Cable, now: number): Cable {
-  return new Cable(previous.hash, previous.direction, previous.src, previous.dst, Drop.PortGone, 'the VM port was detached', null, now);
+  return new Cable(previous.direction, previous.src, previous.dst, Drop.PortGone, 'the VM port was detached', null, now);
 }

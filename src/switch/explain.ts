@@ -12,7 +12,6 @@ import { Trace, type TraceStep } from '../base/trace.js';
 import { Batch, FRAME_OFFSET, Next } from '../dataplane/batch.js';
 import type { Cable } from '../dataplane/cable.js';
 import { CableFilter, settledBy } from '../dataplane/cable-filter.js';
-import { pairHash } from '../dataplane/pair-hash.js';
 import { ETH_HLEN } from '../wire/ethernet.js';
 import { ICMP6_ECHO_REQUEST } from '../wire/icmpv6.js';
 import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_NEXT, IPV6_OFF_PLEN, IPV6_OFF_SRC, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../wire/ipv6.js';
@@ -43,8 +42,7 @@ export async function explainSender(host: Host, src: string, dst: string, packet
   if (port === undefined) throw new Error(`${src} is not a VM of ${host.name}`);
   const trace = new Trace();
   const dstBytes = parseIpv6Address(dst);
-  const hash = pairHash(host.ports.at(port).identity, 0, dstBytes, 0);
-  const cable = await host.sender.plug(port, dstBytes, hash, undefined, { negotiate: false, trace, privateFlows: true });
+  const cable = await host.sender.plug(port, dstBytes, undefined, { negotiate: false, trace, privateFlows: true });
   if (cable.drop !== Drop.None || !packet) return { side: 'sender', host: host.name, steps: trace.steps, drop: cable.drop, rule: cable.rule };
   const p = runFilter('egress-filter', cable, packet, host.ports.at(port).mtu, trace);
   return { side: 'sender', host: host.name, steps: trace.steps, ...p };

@@ -12,7 +12,6 @@
 import { formatIpv4, parseIpv6Address } from '../base/address.js';
 import type { Logger } from '../base/log.js';
 import { msOf } from '../base/ticks.js';
-import { pairHash } from '../dataplane/pair-hash.js';
 import type { EspAlgorithm, EspCipher, KeyMaterial } from '../esp/esp-cipher.js';
 import type { WindowState } from '../esp/replay-window.js';
 import { OutboundSa } from '../esp/sa.js';
@@ -189,7 +188,7 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
       sa.bytes = s.sa.bytes;
     }
     const dst = parseIpv6Address(s.dst);
-    const cable = await host.sender.plug(port.index, dst, pairHash(port.identity, 0, dst, 0), undefined, { negotiate: true, handedOver: sa });
+    const cable = await host.sender.plug(port.index, dst, undefined, { negotiate: true, handedOver: sa });
     if (sa && cable.sa !== sa) {
       cipher.removeKey(sa.key);
       if (cable.plugged) log.info('handover-sa-replaced', { pair, peer: formatIpv4(sa.peer), now: cable.peerHost });

@@ -147,7 +147,7 @@ export class Host implements HostView {
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
     this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log, (c, old) => this.sas.rekeyed(c, old));
     this.upcall = new Upcall(
-      { plugEgress: (port, dst, hash, prev) => this.sender.plug(port, dst, hash, prev), plugIngress: (src, port, from, hash, prev) => this.receiver.plug(src, port, from, hash, prev) },
+      { plugEgress: (port, dst, prev) => this.sender.plug(port, dst, prev), plugIngress: (src, port, from, prev) => this.receiver.plug(src, port, from, prev) },
       caches,
       { perCable: sw.upcall.queuePerCable, total: sw.upcall.queueTotal, maxPending: 1024, portMissesPerSecond: sw.upcall.portMissesPerSecond, perPortCables: sw.cables.perPort },
       (dir, packets) => this.reinject(dir, packets),

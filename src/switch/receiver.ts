@@ -13,7 +13,6 @@ import type { Clock } from '../base/clock.js';
 import type { Trace } from '../base/trace.js';
 import { Cable, CableDirection } from '../dataplane/cable.js';
 import type { DirectionDecision } from '../dataplane/decision.js';
-import { pairHash } from '../dataplane/pair-hash.js';
 import type { VmPort } from '../dataplane/vm-port.js';
 import type { Policy } from '../policy/decision.js';
 import type { BindingRecord } from '../trust/records.js';
@@ -61,7 +60,7 @@ export class Receiver {
     if (r.kind === 'store-error') return { ok: false, drop: r.drop, detail: r.detail };
     if (r.kind === 'refused') return { ok: false, drop: r.drop, detail: r.detail };
     const src = parseIpv6Address(req.src);
-    const cable = new Cable(pairHash(src, 0, port.identity, 0), CableDirection.Ingress, src, port.identity, Drop.None, r.decision.rule, r.decision, now);
+    const cable = new Cable(CableDirection.Ingress, src, port.identity, Drop.None, r.decision.rule, r.decision, now);
     cable.localPort = portIndex;
     cable.peerAddr = req.initiatorAddress;
     cable.peerHost = req.initiatorHost;
@@ -75,7 +74,7 @@ export class Receiver {
    * Also the refresh of a plugged cable (`previous`), plain or ESP: an ESP cable's SA was
    * negotiated with a host, which its binding must still name, and which the new cable keeps.
    */
-  async plug(src: Buffer, portIndex: number, outerSrc: number, hash: number, previous: Cable | undefined, trace?: Trace): Promise<Cable> {
+  async plug(src: Buffer, portIndex: number, outerSrc: number, previous: Cable | undefined, trace?: Trace): Promise<Cable> {
     const maker = this.maker;
     if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
     const port = this.host.ports.at(portIndex);
@@ -84,7 +83,7 @@ export class Receiver {
     const peerHost = previous?.peerHost ?? '';
     const r = await this.checks(srcText, port, formatIpv4(outerSrc), peerHost || undefined, trace);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Ingress, src, port.identity, drop, rule, decision, now);
+      const c = new Cable(CableDirection.Ingress, src, port.identity, drop, rule, decision, now);
       c.localPort = portIndex;
       c.peerAddr = outerSrc;
       c.peerHost = peerHost;

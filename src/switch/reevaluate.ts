@@ -80,7 +80,7 @@ export class Reevaluator {
     }
     for (const c of this.caches.ingress.cablesOf(identity)) {
       if (c.dstText !== identity) continue;
-      const moved = new Cable(c.hash, c.direction, c.src, c.dst, Drop.VmMoved, `${c.dstText} left this host`, null, now);
+      const moved = new Cable(c.direction, c.src, c.dst, Drop.VmMoved, `${c.dstText} left this host`, null, now);
       moved.localPort = -1;
       moved.peerAddr = c.peerAddr;
       moved.peerHost = c.peerHost;
@@ -112,7 +112,7 @@ export class Reevaluator {
       c.expiresTick = tickOf(now);
       return;
     }
-    const next = new Cable(c.hash, c.direction, c.src, c.dst, d.drop, d.rule, d, now);
+    const next = new Cable(c.direction, c.src, c.dst, d.drop, d.rule, d, now);
     next.srcPort = c.srcPort;
     next.localPort = c.localPort;
     next.peerAddr = c.peerAddr;

@@ -73,7 +73,7 @@ export class Sender {
   ) {}
 
   /** The cable for the VM on `portIndex` -> dst, plugged or not; `previous` is the cable being verified again. */
-  async plug(portIndex: number, dst: Buffer, hash: number, previous: Cable | undefined, opts: PlugOptions = { negotiate: true }): Promise<Cable> {
+  async plug(portIndex: number, dst: Buffer, previous: Cable | undefined, opts: PlugOptions = { negotiate: true }): Promise<Cable> {
     const { trace } = opts;
     const maker = this.maker;
     if (!this.host.ports.has(portIndex)) return gone(previous!, this.clock.now());
@@ -86,7 +86,7 @@ export class Sender {
     const now = this.clock.now();
     const dstText = formatIpv6(dst);
     const make = (drop: Drop, rule: string, decision: DirectionDecision | null): Cable => {
-      const c = new Cable(hash, CableDirection.Egress, port.identity, dst, drop, rule, decision, now);
+      const c = new Cable(CableDirection.Egress, port.identity, dst, drop, rule, decision, now);
       c.srcPort = portIndex;
       return c;
     };
