@@ -107,7 +107,7 @@ export class Cable {
     this.d3 = word(dst, 12);
   }
 
-  /** The pair's hash (pairHash), made from the words: the cache finds a cable by the packet's, and keeps this one for no field (4 B a cable). */
+  /** The pair's hash (pairHash), made from the words: the cache finds a cable by the packet's, and keeps no field for it (8 B a cable, measured). */
   get hash(): number {
     return pairHashOfWords(this.s0, this.s1, this.s2, this.s3, this.d0, this.d1, this.d2, this.d3);
   }
