@@ -323,6 +323,13 @@ async function openRig(config: CloudConfig, n: number, mode: Mode): Promise<Rig>
 interface CableHeap {
   readonly egress: number;
   readonly ingress: number;
+  /** Bytes per pair of typed arrays outside the JS heap (the caches' and SPI tables' keys), window blocks left out. */
+  readonly typed: number;
+}
+
+/** Bytes of ArrayBuffers outside the JS heap, but the replay windows' chunks (counted on their own). */
+function typedBytes(): number {
+  return process.memoryUsage().arrayBuffers - ReplayWindow.stored.chunks * 2 ** 20;
 }
 
 /** What --windows made every SA carry, for the header. */
@@ -336,7 +343,8 @@ function windowsText(): string {
 
 /**
  * What a pair costs on a host (ESP, n >= 1000): its two cables with their SAs (heap at plug
- * time); the native cipher's entries of their two keys (one per SA; the bench's two hosts
+ * time); the typed arrays that grew with them outside the heap (the cable caches' hashes, the
+ * SPI tables' keys); the native cipher's entries of their two keys (one per SA; the bench's two hosts
  * share one key a pair, so a key's share of the table counts twice), free slots included;
  * and its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks
  * (src/esp/replay-window.ts). Then the cipher contexts alive: one for each key the runs used,
@@ -346,8 +354,8 @@ function pairLine(heap: CableHeap, n: number, when: string, cipher: EspCipher): 
   const { windows, chunks } = ReplayWindow.stored;
   const blocks = (chunks * 2 ** 20) / n;
   const keyBytes = cipher instanceof NativeEspCipher && cipher.keyCount > 0 ? cipher.tableBytes / cipher.keyCount : 0;
-  return `  a pair ${when}: ${Math.round(heap.egress + heap.ingress + 2 * keyBytes + blocks)} B (cables with SAs ${Math.round(heap.egress)} + ${Math.round(heap.ingress)}, ` +
-    `keys in C 2 x ${Math.round(keyBytes)}, window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB); ` +
+  return `  a pair ${when}: ${Math.round(heap.egress + heap.ingress + heap.typed + 2 * keyBytes + blocks)} B (cables with SAs ${Math.round(heap.egress)} + ${Math.round(heap.ingress)}, ` +
+    `typed arrays ${Math.round(heap.typed)}, keys in C 2 x ${Math.round(keyBytes)}, window blocks ${Math.round(blocks)}: ${windows} windows with blocks, ${chunks} chunks of 1 MB); ` +
     `cipher contexts alive ${cipher.contexts}`;
 }
 
@@ -416,6 +424,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
     keyMs = performance.now() - k0;
   }
   const heap0 = heapMb();
+  const typed0 = typedBytes();
   const live = (c: Cable): void => {
     c.lasts(NOW, NOW + ttl, NOW + 2 * ttl);
   };
@@ -471,7 +480,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
       `${esp ? ' with InboundSa' : ''}); rss ${(process.memoryUsage().rss / 2 ** 20).toFixed(0)} MB`,
   );
   if (h1.egressCables.evictions + h2.ingressCables.evictions > 0) throw new Error('cables were evicted: the cache is too small');
-  const heap = { egress: ((heap1 - heap0) * 2 ** 20) / n, ingress: ((heap2 - heap1) * 2 ** 20) / n };
+  const heap = { egress: ((heap1 - heap0) * 2 ** 20) / n, ingress: ((heap2 - heap1) * 2 ** 20) / n, typed: (typedBytes() - typed0) / n };
   if (esp && n >= 1000) say(pairLine(heap, n, 'after plugging', rig.cipher));
   if (esp && n >= 1000 && WINDOWS === 'reordered') say(shrinkLine(heap, n, rig));
   if (n >= REPLUGS) say(`  sweep of a host (expired cables and SAs, every ${SWEEP_INTERVAL_MS} ms; nothing due): ${sweepMs(rig).toFixed(2)} ms, median of 5`);
