@@ -29,7 +29,7 @@ import { labMigrate } from '../src/lab/lab.js';
 import { hostKeyPaths } from '../src/trust/pki.js';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath } from '../src/switch/paths.js';
-import { alive, dropDelta, labNamespaces, newLab, sleep, until, type HostStats, type Lab } from './e2e-fixture.js';
+import { alive, dropDelta, labNamespaces, newLab, sleep, until, type HostStats, type Lab, type RunResult } from './e2e-fixture.js';
 
 export function migrateSuite(opts: { name: string; etcd?: number }): void {
   const test = suite(opts.name);
@@ -75,6 +75,26 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
     w.close();
   }
 
+  /** `lab attach|detach VM`, which must succeed; its output. */
+  async function labVm(op: 'attach' | 'detach', vm: string): Promise<RunResult> {
+    const r = await lab.cli(['lab', op, vm], 60);
+    assert.is(r.code, 0, r.stderr + r.stdout);
+    return r;
+  }
+
+  /** A new VM on h1 in blue's web group (so the web mesh plugs it), the policy applied, attached on the running switch; the attach's output. */
+  async function createWebVm(vm: string): Promise<RunResult> {
+    const create = await lab.operator(['vm', 'create', vm, '--tenant', 'blue', '--host', 'h1']);
+    assert.is(create.code, 0, create.stderr);
+    const doc = parse(readFileSync(lab.config, 'utf8')) as { tenants: { blue: { groups: { web: string[] } } } };
+    doc.tenants.blue.groups.web.push(vm);
+    writeFileSync(lab.config, stringify(doc));
+    const apply = await lab.operator(['policy', 'apply']);
+    assert.is(apply.code, 0, apply.stderr + apply.stdout);
+    lab.reload();
+    return labVm('attach', vm);
+  }
+
   async function migrate(vm: string, to: string): Promise<string> {
     const r = await lab.cli(['lab', 'migrate', vm, '--to', to], 60);
     assert.is(r.code, 0, `lab migrate ${vm} --to ${to}: ${r.stderr}${r.stdout}`);
@@ -95,23 +115,12 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
   });
 
   test('a VM created and attached on a running switch gets its RA and reaches the other host; detached, its cables go and packets to it are counted', async () => {
-    // web4 on h1, in the web group (so the web mesh plugs it).
-    const create = await lab.operator(['vm', 'create', 'web4', '--tenant', 'blue', '--host', 'h1']);
-    assert.is(create.code, 0, create.stderr);
-    const doc = parse(readFileSync(lab.config, 'utf8')) as { tenants: { blue: { groups: { web: string[] } } } };
-    doc.tenants.blue.groups.web.push('web4');
-    writeFileSync(lab.config, stringify(doc));
-    const apply = await lab.operator(['policy', 'apply']);
-    assert.is(apply.code, 0, apply.stderr + apply.stdout);
-    lab.reload();
-    const attach = await lab.cli(['lab', 'attach', 'web4'], 60);
-    assert.is(attach.code, 0, attach.stderr + attach.stdout);
+    const attach = await createWebVm('web4');
     assert.match(attach.stdout, /vm web4: .* default route via fe80::4e:56ff:fe49:1 \(from RA\)/);
     assert.equal(await ping('web4', 'web2', 3), { sent: 3, received: 3 }, 'web4 (h1) reaches web2 (h2)');
     const before = await lab.cables();
     assert.ok(before.h1.some((c) => c.srcVm === 'web4') && before.h2.some((c) => c.dstVm === 'web4'), 'cables of web4 on both hosts');
-    const detach = await lab.cli(['lab', 'detach', 'web4'], 60);
-    assert.is(detach.code, 0, detach.stderr + detach.stdout);
+    await labVm('detach', 'web4');
     const gone = await until(() => lab.cables(), (c) => !Object.values(c).flat().some((x) => (x.srcVm === 'web4' || x.dstVm === 'web4') && x.state.startsWith('plugged')), 5000);
     assert.not.ok(Object.values(gone).flat().some((x) => (x.srcVm === 'web4' || x.dstVm === 'web4') && x.state.startsWith('plugged')), 'no plugged cable of web4 left');
     const s0 = await lab.stats();
@@ -122,46 +131,32 @@ export function migrateSuite(opts: { name: string; etcd?: number }): void {
     assert.ok((d['resolve/not-found'] ?? 0) + (d['vm/moved'] ?? 0) >= 2, `h2 counted the packets to the detached VM: ${JSON.stringify(d)}`);
 
     // Attached again: h2 verified web4's binding before, so the new one must come at a higher epoch, though the store forgot the old one.
-    const again = await lab.cli(['lab', 'attach', 'web4'], 60);
-    assert.is(again.code, 0, again.stderr + again.stdout);
+    const again = await labVm('attach', 'web4');
     const epochs = [attach, again].map((r) => Number(/binding epoch (\d+)/.exec(r.stdout)?.[1]));
     assert.ok(epochs[1] > epochs[0], `attached again at epoch ${epochs[1]}, above ${epochs[0]}`);
     assert.equal(await ping('web4', 'web2', 3), { sent: 3, received: 3 }, 'web4 reaches web2 again');
     assert.equal(await ping('web2', 'web4', 3), { sent: 3, received: 3 }, 'and web2 reaches web4');
-    const last = await lab.cli(['lab', 'detach', 'web4'], 60); // as the tests after this one expect
-    assert.is(last.code, 0, last.stderr + last.stdout);
+    await labVm('detach', 'web4'); // as the tests after this one expect
   });
 
   test('a VM detached on h1 and attached on h2 (its key moved, the config edited) binds above the epoch the store withdrew: web1, whose host verified the old binding, reaches it', async () => {
     // web5 talks only to web1, on its own host: h2 never sees its binding, so only the store can tell h2 its last epoch.
-    const create = await lab.operator(['vm', 'create', 'web5', '--tenant', 'blue', '--host', 'h1']);
-    assert.is(create.code, 0, create.stderr);
-    const doc = parse(readFileSync(lab.config, 'utf8')) as { tenants: { blue: { groups: { web: string[] } } } };
-    doc.tenants.blue.groups.web.push('web5');
-    writeFileSync(lab.config, stringify(doc));
-    const apply = await lab.operator(['policy', 'apply']);
-    assert.is(apply.code, 0, apply.stderr + apply.stdout);
-    lab.reload();
-    const first = await lab.cli(['lab', 'attach', 'web5'], 60);
-    assert.is(first.code, 0, first.stderr + first.stdout);
+    const first = await createWebVm('web5');
     assert.equal(await ping('web1', 'web5', 3), { sent: 3, received: 3 }, 'web1 reaches web5 on its own host');
-    const detach = await lab.cli(['lab', 'detach', 'web5'], 60);
-    assert.is(detach.code, 0, detach.stderr + detach.stdout);
+    await labVm('detach', 'web5');
 
     // A cold move: the VM's key to h2's key directory (a host keeps only its own VMs' keys), the config to h2.
     renameSync(hostKeyPaths(lab.cfg.hosts.get('h1')!.keyDir).vmKey('web5'), hostKeyPaths(lab.cfg.hosts.get('h2')!.keyDir).vmKey('web5'));
     setVmHost(lab.config, 'web5', 'h2');
     lab.reload();
-    const moved = await lab.cli(['lab', 'attach', 'web5'], 60);
-    assert.is(moved.code, 0, moved.stderr + moved.stdout);
+    const moved = await labVm('attach', 'web5');
     const epochs = [first, moved].map((r) => Number(/binding epoch (\d+)/.exec(r.stdout)?.[1]));
     assert.ok(epochs[1] > epochs[0], `attached on h2 at epoch ${epochs[1]}, above the ${epochs[0]} h1 withdrew`);
     const s0 = await lab.stats();
     assert.equal(await ping('web1', 'web5', 3), { sent: 3, received: 3 }, 'web1 (h1) reaches web5 on h2');
     const s1 = await lab.stats();
     assert.is(dropDelta(s0.h1.egress, s1.h1.egress)['verify/old-epoch'] ?? 0, 0, 'h1 refused no binding of web5 as old');
-    const last = await lab.cli(['lab', 'detach', 'web5'], 60);
-    assert.is(last.code, 0, last.stderr + last.stdout);
+    await labVm('detach', 'web5');
   });
 
   test('web2 moves h2 -> h1 and back under a 10 ms ping and a 12 MB TCP transfer from web1: one connection, every byte, the same rules', async () => {
