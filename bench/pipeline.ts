@@ -163,7 +163,7 @@ const gc = vm.runInNewContext('gc') as () => void;
 function countedPast2G(): void {
   const z = Buffer.alloc(16);
   const c = new Cable(CableDirection.Egress, z, z, Drop.None, 'x', null, NOW);
-  const out = new OutboundSa(256, 0, 1, NOW, { softPackets: 1e9, softBytes: 1e12, softAgeMs: 1e9, hardSeq: DEFAULT_HARD_SEQ });
+  const out = new OutboundSa(256, 0, NOW, { softPackets: 1e9, softBytes: 1e12, softAgeMs: 1e9, hardSeq: DEFAULT_HARD_SEQ });
   const inb = new InboundSa(256, 0, 1, c);
   for (const r of [c, out, inb]) r.bytes = 2 ** 31;
   inb.release();
@@ -442,7 +442,7 @@ function plugCables(rig: Rig, config: CloudConfig, n: number, mode: Mode): Cable
       let spi: number;
       do spi = Math.floor(random() * 0x4000_0000); while (spi < 256 || spis.has(spi));
       spis.add(spi);
-      c.sa = new OutboundSa(spi, rig.keys[k % rig.keys.length], h2.address, NOW, limits);
+      c.sa = new OutboundSa(spi, rig.keys[k % rig.keys.length], NOW, limits);
     }
     outbound.push(c.sa);
     h1.egressCables.insert(c);
@@ -516,7 +516,7 @@ function pickCables(cache: CableCache, n: number, seed: number): Cable[] {
 /** h1 told by h2 that REPLUGS random SPIs are unknown there (src/switch/sa-table.ts spiRejected); µs each. */
 function notifyUs(rig: Rig, n: number): number {
   const { h1 } = rig;
-  const sas = pickCables(h1.egressCables, n, 11).map((c) => c.sa!);
+  const sas = pickCables(h1.egressCables, n, 11).map((c) => ({ spi: c.sa!.spi, peer: c.peerAddr }));
   const before = h1.egressCables.size;
   const t0 = performance.now();
   for (const sa of sas) h1.sas.spiRejected(sa.spi, sa.peer);

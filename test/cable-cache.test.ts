@@ -1,6 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Cable, CableDirection, identityKeyOf } from '../src/dataplane/cable.js';
+import { Cable, CableDirection, MAX_PORTS, identityKeyOf } from '../src/dataplane/cable.js';
+import { PortTable } from '../src/dataplane/port-table.js';
+import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa } from '../src/esp/sa.js';
 import { formatIpv6 } from '../src/base/address.js';
 import { CableCache, EVICT_SCAN } from '../src/dataplane/cable-cache.js';
 import { DROP_INFO, Drop } from '../src/base/drops.js';
@@ -60,6 +62,58 @@ test('a cable keeps its direction and drop reason beside its flags: every drop, 
       assert.equal([c.used, c.refreshing, c.refreshAgain, c.drop, c.direction], [false, false, false, d, dir]);
     }
   }
+});
+
+test('a cable keeps its source and local ports in one field: each -1 .. MAX_PORTS - 1, set apart, and nothing else', () => {
+  const c = new Cable(CableDirection.Egress, id(1), id(2), Drop.None, 'test', null, 0);
+  assert.equal([c.srcPort, c.localPort], [-1, -1]);
+  for (const [s, l] of [[0, -1], [-1, 0], [MAX_PORTS - 1, -1], [-1, MAX_PORTS - 1], [MAX_PORTS - 1, MAX_PORTS - 1], [17, 4242], [0, 0]]) {
+    c.srcPort = s;
+    c.localPort = l;
+    assert.equal([c.srcPort, c.localPort], [s, l], `${s} ${l}`);
+    c.srcPort = 3; // the other stays
+    assert.equal([c.srcPort, c.localPort], [3, l]);
+    c.localPort = 5;
+    assert.equal([c.srcPort, c.localPort], [3, 5]);
+  }
+  c.used = true;
+  c.srcPort = MAX_PORTS - 1;
+  assert.equal([c.used, c.drop, c.direction], [true, Drop.None, CableDirection.Egress]);
+  for (const bad of [MAX_PORTS, -2, 1.5, NaN]) {
+    assert.throws(() => (c.srcPort = bad), /port index/);
+    assert.throws(() => (c.localPort = bad), /port index/);
+  }
+  assert.equal([c.srcPort, c.localPort], [MAX_PORTS - 1, 5], 'a refused value changes nothing');
+});
+
+test("a cable's SA field is the outbound SA on egress and the inbound list on ingress, never both", () => {
+  const out = new OutboundSa(0x1234, 1, 0, { softPackets: 1, softBytes: 1, softAgeMs: 1, hardSeq: DEFAULT_HARD_SEQ });
+  const e = new Cable(CableDirection.Egress, id(1), id(2), Drop.None, 'test', null, 0);
+  e.sa = out;
+  assert.is(e.sa, out);
+  assert.is(e.inbound, null);
+  e.inbound = null; // nothing to clear on egress: the outbound SA stays
+  assert.is(e.sa, out);
+  assert.throws(() => (e.inbound = new InboundSa(1, 2, 3, e)), /egress cable has no inbound SA/);
+  const i = new Cable(CableDirection.Ingress, id(2), id(1), Drop.None, 'test', null, 0);
+  const sa = new InboundSa(0x99, 2, 0x0a000002, i);
+  i.inbound = sa;
+  assert.is(i.inbound, sa);
+  assert.is(i.sa, null);
+  i.sa = null;
+  assert.is(i.inbound, sa);
+  assert.throws(() => (i.sa = out), /ingress cable has no outbound SA/);
+  assert.is(i.inbound, sa);
+});
+
+test('a port table refuses a port beyond what a cable can keep', () => {
+  const t = new PortTable();
+  const port = (n: number) => ({ name: `vm${n}`, tenant: 'blue', mac: Buffer.alloc(6), identity: id(n), identityText: text(n), mtu: 1400 });
+  for (let n = 0; n < MAX_PORTS; n++) t.add(port(n));
+  assert.is(t.byIdentity(text(MAX_PORTS - 1))!.index, MAX_PORTS - 1);
+  assert.throws(() => t.add(port(MAX_PORTS)), /at most 32767 VM ports/);
+  t.remove(100);
+  assert.is(t.add(port(MAX_PORTS)).index, 100, 'a freed slot is taken again');
 });
 
 test('a cable is found by its pair, and not by another pair', () => {

@@ -17,6 +17,9 @@ import { CONTEXT_IDLE_SWEEPS, SaTable } from '../src/switch/sa-table.js';
 import { NativeEspCipher } from '../src/esp/native-esp-cipher.js';
 import { EspJobs } from '../src/esp/esp-cipher.js';
 import { rng } from './rng.js';
+import { Rekeyer } from '../src/switch/rekey.js';
+import { PortTable } from '../src/dataplane/port-table.js';
+import type { SaRequest, SaResult } from '../src/switch/key-exchange.js';
 
 const GRACE = 1000;
 
@@ -220,10 +223,10 @@ test("a peer's NOTIFY unplugs exactly its cable with that SPI, through the (peer
   const peers = [0x0a000001, 0x0a000002, 0x0a000003];
   const newSa = (peer: number): OutboundSa => {
     // The peer chooses SPIs unique among its own: a small space, so that peers share SPIs.
-    const used = new Set([...egressCache.all()].filter((c) => c.sa?.peer === peer).map((c) => c.sa!.spi));
+    const used = new Set([...egressCache.all()].filter((c) => c.sa !== null && c.peerAddr === peer).map((c) => c.sa!.spi));
     let spi: number;
     do spi = 256 + Math.floor(rand() * 40); while (used.has(spi));
-    return new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), peer, 0, LIMITS);
+    return new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), 0, LIMITS);
   };
   const cached = (): Cable[] => [...egressCache.all()];
   for (let step = 0; step < 5000; step++) {
@@ -242,14 +245,14 @@ test("a peer's NOTIFY unplugs exactly its cable with that SPI, through the (peer
       table.replaced(have, next);
     } else if (r < 0.65 && have) {
       const old = have.sa!;
-      have.sa = newSa(have.sa!.peer);
+      have.sa = newSa(have.peerAddr);
       table.rekeyed(have, old);
     } else if (r < 0.72 && have) {
       egressCache.remove(have);
       table.evicted(have);
     } else {
       const spi = 256 + Math.floor(rand() * 40);
-      const target = cached().find((c) => c.sa!.spi === spi && c.sa!.peer === peer);
+      const target = cached().find((c) => c.sa!.spi === spi && c.peerAddr === peer);
       const before = egressCache.size;
       table.spiRejected(spi, peer);
       assert.is(egressCache.size, before - (target ? 1 : 0), `step ${step}: NOTIFY of 0x${spi.toString(16)} from ${peer}`);
@@ -268,9 +271,9 @@ test('a pair plugged again with a new SA that has the same SPI from the same pee
   table = new SaTable({ egress: egressCache, ingress: new CableCache(10) }, cipher, { now: () => 0 }, GRACE, new MemoryLogger());
   const key = (): number => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4));
   const peer = 0x0a000009;
-  const c1 = egress(5, peer, new OutboundSa(0x4444, key(), peer, 0, LIMITS));
+  const c1 = egress(5, peer, new OutboundSa(0x4444, key(), 0, LIMITS));
   egressCache.insert(c1);
-  const c2 = egress(5, peer, new OutboundSa(0x4444, key(), peer, 0, LIMITS));
+  const c2 = egress(5, peer, new OutboundSa(0x4444, key(), 0, LIMITS));
   table.replaced(egressCache.insert(c2)!, c2);
   assert.is(cipher.keyCount, 1, 'the old SA\'s key went');
   assert.is(table.outboundIndexed, 1);
@@ -283,7 +286,7 @@ test('a pair plugged again with a new SA that has the same SPI from the same pee
 
 test('an answer the upcall did not install gives its SA key back, unless the cable left in place sends on the same SA', () => {
   const { table, cipher } = setup();
-  const sa = (spi: number): OutboundSa => new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), 9, 0, LIMITS);
+  const sa = (spi: number): OutboundSa => new OutboundSa(spi, cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4)), 0, LIMITS);
   const fresh = egress(3, 9, sa(0x300)); // a miss's first answer, with a new SA
   assert.is(cipher.keyCount, 1);
   table.unused(fresh, undefined);
@@ -298,6 +301,48 @@ test('an answer the upcall did not install gives its SA key back, unless the cab
   refused.sa = null;
   table.unused(refused, undefined);
   assert.is(cipher.keyCount, 2, 'a cable without an SA gives nothing back');
+});
+
+test("a rekey's new SA goes to the pair's cable when it still goes to the same peer, and is discarded when the pair moved to another host meanwhile", async () => {
+  const cipher = new NodeEspCipher();
+  let table!: SaTable;
+  const egressCache = new CableCache(10, (c) => table.evicted(c), (c) => table.indexOutbound(c));
+  table = new SaTable({ egress: egressCache, ingress: new CableCache(10) }, cipher, { now: () => 0 }, GRACE, new MemoryLogger());
+  const key = (): number => cipher.addKey('aes-128-gcm', randomBytes(16), randomBytes(4));
+  const ports = new PortTable();
+  ports.add({ name: 'web1', tenant: 'blue', mac: Buffer.alloc(6), identity: id(1), identityText: '::1', mtu: 1400 });
+  const asked: SaRequest[] = [];
+  let answer!: (r: SaResult) => void;
+  const kx = { establish: (req: SaRequest) => (asked.push(req), new Promise<SaResult>((r) => (answer = r))), discard: () => {} };
+  const rekeyer = new Rekeyer(ports, egressCache, kx, cipher, new MemoryLogger(), (c, old) => table.rekeyed(c, old));
+  const plug = (peer: number, spi: number): Cable => {
+    const c = egress(5, peer, new OutboundSa(spi, key(), 0, LIMITS));
+    c.srcPort = 0;
+    const old = egressCache.insert(c);
+    if (old) table.replaced(old, c);
+    return c;
+  };
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  const c = plug(0x0a000002, 0x500);
+  rekeyer.rekey(c);
+  assert.is(asked[0].peerAddress, 0x0a000002);
+  const fresh = new OutboundSa(0x501, key(), 0, LIMITS);
+  answer({ ok: true, sa: fresh });
+  await settle();
+  assert.is(c.sa, fresh, 'the same peer: the new SA replaces the old one');
+  assert.equal([cipher.keyCount, table.outboundIndexed, rekeyer.counts.rekeys], [1, 1, 1]);
+
+  rekeyer.rekey(c);
+  const moved = plug(0x0a000003, 0x600); // the pair is plugged to another host before the answer comes
+  const late = new OutboundSa(0x502, key(), 0, LIMITS);
+  answer({ ok: true, sa: late });
+  await settle();
+  assert.is(egressCache.findCable(c)!.sa!.spi, 0x600, 'the cable to the other host keeps its own SA');
+  assert.is(moved.sa!.spi, 0x600);
+  assert.equal([cipher.keyCount, table.outboundIndexed, rekeyer.counts.rekeys], [1, 1, 1], "the late SA's key went, nothing else changed");
+  table.spiRejected(0x600, 0x0a000003);
+  assert.is(egressCache.size, 0, 'the (peer, SPI) index still finds the cable to the new host');
 });
 
 test.run();

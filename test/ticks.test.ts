@@ -9,7 +9,7 @@ import { deadline, earlier, MAX_AHEAD_MS, msOf, reached, tickOf } from '../src/b
 import { Drop } from '../src/base/drops.js';
 import { Cable, CableDirection } from '../src/dataplane/cable.js';
 import { CableCache } from '../src/dataplane/cable-cache.js';
-import { DEFAULT_HARD_SEQ, OutboundSa } from '../src/esp/sa.js';
+import { DEFAULT_HARD_SEQ, InboundSa, OutboundSa } from '../src/esp/sa.js';
 
 /** Milliseconds since 1970 up to about 2248; and offsets of less than 2^31 ms either way. */
 const time = fc.integer({ min: 0, max: 2 ** 43 });
@@ -65,12 +65,31 @@ test('cables plugged 5 s before the wrap are swept when their time comes after i
   assert.is(cache.findCable(never), never);
 });
 
+test('an inbound SA is current until retireBy; then it ends at the earliest tick it was given, at -2^31 (the tick kept for "current") too, 1 ms later', () => {
+  fc.assert(fc.property(time, fc.array(offset, { minLength: 1, maxLength: 4 }), (now, ends) => {
+    const sa = new InboundSa(0x100, 0, 1, null);
+    assert.ok(sa.current);
+    const ticks = ends.map((e) => tickOf(now + e));
+    for (const t of ticks) sa.retireBy(t);
+    assert.not.ok(sa.current);
+    const first = ticks.reduce((a, b) => earlier(a, b));
+    assert.is(sa.retireTick, first === -(2 ** 31) ? first + 1 : first);
+  }));
+  const edge = new InboundSa(0x101, 0, 1, null);
+  edge.retireBy(-(2 ** 31));
+  assert.equal([edge.current, edge.retireTick], [false, -(2 ** 31) + 1]);
+  edge.retireBy(-(2 ** 31) + 5); // later: the earlier end stays
+  assert.is(edge.retireTick, -(2 ** 31) + 1);
+  edge.retireBy(-(2 ** 31) - 1 | 0); // 2^31 - 1: 2 ms earlier across the wrap
+  assert.is(edge.retireTick, 2 ** 31 - 1);
+});
+
 test('an outbound SA asks for its rekey by age across the wrap, and at 12.4 days at the latest', () => {
   const limits = { softPackets: 1e9, softBytes: 1e12, softAgeMs: 60_000, hardSeq: DEFAULT_HARD_SEQ };
-  const sa = new OutboundSa(0x1234, 0, 1, BEFORE_WRAP, limits);
+  const sa = new OutboundSa(0x1234, 0, BEFORE_WRAP, limits);
   assert.not.ok(sa.wantsRekey(BEFORE_WRAP + 59_999));
   assert.ok(sa.wantsRekey(BEFORE_WRAP + 60_000));
-  const long = new OutboundSa(0x1235, 0, 1, BEFORE_WRAP, { ...limits, softAgeMs: 30 * 86_400_000 });
+  const long = new OutboundSa(0x1235, 0, BEFORE_WRAP, { ...limits, softAgeMs: 30 * 86_400_000 });
   assert.not.ok(long.wantsRekey(BEFORE_WRAP + MAX_AHEAD_MS - 1));
   assert.ok(long.wantsRekey(BEFORE_WRAP + MAX_AHEAD_MS));
 });

@@ -37,19 +37,15 @@ export class Cable {
   private marks: number;
 
   // Where the packet goes (set at plug time).
-  /** Egress: the port of the source VM. */
-  srcPort = -1;
-  /** Egress to a VM of this host, or ingress: the destination VM's port index; else -1. */
-  localPort = -1;
+  /** srcPort + 1 and localPort + 1, 15 bits each (a port index is below MAX_PORTS): one field instead of two, 16 B a pair. */
+  private portBits = 0;
   /** Egress to another host: its underlay address (uint32) and name. */
   peerAddr = 0;
   peerHost = '';
   /** Egress to another host: outer IPv4 header template (protocol 50 or 41). */
   outer: Buffer | null = null;
-  /** Egress with ESP: the outbound SA (replaced in place by a rekey). */
-  sa: OutboundSa | null = null;
-  /** Ingress with ESP: the newest inbound SA that carries this cable, then `.older` ones (src/switch/sa-table.ts). */
-  inbound: CableSa | null = null;
+  /** The SA of either direction, read through `sa` (egress) or `inbound` (ingress): one field instead of two, 16 B a pair. */
+  private esp: OutboundSa | CableSa | null = null;
   /** The epoch of the far end's binding the cable was verified against (0: not verified, e.g. unplugged before that). */
   epoch = 0;
   /** Initiate-only flow state, shared with the cable of the reverse direction. */
@@ -110,6 +106,46 @@ export class Cable {
   /** The pair's hash (pairHash), made from the words: the cache finds a cable by the packet's, and keeps no field for it (8 B a cable, measured). */
   get hash(): number {
     return pairHashOfWords(this.s0, this.s1, this.s2, this.s3, this.d0, this.d1, this.d2, this.d3);
+  }
+
+  /** Egress: the port of the source VM; else -1. */
+  get srcPort(): number {
+    return (this.portBits & PORT_MASK) - 1;
+  }
+
+  set srcPort(port: number) {
+    this.portBits = (this.portBits & ~PORT_MASK) | portField(port);
+  }
+
+  /** Egress to a VM of this host, or ingress: the destination VM's port index; else -1. */
+  get localPort(): number {
+    return (this.portBits >>> PORT_BITS) - 1;
+  }
+
+  set localPort(port: number) {
+    this.portBits = (this.portBits & PORT_MASK) | (portField(port) << PORT_BITS);
+  }
+
+  /** Egress with ESP: the outbound SA (replaced in place by a rekey); null on an ingress cable. */
+  get sa(): OutboundSa | null {
+    return (this.marks & Mark.Ingress) === 0 ? (this.esp as OutboundSa | null) : null;
+  }
+
+  /** On an ingress cable only null may be set, and changes nothing. */
+  set sa(sa: OutboundSa | null) {
+    if ((this.marks & Mark.Ingress) === 0) this.esp = sa;
+    else if (sa !== null) throw new Error('an ingress cable has no outbound SA');
+  }
+
+  /** Ingress with ESP: the newest inbound SA that carries this cable, then `.older` ones (src/switch/sa-table.ts); null on an egress cable. */
+  get inbound(): CableSa | null {
+    return (this.marks & Mark.Ingress) !== 0 ? (this.esp as CableSa | null) : null;
+  }
+
+  /** On an egress cable only null may be set, and changes nothing. */
+  set inbound(sa: CableSa | null) {
+    if ((this.marks & Mark.Ingress) !== 0) this.esp = sa;
+    else if (sa !== null) throw new Error('an egress cable has no inbound SA');
   }
 
   get direction(): CableDirection {
@@ -212,6 +248,17 @@ export class Cable {
       word(buf, d + 4) === this.d1 && word(buf, s + 4) === this.s1 &&
       word(buf, d) === this.d0 && word(buf, s) === this.s0;
   }
+}
+
+/** Port indexes a cable can keep: 0 .. MAX_PORTS - 1 (PortTable refuses more ports). */
+export const MAX_PORTS = 0x7fff;
+const PORT_BITS = 15;
+const PORT_MASK = 0x7fff;
+
+/** A port index (or -1) as its 15-bit field: index + 1. */
+function portField(port: number): number {
+  if (!Number.isInteger(port) || port < -1 || port >= MAX_PORTS) throw new RangeError(`a cable's port index is -1 .. ${MAX_PORTS - 1}, not ${port}`);
+  return port + 1;
 }
 
 /** identityKey (pair-hash.ts) of the 16 bytes at id[o..o+16). */

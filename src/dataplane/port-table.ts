@@ -5,6 +5,7 @@
 
 import { addrEquals } from '../wire/ipv6.js';
 import type { VmPort } from './vm-port.js';
+import { MAX_PORTS } from './cable.js';
 
 export class PortTable {
   private readonly slots: (VmPort | undefined)[] = [];
@@ -24,6 +25,7 @@ export class PortTable {
     if (this.byId.has(p.identityText)) throw new Error(`a port for ${p.identityText} is attached already`);
     let index = this.slots.indexOf(undefined);
     if (index < 0) index = this.slots.length;
+    if (index >= MAX_PORTS) throw new Error(`a host has at most ${MAX_PORTS} VM ports attached at once`);
     const port: VmPort = { ...p, index };
     this.slots[index] = port;
     this.byId.set(port.identityText, port);

@@ -7,7 +7,7 @@
 // Inbound: the anti-replay window, the peer host it must come from, and what it carries
 // (for the data path, the cable whose pair the inner packet must match).
 
-import { MAX_AHEAD_MS, tickOf } from '../base/ticks.js';
+import { MAX_AHEAD_MS, earlier, tickOf } from '../base/ticks.js';
 import { ReplayWindow } from './replay-window.js';
 
 /** Limits of an outbound SA. Packet and byte limits are below 2^53, so numbers count them exactly. */
@@ -20,13 +20,16 @@ export interface SaLimits {
   readonly hardSeq: readonly [number, number];
 }
 
+/** InboundSa's retire field while the SA is current: a tick no end of life takes (retireBy moves it on by 1 ms). */
+const CURRENT = -0x80000000;
+
 export const DEFAULT_HARD_SEQ: readonly [number, number] = [0xffffffff, 0xffffffff];
 
+/** An outbound SA. The peer host it goes to, which chose the SPI, is its cable's (Cable.peerAddr): kept once, 8 B a pair. */
 export class OutboundSa {
   /** Sequence number of the last packet sent; the first sent is 1. */
   seqHi = 0;
   seqLo = 0;
-  packets = 0;
   bytes = 0;
   /** Set once a soft limit is crossed, so the rekey is asked for once. */
   rekeyRequested = false;
@@ -37,13 +40,19 @@ export class OutboundSa {
     readonly spi: number,
     /** Handle of the key in the EspCipher. */
     readonly key: number,
-    /** Underlay IPv4 address (uint32) of the peer host that chose the SPI. */
-    readonly peer: number,
     createdAt: number,
     /** Shared by the host's SAs: read from here, the limits cost an SA no field of its own. */
     readonly limits: SaLimits,
   ) {
     this.createdTick = tickOf(createdAt);
+  }
+
+  /**
+   * Packets sent under its key: the sequence numbers taken (each an IV used, whether its seal
+   * succeeded or not), counted by the sequence number itself rather than a field of its own.
+   */
+  get packets(): number {
+    return this.seqHi * 2 ** 32 + this.seqLo;
   }
 
   /** Carry on an SA another process sent on: its next packet goes out with sequence number (hi, lo) + 1. */
@@ -76,9 +85,8 @@ export class OutboundSa {
 export class InboundSa<C> extends ReplayWindow {
   packets = 0;
   bytes = 0;
-  /** The pair's current SA. After a rekey, the old one is no longer current and stays until retireTick for packets in flight. */
-  current = true;
-  retireTick = 0;
+  /** CURRENT, or the tick it stops accepting packets at (one field for both, 8 B a pair). */
+  private retire = CURRENT;
   /** The next older SA that carries the same cable (the SA table keeps them as a list from the cable). */
   older: InboundSa<C> | null = null;
 
@@ -91,5 +99,21 @@ export class InboundSa<C> extends ReplayWindow {
     public cable: C,
   ) {
     super();
+  }
+
+  /** The pair's current SA. After a rekey, the old one is no longer current and stays until retireTick for packets in flight. */
+  get current(): boolean {
+    return this.retire === CURRENT;
+  }
+
+  /** Not current: the tick it stops accepting packets at. */
+  get retireTick(): number {
+    return this.retire;
+  }
+
+  /** It is no longer current and accepts packets until tick `t` at the latest (an earlier end stays). */
+  retireBy(t: number): void {
+    const end = t === CURRENT ? t + 1 : t; // the one tick that means "current" ends a millisecond later
+    this.retire = this.retire === CURRENT ? end : earlier(this.retire, end);
   }
 }

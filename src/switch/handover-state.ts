@@ -35,6 +35,7 @@ interface SavedOutbound {
   /** The next packet goes out with this sequence number + 1. */
   readonly seqHi: number;
   readonly seqLo: number;
+  /** Packets sent under its key, for the record: the next process counts them by seqHi/seqLo. */
   readonly packets: number;
   readonly bytes: number;
   readonly key: SavedKey;
@@ -111,7 +112,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
       const m = cipher.exportKey(c.sa.key);
       if (!m) continue;
       const [seqHi, seqLo] = seqPlus(c.sa.seqHi, c.sa.seqLo, SEQ_MARGIN);
-      sa = { spi: c.sa.spi, peer: c.sa.peer, createdAt: msOf(now, c.sa.createdTick), seqHi, seqLo, packets: c.sa.packets, bytes: c.sa.bytes, key: saveKey(m) };
+      sa = { spi: c.sa.spi, peer: c.peerAddr, createdAt: msOf(now, c.sa.createdTick), seqHi, seqLo, packets: c.sa.packets, bytes: c.sa.bytes, key: saveKey(m) };
       m.key.fill(0);
     }
     egress.push({ srcVm, dst: c.dstText, packets: c.packets, bytes: c.bytes, drops: c.drops, sa });
@@ -182,16 +183,16 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
     }
     let sa: OutboundSa | undefined;
     if (s.sa) {
-      sa = new OutboundSa(s.sa.spi, loadKey(cipher, s.sa.key), s.sa.peer, s.sa.createdAt, host.saLimits);
-      sa.resumeAfter(s.sa.seqHi, s.sa.seqLo);
-      sa.packets = s.sa.packets;
+      sa = new OutboundSa(s.sa.spi, loadKey(cipher, s.sa.key), s.sa.createdAt, host.saLimits);
+      sa.resumeAfter(s.sa.seqHi, s.sa.seqLo); // its packets too: they are the sequence numbers taken
       sa.bytes = s.sa.bytes;
     }
     const dst = parseIpv6Address(s.dst);
-    const cable = await host.sender.plug(port.index, dst, undefined, { negotiate: true, handedOver: sa });
-    if (sa && cable.sa !== sa) {
-      cipher.removeKey(sa.key);
-      if (cable.plugged) log.info('handover-sa-replaced', { pair, peer: formatIpv4(sa.peer), now: cable.peerHost });
+    const handedOver = sa && s.sa ? { sa, peer: s.sa.peer } : undefined;
+    const cable = await host.sender.plug(port.index, dst, undefined, { negotiate: true, handedOver });
+    if (handedOver && cable.sa !== handedOver.sa) {
+      cipher.removeKey(handedOver.sa.key);
+      if (cable.plugged) log.info('handover-sa-replaced', { pair, peer: formatIpv4(handedOver.peer), now: cable.peerHost });
     }
     if (!cable.plugged) {
       refused.push(`${pair}: ${cable.rule}`);

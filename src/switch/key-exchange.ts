@@ -406,7 +406,7 @@ export class KeyExchangeEngine implements KeyExchange {
     const handle = this.cipher.addKey(this.settings.alg, key, salt);
     key.fill(0);
     this.counters.answersAccepted++;
-    this.finish(id!, p, { ok: true, sa: new OutboundSa(answer.spi, handle, from, this.clock.now(), this.settings.limits) });
+    this.finish(id!, p, { ok: true, sa: new OutboundSa(answer.spi, handle, this.clock.now(), this.settings.limits) });
   }
 
   private async onNotify(msg: Buffer, from: number): Promise<void> {

@@ -38,7 +38,8 @@ export class Rekeyer {
         return;
       }
       const current = this.egress.findCable(c);
-      if (!current || current.sa === null) {
+      // The new SA goes to c's peer: not to a cable of the pair that goes elsewhere now (its VM moved meanwhile).
+      if (!current || current.sa === null || current.peerAddr !== c.peerAddr) {
         this.cipher.removeKey(r.sa.key);
         return;
       }

@@ -12,7 +12,7 @@
 
 import type { Clock } from '../base/clock.js';
 import type { Logger } from '../base/log.js';
-import { earlier, reached, tickOf } from '../base/ticks.js';
+import { reached, tickOf } from '../base/ticks.js';
 import { CableDirection, type Cable, type CableSa } from '../dataplane/cable.js';
 import type { CableCache } from '../dataplane/cable-cache.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
@@ -99,7 +99,7 @@ export class SaTable implements InboundInstaller {
   private sendingOn(spi: number, from: number): Cable | undefined {
     const indexed = this.outbound.get(from)?.get(spi);
     const c = indexed && this.caches.egress.findCable(indexed); // the pair's cable now
-    return c && c.sa !== null && c.sa.spi === spi && c.sa.peer === from ? c : undefined;
+    return c && c.sa !== null && c.sa.spi === spi && c.peerAddr === from ? c : undefined;
   }
 
   sendsOn(spi: number, from: number): boolean {
@@ -118,8 +118,8 @@ export class SaTable implements InboundInstaller {
   /** The egress cache took `c` (its cache's insert hook): its SA, if any, is found by (peer, SPI) from now on. */
   indexOutbound(c: Cable): void {
     if (c.direction !== CableDirection.Egress || c.sa === null) return;
-    let t = this.outbound.get(c.sa.peer);
-    if (!t) this.outbound.set(c.sa.peer, (t = new SpiTable<Cable>()));
+    let t = this.outbound.get(c.peerAddr);
+    if (!t) this.outbound.set(c.peerAddr, (t = new SpiTable<Cable>()));
     t.set(c.sa.spi, c);
   }
 
@@ -209,28 +209,23 @@ export class SaTable implements InboundInstaller {
     old.inbound = null;
   }
 
-  /** `sa`, carried by egress cable `c` (or one of its pair before it), is done: its key and its index entry go. */
+  /** `sa`, carried by egress cable `c` (or one of its pair before it) to c's peer, is done: its key and its index entry go. */
   private dropOutbound(c: Cable, sa: OutboundSa): void {
     this.cipher.removeKey(sa.key);
-    const t = this.outbound.get(sa.peer);
+    const t = this.outbound.get(c.peerAddr);
     const indexed = t?.get(sa.spi);
     // Only this SA's entry goes: one of this pair whose cable carries this SA, or by now another
     // SPI (a rekey in place). Not one that another SA with the same SPI took over since.
     if (!indexed || !indexed.samePair(c) || (indexed.sa !== sa && indexed.sa?.spi === sa.spi)) return;
     t!.delete(sa.spi);
-    if (t!.size === 0) this.outbound.delete(sa.peer);
+    if (t!.size === 0) this.outbound.delete(c.peerAddr);
   }
 
   /** `sa` accepts packets until `at` (ms since 1970, at most an hour or so ahead; Infinity: no end) at the latest. */
   retireBy(sa: CableSa, at: number): void {
     if (at === Infinity) return;
-    if (sa.current) {
-      sa.current = false;
-      sa.retireTick = tickOf(at);
-      this.current--;
-    } else {
-      sa.retireTick = earlier(sa.retireTick, tickOf(at));
-    }
+    if (sa.current) this.current--;
+    sa.retireBy(tickOf(at));
   }
 
   private retire(sa: CableSa): void {

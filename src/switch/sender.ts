@@ -35,8 +35,8 @@ export interface PlugOptions {
   readonly trace?: Trace;
   /** A flow table of its own (explain), not the live one of the pair. */
   readonly privateFlows?: boolean;
-  /** The SA the process before this one sent on (handover.ts): used instead of a key exchange if the peer is still its host. */
-  readonly handedOver?: OutboundSa;
+  /** The SA the process before this one sent on to `peer` (handover.ts): used instead of a key exchange if the peer is still its host. */
+  readonly handedOver?: { readonly sa: OutboundSa; readonly peer: number };
 }
 
 /** A key exchange under way (step 6 started early). */
@@ -206,8 +206,8 @@ export class Sender {
       return undefined;
     }
     if (opts.handedOver && opts.handedOver.peer === peer) {
-      cable.sa = opts.handedOver;
-      trace?.step('sa', `takes over SA 0x${opts.handedOver.spi.toString(16)} with ${rec.host} from the process before`, 'ok');
+      cable.sa = opts.handedOver.sa;
+      trace?.step('sa', `takes over SA 0x${opts.handedOver.sa.spi.toString(16)} with ${rec.host} from the process before`, 'ok');
       return undefined;
     }
     const reuse = reusable(previous, peer);

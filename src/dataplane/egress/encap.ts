@@ -135,8 +135,7 @@ export class Encap implements Stage {
       }
       const sa = c.sa!;
       const ipLen = this.ipLen[j];
-      sa.packets++;
-      sa.bytes += ipLen;
+      sa.bytes += ipLen; // its packets are its sequence numbers
       c.packets++;
       c.bytes += ipLen;
       if (!sa.rekeyRequested && sa.wantsRekey(now)) {
