@@ -87,6 +87,12 @@ export class CableCache {
       hashes[i] = pairHash(buf, ip + IPV6_OFF_SRC, buf, ip + IPV6_OFF_DST);
       slots[i] = this.firstSlot(hashes[i]);
     }
+    // The slot's cable pointer alone, then the cable: two more steps whose misses overlap.
+    const table = this.slots;
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & skipFlags) !== 0 || slots[i] < 0) continue;
+      cables[i] = table[slots[i]]!;
+    }
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & skipFlags) !== 0) continue;
       const ip = b.l3[i];
