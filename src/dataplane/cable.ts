@@ -33,11 +33,36 @@ const enum Mark {
 }
 
 export class Cable {
-  // The fields in the order V8 lays them out: what a packet reads first, so that a packet
-  // touches the object's first three cache lines and not the fields the control plane reads.
-
   /** Flags (Mark), read and set through used, refreshing and refreshAgain; the direction and drop, read through theirs. */
   private marks: number;
+
+  // Where the packet goes (set at plug time).
+  /** srcPort + 1 and localPort + 1, 15 bits each (a port index is below MAX_PORTS): one field instead of two, 16 B a pair. */
+  private portBits = 0;
+  /** Egress to another host: its underlay address (uint32) and name. */
+  peerAddr = 0;
+  peerHost = '';
+  /** Egress to another host: outer IPv4 header template (protocol 50 or 41). */
+  outer: Buffer | null = null;
+  /** The SA of either direction, read through `sa` (egress) or `inbound` (ingress): one field instead of two, 16 B a pair. */
+  private esp: OutboundSa | CableSa | null = null;
+  /** The epoch of the far end's binding the cable was verified against (0: not verified, e.g. unplugged before that). */
+  epoch = 0;
+  /** Initiate-only flow state, shared with the cable of the reverse direction. */
+  flows: FlowState | null = null;
+
+  // Lifetime, in ticks (src/base/ticks.ts): int32 milliseconds, so no boxed number per time.
+  /** When it was plugged. */
+  plugTick = 0;
+  /** From this tick on, the cable keeps forwarding while the upcall verifies it again. */
+  refreshTick = 0;
+  /** From this tick on, the cable is a miss (negative entries, time-window edges). */
+  expiresTick = 0;
+
+  // Counters.
+  packets = 0;
+  bytes = 0;
+  drops = 0;
 
   // The pair as eight big-endian int32 words (small integers in V8), compared by matches():
   // a lookup then reads no memory beyond the cable itself. The pair is kept only this way: its
@@ -51,41 +76,6 @@ export class Cable {
   private readonly d2: number;
   private readonly d3: number;
 
-  // Where the packet goes (set at plug time).
-  /** srcPort + 1 and localPort + 1, 15 bits each (a port index is below MAX_PORTS): one field instead of two, 16 B a pair. */
-  private portBits = 0;
-  /** Egress to another host: its underlay address (uint32); ingress: the address its packets come from. */
-  peerAddr = 0;
-  /** Egress to another host: outer IPv4 header template (protocol 50 or 41). */
-  outer: Buffer | null = null;
-  /** The SA of either direction, read through `sa` (egress) or `inbound` (ingress): one field instead of two, 16 B a pair. */
-  private esp: OutboundSa | CableSa | null = null;
-  /** The policy's decision for this direction (its per-packet filter); null when unplugged before a decision. */
-  readonly decision: DirectionDecision | null;
-  /** Initiate-only flow state, shared with the cable of the reverse direction. */
-  flows: FlowState | null = null;
-
-  // Lifetime, in ticks (src/base/ticks.ts): int32 milliseconds, so no boxed number per time.
-  /** From this tick on, the cable keeps forwarding while the upcall verifies it again. */
-  refreshTick = 0;
-  /** From this tick on, the cable is a miss (negative entries, time-window edges). */
-  expiresTick = 0;
-
-  // Counters.
-  packets = 0;
-  bytes = 0;
-
-  // What a packet does not read.
-  drops = 0;
-  /** The epoch of the far end's binding the cable was verified against (0: not verified, e.g. unplugged before that). */
-  epoch = 0;
-  /** When it was plugged. */
-  plugTick = 0;
-  /** The peer host's name (egress to another host; ingress: the initiator's). */
-  peerHost = '';
-  /** What decided: a policy rule, a verification step, a store lookup. */
-  readonly rule: string;
-
   constructor(
     direction: CableDirection,
     /** Source and destination identities, 16 bytes each (kept as words). */
@@ -93,12 +83,16 @@ export class Cable {
     dst: Uint8Array,
     /** Drop.None when plugged; else why every packet on it is dropped. */
     drop: Drop,
-    rule: string,
-    decision: DirectionDecision | null,
+    /** What decided: a policy rule, a verification step, a store lookup. */
+    readonly rule: string,
+    readonly decision: DirectionDecision | null,
     /** When it is plugged (ms since 1970). It is a miss from then on until lasts() gives it a life. */
     now: number,
   ) {
     this.marks = (direction === CableDirection.Ingress ? Mark.Ingress : 0) | (drop << Mark.DropShift);
+    this.plugTick = tickOf(now);
+    this.refreshTick = this.plugTick;
+    this.expiresTick = this.plugTick;
     this.s0 = word(src, 0);
     this.s1 = word(src, 4);
     this.s2 = word(src, 8);
@@ -107,11 +101,6 @@ export class Cable {
     this.d1 = word(dst, 4);
     this.d2 = word(dst, 8);
     this.d3 = word(dst, 12);
-    this.decision = decision;
-    this.plugTick = tickOf(now);
-    this.refreshTick = this.plugTick;
-    this.expiresTick = this.plugTick;
-    this.rule = rule;
   }
 
   /** The pair's hash (pairHash), made from the words: the cache finds a cable by the packet's, and keeps no field for it (8 B a cable, measured). */
