@@ -2,7 +2,7 @@
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
 //   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
-//       [--node-args=ARGS] [--logs DIR]   (root)
+//       [--node-args=ARGS] [--logs DIR] [--hops]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -20,6 +20,12 @@
 // stops (open them in Chrome's DevTools). --node-args=ARGS: more options for the switches' node,
 // space-separated (e.g. --node-args=--trace-gc; the = is needed). --logs DIR: the switches' logs (their stdout too) are copied to DIR before the
 // lab (prefix nvi-b-) is removed at the end.
+// --hops: where each first datagram spends its time. Four captures with the kernel's stamps
+// (web1's TAP, h1's and h2's underlay0, web2's TAP; they wake the machine too, so the totals
+// run a little above those of a run without them): the datagram on web1's TAP, h1's INIT for
+// web1 -> web2 leaving h1 and arriving at h2, h2's ANSWER leaving h2 and arriving at h1, the
+// first ESP packet leaving h1 and arriving at h2, the datagram on web2's TAP. Per hop: p50 and
+// p99 over the pairs.
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -29,17 +35,22 @@ import { controlRequest } from '../src/switch/control.js';
 import { controlPath, stateDir } from '../src/switch/paths.js';
 import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
 import { quantilesUs } from './lab/probe.js';
+import { after, fields, hexBytes, needTools, startCaptures, stopCaptures, type CapturePoint } from './lab/captures.js';
+import { KX_ANSWER, KX_INIT } from '../src/esp/handshake.js';
+import type { CloudConfig } from '../src/config/config.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
+const HOPS = ['h1 to INIT', 'INIT on the wire', 'h2 answers', 'ANSWER on the wire', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
 const lab = new BenchLab('first-packet');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
+  if (v.hops) needTools(['tcpdump', 'tshark'], refuse);
   const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
   lab.config((doc) => {
     if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
@@ -83,6 +94,10 @@ try {
   // Warm up: the paths, the JIT, the replicas.
   for (let k = 0; k < 20; k++) await datagram(900_000 + k);
   const dropsBefore = await drops(c);
+  const capture = v.hops ? hopPoints(c) : [];
+  const dumps = startCaptures(capture, (name) => join(lab.dir, `${name}.pcap`));
+  lab.children.push(...dumps);
+  if (v.hops) await sleep(1500); // the captures are listening
   const first: number[] = [];
   const warm: number[] = [];
   let lost = 0;
@@ -99,6 +114,8 @@ try {
     if (a !== undefined) first.push(a);
     if (b !== undefined) warm.push(b);
   }
+  await sleep(200);
+  await stopCaptures(dumps);
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
   const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
@@ -108,6 +125,7 @@ try {
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
     `  lost ${lost}${lost > 0 ? ` (${lostWhich.join(', ')})` : ''}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n` +
     `  dropped by the switches meanwhile: ${dropped.length === 0 ? 'nothing' : dropped.join(', ')}\n`);
+  if (v.hops) process.stdout.write(hopsReport(c, (name) => join(lab.dir, `${name}.pcap`), PAIRS));
   send.stdin!.end();
 } finally {
   await lab.cleanup();
@@ -126,4 +144,74 @@ async function drops(c: Parameters<typeof controlPath>[0]): Promise<Map<string, 
 /** "h1 ingress reason +n" for each counter that moved. */
 function dropsSince(before: Map<string, number>, after: Map<string, number>): string[] {
   return [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k} +${n - (before.get(k) ?? 0)}`);
+}
+
+
+/** The four captures of --hops. */
+function hopPoints(c: CloudConfig): CapturePoint[] {
+  const web1 = c.vms.get('web1')!;
+  const web2 = c.vms.get('web2')!;
+  const underlay = `esp or udp port ${c.underlay.keyExchangePort}`;
+  return [
+    { name: 'web1', ns: `${PREFIX}web1`, dev: web1.tap, filter: `udp port ${PORT}` },
+    { name: 'h1', ns: `${PREFIX}${web1.host}`, dev: 'underlay0', filter: underlay },
+    { name: 'h2', ns: `${PREFIX}${web2.host}`, dev: 'underlay0', filter: underlay },
+    { name: 'web2', ns: `${PREFIX}web2`, dev: web2.tap, filter: `udp port ${PORT}` },
+  ];
+}
+
+/** The stamped datagrams on a TAP: time (s) by number. */
+function datagrams(file: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const [t, payload] of fields(file, `udp.dstport == ${PORT}`, ['frame.time_epoch', 'udp.payload'])) out.set(Number(hexBytes(payload).readBigUInt64BE(0)), Number(t));
+  return out;
+}
+
+/** On an underlay capture: web1 -> web2's INITs and h2's ANSWERs, and the ESP packets, each by direction (sent by `from`), times (s) in order. */
+function underlay(file: string, from: string, web1: Buffer): { init: number[]; answer: number[]; esp: number[] } {
+  const r = { init: [] as number[], answer: [] as number[], esp: [] as number[] };
+  for (const [t, src, proto, payload] of fields(file, 'esp || udp', ['frame.time_epoch', 'ip.src', 'ip.proto', 'udp.payload'])) {
+    if (src !== from) continue;
+    if (proto === '50') r.esp.push(Number(t));
+    else {
+      const m = hexBytes(payload);
+      if (m[0] === KX_INIT && m.subarray(20, 36).equals(web1)) r.init.push(Number(t));
+      else if (m[0] === KX_ANSWER) r.answer.push(Number(t));
+    }
+  }
+  for (const xs of Object.values(r)) xs.sort((a, b) => a - b);
+  return r;
+}
+
+/** Each first datagram's way through both switches, hop by hop. */
+function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: number): string {
+  const web1 = c.vms.get('web1')!;
+  const [h1, h2] = [c.hosts.get(web1.host)!, c.hosts.get(c.vms.get('web2')!.host)!];
+  const sent = datagrams(file('web1'));
+  const got = datagrams(file('web2'));
+  const out1 = underlay(file('h1'), h1.addressText, web1.identity);
+  const in2 = underlay(file('h2'), h1.addressText, web1.identity);
+  const out2 = underlay(file('h2'), h2.addressText, web1.identity);
+  const in1 = underlay(file('h1'), h2.addressText, web1.identity);
+  const hops = new Map<string, number[]>(HOPS.map((h) => [h, []]));
+  let matched = 0;
+  for (let k = 0; k < pairs; k++) {
+    const t0 = sent.get(2 * k);
+    const t7 = got.get(2 * k);
+    if (t0 === undefined || t7 === undefined) continue;
+    const t1 = after(out1.init, t0);
+    const t2 = t1 === undefined ? undefined : after(in2.init, t1);
+    const t3 = t2 === undefined ? undefined : after(out2.answer, t2);
+    const t4 = t3 === undefined ? undefined : after(in1.answer, t3);
+    const t5 = t4 === undefined ? undefined : after(out1.esp, t4);
+    const t6 = t5 === undefined ? undefined : after(in2.esp, t5);
+    if (t6 === undefined || t6 > t7) continue;
+    const times = [t0, t1!, t2!, t3!, t4!, t5!, t6, t7];
+    HOPS.slice(0, 7).forEach((h, i) => hops.get(h)!.push((times[i + 1] - times[i]) * 1e6));
+    hops.get('in all')!.push((t7 - t0) * 1e6);
+    matched++;
+  }
+  if (matched < pairs / 2) throw new Error(`--hops: only ${matched} of ${pairs} first datagrams found with their INIT, ANSWER and ESP packet in the captures`);
+  return `  hop by hop (${matched} of ${pairs} first datagrams found in all four captures):\n` +
+    HOPS.map((h) => `    ${h.padEnd(19)} ${quantilesUs(hops.get(h)!)}`).join('\n') + '\n';
 }

@@ -17,9 +17,10 @@
 // runs. The captures themselves wake the machine too (four tcpdumps): compare hops with each
 // other, and runs with each other, not with a ping alone.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { BenchLab, PREFIX } from './lab/bench-lab.js';
+import { after, fields, median, needTools, startCaptures, stopCaptures } from './lab/captures.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const v = benchOptions({ count: { type: 'string' }, interval: { type: 'string' }, runs: { type: 'string' } });
@@ -31,13 +32,6 @@ const HOPS = ['h1 egress', 'fabric ->', 'h2 ingress', 'web2 kernel', 'h2 egress'
 
 const lab = new BenchLab('ping-hops');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** tshark's fields of a capture, one array per packet. */
-function fields(file: string, filter: string, names: readonly string[]): string[][] {
-  const r = spawnSync('tshark', ['-r', file, '-Y', filter, '-T', 'fields', ...names.flatMap((n) => ['-e', n])], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`tshark ${file}: ${r.stderr}`);
-  return r.stdout.trim().split('\n').filter((l) => l !== '').map((l) => l.split('\t'));
-}
 
 /** Echo requests (128) and replies (129) on a TAP, by sequence number: their times (s). */
 function echoes(file: string): { request: Map<number, number>; reply: Map<number, number> } {
@@ -57,23 +51,6 @@ function esp(file: string, me: string): { out: number[]; in: number[] } {
   return { out: out.sort((a, b) => a - b), in: inn.sort((a, b) => a - b) };
 }
 
-/** The first time in `sorted` after `t`. */
-function after(sorted: readonly number[], t: number): number | undefined {
-  let lo = 0;
-  let hi = sorted.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (sorted[mid]! <= t) lo = mid + 1;
-    else hi = mid;
-  }
-  return sorted[lo];
-}
-
-const median = (xs: readonly number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-
 async function run(k: number, c: ReturnType<BenchLab['config']>): Promise<Map<string, number>> {
   const web1 = c.vms.get('web1')!;
   const web2 = c.vms.get('web2')!;
@@ -85,17 +62,13 @@ async function run(k: number, c: ReturnType<BenchLab['config']>): Promise<Map<st
     { name: 'web2', ns: `${PREFIX}web2`, dev: web2.tap, filter: 'icmp6' },
   ];
   const file = (name: string): string => join(lab.dir, `run${k}-${name}.pcap`);
-  const dumps = where.map((w) => {
-    const p = spawn('ip', ['netns', 'exec', w.ns, 'tcpdump', '-i', w.dev, '-s', '128', '--time-stamp-precision=nano', '-U', '-w', file(w.name), w.filter], { stdio: ['ignore', 'ignore', 'pipe'] });
-    lab.children.push(p);
-    return p;
-  });
+  const dumps = startCaptures(where, file);
+  lab.children.push(...dumps);
   await sleep(1500); // the captures are listening
   const ping = spawnSync('ip', ['netns', 'exec', `${PREFIX}web1`, 'ping', '-6', '-n', '-q', '-c', String(COUNT), '-i', String(INTERVAL), web2.identityText], { encoding: 'utf8' });
   if (ping.status !== 0) throw new Error(`ping web1 -> web2: ${ping.stdout}${ping.stderr}`);
   await sleep(500);
-  for (const d of dumps) d.kill('SIGINT');
-  await Promise.all(dumps.map((d) => new Promise((r) => (d.exitCode !== null ? r(null) : d.once('exit', r)))));
+  await stopCaptures(dumps);
 
   const a = echoes(file('web1'));
   const b = echoes(file('web2'));
@@ -125,9 +98,7 @@ async function run(k: number, c: ReturnType<BenchLab['config']>): Promise<Map<st
 
 try {
   if (process.getuid?.() !== 0) refuse('bench/ping-hops needs root');
-  for (const tool of ['tcpdump', 'tshark', 'ping']) {
-    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) refuse(`${tool} is missing (scripts/setup.sh installs it)`);
-  }
+  needTools(['tcpdump', 'tshark', 'ping'], refuse);
   const c = await lab.up();
   const warm = spawnSync('ip', ['netns', 'exec', `${PREFIX}web1`, 'ping', '-6', '-c', '3', '-i', '0.2', c.vms.get('web2')!.identityText]);
   if (warm.status !== 0) throw new Error('web1 cannot reach web2');
