@@ -2,7 +2,7 @@
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
 //   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
-//       [--node-args=ARGS] [--logs DIR] [--hops]   (root)
+//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -25,7 +25,9 @@
 // run a little above those of a run without them): the datagram on web1's TAP, h1's INIT for
 // web1 -> web2 leaving h1 and arriving at h2, h2's ANSWER leaving h2 and arriving at h1, the
 // first ESP packet leaving h1 and arriving at h2, the datagram on web2's TAP. Per hop: p50 and
-// p99 over the pairs.
+// p99 over the pairs. --pin: h1's switch on CPU 0, h2's on CPU 1 (hosts.<name>.cpus), as
+// bench/lab.ts does: two hosts of one machine each with a core, instead of the scheduler's
+// choice (which may put both on one core, where each wake-up of the peer preempts the sender).
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -41,7 +43,7 @@ import type { CloudConfig } from '../src/config/config.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 const HOPS = ['h1 to INIT', 'INIT on the wire', 'h2 answers', 'ANSWER on the wire', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
@@ -56,6 +58,10 @@ try {
     if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
     if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
     if (v.workers !== undefined) doc.setIn(['switch', 'workers'], integer('workers', v.workers));
+    if (v.pin) {
+      doc.setIn(['hosts', 'h1', 'cpus'], doc.createNode([0]));
+      doc.setIn(['hosts', 'h2', 'cpus'], doc.createNode([1]));
+    }
   });
   const nodeArgs = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
   if (v.profile !== undefined) nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${resolve(v.profile)}`, '--cpu-prof-name={host}.cpuprofile');
@@ -119,7 +125,7 @@ try {
   const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
   const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
