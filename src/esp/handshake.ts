@@ -253,8 +253,18 @@ export function ephemeralKey(): Ephemeral {
 export function deriveEspKey(
   alg: EspAlgorithm, ours: KeyObject, theirsRaw: Buffer, init: Buffer, spi: number, src: Buffer, dst: Buffer,
 ): { key: Buffer; salt: Buffer } {
+  return espKeyOf(alg, x25519Shared(ours, theirsRaw), init, spi, src, dst);
+}
+
+/** The X25519 shared secret of our private and their public key; throws for the all-zero one (a low-order key). */
+export function x25519Shared(ours: KeyObject, theirsRaw: Buffer): Buffer {
   const shared = diffieHellman({ privateKey: ours, publicKey: x25519PublicKey(theirsRaw) });
   if (shared.every((b) => b === 0)) throw new KxFormatError('X25519 produced the all-zero secret (low-order key)');
+  return shared;
+}
+
+/** ESP key and salt for the SA `spi` carrying src -> dst, from the shared secret (zeroed here). */
+export function espKeyOf(alg: EspAlgorithm, shared: Buffer, init: Buffer, spi: number, src: Buffer, dst: Buffer): { key: Buffer; salt: Buffer } {
   const spiBytes = Buffer.alloc(4);
   spiBytes.writeUInt32BE(spi >>> 0);
   const len = keyLength(alg);

@@ -19,7 +19,7 @@ import { formatIpv6, parseIpv6Address } from '../base/address.js';
 import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspAlgorithm, EspCipher } from '../esp/esp-cipher.js';
 import {
-  answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify,
+  answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify, espKeyOf, x25519Shared,
   KX_ANSWER, KX_INIT, KX_NOTIFY, NotifyReason, verifySignature, type Init, type Notify,
 } from '../esp/handshake.js';
 import { EphemeralPool } from '../esp/ephemeral-pool.js';
@@ -310,21 +310,23 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     const eph = this.ephemerals.take();
     const spi = this.newSpi();
-    const derived = deriveOrNot(init.alg, eph.privateKey, init.ephemeral, init.raw, spi, init.src, init.dst);
-    if (!derived) {
+    const shared = sharedOrNot(eph.privateKey, init.ephemeral);
+    if (!shared) {
       this.counters.badKeys++;
       this.refuse(init, from, id, Drop.SaNegotiationFailed);
       return;
     }
-    const { key, salt } = derived;
+    const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
+    this.answered.set(`${from}:${id}`, answer);
+    this.transport.send(answer, from);
+    // The key and the SA once the ANSWER has left, so that the initiator works on it meanwhile:
+    // in this same turn, before this thread reads any packet, so none on the SA comes first.
+    const { key, salt } = espKeyOf(init.alg, shared, init.raw, spi, init.src, init.dst);
     const handle = this.cipher.addKey(init.alg, key, salt);
     this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
     key.fill(0);
     this.installer.installInbound(result.cable, spi, handle, from);
     this.counters.accepted++;
-    const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
-    this.answered.set(`${from}:${id}`, answer);
-    this.transport.send(answer, from);
     this.installer.answered?.(result.cable);
   }
 
@@ -434,6 +436,15 @@ export class KeyExchangeEngine implements KeyExchange {
     this.counters.notifiesReceived++;
     if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
     this.installer.spiRejected(n.spi, from);
+  }
+}
+
+/** x25519Shared, or undefined when their key gives no shared secret (a low-order point, or no X25519 key at all). */
+function sharedOrNot(ours: KeyObject, theirsRaw: Buffer): Buffer | undefined {
+  try {
+    return x25519Shared(ours, theirsRaw);
+  } catch {
+    return undefined;
   }
 }
 
