@@ -49,6 +49,7 @@ export interface KeyExchange {
 
 /** How handshake messages travel: UDP between hosts, or memory in an offline replay. */
 export interface KxTransport {
+  /** Sends `msg`; the peer's handler runs later, never inside send() (the responder installs its SA right after its ANSWER). */
   send(msg: Buffer, to: number): void;
   onMessage(handler: (msg: Buffer, from: number) => void): void;
   close(): void;
