@@ -26,6 +26,7 @@ import { parse, stringify } from 'yaml';
 import { parseIpv4Address, parseIpv6Address } from '../src/base/address.js';
 import { ownerOf } from '../src/switch/workers/shard.js';
 import { detachedPath } from '../src/switch/paths.js';
+import { BRIDGE_NETFILTER } from '../src/lab/lab.js';
 import { tsharkDecryptArgs, type SaKeys } from '../src/esp/wireshark-sa.js';
 import { promtool, samples } from './prom-text.js';
 import { alive, BIN, dropDelta, fates, labNamespaces, newLab, readCapture, ROUTER_MAC_TEXT, run, sleep, switchProcesses, until, type Capture, type HostStats, type Lab, type RunResult } from './e2e-fixture.js';
@@ -63,6 +64,10 @@ export function labSuite(opts: LabSuiteOptions): void {
     const pids = lab.switchPids();
     assert.equal(pids.map((p) => p.host).sort(), ['h1', 'h2']);
     for (const p of pids) assert.ok(alive(p.pid), `switch of ${p.host} (pid ${p.pid}) runs`);
+    // The fabric bridge hands nothing to iptables where br_netfilter is loaded (this machine's root namespace says 1).
+    const nf = await lab.inNs(lab.fabric, 'cat', [BRIDGE_NETFILTER], 5);
+    if (existsSync(BRIDGE_NETFILTER)) assert.is(nf.stdout.trim(), '0', 'bridge-nf-call-iptables in the fabric');
+    else assert.ok(nf.code !== 0, 'no br_netfilter: no such setting in the fabric either');
     if (opts.full) underlay = await lab.capture('underlay', lab.fabric, 'port-h1', '');
   });
 

