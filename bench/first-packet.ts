@@ -46,6 +46,8 @@ const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
 const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
+/** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
+const INIT_SRC = 20;
 const HOPS = ['h1 to INIT', 'INIT on the wire', 'h2 answers', 'ANSWER on the wire', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
 const lab = new BenchLab('first-packet');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -152,7 +154,6 @@ function dropsSince(before: Map<string, number>, after: Map<string, number>): st
   return [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k} +${n - (before.get(k) ?? 0)}`);
 }
 
-
 /** The four captures of --hops. */
 function hopPoints(c: CloudConfig): CapturePoint[] {
   const web1 = c.vms.get('web1')!;
@@ -181,7 +182,7 @@ function underlay(file: string, from: string, web1: Buffer): { init: number[]; a
     if (proto === '50') r.esp.push(Number(t));
     else {
       const m = hexBytes(payload);
-      if (m[0] === KX_INIT && m.subarray(20, 36).equals(web1)) r.init.push(Number(t));
+      if (m[0] === KX_INIT && m.subarray(INIT_SRC, INIT_SRC + 16).equals(web1)) r.init.push(Number(t));
       else if (m[0] === KX_ANSWER) r.answer.push(Number(t));
     }
   }
