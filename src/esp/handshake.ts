@@ -249,13 +249,6 @@ export function ephemeralKey(): Ephemeral {
   return { privateKey, publicRaw: x25519Raw(publicKey) };
 }
 
-/** ESP key and salt for the SA `spi` carrying src -> dst, from our private and their public key. */
-export function deriveEspKey(
-  alg: EspAlgorithm, ours: KeyObject, theirsRaw: Buffer, init: Buffer, spi: number, src: Buffer, dst: Buffer,
-): { key: Buffer; salt: Buffer } {
-  return espKeyOf(alg, x25519Shared(ours, theirsRaw), init, spi, src, dst);
-}
-
 /** The X25519 shared secret of our private and their public key; throws for the all-zero one (a low-order key). */
 export function x25519Shared(ours: KeyObject, theirsRaw: Buffer): Buffer {
   const shared = diffieHellman({ privateKey: ours, publicKey: x25519PublicKey(theirsRaw) });

@@ -181,14 +181,14 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
       refused.push(`${pair}: no port for ${s.srcVm}`);
       return 0;
     }
-    let sa: OutboundSa | undefined;
+    let handedOver: { sa: OutboundSa; peer: number } | undefined;
     if (s.sa) {
-      sa = new OutboundSa(s.sa.spi, loadKey(cipher, s.sa.key), s.sa.createdAt, host.saLimits);
+      const sa = new OutboundSa(s.sa.spi, loadKey(cipher, s.sa.key), s.sa.createdAt, host.saLimits);
       sa.resumeAfter(s.sa.seqHi, s.sa.seqLo); // its packets too: they are the sequence numbers taken
       sa.bytes = s.sa.bytes;
+      handedOver = { sa, peer: s.sa.peer };
     }
     const dst = parseIpv6Address(s.dst);
-    const handedOver = sa && s.sa ? { sa, peer: s.sa.peer } : undefined;
     const cable = await host.sender.plug(port.index, dst, undefined, { negotiate: true, handedOver });
     if (handedOver && cable.sa !== handedOver.sa) {
       cipher.removeKey(handedOver.sa.key);
@@ -202,7 +202,7 @@ export async function restoreHandover(host: Host, cipher: EspCipher, state: Hand
     cable.bytes += s.bytes;
     cable.drops += s.drops;
     host.install(cable);
-    return cable.sa === sa && sa ? 2 : 1;
+    return handedOver && cable.sa === handedOver.sa ? 2 : 1;
   });
   const results = await Promise.all(plugs);
   return {

@@ -19,7 +19,7 @@ import { formatIpv6, parseIpv6Address } from '../base/address.js';
 import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspAlgorithm, EspCipher } from '../esp/esp-cipher.js';
 import {
-  answerRequestId, decodeAnswer, decodeInit, decodeNotify, deriveEspKey, encodeAnswer, encodeInit, encodeNotify, espKeyOf, x25519Shared,
+  answerRequestId, decodeAnswer, decodeInit, decodeNotify, encodeAnswer, encodeInit, encodeNotify, espKeyOf, x25519Shared,
   KX_ANSWER, KX_INIT, KX_NOTIFY, NotifyReason, verifySignature, type Init, type Notify,
 } from '../esp/handshake.js';
 import { EphemeralPool } from '../esp/ephemeral-pool.js';
@@ -399,13 +399,13 @@ export class KeyExchangeEngine implements KeyExchange {
       this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} refused: ${reason}` });
       return;
     }
-    const derived = deriveOrNot(this.settings.alg, p.ephemeral, answer.ephemeral, p.init, answer.spi, p.fields.src, p.fields.dst);
-    if (!derived) {
+    const shared = sharedOrNot(p.ephemeral, answer.ephemeral);
+    if (!shared) {
       this.counters.badKeys++;
       this.finish(id!, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${answer.host} answered with an X25519 key that gives no shared secret` });
       return;
     }
-    const { key, salt } = derived;
+    const { key, salt } = espKeyOf(this.settings.alg, shared, p.init, answer.spi, p.fields.src, p.fields.dst);
     const handle = this.cipher.addKey(this.settings.alg, key, salt);
     key.fill(0);
     this.counters.answersAccepted++;
@@ -449,11 +449,3 @@ function sharedOrNot(ours: KeyObject, theirsRaw: Buffer): Buffer | undefined {
   }
 }
 
-/** deriveEspKey, or undefined when their key gives no shared secret (a low-order point, or no X25519 key at all). */
-function deriveOrNot(...args: Parameters<typeof deriveEspKey>): ReturnType<typeof deriveEspKey> | undefined {
-  try {
-    return deriveEspKey(...args);
-  } catch {
-    return undefined;
-  }
-}
