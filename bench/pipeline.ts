@@ -348,7 +348,7 @@ function windowsText(): string {
  * share one key a pair, so a key's share of the table counts twice), free slots included;
  * and its share of the replay windows' blocks, which live outside the JS heap in 1-MB chunks
  * (src/esp/replay-window.ts). Then the cipher contexts alive: one for each key the runs used,
- * about 1.1 KB, until the sweep finds the key idle for a minute.
+ * about 1 KB, until the sweep finds the key idle for a minute.
  */
 function pairLine(heap: CableHeap, n: number, when: string, cipher: EspCipher): string {
   const { windows, chunks } = ReplayWindow.stored;

@@ -69,7 +69,7 @@ export interface EspCipher {
   exportKey(handle: number): KeyMaterial | undefined;
   /** Keys installed now (a leak shows here: bench/churn.ts). */
   readonly keyCount: number;
-  /** Per-key cipher state kept between packets (the native cipher's OpenSSL contexts, about 1.1 KB each). */
+  /** Per-key cipher state kept between packets (the native cipher's OpenSSL contexts, about 1 KB each). */
   readonly contexts: number;
   /**
    * One pass of the host's sweep: give back the per-key state of keys not used in the last

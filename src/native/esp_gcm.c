@@ -26,17 +26,26 @@
 // Both calls throw, before touching any job, only for a broken invariant (a key handle not
 // installed, a job outside the buffer); a failure of one job is reported in ok[j].
 //
-// Each key gets one EVP_CIPHER_CTX, keyed when first used; per packet only the nonce and the
-// direction are set (EVP_*Init_ex with a NULL cipher and key keeps the key schedule, which
-// GCM uses both ways). A context costs about 1.1 KB, so only keys in use keep theirs:
-// gcmTrim (the host's sweep, every 250 ms) frees the contexts of keys idle for a while, and
-// the next packet makes it again from the key. A key's entry is 48 bytes.
+// Each key gets one cipher context, keyed when first used; per packet only the nonce and the
+// direction are set (the key schedule is kept; GCM uses it both ways). The context is the
+// provider's own (OpenSSL 3's provider-cipher interface, found through the EVP cipher Node's
+// OpenSSL fetches), not an EVP_CIPHER_CTX around it: its address is ours, so a batch fetches
+// the contexts of the jobs ahead into the cache while it works on the current one (with a
+// million SAs they are mostly in memory), and no EVP layer runs per call. A context costs
+// about 1 KB, so only keys in use keep theirs: gcmTrim (the host's sweep, every 250 ms)
+// frees the contexts of keys idle for a while, and the next packet makes it again from the
+// key. A key's entry is 48 bytes.
 // open() decrypts into a scratch buffer and copies the plaintext over the ciphertext only
 // when the ICV verifies, so a forged packet leaves the buffer as it was.
 
 #include "napi_util.h"
 
+#include <openssl/core_dispatch.h>
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/provider.h>
+#include <strings.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef __GLIBC__
@@ -46,11 +55,25 @@
 enum { SALT_LEN = 4, IV_LEN = 8, ESP_HLEN = 16, ICV_LEN = 16, OFF_SPI = 0, OFF_SEQ = 4, OFF_IV = 8 };
 /** Largest ESP plaintext: an IPv4 packet cannot carry more. */
 enum { MAX_TEXT = 65535 };
-/** Contexts freed (about 1.1 KB each) from which a trim pass has the allocator give memory back to the system. */
+/** Contexts freed (about 1 KB each) from which a trim pass has the allocator give memory back to the system. */
 enum { TRIM_RETURN = 1024 };
 
+/** The provider's functions for one AES-GCM key size, and what keeps them valid. */
 typedef struct {
-  EVP_CIPHER_CTX *ctx;  // made by the first seal or open (again after a trim)
+  EVP_CIPHER *fetched;  // holds the provider (and so its functions) for the table's life
+  void *provctx;
+  OSSL_FUNC_cipher_newctx_fn *newctx;
+  OSSL_FUNC_cipher_freectx_fn *freectx;
+  OSSL_FUNC_cipher_encrypt_init_fn *einit;
+  OSSL_FUNC_cipher_decrypt_init_fn *dinit;
+  OSSL_FUNC_cipher_update_fn *update;
+  OSSL_FUNC_cipher_final_fn *final;
+  OSSL_FUNC_cipher_get_ctx_params_fn *get_params;
+  OSSL_FUNC_cipher_set_ctx_params_fn *set_params;
+} gcm_impl;
+
+typedef struct {
+  void *ctx;  // the provider's context, made by the first seal or open (again after a trim)
   uint8_t key[32];
   uint8_t salt[SALT_LEN];
   uint16_t last;  // the trim pass it was last used in, modulo 2^16 (idle is far less)
@@ -61,6 +84,7 @@ _Static_assert(sizeof(gcm_key) == 48, "a key's entry is 48 bytes (a million SAs:
 
 typedef struct {
   gcm_key *keys;
+  gcm_impl aes128, aes256;
   uint32_t cap;
   uint32_t hint;      // no free slot below it: adds are O(1) amortized
   uint32_t count;     // keys installed
@@ -71,16 +95,20 @@ typedef struct {
   uint8_t *scratch;   // MAX_TEXT bytes, for open()
 } gcm_table;
 
-/** Free the key's context (EVP_CIPHER_CTX_free cleanses the key schedule); returns 1 if it had one. */
-static uint32_t free_context(gcm_key *k) {
+static const gcm_impl *impl_of(const gcm_table *t, const gcm_key *k) {
+  return k->key_len == 16 ? &t->aes128 : &t->aes256;
+}
+
+/** Free the key's context (the provider cleanses the key schedule); returns 1 if it had one. */
+static uint32_t free_context(const gcm_table *t, gcm_key *k) {
   if (k->ctx == NULL) return 0;
-  EVP_CIPHER_CTX_free(k->ctx);
+  impl_of(t, k)->freectx(k->ctx);
   k->ctx = NULL;
   return 1;
 }
 
 static void key_clear(gcm_table *t, gcm_key *k) {
-  t->contexts -= free_context(k);
+  t->contexts -= free_context(t, k);
   OPENSSL_cleanse(k->key, sizeof k->key);
   OPENSSL_cleanse(k->salt, sizeof k->salt);
   k->used = 0;
@@ -94,9 +122,52 @@ static void table_finalize(napi_env env, void *data, void *hint) {
     if (t->keys[h].used) key_clear(t, &t->keys[h]);
   }
   free(t->keys);
-  OPENSSL_cleanse(t->scratch, MAX_TEXT);
+  EVP_CIPHER_free(t->aes128.fetched);
+  EVP_CIPHER_free(t->aes256.fetched);
+  if (t->scratch != NULL) OPENSSL_cleanse(t->scratch, MAX_TEXT);
   free(t->scratch);
   free(t);
+}
+
+/** True when `name` is the first of the colon-separated names in `names`. */
+static int first_name_is(const char *names, const char *name) {
+  size_t n = strlen(name);
+  return strncasecmp(names, name, n) == 0 && (names[n] == '\0' || names[n] == ':');
+}
+
+/**
+ * The provider functions of cipher `name` (AES-128-GCM or AES-256-GCM): fetched as EVP would,
+ * then looked up among its provider's ciphers. Returns 0, or -1 when a function is missing.
+ */
+static int find_impl(const char *name, gcm_impl *out) {
+  memset(out, 0, sizeof *out);
+  out->fetched = EVP_CIPHER_fetch(NULL, name, NULL);
+  if (out->fetched == NULL) return -1;
+  const OSSL_PROVIDER *prov = EVP_CIPHER_get0_provider(out->fetched);
+  out->provctx = OSSL_PROVIDER_get0_provider_ctx(prov);
+  int no_cache = 0;
+  const OSSL_ALGORITHM *algs = OSSL_PROVIDER_query_operation(prov, OSSL_OP_CIPHER, &no_cache);
+  for (const OSSL_ALGORITHM *a = algs; a != NULL && a->algorithm_names != NULL; a++) {
+    if (!first_name_is(a->algorithm_names, name)) continue;
+    for (const OSSL_DISPATCH *d = a->implementation; d->function_id != 0; d++) {
+      switch (d->function_id) {
+        case OSSL_FUNC_CIPHER_NEWCTX: out->newctx = OSSL_FUNC_cipher_newctx(d); break;
+        case OSSL_FUNC_CIPHER_FREECTX: out->freectx = OSSL_FUNC_cipher_freectx(d); break;
+        case OSSL_FUNC_CIPHER_ENCRYPT_INIT: out->einit = OSSL_FUNC_cipher_encrypt_init(d); break;
+        case OSSL_FUNC_CIPHER_DECRYPT_INIT: out->dinit = OSSL_FUNC_cipher_decrypt_init(d); break;
+        case OSSL_FUNC_CIPHER_UPDATE: out->update = OSSL_FUNC_cipher_update(d); break;
+        case OSSL_FUNC_CIPHER_FINAL: out->final = OSSL_FUNC_cipher_final(d); break;
+        case OSSL_FUNC_CIPHER_GET_CTX_PARAMS: out->get_params = OSSL_FUNC_cipher_get_ctx_params(d); break;
+        case OSSL_FUNC_CIPHER_SET_CTX_PARAMS: out->set_params = OSSL_FUNC_cipher_set_ctx_params(d); break;
+        default: break;
+      }
+    }
+    break;
+  }
+  if (algs != NULL) OSSL_PROVIDER_unquery_operation(prov, OSSL_OP_CIPHER, algs);
+  int whole = out->provctx != NULL && out->newctx && out->freectx && out->einit && out->dinit && out->update &&
+              out->final && out->get_params && out->set_params;
+  return whole ? 0 : -1;
 }
 
 static int get_table(napi_env env, napi_value v, gcm_table **out) {
@@ -122,6 +193,11 @@ static napi_value gcm_create(napi_env env, napi_callback_info info) {
     return NULL;
   }
   t->scratch = scratch;
+  if (find_impl("AES-128-GCM", &t->aes128) || find_impl("AES-256-GCM", &t->aes256)) {
+    table_finalize(env, t, NULL);
+    napi_throw_error(env, NULL, "OpenSSL has no provider implementation of AES-128-GCM and AES-256-GCM");
+    return NULL;
+  }
   napi_value external;
   if (napi_create_external(env, t, table_finalize, NULL, &external) != napi_ok) {
     table_finalize(env, t, NULL);
@@ -130,22 +206,22 @@ static napi_value gcm_create(napi_env env, napi_callback_info info) {
   return external;
 }
 
-static EVP_CIPHER_CTX *keyed_ctx(const EVP_CIPHER *cipher, const uint8_t *key, int enc) {
-  EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+/** A provider context with the key's schedule (computed here once); NULL if the provider cannot make it. */
+static void *keyed_ctx(const gcm_impl *impl, const gcm_key *k) {
+  void *ctx = impl->newctx(impl->provctx);
   if (ctx == NULL) return NULL;
-  // The 12-byte nonce is GCM's default IV length; the key schedule is computed here once.
-  if (EVP_CipherInit_ex(ctx, cipher, NULL, key, NULL, enc) != 1) {
-    EVP_CIPHER_CTX_free(ctx);
+  if (impl->einit(ctx, k->key, k->key_len, NULL, 0, NULL) != 1) {
+    impl->freectx(ctx);
     return NULL;
   }
   return ctx;
 }
 
 /** The key's context, keyed on first use; NULL if OpenSSL cannot make it. Marks the key used in this pass. */
-static EVP_CIPHER_CTX *ctx_for(gcm_table *t, gcm_key *k, int enc) {
+static void *ctx_for(gcm_table *t, gcm_key *k) {
   k->last = (uint16_t)t->pass;
   if (k->ctx == NULL) {
-    k->ctx = keyed_ctx(k->key_len == 16 ? EVP_aes_128_gcm() : EVP_aes_256_gcm(), k->key, enc);
+    k->ctx = keyed_ctx(impl_of(t, k), k);
     if (k->ctx != NULL) t->contexts++;
   }
   return k->ctx;
@@ -275,15 +351,32 @@ static int get_jobs(napi_env env, napi_callback_info info, jobs *J) {
   return 0;
 }
 
-/** Jobs ahead whose context a seal or open fetches into the cache while it works on the current one. */
-enum { PREFETCH_AHEAD = 4, PREFETCH_LINES = 4 };
+/**
+ * Jobs ahead whose key entry, then whose context, a seal or open fetches into the cache while
+ * it works on the current one, and the context's lines fetched (the provider's AES-GCM context,
+ * key schedule and GHASH table, is about 1 KB: a packet reads most of it).
+ */
+enum { KEY_AHEAD = 8, CTX_AHEAD = 4, CTX_LINES = 16 };
 
-/** Start fetching the context of job j (if any, and if the key has one) into the cache. */
+static inline void prefetch_key(const jobs *J, int32_t j) {
+  if (j < J->count) __builtin_prefetch(&J->t->keys[J->key[j]]);
+}
+
 static inline void prefetch_ctx(const jobs *J, int32_t j) {
   if (j >= J->count) return;
-  const char *c = (const char *)J->t->keys[J->key[j]].ctx;
+  const char *c = J->t->keys[J->key[j]].ctx;
   if (c == NULL) return;
-  for (int l = 0; l < PREFETCH_LINES; l++) __builtin_prefetch(c + 64 * l);
+  for (int l = 0; l < CTX_LINES; l++) __builtin_prefetch(c + 64 * l);
+}
+
+static void prefetch_first(const jobs *J) {
+  for (int32_t j = 0; j < KEY_AHEAD; j++) prefetch_key(J, j);
+  for (int32_t j = 0; j < CTX_AHEAD; j++) prefetch_ctx(J, j);
+}
+
+static void prefetch_next(const jobs *J, int32_t j) {
+  prefetch_key(J, j + KEY_AHEAD);
+  prefetch_ctx(J, j + CTX_AHEAD);
 }
 
 static void nonce_and_aad(const gcm_key *k, const uint8_t *esp, uint32_t seq_hi, uint8_t nonce[12], uint8_t aad[12]) {
@@ -297,25 +390,36 @@ static void nonce_and_aad(const gcm_key *k, const uint8_t *esp, uint32_t seq_hi,
   memcpy(aad + 8, esp + OFF_SEQ, 4);
 }
 
+/** Seal `n` bytes at `text` in place with context `c`, the ICV right after them; 1 when done. */
+static int seal_one(const gcm_impl *f, void *c, const uint8_t nonce[12], const uint8_t aad[12], uint8_t *text, size_t n) {
+  size_t outl;
+  OSSL_PARAM tag[2] = { OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, text + n, ICV_LEN), OSSL_PARAM_END };
+  return f->einit(c, NULL, 0, nonce, 12, NULL) == 1 && f->update(c, NULL, &outl, 12, aad, 12) == 1 &&
+         f->update(c, text, &outl, n, text, n) == 1 && f->final(c, text + n, &outl, ICV_LEN) == 1 &&
+         f->get_params(c, tag) == 1;
+}
+
+/** Open `n` bytes at `text` into `out` with context `c`, checking the ICV after them; 1 only when it verifies. */
+static int open_one(const gcm_impl *f, void *c, const uint8_t nonce[12], const uint8_t aad[12], uint8_t *text, size_t n, uint8_t *out) {
+  size_t outl;
+  OSSL_PARAM tag[2] = { OSSL_PARAM_octet_string(OSSL_CIPHER_PARAM_AEAD_TAG, text + n, ICV_LEN), OSSL_PARAM_END };
+  return f->dinit(c, NULL, 0, nonce, 12, NULL) == 1 && f->update(c, NULL, &outl, 12, aad, 12) == 1 &&
+         f->update(c, out, &outl, n, text, n) == 1 && f->set_params(c, tag) == 1 &&
+         f->final(c, out + n, &outl, ICV_LEN) == 1;
+}
+
 static napi_value gcm_seal(napi_env env, napi_callback_info info) {
   jobs J;
   if (get_jobs(env, info, &J)) return NULL;
   uint8_t nonce[12], aad[12];
-  for (int32_t j = 0; j < PREFETCH_AHEAD; j++) prefetch_ctx(&J, j);
+  prefetch_first(&J);
   for (int32_t j = 0; j < J.count; j++) {
-    prefetch_ctx(&J, j + PREFETCH_AHEAD);
+    prefetch_next(&J, j);
     gcm_key *k = &J.t->keys[J.key[j]];
     uint8_t *esp = J.buf + J.esp_off[j];
-    uint8_t *text = esp + ESP_HLEN;
-    int n = J.pt_len[j], outl;
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    EVP_CIPHER_CTX *c = ctx_for(J.t, k, 1);
-    int good = c != NULL && EVP_EncryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
-               EVP_EncryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
-               (n == 0 || EVP_EncryptUpdate(c, text, &outl, text, n) == 1) &&
-               EVP_EncryptFinal_ex(c, text + n, &outl) == 1 &&
-               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, ICV_LEN, text + n) == 1;
-    J.ok[j] = good ? 1 : 0;
+    void *c = ctx_for(J.t, k);
+    J.ok[j] = c != NULL && seal_one(impl_of(J.t, k), c, nonce, aad, esp + ESP_HLEN, (size_t)J.pt_len[j]);
   }
   return nvi_undefined(env);
 }
@@ -325,22 +429,18 @@ static napi_value gcm_open(napi_env env, napi_callback_info info) {
   if (get_jobs(env, info, &J)) return NULL;
   uint8_t nonce[12], aad[12];
   uint8_t *scratch = J.t->scratch;
-  for (int32_t j = 0; j < PREFETCH_AHEAD; j++) prefetch_ctx(&J, j);
+  prefetch_first(&J);
   for (int32_t j = 0; j < J.count; j++) {
-    prefetch_ctx(&J, j + PREFETCH_AHEAD);
+    prefetch_next(&J, j);
     gcm_key *k = &J.t->keys[J.key[j]];
     uint8_t *esp = J.buf + J.esp_off[j];
     uint8_t *text = esp + ESP_HLEN;
-    int n = J.pt_len[j], outl;
+    size_t n = (size_t)J.pt_len[j];
     nonce_and_aad(k, esp, J.seq_hi[j], nonce, aad);
-    EVP_CIPHER_CTX *c = ctx_for(J.t, k, 0);
-    int good = c != NULL && EVP_DecryptInit_ex(c, NULL, NULL, NULL, nonce) == 1 &&
-               EVP_DecryptUpdate(c, NULL, &outl, aad, sizeof aad) == 1 &&
-               (n == 0 || EVP_DecryptUpdate(c, scratch, &outl, text, n) == 1) &&
-               EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, ICV_LEN, text + n) == 1 &&
-               EVP_DecryptFinal_ex(c, scratch + n, &outl) == 1;  // 1 only when the ICV verifies
-    if (good) memcpy(text, scratch, (size_t)n);
-    J.ok[j] = good ? 1 : 0;
+    void *c = ctx_for(J.t, k);
+    int good = c != NULL && open_one(impl_of(J.t, k), c, nonce, aad, text, n, scratch);
+    if (good) memcpy(text, scratch, n);
+    J.ok[j] = (uint8_t)good;
   }
   return nvi_undefined(env);
 }
@@ -379,7 +479,7 @@ static napi_value gcm_trim(napi_env env, napi_callback_info info) {
     if (t->trim_at >= t->cap) t->trim_at = 0;
     gcm_key *k = &t->keys[t->trim_at++];
     if (!k->used || k->ctx == NULL || (uint16_t)((uint16_t)t->pass - k->last) < idle) continue;
-    freed += free_context(k);
+    freed += free_context(t, k);
   }
   t->contexts -= freed;
   t->unreturned += freed;

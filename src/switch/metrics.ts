@@ -128,7 +128,7 @@ export class SwitchMetrics {
     def('nvi_cables', 'gauge', 'Cables in the cache now, by direction.', (s) => [{ labels: { direction: 'egress' }, value: s.cables.egress }, { labels: { direction: 'ingress' }, value: s.cables.ingress }]);
     def('nvi_inbound_sas', 'gauge', 'Inbound ESP SAs installed now.', (s) => [{ value: s.cables.inboundSas }]);
     def('nvi_cipher_keys', 'gauge', 'AES-GCM keys held now (inbound and outbound).', (s) => [{ value: s.cables.cipherKeys }]);
-    def('nvi_cipher_contexts', 'gauge', 'AES-GCM key schedules kept between packets (about 1.1 KB each): keys used in the last minute or so.',
+    def('nvi_cipher_contexts', 'gauge', 'AES-GCM key schedules kept between packets (about 1 KB each): keys used in the last minute or so.',
       (s) => (s.cables.cipherContexts === undefined ? [] : [{ value: s.cables.cipherContexts }]));
     def('nvi_replay_windows_with_blocks', 'gauge', 'Inbound SAs whose anti-replay window holds its 256 bytes of blocks (more than 6 holes at once); the others keep their top and holes alone.',
       (s) => (s.cables.windowsWithBlocks === undefined ? [] : [{ value: s.cables.windowsWithBlocks }]));
