@@ -10,6 +10,7 @@
         "src/native/fd_io.c",
         "src/native/tap.c",
         "src/native/raw_socket.c",
+        "src/native/udp_esp.c",
         "src/native/kx_sockets.c",
         "src/native/packet_port.c",
         "src/native/netns.c",

@@ -82,3 +82,21 @@ for (const [bad, why] of [[[], /at least one CPU/], [[-1], /cpus\[0\]/], [[0, 10
 }
 
 test.run();
+
+function withEspUdpPort(port: unknown, workers?: unknown): CloudConfig {
+  return edited((doc) => {
+    if (port === undefined) doc.deleteIn(['underlay', 'espUdpPort']);
+    else doc.setIn(['underlay', 'espUdpPort'], port);
+    if (workers !== undefined) doc.setIn(['switch', 'workers'], workers);
+  });
+}
+
+test('underlay.espUdpPort: 0 (ESP as IP protocol 50) unless given; refused on the key exchange\'s port, out of range, or with several data-path threads', () => {
+  assert.is(withEspUdpPort(undefined).underlay.espUdpPort, 0);
+  assert.is(withEspUdpPort(4500).underlay.espUdpPort, 4500);
+  assert.throws(() => withEspUdpPort(7011), /underlay\.espUdpPort.*key exchange's port/);
+  assert.throws(() => withEspUdpPort(70000), /underlay\.espUdpPort/);
+  assert.throws(() => withEspUdpPort('x'), /underlay\.espUdpPort/);
+  assert.throws(() => withEspUdpPort(4500, 2), /underlay\.espUdpPort.*one data-path thread/);
+  assert.is(withEspUdpPort(0, 2).switch.workers, 2);
+});

@@ -101,7 +101,7 @@ export interface CloudConfig {
   /** Control sockets, the hosts' epochs and ports, the lab's state (`stateDir`); undefined: .nvi-state beside the file. */
   readonly stateDir?: string;
   readonly store: StoreConfig;
-  readonly underlay: { readonly mtu: number; readonly keyExchangePort: number };
+  readonly underlay: { readonly mtu: number; readonly keyExchangePort: number; readonly espUdpPort: number };
   readonly switch: SwitchSettings;
   readonly hosts: ReadonlyMap<string, HostConfig>;
   readonly tenants: ReadonlyMap<string, TenantConfig>;
@@ -146,6 +146,9 @@ export function parseConfig(doc: unknown, file: string): CloudConfig {
   const store = readStore(root.store, dir);
   const underlay = readUnderlay(root.underlay ?? {});
   const sw = readSwitch(root.switch ?? {});
+  if (underlay.espUdpPort !== 0 && sw.workers > 1) {
+    throw new ConfigError('underlay.espUdpPort', `ESP in UDP runs on one data-path thread for now; with switch.workers: ${sw.workers} set it to 0 (ESP as IP protocol 50)`);
+  }
   const hosts = readHosts(root.hosts, pkiDir, dir);
   const labRaw = obj(root.lab ?? {}, 'lab');
   onlyKeys(labRaw, ['prefix', 'subnet'], 'lab');
@@ -199,11 +202,16 @@ function readStore(v: unknown, dir: string): StoreConfig {
 
 function readUnderlay(v: unknown): CloudConfig['underlay'] {
   const o = obj(v, 'underlay');
-  onlyKeys(o, ['mtu', 'keyExchangePort'], 'underlay');
-  return {
+  onlyKeys(o, ['mtu', 'keyExchangePort', 'espUdpPort'], 'underlay');
+  const u = {
     mtu: opt(o, 'mtu', 1500, (x, p) => int(x, p, 1334, 9000), 'underlay'), // 1280 + overhead at least
     keyExchangePort: opt(o, 'keyExchangePort', 7011, (x, p) => int(x, p, 1, 65535), 'underlay'),
+    espUdpPort: opt(o, 'espUdpPort', 0, (x, p) => int(x, p, 0, 65535), 'underlay'), // 0: ESP as IP protocol 50
   };
+  if (u.espUdpPort !== 0 && u.espUdpPort === u.keyExchangePort) {
+    throw new ConfigError('underlay.espUdpPort', `${u.espUdpPort} is the key exchange's port too; give ESP in UDP a port of its own (4500, RFC 3948)`);
+  }
+  return u;
 }
 
 /** Most data-path threads one host may run. */

@@ -1,6 +1,9 @@
 // The host's IPv4 underlay as a batch port: raw sockets for ESP (protocol 50) and plain
 // IPv6-in-IPv4 (41), bound to the host's underlay address, IP_HDRINCL (the switch writes
 // the outer header), read with recvmmsg and written with sendmmsg, one native call each.
+// With `espUdpPort` (underlay.espUdpPort), ESP travels in UDP instead (RFC 3948 framing) on
+// a third socket, a run of packets to one peer in one datagram each way (UDP GSO and GRO,
+// src/native/udp_esp.c); the batch sees the same IPv4 packets either way.
 //
 // Ownership: read() hands each packet to the batch (slot of index b.count.., at
 // UNDERLAY_OFFSET, source address in b.peer); send() is done with the packets when it
@@ -12,7 +15,7 @@ import { parseIpv4Address } from '../base/address.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
 import { NviError } from '../base/errors.js';
 import {
-  POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED,
+  POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED, UDP_ESP_COUNT, UDP_ESP_SCRATCH, UDP_ESP_STATE,
   loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
 } from '../native/addon.js';
 
@@ -35,6 +38,8 @@ export interface RawUnderlayOptions {
    * Sending is not sharded.
    */
   shard?: { count: number; index: number };
+  /** ESP in UDP to and from this port, instead of IP protocol 50 (every host of the cloud alike). */
+  espUdpPort?: number;
 }
 
 export class RawUnderlay {
@@ -50,14 +55,17 @@ export class RawUnderlay {
   txBusy = 0;
   lastErrno = 0;
 
-  /** fds[0]: ESP socket, also used to send both protocols; fds[1]: IPv6-in-IPv4 socket. */
-  readonly fds: readonly [number, number];
+  /** fds[0]: ESP socket, also used to send both protocols; fds[1]: IPv6-in-IPv4 socket; fds[2]: ESP in UDP, if on. */
+  readonly fds: readonly number[];
+  /** The UDP port ESP travels in (0: none, IP protocol 50). */
+  readonly espUdpPort: number;
+  private readonly udp: { readonly scratch: Buffer; readonly state: Int32Array } | undefined;
   private readonly lens = new Int32Array(BATCH_MAX);
   private readonly addrs = new Uint32Array(BATCH_MAX);
   private readonly status = new Int32Array(TX_STATUS_LEN);
   private readonly watchers: NativePoll[] = [];
   private readable: (() => void) | null = null;
-  /** Which socket read() drains first, outside a readiness callback; alternates so that neither protocol starves. */
+  /** Which socket read() drains first, outside a readiness callback; rotates so that none starves. */
   private turn = 0;
   /** The socket whose readiness callback runs now (-1: none): read() reads it alone. */
   private ready = -1;
@@ -80,7 +88,10 @@ export class RawUnderlay {
       }
       this.ready = k;
       try {
-        this.readable?.();
+        // Segments of a datagram that did not fit in the batch wait in the scratch, which no
+        // readiness reports: read batches until none waits (a read takes 8 datagrams at most,
+        // of 128 segments at most: 4 batches).
+        for (let reads = 0; reads < 5 && (reads === 0 || this.segmentsWaiting(k)); reads++) this.readable?.();
       } finally {
         this.ready = -1;
       }
@@ -92,10 +103,12 @@ export class RawUnderlay {
     /** The host's underlay address, uint32 host order. */
     readonly address: number,
     readonly localAddress: string,
-    espFd: number,
-    ip6in4Fd: number,
+    fds: readonly number[],
+    espUdpPort: number,
   ) {
-    this.fds = [espFd, ip6in4Fd];
+    this.fds = fds;
+    this.espUdpPort = fds.length > 2 ? espUdpPort : 0;
+    this.udp = fds.length > 2 ? { scratch: Buffer.alloc(UDP_ESP_SCRATCH), state: new Int32Array(UDP_ESP_STATE) } : undefined;
   }
 
   /** Open both sockets bound to `localAddress`, which must be an address of this host. */
@@ -113,21 +126,29 @@ export class RawUnderlay {
     if (!(Number.isInteger(count) && count >= 1 && Number.isInteger(index) && index >= 0 && index < count)) {
       throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: shard ${index} of ${count}: need integers 0 <= index < count`);
     }
+    const udpPort = opts.espUdpPort ?? 0;
+    if (udpPort !== 0 && count > 1) {
+      throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: ESP in UDP (port ${udpPort}) runs on one data-path thread; set switch.workers: 1 or underlay.espUdpPort: 0`);
+    }
     const fds: number[] = [];
     try {
       for (const proto of [PROTO_ESP, PROTO_IPV6]) fds.push(native.rawOpen(proto, address, bytes, ns, count, index));
+      if (udpPort !== 0) fds.push(native.udpEspOpen(address, udpPort, bytes, ns));
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       const where = opts.netns ? ` in namespace ${opts.netns}` : '';
       throw new NviError('NVI_ERR_UNDERLAY_OPEN',
         `underlay ${localAddress}${where}: ${nativeErrorText(e)} (is the address configured on this host?)`);
     }
-    return new RawUnderlay(native, address, localAddress, fds[0], fds[1]);
+    return new RawUnderlay(native, address, localAddress, fds, udpPort);
   }
 
   /** Carry on with sockets another process opened (handover.ts): fds as `fds` gave them there. */
-  static adopt(localAddress: string, fds: readonly [number, number]): RawUnderlay {
-    return new RawUnderlay(loadNative(), parseIpv4Address(localAddress), localAddress, fds[0], fds[1]);
+  static adopt(localAddress: string, fds: readonly number[], espUdpPort = 0): RawUnderlay {
+    if (fds.length !== (espUdpPort !== 0 ? 3 : 2)) {
+      throw new NviError('NVI_ERR_HANDOVER', `underlay ${localAddress}: handed ${fds.length} sockets, expected ${espUdpPort !== 0 ? 3 : 2} (underlay.espUdpPort ${espUdpPort}); restart rather than hand over when changing it`);
+    }
+    return new RawUnderlay(loadNative(), parseIpv4Address(localAddress), localAddress, fds, espUdpPort);
   }
 
   /** Stop reading (a handover: the next process reads what queues meanwhile); sending goes on. */
@@ -151,7 +172,7 @@ export class RawUnderlay {
   /**
    * Append up to BATCH_MAX - b.count IPv4 packets (outer header first) at UNDERLAY_OFFSET
    * of their slots; b.peer[i] = source address. Returns how many. In a readiness callback,
-   * from the socket that is ready; elsewhere, from both.
+   * from the socket that is ready; elsewhere, from each.
    */
   read(b: Batch, timeUs: number): number {
     if (this.closed) return 0;
@@ -159,10 +180,10 @@ export class RawUnderlay {
     if (this.ready >= 0) {
       this.readSocket(b, this.fds[this.ready], timeUs);
     } else {
+      const count = this.fds.length;
       const t = this.turn;
-      this.turn = t ^ 1;
-      this.readSocket(b, this.fds[t], timeUs);
-      this.readSocket(b, this.fds[t ^ 1], timeUs);
+      this.turn = (t + 1) % count;
+      for (let k = 0; k < count; k++) this.readSocket(b, this.fds[(t + k) % count], timeUs);
     }
     const n = b.count - first;
     this.rxPackets += n;
@@ -177,7 +198,9 @@ export class RawUnderlay {
   send(b: Batch, idx: Int32Array, n: number): number {
     if (n <= 0 || this.closed) return 0;
     const s = this.status;
-    const sent = this.native.rawSend(this.fds[0], b.data, b.start, b.len, b.peer, idx, n, s);
+    const sent = this.udp
+      ? this.native.udpEspSend(this.fds[2], this.fds[0], b.data, b.start, b.len, b.peer, idx, n, s, this.espUdpPort)
+      : this.native.rawSend(this.fds[0], b.data, b.start, b.len, b.peer, idx, n, s);
     this.txRefused += s[TX_FAILED];
     if (s[TX_STOPPED] !== 0) this.txBusy++;
     if (s[TX_ERRNO] !== 0) this.lastErrno = s[TX_ERRNO];
@@ -195,12 +218,20 @@ export class RawUnderlay {
     for (const fd of this.fds) closeSync(fd);
   }
 
+  /** Socket k is the UDP one, and segments it read are still waiting for a batch. */
+  private segmentsWaiting(k: number): boolean {
+    return k === 2 && !this.closed && this.udp !== undefined && this.udp.state[UDP_ESP_COUNT] > 0;
+  }
+
   private readSocket(b: Batch, fd: number, timeUs: number): void {
     const first = b.count;
     const room = BATCH_MAX - first;
     if (room <= 0) return;
     const at = Batch.slot(first) + UNDERLAY_OFFSET;
-    const n = this.native.rawRecv(fd, b.data, at, SLOT_BYTES, UNDERLAY_CAP, room, this.lens, this.addrs);
+    const udp = this.udp;
+    const n = udp && fd === this.fds[2]
+      ? this.native.udpEspRecv(fd, udp.scratch, udp.state, b.data, at, SLOT_BYTES, UNDERLAY_CAP, room, this.lens, this.addrs, this.address)
+      : this.native.rawRecv(fd, b.data, at, SLOT_BYTES, UNDERLAY_CAP, room, this.lens, this.addrs);
     if (n < 0) {
       this.rxErrors++;
       this.lastErrno = -n;

@@ -4,6 +4,7 @@
 //   busy_poll.c   the event loop kept turning for a while after a packet, instead of sleeping
 //   tap.c         TAP ports: open, batch read, batch write
 //   raw_socket.c  the IPv4 underlay: raw sockets for ESP (50) and IPv6-in-IPv4 (41)
+//   udp_esp.c     ESP in UDP on the underlay, a run of packets to one peer a datagram (GSO/GRO)
 //   kx_sockets.c  the key exchange's UDP sockets of a host of several data-path threads, one each
 //   packet_port.c a VM port on a TAP a hypervisor opened: an AF_PACKET socket on its host side
 //   netns.c       open a device or socket inside another network namespace
@@ -22,7 +23,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_create_int32(env, NVI_BATCH_MAX, &max);
   napi_set_named_property(env, exports, "batchMax", max);
   if (nvi_init_poll(env, exports) || nvi_init_busy_poll(env, exports) || nvi_init_tap(env, exports) ||
-      nvi_init_raw_socket(env, exports) || nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
+      nvi_init_raw_socket(env, exports) || nvi_init_udp_esp(env, exports) || nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
       nvi_init_packet_port(env, exports) || nvi_init_affinity(env, exports) || nvi_init_kx_sockets(env, exports)) {
     return NULL;
   }

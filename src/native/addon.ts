@@ -57,6 +57,12 @@ export const TX_FAILED = 0;
 export const TX_ERRNO = 1;
 export const TX_STOPPED = 2;
 export const TX_STATUS_LEN = 3;
+/** Bytes of the scratch udpEspRecv needs: 8 datagrams of up to 64 KB (src/native/udp_esp.c). */
+export const UDP_ESP_SCRATCH = 8 * 65536;
+/** Words of udpEspRecv's state: the datagram being handed out, its offset, the count, then 4 a datagram. */
+export const UDP_ESP_STATE = 3 + 4 * 8;
+/** The state word that counts the datagrams read and not yet handed out whole (0: nothing waits). */
+export const UDP_ESP_COUNT = 2;
 
 export interface NativeAddon {
   /** Largest n that rawRecv/rawSend accept (= BATCH_MAX). */
@@ -146,6 +152,23 @@ export interface NativeAddon {
   /** sendmmsg packets idx[0..n) to peer[i]; returns how many were sent; status as for tapWrite. */
   rawSend(fd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, peer: Uint32Array, idx: Int32Array,
     n: number, status: Int32Array): number;
+  /** UDP socket for ESP in UDP bound to addr:port (host order), UDP GRO on, DF always (src/native/udp_esp.c). */
+  udpEspOpen(addr: number, port: number, bufferBytes: number, netnsPath: string | null): number;
+  /**
+   * Up to n ESP packets from the UDP socket, each behind an IPv4 header written for it (protocol
+   * 50, from the sender, to `local`), as rawRecv gives them; a datagram of several segments fills
+   * several slots. scratch: UDP_ESP_SCRATCH bytes, state: UDP_ESP_STATE words, both kept per socket
+   * (segments that did not fit wait there). 0 when nothing waits, -errno on error.
+   */
+  udpEspRecv(fd: number, scratch: Uint8Array, state: Int32Array, buf: Uint8Array, firstOff: number, stride: number, cap: number,
+    n: number, lens: Int32Array, addrs: Uint32Array, local: number): number;
+  /**
+   * Send packets idx[0..n) to peer[i]: ESP ones by the UDP socket to `port` without their IPv4
+   * header, a run of one peer, TOS and size in one datagram (UDP_SEGMENT); others by the raw socket.
+   * Returns how many were sent; status as for rawSend.
+   */
+  udpEspSend(udpFd: number, rawFd: number, buf: Uint8Array, start: Int32Array, len: Int32Array, peer: Uint32Array, idx: Int32Array,
+    n: number, status: Int32Array, port: number): number;
 
   gcmCreate(): NativeGcmTable;
   gcmAddKey(t: NativeGcmTable, key: Uint8Array, salt: Uint8Array): number;

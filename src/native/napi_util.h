@@ -47,6 +47,7 @@ int nvi_init_poll(napi_env env, napi_value exports);
 int nvi_init_busy_poll(napi_env env, napi_value exports);
 int nvi_init_tap(napi_env env, napi_value exports);
 int nvi_init_raw_socket(napi_env env, napi_value exports);
+int nvi_init_udp_esp(napi_env env, napi_value exports);
 int nvi_init_esp_gcm(napi_env env, napi_value exports);
 int nvi_init_gso(napi_env env, napi_value exports);
 int nvi_init_gro(napi_env env, napi_value exports);

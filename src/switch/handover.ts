@@ -32,8 +32,8 @@ export const TAKEOVER_FLAG = '--takeover';
 /** What one data-path thread hands over. */
 export interface ThreadHandover {
   readonly ports: readonly PortHandover[];
-  /** Its underlay sockets (RawUnderlay.fds). */
-  readonly underlay: readonly [number, number];
+  /** Its underlay sockets (RawUnderlay.fds: 2, or 3 with ESP in UDP). */
+  readonly underlay: readonly number[];
   /** The key-exchange socket it reads (the host's one, or this worker's of the group). */
   readonly kx: number;
   /** Identities at the far ends of its cables now: the new process verifies them before it is ready, not while traffic waits. */
@@ -143,7 +143,7 @@ export class Successor {
     const manifest: TakeoverManifest = {
       threads: handed.threads.map((t) => ({
         ports: t.ports.map((p) => ({ ...p, fd: renumber(p.fd) })),
-        underlay: [renumber(t.underlay[0]), renumber(t.underlay[1])],
+        underlay: t.underlay.map(renumber),
         kx: renumber(t.kx),
         peers: t.peers,
       })),

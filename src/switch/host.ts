@@ -77,9 +77,9 @@ function portOf(vm: VmConfig, mtu: number): Omit<VmPort, 'index'> {
   return { name: vm.name, tenant: vm.tenant, mac: vm.mac, identity: vm.identity, identityText: vm.identityText, mtu };
 }
 
-/** IPv6 MTU the VMs of a cloud get: what fits in ESP + IPv4 on the underlay MTU. */
-export function guestMtu(underlayMtu: number): number {
-  return espMaxPayload(underlayMtu - 20);
+/** IPv6 MTU the VMs of a cloud get: what fits in ESP + IPv4 (+ UDP with ESP in UDP) on the underlay MTU. */
+export function guestMtu(underlayMtu: number, espInUdp = false): number {
+  return espMaxPayload(underlayMtu - 20 - (espInUdp ? 8 : 0));
 }
 
 export class Host implements HostView {
@@ -118,7 +118,7 @@ export class Host implements HostView {
     if (!hostCfg) throw new Error(`no host ${parts.host} in ${cfg.file}`);
     this.name = hostCfg.name;
     this.address = hostCfg.address;
-    this.mtu = guestMtu(cfg.underlay.mtu);
+    this.mtu = guestMtu(cfg.underlay.mtu, cfg.underlay.espUdpPort !== 0);
     for (const vm of parts.vms ?? vmsOnHost(cfg, parts.host)) this.ports.add(portOf(vm, this.mtu));
     const sw = cfg.switch;
 

@@ -159,7 +159,8 @@ export class LiveSwitch implements ControlHandler {
       return b && { vm: b.vm, tenant: b.tenant };
     }, worker ? verdictLimits(worker.shard.count) : undefined); // a worker's share: the operator follows them all joined
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
-    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.handed.underlay) : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard });
+    this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.handed.underlay, cfg.underlay.espUdpPort)
+      : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard, espUdpPort: cfg.underlay.espUdpPort });
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
     this.ports = new VmPorts({

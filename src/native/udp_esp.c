@@ -1,0 +1,349 @@
+// ESP in UDP on the underlay (RFC 3948 framing: the ESP packet is the UDP payload), with UDP
+// segmentation offload on send and UDP GRO on receive: a run of ESP packets of one size to
+// one peer leaves in one datagram of up to 64 segments, which the kernel cuts at the device
+// (or hands whole to a veth peer), and the receiver reads a run of one peer as one
+// datagram. The stack, the veths and the bridge then work once a run instead of once a packet.
+//
+// The switch's batch keeps its layout: every underlay packet is an IPv4 packet at its slot.
+//   udpEspOpen(addr, port, bufferBytes, netns) -> fd                          throws: config time
+//   udpEspRecv(fd, scratch, state, buf, firstOff, stride, cap, n, lens, addrs, local) -> packets, or -errno
+//       Each segment goes to its own slot behind an IPv4 header written here (protocol 50, the
+//       sender's address, `local` as destination, the datagram's TOS, DF, TTL 64, checksummed),
+//       so the parse stage reads it as it reads a packet of the raw ESP socket. A datagram whose
+//       segments do not all fit in the batch keeps the rest in `scratch` (RECV_MSGS regions of
+//       64 KB) and `state` for the next call, which hands them out before it reads anything new.
+//   udpEspSend(udpFd, rawFd, buf, start, len, peer, idx, n, status, port) -> packets sent
+//       Packets idx[0..n) are whole IPv4 packets (the outer header the switch wrote). ESP ones
+//       leave by the UDP socket without that header (the kernel writes IPv4 and UDP), the TOS
+//       kept; consecutive ones to one peer with one TOS and one length (the last of a run may
+//       be shorter) form one datagram with UDP_SEGMENT. Others (IPv6-in-IPv4) leave by the raw
+//       socket as they are. status as rawSend's: packets refused, last errno, stopped early.
+//
+// DF is set on every datagram (IP_PMTUDISC_DO): one too large for the route is refused, as on
+// the raw socket.
+
+#define _GNU_SOURCE
+#include "fd_io.h"
+#include "napi_util.h"
+#include "netns.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/udp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
+enum { PROTO_ESP = 50, IPV4_HLEN = 20, MAX_SEGMENTS = 64, MAX_UDP_PAYLOAD = 65507 };
+/** Datagrams one receive call reads at most, each into a 64-KB region of the scratch. */
+enum { RECV_MSGS = 8, REGION = 65536 };
+/** state[]: the datagram being handed out, its offset, the datagrams read; then 4 words a datagram. */
+enum { ST_CUR = 0, ST_OFF = 1, ST_COUNT = 2, ST_MSG = 3, ST_LEN = ST_MSG + 4 * RECV_MSGS };
+enum { M_LEN = 0, M_SEG = 1, M_FROM = 2, M_TOS = 3 };
+
+static int set_int(int fd, int level, int opt, int v) { return setsockopt(fd, level, opt, &v, sizeof v); }
+
+static int open_udp(uint32_t addr, int port, int bytes, const char **step) {
+  *step = "socket(AF_INET, SOCK_DGRAM)";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  *step = "UDP_GRO";
+  if (set_int(fd, IPPROTO_UDP, UDP_GRO, 1) < 0) goto fail;
+  *step = "IP_RECVTOS";
+  if (set_int(fd, IPPROTO_IP, IP_RECVTOS, 1) < 0) goto fail;
+  *step = "IP_MTU_DISCOVER";
+  if (set_int(fd, IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO) < 0) goto fail;
+  if (bytes > 0) {
+    *step = "SO_RCVBUF";
+    if (set_int(fd, SOL_SOCKET, SO_RCVBUFFORCE, bytes) < 0 && set_int(fd, SOL_SOCKET, SO_RCVBUF, bytes) < 0) goto fail;
+    *step = "SO_SNDBUF";
+    if (set_int(fd, SOL_SOCKET, SO_SNDBUFFORCE, bytes) < 0 && set_int(fd, SOL_SOCKET, SO_SNDBUF, bytes) < 0) goto fail;
+  }
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(addr) };
+  *step = "bind";  // EADDRINUSE: another process has the port; EADDRNOTAVAIL: not this host's address
+  if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail;
+  return fd;
+fail: {
+  int e = errno;
+  close(fd);
+  return -e;
+}
+}
+
+static napi_value udp_esp_open(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  uint32_t addr;
+  int32_t port, bytes;
+  char path[256];
+  int has_ns;
+  if (nvi_args(env, info, 4, argv) || nvi_u32(env, argv[0], "address", &addr) || nvi_i32(env, argv[1], "port", &port) ||
+      nvi_i32(env, argv[2], "bufferBytes", &bytes) || nvi_opt_string(env, argv[3], "netns path", path, sizeof path, &has_ns)) {
+    return NULL;
+  }
+  if (port < 1 || port > 65535) {
+    nvi_throw_range(env, "UDP port %d is outside 1-65535", port);
+    return NULL;
+  }
+  int saved;
+  if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
+  const char *step;
+  int fd = open_udp(addr, port, bytes, &step);
+  nvi_netns_leave(saved);
+  if (fd < 0) {
+    nvi_throw_errno(env, step, -fd);
+    return NULL;
+  }
+  return nvi_int(env, fd);
+}
+
+static uint16_t ipv4_checksum(const uint8_t *h) {
+  uint32_t sum = 0;
+  for (int k = 0; k < IPV4_HLEN; k += 2) sum += (uint32_t)(h[k] << 8 | h[k + 1]);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return (uint16_t)~sum;
+}
+
+/** The IPv4 header an ESP packet of `esp_len` bytes from `from` to `to` would have had. */
+static void write_ipv4(uint8_t *h, size_t esp_len, uint32_t from, uint32_t to, uint8_t tos) {
+  size_t total = IPV4_HLEN + esp_len;
+  h[0] = 0x45;
+  h[1] = tos;
+  h[2] = (uint8_t)(total >> 8);
+  h[3] = (uint8_t)total;
+  h[4] = h[5] = 0;
+  h[6] = 0x40;  // DF
+  h[7] = 0;
+  h[8] = 64;
+  h[9] = PROTO_ESP;
+  h[10] = h[11] = 0;
+  for (int k = 0; k < 4; k++) {
+    h[12 + k] = (uint8_t)(from >> (24 - 8 * k));
+    h[16 + k] = (uint8_t)(to >> (24 - 8 * k));
+  }
+  uint16_t c = ipv4_checksum(h);
+  h[10] = (uint8_t)(c >> 8);
+  h[11] = (uint8_t)c;
+}
+
+/** The batch slots a receive fills, and the datagrams waiting in the scratch. */
+typedef struct {
+  uint8_t *buf, *scratch;
+  int32_t first_off, stride, cap, n, got;
+  int32_t *lens, *state;
+  uint32_t *addrs, local;
+} recv_job;
+
+/** Hand out segments of the datagrams in the scratch until they or the slots run out. */
+static void hand_out(recv_job *J) {
+  int32_t *st = J->state;
+  while (st[ST_CUR] < st[ST_COUNT] && J->got < J->n) {
+    int32_t *m = st + ST_MSG + 4 * st[ST_CUR];
+    const uint8_t *d = J->scratch + (size_t)st[ST_CUR] * REGION;
+    int32_t len = m[M_LEN], seg = m[M_SEG] > 0 ? m[M_SEG] : len;
+    while (st[ST_OFF] < len && J->got < J->n) {
+      int32_t part = len - st[ST_OFF] < seg ? len - st[ST_OFF] : seg;
+      uint8_t *slot = J->buf + J->first_off + (size_t)J->got * J->stride;
+      // A segment too long for the slot arrives cut, its IPv4 length whole: the parse stage drops it by name.
+      int32_t room = J->cap - IPV4_HLEN, copied = part < room ? part : room;
+      write_ipv4(slot, (size_t)part, (uint32_t)m[M_FROM], J->local, (uint8_t)m[M_TOS]);
+      memcpy(slot + IPV4_HLEN, d + st[ST_OFF], (size_t)copied);
+      J->lens[J->got] = IPV4_HLEN + copied;
+      J->addrs[J->got] = (uint32_t)m[M_FROM];
+      J->got++;
+      st[ST_OFF] += part;
+    }
+    if (st[ST_OFF] >= len) {
+      st[ST_CUR]++;
+      st[ST_OFF] = 0;
+    }
+  }
+  if (st[ST_CUR] >= st[ST_COUNT]) st[ST_CUR] = st[ST_COUNT] = st[ST_OFF] = 0;
+}
+
+/** Read up to RECV_MSGS datagrams into the scratch; returns how many, or -errno. */
+static int read_datagrams(int fd, recv_job *J) {
+  struct mmsghdr msgs[RECV_MSGS];
+  struct iovec iov[RECV_MSGS];
+  struct sockaddr_in from[RECV_MSGS];
+  char control[RECV_MSGS][CMSG_SPACE(sizeof(int)) * 2];
+  for (int k = 0; k < RECV_MSGS; k++) {
+    iov[k] = (struct iovec){ J->scratch + (size_t)k * REGION, REGION };
+    memset(&msgs[k], 0, sizeof msgs[k]);
+    msgs[k].msg_hdr = (struct msghdr){ .msg_name = &from[k], .msg_namelen = sizeof from[k], .msg_iov = &iov[k], .msg_iovlen = 1,
+                                       .msg_control = control[k], .msg_controllen = sizeof control[k] };
+  }
+  int r;
+  do {
+    r = recvmmsg(fd, msgs, RECV_MSGS, MSG_DONTWAIT, NULL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -errno;
+  for (int k = 0; k < r; k++) {
+    int32_t *m = J->state + ST_MSG + 4 * k;
+    m[M_LEN] = (int32_t)msgs[k].msg_len;
+    m[M_SEG] = 0;
+    m[M_FROM] = (int32_t)ntohl(from[k].sin_addr.s_addr);
+    m[M_TOS] = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msgs[k].msg_hdr); c != NULL; c = CMSG_NXTHDR(&msgs[k].msg_hdr, c)) {
+      if (c->cmsg_level == IPPROTO_UDP && c->cmsg_type == UDP_GRO) memcpy(&m[M_SEG], CMSG_DATA(c), sizeof(int));
+      if (c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TOS) m[M_TOS] = *(uint8_t *)CMSG_DATA(c);
+    }
+  }
+  J->state[ST_CUR] = 0;
+  J->state[ST_OFF] = 0;
+  J->state[ST_COUNT] = r;
+  return r;
+}
+
+static napi_value udp_esp_recv(napi_env env, napi_callback_info info) {
+  napi_value argv[11];
+  int32_t fd;
+  size_t buf_len, scratch_len, state_len, lens_len, addrs_len;
+  recv_job J = { 0 };
+  if (nvi_args(env, info, 11, argv) || nvi_i32(env, argv[0], "fd", &fd) ||
+      nvi_bytes(env, argv[1], "scratch", &J.scratch, &scratch_len) ||
+      nvi_i32_array(env, argv[2], "state", &J.state, &state_len) || nvi_bytes(env, argv[3], "buf", &J.buf, &buf_len) ||
+      nvi_i32(env, argv[4], "firstOff", &J.first_off) || nvi_i32(env, argv[5], "stride", &J.stride) ||
+      nvi_i32(env, argv[6], "cap", &J.cap) || nvi_i32(env, argv[7], "n", &J.n) ||
+      nvi_i32_array(env, argv[8], "lens", &J.lens, &lens_len) || nvi_u32_array(env, argv[9], "addrs", &J.addrs, &addrs_len) ||
+      nvi_u32(env, argv[10], "local", &J.local) || nvi_check_slots(env, buf_len, J.first_off, J.stride, J.cap, J.n)) {
+    return NULL;
+  }
+  if (J.n > NVI_BATCH_MAX || (size_t)J.n > lens_len || (size_t)J.n > addrs_len || scratch_len < (size_t)RECV_MSGS * REGION ||
+      state_len < ST_LEN || J.cap < IPV4_HLEN) {
+    nvi_throw_range(env, "udpEspRecv: n %d exceeds the batch (%d) or the arrays, or the scratch (%d bytes), state (%d) or cap are too small",
+                    J.n, NVI_BATCH_MAX, RECV_MSGS * REGION, ST_LEN);
+    return NULL;
+  }
+  hand_out(&J);  // what the last call could not fit
+  if (J.got < J.n) {
+    int r = read_datagrams(fd, &J);
+    if (r < 0 && J.got == 0) return nvi_int(env, r);
+    if (r > 0) hand_out(&J);
+  }
+  return nvi_int(env, J.got);
+}
+
+/** One datagram to send: packets idx[first .. first+count) of the batch, by socket `fd`. */
+typedef struct {
+  int fd;
+  int32_t first, count;
+} run;
+
+static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
+  napi_value argv[10];
+  int32_t udp_fd, raw_fd, n, port;
+  uint8_t *buf;
+  size_t buf_len, start_len, len_len, peer_len, idx_len, status_len;
+  int32_t *start, *len, *idx, *status;
+  uint32_t *peer;
+  if (nvi_args(env, info, 10, argv) || nvi_i32(env, argv[0], "udpFd", &udp_fd) || nvi_i32(env, argv[1], "rawFd", &raw_fd) ||
+      nvi_bytes(env, argv[2], "buf", &buf, &buf_len) || nvi_i32_array(env, argv[3], "start", &start, &start_len) ||
+      nvi_i32_array(env, argv[4], "len", &len, &len_len) || nvi_u32_array(env, argv[5], "peer", &peer, &peer_len) ||
+      nvi_i32_array(env, argv[6], "idx", &idx, &idx_len) || nvi_i32(env, argv[7], "n", &n) ||
+      nvi_i32_array(env, argv[8], "status", &status, &status_len) || nvi_i32(env, argv[9], "port", &port)) {
+    return NULL;
+  }
+  if (n > NVI_BATCH_MAX || status_len < NVI_TX_STATUS_LEN || port < 1 || port > 65535) {
+    nvi_throw_range(env, "n %d exceeds the batch (%d), status is too short, or port %d is outside 1-65535", n, NVI_BATCH_MAX, port);
+    return NULL;
+  }
+  size_t arr_len = start_len < len_len ? start_len : len_len;
+  if (peer_len < arr_len) arr_len = peer_len;
+  if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
+
+  // Runs, in the order of idx. An ESP packet's payload is behind its IPv4 header.
+  run runs[NVI_BATCH_MAX];
+  struct iovec iov[NVI_BATCH_MAX];
+  int32_t nruns = 0;
+  for (int32_t k = 0; k < n; k++) {
+    const uint8_t *p = buf + start[idx[k]];
+    int32_t l = len[idx[k]];
+    int esp = l > IPV4_HLEN && p[0] == 0x45 && p[9] == PROTO_ESP;
+    iov[k] = esp ? (struct iovec){ (void *)(p + IPV4_HLEN), (size_t)(l - IPV4_HLEN) } : (struct iovec){ (void *)p, (size_t)l };
+    if (nruns > 0 && esp) {
+      run *r = &runs[nruns - 1];
+      const uint8_t *q = buf + start[idx[r->first]];
+      size_t seg = iov[r->first].iov_len, last = iov[k - 1].iov_len, total = seg * (size_t)r->count + iov[k].iov_len;
+      if (r->fd == udp_fd && peer[idx[r->first]] == peer[idx[k]] && q[1] == p[1] && last == seg && iov[k].iov_len <= seg &&
+          r->count < MAX_SEGMENTS && total <= MAX_UDP_PAYLOAD) {
+        r->count++;
+        continue;
+      }
+    }
+    runs[nruns++] = (run){ esp ? udp_fd : raw_fd, k, 1 };
+  }
+
+  struct mmsghdr msgs[NVI_BATCH_MAX];
+  struct sockaddr_in to[NVI_BATCH_MAX];
+  char control[NVI_BATCH_MAX][CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+  for (int32_t j = 0; j < nruns; j++) {
+    const run *r = &runs[j];
+    int32_t i = idx[r->first];
+    int udp = r->fd == udp_fd;
+    to[j] = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = udp ? htons((uint16_t)port) : 0, .sin_addr.s_addr = htonl(peer[i]) };
+    memset(&msgs[j], 0, sizeof msgs[j]);
+    struct msghdr *h = &msgs[j].msg_hdr;
+    *h = (struct msghdr){ .msg_name = &to[j], .msg_namelen = sizeof to[j], .msg_iov = &iov[r->first], .msg_iovlen = (size_t)r->count };
+    if (!udp) continue;
+    uint8_t tos = buf[start[i] + 1];
+    h->msg_control = control[j];
+    h->msg_controllen = sizeof control[j];
+    size_t used = 0;
+    struct cmsghdr *c = CMSG_FIRSTHDR(h);
+    if (r->count > 1) {
+      uint16_t seg = (uint16_t)iov[r->first].iov_len;
+      *c = (struct cmsghdr){ .cmsg_level = IPPROTO_UDP, .cmsg_type = UDP_SEGMENT, .cmsg_len = CMSG_LEN(sizeof seg) };
+      memcpy(CMSG_DATA(c), &seg, sizeof seg);
+      used += CMSG_SPACE(sizeof seg);
+      c = CMSG_NXTHDR(h, c);
+    }
+    if (tos != 0 && c != NULL) {
+      int t = tos;
+      *c = (struct cmsghdr){ .cmsg_level = IPPROTO_IP, .cmsg_type = IP_TOS, .cmsg_len = CMSG_LEN(sizeof t) };
+      memcpy(CMSG_DATA(c), &t, sizeof t);
+      used += CMSG_SPACE(sizeof t);
+    }
+    h->msg_controllen = used;
+    if (used == 0) h->msg_control = NULL;
+  }
+
+  // Consecutive runs of one socket go in one sendmmsg; a run refused counts all its packets.
+  int32_t j = 0, sent = 0, failed = 0, last_errno = 0, stopped = 0;
+  while (j < nruns && !stopped) {
+    int32_t end = j + 1;
+    while (end < nruns && runs[end].fd == runs[j].fd) end++;
+    while (j < end) {
+      int r = sendmmsg(runs[j].fd, msgs + j, (unsigned)(end - j), MSG_DONTWAIT);
+      if (r > 0) {
+        for (int32_t q = j; q < j + r; q++) sent += runs[q].count;
+        j += r;
+        continue;
+      }
+      if (r < 0 && errno == EINTR) continue;
+      last_errno = r < 0 ? errno : EIO;
+      if (last_errno == EAGAIN || last_errno == EWOULDBLOCK || last_errno == ENOBUFS) {
+        stopped = 1;  // the socket buffer is full: the rest of the batch is not attempted
+        break;
+      }
+      failed += runs[j].count;  // refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, ...)
+      j++;
+    }
+  }
+  status[NVI_TX_FAILED] = failed;
+  status[NVI_TX_ERRNO] = last_errno;
+  status[NVI_TX_STOPPED] = stopped;
+  return nvi_int(env, sent);
+}
+
+int nvi_init_udp_esp(napi_env env, napi_value exports) {
+  return nvi_export(env, exports, "udpEspOpen", udp_esp_open) || nvi_export(env, exports, "udpEspRecv", udp_esp_recv) ||
+         nvi_export(env, exports, "udpEspSend", udp_esp_send);
+}
