@@ -1,7 +1,7 @@
 // Lab benchmark: nvi-switch (ESP) against wireguard-go, OpenVPN and the kernel, on one lab, in one run.
 //
 //   npx tsc -p . && node dist/bench/lab.js [--runs 5] [--quick] [--seconds 5] [--ping 50] [--lone 20]
-//       [-c nvi-switch.yaml] [--topology] [--json FILE] [--keep] [--free]          (root)
+//       [-c nvi-switch.yaml] [--esp-udp PORT] [--topology] [--json FILE] [--keep] [--free]   (root)
 //
 // 1. Preflight: root, /dev/net/tun, every tool (an error names the apt package to install).
 // 2. The lab: a temp copy of nvi-switch.yaml with lab.prefix nvi-b-, pki.dir made absolute
@@ -12,6 +12,8 @@
 //    Every path's two sides each get one CPU, as a host would give its datapath: h1's switch,
 //    wireguard-go and openvpn run on CPU 0, h2's on CPU 1 (hosts.<name>.cpus for the switches,
 //    taskset for the peers). --free: nothing pinned, the kernel places every process.
+//    --esp-udp PORT: the switches carry ESP in UDP to PORT (underlay.espUdpPort; UDP GSO/GRO)
+//    instead of the config's choice.
 // 4. N runs. Each run visits every path in turn, so that the machine's noise falls on all of
 //    them alike; on each path: TCP with 1 and 4 streams (iperf3 -t S [-P 4] after -O 1 s of
 //    warm-up), UDP with 64-byte payloads (-b 0), ping -c 50 -i 0.01, and ping -c 20 -i 0.2
@@ -64,13 +66,15 @@ interface Options {
   keep: boolean;
   /** Each side's datapath on one CPU: h1's (switch, wireguard-go, openvpn) on 0, h2's on 1. */
   pin: boolean;
+  /** underlay.espUdpPort for the switches (undefined: the config's). */
+  espUdp: number | undefined;
 }
 
 function options(): Options {
   const v = benchOptions({
     runs: { type: 'string' }, quick: { type: 'boolean' }, seconds: { type: 'string' }, ping: { type: 'string' }, lone: { type: 'string' },
     config: { type: 'string', short: 'c', default: DEFAULT_CONFIG }, topology: { type: 'boolean' }, json: { type: 'string' }, keep: { type: 'boolean' },
-    free: { type: 'boolean' },
+    free: { type: 'boolean' }, 'esp-udp': { type: 'string' },
   });
   const quick = v.quick === true;
   return {
@@ -83,6 +87,7 @@ function options(): Options {
     json: v.json,
     keep: v.keep === true,
     pin: v.free !== true,
+    espUdp: v['esp-udp'] === undefined ? undefined : integer('esp-udp', v['esp-udp']),
   };
 }
 
@@ -120,13 +125,14 @@ function lock(): () => void {
 }
 
 /** The temp copy of the config: our prefix, absolute pki.dir, the embedded store in `dir`. */
-function benchConfig(source: string, dir: string, pin: boolean): CloudConfig {
+function benchConfig(source: string, dir: string, pin: boolean, espUdp: number | undefined): CloudConfig {
   const doc = parseDocument(readFileSync(source, 'utf8'));
   const pki = doc.getIn(['pki', 'dir']);
   if (typeof pki !== 'string') throw new BenchError(`${source}: pki.dir is missing`);
   doc.setIn(['pki', 'dir'], resolve(dirname(source), pki));
   doc.setIn(['lab', 'prefix'], PREFIX);
   doc.setIn(['store'], doc.createNode({ kind: 'embedded', path: '.nvi-state/lab.db' }));
+  if (espUdp !== undefined) doc.setIn(['underlay', 'espUdpPort'], espUdp);
 
   const file = join(dir, 'nvi-switch.yaml');
   writeFileSync(file, doc.toString());
@@ -299,7 +305,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), 'nvi-bench-lab-'));
   let cfg: CloudConfig;
   try {
-    cfg = benchConfig(opt.config, dir, opt.pin);
+    cfg = benchConfig(opt.config, dir, opt.pin, opt.espUdp);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
     throw e;
@@ -359,7 +365,7 @@ async function main(): Promise<number> {
       say(`run ${run}/${opt.runs}: ${((Date.now() - tRun) / 1000).toFixed(0)} s`);
     }
     say(`load average ${readFileSync('/proc/loadavg', 'utf8').trim()}`);
-    printReport(say, paths, results, { runs: opt.runs, timing: opt.timing, ping: opt.ping, lone: opt.lone, udpLen: UDP_LEN });
+    printReport(say, paths, results, { runs: opt.runs, timing: opt.timing, ping: opt.ping, lone: opt.lone, udpLen: UDP_LEN, espUdpPort: cfg.underlay.espUdpPort });
     if (opt.json) {
       const out = paths.map((p) => ({ key: p.key, scope: p.scope, label: p.label, ...results.get(p) }));
       writeFileSync(opt.json, `${JSON.stringify({ date: new Date().toISOString(), options: opt, topology: base.commands, paths: out }, null, 2)}\n`);

@@ -44,6 +44,8 @@ export interface LabSuiteOptions {
   readonly full: boolean;
   /** switch.workers of both hosts (default 1: one data-path thread). */
   readonly workers?: number;
+  /** underlay.espUdpPort: ESP in UDP to this port (default: as IP protocol 50); the underlay is captured to check it. */
+  readonly espUdpPort?: number;
 }
 
 export function labSuite(opts: LabSuiteOptions): void {
@@ -53,13 +55,20 @@ export function labSuite(opts: LabSuiteOptions): void {
   const id = (vm: string): string => lab.vm(vm).id;
   /** h1 pins its data-path threads (hosts.h1.cpus): the last CPU, then CPU 0 for a second worker; h2 does not. */
   const h1Cpus = opts.workers ? [...new Set([availableParallelism() - 1, 0])] : [availableParallelism() - 1];
+  /** Captures the ESP of the underlay (tcpdump reads ESP in UDP to port 4500 as ESP too: espSequences reads both). */
+  const espFilter = opts.espUdpPort ? `udp port ${opts.espUdpPort}` : 'esp';
 
   test.after(async () => {
     if (lab?.running) await lab.down();
   });
 
   test(`lab up brings the nvi-t- copy of nvi-switch.yaml up (${opts.etcd ? `store on ${opts.etcd} etcd member(s) on the fabric` : 'embedded store'}) with both switches running`, async () => {
-    lab = newLab(opts.name, { etcd: opts.etcd, set: { ...(opts.workers ? { 'switch.workers': opts.workers } : {}), 'hosts.h1.cpus': h1Cpus } });
+    const set = {
+      ...(opts.workers ? { 'switch.workers': opts.workers } : {}),
+      ...(opts.espUdpPort ? { 'underlay.espUdpPort': opts.espUdpPort } : {}),
+      'hosts.h1.cpus': h1Cpus,
+    };
+    lab = newLab(opts.name, { etcd: opts.etcd, set });
     await lab.up();
     const pids = lab.switchPids();
     assert.equal(pids.map((p) => p.host).sort(), ['h1', 'h2']);
@@ -68,7 +77,7 @@ export function labSuite(opts: LabSuiteOptions): void {
     const nf = await lab.inNs(lab.fabric, 'cat', [BRIDGE_NETFILTER], 5);
     if (existsSync(BRIDGE_NETFILTER)) assert.is(nf.stdout.trim(), '0', 'bridge-nf-call-iptables in the fabric');
     else assert.ok(nf.code !== 0, 'no br_netfilter: no such setting in the fabric either');
-    if (opts.full) underlay = await lab.capture('underlay', lab.fabric, 'port-h1', '');
+    if (opts.full || opts.espUdpPort) underlay = await lab.capture('underlay', lab.fabric, 'port-h1', '');
   });
 
   async function ping(from: string, to: string, count = 5): Promise<{ sent: number; received: number }> {
@@ -322,16 +331,18 @@ export function labSuite(opts: LabSuiteOptions): void {
     arpOp: string;
     arpSpa: string;
     arpTpa: string;
+    /** Bytes captured: above the link MTU for a datagram the kernel segments later (GSO). */
+    length: number;
   }
 
-  const FIELDS = ['frame.number', 'eth.src', 'eth.dst', 'eth.type', 'ip.src', 'ip.dst', 'ip.proto', 'udp.srcport', 'udp.dstport', 'arp.opcode', 'arp.src.proto_ipv4', 'arp.dst.proto_ipv4'];
+  const FIELDS = ['frame.number', 'eth.src', 'eth.dst', 'eth.type', 'ip.src', 'ip.dst', 'ip.proto', 'udp.srcport', 'udp.dstport', 'arp.opcode', 'arp.src.proto_ipv4', 'arp.dst.proto_ipv4', 'frame.len'];
 
   async function frames(file: string): Promise<Frame[]> {
     const r = await run('tshark', ['-r', file, '-n', '-T', 'fields', '-E', 'occurrence=f', ...FIELDS.flatMap((f) => ['-e', f])], 60);
     assert.is(r.code, 0, r.stderr);
     return r.stdout.split('\n').filter((l) => l.length > 0).map((l) => {
-      const [n, ethSrc, ethDst, ethType, ipSrc, ipDst, ipProto, udpSrc, udpDst, arpOp, arpSpa, arpTpa] = l.split('\t');
-      return { n: Number(n), ethSrc, ethDst, ethType, ipSrc, ipDst, ipProto, udpSrc, udpDst, arpOp, arpSpa, arpTpa };
+      const [n, ethSrc, ethDst, ethType, ipSrc, ipDst, ipProto, udpSrc, udpDst, arpOp, arpSpa, arpTpa, length] = l.split('\t');
+      return { n: Number(n), ethSrc, ethDst, ethType, ipSrc, ipDst, ipProto, udpSrc, udpDst, arpOp, arpSpa, arpTpa, length: Number(length) };
     });
   }
 
@@ -413,6 +424,21 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.is(decrypted, esp);
     for (const p of ['web1->web2', 'web2->web1', 'sensor1->vault1', 'web1->db1', 'db1->web1']) assert.ok(pairs.has(p), `${p} is among the decrypted pairs ${JSON.stringify(Object.fromEntries(pairs))}`);
     for (const p of ['vault1->sensor1', 'web1->vault1']) assert.not.ok(pairs.has(p), `${p} never went on the wire`);
+  });
+
+  if (opts.espUdpPort) test(`the underlay (port-h1) carried ESP in UDP to port ${opts.espUdpPort} during the traffic above, runs of it as datagrams larger than the link (UDP GSO), and no ESP as IP protocol 50`, async () => {
+    assert.ok(underlay, 'the capture started with the lab');
+    const list = await frames(await underlay!.stop());
+    const port = String(opts.espUdpPort);
+    const inUdp = list.filter((f) => f.ipProto === '17' && f.udpDst === port && f.udpSrc === port);
+    const asIp = list.filter((f) => f.ipProto === '50');
+    const hosts = [lab.hostAddress('h1'), lab.hostAddress('h2')];
+    process.stdout.write(`\n  underlay: ${list.length} frames on port-h1, ${inUdp.length} ESP in UDP (${inUdp.filter((f) => f.length > lab.cfg.underlay.mtu).length} larger than the link), ${asIp.length} ESP as protocol 50\n`);
+    assert.is(asIp.length, 0, 'no ESP as IP protocol 50');
+    const bytes = inUdp.reduce((sum, f) => sum + f.length, 0);
+    assert.ok(inUdp.length > 100 && bytes > 1e6, `the transfers went as ESP in UDP (${inUdp.length} frames, ${bytes} B)`);
+    assert.ok(inUdp.every((f) => hosts.includes(f.ipSrc) && hosts.includes(f.ipDst) && f.ipSrc !== f.ipDst), 'between the two hosts');
+    assert.ok(inUdp.some((f) => f.length > lab.cfg.underlay.mtu), 'runs of packets went as one datagram (GSO)');
   });
 
   if (opts.workers) test(`${opts.workers} data-path threads per host: every inbound SA's SPI names the worker of its destination VM, two VMs of one host on two workers talk in plain IPv6-in-IPv4 through the host's own address, and every worker carried packets`, async () => {
@@ -613,7 +639,7 @@ export function labSuite(opts: LabSuiteOptions): void {
   });
 
   test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
-    const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', 'esp');
+    const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', espFilter);
     const link = async (vm: string): Promise<string> => {
       const v = lab.vm(vm);
       const r = await run('ip', ['netns', 'exec', v.ns, 'cat', `/sys/class/net/${v.tap}/ifindex`, `/sys/class/net/${v.tap}/carrier_changes`, `/sys/class/net/${v.tap}/operstate`]);
@@ -673,7 +699,7 @@ export function labSuite(opts: LabSuiteOptions): void {
   });
 
   test('kill -9 of h1 and a new switch: pings from web2 to web1 resume by themselves, with fresh SAs; no ESP sequence number repeats under an SPI', async () => {
-    const esp = await lab.capture('kill9-esp', lab.fabric, 'port-h1', 'esp');
+    const esp = await lab.capture('kill9-esp', lab.fabric, 'port-h1', espFilter);
     const pinger = lab.bg(lab.vm('web2').ns, 'ping', ['-6', '-n', '-i', '0.01', '-c', '1000', '-W', '1', id('web1')], 60);
     await sleep(1500);
     const old = lab.switchPids().find((s) => s.host === 'h1')!;

@@ -211,6 +211,20 @@ test('a datagram from anywhere to the port is read as an ESP packet from its sen
   assert.is(p.readUInt32BE(16), B, 'destination');
 });
 
+test('an empty datagram to the port is read as an empty ESP packet, for the parse stage to count', async () => {
+  const lens: number[] = [];
+  const rx = new Batch();
+  b.onReadable(() => {
+    rx.reset();
+    b.read(rx, 1);
+    for (let i = 0; i < rx.count; i++) lens.push(rx.len[i], rx.data.readUInt16BE(rx.start[i] + 2));
+  });
+  execFileSync('ip', ['netns', 'exec', NS_A, '/usr/bin/python3', '-c',
+    `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'', ('${ADDR_B}', ${PORT}))`]);
+  assert.ok(await until(() => lens.length > 0, 3000), 'read');
+  assert.equal(lens, [IPV4_HLEN, IPV4_HLEN], 'an IPv4 header alone, its total length 20');
+});
+
 test('the port of ESP in UDP is refused where another socket has it, with the step and errno named', () => {
   assert.throws(() => RawUnderlay.open(ADDR_B, { netns: NS_B, espUdpPort: PORT }), /bind.*(EADDRINUSE|in use)/i);
 });

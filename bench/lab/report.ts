@@ -127,9 +127,10 @@ function ratioCell(row: Row, nvi: Path, peers: readonly Path[]): string {
   return Number.isFinite(ratio) ? `${ratio.toFixed(2)} (${COLUMN[best.p.key]})` : '';
 }
 
-export function printReport(say: Say, paths: readonly Path[], results: ReadonlyMap<Path, PathResults>, info: { runs: number; timing: Timing; ping: number; lone: number; udpLen: number }): void {
+export function printReport(say: Say, paths: readonly Path[], results: ReadonlyMap<Path, PathResults>, info: { runs: number; timing: Timing; ping: number; lone: number; udpLen: number; espUdpPort: number }): void {
   say('');
   say(`Preliminary (noisy machine). ${info.runs} run(s); median [min-max]. TCP/UDP: ${info.timing.seconds} s after ${info.timing.omit} s warm-up; ping -c ${info.ping} -i 0.01; lone ping -c ${info.lone} -i 0.2.`);
+  say(`nvi-switch's underlay: ${info.espUdpPort === 0 ? 'ESP as IP protocol 50 on raw sockets' : `ESP in UDP to port ${info.espUdpPort} (UDP GSO/GRO)`} (underlay.espUdpPort ${info.espUdpPort}).`);
   say('CPU: % of one core in the measured window, median over runs; "a+b" = sender host + receiver host (or iperf3 client + server);');
   say('  a process\'s sys time includes kernel work it triggers: a switch writing a TAP runs the guest\'s stack receive path.');
   for (const scope of ['cross', 'same'] as const) {

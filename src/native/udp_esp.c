@@ -148,7 +148,7 @@ static void hand_out(recv_job *J) {
     int32_t *m = st + ST_MSG + 4 * st[ST_CUR];
     const uint8_t *d = J->scratch + (size_t)st[ST_CUR] * REGION;
     int32_t len = m[M_LEN], seg = m[M_SEG] > 0 ? m[M_SEG] : len;
-    while (st[ST_OFF] < len && J->got < J->n) {
+    do {  // an empty datagram too is handed out (as an empty ESP packet, which the parse stage counts)
       int32_t part = len - st[ST_OFF] < seg ? len - st[ST_OFF] : seg;
       uint8_t *slot = J->buf + J->first_off + (size_t)J->got * J->stride;
       // A segment too long for the slot arrives cut, its IPv4 length whole: the parse stage drops it by name.
@@ -159,7 +159,7 @@ static void hand_out(recv_job *J) {
       J->addrs[J->got] = (uint32_t)m[M_FROM];
       J->got++;
       st[ST_OFF] += part;
-    }
+    } while (st[ST_OFF] < len && J->got < J->n);
     if (st[ST_OFF] >= len) {
       st[ST_CUR]++;
       st[ST_OFF] = 0;
