@@ -638,6 +638,25 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.equal(await ping('web3', 'web1', 2), { sent: 2, received: 2 }, 'both workers of h1 read again');
   });
 
+  if (opts.espUdpPort) test('nvi-switch restart with underlay.espUdpPort turned off in the config is refused, names why, and the switch carries on', async () => {
+    const pids = lab.switchPids();
+    const text = readFileSync(lab.config, 'utf8');
+    const doc = parse(text) as { underlay: { espUdpPort: number } };
+    doc.underlay.espUdpPort = 0;
+    writeFileSync(lab.config, stringify(doc));
+    let r: RunResult;
+    try {
+      r = await lab.cli(['restart', '--host', 'h1'], 60);
+    } finally {
+      writeFileSync(lab.config, text);
+    }
+    assert.is.not(r.code, 0);
+    assert.match(r.stderr, /underlay\.espUdpPort is 0 in .*, but the running switch carries ESP in UDP: a handover keeps the underlay's sockets/);
+    assert.equal(lab.switchPids(), pids);
+    assert.ok(alive(pids.find((p) => p.host === 'h1')!.pid));
+    assert.equal(await ping('web1', 'web2', 2), { sent: 2, received: 2 });
+  });
+
   test('nvi-switch restart of h1, then of h2, under a 10 ms ping and a TCP transfer web1 -> web2: no ping lost, one connection, every byte; the same SAs, their sequence numbers only grow; no VM interface goes down', async () => {
     const esp = await lab.capture('handover-esp', lab.fabric, 'port-h1', espFilter);
     const link = async (vm: string): Promise<string> => {

@@ -36,6 +36,15 @@ export async function run(argv: string[]): Promise<number> {
     takeover!.failed(why);
     throw new NviError('NVI_ERR_HANDOVER', why);
   }
+  const udpPort = config.underlay.espUdpPort;
+  const handedSockets = takeover?.manifest.threads[0]?.underlay.length;
+  if (handedSockets !== undefined && handedSockets !== (udpPort !== 0 ? 3 : 2)) {
+    // The running switch's sockets carry ESP one way; its peers expect it that way until they restart too.
+    const running = handedSockets === 3 ? 'ESP in UDP' : 'ESP as IP protocol 50';
+    const why = `underlay.espUdpPort is ${udpPort} in ${config.file}, but the running switch carries ${running}: a handover keeps the underlay's sockets; to change it, stop every switch of the cloud and start them again`;
+    takeover!.failed(why);
+    throw new NviError('NVI_ERR_HANDOVER', why);
+  }
   const sw = workers > 1
     ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'], takeover })
     : await LiveSwitch.start(config, host, {

@@ -173,12 +173,15 @@ static int read_datagrams(int fd, recv_job *J) {
   struct mmsghdr msgs[RECV_MSGS];
   struct iovec iov[RECV_MSGS];
   struct sockaddr_in from[RECV_MSGS];
-  char control[RECV_MSGS][CMSG_SPACE(sizeof(int)) * 2];
+  union {
+    char bytes[CMSG_SPACE(sizeof(int)) * 2];
+    struct cmsghdr align;
+  } control[RECV_MSGS];
   for (int k = 0; k < RECV_MSGS; k++) {
     iov[k] = (struct iovec){ J->scratch + (size_t)k * REGION, REGION };
     memset(&msgs[k], 0, sizeof msgs[k]);
     msgs[k].msg_hdr = (struct msghdr){ .msg_name = &from[k], .msg_namelen = sizeof from[k], .msg_iov = &iov[k], .msg_iovlen = 1,
-                                       .msg_control = control[k], .msg_controllen = sizeof control[k] };
+                                       .msg_control = control[k].bytes, .msg_controllen = sizeof control[k].bytes };
   }
   int r;
   do {
@@ -283,7 +286,10 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
 
   struct mmsghdr msgs[NVI_BATCH_MAX];
   struct sockaddr_in to[NVI_BATCH_MAX];
-  char control[NVI_BATCH_MAX][CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+  union {
+    char bytes[CMSG_SPACE(sizeof(uint16_t)) + CMSG_SPACE(sizeof(int))];
+    struct cmsghdr align;
+  } control[NVI_BATCH_MAX];
   for (int32_t j = 0; j < nruns; j++) {
     const run *r = &runs[j];
     int32_t i = idx[r->first];
@@ -294,8 +300,8 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
     *h = (struct msghdr){ .msg_name = &to[j], .msg_namelen = sizeof to[j], .msg_iov = &iov[r->first], .msg_iovlen = (size_t)r->count };
     if (!udp) continue;
     uint8_t tos = buf[start[i] + 1];
-    h->msg_control = control[j];
-    h->msg_controllen = sizeof control[j];
+    h->msg_control = control[j].bytes;
+    h->msg_controllen = sizeof control[j].bytes;
     size_t used = 0;
     struct cmsghdr *c = CMSG_FIRSTHDR(h);
     if (r->count > 1) {
