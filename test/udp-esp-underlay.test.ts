@@ -10,6 +10,7 @@ import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
 import { parseIpv4Address } from '../src/base/address.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../src/wire/ipv6.js';
 import { RawUnderlay } from '../src/io/raw-underlay.js';
+import { loadNative, netnsPath } from '../src/native/addon.js';
 import { guardedSetup } from './guarded-setup.js';
 import { atExit } from './at-exit.js';
 
@@ -75,13 +76,18 @@ test.after(() => {
   cleanup();
 });
 
-/** Slot k: an outer IPv4 header as the switch writes it (A -> B, `tos`), then `size` bytes tagged with k. */
-function fill(out: Batch, k: number, proto: number, size: number, tos = 0): number {
+/** Where a packet's tag is: the ESP sequence number's place (the SPI's, before it, is the same for all). */
+const TAG = IPV4_HLEN + 4;
+const SPI = 0x1234;
+
+/** Slot k: an outer IPv4 header as the switch writes it (A -> B, `tos`), then `size` bytes: `spi`, the tag k, filler. */
+function fill(out: Batch, k: number, proto: number, size: number, tos = 0, spi = SPI): number {
   const total = IPV4_HLEN + size;
   const at = Batch.slot(k) + UNDERLAY_OFFSET;
   writeOuter(out.data, at, makeOuterTemplate(A, B, proto), total, tos);
-  out.data.writeUInt32BE(k, at + IPV4_HLEN);
-  for (let p = 4; p < size; p++) out.data[at + IPV4_HLEN + p] = (k * 7 + p) & 0xff;
+  out.data.writeUInt32BE(spi, at + IPV4_HLEN);
+  out.data.writeUInt32BE(k, at + TAG);
+  for (let p = 8; p < size; p++) out.data[at + IPV4_HLEN + p] = (k * 7 + p) & 0xff;
   out.init(k, at, total, 0, 0);
   out.peer[k] = B;
   return k;
@@ -95,7 +101,7 @@ function receive(into: Map<number, Buffer>, order: number[]): void {
     b.read(rx, 1);
     for (let i = 0; i < rx.count; i++) {
       assert.is(rx.peer[i], A, 'source address');
-      const tag = rx.data.readUInt32BE(rx.start[i] + IPV4_HLEN);
+      const tag = rx.data.readUInt32BE(rx.start[i] + TAG);
       into.set(tag, Buffer.from(rx.view(i)));
       order.push(tag);
     }
@@ -141,6 +147,18 @@ test('a run of ESP packets of one size to one peer leaves as one datagram of man
   for (let k = 0; k < N; k++) assert.ok(got.get(k)!.equals(out.view(k)), `packet ${k} differs`);
 });
 
+test('packets of two SAs never share a datagram: a receiver of several threads steers each datagram by its SPI', async () => {
+  const out = new Batch();
+  for (let k = 0; k < 96; k++) fill(out, k, PROTO_ESP, 100, 0, k < 32 || k >= 64 ? 0x1001 : 0x1002);
+  const got = new Map<number, Buffer>();
+  receive(got, []);
+  const before = udpDatagrams(NS_A);
+  assert.is(sendAll(out, 96), 96);
+  assert.ok(await until(() => got.size === 96, 3000), `received ${got.size} of 96`);
+  assert.is(udpDatagrams(NS_A).out - before.out, 3, 'SA 1, SA 2, SA 1: three datagrams');
+  for (let k = 0; k < 96; k++) assert.ok(got.get(k)!.equals(out.view(k)), `packet ${k} differs`);
+});
+
 test('a shorter packet ends a run and a longer one starts the next: every size arrives intact', async () => {
   const sizes = [100, 100, 100, 60, 100, 100, 140, 140, 20, 20, 20, 200];
   const out = new Batch();
@@ -165,7 +183,7 @@ test('more segments than a batch holds: the rest wait in the scratch and the sam
     rx.reset();
     batches.push(b.read(rx, 1));
     for (let i = 0; i < rx.count; i++) {
-      const tag = rx.data.readUInt32BE(rx.start[i] + IPV4_HLEN);
+      const tag = rx.data.readUInt32BE(rx.start[i] + TAG);
       got.set(tag, Buffer.from(rx.view(i)));
       order.push(tag);
     }
@@ -174,7 +192,7 @@ test('more segments than a batch holds: the rest wait in the scratch and the sam
   for (let r = 0; r < rounds; r++) {
     for (let k = 0; k < BATCH_MAX; k++) {
       fill(out, k, PROTO_ESP, 80);
-      out.data.writeUInt32BE(r * BATCH_MAX + k, out.start[k] + IPV4_HLEN);
+      out.data.writeUInt32BE(r * BATCH_MAX + k, out.start[k] + TAG);
     }
     assert.is(sendAll(out, BATCH_MAX), BATCH_MAX);
   }
@@ -200,7 +218,7 @@ test('a datagram from anywhere to the port is read as an ESP packet from its sen
   const got = new Map<number, Buffer>();
   receive(got, []);
   execFileSync('ip', ['netns', 'exec', NS_A, '/usr/bin/python3', '-c',
-    `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('${ADDR_A}', 0)); s.sendto(bytes([0, 0, 0, 9]) + b'x' * 12, ('${ADDR_B}', ${PORT}))`]);
+    `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('${ADDR_A}', 0)); s.sendto(bytes([0, 0, 0, 1, 0, 0, 0, 9]) + b'x' * 8, ('${ADDR_B}', ${PORT}))`]);
   assert.ok(await until(() => got.has(9), 3000), 'read');
   const p = got.get(9)!;
   assert.is(p.length, IPV4_HLEN + 16);
@@ -223,6 +241,50 @@ test('an empty datagram to the port is read as an empty ESP packet, for the pars
     `import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'', ('${ADDR_B}', ${PORT}))`]);
   assert.ok(await until(() => lens.length > 0, 3000), 'read');
   assert.equal(lens, [IPV4_HLEN, IPV4_HLEN], 'an IPv4 header alone, its total length 20');
+});
+
+test('a group of 3 sockets for 3 data-path threads: each datagram goes to the socket of its SPI mod 3, one too short for an SPI to socket 0, none twice', async () => {
+  const GROUP_PORT = 4600;
+  const fds = loadNative().udpEspGroupOpen(B, GROUP_PORT, 1 << 20, 3, netnsPath(NS_B));
+  const shards = fds.map((fd, index) => RawUnderlay.open(ADDR_B, { netns: NS_B, espUdpPort: GROUP_PORT, shard: { count: 3, index }, espUdpFd: fd }));
+  try {
+    execFileSync('ip', ['netns', 'exec', NS_A, '/usr/bin/python3', '-c', [
+      'import socket, struct, random',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      'random.seed(7)',
+      ...[`for i in range(300): s.sendto(struct.pack('>I', random.randrange(256, 1 << 30)) + struct.pack('>I', i), ('${ADDR_B}', ${GROUP_PORT}))`],
+      `s.sendto(b'ab', ('${ADDR_B}', ${GROUP_PORT}))`,
+    ].join('\n')]);
+    const seen: number[][] = [[], [], []];
+    const short: number[] = [];
+    const rx = new Batch();
+    await until(() => {
+      shards.forEach((u, index) => {
+        rx.reset();
+        u.read(rx, 1);
+        for (let i = 0; i < rx.count; i++) {
+          if (rx.len[i] < IPV4_HLEN + 8) short.push(index);
+          else {
+            const spi = rx.data.readUInt32BE(rx.start[i] + IPV4_HLEN);
+            assert.is(spi % 3, index, `SPI ${spi} on socket ${index}`);
+            seen[index].push(rx.data.readUInt32BE(rx.start[i] + IPV4_HLEN + 4));
+          }
+        }
+      });
+      return seen.flat().length + short.length >= 301;
+    }, 3000);
+    assert.equal(seen.flat().sort((x, y) => x - y), [...Array(300).keys()], 'every datagram once');
+    assert.ok(seen.every((s) => s.length > 50), `spread: ${seen.map((s) => s.length).join(' ')}`);
+    assert.equal(short, [0], 'the short one to socket 0');
+  } finally {
+    for (const u of shards) u.close();
+  }
+});
+
+test('a group on a port another socket has is refused, and so is a count outside 2-64', () => {
+  assert.throws(() => loadNative().udpEspGroupOpen(B, PORT, 0, 2, netnsPath(NS_B)), /bind.*(EADDRINUSE|in use)/i);
+  assert.throws(() => loadNative().udpEspGroupOpen(B, 4601, 0, 1, netnsPath(NS_B)), /2-64 sockets/);
+  assert.throws(() => RawUnderlay.open(ADDR_B, { netns: NS_B, espUdpPort: 4602, shard: { count: 2, index: 0 } }), /needs its socket of the host's group/);
 });
 
 test('the port of ESP in UDP is refused where another socket has it, with the step and errno named', () => {

@@ -146,9 +146,6 @@ export function parseConfig(doc: unknown, file: string): CloudConfig {
   const store = readStore(root.store, dir);
   const underlay = readUnderlay(root.underlay ?? {});
   const sw = readSwitch(root.switch ?? {});
-  if (underlay.espUdpPort !== 0 && sw.workers > 1) {
-    throw new ConfigError('underlay.espUdpPort', `ESP in UDP runs on one data-path thread for now; with switch.workers: ${sw.workers} set it to 0 (ESP as IP protocol 50)`);
-  }
   const hosts = readHosts(root.hosts, pkiDir, dir);
   const labRaw = obj(root.lab ?? {}, 'lab');
   onlyKeys(labRaw, ['prefix', 'subnet'], 'lab');

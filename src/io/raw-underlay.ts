@@ -40,6 +40,8 @@ export interface RawUnderlayOptions {
   shard?: { count: number; index: number };
   /** ESP in UDP to and from this port, instead of IP protocol 50 (every host of the cloud alike). */
   espUdpPort?: number;
+  /** With a shard: its socket of the host's ESP-in-UDP group (udpEspGroupOpen), which steers by SPI. */
+  espUdpFd?: number;
 }
 
 export class RawUnderlay {
@@ -127,13 +129,13 @@ export class RawUnderlay {
       throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: shard ${index} of ${count}: need integers 0 <= index < count`);
     }
     const udpPort = opts.espUdpPort ?? 0;
-    if (udpPort !== 0 && count > 1) {
-      throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: ESP in UDP (port ${udpPort}) runs on one data-path thread; set switch.workers: 1 or underlay.espUdpPort: 0`);
+    if (udpPort !== 0 && count > 1 && opts.espUdpFd === undefined) {
+      throw new NviError('NVI_ERR_UNDERLAY_SHARD', `underlay ${localAddress}: ESP in UDP (port ${udpPort}) for shard ${index} of ${count} needs its socket of the host's group`);
     }
     const fds: number[] = [];
     try {
       for (const proto of [PROTO_ESP, PROTO_IPV6]) fds.push(native.rawOpen(proto, address, bytes, ns, count, index));
-      if (udpPort !== 0) fds.push(native.udpEspOpen(address, udpPort, bytes, ns));
+      if (udpPort !== 0) fds.push(opts.espUdpFd ?? native.udpEspOpen(address, udpPort, bytes, ns));
     } catch (e) {
       for (const fd of fds) closeSync(fd);
       const where = opts.netns ? ` in namespace ${opts.netns}` : '';

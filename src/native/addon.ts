@@ -155,6 +155,11 @@ export interface NativeAddon {
   /** UDP socket for ESP in UDP bound to addr:port (host order), UDP GRO on, DF always (src/native/udp_esp.c). */
   udpEspOpen(addr: number, port: number, bufferBytes: number, netnsPath: string | null): number;
   /**
+   * `count` (2-64) such sockets on addr:port with SO_REUSEPORT, in worker order, and a classic BPF
+   * program on the group that gives each datagram to the socket of its SPI mod count (src/native/udp_esp.c).
+   */
+  udpEspGroupOpen(addr: number, port: number, bufferBytes: number, count: number, netnsPath: string | null): number[];
+  /**
    * Up to n ESP packets from the UDP socket, each behind an IPv4 header written for it (protocol
    * 50, from the sender, to `local`), as rawRecv gives them; a datagram of several segments fills
    * several slots. scratch: UDP_ESP_SCRATCH bytes, state: UDP_ESP_STATE words, both kept per socket

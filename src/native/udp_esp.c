@@ -6,6 +6,15 @@
 //
 // The switch's batch keeps its layout: every underlay packet is an IPv4 packet at its slot.
 //   udpEspOpen(addr, port, bufferBytes, netns) -> fd                          throws: config time
+//   udpEspGroupOpen(addr, port, bufferBytes, count, netns) -> fds, in worker order   throws: config time
+//       For `count` data-path threads (switch.workers): as many sockets on one address and port
+//       (SO_REUSEPORT), each configured as udpEspOpen's, and a classic BPF program on the group
+//       that gives each datagram to the socket its SPI names (the first word of the payload, mod
+//       count; the receiver chose the SPI, so it chose the thread, as on the raw sockets); one
+//       too short for an SPI goes to socket 0, whose parse stage counts it. The port must be
+//       free, as for the key exchange's group (src/native/kx_sockets.c). The program sees a
+//       datagram's first SPI only, so these sockets take no GRO (a NIC's GRO would coalesce
+//       datagrams of one peer whatever their SPIs), and a datagram that is sent holds one SPI.
 //   udpEspRecv(fd, scratch, state, buf, firstOff, stride, cap, n, lens, addrs, local) -> packets, or -errno
 //       Each segment goes to its own slot behind an IPv4 header written here (protocol 50, the
 //       sender's address, `local` as destination, the datagram's TOS, DF, TTL 64, checksummed),
@@ -15,8 +24,9 @@
 //   udpEspSend(udpFd, rawFd, buf, start, len, peer, idx, n, status, port) -> packets sent
 //       Packets idx[0..n) are whole IPv4 packets (the outer header the switch wrote). ESP ones
 //       leave by the UDP socket without that header (the kernel writes IPv4 and UDP), the TOS
-//       kept; consecutive ones to one peer with one TOS and one length (the last of a run may
-//       be shorter) form one datagram with UDP_SEGMENT. Others (IPv6-in-IPv4) leave by the raw
+//       kept; consecutive ones of one SA (SPI) to one peer with one TOS and one length (the
+//       last of a run may be shorter) form one datagram with UDP_SEGMENT: a receiver of several
+//       threads steers a datagram by its SPI. Others (IPv6-in-IPv4) leave by the raw
 //       socket as they are. status as rawSend's: packets refused, last errno, stopped early.
 //
 // DF is set on every datagram (IP_PMTUDISC_DO): one too large for the route is refused, as on
@@ -29,6 +39,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <linux/filter.h>
 #include <netinet/in.h>
 #include <netinet/udp.h>
 #include <string.h>
@@ -41,8 +52,11 @@
 #ifndef UDP_GRO
 #define UDP_GRO 104
 #endif
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
 
-enum { PROTO_ESP = 50, IPV4_HLEN = 20, MAX_SEGMENTS = 64, MAX_UDP_PAYLOAD = 65507 };
+enum { PROTO_ESP = 50, IPV4_HLEN = 20, MAX_SEGMENTS = 64, MAX_UDP_PAYLOAD = 65507, MAX_GROUP = 64 };
 /** Datagrams one receive call reads at most, each into a 64-KB region of the scratch. */
 enum { RECV_MSGS = 8, REGION = 65536 };
 /** state[]: the datagram being handed out, its offset, the datagrams read; then 4 words a datagram. */
@@ -51,12 +65,18 @@ enum { M_LEN = 0, M_SEG = 1, M_FROM = 2, M_TOS = 3 };
 
 static int set_int(int fd, int level, int opt, int v) { return setsockopt(fd, level, opt, &v, sizeof v); }
 
-static int open_udp(uint32_t addr, int port, int bytes, const char **step) {
+/**
+ * Create, configure and bind one socket (joining the port's group with `reuse`, the kernel's
+ * GRO with `gro`); returns the fd or -errno with *step set.
+ */
+static int open_udp(uint32_t addr, int port, int bytes, int reuse, int gro, const char **step) {
   *step = "socket(AF_INET, SOCK_DGRAM)";
   int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return -errno;
+  *step = "SO_REUSEPORT";
+  if (reuse && set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1) < 0) goto fail;
   *step = "UDP_GRO";
-  if (set_int(fd, IPPROTO_UDP, UDP_GRO, 1) < 0) goto fail;
+  if (gro && set_int(fd, IPPROTO_UDP, UDP_GRO, 1) < 0) goto fail;
   *step = "IP_RECVTOS";
   if (set_int(fd, IPPROTO_IP, IP_RECVTOS, 1) < 0) goto fail;
   *step = "IP_MTU_DISCOVER";
@@ -95,13 +115,76 @@ static napi_value udp_esp_open(napi_env env, napi_callback_info info) {
   int saved;
   if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
   const char *step;
-  int fd = open_udp(addr, port, bytes, &step);
+  int fd = open_udp(addr, port, bytes, 0, 1, &step);
   nvi_netns_leave(saved);
   if (fd < 0) {
     nvi_throw_errno(env, step, -fd);
     return NULL;
   }
   return nvi_int(env, fd);
+}
+
+/** The group's program: A = the payload's first word (the SPI) mod count; a load past the end returns 0. */
+static int steer_by_spi(uint32_t count, struct sock_filter *prog) {
+  int n = 0;
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_LD | BPF_W | BPF_ABS, 0);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_ALU | BPF_MOD | BPF_K, count);
+  prog[n++] = (struct sock_filter)BPF_STMT(BPF_RET | BPF_A, 0);
+  return n;
+}
+
+static napi_value udp_esp_group_open(napi_env env, napi_callback_info info) {
+  napi_value argv[5];
+  uint32_t addr, port, count;
+  int32_t bytes;
+  char path[256];
+  int has_ns;
+  if (nvi_args(env, info, 5, argv) || nvi_u32(env, argv[0], "address", &addr) || nvi_u32(env, argv[1], "port", &port) ||
+      nvi_i32(env, argv[2], "bufferBytes", &bytes) || nvi_u32(env, argv[3], "count", &count) ||
+      nvi_opt_string(env, argv[4], "netns path", path, sizeof path, &has_ns)) {
+    return NULL;
+  }
+  if (port == 0 || port > 65535 || count < 2 || count > MAX_GROUP) {
+    nvi_throw_range(env, "port %u, count %u: a port 1-65535 and 2-%d sockets", port, count, MAX_GROUP);
+    return NULL;
+  }
+  int saved;
+  if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
+  const char *step;
+  int fds[MAX_GROUP];
+  uint32_t opened = 0;
+  int err = 0;
+  int probe = open_udp(addr, (int)port, 0, 0, 0, &step);  // a plain bind fails where another group has the port
+  if (probe < 0) err = -probe;
+  else close(probe);
+  for (; err == 0 && opened < count; opened++) {
+    int fd = open_udp(addr, (int)port, bytes, 1, 0, &step);
+    if (fd < 0) {
+      err = -fd;
+      break;
+    }
+    fds[opened] = fd;
+  }
+  nvi_netns_leave(saved);
+  if (err == 0) {
+    struct sock_filter prog[4];
+    struct sock_fprog fprog = { .len = (unsigned short)steer_by_spi(count, prog), .filter = prog };
+    step = "SO_ATTACH_REUSEPORT_CBPF";
+    if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) err = errno;
+  }
+  napi_value out;
+  if (err == 0 && napi_create_array_with_length(env, count, &out) != napi_ok) err = ENOMEM;
+  if (err != 0) {
+    for (uint32_t k = 0; k < opened; k++) close(fds[k]);
+    nvi_throw_errno(env, step, err);
+    return NULL;
+  }
+  for (uint32_t k = 0; k < count; k++) {
+    napi_value v;
+    napi_create_int32(env, fds[k], &v);
+    napi_set_element(env, out, k, v);
+  }
+  return out;
 }
 
 static uint16_t ipv4_checksum(const uint8_t *h) {
@@ -269,14 +352,14 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
   for (int32_t k = 0; k < n; k++) {
     const uint8_t *p = buf + start[idx[k]];
     int32_t l = len[idx[k]];
-    int esp = l > IPV4_HLEN && p[0] == 0x45 && p[9] == PROTO_ESP;
+    int esp = l >= IPV4_HLEN + 4 && p[0] == 0x45 && p[9] == PROTO_ESP;
     iov[k] = esp ? (struct iovec){ (void *)(p + IPV4_HLEN), (size_t)(l - IPV4_HLEN) } : (struct iovec){ (void *)p, (size_t)l };
     if (nruns > 0 && esp) {
       run *r = &runs[nruns - 1];
       const uint8_t *q = buf + start[idx[r->first]];
       size_t seg = iov[r->first].iov_len, last = iov[k - 1].iov_len, total = seg * (size_t)r->count + iov[k].iov_len;
-      if (r->fd == udp_fd && peer[idx[r->first]] == peer[idx[k]] && q[1] == p[1] && last == seg && iov[k].iov_len <= seg &&
-          r->count < MAX_SEGMENTS && total <= MAX_UDP_PAYLOAD) {
+      if (r->fd == udp_fd && peer[idx[r->first]] == peer[idx[k]] && q[1] == p[1] && memcmp(q + IPV4_HLEN, p + IPV4_HLEN, 4) == 0 &&
+          last == seg && iov[k].iov_len <= seg && r->count < MAX_SEGMENTS && total <= MAX_UDP_PAYLOAD) {
         r->count++;
         continue;
       }
@@ -350,6 +433,7 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
 }
 
 int nvi_init_udp_esp(napi_env env, napi_value exports) {
-  return nvi_export(env, exports, "udpEspOpen", udp_esp_open) || nvi_export(env, exports, "udpEspRecv", udp_esp_recv) ||
+  return nvi_export(env, exports, "udpEspOpen", udp_esp_open) || nvi_export(env, exports, "udpEspGroupOpen", udp_esp_group_open) ||
+         nvi_export(env, exports, "udpEspRecv", udp_esp_recv) ||
          nvi_export(env, exports, "udpEspSend", udp_esp_send);
 }

@@ -73,6 +73,8 @@ export interface LiveOptions {
     readonly kx: WorkerKx;
     /** That socket, for a switch that starts (a takeover adopts the one handed over). */
     readonly kxFd?: number;
+    /** Its socket of the host's ESP-in-UDP group, for a switch that starts (underlay.espUdpPort set). */
+    readonly espUdpFd?: number;
     readonly remember: (vm: string, detached: boolean) => void;
   };
 }
@@ -160,7 +162,7 @@ export class LiveSwitch implements ControlHandler {
     }, worker ? verdictLimits(worker.shard.count) : undefined); // a worker's share: the operator follows them all joined
     this.verdicts.attach([host.egress, host.ingress], host.upcall);
     this.underlay = takeover ? RawUnderlay.adopt(formatIpv4(address), takeover.handed.underlay, cfg.underlay.espUdpPort)
-      : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard, espUdpPort: cfg.underlay.espUdpPort });
+      : RawUnderlay.open(formatIpv4(address), { shard: worker?.shard, espUdpPort: cfg.underlay.espUdpPort, espUdpFd: worker?.espUdpFd });
     const underlay = this.underlay;
     host.attach({ send: (b, idx, n) => underlay.send(b, idx, n) }, []);
     this.ports = new VmPorts({

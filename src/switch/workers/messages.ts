@@ -16,6 +16,8 @@ export interface WorkerStart {
   readonly exportSa?: string;
   /** Its socket of the host's key-exchange group (a switch that starts; a takeover has it in `takeover`). */
   readonly kxFd?: number;
+  /** Its socket of the host's ESP-in-UDP group (underlay.espUdpPort set; a takeover has it in `takeover`). */
+  readonly espUdpFd?: number;
   /** This worker takes over what worker `shard.index` of the old switch handed over (`nvi-switch restart`). */
   readonly takeover?: ThreadHandover;
 }

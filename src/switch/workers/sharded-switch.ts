@@ -22,6 +22,7 @@ import { NviError } from '../../base/errors.js';
 import type { Logger } from '../../base/log.js';
 import { formatIpv4, parseIpv6Address } from '../../base/address.js';
 import { loadNative } from '../../native/addon.js';
+import { UNDERLAY_BUFFER_BYTES } from '../../io/raw-underlay.js';
 import type { CloudConfig } from '../../config/config.js';
 import type { CableInfo } from '../cable-info.js';
 import { ControlServer, type ControlHandler, type ExplainRequest, type VmRequest } from '../control.js';
@@ -112,12 +113,14 @@ export class ShardedSwitch implements ControlHandler {
     const count = cfg.switch.workers;
     const takeover = opts.takeover;
     new EpochFile(epochPath(cfg, name)).load(); // compacted once, before the workers read and append to it
-    const kxFds = takeover ? undefined : kxSockets(cfg.hosts.get(name)!.address, cfg.underlay.keyExchangePort, count);
+    const address = cfg.hosts.get(name)!.address;
+    const kxFds = takeover ? undefined : kxSockets(address, cfg.underlay.keyExchangePort, count);
+    const espUdpFds = takeover || cfg.underlay.espUdpPort === 0 ? undefined : espUdpSockets(address, cfg.underlay.espUdpPort, count);
     const started = [];
     for (let index = 0; index < count; index++) {
       const data: WorkerStart = {
         configFile: cfg.file, host: name, shard: { count, index }, cipher: opts.cipher, vmNetnsPrefix: opts.vmNetnsPrefix, exportSa: opts.exportSa,
-        kxFd: kxFds?.[index], takeover: takeover?.manifest.threads[index],
+        kxFd: kxFds?.[index], espUdpFd: espUdpFds?.[index], takeover: takeover?.manifest.threads[index],
       };
       const worker = new Worker(new URL('./worker-thread.js', import.meta.url), { workerData: data });
       const t: Thread = { worker, index, calls: new Map(), running: false, adopted: new Step(), tookOver: new Step() };
@@ -383,6 +386,14 @@ function kxSockets(address: number, port: number, count: number): number[] {
     return loadNative().kxSocketsOpen(address, port, count);
   } catch (e) {
     throw new NviError('NVI_ERR_UNDERLAY', `cannot bind the key exchange to ${formatIpv4(address)}:${port}: ${(e as Error).message}`);
+  }
+}
+
+function espUdpSockets(address: number, port: number, count: number): number[] {
+  try {
+    return loadNative().udpEspGroupOpen(address, port, UNDERLAY_BUFFER_BYTES, count, null);
+  } catch (e) {
+    throw new NviError('NVI_ERR_UNDERLAY', `cannot bind ESP in UDP to ${formatIpv4(address)}:${port}: ${(e as Error).message}`);
   }
 }
 

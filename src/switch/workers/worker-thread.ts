@@ -111,7 +111,7 @@ async function main(): Promise<void> {
       vmNetnsPrefix: start.vmNetnsPrefix,
       exportSa: start.exportSa,
       takeover: start.takeover && takeover,
-      worker: { shard: start.shard, kx, kxFd: start.kxFd, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
+      worker: { shard: start.shard, kx, kxFd: start.kxFd, espUdpFd: start.espUdpFd, remember: (vm, detached) => post({ kind: 'remember', vm, detached }) },
     });
   } catch (e) {
     post({ kind: 'failed', error: (e as Error).message, code: (e as { code?: string }).code });
