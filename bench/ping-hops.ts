@@ -1,8 +1,10 @@
 // Where a ping through the lab spends its time, hop by hop (issue 13, item 3: "find where a
 // lone packet waits").
 //
-//   npx tsc -p . && node dist/bench/ping-hops.js [--count 200] [--interval 0.01] [--runs 3]   (root)
+//   npx tsc -p . && node dist/bench/ping-hops.js [--count 200] [--interval 0.01] [--runs 3] [--esp-udp PORT]   (root)
 //
+// --esp-udp PORT: the switches carry ESP in UDP to PORT (underlay.espUdpPort); the underlay
+// captures then take that port.
 // The lab up; four captures with nanosecond kernel stamps (one clock: the namespaces share
 // it): web1's TAP, h1's and h2's underlay0 (ESP only), web2's TAP. Then web1 pings web2
 // COUNT times at INTERVAL seconds. Each echo request and reply is found in the captures of its
@@ -23,7 +25,10 @@ import { BenchLab, PREFIX } from './lab/bench-lab.js';
 import { after, fields, median, needTools, startCaptures, stopCaptures } from './lab/captures.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const v = benchOptions({ count: { type: 'string' }, interval: { type: 'string' }, runs: { type: 'string' } });
+const v = benchOptions({ count: { type: 'string' }, interval: { type: 'string' }, runs: { type: 'string' }, 'esp-udp': { type: 'string' } });
+const ESP_UDP = v['esp-udp'] === undefined ? 0 : integer('esp-udp', v['esp-udp']);
+/** The underlay's ESP: a capture filter and a display filter. */
+const ESP = ESP_UDP === 0 ? { capture: 'esp', display: 'esp' } : { capture: `udp port ${ESP_UDP}`, display: `udp.port == ${ESP_UDP}` };
 const COUNT = integer('count', v.count ?? '200');
 const INTERVAL = Number(v.interval ?? '0.01');
 if (!(INTERVAL >= 0.002 && INTERVAL <= 10)) refuse(`--interval ${v.interval}: seconds between pings, 0.002 to 10`);
@@ -47,7 +52,7 @@ function echoes(file: string): { request: Map<number, number>; reply: Map<number
 function esp(file: string, me: string): { out: number[]; in: number[] } {
   const out: number[] = [];
   const inn: number[] = [];
-  for (const [t, src] of fields(file, 'esp', ['frame.time_epoch', 'ip.src'])) (src === me ? out : inn).push(Number(t));
+  for (const [t, src] of fields(file, ESP.display, ['frame.time_epoch', 'ip.src'])) (src === me ? out : inn).push(Number(t));
   return { out: out.sort((a, b) => a - b), in: inn.sort((a, b) => a - b) };
 }
 
@@ -57,8 +62,8 @@ async function run(k: number, c: ReturnType<BenchLab['config']>): Promise<Map<st
   const [h1, h2] = [c.hosts.get(web1.host)!, c.hosts.get(web2.host)!];
   const where = [
     { name: 'web1', ns: `${PREFIX}web1`, dev: web1.tap, filter: 'icmp6' },
-    { name: 'h1', ns: `${PREFIX}${web1.host}`, dev: 'underlay0', filter: 'esp' },
-    { name: 'h2', ns: `${PREFIX}${web2.host}`, dev: 'underlay0', filter: 'esp' },
+    { name: 'h1', ns: `${PREFIX}${web1.host}`, dev: 'underlay0', filter: ESP.capture },
+    { name: 'h2', ns: `${PREFIX}${web2.host}`, dev: 'underlay0', filter: ESP.capture },
     { name: 'web2', ns: `${PREFIX}web2`, dev: web2.tap, filter: 'icmp6' },
   ];
   const file = (name: string): string => join(lab.dir, `run${k}-${name}.pcap`);
@@ -99,12 +104,15 @@ async function run(k: number, c: ReturnType<BenchLab['config']>): Promise<Map<st
 try {
   if (process.getuid?.() !== 0) refuse('bench/ping-hops needs root');
   needTools(['tcpdump', 'tshark', 'ping'], refuse);
+  lab.config((doc) => {
+    if (ESP_UDP !== 0) doc.setIn(['underlay', 'espUdpPort'], ESP_UDP);
+  });
   const c = await lab.up();
   const warm = spawnSync('ip', ['netns', 'exec', `${PREFIX}web1`, 'ping', '-6', '-c', '3', '-i', '0.2', c.vms.get('web2')!.identityText]);
   if (warm.status !== 0) throw new Error('web1 cannot reach web2');
   const runs: Map<string, number>[] = [];
   for (let k = 1; k <= RUNS; k++) runs.push(await run(k, c));
-  process.stdout.write(`\nping web1 -> web2, ${COUNT} pings ${INTERVAL} s apart, ${RUNS} runs; per hop: median over the pings, then median [min-max] over the runs (µs):\n`);
+  process.stdout.write(`\nping web1 -> web2, ESP ${ESP_UDP === 0 ? 'as IP protocol 50' : `in UDP to port ${ESP_UDP}`}, ${COUNT} pings ${INTERVAL} s apart, ${RUNS} runs; per hop: median over the pings, then median [min-max] over the runs (µs):\n`);
   for (const h of HOPS) {
     const xs = runs.map((r) => r.get(h)!);
     process.stdout.write(`  ${h.padEnd(12)} ${median(xs).toFixed(0).padStart(5)} [${Math.min(...xs).toFixed(0)}-${Math.max(...xs).toFixed(0)}]\n`);
