@@ -2,7 +2,7 @@
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
 //   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
-//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin]   (root)
+//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin] [--esp-udp PORT]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -28,6 +28,8 @@
 // p99 over the pairs. --pin: h1's switch on CPU 0, h2's on CPU 1 (hosts.<name>.cpus), as
 // bench/lab.ts does: two hosts of one machine each with a core, instead of the scheduler's
 // choice (which may put both on one core, where each wake-up of the peer preempts the sender).
+// --esp-udp PORT: both switches carry ESP in UDP to PORT (underlay.espUdpPort); not with --hops,
+// whose captures read ESP as IP protocol 50.
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -43,7 +45,7 @@ import type { CloudConfig } from '../src/config/config.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' }, 'esp-udp': { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 /** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
@@ -56,7 +58,10 @@ try {
   if (process.getuid?.() !== 0) refuse('bench/first-packet needs root');
   if (v.hops) needTools(['tcpdump', 'tshark'], refuse);
   const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
+  const espUdp = v['esp-udp'] === undefined ? undefined : integer('esp-udp', v['esp-udp']);
+  if (espUdp !== undefined && v.hops) refuse('--hops reads ESP as IP protocol 50: not with --esp-udp');
   lab.config((doc) => {
+    if (espUdp !== undefined) doc.setIn(['underlay', 'espUdpPort'], espUdp);
     if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
     if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
     if (v.workers !== undefined) doc.setIn(['switch', 'workers'], integer('workers', v.workers));
