@@ -1,6 +1,33 @@
-// Bounds checks shared by the batch readers and writers (see fd_io.h).
+// Bounds checks shared by the batch readers and writers, and the writers' sendmmsg loop (see fd_io.h).
 
+#define _GNU_SOURCE
 #include "fd_io.h"
+
+#include <errno.h>
+#include <sys/socket.h>
+
+int32_t nvi_send_messages(int fd, struct mmsghdr *msgs, int32_t n, const int32_t *packets, int32_t *status) {
+  // sendmmsg stops at the first message that fails and returns how many went before it;
+  // the next call then reports that message's errno.
+  int32_t k = 0, sent = 0;
+  while (k < n) {
+    int r = sendmmsg(fd, msgs + k, (unsigned)(n - k), MSG_DONTWAIT);
+    if (r > 0) {
+      for (int32_t q = k; q < k + r; q++) sent += packets ? packets[q] : 1;
+      k += r;
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    status[NVI_TX_ERRNO] = r < 0 ? errno : EIO;
+    if (status[NVI_TX_ERRNO] == EAGAIN || status[NVI_TX_ERRNO] == EWOULDBLOCK || status[NVI_TX_ERRNO] == ENOBUFS) {
+      status[NVI_TX_STOPPED] = 1;  // the socket buffer is full: the rest of the batch is not attempted
+      break;
+    }
+    status[NVI_TX_FAILED] += packets ? packets[k] : 1;  // refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, ...)
+    k++;
+  }
+  return sent;
+}
 
 int nvi_check_slots(napi_env env, size_t len, int32_t firstOff, int32_t stride, int32_t cap, int32_t n) {
   if (n < 0 || cap < 0 || firstOff < 0 || stride < cap) {

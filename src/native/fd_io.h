@@ -16,4 +16,14 @@ int nvi_check_packets(napi_env env, size_t buf_len, const int32_t *start, const 
 /** Status written by the batch writers: [0] packets refused, [1] last errno, [2] stopped early. */
 enum { NVI_TX_FAILED = 0, NVI_TX_ERRNO = 1, NVI_TX_STOPPED = 2, NVI_TX_STATUS_LEN = 3 };
 
+struct mmsghdr;
+
+/**
+ * Send msgs[0..n) on `fd` with sendmmsg, past the messages the kernel refuses one by one;
+ * message k carries packets[k] packets (1 each when packets is NULL). Adds the refused ones
+ * to status[NVI_TX_FAILED], sets status[NVI_TX_ERRNO] to the last errno, and stops (status
+ * [NVI_TX_STOPPED] = 1) when the socket buffer is full. Returns the packets sent.
+ */
+int32_t nvi_send_messages(int fd, struct mmsghdr *msgs, int32_t n, const int32_t *packets, int32_t *status);
+
 #endif

@@ -225,28 +225,8 @@ static napi_value raw_send(napi_env env, napi_callback_info info) {
     msgs[k].msg_hdr.msg_iov = &iov[k];
     msgs[k].msg_hdr.msg_iovlen = 1;
   }
-  // sendmmsg stops at the first packet that fails and returns how many went before it;
-  // the next call then reports that packet's errno.
-  int32_t k = 0, sent = 0, failed = 0, last_errno = 0, stopped = 0;
-  while (k < n) {
-    int r = sendmmsg(fd, msgs + k, (unsigned)(n - k), MSG_DONTWAIT);
-    if (r > 0) {
-      k += r;
-      sent += r;
-      continue;
-    }
-    if (r < 0 && errno == EINTR) continue;
-    last_errno = r < 0 ? errno : EIO;
-    if (last_errno == EAGAIN || last_errno == EWOULDBLOCK || last_errno == ENOBUFS) {
-      stopped = 1;  // the socket buffer is full: the rest of the batch is not attempted
-      break;
-    }
-    failed++;  // this packet is refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, ...)
-    k++;
-  }
-  status[NVI_TX_FAILED] = failed;
-  status[NVI_TX_ERRNO] = last_errno;
-  status[NVI_TX_STOPPED] = stopped;
+  status[NVI_TX_FAILED] = status[NVI_TX_ERRNO] = status[NVI_TX_STOPPED] = 0;
+  int32_t sent = nvi_send_messages(fd, msgs, n, NULL, status);
   return nvi_int(env, sent);
 }
 

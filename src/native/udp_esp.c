@@ -317,12 +317,6 @@ static napi_value udp_esp_recv(napi_env env, napi_callback_info info) {
   return nvi_int(env, J.got);
 }
 
-/** One datagram to send: packets idx[first .. first+count) of the batch, by socket `fd`. */
-typedef struct {
-  int fd;
-  int32_t first, count;
-} run;
-
 static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
   napi_value argv[10];
   int32_t udp_fd, raw_fd, n, port;
@@ -346,7 +340,9 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
   if (nvi_check_packets(env, buf_len, start, len, arr_len, idx, idx_len, n)) return NULL;
 
   // Runs, in the order of idx. An ESP packet's payload is behind its IPv4 header.
-  run runs[NVI_BATCH_MAX];
+  // Run j: packets idx[run_first[j] ..] (run_count[j] of them), one datagram by socket run_fd[j].
+  int run_fd[NVI_BATCH_MAX];
+  int32_t run_first[NVI_BATCH_MAX], run_count[NVI_BATCH_MAX];
   struct iovec iov[NVI_BATCH_MAX];
   int32_t nruns = 0;
   for (int32_t k = 0; k < n; k++) {
@@ -355,16 +351,18 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
     int esp = l >= IPV4_HLEN + 4 && p[0] == 0x45 && p[9] == PROTO_ESP;
     iov[k] = esp ? (struct iovec){ (void *)(p + IPV4_HLEN), (size_t)(l - IPV4_HLEN) } : (struct iovec){ (void *)p, (size_t)l };
     if (nruns > 0 && esp) {
-      run *r = &runs[nruns - 1];
-      const uint8_t *q = buf + start[idx[r->first]];
-      size_t seg = iov[r->first].iov_len, last = iov[k - 1].iov_len, total = seg * (size_t)r->count + iov[k].iov_len;
-      if (r->fd == udp_fd && peer[idx[r->first]] == peer[idx[k]] && q[1] == p[1] && memcmp(q + IPV4_HLEN, p + IPV4_HLEN, 4) == 0 &&
-          last == seg && iov[k].iov_len <= seg && r->count < MAX_SEGMENTS && total <= MAX_UDP_PAYLOAD) {
-        r->count++;
+      int32_t r = nruns - 1, first = run_first[r];
+      const uint8_t *q = buf + start[idx[first]];
+      size_t seg = iov[first].iov_len, last = iov[k - 1].iov_len, total = seg * (size_t)run_count[r] + iov[k].iov_len;
+      if (run_fd[r] == udp_fd && peer[idx[first]] == peer[idx[k]] && q[1] == p[1] && memcmp(q + IPV4_HLEN, p + IPV4_HLEN, 4) == 0 &&
+          last == seg && iov[k].iov_len <= seg && run_count[r] < MAX_SEGMENTS && total <= MAX_UDP_PAYLOAD) {
+        run_count[r]++;
         continue;
       }
     }
-    runs[nruns++] = (run){ esp ? udp_fd : raw_fd, k, 1 };
+    run_fd[nruns] = esp ? udp_fd : raw_fd;
+    run_first[nruns] = k;
+    run_count[nruns++] = 1;
   }
 
   struct mmsghdr msgs[NVI_BATCH_MAX];
@@ -374,21 +372,20 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
     struct cmsghdr align;
   } control[NVI_BATCH_MAX];
   for (int32_t j = 0; j < nruns; j++) {
-    const run *r = &runs[j];
-    int32_t i = idx[r->first];
-    int udp = r->fd == udp_fd;
+    int32_t first = run_first[j], i = idx[first];
+    int udp = run_fd[j] == udp_fd;
     to[j] = (struct sockaddr_in){ .sin_family = AF_INET, .sin_port = udp ? htons((uint16_t)port) : 0, .sin_addr.s_addr = htonl(peer[i]) };
     memset(&msgs[j], 0, sizeof msgs[j]);
     struct msghdr *h = &msgs[j].msg_hdr;
-    *h = (struct msghdr){ .msg_name = &to[j], .msg_namelen = sizeof to[j], .msg_iov = &iov[r->first], .msg_iovlen = (size_t)r->count };
+    *h = (struct msghdr){ .msg_name = &to[j], .msg_namelen = sizeof to[j], .msg_iov = &iov[first], .msg_iovlen = (size_t)run_count[j] };
     if (!udp) continue;
     uint8_t tos = buf[start[i] + 1];
     h->msg_control = control[j].bytes;
     h->msg_controllen = sizeof control[j].bytes;
     size_t used = 0;
     struct cmsghdr *c = CMSG_FIRSTHDR(h);
-    if (r->count > 1) {
-      uint16_t seg = (uint16_t)iov[r->first].iov_len;
+    if (run_count[j] > 1) {
+      uint16_t seg = (uint16_t)iov[first].iov_len;
       *c = (struct cmsghdr){ .cmsg_level = IPPROTO_UDP, .cmsg_type = UDP_SEGMENT, .cmsg_len = CMSG_LEN(sizeof seg) };
       memcpy(CMSG_DATA(c), &seg, sizeof seg);
       used += CMSG_SPACE(sizeof seg);
@@ -405,30 +402,12 @@ static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
   }
 
   // Consecutive runs of one socket go in one sendmmsg; a run refused counts all its packets.
-  int32_t j = 0, sent = 0, failed = 0, last_errno = 0, stopped = 0;
-  while (j < nruns && !stopped) {
-    int32_t end = j + 1;
-    while (end < nruns && runs[end].fd == runs[j].fd) end++;
-    while (j < end) {
-      int r = sendmmsg(runs[j].fd, msgs + j, (unsigned)(end - j), MSG_DONTWAIT);
-      if (r > 0) {
-        for (int32_t q = j; q < j + r; q++) sent += runs[q].count;
-        j += r;
-        continue;
-      }
-      if (r < 0 && errno == EINTR) continue;
-      last_errno = r < 0 ? errno : EIO;
-      if (last_errno == EAGAIN || last_errno == EWOULDBLOCK || last_errno == ENOBUFS) {
-        stopped = 1;  // the socket buffer is full: the rest of the batch is not attempted
-        break;
-      }
-      failed += runs[j].count;  // refused (EMSGSIZE, ENETUNREACH, EPERM from a firewall, ...)
-      j++;
-    }
+  status[NVI_TX_FAILED] = status[NVI_TX_ERRNO] = status[NVI_TX_STOPPED] = 0;
+  int32_t sent = 0;
+  for (int32_t j = 0, end; j < nruns && !status[NVI_TX_STOPPED]; j = end) {
+    for (end = j + 1; end < nruns && run_fd[end] == run_fd[j];) end++;
+    sent += nvi_send_messages(run_fd[j], msgs + j, end - j, run_count + j, status);
   }
-  status[NVI_TX_FAILED] = failed;
-  status[NVI_TX_ERRNO] = last_errno;
-  status[NVI_TX_STOPPED] = stopped;
   return nvi_int(env, sent);
 }
 
