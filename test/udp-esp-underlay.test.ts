@@ -202,6 +202,60 @@ test('more segments than a batch holds: the rest wait in the scratch and the sam
   assert.ok(batches.every((n) => n <= BATCH_MAX) && batches.some((n) => n === BATCH_MAX), `batches read: ${batches.join(' ')}`);
 });
 
+/** Slot k of `out`: ESP of `size` bytes with SPI `spi` and tag `tag`. */
+function fillTagged(out: Batch, k: number, size: number, spi: number, tag: number): void {
+  fill(out, k, PROTO_ESP, size, 0, spi);
+  out.data.writeUInt32BE(tag, out.start[k] + TAG);
+}
+
+/** b's readiness callback as the switch's: one batch a call; the tags in `order`. */
+function receiveBatches(order: number[]): void {
+  const rx = new Batch();
+  b.onReadable(() => {
+    rx.reset();
+    b.read(rx, 1);
+    for (let i = 0; i < rx.count; i++) order.push(rx.data.readUInt32BE(rx.start[i] + TAG));
+  });
+}
+
+test('segments still waiting when a readiness turn ends are read at the next turn, though the socket holds nothing more', async () => {
+  // 24 datagrams of 60 segments (runs cut by the SPI) wait before b reads. One turn's 5 reads
+  // hand out 5 batches, 1280 segments; the last 160 wait in the scratch with the socket empty.
+  const RUN = 60;
+  const out = new Batch();
+  const order: number[] = [];
+  receiveBatches(order);
+  let tag = 0;
+  for (let call = 0; call < 6; call++) {
+    for (let k = 0; k < 4 * RUN; k++) fillTagged(out, k, 80, 0x2000 + Math.floor(k / RUN), tag++);
+    assert.is(sendAll(out, 4 * RUN), 4 * RUN);
+  }
+  assert.ok(await until(() => order.length >= tag, 3000), `received ${order.length} of ${tag}`);
+  assert.equal(order, [...Array(tag).keys()], 'every packet once, in order');
+});
+
+test('pause() hands the segments waiting in the scratch to the callback and leaves new datagrams in the socket', async () => {
+  const out = new Batch();
+  for (let k = 0; k < 2 * BATCH_MAX; k += BATCH_MAX) {
+    for (let j = 0; j < BATCH_MAX; j++) fillTagged(out, j, 80, SPI, k + j);
+    assert.is(sendAll(out, BATCH_MAX), BATCH_MAX);
+  }
+  b.pause(); // nothing reads while the datagrams arrive
+  await new Promise((r) => setTimeout(r, 50));
+  const first = new Batch();
+  assert.is(b.read(first, 1), BATCH_MAX, 'one batch read, the rest of the datagrams waiting in the scratch');
+  for (let j = 0; j < 10; j++) fillTagged(out, j, 80, SPI, 1000 + j);
+  assert.is(sendAll(out, 10), 10); // a datagram for whoever reads next
+  await new Promise((r) => setTimeout(r, 50));
+  const order: number[] = [];
+  receiveBatches(order);
+  b.pause(); // before any readiness callback ran
+  assert.equal(order, [...Array(BATCH_MAX).keys()].map((k) => BATCH_MAX + k), 'the waiting segments, in order, and nothing newer');
+  receiveBatches(order);
+  assert.ok(await until(() => order.length === BATCH_MAX + 10, 3000), `received ${order.length - BATCH_MAX} of the 10 after the pause`);
+  assert.equal(order.slice(BATCH_MAX), [...Array(10).keys()].map((j) => 1000 + j), 'the new datagram, read once reading resumed');
+});
+
 test('a packet larger than the link MTU is refused and counted while the rest of the batch goes out', () => {
   const out = new Batch();
   fill(out, 0, PROTO_ESP, 100);

@@ -15,7 +15,7 @@ import { parseIpv4Address } from '../base/address.js';
 import { PROTO_ESP, PROTO_IPV6 } from '../wire/ipv6.js';
 import { NviError } from '../base/errors.js';
 import {
-  POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED, UDP_ESP_COUNT, UDP_ESP_SCRATCH, UDP_ESP_STATE,
+  POLL_READABLE, TX_ERRNO, TX_FAILED, TX_STATUS_LEN, TX_STOPPED, UDP_ESP_COUNT, UDP_ESP_CUR, UDP_ESP_MSG, UDP_ESP_OFF, UDP_ESP_SCRATCH, UDP_ESP_STATE,
   loadNative, nativeErrorText, netnsPath, type NativeAddon, type NativePoll,
 } from '../native/addon.js';
 
@@ -23,6 +23,11 @@ import {
 export const UNDERLAY_PORT = -1;
 /** Largest packet read into a slot; the same tailroom as Batch.push keeps. */
 export const UNDERLAY_CAP = SLOT_BYTES - UNDERLAY_OFFSET - 64;
+/**
+ * Reads of the UDP socket's segments one readiness callback makes at most: a read takes 8
+ * datagrams of at most 64 segments, 2 batches; more turns go to the next loop turn.
+ */
+const READS_PER_TURN = 5;
 /** Socket buffers: 4 MiB holds ~2800 full-size packets, a dozen batches of slack. */
 export const UNDERLAY_BUFFER_BYTES = 4 << 20;
 
@@ -72,6 +77,12 @@ export class RawUnderlay {
   /** The socket whose readiness callback runs now (-1: none): read() reads it alone. */
   private ready = -1;
   private closed = false;
+  /** pause() ran: nothing is read until onReadable() again. */
+  private paused = false;
+  /** A read of the segments still waiting, queued for the next turn of the event loop (socket 2's). */
+  private later: NodeJS.Immediate | undefined;
+  /** In pause(): read() hands out the segments in the scratch and reads no new datagram. */
+  private waitingOnly = false;
 
   /**
    * The readiness callback of socket k. Only that socket is read in it: the other, when it
@@ -91,11 +102,19 @@ export class RawUnderlay {
       this.ready = k;
       try {
         // Segments of a datagram that did not fit in the batch wait in the scratch, which no
-        // readiness reports: read batches until none waits (a read takes 8 datagrams at most,
-        // of 128 segments at most: 4 batches).
-        for (let reads = 0; reads < 5 && (reads === 0 || this.segmentsWaiting(k)); reads++) this.readable?.();
+        // readiness reports: read batches while some wait, at most READS_PER_TURN, since a read
+        // that empties the scratch may read new datagrams into it.
+        for (let reads = 0; reads < READS_PER_TURN && (reads === 0 || this.segmentsWaiting(k)); reads++) this.readable?.();
       } finally {
         this.ready = -1;
+      }
+      // Still some: the socket may hold nothing more, so no readiness would come for them.
+      // They go at the next turn of the loop, after the other ports had theirs.
+      if (this.segmentsWaiting(k) && this.later === undefined) {
+        this.later = setImmediate(() => {
+          this.later = undefined;
+          if (!this.paused && this.segmentsWaiting(k)) this.onPoll(k)(0);
+        });
       }
     };
   }
@@ -153,15 +172,30 @@ export class RawUnderlay {
     return new RawUnderlay(loadNative(), parseIpv4Address(localAddress), localAddress, fds, espUdpPort);
   }
 
-  /** Stop reading (a handover: the next process reads what queues meanwhile); sending goes on. */
+  /**
+   * Stop reading (a handover: the next process reads what queues meanwhile); sending goes on.
+   * Segments already read from the UDP socket, still waiting in the scratch, are handed to
+   * the readiness callback first (no new datagram is read): the next process never sees them.
+   */
   pause(): void {
+    this.paused = true;
     for (const w of this.watchers) this.native.pollStop(w);
+    if (this.readable === null) return;
+    this.ready = 2;
+    this.waitingOnly = true;
+    try {
+      while (this.segmentsWaiting(2)) this.readable();
+    } finally {
+      this.ready = -1;
+      this.waitingOnly = false;
+    }
   }
 
   /** Call cb (on the JS thread) whenever packets of either protocol are waiting; replaces an earlier cb. */
   onReadable(cb: () => void): void {
     if (this.closed) throw new NviError('NVI_ERR_PORT_CLOSED', `underlay ${this.localAddress} is closed`);
     this.readable = cb;
+    this.paused = false;
     if (this.watchers.length === 0) this.fds.forEach((fd, k) => this.watchers.push(this.native.pollCreate(fd, this.onPoll(k))));
     for (const w of this.watchers) this.native.pollStart(w, POLL_READABLE);
   }
@@ -214,6 +248,7 @@ export class RawUnderlay {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.later !== undefined) clearImmediate(this.later);
     for (const w of this.watchers) this.native.pollClose(w); // before close(fd): epoll forgets it
     this.watchers.length = 0;
     this.readable = null;
@@ -225,9 +260,23 @@ export class RawUnderlay {
     return k === 2 && !this.closed && this.udp !== undefined && this.udp.state[UDP_ESP_COUNT] > 0;
   }
 
+  /** How many segments wait in the scratch (src/native/udp_esp.c's state: an empty datagram is one). */
+  private waitingSegments(): number {
+    const st = this.udp!.state;
+    let n = 0;
+    for (let d = st[UDP_ESP_CUR]; d < st[UDP_ESP_COUNT]; d++) {
+      const m = UDP_ESP_MSG + 4 * d;
+      const len = st[m];
+      const seg = st[m + 1] > 0 ? st[m + 1] : len;
+      const left = len - (d === st[UDP_ESP_CUR] ? st[UDP_ESP_OFF] : 0);
+      n += len === 0 ? 1 : Math.ceil(left / seg);
+    }
+    return n;
+  }
+
   private readSocket(b: Batch, fd: number, timeUs: number): void {
     const first = b.count;
-    const room = BATCH_MAX - first;
+    const room = this.waitingOnly ? Math.min(BATCH_MAX - first, this.waitingSegments()) : BATCH_MAX - first;
     if (room <= 0) return;
     const at = Batch.slot(first) + UNDERLAY_OFFSET;
     const udp = this.udp;

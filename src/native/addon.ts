@@ -61,8 +61,12 @@ export const TX_STATUS_LEN = 3;
 export const UDP_ESP_SCRATCH = 8 * 65536;
 /** Words of udpEspRecv's state: the datagram being handed out, its offset, the count, then 4 a datagram. */
 export const UDP_ESP_STATE = 3 + 4 * 8;
-/** The state word that counts the datagrams read and not yet handed out whole (0: nothing waits). */
+/** The state words: the datagram being handed out, the offset in it, the datagrams read (0: nothing waits). */
+export const UDP_ESP_CUR = 0;
+export const UDP_ESP_OFF = 1;
 export const UDP_ESP_COUNT = 2;
+/** Where datagram d's words start (UDP_ESP_MSG + 4 d): its length, its segment size (0: one segment), sender, TOS. */
+export const UDP_ESP_MSG = 3;
 
 export interface NativeAddon {
   /** Largest n that rawRecv/rawSend accept (= BATCH_MAX). */
