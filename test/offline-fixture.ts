@@ -23,7 +23,7 @@ export interface Offline {
   readonly log: MemoryLogger;
 }
 
-export async function openOffline(opts: { carry?: boolean; cipher?: EspCipher; saLimits?: Partial<SaLimits>; now?: number; clock?: { now(): number }; hub?: MemoryHub; kx?: Partial<KxTiming>; prefetchReplies?: boolean } = {}): Promise<Offline> {
+export async function openOffline(opts: { carry?: boolean; cipher?: EspCipher; saLimits?: Partial<SaLimits>; now?: number; clock?: { now(): number }; hub?: MemoryHub; kx?: Partial<KxTiming>; prefetchReplies?: boolean; spares?: number } = {}): Promise<Offline> {
   const config = loadConfig(CONFIG_FILE);
   const sas: SaKeys[] = [];
   const log = new MemoryLogger();
@@ -37,6 +37,7 @@ export async function openOffline(opts: { carry?: boolean; cipher?: EspCipher; s
     hub: opts.hub,
     kx: opts.kx,
     prefetchReplies: opts.prefetchReplies,
+    spares: opts.spares,
     exportKeys: (k) => sas.push(k),
   });
   return { off, config, sas, log };

@@ -85,6 +85,8 @@ export interface SwitchSettings {
     readonly cipher: EspAlgorithm;
     readonly rekey: { readonly seconds: number; readonly packets: number; readonly bytes: number };
     readonly grace: number;
+    /** Spare SAs kept ready with each peer host a new pair asked for (src/switch/spares.ts); 0: none. */
+    readonly spares: number;
   };
   /** The Prometheus endpoint (`switch.metrics.listen`); undefined: off. */
   readonly metrics?: { readonly host: string; readonly port: number };
@@ -222,7 +224,7 @@ function readSwitch(v: unknown): SwitchSettings {
   const u = obj(o.upcall ?? {}, 'switch.upcall');
   onlyKeys(u, ['queuePerCable', 'queueTotal', 'verifyPerSecond', 'portMissesPerSecond', 'prefetchReplies'], 'switch.upcall');
   const e = obj(o.esp ?? {}, 'switch.esp');
-  onlyKeys(e, ['cipher', 'rekey', 'grace'], 'switch.esp');
+  onlyKeys(e, ['cipher', 'rekey', 'grace', 'spares'], 'switch.esp');
   const r = obj(e.rekey ?? {}, 'switch.esp.rekey');
   onlyKeys(r, ['seconds', 'packets', 'bytes'], 'switch.esp.rekey');
   const ip = (x: unknown, p: string, lo: number, hi: number): number => int(x, p, lo, hi);
@@ -254,6 +256,7 @@ function readSwitch(v: unknown): SwitchSettings {
         bytes: opt(r, 'bytes', 1e12, (x, p) => ip(x, p, 1, 2 ** 53), 'switch.esp.rekey'),
       },
       grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
+      spares: opt(e, 'spares', 0, (x, p) => ip(x, p, 0, 16), 'switch.esp'),
     },
     metrics: o.metrics === undefined ? undefined : readMetrics(o.metrics),
     busyPollUs,

@@ -147,4 +147,6 @@ export const enum PacketFlag {
   Esp = 4,
   /** Re-injected after an upcall: already counted as input once. */
   Reinjected = 8,
+  /** Re-injected ingress packet that is already the inner IPv6 packet (held by the pair-check). */
+  Inner = 16,
 }

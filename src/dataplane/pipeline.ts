@@ -51,7 +51,7 @@ import { IpGuard } from './egress/ip-guard.js';
 import { MacGuard } from './egress/mac-guard.js';
 import { NdResponder } from './egress/nd-responder.js';
 import { Deliver } from './ingress/deliver.js';
-import { EspDecap } from './ingress/esp-decap.js';
+import { EspDecap, type SpareHold } from './ingress/esp-decap.js';
 import { InnerParse } from './ingress/inner-parse.js';
 import { PairCheck } from './ingress/pair-check.js';
 import { UnderlayParse } from './ingress/underlay-parse.js';
@@ -68,6 +68,8 @@ export interface PipelineParts {
   readonly upcall: Upcall;
   readonly cipher: EspCipher;
   readonly spis: SpiLookup<CableSa>;
+  /** Where packets on an SPI with no SA go (a spare SA's, src/switch/spare-binder.ts); absent: dropped as unknown. */
+  readonly spares?: SpareHold;
   /** This host's underlay address (uint32). */
   readonly localAddress: number;
   readonly wantRekey: (cable: Cable) => void;
@@ -143,7 +145,7 @@ export function egressPipeline(p: PipelineParts): Pipeline {
 export function ingressPipeline(p: PipelineParts): Pipeline {
   return new Pipeline('ingress', [
     new UnderlayParse(p.localAddress),
-    new EspDecap(p.spis, p.cipher),
+    new EspDecap(p.spis, p.cipher, p.spares),
     new InnerParse(),
     new PairCheck(p.ingressCables, p.upcall, p.ports, p.localAddress),
     new CableFilter('ingress-filter'),

@@ -62,6 +62,8 @@ export interface OfflineOptions {
   readonly kx?: Partial<KxTiming>;
   /** Plug a reply's cable when the peer plugs the request's (default true). */
   readonly prefetchReplies?: boolean;
+  /** Spare SAs kept with each peer host (default: the config's switch.esp.spares). */
+  readonly spares?: number;
 }
 
 const UDP_HLEN = 8;
@@ -131,6 +133,7 @@ export class OfflineCloud {
       saLimits: this.opts.saLimits,
       kx: this.opts.kx,
       prefetchReplies: this.opts.prefetchReplies,
+      spares: this.opts.spares,
       exportKeys: this.opts.exportKeys,
       observe: (b, direction, hostName) => this.observe(b, direction, hostName),
     });
@@ -212,10 +215,10 @@ export class OfflineCloud {
         this.receiveUnderlay(packets);
         continue;
       }
-      const busy = [...this.hosts.values()].some((h) => h.upcall.inFlight > 0 || h.kx.busy);
+      const busy = [...this.hosts.values()].some((h) => h.upcall.inFlight > 0 || h.kx.busy || h.spareBinder.inFlight > 0);
       if (!busy) {
         await new Promise((r) => setImmediate(r));
-        if (this.wire.length === 0 && ![...this.hosts.values()].some((h) => h.upcall.inFlight > 0 || h.kx.busy)) return;
+        if (this.wire.length === 0 && ![...this.hosts.values()].some((h) => h.upcall.inFlight > 0 || h.kx.busy || h.spareBinder.inFlight > 0)) return;
         continue;
       }
       await new Promise((r) => setTimeout(r, 1));

@@ -31,6 +31,8 @@ import { Reevaluator } from './reevaluate.js';
 import { Rekeyer } from './rekey.js';
 import { SaTable } from './sa-table.js';
 import { Sender } from './sender.js';
+import { SpareBinder } from './spare-binder.js';
+import { InboundSpares, MAX_SPARES_FROM_PEER } from './spares.js';
 import { TxFanout, type PacketSink } from './tx.js';
 import { owns, type Shard } from './workers/shard.js';
 
@@ -62,6 +64,8 @@ export interface HostParts {
   readonly vms?: readonly VmConfig[];
   /** Plug a reply's cable when the peer plugs the request's (default: switch.upcall.prefetchReplies; tests of one direction turn it off). */
   readonly prefetchReplies?: boolean;
+  /** Spare SAs kept with each peer host (default: switch.esp.spares). */
+  readonly spares?: number;
   /** This host is one of several data-path threads of its host (workers/shard.ts); `vms` are its share. */
   readonly shard?: Shard;
 }
@@ -93,6 +97,9 @@ export class Host implements HostView {
   readonly lookup: BindingLookup;
   readonly receiver: Receiver;
   readonly kx: KeyExchangeEngine;
+  /** Spare SAs other hosts keyed with this one, bound to no pair yet, and what binds them (spares.ts). */
+  readonly spares: InboundSpares;
+  readonly spareBinder: SpareBinder;
   readonly sender: Sender;
   readonly rekeyer: Rekeyer;
   readonly updates: Reevaluator;
@@ -140,10 +147,23 @@ export class Host implements HostView {
       hardSeq: DEFAULT_HARD_SEQ, ...parts.saLimits,
     };
     this.saLimits = limits;
+    const answering = this.answering();
     this.kx = new KeyExchangeEngine(
-      { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, this.answering(), cipher,
-      { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys, shard: parts.shard }, clock, parts.random ?? systemRandom,
+      { name: this.name, address: this.address }, parts.hostKey, parts.transport, parts.authority, this.receiver, answering, cipher,
+      { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys, shard: parts.shard, spares: parts.spares ?? sw.esp.spares },
+      clock, parts.random ?? systemRandom,
     );
+    this.spares = new InboundSpares((key) => cipher.removeKey(key));
+    this.spareBinder = new SpareBinder(this.spares, cipher, { perSpare: sw.upcall.queuePerCable, total: sw.upcall.queueTotal }, {
+      accept: (req) => this.receiver.accept(req),
+      bind: (cable, spare) => {
+        this.sas.installInbound(cable, spare.spi, spare.key, spare.peer);
+        answering.answered?.(cable);
+      },
+      release: (packets) => this.reinject(CableDirection.Ingress, packets, true),
+      refused: (drop) => this.kx.counters.refusals[drop]++,
+      bug: (err) => log.error('spare-bug', { error: String(err) }),
+    });
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
     this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log, (c, old) => this.sas.rekeyed(c, old));
     this.upcall = new Upcall(
@@ -159,7 +179,7 @@ export class Host implements HostView {
     // The data path.
     const pipeParts = {
       ports: this.ports, egressCables: this.egressCables, ingressCables: this.ingressCables, upcall: this.upcall, cipher,
-      spis: this.sas.spis, localAddress: this.address,
+      spis: this.sas.spis, spares: this.spareBinder, localAddress: this.address,
       wantRekey: this.rekeyer.rekey.bind(this.rekeyer),
       checkStages: parts.checkStages ?? process.env.NVI_CHECK_STAGES === '1',
     };
@@ -292,9 +312,17 @@ export class Host implements HostView {
       answered: (cable) => {
         if (prefetch && cable.localPort >= 0) this.upcall.prefetchEgress(cable.localPort, cable.dst, cable.src);
       },
-      spiInUse: (spi) => this.sas.spiInUse(spi),
+      spiInUse: (spi) => this.sas.spiInUse(spi) || this.spares.has(spi),
       sendsOn: (spi, from) => this.sas.sendsOn(spi, from),
       spiRejected: (spi, from) => this.sas.spiRejected(spi, from),
+      spareRefusal: (from) => {
+        const shard = this.parts.shard;
+        // A spare's INIT names no VM, so it reaches worker 0, which may not own the VM the pair turns out to have.
+        if (shard && shard.count > 1) return 'a host of several data-path threads keeps no spares';
+        if (this.spares.countFrom(from) >= MAX_SPARES_FROM_PEER) return `${MAX_SPARES_FROM_PEER} spares from that host already`;
+        return undefined;
+      },
+      installSpare: (spi, key, peer, peerHost) => this.spares.add({ spi, key, peer, peerHost, at: this.parts.clock.now(), held: null }),
     };
   }
 
@@ -317,14 +345,21 @@ export class Host implements HostView {
     this.expiredCables += this.egressCables.removeExpired(now, gone, SWEEP_SLOTS, SWEEP_REMOVALS) +
       this.ingressCables.removeExpired(now, gone, SWEEP_SLOTS, SWEEP_REMOVALS);
     this.sas.sweep(SWEEP_SLOTS);
+    this.kx.spares.sweep(now);
+    this.spares.sweep(now);
   }
 
   close(): void {
     this.kx.close();
+    this.spares.clear();
   }
 
-  /** Packets released by the upcall run through their pipeline again, in order. */
-  private reinject(direction: CableDirection, packets: HeldPacket[]): void {
+  /**
+   * Packets released by the upcall run through their pipeline again, in order. Ingress ones
+   * are the inner IPv6 packets the pair-check held, or with `whole` the underlay packets a
+   * spare held (spare-binder.ts).
+   */
+  private reinject(direction: CableDirection, packets: HeldPacket[], whole = false): void {
     const b = this.reinjectBatch;
     const egress = direction === CableDirection.Egress;
     for (let k = 0; k < packets.length; ) {
@@ -332,7 +367,7 @@ export class Host implements HostView {
       for (; k < packets.length && b.count < BATCH_MAX; k++) {
         const p = packets[k];
         const i = b.push(p.data, egress ? FRAME_OFFSET : UNDERLAY_OFFSET, p.port, p.timeUs, p.tag);
-        b.flags[i] |= PacketFlag.Reinjected;
+        b.flags[i] |= egress || whole ? PacketFlag.Reinjected : PacketFlag.Reinjected | PacketFlag.Inner;
         b.peer[i] = p.peer;
       }
       if (egress) this.runEgress(b);

@@ -9,6 +9,10 @@
 // same ANSWER (no second SA); check the INIT's age and signature; run SDN Algorithm 2
 // (Receiver.accept) before installing anything; then choose the SPI, derive the key,
 // install the inbound SA, answer.
+// Spares (spares.ts): with `spares` set, the initiator keeps that many SAs ready with each
+// peer host it has asked for one, negotiated by INITs that name no pair (src = dst = ::); a
+// new pair's request (SaRequest.spare) takes one at once. The responder answers such an INIT
+// after the same checks but Algorithm 2, which runs when the first packet shows the pair.
 
 import type { KeyObject } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
@@ -28,6 +32,7 @@ import type { Trace } from '../base/trace.js';
 import type { Clock, Random } from '../base/clock.js';
 import { TokenBucket } from '../base/token-bucket.js';
 import { spiForShard, type Shard } from './workers/shard.js';
+import { OutboundSpares } from './spares.js';
 import type { AcceptRequest, AcceptResult } from './receiver.js';
 
 export interface SaRequest {
@@ -35,6 +40,8 @@ export interface SaRequest {
   readonly dst: string;
   readonly peerHost: string;
   readonly peerAddress: number;
+  /** A new pair's first packets wait for it: a spare SA may serve (not a rekey's). */
+  readonly spare?: boolean;
 }
 
 export type SaResult =
@@ -70,6 +77,10 @@ export interface InboundInstaller {
   sendsOn(spi: number, from: number): boolean;
   /** The initiator was told this SPI is unknown at `from`: plug that cable again. */
   spiRejected(spi: number, from: number): void;
+  /** Why this host keeps no more spares from `from` (undefined: it takes one). */
+  spareRefusal?(from: number): string | undefined;
+  /** A spare accepted as responder: its key on its SPI, bound to no pair yet. */
+  installSpare?(spi: number, key: number, peer: number, peerHost: string): void;
 }
 
 /** An SA's keys, for the debug export in Wireshark's ESP SA format (never on by default). */
@@ -98,10 +109,12 @@ export interface KxSettings {
   readonly exportKeys?: (k: EspKeyExport) => void;
   /** One of several data-path threads (workers/shard.ts): its SPIs and request ids name it. */
   readonly shard?: Shard;
+  /** Spare SAs kept ready with each peer host a new pair asked for (0 or absent: none). */
+  readonly spares?: number;
 }
 
 /** The key exchange's timing and limits (all of KxSettings but the cipher, SA limits and shard). */
-export type KxTiming = Omit<KxSettings, 'alg' | 'limits' | 'exportKeys' | 'shard'>;
+export type KxTiming = Omit<KxSettings, 'alg' | 'limits' | 'exportKeys' | 'shard' | 'spares'>;
 
 export const DEFAULT_KX: KxTiming = {
   retryMs: 250,
@@ -111,8 +124,19 @@ export const DEFAULT_KX: KxTiming = {
   initBurst: 400,
 };
 
+/** Where an INIT went: the peer host's name and underlay address. */
+interface Peer {
+  readonly host: string;
+  readonly address: number;
+}
+
+/** The identities a spare's INIT names: none (::). */
+const NO_PAIR = Buffer.alloc(16);
+/** A pair whose spare SA the peer refused asks by INIT, for its refusal's reason, for this long (ms). */
+const NO_SPARE_MS = 10_000;
+
 interface Pending {
-  readonly req: SaRequest;
+  readonly to: Peer;
   readonly init: Buffer;
   readonly fields: { src: Buffer; dst: Buffer };
   readonly ephemeral: KeyObject;
@@ -149,6 +173,13 @@ export class KxCounters {
   badKeys = 0;
   /** Refusals this host made as responder, by Drop reason. */
   readonly refusals = new Float64Array(DROP_COUNT);
+  /** Spare INITs sent; spares a new pair took; of those, SPIs the peer then said it did not know (it refused the pair, or restarted). */
+  sparesAsked = 0;
+  sparesUsed = 0;
+  sparesRejected = 0;
+  /** Spare INITs refused or unanswered (the peer is left alone for a minute); spare INITs this host answered. */
+  sparesFailed = 0;
+  sparesGiven = 0;
 }
 
 export class KeyExchangeEngine implements KeyExchange {
@@ -159,6 +190,12 @@ export class KeyExchangeEngine implements KeyExchange {
   private readonly ephemerals = new EphemeralPool();
   private readonly buckets: LRUCache<number, TokenBucket>;
   private readonly notified: LRUCache<string, number>;
+  /** The initiator's spares (none when settings.spares is 0). */
+  readonly spares: OutboundSpares;
+  /** Spares a new pair took, "peer:spi" -> the pair, until a NOTIFY says the peer refused it. */
+  private readonly sparesTaken: LRUCache<string, string>;
+  /** Pairs whose spare the peer refused: they ask by INIT for a while. */
+  private readonly noSpare: LRUCache<string, number>;
   private closed = false;
   /** INITs being answered (the responder awaits verification and Algorithm 2). */
   private responding = 0;
@@ -178,23 +215,56 @@ export class KeyExchangeEngine implements KeyExchange {
     this.answered = new LRUCache({ max: 16_384, ttl: 2 * settings.maxSkewMs, ttlAutopurge: true, perf: clock });
     this.buckets = new LRUCache({ max: 65_536 });
     this.notified = new LRUCache({ max: 16_384, ttl: 1000, ttlAutopurge: true, perf: clock });
+    this.spares = new OutboundSpares(settings.spares ?? 0, (sa) => this.discard(sa));
+    this.sparesTaken = new LRUCache({ max: 16_384, ttl: 60_000, perf: clock });
+    this.noSpare = new LRUCache({ max: 16_384, ttl: NO_SPARE_MS, perf: clock });
     transport.onMessage((msg, from) => this.receive(msg, from));
   }
 
   establish(req: SaRequest, trace?: Trace): Promise<SaResult> {
     if (this.closed) return Promise.resolve({ ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
+    const to = { host: req.peerHost, address: req.peerAddress };
+    if (req.spare && this.spares.target > 0) {
+      const pair = `${req.srcPort.identityText} ${req.dst}`;
+      const sa = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
+      this.keepSpares(to);
+      if (sa) {
+        this.counters.sparesUsed++;
+        this.sparesTaken.set(`${to.address}:${sa.spi}`, pair);
+        trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
+        return Promise.resolve({ ok: true, sa });
+      }
+    }
+    return this.start(to, { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) }, trace);
+  }
+
+  /** Ask `to` for spares until its pool holds settings.spares (or is asked for that many). */
+  private keepSpares(to: Peer): void {
+    for (let n = this.spares.wanted(to.host, to.address, this.clock.now()); n > 0; n--) {
+      this.counters.sparesAsked++;
+      void this.start(to, { src: NO_PAIR, dst: NO_PAIR }).then((r) => {
+        if (r.ok) this.spares.answered(to.host, to.address, r.sa, this.clock.now());
+        else {
+          this.counters.sparesFailed++;
+          this.spares.failed(to.host, to.address, this.clock.now());
+        }
+      });
+    }
+  }
+
+  /** Send an INIT for the pair `fields` (NO_PAIR: a spare) to `to`; resolves with its SA or why not. */
+  private start(to: Peer, fields: { src: Buffer; dst: Buffer }, trace?: Trace): Promise<SaResult> {
     return new Promise((resolve) => {
       const eph = this.ephemerals.take();
       const requestId = this.random.bytes(8);
       if (this.settings.shard) requestId[0] = this.settings.shard.index; // its ANSWER comes back to this worker
-      const fields = { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) };
       const init = encodeInit(
         { alg: this.settings.alg, requestId, timeMs: this.clock.now(), src: fields.src, dst: fields.dst, ephemeral: eph.publicRaw, host: this.host.name },
         this.hostKey,
       );
-      const p: Pending = { req, init, fields, ephemeral: eph.privateKey, trace, resolve, timer: undefined, sent: 0, verifying: false };
+      const p: Pending = { to, init, fields, ephemeral: eph.privateKey, trace, resolve, timer: undefined, sent: 0, verifying: false };
       this.pending.set(requestId.toString('hex'), p);
-      trace?.step('sa', `INIT ${requestId.toString('hex')} to ${req.peerHost} (${formatIpv4(req.peerAddress)}): X25519, ${this.settings.alg}`);
+      trace?.step('sa', `INIT ${requestId.toString('hex')} to ${to.host} (${formatIpv4(to.address)}): X25519, ${this.settings.alg}`);
       this.sendInit(requestId.toString('hex'), p);
     });
   }
@@ -224,6 +294,7 @@ export class KeyExchangeEngine implements KeyExchange {
   close(): void {
     this.closed = true;
     this.ephemerals.close();
+    this.spares.clear();
     for (const [id, p] of this.pending) this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
     this.transport.close();
   }
@@ -232,13 +303,13 @@ export class KeyExchangeEngine implements KeyExchange {
     if (p.sent > 0) this.counters.resends++;
     else this.counters.initsSent++;
     p.sent++;
-    this.transport.send(p.init, p.req.peerAddress);
+    this.transport.send(p.init, p.to.address);
     const wait = this.settings.retryMs * 2 ** (p.sent - 1);
     p.timer = setTimeout(() => {
       if (p.verifying) return;
       if (p.sent >= this.settings.tries) {
         this.counters.timeouts++;
-        this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${p.req.peerHost} did not answer ${p.sent} INITs` });
+        this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: `${p.to.host} did not answer ${p.sent} INITs` });
       } else {
         this.sendInit(id, p);
       }
@@ -299,6 +370,10 @@ export class KeyExchangeEngine implements KeyExchange {
       this.refuse(init, from, id, Drop.SaNegotiationFailed);
       return;
     }
+    if (init.src.equals(NO_PAIR) && init.dst.equals(NO_PAIR)) {
+      this.answerSpare(init, from, id);
+      return;
+    }
     const result = await this.responder.accept({
       initiatorHost: init.host,
       initiatorAddress: from,
@@ -329,6 +404,35 @@ export class KeyExchangeEngine implements KeyExchange {
     this.installer.installInbound(result.cable, spi, handle, from);
     this.counters.accepted++;
     this.installer.answered?.(result.cable);
+  }
+
+  /**
+   * A spare: the INIT's signature and age were checked as for any; Algorithm 2 waits for the
+   * first packet (spare-binder.ts). Refused where the host keeps no spares, or no more from `from`.
+   */
+  private answerSpare(init: Init, from: number, id: string): void {
+    const refusal = this.installer.installSpare === undefined ? 'this host keeps no spare SAs' : this.installer.spareRefusal?.(from);
+    if (refusal !== undefined) {
+      this.refuse(init, from, id, Drop.SaNegotiationFailed);
+      return;
+    }
+    const eph = this.ephemerals.take();
+    const spi = this.newSpi();
+    const shared = sharedOrNot(eph.privateKey, init.ephemeral);
+    if (!shared) {
+      this.counters.badKeys++;
+      this.refuse(init, from, id, Drop.SaNegotiationFailed);
+      return;
+    }
+    const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
+    this.answered.set(`${from}:${id}`, answer);
+    this.transport.send(answer, from);
+    const { key, salt } = espKeyOf(init.alg, shared, init.raw, spi, init.src, init.dst);
+    const handle = this.cipher.addKey(init.alg, key, salt);
+    this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
+    key.fill(0);
+    this.installer.installSpare!(spi, handle, from, init.host);
+    this.counters.sparesGiven++;
   }
 
   private refuse(init: Init, from: number, id: string, drop: Drop): void {
@@ -368,7 +472,7 @@ export class KeyExchangeEngine implements KeyExchange {
   private async complete(msg: Buffer, from: number): Promise<void> {
     const id = answerRequestId(msg);
     const p = id === undefined ? undefined : this.pending.get(id);
-    if (!p || from !== p.req.peerAddress || p.verifying) {
+    if (!p || from !== p.to.address || p.verifying) {
       this.counters.answersIgnored++;
       return;
     }
@@ -379,9 +483,9 @@ export class KeyExchangeEngine implements KeyExchange {
       this.counters.answersIgnored++;
       return;
     }
-    if (answer.host !== p.req.peerHost) {
+    if (answer.host !== p.to.host) {
       this.counters.answersIgnored++;
-      p.trace?.step('sa', `answer signed as ${answer.host}, expected ${p.req.peerHost}: ignored`, 'fail');
+      p.trace?.step('sa', `answer signed as ${answer.host}, expected ${p.to.host}: ignored`, 'fail');
       return;
     }
     p.verifying = true;
@@ -436,6 +540,13 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     this.counters.notifiesReceived++;
     if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
+    const pair = this.sparesTaken.get(`${from}:${n.spi}`);
+    if (pair !== undefined) {
+      // The peer did not bind the spare to the pair (or restarted without it): the pair asks by INIT, whose answer says why.
+      this.sparesTaken.delete(`${from}:${n.spi}`);
+      this.noSpare.set(pair, 1);
+      this.counters.sparesRejected++;
+    }
     this.installer.spiRejected(n.spi, from);
   }
 }

@@ -327,7 +327,7 @@ export class LiveSwitch implements ControlHandler {
   /** Wait (at most `ms`) until no miss and no key exchange is in flight; true if none is. */
   private async drain(ms: number): Promise<boolean> {
     const until = performance.now() + ms;
-    while (this.host.upcall.inFlight > 0 || this.host.kx.busy) {
+    while (this.host.upcall.inFlight > 0 || this.host.kx.busy || this.host.spareBinder.inFlight > 0) {
       if (performance.now() > until) return false;
       await new Promise((r) => setTimeout(r, 1));
     }

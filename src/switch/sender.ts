@@ -172,7 +172,7 @@ export class Sender {
     const d = this.policy().decide(port.identityText, dstText, now);
     if (d.drop !== Drop.None || !d.encrypt) return undefined;
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
-    return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer }, opts.trace) };
+    return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer, spare: true }, opts.trace) };
   }
 
   /**
@@ -221,7 +221,7 @@ export class Sender {
       return undefined;
     }
     const port = this.host.ports.at(cable.srcPort);
-    const r = await (early?.result ?? this.keys.establish({ srcPort: port, dst: miss.dstText, peerHost: rec.host, peerAddress: peer }, trace));
+    const r = await (early?.result ?? this.keys.establish({ srcPort: port, dst: miss.dstText, peerHost: rec.host, peerAddress: peer, spare: true }, trace));
     if (!r.ok) return { drop: r.drop, rule: `${rec.host} refused: ${r.detail}` };
     cable.sa = r.sa;
     trace?.step('sa', `ESP SA 0x${r.sa.spi.toString(16)} with ${rec.host}`, 'ok');

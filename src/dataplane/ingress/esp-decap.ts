@@ -4,6 +4,8 @@
 // (source, destination) must be exactly the pair of the SA's cable (a peer may not speak
 // for identities it does not host). Only a packet that passed all of it moves the window,
 // in packet order, so a duplicate inside one batch is still caught.
+// A packet on an SPI no SA has may be on a spare's (src/switch/spares.ts): the SpareHold
+// keeps it while its pair is checked, or names why it drops.
 
 import { BATCH_MAX, Next, PacketFlag, type Batch } from '../batch.js';
 import { Drop } from '../../base/drops.js';
@@ -17,6 +19,11 @@ import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
 import { ReplayCheck } from '../../esp/replay-window.js';
 import type { SpiLookup } from '../../esp/spi-table.js';
 
+/** Where packets on an SPI with no SA go: held (Drop.None, the packet settled as Held) or dropped for the reason returned. */
+export interface SpareHold {
+  hold(b: Batch, i: number, spi: number): Drop;
+}
+
 /** Smallest ESP packet: header, IV, a minimal trailer (pad length, next header) rounded to 4, ICV. */
 const ESP_MIN = ESP_HLEN + 4 + ESP_ICV_LEN;
 
@@ -24,15 +31,15 @@ export class EspDecap implements Stage {
   readonly name = 'esp-decap';
   readonly drops = [
     Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
-    Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch,
+    Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch, Drop.UpcallQueueFull,
   ];
-  readonly outputs = [];
+  readonly outputs = [Next.Held];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
   /** Each packet's SA, found in the first pass (undefined: none); emptied at the end of the passes. */
   private readonly sas: (CableSa | undefined)[] = new Array<CableSa | undefined>(BATCH_MAX).fill(undefined);
 
-  constructor(private readonly spis: SpiLookup<CableSa>, private readonly cipher: EspCipher) {}
+  constructor(private readonly spis: SpiLookup<CableSa>, private readonly cipher: EspCipher, private readonly spares?: SpareHold) {}
 
   process(b: Batch, now: number): void {
     const buf = b.data;
@@ -52,7 +59,8 @@ export class EspDecap implements Stage {
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const sa = sas[i];
-      if (sa === undefined || (!sa.current && reached(t, sa.retireTick))) drop(b, i, Drop.EspUnknownSpi);
+      if (sa === undefined) this.noSa(b, i);
+      else if (!sa.current && reached(t, sa.retireTick)) drop(b, i, Drop.EspUnknownSpi);
       else if (sa.peer !== b.peer[i]) drop(b, i, Drop.EspWrongPeer);
     }
     for (let i = 0; i < b.count; i++) {
@@ -108,5 +116,11 @@ export class EspDecap implements Stage {
       b.len[i] = payload;
       b.ref[i] = sa.cable;
     }
+  }
+
+  /** Packet i's SPI has no SA: a spare's, or unknown. */
+  private noSa(b: Batch, i: number): void {
+    const r = this.spares === undefined ? Drop.EspUnknownSpi : this.spares.hold(b, i, readU32(b.data, b.l3[i] + ESP_OFF_SPI));
+    if (r !== Drop.None) drop(b, i, r);
   }
 }

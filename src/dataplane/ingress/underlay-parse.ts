@@ -24,7 +24,7 @@ export class UnderlayParse implements Stage {
     const ip = this.ip;
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active) continue;
-      if (b.flags[i] & PacketFlag.Reinjected) {
+      if (b.flags[i] & PacketFlag.Inner) {
         // Held by the pair-check (plain IPv6-in-IPv4 waiting for its cable): already the inner
         // IPv6 packet, with its outer source in b.peer.
         b.l3[i] = b.start[i];

@@ -1,0 +1,193 @@
+// Spare SAs (issue 13, the first packet): keyed between two hosts ahead of any pair, taken by
+// a new pair's first packet, bound by the receiving host only once that packet opened with
+// the spare's key and its pair passed Algorithm 2 there.
+
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Drop } from '../src/base/drops.js';
+import { KX_INIT, decodeInit, encodeInit, ephemeralKey } from '../src/esp/handshake.js';
+import { NodeEspCipher } from '../src/esp/esp-cipher.js';
+import { Batch, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
+import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
+import { PROTO_ESP } from '../src/wire/ipv6.js';
+import { hostPrivateKey } from '../src/switch/cloud.js';
+import { SPARE_TTL_MS, MAX_SPARES_FROM_PEER } from '../src/switch/spares.js';
+import { MemoryHub } from '../src/switch/transports.js';
+import type { KxTransport } from '../src/switch/key-exchange.js';
+import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
+
+const H1 = 0x0a4d0001;
+const H2 = 0x0a4d0002;
+
+/** A hub that records what passes. */
+class RecordingHub extends MemoryHub {
+  readonly sent: { msg: Buffer; from: number; to: number }[] = [];
+
+  override transport(address: number): KxTransport {
+    const inner = super.transport(address);
+    return {
+      ...inner,
+      send: (msg, to) => {
+        this.sent.push({ msg, from: address, to });
+        inner.send(msg, to);
+      },
+    };
+  }
+
+  /** INITs `from` sent that name a pair (not a spare's). */
+  pairInits(from: number): number {
+    return this.sent.filter((m) => m.from === from && m.msg[0] === KX_INIT && !decodeInit(m.msg).src.equals(Buffer.alloc(16))).length;
+  }
+
+  inject(from: number, to: number, msg: Buffer): void {
+    super.transport(from).send(msg, to);
+  }
+}
+
+async function ping(o: Offline, from: string, to: string, seq = 1): Promise<void> {
+  await o.off.sendFrames(from, frames([echoFrame(o.config, from, to, seq)]));
+}
+
+/** Two hosts with 2 spares each way, web1 -> web2 plugged (by INIT: the first contact) and the spares made. */
+async function warmed(opts: { clock?: { now(): number }; cipher?: NodeEspCipher } = {}): Promise<{ o: Offline; hub: RecordingHub }> {
+  const hub = new RecordingHub();
+  const o = await openOffline({ hub, spares: 2, prefetchReplies: false, clock: opts.clock, cipher: opts.cipher });
+  await ping(o, 'web1', 'web2');
+  const h1 = o.off.hosts.get('h1')!;
+  assert.is(h1.kx.counters.sparesUsed, 0, 'the first contact has no spare');
+  assert.is(h1.kx.spares.ready, 2, 'h1 asked h2 for its spares meanwhile');
+  assert.is(o.off.hosts.get('h2')!.spares.size, 2);
+  return { o, hub };
+}
+
+test("a new pair's first packet leaves on a spare: no INIT for it, and the peer binds the spare once the pair passed its checks", async () => {
+  const { o, hub } = await warmed();
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const inits = hub.pairInits(H1);
+  const delivered = h2.ingress.counters.delivered;
+  await ping(o, 'web3', 'web2');
+  assert.is(h2.ingress.counters.delivered, delivered + 1, 'delivered to web2');
+  assert.is(hub.pairInits(H1), inits, 'no INIT for web3 -> web2');
+  assert.is(h1.kx.counters.sparesUsed, 1);
+  assert.is(h2.spareBinder.counts.bound, 1);
+  const cable = [...h1.egressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
+  const inbound = [...h2.ingressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
+  assert.ok(cable.sa && inbound && h2.sas.inboundOf(inbound)?.spi === cable.sa.spi, "h2's cable for the pair holds the spare's SPI as its inbound SA");
+  assert.ok(!h2.spares.has(cable.sa.spi), 'no longer a spare at h2');
+  assert.is(h1.kx.spares.ready, 2, 'the pool was filled again');
+  // The pair's next packets use the bound SA like any.
+  await ping(o, 'web3', 'web2', 2);
+  assert.is(h2.ingress.counters.delivered, delivered + 2);
+  assert.is(h2.spareBinder.counts.held, 1, 'only the first packet waited');
+  o.off.close();
+});
+
+test('refused by the peer (its VM is gone): the spare goes, the packet counts as on an unknown SPI, and the pair asks by INIT, whose answer says why', async () => {
+  const { o, hub } = await warmed();
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const db1 = o.config.vms.get('db1')!;
+  h2.detachPort(db1.identityText); // h1 still finds db1 at h2 in the store
+  const unknown = h2.ingress.counters.drops[Drop.EspUnknownSpi];
+  const before = h2.spares.all().map((s) => s.spi);
+  await ping(o, 'web1', 'db1');
+  assert.is(h1.kx.counters.sparesUsed, 1);
+  assert.is(h2.spareBinder.counts.refused, 1);
+  assert.is(h2.kx.counters.refusals[Drop.InnerUnknownDestination], 1, 'Algorithm 2 at h2 refused it');
+  assert.is(h2.ingress.counters.drops[Drop.EspUnknownSpi], unknown + 1, 'the packet on the forgotten spare');
+  assert.is(h1.kx.counters.sparesRejected, 1, 'h1 heard the SPI is unknown');
+  assert.is(before.filter((spi) => h2.spares.has(spi)).length, 1, 'the refused spare is gone (and h1 asked for a new one)');
+  assert.is(h2.spares.size, 2);
+  const inits = hub.pairInits(H1);
+  await ping(o, 'web1', 'db1', 2);
+  assert.is(hub.pairInits(H1), inits + 1, 'the next packet asked by INIT, not on a spare');
+  assert.is(h1.kx.counters.sparesUsed, 1);
+  assert.is(h2.kx.counters.refusals[Drop.InnerUnknownDestination], 2);
+  const cable = [...h1.egressCables.all()].find((c) => c.dstText === db1.identityText)!;
+  assert.ok(!cable.plugged && cable.rule.includes('h2 refused'), `unplugged at h1, with h2's reason: ${cable.rule}`);
+  o.off.close();
+});
+
+test("a packet on a spare's SPI that does not open with its key is dropped and the spare waits for the real one; one from another host is refused", async () => {
+  const { o } = await warmed();
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const spi = h2.spares.all()[0].spi;
+  const forged = (from: number): void => {
+    const b = new Batch();
+    const at = Batch.slot(0) + UNDERLAY_OFFSET;
+    const len = IPV4_HLEN + 16 + 48 + 16;
+    writeOuter(b.data, at, makeOuterTemplate(from, H2, PROTO_ESP), len, 0);
+    b.data.writeUInt32BE(spi, at + IPV4_HLEN);
+    b.data.writeUInt32BE(1, at + IPV4_HLEN + 4);
+    for (let k = IPV4_HLEN + 8; k < len; k++) b.data[at + k] = (k * 13) & 0xff;
+    b.init(0, at, len, -1, 0);
+    b.count = 1;
+    h2.runIngress(b);
+  };
+  const auth = h2.ingress.counters.drops[Drop.EspAuthFailed];
+  const peer = h2.ingress.counters.drops[Drop.EspWrongPeer];
+  forged(H1);
+  forged(0x0a4d0009);
+  assert.is(h2.ingress.counters.drops[Drop.EspAuthFailed], auth + 1, 'the forgery does not open');
+  assert.is(h2.ingress.counters.drops[Drop.EspWrongPeer], peer + 1, 'a spare is bound to the host that made it');
+  assert.ok(h2.spares.has(spi), 'the spare stays');
+  assert.is(h2.spareBinder.inFlight, 0, 'no check started');
+  const delivered = h2.ingress.counters.delivered;
+  // Both of h1's spares in turn: the real first packets bind them.
+  await ping(o, 'web3', 'web2');
+  await ping(o, 'web1', 'db1');
+  assert.is(h2.ingress.counters.delivered, delivered + 2);
+  assert.is(h2.spareBinder.counts.bound, 2);
+  assert.is(h1.kx.counters.sparesUsed, 2);
+  o.off.close();
+});
+
+test('spares expire: the initiator discards its own after their time, the responder after twice that, and their keys go', async () => {
+  let now = Date.now();
+  const clock = { now: () => now };
+  const cipher = new NodeEspCipher(); // both hosts' keys
+  const { o } = await warmed({ clock, cipher });
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const keys = cipher.keyCount;
+  const spareKeys = h2.spares.all().map((s) => s.key);
+  now += SPARE_TTL_MS + 1;
+  h1.sweep();
+  h2.sweep();
+  assert.is(h1.kx.spares.ready, 0, "h1's spares are past their time");
+  assert.is(cipher.keyCount, keys - 2, 'their keys went, nothing else');
+  assert.is(h2.spares.size, 2, 'h2 keeps them longer, so that it never forgets one h1 may still take');
+  now += SPARE_TTL_MS;
+  h2.sweep();
+  assert.is(h2.spares.size, 0);
+  assert.ok(spareKeys.every((k) => cipher.exportKey(k) === undefined), "h2's spare keys went");
+  o.off.close();
+});
+
+test(`a host keeps at most ${MAX_SPARES_FROM_PEER} unbound spares from one peer; more spare INITs are refused`, async () => {
+  const { o, hub } = await warmed();
+  const h2 = o.off.hosts.get('h2')!;
+  const key = hostPrivateKey(o.config, 'h1');
+  const init = (k: number): Buffer => encodeInit({
+    alg: o.config.switch.esp.cipher, requestId: Buffer.from([0xee, 0, 0, 0, 0, 0, 0, k]), timeMs: Date.now(),
+    src: Buffer.alloc(16), dst: Buffer.alloc(16), ephemeral: ephemeralKey().publicRaw, host: 'h1',
+  }, key);
+  const more = MAX_SPARES_FROM_PEER - h2.spares.size + 3;
+  for (let k = 0; k < more; k++) hub.inject(H1, H2, init(k));
+  await o.off.settle();
+  assert.is(h2.spares.size, MAX_SPARES_FROM_PEER);
+  assert.is(h2.kx.counters.refusals[Drop.SaNegotiationFailed], 3, 'the last 3 refused');
+  o.off.close();
+});
+
+test('spares off (the default): every new pair asks by INIT, and the responder keeps no spares', async () => {
+  const hub = new RecordingHub();
+  const o = await openOffline({ hub, prefetchReplies: false, cipher: new NodeEspCipher() });
+  assert.is(o.config.switch.esp.spares, 0, 'off by default');
+  await ping(o, 'web1', 'web2');
+  await ping(o, 'web3', 'web2');
+  assert.is(hub.pairInits(H1), 2);
+  assert.is(o.off.hosts.get('h1')!.kx.counters.sparesAsked, 0);
+  assert.is(o.off.hosts.get('h2')!.spares.size, 0);
+  o.off.close();
+});
+
+test.run();
