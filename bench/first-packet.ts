@@ -2,7 +2,7 @@
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
 //   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
-//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin] [--esp-udp PORT]   (root)
+//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin] [--esp-udp PORT] [--spares N]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -30,6 +30,9 @@
 // choice (which may put both on one core, where each wake-up of the peer preempts the sender).
 // --esp-udp PORT: both switches carry ESP in UDP to PORT (underlay.espUdpPort); not with --hops,
 // whose captures read ESP as IP protocol 50.
+// --spares N: both switches keep N spare SAs with each peer host (switch.esp.spares): the first
+// datagram leaves on one, and h2 checks the pair on it (no INIT, no ANSWER). The flush forgets
+// cables and SAs, not spares (they belong to no pair). Not with --hops, which follows the INIT.
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -45,7 +48,7 @@ import type { CloudConfig } from '../src/config/config.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' }, 'esp-udp': { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' }, 'esp-udp': { type: 'string' }, spares: { type: 'string' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 /** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
@@ -60,8 +63,11 @@ try {
   const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
   const espUdp = v['esp-udp'] === undefined ? undefined : integer('esp-udp', v['esp-udp']);
   if (espUdp !== undefined && v.hops) refuse('--hops reads ESP as IP protocol 50: not with --esp-udp');
+  const spares = v.spares === undefined ? undefined : integer('spares', v.spares);
+  if (spares !== undefined && v.hops) refuse('--hops follows each pair\'s INIT and ANSWER: not with --spares');
   lab.config((doc) => {
     if (espUdp !== undefined) doc.setIn(['underlay', 'espUdpPort'], espUdp);
+    if (spares !== undefined) doc.setIn(['switch', 'esp', 'spares'], spares);
     if (v['no-prefetch']) doc.setIn(['switch', 'upcall', 'prefetchReplies'], false);
     if (busyPollUs !== undefined) doc.setIn(['switch', 'busyPollUs'], busyPollUs);
     if (v.workers !== undefined) doc.setIn(['switch', 'workers'], integer('workers', v.workers));
@@ -129,14 +135,17 @@ try {
   }
   await sleep(200);
   await stopCaptures(dumps);
-  const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as { upcall: { latency: { count: number; sum: number } } };
+  type Stats = { upcall: { latency: { count: number; sum: number } }; kx: { sparesUsed: number; sparesBound: number } };
+  const h1 = (await controlRequest(controlPath(c, 'h1'), { cmd: 'stats' })) as Stats;
+  const h2 = (await controlRequest(controlPath(c, 'h2'), { cmd: 'stats' })) as Stats;
   const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${spares === undefined ? '' : `, ${spares} spare SAs`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
     `  lost ${lost}${lost > 0 ? ` (${lostWhich.join(', ')})` : ''}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n` +
+    (spares === undefined ? '' : `  on spares: h1 sent ${h1.kx.sparesUsed} first packets on one, h2 bound ${h2.kx.sparesBound} (and h2 ${h2.kx.sparesUsed} replies' cables, h1 bound ${h1.kx.sparesBound})\n`) +
     `  dropped by the switches meanwhile: ${dropped.length === 0 ? 'nothing' : dropped.join(', ')}\n`);
   if (v.hops) process.stdout.write(hopsReport(c, (name) => join(lab.dir, `${name}.pcap`), PAIRS));
   send.stdin!.end();

@@ -141,6 +141,25 @@ test("a packet on a spare's SPI that does not open with its key is dropped and t
   o.off.close();
 });
 
+test("a spare taken for a reply's cable that goes before the reply (flushed) returns to its pool: its peer never bound it", async () => {
+  const hub = new RecordingHub();
+  const o = await openOffline({ hub, spares: 2 }); // replies' cables plugged ahead
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  await ping(o, 'web1', 'web2'); // first contact both ways: by INIT, spares asked for
+  assert.is(h2.kx.spares.ready, 2);
+  await ping(o, 'web3', 'web2');
+  assert.is(h2.kx.counters.sparesUsed, 1, "h2 plugged web2 -> web3 (the reply's cable) on a spare");
+  assert.is(h2.kx.spares.ready, 2, 'and asked for one more');
+  const keptAtH1 = h1.spares.size;
+  h2.flushCables();
+  assert.is(h2.kx.spares.ready, 3, 'the unused spare went back');
+  assert.is(h1.spares.size, keptAtH1, 'h1 still keeps it unbound');
+  await ping(o, 'web2', 'web3', 5);
+  assert.is(h1.spareBinder.counts.bound, 1, 'a later pair binds it');
+  assert.is(h1.ingress.counters.delivered, 1);
+  o.off.close();
+});
+
 test('spares expire: the initiator discards its own after their time, the responder after twice that, and their keys go', async () => {
   let now = Date.now();
   const clock = { now: () => now };

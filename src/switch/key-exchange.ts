@@ -194,6 +194,8 @@ export class KeyExchangeEngine implements KeyExchange {
   readonly spares: OutboundSpares;
   /** Spares a new pair took, "peer:spi" -> the pair, until a NOTIFY says the peer refused it. */
   private readonly sparesTaken: LRUCache<string, string>;
+  /** Spares a new pair took: their peer and when they were made, to take back one never sent on. */
+  private readonly takenFrom = new WeakMap<OutboundSa, { readonly to: Peer; readonly at: number }>();
   /** Pairs whose spare the peer refused: they ask by INIT for a while. */
   private readonly noSpare: LRUCache<string, number>;
   private closed = false;
@@ -226,11 +228,13 @@ export class KeyExchangeEngine implements KeyExchange {
     const to = { host: req.peerHost, address: req.peerAddress };
     if (req.spare && this.spares.target > 0) {
       const pair = `${req.srcPort.identityText} ${req.dst}`;
-      const sa = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
+      const spare = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
       this.keepSpares(to);
-      if (sa) {
+      if (spare) {
+        const { sa, at } = spare;
         this.counters.sparesUsed++;
         this.sparesTaken.set(`${to.address}:${sa.spi}`, pair);
+        this.takenFrom.set(sa, { to, at });
         trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
         return Promise.resolve({ ok: true, sa });
       }
@@ -270,7 +274,19 @@ export class KeyExchangeEngine implements KeyExchange {
   }
 
   discard(sa: OutboundSa): void {
-    this.cipher.removeKey(sa.key);
+    if (!this.reclaim(sa)) this.cipher.removeKey(sa.key);
+  }
+
+  /**
+   * A spare a pair took goes back to its pool if the pair never sent on it (its cable went
+   * first: flushed, evicted, refused here after all): the peer never bound it. True: taken back.
+   */
+  reclaim(sa: OutboundSa): boolean {
+    const taken = this.takenFrom.get(sa);
+    if (taken === undefined || sa.seqLo !== 0 || sa.seqHi !== 0) return false;
+    this.takenFrom.delete(sa);
+    this.sparesTaken.delete(`${taken.to.address}:${sa.spi}`);
+    return this.spares.giveBack(taken.to.host, taken.to.address, sa, taken.at, this.clock.now());
   }
 
   /**
@@ -540,11 +556,11 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     this.counters.notifiesReceived++;
     if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
-    const pair = this.sparesTaken.get(`${from}:${n.spi}`);
-    if (pair !== undefined) {
+    const taken = this.sparesTaken.get(`${from}:${n.spi}`);
+    if (taken !== undefined) {
       // The peer did not bind the spare to the pair (or restarted without it): the pair asks by INIT, whose answer says why.
       this.sparesTaken.delete(`${from}:${n.spi}`);
-      this.noSpare.set(pair, 1);
+      this.noSpare.set(taken, 1);
       this.counters.sparesRejected++;
     }
     this.installer.spiRejected(n.spi, from);

@@ -519,5 +519,10 @@ function kxSnapshot(h: Host): Record<string, unknown> {
     if (n > 0) refusals[dropName(k as Drop)] = n;
   });
   const { refusals: _r, ...rest } = c;
-  return { ...rest, refusals };
+  const bound = h.spareBinder.counts;
+  return {
+    ...rest, refusals,
+    sparesReady: h.kx.spares.ready, sparesKept: h.spares.size,
+    sparesBound: bound.bound, sparesRefusedPairs: bound.refused, sparePacketsHeld: bound.held,
+  };
 }

@@ -45,6 +45,7 @@ type Kind = 'counter' | 'gauge' | 'histogram';
 const PIPES = ['egress', 'ingress'] as const;
 const FATES = ['delivered', 'underlay', 'consumed', 'replied', 'held', 'dropped'] as const;
 /** Gauges among the `cables` and `store` fields; the rest of those groups are counters. */
+const KX_GAUGES = new Set(['sparesReady', 'sparesKept']);
 const CABLE_GAUGES = new Set(['egress', 'ingress', 'inboundSas', 'inboundPairs', 'cipherKeys', 'cipherContexts', 'windowsWithBlocks']);
 const STORE_GAUGES = new Set(['revision', 'fresh', 'policyRefusals']);
 
@@ -133,7 +134,9 @@ export class SwitchMetrics {
     def('nvi_replay_windows_with_blocks', 'gauge', 'Inbound SAs whose anti-replay window holds its 256 bytes of blocks (more than 6 holes at once); the others keep their top and holes alone.',
       (s) => (s.cables.windowsWithBlocks === undefined ? [] : [{ value: s.cables.windowsWithBlocks }]));
     groupCounters('nvi_cables', (s) => s.cables, CABLE_GAUGES, 'Cable and SA events');
-    groupCounters('nvi_kx', (s) => s.kx, new Set(), 'Key exchange');
+    groupCounters('nvi_kx', (s) => s.kx, KX_GAUGES, 'Key exchange');
+    def('nvi_kx_spares', 'gauge', 'Spare SAs (keyed ahead of any pair): ready to send on with peer hosts, and kept from peer hosts for their first packet.',
+      (s) => [{ labels: { role: 'ready' }, value: Number(s.kx.sparesReady ?? 0) }, { labels: { role: 'kept' }, value: Number(s.kx.sparesKept ?? 0) }]);
     def('nvi_kx_refusals_total', 'counter', 'Key-exchange messages refused, by reason.',
       (s) => Object.entries((s.kx.refusals ?? {}) as Record<string, number>).map(([reason, n]) => ({ labels: { reason }, value: n })));
     groupCounters('nvi_verifier', (s) => s.verifier, new Set(), 'Binding verification');

@@ -40,12 +40,24 @@ export class OutboundSpares {
     private readonly discard: (sa: OutboundSa) => void,
   ) {}
 
-  /** A spare for `peerHost` at `peer`, if one is ready; expired ones go on the way. */
-  take(peerHost: string, peer: number, now: number): OutboundSa | undefined {
+  /** A spare for `peerHost` at `peer` and when it was made, if one is ready; expired ones go on the way. */
+  take(peerHost: string, peer: number, now: number): { readonly sa: OutboundSa; readonly at: number } | undefined {
     const pool = this.pools.get(peer);
     if (!pool || pool.host !== peerHost) return undefined;
     this.expire(pool, now);
-    return pool.sas.shift()?.sa;
+    return pool.sas.shift();
+  }
+
+  /**
+   * A spare taken and never sent on, back into its pool while in time (the pool may hold up to
+   * twice its target so: what its peer keeps unbound either way). False: its key is the caller's to free.
+   */
+  giveBack(peerHost: string, peer: number, sa: OutboundSa, at: number, now: number): boolean {
+    const pool = this.pools.get(peer);
+    if (!pool || pool.host !== peerHost || pool.sas.length >= 2 * this.target || now - at > SPARE_TTL_MS) return false;
+    pool.sas.push({ sa, at });
+    pool.sas.sort((x, y) => x.at - y.at);
+    return true;
   }
 
   /** How many more spare INITs to send to `peer` now (counted as asking). */
