@@ -95,8 +95,9 @@ test('refused by the peer (its VM is gone): the spare goes, the packet counts as
   assert.is(h2.kx.counters.refusals[Drop.InnerUnknownDestination], 1, 'Algorithm 2 at h2 refused it');
   assert.is(h2.ingress.counters.drops[Drop.EspUnknownSpi], unknown + 1, 'the packet on the forgotten spare');
   assert.is(h1.kx.counters.sparesRejected, 1, 'h1 heard the SPI is unknown');
-  assert.is(before.filter((spi) => h2.spares.has(spi)).length, 1, 'the refused spare is gone (and h1 asked for a new one)');
-  assert.is(h2.spares.size, 2);
+  assert.is(before.filter((spi) => h2.spares.has(spi)).length, 1, 'the refused spare is gone');
+  assert.is(h1.kx.spares.ready, 2, 'h1 dropped its other spare (it cannot tell a refusal from a restart of h2) and asked for two more');
+  assert.is(h2.spares.size, 3, 'h2 keeps the one h1 dropped until it expires');
   const inits = hub.pairInits(H1);
   await ping(o, 'web1', 'db1', 2);
   assert.is(hub.pairInits(H1), inits + 1, 'the next packet asked by INIT, not on a spare');
@@ -157,6 +158,41 @@ test("a spare taken for a reply's cable that goes before the reply (flushed) ret
   await ping(o, 'web2', 'web3', 5);
   assert.is(h1.spareBinder.counts.bound, 1, 'a later pair binds it');
   assert.is(h1.ingress.counters.delivered, 1);
+  o.off.close();
+});
+
+test("both hosts hand over to new processes: the spares come along, and a new pair's first packet after it leaves on one and is bound", async () => {
+  const { o, hub } = await warmed();
+  const spis = o.off.hosts.get('h2')!.spares.all().map((s) => s.spi).sort();
+  await o.off.handOver('h1');
+  await o.off.handOver('h2');
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  assert.is(h1.kx.spares.ready, 2, "h1's new process can send on both");
+  assert.equal(h2.spares.all().map((s) => s.spi).sort(), spis, "h2's new process keeps the same ones");
+  const inits = hub.pairInits(H1);
+  const delivered = h2.ingress.counters.delivered;
+  await ping(o, 'web3', 'web2');
+  assert.is(h2.ingress.counters.delivered, delivered + 1);
+  assert.is(hub.pairInits(H1), inits, 'no INIT');
+  assert.is(h2.spareBinder.counts.bound, 1);
+  o.off.close();
+});
+
+test('a peer that lost its spares (restarted without handing them over): the first packet on one is lost, and the initiator drops every spare of that peer', async () => {
+  const { o, hub } = await warmed();
+  const h2 = o.off.hosts.get('h2')!;
+  for (const s of h2.spares.all()) h2.spares.remove(s, true); // as a new process that took nothing over
+  const h1 = o.off.hosts.get('h1')!;
+  await ping(o, 'web3', 'web2');
+  assert.is(h1.kx.counters.sparesRejected, 1, 'h2 said the SPI is unknown');
+  assert.is(h1.kx.spares.ready, 2, 'the other stale spare went too; two new ones came');
+  const inits = hub.pairInits(H1);
+  const delivered = h2.ingress.counters.delivered;
+  await ping(o, 'web3', 'web2', 2);
+  assert.is(hub.pairInits(H1), inits + 1, 'the pair asked by INIT');
+  await ping(o, 'web1', 'db1');
+  assert.is(h2.ingress.counters.delivered, delivered + 2, 'both delivered');
+  assert.is(h2.spareBinder.counts.bound, 1, 'the other pair on a fresh spare');
   o.off.close();
 });
 

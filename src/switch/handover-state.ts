@@ -68,10 +68,21 @@ export interface SavedInbound {
   readonly counters?: { readonly packets: number; readonly bytes: number; readonly drops: number };
 }
 
+/** A spare SA (spares.ts), either end: its peer host, and how old it is. */
+export interface SavedSpare {
+  readonly spi: number;
+  readonly peer: number;
+  readonly peerHost: string;
+  readonly ageMs: number;
+  readonly key: SavedKey;
+}
+
 export interface HandoverState {
   readonly egress: readonly SavedEgress[];
   readonly inbound: readonly SavedInbound[];
   readonly flows: SavedFlows;
+  /** Spares this host may send on, and those it keeps for other hosts (absent from a process before them). */
+  readonly spares?: { readonly outbound: readonly SavedSpare[]; readonly inbound: readonly SavedSpare[] };
 }
 
 export interface Restored {
@@ -131,7 +142,32 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
     });
     m.key.fill(0);
   }
-  return { egress, inbound, flows: host.maker.saveFlows() };
+  return { egress, inbound, flows: host.maker.saveFlows(), spares: saveSpares(host, cipher, now) };
+}
+
+/** Both ends' spares: a peer sends a new pair's first packet on one whichever process has it then. */
+function saveSpares(host: Host, cipher: EspCipher, now: number): HandoverState['spares'] {
+  const saved = (spi: number, peer: number, peerHost: string, at: number, handle: number): SavedSpare[] => {
+    const m = cipher.exportKey(handle);
+    if (!m) return [];
+    const s = { spi, peer, peerHost, ageMs: now - at, key: saveKey(m) };
+    m.key.fill(0);
+    return [s];
+  };
+  return {
+    outbound: host.kx.spares.takeAll().flatMap((s) => saved(s.sa.spi, s.peer, s.peerHost, s.at, s.sa.key)),
+    inbound: host.spares.all().flatMap((s) => saved(s.spi, s.peer, s.peerHost, s.at, s.key)),
+  };
+}
+
+/** Take over the spares of the process before (none from one that had none). */
+function restoreSpares(host: Host, cipher: EspCipher, spares: HandoverState['spares'], now: number): void {
+  for (const s of spares?.outbound ?? []) {
+    host.kx.spares.adopt(s.peerHost, s.peer, new OutboundSa(s.spi, loadKey(cipher, s.key), now - s.ageMs, host.saLimits), now - s.ageMs);
+  }
+  for (const s of spares?.inbound ?? []) {
+    if (!host.sas.spiInUse(s.spi) && !host.spares.has(s.spi)) host.spares.add({ spi: s.spi, key: loadKey(cipher, s.key), peer: s.peer, peerHost: s.peerHost, at: now - s.ageMs, held: null });
+  }
 }
 
 /**
@@ -142,6 +178,7 @@ export function saveHandover(host: Host, cipher: EspCipher): HandoverState {
 export async function restoreHandover(host: Host, cipher: EspCipher, state: HandoverState, log: Logger): Promise<Restored> {
   const refused: string[] = [];
   host.maker.loadFlows(state.flows);
+  restoreSpares(host, cipher, state.spares, host.clock.now());
 
   let inbound = 0;
   const ordered = [...state.inbound].sort((a, b) => Number(a.current) - Number(b.current));

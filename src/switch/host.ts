@@ -350,9 +350,9 @@ export class Host implements HostView {
     this.spares.sweep(now);
   }
 
+  /** Close the key exchange; the spares stay for the process that takes over (their keys go with this process). */
   close(): void {
     this.kx.close();
-    this.spares.clear();
   }
 
   /**

@@ -192,8 +192,8 @@ export class KeyExchangeEngine implements KeyExchange {
   private readonly notified: LRUCache<string, number>;
   /** The initiator's spares (none when settings.spares is 0). */
   readonly spares: OutboundSpares;
-  /** Spares a new pair took, "peer:spi" -> the pair, until a NOTIFY says the peer refused it. */
-  private readonly sparesTaken: LRUCache<string, string>;
+  /** Spares a new pair took, "peer:spi" -> the pair and the peer, until a NOTIFY says the peer refused it. */
+  private readonly sparesTaken: LRUCache<string, { readonly pair: string; readonly to: Peer }>;
   /** Spares a new pair took: their peer and when they were made, to take back one never sent on. */
   private readonly takenFrom = new WeakMap<OutboundSa, { readonly to: Peer; readonly at: number }>();
   /** Pairs whose spare the peer refused: they ask by INIT for a while. */
@@ -233,7 +233,7 @@ export class KeyExchangeEngine implements KeyExchange {
       if (spare) {
         const { sa, at } = spare;
         this.counters.sparesUsed++;
-        this.sparesTaken.set(`${to.address}:${sa.spi}`, pair);
+        this.sparesTaken.set(`${to.address}:${sa.spi}`, { pair, to });
         this.takenFrom.set(sa, { to, at });
         trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
         return Promise.resolve({ ok: true, sa });
@@ -309,8 +309,7 @@ export class KeyExchangeEngine implements KeyExchange {
 
   close(): void {
     this.closed = true;
-    this.ephemerals.close();
-    this.spares.clear();
+    this.ephemerals.close(); // the spares stay, for the process that takes over (handover-state.ts)
     for (const [id, p] of this.pending) this.finish(id, p, { ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
     this.transport.close();
   }
@@ -560,8 +559,11 @@ export class KeyExchangeEngine implements KeyExchange {
     if (taken !== undefined) {
       // The peer did not bind the spare to the pair (or restarted without it): the pair asks by INIT, whose answer says why.
       this.sparesTaken.delete(`${from}:${n.spi}`);
-      this.noSpare.set(taken, 1);
+      this.noSpare.set(taken.pair, 1);
       this.counters.sparesRejected++;
+      // The peer may have restarted without its spares: none of them is sure. New ones, from it as it is now.
+      this.spares.forget(from);
+      this.keepSpares(taken.to);
     }
     this.installer.spiRejected(n.spi, from);
   }

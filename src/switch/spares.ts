@@ -123,10 +123,10 @@ export class OutboundSpares {
     pool.sas.push({ sa, at });
   }
 
-  /** Discard every spare (the key exchange closes). */
-  clear(): void {
-    for (const pool of this.pools.values()) this.drop(pool);
-    this.pools.clear();
+  /** Discard the spares with `peer` (its own may be gone); the next new pair asks for more. */
+  forget(peer: number): void {
+    const pool = this.pools.get(peer);
+    if (pool) this.drop(pool);
   }
 
   private expire(pool: Pool, now: number): void {
@@ -211,8 +211,4 @@ export class InboundSpares {
     return [...this.bySpi.values()].filter((s) => s.held === null);
   }
 
-  /** Forget every spare and its key. */
-  clear(): void {
-    for (const s of [...this.bySpi.values()]) this.remove(s, true);
-  }
 }
