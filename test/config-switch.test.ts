@@ -81,6 +81,17 @@ for (const [bad, why] of [[[], /at least one CPU/], [[-1], /cpus\[0\]/], [[0, 10
   });
 }
 
+test('switch.esp.spares: 2 unless given, 0 turns them off; refused outside 0-16', () => {
+  const withSpares = (n: unknown): CloudConfig => edited((doc) => {
+    if (n === undefined) doc.deleteIn(['switch', 'esp', 'spares']);
+    else doc.setIn(['switch', 'esp', 'spares'], n);
+  });
+  assert.is(withSpares(undefined).switch.esp.spares, 2);
+  assert.is(withSpares(0).switch.esp.spares, 0);
+  assert.is(withSpares(16).switch.esp.spares, 16);
+  for (const bad of [17, -1, 1.5, 'two']) assert.throws(() => withSpares(bad), /switch\.esp\.spares/, String(bad));
+});
+
 test.run();
 
 function withEspUdpPort(port: unknown, workers?: unknown): CloudConfig {

@@ -108,12 +108,19 @@ export function labSuite(opts: LabSuiteOptions): void {
 
   test('cables --flush --reverify: both switches forget cables and verified bindings, and the next ping verifies web2 from scratch', async () => {
     const checks = (s: Record<string, HostStats>): number => (s.h1.verifier as { signatureChecks: number }).signatureChecks;
-    const before = checks(await lab.stats());
+    const spares = (s: Record<string, HostStats>): { used: number; bound: number } =>
+      ({ used: (s.h1.kx as { sparesUsed: number }).sparesUsed, bound: (s.h2.kx as { sparesBound: number }).sparesBound });
+    const statsBefore = await lab.stats();
+    const before = checks(statsBefore);
     const r = await lab.cli(['cables', '--flush', '--reverify']);
     assert.is(r.code, 0, r.stderr);
     assert.match(r.stdout, /^h1: \d+ cables flushed, [1-9]\d* verified bindings forgotten$/m);
     assert.equal(await ping('web1', 'web2', 1), { sent: 1, received: 1 });
-    assert.ok(checks(await lab.stats()) > before, "h1 checked web2's binding signature again");
+    const statsAfter = await lab.stats();
+    assert.ok(checks(statsAfter) > before, "h1 checked web2's binding signature again");
+    const [s0, s1] = [spares(statsBefore), spares(statsAfter)];
+    if (opts.workers) assert.is(s1.bound, s0.bound, `h2, of ${opts.workers} data-path threads, keeps no spares for others`);
+    else assert.ok(s1.used > s0.used && s1.bound > s0.bound, `the new cable web1 -> web2 left on a spare SA (the flush keeps spares), which h2 bound once it checked the pair: ${JSON.stringify([s0, s1])}`);
     const usage = await lab.cli(['cables', '--reverify']);
     assert.is(usage.code, 2, '--reverify alone is a usage error');
     assert.match(usage.stderr, /--reverify goes with --flush/);

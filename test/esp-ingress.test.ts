@@ -17,7 +17,7 @@ const ESP = 50;
 
 /** A real ESP stream web1 -> web2 from h1, not delivered, and h2 to receive it. */
 async function stream(n: number): Promise<{ o: Offline; packets: Buffer[]; h2: Host }> {
-  const o = await openOffline({ carry: false });
+  const o = await openOffline({ carry: false, spares: 0 }); // the pair's own SA, negotiated by INIT, its key exported
   const list = Array.from({ length: n }, (_, k) => echoFrame(o.config, 'web1', 'web2', k + 1));
   // One packet plugs the cable (a burst to an unplugged pair would overflow the upcall queue).
   await o.off.sendFrames('web1', frames(list.slice(0, 1)));

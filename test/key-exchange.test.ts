@@ -1,6 +1,7 @@
 // The host-to-host key exchange on an imperfect network (issue 4): lost and forged
 // messages, silence, floods, stale requests; packets waiting (encrypted or not at all)
-// until their SA exists; a make-before-break rekey that loses nothing.
+// until their SA exists; a make-before-break rekey that loses nothing. Spare SAs are off
+// here: every pair asks by INIT (test/spare-sas.test.ts covers spares).
 
 import { randomBytes } from 'node:crypto';
 import { test } from 'uvu';
@@ -69,7 +70,7 @@ test('lost INITs are sent again with backoff until one gets through', async () =
   const hub = new TestHub();
   let lose = 2;
   hub.decide = (msg) => (msg[0] === KX_INIT && lose-- > 0 ? 'drop' : 'pass');
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   await ping(o);
   const h1 = o.off.hosts.get('h1')!;
   assert.is(o.off.hosts.get('h2')!.ingress.counters.delivered, 1);
@@ -82,7 +83,7 @@ test('a lost ANSWER is answered again from the cache: one SA, not two', async ()
   const hub = new TestHub();
   let lose = 1;
   hub.decide = (msg) => (msg[0] === KX_ANSWER && lose-- > 0 ? 'drop' : 'pass');
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   await ping(o);
   const h2 = o.off.hosts.get('h2')!;
   assert.is(h2.ingress.counters.delivered, 1);
@@ -112,7 +113,7 @@ test('a forged ANSWER is ignored and the real one still plugs the cable', async 
     }
     return 'pass';
   };
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   await ping(o);
   const h1 = o.off.hosts.get('h1')!;
   assert.ok(h1.kx.counters.answersIgnored >= 1);
@@ -124,7 +125,7 @@ test('a forged ANSWER is ignored and the real one still plugs the cable', async 
 test('silence unplugs the cable at the sender after the last try, and nothing leaves unencrypted', async () => {
   const hub = new TestHub();
   hub.decide = (msg) => (msg[0] === KX_INIT ? 'drop' : 'pass');
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   await ping(o, 3);
   const h1 = o.off.hosts.get('h1')!;
   assert.is(countOf(hub, KX_INIT, H1), FAST.tries);
@@ -137,7 +138,7 @@ test('silence unplugs the cable at the sender after the last try, and nothing le
 test('packets wait, bounded, until their SA exists, then leave encrypted and in order', async () => {
   const hub = new TestHub();
   hub.decide = (msg) => (msg[0] === KX_ANSWER ? 'hold' : 'pass');
-  const o = await openOffline({ hub, kx: { retryMs: 10_000 }, prefetchReplies: false }); // every ANSWER is held: one direction only
+  const o = await openOffline({ spares: 0, hub, kx: { retryMs: 10_000 }, prefetchReplies: false }); // every ANSWER is held: one direction only
   const h1 = o.off.hosts.get('h1')!;
   // No settle: the answer is held, so the packets stay in the upcall queue.
   const pending = ping(o, 70);
@@ -156,7 +157,7 @@ test('packets wait, bounded, until their SA exists, then leave encrypted and in 
 
 test('a flood of INITs from one address is rate-limited per source', async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub });
+  const o = await openOffline({ spares: 0, hub });
   const h2 = o.off.hosts.get('h2')!;
   const junk = Buffer.alloc(200);
   junk[0] = KX_INIT;
@@ -175,7 +176,7 @@ test('a flood of INITs from one address is rate-limited per source', async () =>
 
 test('an INIT outside the time skew is ignored, even when signed by a real host', async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub });
+  const o = await openOffline({ spares: 0, hub });
   const cfg = o.config;
   const eph = ephemeralKey();
   const old = encodeInit({
@@ -195,7 +196,7 @@ test('an INIT outside the time skew is ignored, even when signed by a real host'
 test('a rekey before the volume limit replaces the SA without losing a packet, and the old SA retires after its grace time', async () => {
   let now = Date.now();
   const clock = { now: () => now };
-  const o = await openOffline({ clock, saLimits: { softPackets: 100 } });
+  const o = await openOffline({ spares: 0, clock, saLimits: { softPackets: 100 } });
   const h1 = o.off.hosts.get('h1')!;
   const h2 = o.off.hosts.get('h2')!;
   await ping(o, 1);
@@ -214,7 +215,7 @@ test('a rekey before the volume limit replaces the SA without losing a packet, a
 
 test('the INIT leaves before the destination binding is verified, and the cable plugs once both are done; no INIT for a pair the policy refuses', async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub, prefetchReplies: false });
+  const o = await openOffline({ spares: 0, hub, prefetchReplies: false });
   const v1 = o.off.verifiers.get('h1')!;
   let verifiedAtInit = -1;
   hub.decide = (msg, from) => {
@@ -236,7 +237,7 @@ test("a miss asked again (its far end's binding changed during the key exchange)
   const cipher = new NodeEspCipher();
   let holdAnswers = true;
   hub.decide = (msg) => (msg[0] === KX_ANSWER && holdAnswers ? 'hold' : 'pass');
-  const o = await openOffline({ hub, cipher, prefetchReplies: false });
+  const o = await openOffline({ spares: 0, hub, cipher, prefetchReplies: false });
   const h1 = o.off.hosts.get('h1')!;
   const h2 = o.off.hosts.get('h2')!;
   const sent = ping(o, 1);
@@ -258,7 +259,7 @@ test('an idle cable ends: sweep frees it and its keys on both hosts, and the nex
   let now = Date.now();
   const clock = { now: () => now };
   const cipher = new NodeEspCipher();
-  const o = await openOffline({ clock, cipher, prefetchReplies: false }); // one direction: its cable and its two keys
+  const o = await openOffline({ spares: 0, clock, cipher, prefetchReplies: false }); // one direction: its cable and its two keys
   const h1 = o.off.hosts.get('h1')!;
   const h2 = o.off.hosts.get('h2')!;
   await ping(o, 1);
@@ -284,7 +285,7 @@ test('an idle cable ends: sweep frees it and its keys on both hosts, and the nex
 
 test("the responder's ANSWER leaves before it starts plugging the reply's cable (the initiator does not wait for that)", async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub });
+  const o = await openOffline({ spares: 0, hub });
   const h2 = o.off.hosts.get('h2')!;
   let prefetchesAtAnswer = -1;
   hub.decide = (msg, from) => {
@@ -301,7 +302,7 @@ test("the responder's ANSWER leaves before it starts plugging the reply's cable 
 });
 
 test("the receiving host plugs the reply's cable as it accepts the request's: the reply leaves without a miss of its own", async () => {
-  const o = await openOffline();
+  const o = await openOffline({ spares: 0 });
   const h1 = o.off.hosts.get('h1')!;
   const h2 = o.off.hosts.get('h2')!;
   await ping(o, 1);
@@ -314,7 +315,7 @@ test("the receiving host plugs the reply's cable as it accepts the request's: th
   assert.is(h2.upcall.counts.misses, 0, 'the reply found its cable');
   assert.is(h1.ingress.counters.delivered, 1);
   // Off, the reply pays its own miss.
-  const off = await openOffline({ prefetchReplies: false });
+  const off = await openOffline({ spares: 0, prefetchReplies: false });
   await ping(off, 1);
   await ping(off, 1, 'web2', 'web1');
   assert.is(off.off.hosts.get('h2')!.upcall.counts.misses, 1);
@@ -324,7 +325,7 @@ test("the receiving host plugs the reply's cable as it accepts the request's: th
 
 test('a NOTIFY about an SPI the host does not send on is not verified; one about its SA, forged, is refused; signed, it unplugs the cable', async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   await ping(o, 1);
   const h1 = o.off.hosts.get('h1')!;
   const cable = [...h1.egressCables.all()].find((c) => c.sa !== null)!;
@@ -349,7 +350,7 @@ test('a NOTIFY about an SPI the host does not send on is not verified; one about
 
 test('a signed INIT with a low-order X25519 key is refused, and the responder keeps running', async () => {
   const hub = new TestHub();
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   const cfg = o.config;
   // u = 0 is a point of low order: any private key gives the all-zero secret with it.
   const init = encodeInit({
@@ -382,7 +383,7 @@ test('a signed ANSWER with a low-order X25519 key ends the handshake unplugged, 
     hub.inject(from, to, encodeAnswer({ status: 0, requestId: real.requestId, spi: real.spi, ephemeral: lowOrder, host: 'h2' }, initRaw!, hostPrivateKey(cfg!, 'h2')));
     return 'drop';
   };
-  const o = await openOffline({ hub, kx: FAST });
+  const o = await openOffline({ spares: 0, hub, kx: FAST });
   cfg = o.config;
   await ping(o, 1);
   const h1 = o.off.hosts.get('h1')!;

@@ -97,7 +97,7 @@ test('refused by the peer (its VM is gone): the spare goes, the packet counts as
   assert.is(h1.kx.counters.sparesRejected, 1, 'h1 heard the SPI is unknown');
   assert.is(before.filter((spi) => h2.spares.has(spi)).length, 1, 'the refused spare is gone');
   assert.is(h1.kx.spares.ready, 2, 'h1 dropped its other spare (it cannot tell a refusal from a restart of h2) and asked for two more');
-  assert.is(h2.spares.size, 3, 'h2 keeps the one h1 dropped until it expires');
+  assert.ok(h2.spares.size >= 3 && h2.spares.size <= 4, `h2 keeps those h1 dropped (1 or 2, as the refill raced the NOTIFY) until they expire: ${h2.spares.size}`);
   const inits = hub.pairInits(H1);
   await ping(o, 'web1', 'db1', 2);
   assert.is(hub.pairInits(H1), inits + 1, 'the next packet asked by INIT, not on a spare');
@@ -233,10 +233,10 @@ test(`a host keeps at most ${MAX_SPARES_FROM_PEER} unbound spares from one peer;
   o.off.close();
 });
 
-test('spares off (the default): every new pair asks by INIT, and the responder keeps no spares', async () => {
+test('spares off (switch.esp.spares: 0): every new pair asks by INIT, and the responder keeps no spares', async () => {
   const hub = new RecordingHub();
-  const o = await openOffline({ hub, prefetchReplies: false, cipher: new NodeEspCipher() });
-  assert.is(o.config.switch.esp.spares, 0, 'off by default');
+  const o = await openOffline({ hub, prefetchReplies: false, cipher: new NodeEspCipher(), spares: 0 });
+  assert.is(o.config.switch.esp.spares, 2, 'on in the shipped config (this test turns them off)');
   await ping(o, 'web1', 'web2');
   await ping(o, 'web3', 'web2');
   assert.is(hub.pairInits(H1), 2);

@@ -256,7 +256,7 @@ function readSwitch(v: unknown): SwitchSettings {
         bytes: opt(r, 'bytes', 1e12, (x, p) => ip(x, p, 1, 2 ** 53), 'switch.esp.rekey'),
       },
       grace: opt(e, 'grace', 30, (x, p) => num(x, p, 0, 3600), 'switch.esp'),
-      spares: opt(e, 'spares', 0, (x, p) => ip(x, p, 0, 16), 'switch.esp'),
+      spares: opt(e, 'spares', 2, (x, p) => ip(x, p, 0, 16), 'switch.esp'),
     },
     metrics: o.metrics === undefined ? undefined : readMetrics(o.metrics),
     busyPollUs,
