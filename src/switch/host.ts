@@ -157,10 +157,8 @@ export class Host implements HostView {
     this.spares = new InboundSpares((key) => cipher.removeKey(key));
     this.spareBinder = new SpareBinder(this.spares, cipher, { perSpare: sw.upcall.queuePerCable, total: sw.upcall.queueTotal }, {
       accept: (req) => this.receiver.accept(req),
-      bind: (cable, spare) => {
-        this.sas.installInbound(cable, spare.spi, spare.key, spare.peer);
-        answering.answered?.(cable);
-      },
+      bind: (cable, spare) => this.sas.installInbound(cable, spare.spi, spare.key, spare.peer),
+      bound: (cable) => answering.answered?.(cable),
       release: (packets) => this.reinject(CableDirection.Ingress, packets, true),
       refused: (drop) => this.kx.counters.refusals[drop]++,
       bug: (err) => log.error('spare-bug', { error: String(err) }),

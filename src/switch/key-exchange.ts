@@ -52,6 +52,8 @@ export interface KeyExchange {
   establish(req: SaRequest, trace?: Trace): Promise<SaResult>;
   /** An SA establish() gave that no cable will send on: its key goes. */
   discard(sa: OutboundSa): void;
+  /** A new pair's request to `peerHost` at `peer` would take a spare now (no round trip to overlap). */
+  hasSpare(peerHost: string, peer: number): boolean;
 }
 
 /** How handshake messages travel: UDP between hosts, or memory in an offline replay. */
@@ -229,7 +231,7 @@ export class KeyExchangeEngine implements KeyExchange {
     if (req.spare && this.spares.target > 0) {
       const pair = `${req.srcPort.identityText} ${req.dst}`;
       const spare = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
-      this.keepSpares(to);
+      setImmediate(() => this.keepSpares(to)); // after this pair's packet (or INIT) has left: signing an INIT takes ~0.1 ms
       if (spare) {
         const { sa, at } = spare;
         this.counters.sparesUsed++;
@@ -242,8 +244,13 @@ export class KeyExchangeEngine implements KeyExchange {
     return this.start(to, { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) }, trace);
   }
 
+  hasSpare(peerHost: string, peer: number): boolean {
+    return this.spares.has(peerHost, peer, this.clock.now());
+  }
+
   /** Ask `to` for spares until its pool holds settings.spares (or is asked for that many). */
   private keepSpares(to: Peer): void {
+    if (this.closed) return;
     for (let n = this.spares.wanted(to.host, to.address, this.clock.now()); n > 0; n--) {
       this.counters.sparesAsked++;
       void this.start(to, { src: NO_PAIR, dst: NO_PAIR }).then((r) => {

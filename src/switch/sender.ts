@@ -158,6 +158,7 @@ export class Sender {
    * costs no more key exchanges than the verification rate allows). The INIT goes only to a
    * host whose certificate names the binding's address (step 9, done first): never to an
    * address a forged binding names. Resolves once the INIT has left, with the exchange's result.
+   * Not when a spare SA with DST's host is ready: step 6 then takes it without a round trip.
    */
   private async startEarly(miss: Miss, rec: BindingRecord): Promise<Negotiation | undefined> {
     const { port, dstText, now, previous, opts } = miss;
@@ -169,6 +170,7 @@ export class Sender {
       return undefined;
     }
     if (peer === this.host.address || reusable(previous, peer)) return undefined; // this host's own address: plain, no key exchange
+    if (this.keys.hasSpare(rec.host, peer)) return undefined; // step 6 takes one at once: no round trip to overlap
     const d = this.policy().decide(port.identityText, dstText, now);
     if (d.drop !== Drop.None || !d.encrypt) return undefined;
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;

@@ -46,6 +46,8 @@ export class SpareBinder implements SpareHold {
       accept(req: AcceptRequest): Promise<AcceptResult>;
       /** The spare is the pair's inbound SA from now on. */
       bind(cable: Cable, spare: InboundSpare): void;
+      /** After the packets that waited were released: work that may follow a bind (the reply's cable). */
+      bound(cable: Cable): void;
       /** Runs packets that waited through the ingress pipeline, from their outer header. */
       release(packets: HeldPacket[]): void;
       /** A pair refused, by reason. */
@@ -109,6 +111,7 @@ export class SpareBinder implements SpareHold {
           this.counts.refused++;
         }
         this.checks.release(held);
+        if (r.ok) this.checks.bound(r.cable);
       },
       (err) => {
         this.spares.remove(spare, true);

@@ -48,6 +48,12 @@ export class OutboundSpares {
     return pool.sas.shift();
   }
 
+  /** A spare for `peerHost` at `peer` is ready (take() would give one). */
+  has(peerHost: string, peer: number, now: number): boolean {
+    const pool = this.pools.get(peer);
+    return pool !== undefined && pool.host === peerHost && pool.sas.some((s) => now - s.at <= SPARE_TTL_MS);
+  }
+
   /**
    * A spare taken and never sent on, back into its pool while in time (the pool may hold up to
    * twice its target so: what its peer keeps unbound either way). False: its key is the caller's to free.
