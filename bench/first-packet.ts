@@ -30,9 +30,11 @@
 // choice (which may put both on one core, where each wake-up of the peer preempts the sender).
 // --esp-udp PORT: both switches carry ESP in UDP to PORT (underlay.espUdpPort); not with --hops,
 // whose captures read ESP as IP protocol 50.
-// --spares N: both switches keep N spare SAs with each peer host (switch.esp.spares): the first
+// --spares N: both switches keep N spare SAs with each peer host (switch.esp.spares, 2 in the
+// shipped config; 0: none, every first packet waits for an INIT and its ANSWER): the first
 // datagram leaves on one, and h2 checks the pair on it (no INIT, no ANSWER). The flush forgets
-// cables and SAs, not spares (they belong to no pair). Not with --hops, which follows the INIT.
+// cables and SAs, not spares (they belong to no pair). --hops follows each pair's INIT and
+// ANSWER: it turns spares off.
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -63,8 +65,11 @@ try {
   const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
   const espUdp = v['esp-udp'] === undefined ? undefined : integer('esp-udp', v['esp-udp']);
   if (espUdp !== undefined && v.hops) refuse('--hops reads ESP as IP protocol 50: not with --esp-udp');
-  const spares = v.spares === undefined ? undefined : integer('spares', v.spares);
-  if (spares !== undefined && v.hops) refuse('--hops follows each pair\'s INIT and ANSWER: not with --spares');
+  let spares = v.spares === undefined ? undefined : integer('spares', v.spares, 0);
+  if (v.hops) {
+    if (spares !== undefined && spares > 0) refuse('--hops follows each pair\'s INIT and ANSWER: not with --spares');
+    spares = 0;
+  }
   lab.config((doc) => {
     if (espUdp !== undefined) doc.setIn(['underlay', 'espUdpPort'], espUdp);
     if (spares !== undefined) doc.setIn(['switch', 'esp', 'spares'], spares);
@@ -140,12 +145,12 @@ try {
   const h2 = (await controlRequest(controlPath(c, 'h2'), { cmd: 'stats' })) as Stats;
   const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${spares === undefined ? '' : `, ${spares} spare SAs`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${spares === undefined ? '' : `, switch.esp.spares ${spares}`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
     `  lost ${lost}${lost > 0 ? ` (${lostWhich.join(', ')})` : ''}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n` +
-    (spares === undefined ? '' : `  on spares: h1 sent ${h1.kx.sparesUsed} first packets on one, h2 bound ${h2.kx.sparesBound} (and h2 ${h2.kx.sparesUsed} replies' cables, h1 bound ${h1.kx.sparesBound})\n`) +
+    (c.switch.esp.spares === 0 ? '' : `  on spares: h1 sent ${h1.kx.sparesUsed} first packets on one, h2 bound ${h2.kx.sparesBound} (and h2 ${h2.kx.sparesUsed} replies' cables, h1 bound ${h1.kx.sparesBound})\n`) +
     `  dropped by the switches meanwhile: ${dropped.length === 0 ? 'nothing' : dropped.join(', ')}\n`);
   if (v.hops) process.stdout.write(hopsReport(c, (name) => join(lab.dir, `${name}.pcap`), PAIRS));
   send.stdin!.end();

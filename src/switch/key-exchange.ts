@@ -406,24 +406,9 @@ export class KeyExchangeEngine implements KeyExchange {
       this.refuse(init, from, id, result.drop);
       return;
     }
-    const eph = this.ephemerals.take();
-    const spi = this.newSpi();
-    const shared = sharedOrNot(eph.privateKey, init.ephemeral);
-    if (!shared) {
-      this.counters.badKeys++;
-      this.refuse(init, from, id, Drop.SaNegotiationFailed);
-      return;
-    }
-    const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
-    this.answered.set(`${from}:${id}`, answer);
-    this.transport.send(answer, from);
-    // The key and the SA once the ANSWER has left, so that the initiator works on it meanwhile:
-    // in this same turn, before this thread reads any packet, so none on the SA comes first.
-    const { key, salt } = espKeyOf(init.alg, shared, init.raw, spi, init.src, init.dst);
-    const handle = this.cipher.addKey(init.alg, key, salt);
-    this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
-    key.fill(0);
-    this.installer.installInbound(result.cable, spi, handle, from);
+    const sa = this.accepting(init, from, id);
+    if (!sa) return;
+    this.installer.installInbound(result.cable, sa.spi, sa.key, from);
     this.counters.accepted++;
     this.installer.answered?.(result.cable);
   }
@@ -438,13 +423,26 @@ export class KeyExchangeEngine implements KeyExchange {
       this.refuse(init, from, id, Drop.SaNegotiationFailed);
       return;
     }
+    const sa = this.accepting(init, from, id);
+    if (!sa) return;
+    this.installer.installSpare!(sa.spi, sa.key, from, init.host);
+    this.counters.sparesGiven++;
+  }
+
+  /**
+   * An INIT accepted: choose the SPI, send the ANSWER, then derive the key (the initiator works
+   * on the ANSWER meanwhile). Returns the SPI and the key's handle for the caller to install in
+   * this same turn, before this thread reads any packet, so none on the SA comes first; or
+   * undefined when the INIT's key gives no shared secret (refused).
+   */
+  private accepting(init: Init, from: number, id: string): { spi: number; key: number } | undefined {
     const eph = this.ephemerals.take();
     const spi = this.newSpi();
     const shared = sharedOrNot(eph.privateKey, init.ephemeral);
     if (!shared) {
       this.counters.badKeys++;
       this.refuse(init, from, id, Drop.SaNegotiationFailed);
-      return;
+      return undefined;
     }
     const answer = encodeAnswer({ status: 0, requestId: init.requestId, spi, ephemeral: eph.publicRaw, host: this.host.name }, init.raw, this.hostKey);
     this.answered.set(`${from}:${id}`, answer);
@@ -453,8 +451,7 @@ export class KeyExchangeEngine implements KeyExchange {
     const handle = this.cipher.addKey(init.alg, key, salt);
     this.settings.exportKeys?.({ spi, from, to: this.host.address, alg: init.alg, key: Buffer.from(key), salt: Buffer.from(salt) });
     key.fill(0);
-    this.installer.installSpare!(spi, handle, from, init.host);
-    this.counters.sparesGiven++;
+    return { spi, key: handle };
   }
 
   private refuse(init: Init, from: number, id: string, drop: Drop): void {
