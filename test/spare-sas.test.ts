@@ -13,6 +13,7 @@ import { PROTO_ESP } from '../src/wire/ipv6.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import { SPARE_TTL_MS, MAX_SPARES_FROM_PEER } from '../src/switch/spares.js';
 import { MemoryHub } from '../src/switch/transports.js';
+import { explainSender } from '../src/switch/explain.js';
 import type { KxTransport } from '../src/switch/key-exchange.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 
@@ -193,6 +194,16 @@ test('a peer that lost its spares (restarted without handing them over): the fir
   await ping(o, 'web1', 'db1');
   assert.is(h2.ingress.counters.delivered, delivered + 2, 'both delivered');
   assert.is(h2.spareBinder.counts.bound, 1, 'the other pair on a fresh spare');
+  o.off.close();
+});
+
+test("explain on a host with a spare ready says the pair's first packet would leave on it", async () => {
+  const { o } = await warmed();
+  const h1 = o.off.hosts.get('h1')!;
+  const [web3, db1] = [o.config.vms.get('web3')!, o.config.vms.get('db1')!];
+  const e = await explainSender(h1, web3.identityText, db1.identityText);
+  assert.ok(e.steps.some((st) => st.stage === 'sa' && st.text.startsWith('would send on a spare ESP SA with h2')), e.steps.map((st) => st.text).join('\n'));
+  assert.is(h1.kx.spares.ready, 2, 'explain took nothing');
   o.off.close();
 });
 

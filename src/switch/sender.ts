@@ -219,7 +219,10 @@ export class Sender {
       return undefined;
     }
     if (!opts.negotiate) {
-      trace?.step('sa', `would negotiate an ESP SA with ${rec.host} (${rec.hostAddress}), which runs SDN Algorithm 2`, 'info');
+      const how = this.keys.hasSpare(rec.host, peer)
+        ? `would send on a spare ESP SA with ${rec.host} (${rec.hostAddress}), keyed ahead, which runs SDN Algorithm 2 on its first packet`
+        : `would negotiate an ESP SA with ${rec.host} (${rec.hostAddress}), which runs SDN Algorithm 2`;
+      trace?.step('sa', how, 'info');
       return undefined;
     }
     const port = this.host.ports.at(cable.srcPort);
