@@ -12,6 +12,7 @@
         "src/native/raw_socket.c",
         "src/native/udp_esp.c",
         "src/native/kx_sockets.c",
+        "src/native/reuseport_group.c",
         "src/native/packet_port.c",
         "src/native/netns.c",
         "src/native/affinity.c",

@@ -33,8 +33,8 @@
 // --spares N: both switches keep N spare SAs with each peer host (switch.esp.spares, 2 in the
 // shipped config; 0: none, every first packet waits for an INIT and its ANSWER): the first
 // datagram leaves on one, and h2 checks the pair on it (no INIT, no ANSWER). The flush forgets
-// cables and SAs, not spares (they belong to no pair). --hops follows each pair's INIT and
-// ANSWER: it turns spares off.
+// cables and SAs, not spares (they belong to no pair). With spares, --hops has three hops: h1
+// to its ESP packet, the wire, h2 to web2's frame (no INIT, no ANSWER).
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -56,6 +56,7 @@ const PORT = 7100;
 /** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
 const INIT_SRC = 20;
 const HOPS = ['h1 to INIT', 'INIT on the wire', 'h2 answers', 'ANSWER on the wire', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
+const SPARE_HOPS = ['h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
 const lab = new BenchLab('first-packet');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -65,11 +66,7 @@ try {
   const busyPollUs = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us']);
   const espUdp = v['esp-udp'] === undefined ? undefined : integer('esp-udp', v['esp-udp']);
   if (espUdp !== undefined && v.hops) refuse('--hops reads ESP as IP protocol 50: not with --esp-udp');
-  let spares = v.spares === undefined ? undefined : integer('spares', v.spares, 0);
-  if (v.hops) {
-    if (spares !== undefined && spares > 0) refuse('--hops follows each pair\'s INIT and ANSWER: not with --spares');
-    spares = 0;
-  }
+  const spares = v.spares === undefined ? undefined : integer('spares', v.spares, 0);
   lab.config((doc) => {
     if (espUdp !== undefined) doc.setIn(['underlay', 'espUdpPort'], espUdp);
     if (spares !== undefined) doc.setIn(['switch', 'esp', 'spares'], spares);
@@ -152,7 +149,7 @@ try {
     `  lost ${lost}${lost > 0 ? ` (${lostWhich.join(', ')})` : ''}; h1's misses resolved ${h1.upcall.latency.count}, mean ${((h1.upcall.latency.sum / Math.max(1, h1.upcall.latency.count)) * 1000).toFixed(2)} ms\n` +
     (c.switch.esp.spares === 0 ? '' : `  on spares: h1 sent ${h1.kx.sparesUsed} first packets on one, h2 bound ${h2.kx.sparesBound} (and h2 ${h2.kx.sparesUsed} replies' cables, h1 bound ${h1.kx.sparesBound})\n`) +
     `  dropped by the switches meanwhile: ${dropped.length === 0 ? 'nothing' : dropped.join(', ')}\n`);
-  if (v.hops) process.stdout.write(hopsReport(c, (name) => join(lab.dir, `${name}.pcap`), PAIRS));
+  if (v.hops) process.stdout.write(hopsReport(c, (name) => join(lab.dir, `${name}.pcap`), PAIRS, h1.kx.sparesUsed >= PAIRS));
   send.stdin!.end();
 } finally {
   await lab.cleanup();
@@ -209,8 +206,8 @@ function underlay(file: string, from: string, web1: Buffer): { init: number[]; a
   return r;
 }
 
-/** Each first datagram's way through both switches, hop by hop. */
-function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: number): string {
+/** Each first datagram's way through both switches, hop by hop; `onSpares`: each left on a spare SA (no INIT, no ANSWER). */
+function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: number, onSpares: boolean): string {
   const web1 = c.vms.get('web1')!;
   const [h1, h2] = [c.hosts.get(web1.host)!, c.hosts.get(c.vms.get('web2')!.host)!];
   const sent = datagrams(file('web1'));
@@ -219,12 +216,21 @@ function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: numbe
   const in2 = underlay(file('h2'), h1.addressText, web1.identity);
   const out2 = underlay(file('h2'), h2.addressText, web1.identity);
   const in1 = underlay(file('h1'), h2.addressText, web1.identity);
-  const hops = new Map<string, number[]>(HOPS.map((h) => [h, []]));
+  const names = onSpares ? SPARE_HOPS : HOPS;
+  const hops = new Map<string, number[]>(names.map((h) => [h, []]));
   let matched = 0;
   for (let k = 0; k < pairs; k++) {
     const t0 = sent.get(2 * k);
     const t7 = got.get(2 * k);
     if (t0 === undefined || t7 === undefined) continue;
+    if (onSpares) {
+      const t1 = after(out1.esp, t0);
+      const t2 = t1 === undefined ? undefined : after(in2.esp, t1);
+      if (t2 === undefined || t2 > t7) continue;
+      [t1! - t0, t2 - t1!, t7 - t2, t7 - t0].forEach((d, i) => hops.get(SPARE_HOPS[i])!.push(d * 1e6));
+      matched++;
+      continue;
+    }
     const t1 = after(out1.init, t0);
     const t2 = t1 === undefined ? undefined : after(in2.init, t1);
     const t3 = t2 === undefined ? undefined : after(out2.answer, t2);
@@ -237,7 +243,7 @@ function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: numbe
     hops.get('in all')!.push((t7 - t0) * 1e6);
     matched++;
   }
-  if (matched < pairs / 2) throw new Error(`--hops: only ${matched} of ${pairs} first datagrams found with their INIT, ANSWER and ESP packet in the captures`);
-  return `  hop by hop (${matched} of ${pairs} first datagrams found in all four captures):\n` +
-    HOPS.map((h) => `    ${h.padEnd(19)} ${quantilesUs(hops.get(h)!)}`).join('\n') + '\n';
+  if (matched < pairs / 2) throw new Error(`--hops: only ${matched} of ${pairs} first datagrams found with their ${onSpares ? '' : 'INIT, ANSWER and '}ESP packet in the captures`);
+  return `  hop by hop (${matched} of ${pairs} first datagrams found in all four captures${onSpares ? ', each on a spare SA' : ''}):\n` +
+    names.map((h) => `    ${h.padEnd(19)} ${quantilesUs(hops.get(h)!)}`).join('\n') + '\n';
 }

@@ -8,14 +8,15 @@
 //   else    worker 0 (a NOTIFY, which names no VM, and what is too short or of no known type:
 //           worker 0's key exchange counts it, and hands a NOTIFY to the others)
 // The program sees the UDP payload. Its answer is an index into the group, whose order is
-// the order of bind(); the kernel keeps it as long as no socket of the group closes (they are
-// handed over together, and closed together).
+// the order of bind() (reuseport_group.c); the kernel keeps it as long as no socket of the
+// group closes (they are handed over together, and closed together).
 //
 // JS API (see src/native/addon.ts):
 //   kxSocketsOpen(address, port, count) -> fds, in worker order       throws: config time
 
 #define _GNU_SOURCE
 #include "napi_util.h"
+#include "reuseport_group.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,10 +25,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#ifndef SO_ATTACH_REUSEPORT_CBPF
-#define SO_ATTACH_REUSEPORT_CBPF 51
-#endif
 
 /** Message types and offsets (src/esp/handshake.ts, src/switch/workers/kx-route.ts). */
 enum { KX_INIT = 1, KX_ANSWER = 2, INIT_DST_LAST = 36 + 12, ANSWER_ID = 4, MAX_KX_SOCKETS = 256 };
@@ -52,8 +49,21 @@ static int steer_program(uint32_t count, struct sock_filter *prog) {
   return n;
 }
 
-static void close_all(const int *fds, uint32_t n) {
-  for (uint32_t k = 0; k < n; k++) close(fds[k]);
+/** One socket of the group: SO_REUSEPORT, bound to addr:port. */
+static int open_kx_socket(uint32_t addr, int port, void *ctx, const char **step) {
+  *step = "socket(AF_INET, SOCK_DGRAM)";
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  int one = 1;
+  struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port), .sin_addr.s_addr = htonl(addr) };
+  *step = "SO_REUSEPORT";
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0) {
+    *step = "bind";  // EADDRINUSE: another process has the port; EADDRNOTAVAIL: not this host's address
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return fd;
+  }
+  int e = errno;
+  close(fd);
+  return -e;
 }
 
 static napi_value kx_sockets_open(napi_env env, napi_callback_info info) {
@@ -68,60 +78,15 @@ static napi_value kx_sockets_open(napi_env env, napi_callback_info info) {
     return NULL;
   }
   int fds[MAX_KX_SOCKETS];
-  uint32_t opened = 0;
-  const char *step = "socket(AF_INET, SOCK_DGRAM)";
-  struct sockaddr_in sa;
-  memset(&sa, 0, sizeof sa);
-  sa.sin_family = AF_INET;
-  sa.sin_addr.s_addr = htonl(addr);
-  sa.sin_port = htons((uint16_t)port);
-  int one = 1;
-  // The port must be free. Sockets with SO_REUSEPORT would join another group of this user's
-  // on it (a second switch of the host started by mistake), and the program attached below
-  // would then steer that group's messages. A plain bind fails there instead: EADDRINUSE.
-  int probe = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (probe < 0) goto fail;
-  step = "bind (the port must be free: no other switch of this host on it)";
-  if (bind(probe, (struct sockaddr *)&sa, sizeof sa) < 0) {
-    int e = errno;
-    close(probe);
-    nvi_throw_errno(env, step, e);
-    return NULL;
-  }
-  close(probe);
-  for (; opened < count; opened++) {
-    step = "socket(AF_INET, SOCK_DGRAM)";
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) goto fail;
-    fds[opened] = fd;
-    step = "SO_REUSEPORT";
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) < 0) goto fail_open;
-    step = "bind";  // EADDRINUSE: another process has the port; EADDRNOTAVAIL: not this host's address
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) goto fail_open;
-  }
+  const char *step;
   struct sock_filter prog[16];
   struct sock_fprog fprog = { .len = (unsigned short)steer_program(count, prog), .filter = prog };
-  step = "SO_ATTACH_REUSEPORT_CBPF";
-  if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) goto fail;
-  napi_value out;
-  if (napi_create_array_with_length(env, count, &out) != napi_ok) {
-    close_all(fds, count);
+  int err = nvi_reuseport_group(addr, (int)port, count, &fprog, open_kx_socket, NULL, fds, &step);
+  if (err != 0) {
+    nvi_throw_errno(env, step, err);
     return NULL;
   }
-  for (uint32_t k = 0; k < count; k++) {
-    napi_value v;
-    napi_create_int32(env, fds[k], &v);
-    napi_set_element(env, out, k, v);
-  }
-  return out;
-fail_open:
-  opened++;  // fds[opened] is open too
-fail: {
-  int e = errno;
-  close_all(fds, opened);
-  nvi_throw_errno(env, step, e);
-  return NULL;
-}
+  return nvi_fd_array(env, fds, count);
 }
 
 int nvi_init_kx_sockets(napi_env env, napi_value exports) {

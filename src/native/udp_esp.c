@@ -36,6 +36,7 @@
 #include "fd_io.h"
 #include "napi_util.h"
 #include "netns.h"
+#include "reuseport_group.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -51,9 +52,6 @@
 #endif
 #ifndef UDP_GRO
 #define UDP_GRO 104
-#endif
-#ifndef SO_ATTACH_REUSEPORT_CBPF
-#define SO_ATTACH_REUSEPORT_CBPF 51
 #endif
 
 enum { PROTO_ESP = 50, IPV4_HLEN = 20, MAX_SEGMENTS = 64, MAX_UDP_PAYLOAD = 65507, MAX_GROUP = 64 };
@@ -124,6 +122,11 @@ static napi_value udp_esp_open(napi_env env, napi_callback_info info) {
   return nvi_int(env, fd);
 }
 
+/** One socket of the group: SO_REUSEPORT, no UDP_GRO (the steering sees one SPI a datagram); ctx: the buffer bytes. */
+static int open_group_socket(uint32_t addr, int port, void *ctx, const char **step) {
+  return open_udp(addr, port, *(int32_t *)ctx, 1, 0, step);
+}
+
 /** The group's program: A = the payload's first word (the SPI) mod count; a load past the end returns 0. */
 static int steer_by_spi(uint32_t count, struct sock_filter *prog) {
   int n = 0;
@@ -152,39 +155,15 @@ static napi_value udp_esp_group_open(napi_env env, napi_callback_info info) {
   if (nvi_netns_enter_or_throw(env, has_ns ? path : NULL, &saved)) return NULL;
   const char *step;
   int fds[MAX_GROUP];
-  uint32_t opened = 0;
-  int err = 0;
-  int probe = open_udp(addr, (int)port, 0, 0, 0, &step);  // a plain bind fails where another group has the port
-  if (probe < 0) err = -probe;
-  else close(probe);
-  for (; err == 0 && opened < count; opened++) {
-    int fd = open_udp(addr, (int)port, bytes, 1, 0, &step);
-    if (fd < 0) {
-      err = -fd;
-      break;
-    }
-    fds[opened] = fd;
-  }
+  struct sock_filter prog[4];
+  struct sock_fprog fprog = { .len = (unsigned short)steer_by_spi(count, prog), .filter = prog };
+  int err = nvi_reuseport_group(addr, (int)port, count, &fprog, open_group_socket, &bytes, fds, &step);
   nvi_netns_leave(saved);
-  if (err == 0) {
-    struct sock_filter prog[4];
-    struct sock_fprog fprog = { .len = (unsigned short)steer_by_spi(count, prog), .filter = prog };
-    step = "SO_ATTACH_REUSEPORT_CBPF";
-    if (setsockopt(fds[0], SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &fprog, sizeof fprog) < 0) err = errno;
-  }
-  napi_value out;
-  if (err == 0 && napi_create_array_with_length(env, count, &out) != napi_ok) err = ENOMEM;
   if (err != 0) {
-    for (uint32_t k = 0; k < opened; k++) close(fds[k]);
     nvi_throw_errno(env, step, err);
     return NULL;
   }
-  for (uint32_t k = 0; k < count; k++) {
-    napi_value v;
-    napi_create_int32(env, fds[k], &v);
-    napi_set_element(env, out, k, v);
-  }
-  return out;
+  return nvi_fd_array(env, fds, count);
 }
 
 static uint16_t ipv4_checksum(const uint8_t *h) {
