@@ -724,6 +724,20 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.not.match(lab.logOf('h1') + lab.logOf('h2'), /handover-failed|upcall-bug|port-failed/);
   });
 
+  if (!opts.workers) test("after both handovers the new processes hold the spares of the old: a new cable web1 -> web2 (after a flush) leaves on one, which h2's new process binds", async () => {
+    const kx = (s: Record<string, HostStats>, h: string): { sparesUsed: number; sparesBound: number; sparesRejected: number; sparesReady: number } =>
+      s[h].kx as { sparesUsed: number; sparesBound: number; sparesRejected: number; sparesReady: number };
+    const before = await lab.stats();
+    assert.ok(kx(before, 'h1').sparesReady > 0, `h1's new process took spares over: ${JSON.stringify(kx(before, 'h1'))}`);
+    const r = await lab.cli(['cables', '--flush']);
+    assert.is(r.code, 0, r.stderr);
+    assert.equal(await ping('web1', 'web2', 1), { sent: 1, received: 1 });
+    const after = await lab.stats();
+    assert.is(kx(after, 'h1').sparesUsed, kx(before, 'h1').sparesUsed + 1, 'web1 -> web2 on a spare');
+    assert.is(kx(after, 'h2').sparesBound, kx(before, 'h2').sparesBound + 1, "bound by h2's new process");
+    assert.is(kx(after, 'h1').sparesRejected, kx(before, 'h1').sparesRejected, 'no spare unknown to the peer');
+  });
+
   test('kill -9 of h1 and a new switch: pings from web2 to web1 resume by themselves, with fresh SAs; no ESP sequence number repeats under an SPI', async () => {
     const esp = await lab.capture('kill9-esp', lab.fabric, 'port-h1', espFilter);
     const pinger = lab.bg(lab.vm('web2').ns, 'ping', ['-6', '-n', '-i', '0.01', '-c', '1000', '-W', '1', id('web1')], 60);
