@@ -1,6 +1,6 @@
 // Operator commands against running switches, over their control sockets:
 //   nvi-switch cables [-c nvi-switch.yaml] [--host NAME] [--json] [--flush [--reverify]]
-//     --flush: forget every cable and SA (each pair goes through the miss path again)
+//     --flush: forget every cable and SA (each pair goes through the miss path again; spare SAs stay)
 //     --reverify: with --flush, forget verified bindings and VM certificates too (each is
 //       verified from scratch again; host certificates and the highest epoch seen per identity stay)
 //   nvi-switch stats  [-c nvi-switch.yaml] [--host NAME] [--json]
