@@ -194,10 +194,12 @@ export class KeyExchangeEngine implements KeyExchange {
   private readonly notified: LRUCache<string, number>;
   /** The initiator's spares (none when settings.spares is 0). */
   readonly spares: OutboundSpares;
-  /** Spares a new pair took, "peer:spi" -> the pair and the peer, until a NOTIFY says the peer refused it. */
-  private readonly sparesTaken: LRUCache<string, { readonly pair: string; readonly to: Peer }>;
-  /** Spares a new pair took: their peer and when they were made, to take back one never sent on. */
-  private readonly takenFrom = new WeakMap<OutboundSa, { readonly to: Peer; readonly at: number }>();
+  /**
+   * Spares new pairs took in the last minute, by SPI: the SA, its pair, its peer and when it was
+   * made, for a NOTIFY that says the peer refused it and to take back one never sent on. Bounded:
+   * nothing of it stays with a pair's SA for the SA's life.
+   */
+  private readonly sparesTaken: LRUCache<number, { readonly sa: OutboundSa; readonly pair: string; readonly to: Peer; readonly at: number }>;
   /** Pairs whose spare the peer refused: they ask by INIT for a while. */
   private readonly noSpare: LRUCache<string, number>;
   private closed = false;
@@ -235,8 +237,7 @@ export class KeyExchangeEngine implements KeyExchange {
       if (spare) {
         const { sa, at } = spare;
         this.counters.sparesUsed++;
-        this.sparesTaken.set(`${to.address}:${sa.spi}`, { pair, to });
-        this.takenFrom.set(sa, { to, at });
+        this.sparesTaken.set(sa.spi, { sa, pair, to, at });
         trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
         return Promise.resolve({ ok: true, sa });
       }
@@ -289,10 +290,9 @@ export class KeyExchangeEngine implements KeyExchange {
    * first: flushed, evicted, refused here after all): the peer never bound it. True: taken back.
    */
   reclaim(sa: OutboundSa): boolean {
-    const taken = this.takenFrom.get(sa);
-    if (taken === undefined || sa.seqLo !== 0 || sa.seqHi !== 0) return false;
-    this.takenFrom.delete(sa);
-    this.sparesTaken.delete(`${taken.to.address}:${sa.spi}`);
+    const taken = this.sparesTaken.get(sa.spi);
+    if (taken === undefined || taken.sa !== sa || sa.seqLo !== 0 || sa.seqHi !== 0) return false;
+    this.sparesTaken.delete(sa.spi);
     return this.spares.giveBack(taken.to.host, taken.to.address, sa, taken.at, this.clock.now());
   }
 
@@ -559,10 +559,10 @@ export class KeyExchangeEngine implements KeyExchange {
     }
     this.counters.notifiesReceived++;
     if (n.reason === NotifyReason.Moved) this.counters.movedNotices++;
-    const taken = this.sparesTaken.get(`${from}:${n.spi}`);
-    if (taken !== undefined) {
+    const taken = this.sparesTaken.get(n.spi);
+    if (taken !== undefined && taken.to.address === from) {
       // The peer did not bind the spare to the pair (or restarted without it): the pair asks by INIT, whose answer says why.
-      this.sparesTaken.delete(`${from}:${n.spi}`);
+      this.sparesTaken.delete(n.spi);
       this.noSpare.set(taken.pair, 1);
       this.counters.sparesRejected++;
       // The peer may have restarted without its spares: none of them is sure. New ones, from it as it is now.
