@@ -20,7 +20,7 @@ export const SPARE_BACKOFF_MS = 60_000;
 export const MAX_SPARES_FROM_PEER = 16;
 
 interface Pool {
-  host: string;
+  readonly host: string;
   /** Oldest first. */
   readonly sas: { readonly sa: OutboundSa; readonly at: number }[];
   /** Spare INITs in flight. */
@@ -68,12 +68,7 @@ export class OutboundSpares {
 
   /** How many more spare INITs to send to `peer` now (counted as asking). */
   wanted(peerHost: string, peer: number, now: number): number {
-    let pool = this.pools.get(peer);
-    if (!pool || pool.host !== peerHost) {
-      if (pool) this.drop(pool);
-      pool = { host: peerHost, sas: [], asking: 0, quietUntil: 0 };
-      this.pools.set(peer, pool);
-    }
+    const pool = this.poolOf(peerHost, peer);
     if (now < pool.quietUntil) return 0;
     const n = Math.max(0, this.target - pool.sas.length - pool.asking);
     pool.asking += n;
@@ -120,19 +115,24 @@ export class OutboundSpares {
 
   /** Spares another process negotiated (handover): into their peers' pools. */
   adopt(peerHost: string, peer: number, sa: OutboundSa, at: number): void {
-    let pool = this.pools.get(peer);
-    if (!pool || pool.host !== peerHost) {
-      if (pool) this.drop(pool);
-      pool = { host: peerHost, sas: [], asking: 0, quietUntil: 0 };
-      this.pools.set(peer, pool);
-    }
-    pool.sas.push({ sa, at });
+    this.poolOf(peerHost, peer).sas.push({ sa, at });
   }
 
   /** Discard the spares with `peer` (its own may be gone); the next new pair asks for more. */
   forget(peer: number): void {
     const pool = this.pools.get(peer);
     if (pool) this.drop(pool);
+  }
+
+  /** The pool of `peerHost` at `peer`, new if there is none or the address now names another host (whose spares go). */
+  private poolOf(peerHost: string, peer: number): Pool {
+    let pool = this.pools.get(peer);
+    if (!pool || pool.host !== peerHost) {
+      if (pool) this.drop(pool);
+      pool = { host: peerHost, sas: [], asking: 0, quietUntil: 0 };
+      this.pools.set(peer, pool);
+    }
+    return pool;
   }
 
   private expire(pool: Pool, now: number): void {
