@@ -10,44 +10,13 @@ import { KX_ANSWER, KX_INIT, NotifyReason, decodeAnswer, encodeAnswer, encodeIni
 import { Drop } from '../src/base/drops.js';
 import { NodeEspCipher } from '../src/esp/esp-cipher.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
-import { DEFAULT_KX, type KxTransport } from '../src/switch/key-exchange.js';
-import { MemoryHub } from '../src/switch/transports.js';
+import { DEFAULT_KX } from '../src/switch/key-exchange.js';
+import { TestHub } from './test-hub.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 
 const H1 = 0x0a4d0001;
 const H2 = 0x0a4d0002;
 const FAST = { retryMs: 20, tries: 4 };
-
-/** A hub whose messages can be dropped, held back or forged. */
-class TestHub extends MemoryHub {
-  /** Return 'drop' to lose a message, 'hold' to keep it until release(). */
-  decide: (msg: Buffer, from: number, to: number) => 'pass' | 'drop' | 'hold' = () => 'pass';
-  readonly held: (() => void)[] = [];
-  readonly sent: { type: number; from: number; to: number }[] = [];
-
-  override transport(address: number): KxTransport {
-    const inner = super.transport(address);
-    return {
-      ...inner,
-      send: (msg, to) => {
-        this.sent.push({ type: msg[0], from: address, to });
-        const d = this.decide(msg, address, to);
-        if (d === 'drop') return;
-        if (d === 'hold') this.held.push(() => inner.send(msg, to));
-        else inner.send(msg, to);
-      },
-    };
-  }
-
-  release(): void {
-    for (const f of this.held.splice(0)) f();
-  }
-
-  /** Deliver a message as if `from` had sent it. */
-  inject(from: number, to: number, msg: Buffer): void {
-    super.transport(from).send(msg, to);
-  }
-}
 
 /** Poll until `cond` holds (each turn of the event loop, up to `ms`); fail with `what` otherwise. */
 async function until(cond: () => boolean, what: string, ms = 2000): Promise<void> {

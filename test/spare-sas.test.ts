@@ -12,37 +12,16 @@ import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
 import { PROTO_ESP } from '../src/wire/ipv6.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import { SPARE_TTL_MS, MAX_SPARES_FROM_PEER } from '../src/switch/spares.js';
-import { MemoryHub } from '../src/switch/transports.js';
+import { TestHub } from './test-hub.js';
 import { explainSender } from '../src/switch/explain.js';
-import type { KxTransport } from '../src/switch/key-exchange.js';
 import { echoFrame, frames, openOffline, type Offline } from './offline-fixture.js';
 
 const H1 = 0x0a4d0001;
 const H2 = 0x0a4d0002;
 
-/** A hub that records what passes. */
-class RecordingHub extends MemoryHub {
-  readonly sent: { msg: Buffer; from: number; to: number }[] = [];
-
-  override transport(address: number): KxTransport {
-    const inner = super.transport(address);
-    return {
-      ...inner,
-      send: (msg, to) => {
-        this.sent.push({ msg, from: address, to });
-        inner.send(msg, to);
-      },
-    };
-  }
-
-  /** INITs `from` sent that name a pair (not a spare's). */
-  pairInits(from: number): number {
-    return this.sent.filter((m) => m.from === from && m.msg[0] === KX_INIT && !decodeInit(m.msg).src.equals(Buffer.alloc(16))).length;
-  }
-
-  inject(from: number, to: number, msg: Buffer): void {
-    super.transport(from).send(msg, to);
-  }
+/** INITs `from` sent through `hub` that name a pair (not a spare's). */
+function pairInits(hub: TestHub, from: number): number {
+  return hub.sent.filter((m) => m.from === from && m.type === KX_INIT && !decodeInit(m.msg).src.equals(Buffer.alloc(16))).length;
 }
 
 async function ping(o: Offline, from: string, to: string, seq = 1): Promise<void> {
@@ -50,8 +29,8 @@ async function ping(o: Offline, from: string, to: string, seq = 1): Promise<void
 }
 
 /** Two hosts with 2 spares each way, web1 -> web2 plugged (by INIT: the first contact) and the spares made. */
-async function warmed(opts: { clock?: { now(): number }; cipher?: NodeEspCipher } = {}): Promise<{ o: Offline; hub: RecordingHub }> {
-  const hub = new RecordingHub();
+async function warmed(opts: { clock?: { now(): number }; cipher?: NodeEspCipher } = {}): Promise<{ o: Offline; hub: TestHub }> {
+  const hub = new TestHub();
   const o = await openOffline({ hub, spares: 2, prefetchReplies: false, clock: opts.clock, cipher: opts.cipher });
   await ping(o, 'web1', 'web2');
   const h1 = o.off.hosts.get('h1')!;
@@ -64,11 +43,11 @@ async function warmed(opts: { clock?: { now(): number }; cipher?: NodeEspCipher 
 test("a new pair's first packet leaves on a spare: no INIT for it, and the peer binds the spare once the pair passed its checks", async () => {
   const { o, hub } = await warmed();
   const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
-  const inits = hub.pairInits(H1);
+  const inits = pairInits(hub, H1);
   const delivered = h2.ingress.counters.delivered;
   await ping(o, 'web3', 'web2');
   assert.is(h2.ingress.counters.delivered, delivered + 1, 'delivered to web2');
-  assert.is(hub.pairInits(H1), inits, 'no INIT for web3 -> web2');
+  assert.is(pairInits(hub, H1), inits, 'no INIT for web3 -> web2');
   assert.is(h1.kx.counters.sparesUsed, 1);
   assert.is(h2.spareBinder.counts.bound, 1);
   const cable = [...h1.egressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
@@ -99,9 +78,9 @@ test('refused by the peer (its VM is gone): the spare goes, the packet counts as
   assert.is(before.filter((spi) => h2.spares.has(spi)).length, 1, 'the refused spare is gone');
   assert.is(h1.kx.spares.ready, 2, 'h1 dropped its other spare (it cannot tell a refusal from a restart of h2) and asked for two more');
   assert.ok(h2.spares.size >= 3 && h2.spares.size <= 4, `h2 keeps those h1 dropped (1 or 2, as the refill raced the NOTIFY) until they expire: ${h2.spares.size}`);
-  const inits = hub.pairInits(H1);
+  const inits = pairInits(hub, H1);
   await ping(o, 'web1', 'db1', 2);
-  assert.is(hub.pairInits(H1), inits + 1, 'the next packet asked by INIT, not on a spare');
+  assert.is(pairInits(hub, H1), inits + 1, 'the next packet asked by INIT, not on a spare');
   assert.is(h1.kx.counters.sparesUsed, 1);
   assert.is(h2.kx.counters.refusals[Drop.InnerUnknownDestination], 2);
   const cable = [...h1.egressCables.all()].find((c) => c.dstText === db1.identityText)!;
@@ -144,7 +123,7 @@ test("a packet on a spare's SPI that does not open with its key is dropped and t
 });
 
 test("a spare taken for a reply's cable that goes before the reply (flushed) returns to its pool: its peer never bound it", async () => {
-  const hub = new RecordingHub();
+  const hub = new TestHub();
   const o = await openOffline({ hub, spares: 2 }); // replies' cables plugged ahead
   const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
   await ping(o, 'web1', 'web2'); // first contact both ways: by INIT, spares asked for
@@ -170,11 +149,11 @@ test("both hosts hand over to new processes: the spares come along, and a new pa
   const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
   assert.is(h1.kx.spares.ready, 2, "h1's new process can send on both");
   assert.equal(h2.spares.all().map((s) => s.spi).sort(), spis, "h2's new process keeps the same ones");
-  const inits = hub.pairInits(H1);
+  const inits = pairInits(hub, H1);
   const delivered = h2.ingress.counters.delivered;
   await ping(o, 'web3', 'web2');
   assert.is(h2.ingress.counters.delivered, delivered + 1);
-  assert.is(hub.pairInits(H1), inits, 'no INIT');
+  assert.is(pairInits(hub, H1), inits, 'no INIT');
   assert.is(h2.spareBinder.counts.bound, 1);
   o.off.close();
 });
@@ -187,10 +166,10 @@ test('a peer that lost its spares (restarted without handing them over): the fir
   await ping(o, 'web3', 'web2');
   assert.is(h1.kx.counters.sparesRejected, 1, 'h2 said the SPI is unknown');
   assert.is(h1.kx.spares.ready, 2, 'the other stale spare went too; two new ones came');
-  const inits = hub.pairInits(H1);
+  const inits = pairInits(hub, H1);
   const delivered = h2.ingress.counters.delivered;
   await ping(o, 'web3', 'web2', 2);
-  assert.is(hub.pairInits(H1), inits + 1, 'the pair asked by INIT');
+  assert.is(pairInits(hub, H1), inits + 1, 'the pair asked by INIT');
   await ping(o, 'web1', 'db1');
   assert.is(h2.ingress.counters.delivered, delivered + 2, 'both delivered');
   assert.is(h2.spareBinder.counts.bound, 1, 'the other pair on a fresh spare');
@@ -245,12 +224,12 @@ test(`a host keeps at most ${MAX_SPARES_FROM_PEER} unbound spares from one peer;
 });
 
 test('spares off (switch.esp.spares: 0): every new pair asks by INIT, and the responder keeps no spares', async () => {
-  const hub = new RecordingHub();
+  const hub = new TestHub();
   const o = await openOffline({ hub, prefetchReplies: false, cipher: new NodeEspCipher(), spares: 0 });
   assert.is(o.config.switch.esp.spares, 2, 'on in the shipped config (this test turns them off)');
   await ping(o, 'web1', 'web2');
   await ping(o, 'web3', 'web2');
-  assert.is(hub.pairInits(H1), 2);
+  assert.is(pairInits(hub, H1), 2);
   assert.is(o.off.hosts.get('h1')!.kx.counters.sparesAsked, 0);
   assert.is(o.off.hosts.get('h2')!.spares.size, 0);
   o.off.close();
