@@ -34,7 +34,8 @@
 // shipped config; 0: none, every first packet waits for an INIT and its ANSWER): the first
 // datagram leaves on one, and h2 checks the pair on it (no INIT, no ANSWER). The flush forgets
 // cables and SAs, not spares (they belong to no pair). With spares, --hops has three hops: h1
-// to its ESP packet, the wire, h2 to web2's frame (no INIT, no ANSWER).
+// to its ESP packet, the wire, h2 to web2's frame (no INIT, no ANSWER); and when h1 left
+// its bind-ahead probe on the wire before that ESP packet, when it did (from web1's frame).
 
 import { spawn } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
@@ -56,7 +57,9 @@ const PORT = 7100;
 /** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
 const INIT_SRC = 20;
 const HOPS = ['h1 to INIT', 'INIT on the wire', 'h2 answers', 'ANSWER on the wire', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
-const SPARE_HOPS = ['h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
+const SPARE_HOPS = ['h1 to its probe', 'h1 to ESP', 'ESP on the wire', 'h2 delivers', 'in all'] as const;
+/** IPv4 length of a bind-ahead probe (src/switch/bind-probe.ts): 20 + ESP 16 + an IPv6 header padded to 44 + ICV 16, shorter than any ESP packet with a datagram inside. */
+const PROBE_LEN = 96;
 const lab = new BenchLab('first-packet');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -190,12 +193,12 @@ function datagrams(file: string): Map<number, number> {
   return out;
 }
 
-/** On an underlay capture: web1 -> web2's INITs and h2's ANSWERs, and the ESP packets, each by direction (sent by `from`), times (s) in order. */
-function underlay(file: string, from: string, web1: Buffer): { init: number[]; answer: number[]; esp: number[] } {
-  const r = { init: [] as number[], answer: [] as number[], esp: [] as number[] };
-  for (const [t, src, proto, payload] of fields(file, 'esp || udp', ['frame.time_epoch', 'ip.src', 'ip.proto', 'udp.payload'])) {
+/** On an underlay capture: web1 -> web2's INITs and h2's ANSWERs, the bind-ahead probes and the other ESP packets, each by direction (sent by `from`), times (s) in order. */
+function underlay(file: string, from: string, web1: Buffer): { init: number[]; answer: number[]; probe: number[]; esp: number[] } {
+  const r = { init: [] as number[], answer: [] as number[], probe: [] as number[], esp: [] as number[] };
+  for (const [t, src, proto, len, payload] of fields(file, 'esp || udp', ['frame.time_epoch', 'ip.src', 'ip.proto', 'ip.len', 'udp.payload'])) {
     if (src !== from) continue;
-    if (proto === '50') r.esp.push(Number(t));
+    if (proto === '50') (Number(len) === PROBE_LEN ? r.probe : r.esp).push(Number(t));
     else {
       const m = hexBytes(payload);
       if (m[0] === KX_INIT && m.subarray(INIT_SRC, INIT_SRC + 16).equals(web1)) r.init.push(Number(t));
@@ -227,7 +230,9 @@ function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: numbe
       const t1 = after(out1.esp, t0);
       const t2 = t1 === undefined ? undefined : after(in2.esp, t1);
       if (t2 === undefined || t2 > t7) continue;
-      [t1! - t0, t2 - t1!, t7 - t2, t7 - t0].forEach((d, i) => hops.get(SPARE_HOPS[i])!.push(d * 1e6));
+      const probe = after(out1.probe, t0);
+      if (probe !== undefined && probe < t1!) hops.get('h1 to its probe')!.push((probe - t0) * 1e6);
+      [t1! - t0, t2 - t1!, t7 - t2, t7 - t0].forEach((d, i) => hops.get(SPARE_HOPS[i + 1])!.push(d * 1e6));
       matched++;
       continue;
     }
@@ -245,5 +250,5 @@ function hopsReport(c: CloudConfig, file: (name: string) => string, pairs: numbe
   }
   if (matched < pairs / 2) throw new Error(`--hops: only ${matched} of ${pairs} first datagrams found with their ${onSpares ? '' : 'INIT, ANSWER and '}ESP packet in the captures`);
   return `  hop by hop (${matched} of ${pairs} first datagrams found in all four captures${onSpares ? ', each on a spare SA' : ''}):\n` +
-    names.map((h) => `    ${h.padEnd(19)} ${quantilesUs(hops.get(h)!)}`).join('\n') + '\n';
+    names.filter((h) => hops.get(h)!.length > 0).map((h) => `    ${h.padEnd(19)} ${quantilesUs(hops.get(h)!)}${h === 'h1 to its probe' ? ` (${hops.get(h)!.length} probes)` : ''}`).join('\n') + '\n';
 }

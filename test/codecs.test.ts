@@ -9,7 +9,7 @@ import { IPV4_HLEN, Ipv4Parse, makeOuterTemplate, parseIpv4, writeOuter } from '
 import { formatIpv4, parseIpv4Address } from '../src/base/address.js';
 import { Ipv6Parse, parseIpv6, PROTO_TCP, PROTO_UDP } from '../src/wire/ipv6.js';
 import { formatIpv6, parseIpv6Address } from '../src/base/address.js';
-import { espLength, espMaxPayload, espPadLength, readEspTrailer, writeEspTrailer } from '../src/wire/esp.js';
+import { ESP_DUMMY, ESP_NEXT_HEADER_DUMMY, espLength, espMaxPayload, espPadLength, readEspTrailer, writeEspTrailer } from '../src/wire/esp.js';
 import { PcapReader, PcapWriter, LINKTYPE_RAW } from '../src/io/pcap.js';
 
 test('IPv6 text parses and formats canonically (RFC 5952)', () => {
@@ -120,6 +120,7 @@ test('ESP padding makes payload + 2 a multiple of 4 and the trailer reads back',
   buf[5] = 1;
   buf[end - 1] = 4;
   assert.is(readEspTrailer(buf, 0, end), -2);
+  assert.is(readEspTrailer(buf, 0, writeEspTrailer(buf, 5, 5, ESP_NEXT_HEADER_DUMMY)), ESP_DUMMY); // a dummy packet (RFC 4303 2.6)
 });
 
 test('the guest MTU on a 1500-byte underlay is 1446: the largest that fits ESP + IPv4', () => {

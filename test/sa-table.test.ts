@@ -313,7 +313,7 @@ test("a rekey's new SA goes to the pair's cable when it still goes to the same p
   ports.add({ name: 'web1', tenant: 'blue', mac: Buffer.alloc(6), identity: id(1), identityText: '::1', mtu: 1400 });
   const asked: SaRequest[] = [];
   let answer!: (r: SaResult) => void;
-  const kx = { establish: (req: SaRequest) => (asked.push(req), new Promise<SaResult>((r) => (answer = r))), discard: () => {}, hasSpare: () => false };
+  const kx = { establish: (req: SaRequest) => (asked.push(req), new Promise<SaResult>((r) => (answer = r))), discard: () => {}, hasSpare: () => false, takeSpare: () => undefined };
   const rekeyer = new Rekeyer(ports, egressCache, kx, cipher, new MemoryLogger(), (c, old) => table.rekeyed(c, old));
   const plug = (peer: number, spi: number): Cable => {
     const c = egress(5, peer, new OutboundSa(spi, key(), 0, LIMITS));

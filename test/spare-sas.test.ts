@@ -1,6 +1,7 @@
 // Spare SAs (issue 13, the first packet): keyed between two hosts ahead of any pair, taken by
-// a new pair's first packet, bound by the receiving host only once that packet opened with
-// the spare's key and its pair passed Algorithm 2 there.
+// a new pair's miss, bound by the receiving host only once the first packet on it (the
+// bind-ahead probe, or the pair's own) opened with the spare's key and its pair passed
+// Algorithm 2 there.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -11,6 +12,7 @@ import { Batch, UNDERLAY_OFFSET } from '../src/dataplane/batch.js';
 import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
 import { PROTO_ESP } from '../src/wire/ipv6.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
+import { BindProbe } from '../src/switch/bind-probe.js';
 import { SPARE_TTL_MS, MAX_SPARES_FROM_PEER } from '../src/switch/spares.js';
 import { TestHub } from './test-hub.js';
 import { explainSender } from '../src/switch/explain.js';
@@ -50,6 +52,7 @@ test("a new pair's first packet leaves on a spare: no INIT for it, and the peer 
   assert.is(pairInits(hub, H1), inits, 'no INIT for web3 -> web2');
   assert.is(h1.kx.counters.sparesUsed, 1);
   assert.is(h2.spareBinder.counts.bound, 1);
+  assert.is(h1.probes.sent, 0, "web2's binding, verified before, is checked in microseconds: no probe");
   const cable = [...h1.egressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
   const inbound = [...h2.ingressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
   assert.ok(cable.sa && inbound && h2.sas.inboundOf(inbound)?.spi === cable.sa.spi, "h2's cable for the pair holds the spare's SPI as its inbound SA");
@@ -122,22 +125,35 @@ test("a packet on a spare's SPI that does not open with its key is dropped and t
   o.off.close();
 });
 
-test("a spare taken for a reply's cable that goes before the reply (flushed) returns to its pool: its peer never bound it", async () => {
-  const hub = new TestHub();
-  const o = await openOffline({ hub, spares: 2 }); // replies' cables plugged ahead
+test("the bind-ahead probe, where the sender verifies the destination's binding afresh: sent before the pair's packet, consumed by the peer, which binds the spare on it; a dummy on a bound SA is consumed once, a replay of it refused", async () => {
+  const cipher = new NodeEspCipher(); // both hosts' keys
+  const { o } = await warmed({ cipher });
   const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
-  await ping(o, 'web1', 'web2'); // first contact both ways: by INIT, spares asked for
-  assert.is(h2.kx.spares.ready, 2);
+  const consumed = h2.ingress.counters.consumed;
+  assert.ok(o.off.verifiers.get('h1')!.forgetVerified() > 0, 'h1 forgot the bindings it verified');
   await ping(o, 'web3', 'web2');
-  assert.is(h2.kx.counters.sparesUsed, 1, "h2 plugged web2 -> web3 (the reply's cable) on a spare");
-  assert.is(h2.kx.spares.ready, 2, 'and asked for one more');
-  const keptAtH1 = h1.spares.size;
-  h2.flushCables();
-  assert.is(h2.kx.spares.ready, 3, 'the unused spare went back');
-  assert.is(h1.spares.size, keptAtH1, 'h1 still keeps it unbound');
-  await ping(o, 'web2', 'web3', 5);
-  assert.is(h1.spareBinder.counts.bound, 1, 'a later pair binds it');
-  assert.is(h1.ingress.counters.delivered, 1);
+  assert.is(h1.probes.sent, 1);
+  assert.is(h2.spareBinder.counts.probes, 1, 'the first packet on the spare was the probe');
+  assert.is(h2.spareBinder.counts.bound, 1);
+  assert.is(h2.ingress.counters.consumed, consumed + 1, 'consumed, not delivered');
+  assert.is(h2.ingress.counters.delivered, 2, "web1's first ping and web3's: the probe reached no VM");
+  // A dummy on the bound SA, as h1 would send it: consumed, its number in the replay window.
+  const web3 = o.config.vms.get('web3')!;
+  const cable = [...h1.egressCables.all()].find((c) => c.srcText === web3.identityText)!;
+  let captured: Buffer | undefined;
+  const probe = new BindProbe(cipher, () => ({ send: (b, idx) => ((captured = Buffer.from(b.view(idx[0]))), 1) }));
+  assert.ok(probe.send(cable.sa!, makeOuterTemplate(H1, H2, PROTO_ESP), H2, cable.src, cable.dst));
+  const again = (): void => {
+    const b = new Batch();
+    b.push(captured!, UNDERLAY_OFFSET, -1, 0);
+    h2.runIngress(b);
+  };
+  const replays = h2.ingress.counters.drops[Drop.EspReplay];
+  again();
+  assert.is(h2.ingress.counters.consumed, consumed + 2, 'a dummy on a bound SA is consumed');
+  again();
+  assert.is(h2.ingress.counters.drops[Drop.EspReplay], replays + 1, 'the same dummy again is a replay');
+  assert.is(h2.ingress.counters.delivered, 2);
   o.off.close();
 });
 

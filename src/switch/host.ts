@@ -20,11 +20,12 @@ import { Upcall, type HeldPacket } from '../dataplane/upcall.js';
 import { PortTable } from '../dataplane/port-table.js';
 import type { VmPort } from '../dataplane/vm-port.js';
 import type { EspCipher } from '../esp/esp-cipher.js';
-import { DEFAULT_HARD_SEQ, type SaLimits } from '../esp/sa.js';
+import { DEFAULT_HARD_SEQ, type OutboundSa, type SaLimits } from '../esp/sa.js';
 import type { Policy } from '../policy/decision.js';
 import { BindingLookup, type BindingSource } from './binding-lookup.js';
 import { CableMaker } from './cable-maker.js';
 import type { BindingVerifierLike, HostView } from './host-view.js';
+import { BindProbe } from './bind-probe.js';
 import { DEFAULT_KX, KeyExchangeEngine, type EspKeyExport, type HostAuthority, type InboundInstaller, type KxTiming, type KxTransport } from './key-exchange.js';
 import { Receiver } from './receiver.js';
 import { Reevaluator } from './reevaluate.js';
@@ -114,6 +115,9 @@ export class Host implements HostView {
   readonly egress: Pipeline;
   readonly ingress: Pipeline;
   private readonly tx: TxFanout;
+  /** The underlay sink attach() gave, for the bind-ahead probes. */
+  private underlay: PacketSink | undefined;
+  readonly probes: BindProbe;
   private readonly reinjectBatch = new Batch();
   private readonly activations = new Map<number, Promise<unknown>>();
   /** Cables freed by sweep() after their lifetime ended. */
@@ -153,7 +157,6 @@ export class Host implements HostView {
       { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys, shard: parts.shard, spares: parts.spares ?? sw.esp.spares },
       clock, parts.random ?? systemRandom,
     );
-    this.sas.reclaim = (sa) => this.kx.reclaim(sa);
     this.spares = new InboundSpares((key) => cipher.removeKey(key));
     this.spareBinder = new SpareBinder(this.spares, cipher, { perSpare: sw.upcall.queuePerCable, total: sw.upcall.queueTotal }, {
       accept: (req) => this.receiver.accept(req),
@@ -163,6 +166,7 @@ export class Host implements HostView {
       refused: (drop) => this.kx.counters.refusals[drop]++,
       bug: (err) => log.error('spare-bug', { error: String(err) }),
     });
+    this.probes = new BindProbe(cipher, () => this.underlay);
     this.sender = new Sender(this, this.lookup, parts.verifier, policy, this.kx, maker, clock);
     this.rekeyer = new Rekeyer(this.ports, this.egressCables, this.kx, cipher, log, (c, old) => this.sas.rekeyed(c, old));
     this.upcall = new Upcall(
@@ -198,6 +202,7 @@ export class Host implements HostView {
 
   /** Where packets go out: the underlay, and the ports there are now (by index). */
   attach(underlay: PacketSink, ports: readonly PacketSink[]): void {
+    this.underlay = underlay;
     this.tx.setUnderlay(underlay);
     ports.forEach((sink, index) => this.tx.setPort(index, sink));
   }
@@ -208,6 +213,10 @@ export class Host implements HostView {
 
   owns(id: Uint8Array): boolean {
     return owns(this.parts.shard, id);
+  }
+
+  probe(sa: OutboundSa, outer: Uint8Array, peer: number, src: Uint8Array, dst: Uint8Array): boolean {
+    return this.probes.send(sa, outer, peer, src, dst);
   }
 
   /** Port `index` sends through `sink`. */

@@ -54,6 +54,8 @@ export interface KeyExchange {
   discard(sa: OutboundSa): void;
   /** A new pair's request to `peerHost` at `peer` would take a spare now (no round trip to overlap). */
   hasSpare(peerHost: string, peer: number): boolean;
+  /** A spare SA for the new pair `req`, taken now; undefined when none is ready (establish() then asks by INIT). */
+  takeSpare(req: SaRequest, trace?: Trace): OutboundSa | undefined;
 }
 
 /** How handshake messages travel: UDP between hosts, or memory in an offline replay. */
@@ -196,7 +198,7 @@ export class KeyExchangeEngine implements KeyExchange {
   readonly spares: OutboundSpares;
   /**
    * Spares new pairs took in the last minute, by SPI: the SA, its pair, its peer and when it was
-   * made, for a NOTIFY that says the peer refused it and to take back one never sent on. Bounded:
+   * made, for a NOTIFY that says the peer refused it. Bounded:
    * nothing of it stays with a pair's SA for the SA's life.
    */
   private readonly sparesTaken: LRUCache<number, { readonly sa: OutboundSa; readonly pair: string; readonly to: Peer; readonly at: number }>;
@@ -229,20 +231,23 @@ export class KeyExchangeEngine implements KeyExchange {
 
   establish(req: SaRequest, trace?: Trace): Promise<SaResult> {
     if (this.closed) return Promise.resolve({ ok: false, drop: Drop.SaNegotiationFailed, detail: 'key exchange closed' });
+    const sa = this.takeSpare(req, trace);
+    if (sa) return Promise.resolve({ ok: true, sa });
+    return this.start({ host: req.peerHost, address: req.peerAddress }, { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) }, trace);
+  }
+
+  takeSpare(req: SaRequest, trace?: Trace): OutboundSa | undefined {
+    if (this.closed || !req.spare || this.spares.target === 0) return undefined;
     const to = { host: req.peerHost, address: req.peerAddress };
-    if (req.spare && this.spares.target > 0) {
-      const pair = `${req.srcPort.identityText} ${req.dst}`;
-      const spare = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
-      setImmediate(() => this.keepSpares(to)); // after this pair's packet (or INIT) has left: signing an INIT takes ~0.1 ms
-      if (spare) {
-        const { sa, at } = spare;
-        this.counters.sparesUsed++;
-        this.sparesTaken.set(sa.spi, { sa, pair, to, at });
-        trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
-        return Promise.resolve({ ok: true, sa });
-      }
-    }
-    return this.start(to, { src: req.srcPort.identity, dst: parseIpv6Address(req.dst) }, trace);
+    const pair = `${req.srcPort.identityText} ${req.dst}`;
+    const spare = this.noSpare.has(pair) ? undefined : this.spares.take(to.host, to.address, this.clock.now());
+    setImmediate(() => this.keepSpares(to)); // after this pair's packet (or INIT) has left: signing an INIT takes ~0.1 ms
+    if (!spare) return undefined;
+    const { sa, at } = spare;
+    this.counters.sparesUsed++;
+    this.sparesTaken.set(sa.spi, { sa, pair, to, at });
+    trace?.step('sa', `spare SA 0x${sa.spi.toString(16)} with ${to.host}, keyed ahead: ${to.host} checks the pair on its first packet`, 'ok');
+    return sa;
   }
 
   hasSpare(peerHost: string, peer: number): boolean {
@@ -282,18 +287,7 @@ export class KeyExchangeEngine implements KeyExchange {
   }
 
   discard(sa: OutboundSa): void {
-    if (!this.reclaim(sa)) this.cipher.removeKey(sa.key);
-  }
-
-  /**
-   * A spare a pair took goes back to its pool if the pair never sent on it (its cable went
-   * first: flushed, evicted, refused here after all): the peer never bound it. True: taken back.
-   */
-  reclaim(sa: OutboundSa): boolean {
-    const taken = this.sparesTaken.get(sa.spi);
-    if (taken === undefined || taken.sa !== sa || sa.seqLo !== 0 || sa.seqHi !== 0) return false;
-    this.sparesTaken.delete(sa.spi);
-    return this.spares.giveBack(taken.to.host, taken.to.address, sa, taken.at, this.clock.now());
+    this.cipher.removeKey(sa.key);
   }
 
   /**

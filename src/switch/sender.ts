@@ -158,7 +158,10 @@ export class Sender {
    * costs no more key exchanges than the verification rate allows). The INIT goes only to a
    * host whose certificate names the binding's address (step 9, done first): never to an
    * address a forged binding names. Resolves once the INIT has left, with the exchange's result.
-   * Not when a spare SA with DST's host is ready: step 6 then takes it without a round trip.
+   * With a spare SA ready and DST's binding to verify afresh, the pair takes the spare now and
+   * sends the bind-ahead probe on it (bind-probe.ts): DST's host checks the pair meanwhile, and
+   * nothing but the probe leaves before 2-5 pass. A binding verified before is checked in
+   * microseconds: then step 6 takes the spare, and DST's host checks the pair on its first packet.
    */
   private async startEarly(miss: Miss, rec: BindingRecord): Promise<Negotiation | undefined> {
     const { port, dstText, now, previous, opts } = miss;
@@ -170,11 +173,19 @@ export class Sender {
       return undefined;
     }
     if (peer === this.host.address || reusable(previous, peer)) return undefined; // this host's own address: plain, no key exchange
-    if (this.keys.hasSpare(rec.host, peer)) return undefined; // step 6 takes one at once: no round trip to overlap
+    if (this.verifier.verified(rec) && this.keys.hasSpare(rec.host, peer)) return undefined; // 2-5 take microseconds: no probe, step 6 takes the spare
     const d = this.policy().decide(port.identityText, dstText, now);
     if (d.drop !== Drop.None || !d.encrypt) return undefined;
+    const req = { srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer, spare: true };
+    // A spare's pool is that of the host authenticated at this address when the spare was keyed: step 9 holds already.
+    const spare = this.keys.takeSpare(req, opts.trace);
+    if (spare !== undefined) {
+      const sent = this.host.probe(spare, this.outerTemplate(peer, PROTO_ESP), peer, port.identity, miss.dst);
+      opts.trace?.step('sa', sent ? `bind-ahead probe on it: ${rec.host} checks the pair while this host does` : 'its bind-ahead probe did not leave', 'info');
+      return { result: Promise.resolve({ ok: true, sa: spare }) };
+    }
     if ((await this.verifier.hostKey(rec.host, rec.hostAddress)).drop !== Drop.None) return undefined;
-    return { result: this.keys.establish({ srcPort: port, dst: dstText, peerHost: rec.host, peerAddress: peer, spare: true }, opts.trace) };
+    return { result: this.keys.establish(req, opts.trace) };
   }
 
   /**

@@ -7,6 +7,8 @@
 // the SA opens them with its replay window as any packet of it. Refused, the spare and its key
 // go, and so do the packets, as packets on an unknown SPI (counted, and the initiator is told,
 // so that it asks by INIT and learns why).
+// The first packet may be a bind-ahead probe (bind-probe.ts): a dummy packet naming the pair,
+// sent before the initiator's own checks. It starts the same checks and is consumed.
 
 import { Next, type Batch } from '../dataplane/batch.js';
 import type { Cable } from '../dataplane/cable.js';
@@ -16,7 +18,7 @@ import { settle } from '../dataplane/stage.js';
 import { Drop } from '../base/drops.js';
 import { formatIpv6 } from '../base/address.js';
 import { EspJobs, type EspCipher } from '../esp/esp-cipher.js';
-import { ESP_HLEN, ESP_ICV_LEN, readEspTrailer } from '../wire/esp.js';
+import { ESP_DUMMY, ESP_HLEN, ESP_ICV_LEN, espPayloadLength, readEspTrailer } from '../wire/esp.js';
 import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../wire/ipv6.js';
 import type { AcceptRequest, AcceptResult } from './receiver.js';
 import type { InboundSpare, InboundSpares } from './spares.js';
@@ -28,7 +30,7 @@ export interface SpareBinderLimits {
 }
 
 export class SpareBinder implements SpareHold {
-  readonly counts = { held: 0, bound: 0, refused: 0 };
+  readonly counts = { held: 0, bound: 0, refused: 0, probes: 0 };
   /** Packets waiting now. */
   private queued = 0;
   /** Pairs being checked now. */
@@ -66,6 +68,11 @@ export class SpareBinder implements SpareHold {
       if (typeof pair === 'number') return pair;
       spare.held = [];
       this.check(spare, pair);
+      if (pair.probe) {
+        this.counts.probes++;
+        settle(b, i, Next.Consumed); // a replay of it is opened as a dummy on the SA once bound, then refused as a replay
+        return Drop.None;
+      }
     } else if (spare.held.length >= this.limits.perSpare || this.queued >= this.limits.total) {
       return Drop.UpcallQueueFull;
     }
@@ -76,8 +83,8 @@ export class SpareBinder implements SpareHold {
     return Drop.None;
   }
 
-  /** Open a copy of packet i with the spare's key: its inner pair, or why it does not count. */
-  private open(b: Batch, i: number, spare: InboundSpare): { src: string; dst: string } | Drop {
+  /** Open a copy of packet i with the spare's key: its inner pair (the probe's: bind-probe.ts), or why it does not count. */
+  private open(b: Batch, i: number, spare: InboundSpare): { src: string; dst: string; probe: boolean } | Drop {
     const esp = b.l3[i];
     const len = b.start[i] + b.len[i] - esp;
     const text = len - ESP_HLEN - ESP_ICV_LEN;
@@ -87,13 +94,15 @@ export class SpareBinder implements SpareHold {
     this.jobs.add(spare.key, 0, text, 0, 0); // a spare's first packets: the sequence number's high half is 0
     this.cipher.open(this.scratch, this.jobs);
     if (this.jobs.ok[0] !== 1) return Drop.EspAuthFailed;
-    const payload = readEspTrailer(this.scratch, ESP_HLEN, ESP_HLEN + text);
+    const trailer = readEspTrailer(this.scratch, ESP_HLEN, ESP_HLEN + text);
+    const probe = trailer === ESP_DUMMY;
+    const payload = probe ? espPayloadLength(this.scratch, ESP_HLEN, ESP_HLEN + text) : trailer;
     if (payload < 0) return payload === -2 ? Drop.EspBadNextHeader : Drop.EspBadTrailer;
     if (payload < IPV6_HLEN) return Drop.Ipv6Truncated;
-    return { src: formatIpv6(this.scratch, ESP_HLEN + IPV6_OFF_SRC), dst: formatIpv6(this.scratch, ESP_HLEN + IPV6_OFF_DST) };
+    return { src: formatIpv6(this.scratch, ESP_HLEN + IPV6_OFF_SRC), dst: formatIpv6(this.scratch, ESP_HLEN + IPV6_OFF_DST), probe };
   }
 
-  private check(spare: InboundSpare, pair: { src: string; dst: string }): void {
+  private check(spare: InboundSpare, pair: { readonly src: string; readonly dst: string }): void {
     this.inFlight++;
     this.checks.accept({ initiatorHost: spare.peerHost, initiatorAddress: spare.peer, src: pair.src, dst: pair.dst }).then(
       (r) => {

@@ -169,8 +169,13 @@ export class BindingVerifier {
    * verified last for its identity, and the bucket is empty). Takes no token.
    */
   mayVerify(record: BindingRecord): boolean {
+    return this.verified(record) || this.bucket.has(this.clock.now());
+  }
+
+  /** True when `record` is the binding verified last for its identity: verify() checks it without a signature. */
+  verified(record: BindingRecord): boolean {
     const entry = typeof record.identity === 'string' ? this.bindings.peek(record.identity) : undefined;
-    return (entry !== undefined && sameRecord(entry.record, record)) || this.bucket.has(this.clock.now());
+    return entry !== undefined && sameRecord(entry.record, record);
   }
 
   /** Drop.None when the binding may be used, else the one reason it may not (see the list above). */

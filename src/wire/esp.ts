@@ -18,6 +18,10 @@ export const ESP_HLEN = 16; // SPI + sequence + IV
 export const ESP_ICV_LEN = 16;
 export const ESP_SALT_LEN = 4;
 export const ESP_NEXT_HEADER_IPV6 = 41;
+/** A dummy packet (RFC 4303 2.6): the receiver discards it. Ours name a pair on a spare SA (src/switch/bind-probe.ts). */
+export const ESP_NEXT_HEADER_DUMMY = 59;
+/** readEspTrailer's answer for a dummy packet. */
+export const ESP_DUMMY = -3;
 
 /** Bytes of padding so that (payload + pad + 2) is a multiple of 4 (RFC 4303 2.4). */
 export function espPadLength(payloadLen: number): number {
@@ -40,25 +44,31 @@ export function espMaxPayload(room: number): number {
 }
 
 /** Write padding, pad length and next header after a payload ending at `end`; returns the new end. */
-export function writeEspTrailer(buf: Uint8Array, end: number, payloadLen: number): number {
+export function writeEspTrailer(buf: Uint8Array, end: number, payloadLen: number, nextHeader = ESP_NEXT_HEADER_IPV6): number {
   const pad = espPadLength(payloadLen);
   for (let k = 1; k <= pad; k++) buf[end++] = k;
   buf[end++] = pad;
-  buf[end++] = ESP_NEXT_HEADER_IPV6;
+  buf[end++] = nextHeader;
   return end;
 }
 
 /**
  * Check the decrypted trailer of a plaintext ending at `end`: padding 1,2,3.. (RFC 4303 2.4)
- * and next header. Returns the payload length, or -1 for a bad trailer, -2 for a next header
- * other than IPv6.
+ * and next header. Returns the payload length, or -1 for a bad trailer, ESP_DUMMY for a dummy
+ * packet (next header 59), -2 for any other next header than IPv6.
  */
 export function readEspTrailer(buf: Uint8Array, start: number, end: number): number {
+  const payloadLen = espPayloadLength(buf, start, end);
+  if (payloadLen < 0 || buf[end - 1] === ESP_NEXT_HEADER_IPV6) return payloadLen;
+  return buf[end - 1] === ESP_NEXT_HEADER_DUMMY ? ESP_DUMMY : -2;
+}
+
+/** The payload length of a decrypted plaintext whose padding is valid, whatever its next header; else -1. */
+export function espPayloadLength(buf: Uint8Array, start: number, end: number): number {
   if (end - start < 2) return -1;
   const pad = buf[end - 2];
   const payloadLen = end - start - 2 - pad;
   if (payloadLen < 0) return -1;
   for (let k = 1; k <= pad; k++) if (buf[start + payloadLen + k - 1] !== k) return -1;
-  if (buf[end - 1] !== ESP_NEXT_HEADER_IPV6) return -2;
   return payloadLen;
 }

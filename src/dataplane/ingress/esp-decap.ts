@@ -5,7 +5,8 @@
 // for identities it does not host). Only a packet that passed all of it moves the window,
 // in packet order, so a duplicate inside one batch is still caught.
 // A packet on an SPI no SA has may be on a spare's (src/switch/spares.ts): the SpareHold
-// keeps it while its pair is checked, or names why it drops.
+// keeps it while its pair is checked, or names why it drops. A dummy packet (RFC 4303 2.6:
+// next header 59) that passed every check is consumed, its number taken into the window.
 
 import { BATCH_MAX, Next, PacketFlag, type Batch } from '../batch.js';
 import { Drop } from '../../base/drops.js';
@@ -13,13 +14,13 @@ import { reached, tickOf } from '../../base/ticks.js';
 import { readU32 } from '../../wire/ipv4.js';
 import { IPV6_HLEN, IPV6_OFF_DST, IPV6_OFF_SRC } from '../../wire/ipv6.js';
 import type { CableSa } from '../cable.js';
-import { drop, type Stage } from '../stage.js';
-import { ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../wire/esp.js';
+import { drop, settle, type Stage } from '../stage.js';
+import { ESP_DUMMY, ESP_HLEN, ESP_ICV_LEN, ESP_OFF_SEQ, ESP_OFF_SPI, readEspTrailer } from '../../wire/esp.js';
 import { EspJobs, type EspCipher } from '../../esp/esp-cipher.js';
 import { ReplayCheck } from '../../esp/replay-window.js';
 import type { SpiLookup } from '../../esp/spi-table.js';
 
-/** Where packets on an SPI with no SA go: held (Drop.None, the packet settled as Held) or dropped for the reason returned. */
+/** Where packets on an SPI with no SA go: held or consumed (Drop.None, the packet settled) or dropped for the reason returned. */
 export interface SpareHold {
   hold(b: Batch, i: number, spi: number): Drop;
 }
@@ -33,7 +34,7 @@ export class EspDecap implements Stage {
     Drop.EspTruncated, Drop.EspUnknownSpi, Drop.EspWrongPeer, Drop.EspReplay, Drop.EspLeftOfWindow,
     Drop.EspAuthFailed, Drop.EspBadTrailer, Drop.EspBadNextHeader, Drop.Ipv6Truncated, Drop.InnerPairMismatch, Drop.UpcallQueueFull,
   ];
-  readonly outputs = [Next.Held];
+  readonly outputs = [Next.Held, Next.Consumed];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
   /** Each packet's SA, found in the first pass (undefined: none); emptied at the end of the passes. */
@@ -90,6 +91,10 @@ export class EspDecap implements Stage {
       }
       const inner = jobs.espOff[j] + ESP_HLEN;
       const payload = readEspTrailer(buf, inner, inner + jobs.ptLen[j]);
+      if (payload === ESP_DUMMY) {
+        this.dummy(b, i, sa, jobs.seqHi[j], this.seqLo[j]);
+        continue;
+      }
       if (payload < 0) {
         drop(b, i, payload === -2 ? Drop.EspBadNextHeader : Drop.EspBadTrailer);
         continue;
@@ -116,6 +121,16 @@ export class EspDecap implements Stage {
       b.len[i] = payload;
       b.ref[i] = sa.cable;
     }
+  }
+
+  /** Packet i is a genuine dummy on `sa`: its number counts as received (a replay of it is one), then it is consumed. */
+  private dummy(b: Batch, i: number, sa: CableSa, hi: number, lo: number): void {
+    if (sa.check(hi, lo) !== ReplayCheck.Ok) {
+      drop(b, i, Drop.EspReplay);
+      return;
+    }
+    sa.accept(hi, lo);
+    settle(b, i, Next.Consumed);
   }
 
   /** Packet i's SPI has no SA: a spare's, or unknown. */
