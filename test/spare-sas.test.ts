@@ -13,6 +13,8 @@ import { IPV4_HLEN, makeOuterTemplate, writeOuter } from '../src/wire/ipv4.js';
 import { PROTO_ESP } from '../src/wire/ipv6.js';
 import { hostPrivateKey } from '../src/switch/cloud.js';
 import { BindProbe } from '../src/switch/bind-probe.js';
+import { vmCredentials } from '../src/switch/host-keys.js';
+import { signBinding } from '../src/trust/binding.js';
 import { SPARE_TTL_MS, MAX_SPARES_FROM_PEER } from '../src/switch/spares.js';
 import { TestHub } from './test-hub.js';
 import { explainSender } from '../src/switch/explain.js';
@@ -154,6 +156,50 @@ test("the bind-ahead probe, where the sender verifies the destination's binding 
   again();
   assert.is(h2.ingress.counters.drops[Drop.EspReplay], replays + 1, 'the same dummy again is a replay');
   assert.is(h2.ingress.counters.delivered, 2);
+  o.off.close();
+});
+
+test("a probe for a pair its sender then refuses (the destination's new binding is signed by another key): the peer bound the spare on its own checks, and nothing but the probe left", async () => {
+  const { o } = await warmed();
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const store = o.off.cloud.store;
+  const web2 = o.config.vms.get('web2')!;
+  const prev = (await store.lookup(web2.identityText))!;
+  const { certificate } = vmCredentials(o.config, 'web2');
+  const now = Date.now();
+  await store.publish(signBinding({
+    identity: web2.identityText, tenant: web2.tenant, vm: 'web2', host: prev.host, hostAddress: prev.hostAddress, epoch: prev.epoch + 1,
+    notBefore: new Date(now - 60_000).toISOString(), notAfter: new Date(now + 86_400_000).toISOString(), certificate,
+  }, vmCredentials(o.config, 'web3').privateKey)); // not web2's key
+  const delivered = h2.ingress.counters.delivered;
+  await ping(o, 'web3', 'web2');
+  assert.is(h1.probes.sent, 1, 'the new binding was not verified yet: a probe');
+  assert.is(h2.spareBinder.counts.probes, 1);
+  assert.is(h2.spareBinder.counts.bound, 1, "h2's own checks (web3's binding, web2 here) passed");
+  const cable = [...h1.egressCables.all()].find((c) => c.srcText === o.config.vms.get('web3')!.identityText)!;
+  assert.ok(!cable.plugged && cable.sa === null, `h1 refused the pair itself: ${cable.rule}`);
+  assert.is(h1.egress.counters.underlay, 1, "only web1's first ping left h1 as ESP: the pair's packet did not");
+  assert.is(h2.ingress.counters.delivered, delivered, 'nothing reached web2');
+  o.off.close();
+});
+
+test("a spare taken for a reply's cable (no probe: its binding was just verified) that goes before the reply (flushed) returns to its pool: its peer never bound it", async () => {
+  const hub = new TestHub();
+  const o = await openOffline({ hub, spares: 2 }); // replies' cables plugged ahead
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  await ping(o, 'web1', 'web2'); // first contact both ways: by INIT, spares asked for
+  assert.is(h2.kx.spares.ready, 2);
+  await ping(o, 'web3', 'web2');
+  assert.is(h2.kx.counters.sparesUsed, 1, "h2 plugged web2 -> web3 (the reply's cable) on a spare");
+  assert.is(h2.probes.sent, 0, 'with no probe: h2 verified web3 for the pair it accepted');
+  assert.is(h2.kx.spares.ready, 2, 'and asked for one more');
+  const keptAtH1 = h1.spares.size;
+  h2.flushCables();
+  assert.is(h2.kx.spares.ready, 3, 'the unused spare went back');
+  assert.is(h1.spares.size, keptAtH1, 'h1 still keeps it unbound');
+  await ping(o, 'web2', 'web3', 5);
+  assert.is(h1.spareBinder.counts.bound, 1, 'a later pair binds it');
+  assert.is(h1.ingress.counters.delivered, 1);
   o.off.close();
 });
 

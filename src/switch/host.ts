@@ -157,6 +157,7 @@ export class Host implements HostView {
       { alg: sw.esp.cipher, limits, ...DEFAULT_KX, ...parts.kx, exportKeys: parts.exportKeys, shard: parts.shard, spares: parts.spares ?? sw.esp.spares },
       clock, parts.random ?? systemRandom,
     );
+    this.sas.reclaim = (sa) => this.kx.reclaim(sa);
     this.spares = new InboundSpares((key) => cipher.removeKey(key));
     this.spareBinder = new SpareBinder(this.spares, cipher, { perSpare: sw.upcall.queuePerCable, total: sw.upcall.queueTotal }, {
       accept: (req) => this.receiver.accept(req),

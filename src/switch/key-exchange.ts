@@ -198,7 +198,7 @@ export class KeyExchangeEngine implements KeyExchange {
   readonly spares: OutboundSpares;
   /**
    * Spares new pairs took in the last minute, by SPI: the SA, its pair, its peer and when it was
-   * made, for a NOTIFY that says the peer refused it. Bounded:
+   * made, for a NOTIFY that says the peer refused it and to take back one never sent on. Bounded:
    * nothing of it stays with a pair's SA for the SA's life.
    */
   private readonly sparesTaken: LRUCache<number, { readonly sa: OutboundSa; readonly pair: string; readonly to: Peer; readonly at: number }>;
@@ -287,7 +287,18 @@ export class KeyExchangeEngine implements KeyExchange {
   }
 
   discard(sa: OutboundSa): void {
-    this.cipher.removeKey(sa.key);
+    if (!this.reclaim(sa)) this.cipher.removeKey(sa.key);
+  }
+
+  /**
+   * A spare a pair took goes back to its pool if nothing was sent on it, not even a probe (its
+   * cable went first: flushed, evicted, refused here after all): the peer never bound it. True: taken back.
+   */
+  reclaim(sa: OutboundSa): boolean {
+    const taken = this.sparesTaken.get(sa.spi);
+    if (taken === undefined || taken.sa !== sa || sa.seqLo !== 0 || sa.seqHi !== 0) return false;
+    this.sparesTaken.delete(sa.spi);
+    return this.spares.giveBack(taken.to.host, taken.to.address, sa, taken.at, this.clock.now());
   }
 
   /**

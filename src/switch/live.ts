@@ -524,5 +524,6 @@ function kxSnapshot(h: Host): Record<string, unknown> {
     ...rest, refusals,
     sparesReady: h.kx.spares.ready, sparesKept: h.spares.size,
     sparesBound: bound.bound, sparesRefusedPairs: bound.refused, sparePacketsHeld: bound.held,
+    probesSent: h.probes.sent, probesFailed: h.probes.failed, probesReceived: bound.probes,
   };
 }

@@ -44,6 +44,8 @@ export class SaTable implements InboundInstaller {
   private current = 0;
   /** Egress cables with an SA, by the peer's address and the SPI it chose. */
   private readonly outbound = new Map<number, SpiTable<Cable>>();
+  /** Takes back an outbound SA that goes unused (a spare never sent on: key-exchange.ts); true: its key stays. */
+  reclaim: ((sa: OutboundSa) => boolean) | null = null;
 
   constructor(
     private readonly caches: { readonly egress: CableCache; readonly ingress: CableCache },
@@ -211,7 +213,7 @@ export class SaTable implements InboundInstaller {
 
   /** `sa`, carried by egress cable `c` (or one of its pair before it) to c's peer, is done: its key and its index entry go. */
   private dropOutbound(c: Cable, sa: OutboundSa): void {
-    this.cipher.removeKey(sa.key);
+    if (this.reclaim?.(sa) !== true) this.cipher.removeKey(sa.key);
     const t = this.outbound.get(c.peerAddr);
     const indexed = t?.get(sa.spi);
     // Only this SA's entry goes: one of this pair whose cable carries this SA, or by now another

@@ -54,6 +54,18 @@ export class OutboundSpares {
     return pool !== undefined && pool.host === peerHost && pool.sas.some((s) => now - s.at <= SPARE_TTL_MS);
   }
 
+  /**
+   * A spare taken and never sent on, back into its pool while in time (the pool may hold up to
+   * twice its target so: what its peer keeps unbound either way). False: its key is the caller's to free.
+   */
+  giveBack(peerHost: string, peer: number, sa: OutboundSa, at: number, now: number): boolean {
+    const pool = this.pools.get(peer);
+    if (!pool || pool.host !== peerHost || pool.sas.length >= 2 * this.target || now - at > SPARE_TTL_MS) return false;
+    pool.sas.push({ sa, at });
+    pool.sas.sort((x, y) => x.at - y.at);
+    return true;
+  }
+
   /** How many more spare INITs to send to `peer` now (counted as asking). */
   wanted(peerHost: string, peer: number, now: number): number {
     const pool = this.poolOf(peerHost, peer);
