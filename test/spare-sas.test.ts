@@ -93,6 +93,27 @@ test('refused by the peer (its VM is gone): the spare goes, the packet counts as
   o.off.close();
 });
 
+test('a probe whose pair the peer refuses: the spare goes there, the pair\'s packet that follows counts as on an unknown SPI, and the pair asks by INIT', async () => {
+  const { o, hub } = await warmed();
+  const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
+  const db1 = o.config.vms.get('db1')!;
+  h2.detachPort(db1.identityText); // h1 still finds db1 at h2 in the store
+  o.off.verifiers.get('h1')!.forgetVerified();
+  const unknown = h2.ingress.counters.drops[Drop.EspUnknownSpi];
+  await ping(o, 'web1', 'db1');
+  assert.is(h1.probes.sent, 1);
+  assert.is(h2.spareBinder.counts.probes, 1);
+  assert.is(h2.spareBinder.counts.refused, 1, 'h2 refused the pair the probe named');
+  assert.is(h2.ingress.counters.drops[Drop.EspUnknownSpi], unknown + 1, "web1's packet, on the spare h2 forgot");
+  assert.is(h1.kx.counters.sparesRejected, 1, 'h1 heard the SPI is unknown');
+  const inits = pairInits(hub, H1);
+  await ping(o, 'web1', 'db1', 2);
+  assert.is(pairInits(hub, H1), inits + 1, 'the next packet asked by INIT');
+  const cable = [...h1.egressCables.all()].find((c) => c.dstText === db1.identityText)!;
+  assert.ok(!cable.plugged && cable.rule.includes('h2 refused'), `unplugged at h1, with h2's reason: ${cable.rule}`);
+  o.off.close();
+});
+
 test("a packet on a spare's SPI that does not open with its key is dropped and the spare waits for the real one; one from another host is refused", async () => {
   const { o } = await warmed();
   const [h1, h2] = [o.off.hosts.get('h1')!, o.off.hosts.get('h2')!];
