@@ -2,7 +2,7 @@
 // receiving VM, cross host, embedded store, next to a frame on the plugged cable.
 //
 //   npx tsc -p . && node dist/bench/first-packet.js [--pairs 200] [--reverify] [--no-prefetch] [--busy-poll-us N] [--workers N] [--profile DIR]
-//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin] [--esp-udp PORT] [--spares N]   (root)
+//       [--node-args=ARGS] [--logs DIR] [--hops] [--pin] [--esp-udp PORT] [--spares N] [--rebind]   (root)
 //
 // web1 (h1) sends web2 (h2) a UDP datagram stamped with its send time; web2 takes the kernel's
 // receive stamp (the namespaces share one clock: test/e2e/net.py stamp-send / stamp-recv).
@@ -30,6 +30,9 @@
 // choice (which may put both on one core, where each wake-up of the peer preempts the sender).
 // --esp-udp PORT: both switches carry ESP in UDP to PORT (underlay.espUdpPort); not with --hops,
 // whose captures read ESP as IP protocol 50.
+// --rebind: before each pair, web2's binding is published again at the next epoch (`nvi-switch
+// vm create web2` as h2, what a VM that comes or moves causes), so each first datagram goes to
+// a binding h1 has not verified yet, unless it verified it as the store published it.
 // --spares N: both switches keep N spare SAs with each peer host (switch.esp.spares, 2 in the
 // shipped config; 0: none, every first packet waits for an INIT and its ANSWER): the first
 // datagram leaves on one, and h2 checks the pair on it (no INIT, no ANSWER). The flush forgets
@@ -37,13 +40,13 @@
 // to its ESP packet, the wire, h2 to web2's frame (no INIT, no ANSWER); and when h1 left
 // its bind-ahead probe on the wire before that ESP packet, when it did (from web1's frame).
 
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { controlRequest } from '../src/switch/control.js';
 import { controlPath, stateDir } from '../src/switch/paths.js';
-import { BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
+import { BINARY, BenchLab, PREFIX, REPO } from './lab/bench-lab.js';
 import { quantilesUs } from './lab/probe.js';
 import { after, fields, hexBytes, needTools, startCaptures, stopCaptures, type CapturePoint } from './lab/captures.js';
 import { KX_ANSWER, KX_INIT } from '../src/esp/handshake.js';
@@ -51,7 +54,7 @@ import type { CloudConfig } from '../src/config/config.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const NET_PY = join(REPO, 'test', 'e2e', 'net.py');
-const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' }, 'esp-udp': { type: 'string' }, spares: { type: 'string' } });
+const v = benchOptions({ pairs: { type: 'string' }, reverify: { type: 'boolean' }, 'no-prefetch': { type: 'boolean' }, 'busy-poll-us': { type: 'string' }, workers: { type: 'string' }, profile: { type: 'string' }, 'node-args': { type: 'string' }, logs: { type: 'string' }, hops: { type: 'boolean' }, pin: { type: 'boolean' }, 'esp-udp': { type: 'string' }, spares: { type: 'string' }, rebind: { type: 'boolean' } });
 const PAIRS = integer('pairs', v.pairs ?? '200');
 const PORT = 7100;
 /** Where an INIT carries the source identity of the pair it plugs (src/esp/handshake.ts). */
@@ -127,6 +130,7 @@ try {
   let lost = 0;
   const lostWhich: string[] = [];
   for (let k = 0; k < PAIRS; k++) {
+    if (v.rebind) await rebind(c);
     for (const h of ['h1', 'h2']) await controlRequest(controlPath(c, h), { cmd: 'flush', ...(v.reverify ? { reverify: true } : {}) });
     await sleep(30);
     const a = await datagram(2 * k);
@@ -145,7 +149,7 @@ try {
   const h2 = (await controlRequest(controlPath(c, 'h2'), { cmd: 'stats' })) as Stats;
   const dropped = dropsSince(dropsBefore, await drops(c));
   const med = (xs: number[]): number => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${spares === undefined ? '' : `, switch.esp.spares ${spares}`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
+  process.stdout.write(`first packet of a new pair, web1 (h1) -> web2 (h2), UDP, ${PAIRS} pairs (cables and SAs flushed before each${v.reverify ? ', and what was verified' : ''}${v.rebind ? ", web2's binding published again before each" : ''})${v['no-prefetch'] ? ', no prefetch of replies' : ''}${busyPollUs === undefined ? '' : `, switch.busyPollUs ${busyPollUs}`}${spares === undefined ? '' : `, switch.esp.spares ${spares}`}${v.pin ? ', h1 on CPU 0 and h2 on CPU 1' : ''}:\n` +
     `  first datagram:             ${quantilesUs(first)}\n` +
     `  next one, plugged cable:    ${quantilesUs(warm)}\n` +
     `  first / plugged (medians):  ${(med(first) / med(warm)).toFixed(1)}x\n` +
@@ -171,6 +175,13 @@ async function drops(c: Parameters<typeof controlPath>[0]): Promise<Map<string, 
 /** "h1 ingress reason +n" for each counter that moved. */
 function dropsSince(before: Map<string, number>, after: Map<string, number>): string[] {
   return [...after].filter(([k, n]) => n !== (before.get(k) ?? 0)).map(([k, n]) => `${k} +${n - (before.get(k) ?? 0)}`);
+}
+
+/** --rebind: web2's binding published again at the next epoch, as h2 does for a VM that comes (or moves back); then time for both replicas to hear of it. */
+async function rebind(c: CloudConfig): Promise<void> {
+  const r = spawnSync('ip', ['netns', 'exec', `${PREFIX}${c.vms.get('web2')!.host}`, process.execPath, BINARY, 'vm', 'create', 'web2', '--tenant', 'blue', '--host', 'h2', '-c', lab.file], { encoding: 'utf8', timeout: 30_000 });
+  if (r.status !== 0) throw new Error(`--rebind: vm create web2 failed: ${r.stderr || r.error?.message}`);
+  await sleep(600); // the embedded store's replicas poll it
 }
 
 /** The four captures of --hops. */

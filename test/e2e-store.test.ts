@@ -63,6 +63,7 @@ interface StoreStats { fresh: boolean; revision: number; policyRefusals: Record<
 const store = (s: HostStats): StoreStats => (s as unknown as { store: StoreStats }).store;
 const pushed = (s: HostStats): number => (s.cables as unknown as { reverifiedByPush: number }).reverifiedByPush;
 const replays = (s: HostStats): number => (store(s) as unknown as { replaysRefused: number }).replaysRefused;
+const ahead = (s: HostStats): number => (s as unknown as { verifier: { verifiedAhead: number } }).verifier.verifiedAhead;
 
 test('lab up with the store on a 3-member etcd cluster on the fabric', async () => {
   lab = newLab('store', { etcd: 3 });
@@ -86,6 +87,7 @@ test("a binding re-published with the next epoch is pushed to the host with a ca
   const after = await lab.stats();
   assert.ok(pushed(after.h1) > pushed(before.h1), 'h1 re-verified by push');
   assert.is(pushed(after.h2), pushed(before.h2), 'h2 holds no cable whose far end is web2: no per-cable work');
+  for (const h of ['h1', 'h2']) assert.is(ahead(after[h]), ahead(before[h]) + 1, `${h} (VMs of blue there) verified the new binding as the store published it`);
   assert.equal(await ping('web1', 'web2', 2), { sent: 2, received: 2 });
   process.stdout.write(`\n  push: web2 epoch ${epoch} -> ${epoch + 1}; h1's cable showed it ${ms} ms after vm create started (the CLI's own start-up included)\n`);
 });

@@ -349,6 +349,25 @@ test('verification beyond the rate answers rate limited, without doing the work,
   assert.is(v.counters.rateLimited, 2);
 });
 
+test('a binding the store published is verified ahead while the bucket is more than half full; never twice, never from the half a miss may need', async () => {
+  const { v, clock } = verifier({ limits: { verifyPerSecond: 4, burst: 4 } });
+  const a = bind(pki.web1, { epoch: 1 });
+  assert.is(await v.verifyPublished(a), Drop.None);
+  assert.ok(v.verified(a), 'a first packet now finds it verified');
+  assert.is(v.counters.verifiedAhead, 1);
+  assert.is(await v.verifyPublished(a), undefined, 'verified already: nothing to do');
+  assert.is(await v.verifyPublished(bind(pki.web2)), Drop.None); // 3 of 4 tokens were left; 2 now: half
+  const c = bind(pki.web1, { epoch: 2 });
+  assert.is(await v.verifyPublished(c), undefined, 'below half the burst: left to the first packet');
+  assert.is(v.counters.notAhead, 1);
+  assert.ok(!v.verified(c));
+  is(await v.verify(c), Drop.None); // the miss still has its tokens
+  assert.is(v.counters.signatureChecks, 3);
+  clock.t += 1000;
+  assert.is(await v.verifyPublished(bind(pki.web2, { epoch: 2 })), Drop.None, 'the bucket filled again');
+  assert.is(v.counters.verifiedAhead, 3);
+});
+
 test('a malformed record is refused without taking a token', async () => {
   const { v } = verifier({ limits: { verifyPerSecond: 1, burst: 1 } });
   is(await v.verify({ ...bind(pki.web1), epoch: 0 }), Drop.VerifyMalformed);

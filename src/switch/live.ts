@@ -367,12 +367,19 @@ export class LiveSwitch implements ControlHandler {
     if (!this.host) return; // the first sync, before the host exists: nothing is plugged yet
     if (c.kind === 'binding') {
       const n = this.host.bindingChanged(c.identity);
+      if (c.record && this.hasTenant(c.record.tenant)) void this.verifier.verifyPublished(c.record);
       if (previous && c.record && previous.host !== c.record.host) {
         this.opts.log.info('vm-moved', { vm: c.record.vm, identity: c.identity, from: previous.host, fromAddress: previous.hostAddress, to: c.record.host, toAddress: c.record.hostAddress, epoch: c.record.epoch, cables: n });
       } else if (previous && !c.record) {
         this.opts.log.info('vm-gone', { vm: previous.vm, identity: c.identity, from: previous.host, cables: n });
       }
     } else if (c.kind === 'policy') this.policyChanged(c.record);
+  }
+
+  /** A VM of `tenant` runs on this thread: its bindings are the ones a first packet here may need. */
+  private hasTenant(tenant: string): boolean {
+    for (const p of this.host.ports.all()) if (p.tenant === tenant) return true;
+    return false;
   }
 
   /** A new policy in the store: refused (and counted) unless signed by the CA and newer than ours. */
