@@ -367,7 +367,9 @@ export class LiveSwitch implements ControlHandler {
     if (!this.host) return; // the first sync, before the host exists: nothing is plugged yet
     if (c.kind === 'binding') {
       const n = this.host.bindingChanged(c.identity);
-      if (c.record && this.hasTenant(c.record.tenant)) void this.verifier.verifyPublished(c.record);
+      if (c.record && this.hasTenant(c.record.tenant)) {
+        this.verifier.verifyPublished(c.record).catch((e) => this.opts.log.error('verify-ahead-bug', { identity: c.identity, error: String(e) }));
+      }
       if (previous && c.record && previous.host !== c.record.host) {
         this.opts.log.info('vm-moved', { vm: c.record.vm, identity: c.identity, from: previous.host, fromAddress: previous.hostAddress, to: c.record.host, toAddress: c.record.hostAddress, epoch: c.record.epoch, cables: n });
       } else if (previous && !c.record) {
