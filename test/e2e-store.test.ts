@@ -87,7 +87,8 @@ test("a binding re-published with the next epoch is pushed to the host with a ca
   const after = await lab.stats();
   assert.ok(pushed(after.h1) > pushed(before.h1), 'h1 re-verified by push');
   assert.is(pushed(after.h2), pushed(before.h2), 'h2 holds no cable whose far end is web2: no per-cable work');
-  for (const h of ['h1', 'h2']) assert.is(ahead(after[h]), ahead(before[h]) + 1, `${h} (VMs of blue there) verified the new binding as the store published it`);
+  assert.is(ahead(after.h2), ahead(before.h2) + 1, 'h2 (VMs of blue there, no cable to web2) verified the new binding as the store published it');
+  assert.ok(ahead(after.h1) - ahead(before.h1) <= 1, "h1 verified it once: by the cable's push, or ahead if that came first");
   assert.equal(await ping('web1', 'web2', 2), { sent: 2, received: 2 });
   process.stdout.write(`\n  push: web2 epoch ${epoch} -> ${epoch + 1}; h1's cable showed it ${ms} ms after vm create started (the CLI's own start-up included)\n`);
 });

@@ -29,6 +29,7 @@ import { policyRefusal, type PolicyRefusal } from '../policy/signed-policy.js';
 import { StoreReplica } from '../store/replica.js';
 import type { PolicyRecord, StoreChange } from '../store/store.js';
 import type { BindingVerifier } from '../trust/verifier.js';
+import { VerifyAhead } from './verify-ahead.js';
 import type { BindingRecord } from '../trust/records.js';
 import { hostPrivateKey, newVerifier, openCloud, publishBinding, type Cloud } from './cloud.js';
 import { EpochFile } from './epoch-file.js';
@@ -91,6 +92,8 @@ export class LiveSwitch implements ControlHandler {
   private replica: StoreReplica | undefined;
   private epochs: EpochFile | undefined;
   private verifier!: BindingVerifier;
+  /** Published bindings of this thread's tenants, verified one at a time ahead of their first packet. */
+  private readonly ahead = new VerifyAhead((r) => this.verifier.verifyPublished(r), (e) => this.opts.log.error('verify-ahead-bug', { error: String(e) }));
   private readonly policyRefusals: Record<PolicyRefusal, number> = { unsigned: 0, 'bad-signature': 0, 'older-revision': 0 };
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
@@ -367,9 +370,7 @@ export class LiveSwitch implements ControlHandler {
     if (!this.host) return; // the first sync, before the host exists: nothing is plugged yet
     if (c.kind === 'binding') {
       const n = this.host.bindingChanged(c.identity);
-      if (c.record && this.hasTenant(c.record.tenant)) {
-        this.verifier.verifyPublished(c.record).catch((e) => this.opts.log.error('verify-ahead-bug', { identity: c.identity, error: String(e) }));
-      }
+      if (c.record && this.hasTenant(c.record.tenant)) this.ahead.add(c.record);
       if (previous && c.record && previous.host !== c.record.host) {
         this.opts.log.info('vm-moved', { vm: c.record.vm, identity: c.identity, from: previous.host, fromAddress: previous.hostAddress, to: c.record.host, toAddress: c.record.hostAddress, epoch: c.record.epoch, cables: n });
       } else if (previous && !c.record) {
