@@ -68,7 +68,7 @@ export class VerifierCounters {
   chainChecks = 0;
   bindingCacheHits = 0;
   certCacheHits = 0;
-  /** Bindings verified as the store published them (verifyPublished), before any packet asked; published ones left to the first packet. */
+  /** Published bindings checked as the store published them (verifyPublished; their verdicts count above as any); published ones left to their first packet. */
   verifiedAhead = 0;
   notAhead = 0;
 }
