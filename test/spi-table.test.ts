@@ -28,7 +28,11 @@ for (const [pool, ops] of [[12, 5_000], [300, 30_000], [5_000, 60_000]] as const
       assert.is(table.size, map.size, `size at step ${k}`);
       // Every so often, and at the end, the whole contents.
       if (k % 997 === 0 || k === ops - 1) {
-        for (const s of spis) assert.is(table.get(s), map.get(s), `get ${s} at step ${k}`);
+        for (const s of spis) {
+          assert.is(table.get(s), map.get(s), `get ${s} at step ${k}`);
+          const slot = table.find(s); // the data path's lookup, in its two steps
+          assert.is(slot < 0 ? undefined : table.valueAt(slot), map.get(s), `find ${s} at step ${k}`);
+        }
         assert.equal(new Set(table.values()), new Set(map.values()), `values at step ${k}`);
       }
     }

@@ -9,9 +9,12 @@
 /** SPIs below this are reserved (RFC 4303 2.1: 1..255 by IANA, 0 for local use). */
 export const SPI_MIN = 256;
 
-/** What the data path needs of the table (a Map of SPIs also has it). */
+/** What the data path needs of the table: a lookup in two steps, the slot then its value, so that a batch takes each step for all its packets at once. */
 export interface SpiLookup<T> {
-  get(spi: number): T | undefined;
+  /** The slot that holds `spi`, or -1. */
+  find(spi: number): number;
+  /** The value in slot `slot` (find's). */
+  valueAt(slot: number): T;
 }
 const EMPTY = 0;
 const FIRST_SLOTS = 16;
@@ -29,14 +32,23 @@ export class SpiTable<T> implements SpiLookup<T> {
 
   /** The value of `spi` (an unsigned 32-bit number), if any. */
   get(spi: number): T | undefined {
+    const s = this.find(spi);
+    return s < 0 ? undefined : this.vals[s];
+  }
+
+  find(spi: number): number {
     const key = spi | 0;
     const keys = this.keys;
     const mask = keys.length - 1;
     for (let s = slotOf(key, this.shift); ; s = (s + 1) & mask) {
       const k = keys[s];
-      if (k === EMPTY) return undefined;
-      if (k === key) return this.vals[s];
+      if (k === EMPTY) return -1;
+      if (k === key) return s;
     }
+  }
+
+  valueAt(slot: number): T {
+    return this.vals[slot]!;
   }
 
   has(spi: number): boolean {

@@ -37,7 +37,11 @@ export class EspDecap implements Stage {
   readonly outputs = [Next.Held, Next.Consumed];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
-  /** Each packet's SA, found in the first pass (undefined: none); emptied at the end of the passes. */
+  /** What the pass over the cables read (Cable.touch), kept so that the reads are made. */
+  touched = 0;
+  /** Each packet's slot in the SPI table (-1: none), found in the first pass. */
+  private readonly slots = new Int32Array(BATCH_MAX);
+  /** Each packet's SA, found in the second pass (undefined: none); emptied at the end of the passes. */
   private readonly sas: (CableSa | undefined)[] = new Array<CableSa | undefined>(BATCH_MAX).fill(undefined);
 
   constructor(private readonly spis: SpiLookup<CableSa>, private readonly cipher: EspCipher, private readonly spares?: SpareHold) {}
@@ -47,15 +51,19 @@ export class EspDecap implements Stage {
     const jobs = this.jobs;
     const t = tickOf(now);
     jobs.count = 0;
-    // In passes, each reaching one step further into memory (the SA table, the SA, its replay
-    // window's blocks), so that the cache misses of different packets overlap instead of
+    // In passes, each reaching one step further into memory (the SA table's SPIs, its SAs, the
+    // SA, its replay window's blocks), so that the cache misses of different packets overlap instead of
     // waiting behind each other's.
-    const sas = this.sas;
+    const { sas, slots, spis } = this;
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const esp = b.l3[i];
       if (b.start[i] + b.len[i] - esp < ESP_MIN) drop(b, i, Drop.EspTruncated);
-      else sas[i] = this.spis.get(readU32(buf, esp + ESP_OFF_SPI));
+      else slots[i] = spis.find(readU32(buf, esp + ESP_OFF_SPI));
+    }
+    for (let i = 0; i < b.count; i++) {
+      if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
+      sas[i] = slots[i] < 0 ? undefined : spis.valueAt(slots[i]);
     }
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
@@ -81,6 +89,11 @@ export class EspDecap implements Stage {
     }
     sas.fill(undefined, 0, b.count); // the batch holds what it needs (b.ref): keep no SA alive
     if (jobs.count === 0) return;
+    // Every line of each SA's cable, which the checks after the cipher read: their misses
+    // overlap here, and the cipher works while they come in.
+    let touched = 0;
+    for (let j = 0; j < jobs.count; j++) touched ^= (b.ref[jobs.packet[j]] as CableSa).cable.touch();
+    this.touched = touched;
     this.cipher.open(buf, jobs);
     for (let j = 0; j < jobs.count; j++) {
       const i = jobs.packet[j];
