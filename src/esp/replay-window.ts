@@ -208,6 +208,11 @@ export class ReplayWindow {
     return STORE.size;
   }
 
+  /** Reads the window's first and last fields (for a pass that brings an SA in: sa.ts). */
+  protected touchWindow(): number {
+    return this.topLo ^ this.place;
+  }
+
   /** The block store moved this window's blocks to `place` (compact; the store's only). */
   moved(place: number): void {
     this.place = place;

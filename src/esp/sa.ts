@@ -101,6 +101,15 @@ export class InboundSa<C> extends ReplayWindow {
     super();
   }
 
+  /**
+   * Reads a field on each cache line of the SA (144 bytes with V8's header: the window's
+   * fields, then these, 8 bytes apart; those read here lie at most 40 bytes apart), for a pass
+   * that brings a batch's SAs in before they are used. Returns what it read, folded.
+   */
+  touch(): number {
+    return this.touchWindow() ^ this.peer ^ this.retire;
+  }
+
   /** The pair's current SA. After a rekey, the old one is no longer current and stays until retireTick for packets in flight. */
   get current(): boolean {
     return this.retire === CURRENT;

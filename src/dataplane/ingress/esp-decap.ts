@@ -37,7 +37,7 @@ export class EspDecap implements Stage {
   readonly outputs = [Next.Held, Next.Consumed];
   private readonly jobs = new EspJobs(BATCH_MAX);
   private readonly seqLo = new Uint32Array(this.jobs.seqHi.length);
-  /** What the pass over the cables read (Cable.touch), kept so that the reads are made. */
+  /** What the passes over the SAs and cables read (touch()), kept so that the reads are made. */
   touched = 0;
   /** Each packet's slot in the SPI table (-1: none), found in the first pass. */
   private readonly slots = new Int32Array(BATCH_MAX);
@@ -65,6 +65,13 @@ export class EspDecap implements Stage {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       sas[i] = slots[i] < 0 ? undefined : spis.valueAt(slots[i]);
     }
+    // Every line of each SA (the next two passes read its end, then its window), in a pass of
+    // its own: 1M-cable ingress 1.48 against 1.40 Mpps without it.
+    let touched = 0;
+    for (let i = 0; i < b.count; i++) {
+      const sa = sas[i];
+      if (sa !== undefined) touched ^= sa.touch();
+    }
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
       const sa = sas[i];
@@ -91,7 +98,6 @@ export class EspDecap implements Stage {
     if (jobs.count === 0) return;
     // Every line of each SA's cable, which the checks after the cipher read: their misses
     // overlap here, and the cipher works while they come in.
-    let touched = 0;
     for (let j = 0; j < jobs.count; j++) touched ^= (b.ref[jobs.packet[j]] as CableSa).cable.touch();
     this.touched = touched;
     this.cipher.open(buf, jobs);
