@@ -9,7 +9,10 @@
 /** SPIs below this are reserved (RFC 4303 2.1: 1..255 by IANA, 0 for local use). */
 export const SPI_MIN = 256;
 
-/** What the data path needs of the table: a lookup in two steps, the slot then its value, so that a batch takes each step for all its packets at once. */
+/**
+ * What the data path needs of the table: a lookup in two steps, the slot then its value, so
+ * that a batch takes each step for all its packets at once (src/dataplane/ingress/esp-decap.ts).
+ */
 export interface SpiLookup<T> {
   /** The slot that holds `spi`, or -1. */
   find(spi: number): number;

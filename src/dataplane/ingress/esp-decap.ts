@@ -52,8 +52,8 @@ export class EspDecap implements Stage {
     const t = tickOf(now);
     jobs.count = 0;
     // In passes, each reaching one step further into memory (the SA table's SPIs, its SAs, the
-    // SA, its replay window's blocks), so that the cache misses of different packets overlap instead of
-    // waiting behind each other's.
+    // SA, its replay window's blocks), so that the cache misses of different packets overlap
+    // instead of waiting behind each other's.
     const { sas, slots, spis } = this;
     for (let i = 0; i < b.count; i++) {
       if (b.next[i] !== Next.Active || (b.flags[i] & PacketFlag.Esp) === 0) continue;
