@@ -16,6 +16,7 @@
         "src/native/packet_port.c",
         "src/native/netns.c",
         "src/native/affinity.c",
+        "src/native/thread_policy.c",
         "src/native/esp_gcm.c",
         "src/native/gso.c",
         "src/native/gro.c"

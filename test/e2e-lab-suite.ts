@@ -522,6 +522,21 @@ export function labSuite(opts: LabSuiteOptions): void {
     assert.is(allowed(h2), every, 'h2 names no CPUs');
   });
 
+  test("each switch's packet threads keep SCHED_OTHER; its helper threads (V8's, libuv's) run under SCHED_BATCH", async () => {
+    const policy = (pid: number, tid: number): number => Number(readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[38]);
+    const stats = (await lab.stats()) as unknown as Record<string, { workers?: unknown[] }>;
+    for (const { host, pid } of lab.switchPids()) {
+      const threads = readdirSync(`/proc/${pid}/task`).map(Number);
+      const normal = threads.filter((tid) => policy(pid, tid) === 0);
+      const batch = threads.filter((tid) => policy(pid, tid) === 3);
+      const packetThreads = 1 + (stats[host]!.workers?.length ?? 0); // the main thread (the miss path), and each data-path worker
+      assert.is(normal.length, packetThreads, `${host}: ${normal.length} threads under SCHED_OTHER, ${batch.length} under SCHED_BATCH`);
+      assert.ok(normal.includes(pid), `${host}'s main thread keeps SCHED_OTHER`);
+      assert.is(normal.length + batch.length, threads.length, `${host}: no thread under another policy`);
+      assert.ok(batch.length >= 4, `${host}: V8's platform workers and libuv's pool at least (${batch.length})`);
+    }
+  });
+
   test('explain web1 vault1 --live exits non-zero and names policy/cross-tenant', async () => {
     const r = await lab.cli(['explain', 'web1', 'vault1', '--live']);
     assert.is.not(r.code, 0);

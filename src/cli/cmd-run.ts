@@ -12,6 +12,7 @@ import { LiveSwitch } from '../switch/live.js';
 import { ShardedSwitch } from '../switch/workers/sharded-switch.js';
 import { Predecessor, TAKEOVER_FLAG } from '../switch/handover.js';
 import { controlPath } from '../switch/paths.js';
+import { markPacketThread, yieldHelperThreads } from '../switch/thread-policy.js';
 import { CONFIG_OPTION, parseOptions } from './args.js';
 
 export async function run(argv: string[]): Promise<number> {
@@ -45,6 +46,7 @@ export async function run(argv: string[]): Promise<number> {
     takeover!.failed(why);
     throw new NviError('NVI_ERR_HANDOVER', why);
   }
+  markPacketThread(); // the miss path's thread
   const sw = workers > 1
     ? await ShardedSwitch.start(config, host, { log, control, cipher: values.cipher, vmNetnsPrefix: values['vm-netns'], exportSa: values['export-sa'], takeover })
     : await LiveSwitch.start(config, host, {
@@ -55,6 +57,7 @@ export async function run(argv: string[]): Promise<number> {
       exportSa: values['export-sa'],
       takeover: takeover?.single(),
     });
+  log.info('helper-threads', { schedBatch: await yieldHelperThreads() });
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

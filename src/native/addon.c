@@ -9,6 +9,7 @@
 //   packet_port.c a VM port on a TAP a hypervisor opened: an AF_PACKET socket on its host side
 //   netns.c       open a device or socket inside another network namespace
 //   affinity.c    the CPUs a data-path thread runs on
+//   thread_policy.c the process's helper threads yield to its packet threads (SCHED_BATCH)
 //   esp_gcm.c     AES-GCM for ESP (RFC 4106), one call per batch, in place
 //   gso.c         TSO frames and partial checksums from an offloading TAP made into wire frames
 //   gro.c         runs of TCP segments to an offloading TAP written as one super-frame
@@ -24,7 +25,8 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_set_named_property(env, exports, "batchMax", max);
   if (nvi_init_poll(env, exports) || nvi_init_busy_poll(env, exports) || nvi_init_tap(env, exports) ||
       nvi_init_raw_socket(env, exports) || nvi_init_udp_esp(env, exports) || nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
-      nvi_init_packet_port(env, exports) || nvi_init_affinity(env, exports) || nvi_init_kx_sockets(env, exports)) {
+      nvi_init_packet_port(env, exports) || nvi_init_affinity(env, exports) || nvi_init_thread_policy(env, exports) ||
+      nvi_init_kx_sockets(env, exports)) {
     return NULL;
   }
   return exports;

@@ -89,6 +89,10 @@ export interface NativeAddon {
   setThreadCpus(cpus: Int32Array): void;
   /** The CPUs the calling thread may run on, ascending. */
   threadCpus(): number[];
+  /** The calling thread carries packets: yieldHelperThreads() leaves it alone. Returns its thread id. */
+  markPacketThread(): number;
+  /** Every other thread of the process under SCHED_OTHER to SCHED_BATCH (thread_policy.c); returns the helpers under SCHED_BATCH now. */
+  yieldHelperThreads(): number;
   /** Event-loop turns this thread spent busy polling since it started. */
   busyPollTurns(): number;
 

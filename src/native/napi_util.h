@@ -53,6 +53,7 @@ int nvi_init_gso(napi_env env, napi_value exports);
 int nvi_init_gro(napi_env env, napi_value exports);
 int nvi_init_packet_port(napi_env env, napi_value exports);
 int nvi_init_affinity(napi_env env, napi_value exports);
+int nvi_init_thread_policy(napi_env env, napi_value exports);
 int nvi_init_kx_sockets(napi_env env, napi_value exports);
 
 #endif

@@ -20,6 +20,7 @@ import type { SaLimits } from '../esp/sa.js';
 import { wiresharkSaRecord } from '../esp/wireshark-sa.js';
 import { ReplayWindow } from '../esp/replay-window.js';
 import { pinDataPath, threadCpus } from './cpu-pin.js';
+import { markPacketThread } from './thread-policy.js';
 import { RawUnderlay } from '../io/raw-underlay.js';
 import { loadNative } from '../native/addon.js';
 import type { VmLink } from '../io/vm-link.js';
@@ -111,6 +112,7 @@ export class LiveSwitch implements ControlHandler {
   static async start(config: CloudConfig, name: string, opts: LiveOptions): Promise<LiveSwitch> {
     checkHostKeys(config, name);
     pinDataPath(config.hosts.get(name)!, opts.worker?.shard.index);
+    markPacketThread();
     const cloud = await openCloud(config);
     const s = new LiveSwitch(cloud, name, opts);
     try {
