@@ -147,7 +147,7 @@ export class LiveSwitch implements ControlHandler {
       config: cfg,
       host: name,
       vms: takeover ? takeover.handed.ports.map((p) => vmOf(cfg, p.vm)) : vmsOnHost(cfg, name).filter((vm) => !detached.has(vm.name) && owns(worker?.shard, vm.identity)),
-      bindings: { lookup: async (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
+      bindings: { lookup: async (id) => replica.lookup(id), lookupNow: (id) => replica.lookup(id), latest: (id) => replica.latest(id) },
       verifier: this.verifier,
       authority: this.verifier,
       policy: cloud.policy,
