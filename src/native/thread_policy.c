@@ -68,6 +68,7 @@ static napi_value yield_helper_threads(napi_env env, napi_callback_info info) {
     if (is_marked(tid)) continue;
     int policy = sched_getscheduler(tid);
     if (policy < 0) continue; // exited
+    policy &= ~SCHED_RESET_ON_FORK;
     if (policy == SCHED_OTHER) {
       struct sched_param p = { .sched_priority = 0 };
       if (sched_setscheduler(tid, SCHED_BATCH, &p) < 0) {
