@@ -60,8 +60,9 @@ test('a dropped packet is an event with its reason, stage, pair, VM names, tenan
   });
 });
 
-test('an installed cable is plugged (with its rule and peer) or unplugged (with its reason)', () => {
-  const v = stream({ t: 0 });
+test('an installed cable is plugged (with its rule and peer) or unplugged (with its reason), its event made after the installing code is done', async () => {
+  const now = { t: 0 };
+  const v = stream(now);
   const upcall: { onInstall: ((c: Cable) => void) | null } = { onInstall: null };
   v.attach([], upcall);
   const src = parseIpv6Address(WEB1);
@@ -69,8 +70,13 @@ test('an installed cable is plugged (with its rule and peer) or unplugged (with 
   const plugged = new Cable(CableDirection.Egress, src, dst, Drop.None, 'blue/web-mesh', null, 0);
   plugged.peerHost = 'h2';
   upcall.onInstall!(plugged);
+  now.t = 1000;
   upcall.onInstall!(new Cable(CableDirection.Ingress, dst, src, Drop.PolicyCrossTenant, 'cross-tenant', null, 0));
+  now.t = 5000;
+  assert.is(v.last({}).length, 0, 'nothing made while the installing code runs (it releases the packets that waited next)');
+  await Promise.resolve();
   const [a, b] = v.last({});
+  assert.equal([a.time, b.time], ['1970-01-01T00:00:00.000Z', '1970-01-01T00:00:01.000Z'], 'each at its install');
   assert.equal([a.verdict, a.rule, a.peer, a.reason, a.direction], ['plugged', 'blue/web-mesh', 'h2', '', 'egress']);
   assert.equal([b.verdict, b.rule, b.reason, b.direction, b.srcVm], ['unplugged', 'cross-tenant', 'policy/cross-tenant', 'ingress', 'vault1']);
 });
