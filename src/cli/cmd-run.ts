@@ -57,7 +57,11 @@ export async function run(argv: string[]): Promise<number> {
       exportSa: values['export-sa'],
       takeover: takeover?.single(),
     });
-  log.info('helper-threads', { schedBatch: await yieldHelperThreads() });
+  try {
+    log.info('helper-threads', { schedBatch: await yieldHelperThreads() });
+  } catch (e) {
+    log.warn('helper-threads-unchanged', { error: (e as Error).message }); // they keep preempting the packet threads; nothing else changes
+  }
   return new Promise<number>((resolve) => {
     let stopping = false;
     const stop = (signal: string): void => {

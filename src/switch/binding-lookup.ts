@@ -1,9 +1,9 @@
 // Step 1 of SDN Algorithms 1 and 2: ask the mapping store where an identity lives (on a live
 // switch, the host's replica of it: src/store/replica.ts, read from memory at once). Reads
 // that need I/O are one in flight per identity (single-flight: a burst of misses for one
-// destination costs one read), each bounded in time, and the answer is a record (or none) or why not, never a rejection:
-// resolve/store-unavailable when the store cannot be reached (a new cable fails closed),
-// resolve/store-error when it answered with something unusable.
+// destination costs one read), each bounded in time. The answer is a record (or none) or why
+// not, never a rejection: resolve/store-unavailable when the store cannot be reached (a new
+// cable fails closed), resolve/store-error when it answered with something unusable.
 
 import { Drop } from '../base/drops.js';
 import { NviError } from '../base/errors.js';
