@@ -38,8 +38,9 @@ static napi_value mark_packet_thread(napi_env env, napi_callback_info info) {
   (void)info;
   pid_t tid = (pid_t)syscall(SYS_gettid);
   pthread_mutex_lock(&marked_lock);
-  int full = !is_marked(tid) && marked_count == MAX_MARKED;
-  if (!full && !is_marked(tid)) marked[marked_count++] = tid;
+  int known = is_marked(tid);
+  int full = !known && marked_count == MAX_MARKED;
+  if (!known && !full) marked[marked_count++] = tid;
   pthread_mutex_unlock(&marked_lock);
   if (full) {
     nvi_throw_range(env, "more than %d packet threads", MAX_MARKED);
