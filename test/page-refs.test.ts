@@ -1,10 +1,14 @@
 // bench/lab/page-refs.ts: the pages a process touched, per region, from /proc/PID/smaps after
-// clear_refs. The parser on a sample of smaps, then this process itself: a buffer it writes
-// after clearing shows up as touched anonymous pages, one it leaves alone does not.
+// clear_refs. The parser on a sample of smaps, then a real process: a buffer it writes after
+// clearing shows up as touched pages, one it leaves alone does not.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { clearReferenced, ownTotal, parseSmaps, referencedPages, regionOf } from '../bench/lab/page-refs.js';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { ownTotal, parseSmaps, regionOf } from '../bench/lab/page-refs.js';
+
+const PAGE_REFS = fileURLToPath(new URL('../bench/lab/page-refs.js', import.meta.url));
 
 const NODE = '/usr/bin/node';
 
@@ -58,20 +62,22 @@ test('parseSmaps refuses a Referenced line it cannot read', () => {
   assert.throws(() => parseSmaps('00400000-00401000 r-xp 0 fe:01 1 /usr/bin/node\nReferenced: lots kB\n', NODE), /unreadable line/);
 });
 
-test('this process: a buffer written after clear_refs is touched, the pages are counted', () => {
-  const MB = 1 << 20;
-  const touched = new Uint8Array(8 * MB); // large: its own anonymous mapping, outside the V8 heap
-  const untouched = new Uint8Array(8 * MB);
-  touched.fill(1);
-  untouched.fill(1);
-  clearReferenced(process.pid);
-  const quiet = referencedPages(process.pid).get('anonymous')!;
-  clearReferenced(process.pid);
-  for (let i = 0; i < touched.length; i += 4096) touched[i] = 2;
-  const busy = referencedPages(process.pid).get('anonymous')!;
-  assert.ok(busy - quiet >= 1800, `8 MB written after the clear: ${busy} anonymous pages touched, ${quiet} without the writes`);
-  assert.ok(busy < quiet + 3072, `the buffer left alone is not counted: ${busy} pages`);
-  assert.is(untouched[0], 1);
+test('a process that writes a buffer after clear_refs: its pages are counted, the buffer it left alone is not', () => {
+  // A child of its own: in the test runner other tests' threads and the GC touch pages meanwhile.
+  const child = `
+    import { clearReferenced, ownTotal, referencedPages } from ${JSON.stringify(PAGE_REFS)};
+    const touched = new Uint8Array(8 << 20), untouched = new Uint8Array(8 << 20);
+    touched.fill(1); untouched.fill(1);
+    clearReferenced(process.pid);
+    const quiet = ownTotal(referencedPages(process.pid));
+    clearReferenced(process.pid);
+    for (let i = 0; i < touched.length; i += 4096) touched[i] = 2;
+    const busy = ownTotal(referencedPages(process.pid));
+    process.stdout.write(JSON.stringify({ quiet, busy, left: untouched[0] }));`;
+  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', child], { encoding: 'utf8' })) as { quiet: number; busy: number; left: number };
+  assert.ok(out.busy - out.quiet >= 1800, `8 MB (2,048 pages) written after the clear: ${out.busy} pages touched, ${out.quiet} without the writes`);
+  assert.ok(out.busy - out.quiet < 3072, `the 8 MB left alone is not counted: ${out.busy} pages touched, ${out.quiet} without the writes`);
+  assert.is(out.left, 1);
 });
 
 test.run();
