@@ -1,0 +1,93 @@
+// Two variants of the switch side by side, in one sitting: on this machine the same lab's
+// ping differs 2-3x between minutes, more than most changes do. Two labs run at once (A: the
+// shipped config; B: the same with the options below) and the pings alternate between them
+// round by round, so that each round's noise falls on both.
+//
+//   npx tsc -p . && node dist/bench/ping-ab.js [--rounds 20] [--count 100] [--intervals 0.01,0.05]
+//       [--node-args=ARGS] [--busy-poll-us N]   (root)
+//
+// --node-args=ARGS: more options for B's switches' node, space-separated (the = is needed);
+// --busy-poll-us N: B's switch.busyPollUs. Each round: for each interval, web1 -> web2
+// (cross host, ESP) `ping -c COUNT -i INTERVAL` in A and in B (which goes first alternates),
+// with the CPU both switches of that lab used meanwhile (% of one core). Figures per interval:
+// the median over the rounds of each round's average, median and p99; the median of B's
+// average over A's in the same round, and in how many rounds B's average was the lower.
+
+import { execFileSync } from 'node:child_process';
+import { readState } from '../src/lab/lab.js';
+import { BenchLab } from './lab/bench-lab.js';
+import { CpuWatch } from './lab/proc.js';
+import { median } from './lab/report.js';
+import { benchOptions, integer, refuse } from './options.js';
+
+const v = benchOptions({
+  rounds: { type: 'string' }, count: { type: 'string' }, intervals: { type: 'string' },
+  'node-args': { type: 'string' }, 'busy-poll-us': { type: 'string' },
+});
+const ROUNDS = integer('rounds', v.rounds ?? '20');
+const COUNT = integer('count', v.count ?? '100');
+const INTERVALS = (v.intervals ?? '0.01,0.05').split(',');
+for (const i of INTERVALS) if (!/^\d+(\.\d+)?$/.test(i) || Number(i) < 0.002) refuse(`--intervals: seconds of at least 0.002, got ${JSON.stringify(i)}`);
+const NODE_ARGS = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
+const BUSY_POLL = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us'], 0);
+if (NODE_ARGS.length === 0 && BUSY_POLL === undefined) refuse('B is the same as A: give --node-args=ARGS or --busy-poll-us N');
+
+interface Pings { avg: number; med: number; p99: number; cpu: number }
+interface Variant { label: string; lab: BenchLab; prefix: string; pids: Map<string, number>; rows: Map<string, Pings[]> }
+
+function pings(v: Variant, target: string, interval: string): Pings {
+  const watch = new CpuWatch(v.pids);
+  watch.begin();
+  const out = execFileSync('ip', ['netns', 'exec', `${v.prefix}web1`, 'ping', '-6', '-n', '-c', String(COUNT), '-i', interval, '-W', '1', target],
+    { encoding: 'utf8', timeout: COUNT * (Number(interval) + 1) * 1000 + 10_000 });
+  const use = watch.end();
+  const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
+  if (rtts.length === 0) throw new Error(`${v.label}: ping web1 -> web2 got no reply`);
+  return {
+    avg: rtts.reduce((s, x) => s + x, 0) / rtts.length,
+    med: rtts[rtts.length >> 1]!,
+    p99: rtts[Math.ceil(0.99 * rtts.length) - 1]!,
+    cpu: Object.values(use.procs).reduce((s, p) => s + p.pct, 0),
+  };
+}
+
+const variants: Variant[] = [
+  { label: 'A (shipped)', lab: new BenchLab('ab-a'), prefix: 'nvi-a-', pids: new Map(), rows: new Map() },
+  { label: `B (${[...NODE_ARGS, ...(BUSY_POLL === undefined ? [] : [`busyPollUs ${BUSY_POLL}`])].join(' ')})`, lab: new BenchLab('ab-b'), prefix: 'nvi-c-', pids: new Map(), rows: new Map() },
+];
+try {
+  if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
+  let target = '';
+  for (const [k, v] of variants.entries()) {
+    const cfg = v.lab.config((doc) => {
+      doc.setIn(['lab', 'prefix'], v.prefix);
+      if (k === 1 && BUSY_POLL !== undefined) doc.setIn(['switch', 'busyPollUs'], BUSY_POLL);
+    });
+    await v.lab.up(k === 1 ? NODE_ARGS : []);
+    for (const s of readState(cfg)?.switches ?? []) v.pids.set(s.host, s.pid);
+    if (v.pids.size !== 2) throw new Error(`${v.label}: the lab state names ${v.pids.size} switches, not 2`);
+    target = cfg.vms.get('web2')!.identityText;
+    for (const i of INTERVALS) v.rows.set(i, []);
+  }
+  for (const v of variants) execFileSync('ip', ['netns', 'exec', `${v.prefix}web1`, 'ping', '-6', '-n', '-q', '-c', '1000', '-i', '0.002', target]);
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? variants : [...variants].reverse();
+    for (const i of INTERVALS) for (const v of order) v.rows.get(i)!.push(pings(v, target, i));
+    process.stdout.write(`round ${r + 1}/${ROUNDS}: ${INTERVALS.map((i) => `-i ${i} ${variants.map((v) => v.rows.get(i)![r]!.avg.toFixed(3)).join(' / ')} ms`).join(', ')}\n`);
+  }
+  const f3 = (x: number): string => x.toFixed(3);
+  process.stdout.write(`\nweb1 -> web2 (cross host, ESP), ${ROUNDS} rounds of ping -c ${COUNT}; medians over the rounds\n`);
+  for (const i of INTERVALS) {
+    process.stdout.write(`ping -i ${i}\n`);
+    for (const v of variants) {
+      const rows = v.rows.get(i)!;
+      const m = (f: (p: Pings) => number): number => median(rows.map(f));
+      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.avg))}  median ${f3(m((p) => p.med))}  p99 ${f3(m((p) => p.p99))} ms  switches ${m((p) => p.cpu).toFixed(0)}% of a core\n`);
+    }
+    const [a, b] = variants.map((v) => v.rows.get(i)!);
+    const wins = b!.filter((p, k) => p.avg < a![k]!.avg).length;
+    process.stdout.write(`  B / A (avg, same round): median ${median(b!.map((p, k) => p.avg / a![k]!.avg)).toFixed(3)}; B lower in ${wins} of ${ROUNDS} rounds\n`);
+  }
+} finally {
+  for (const v of variants) await v.lab.cleanup();
+}
