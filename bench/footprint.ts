@@ -3,8 +3,9 @@
 // packet's time grows with the pages it touches; a page count is the same on a quiet and on
 // a noisy hour, where the time is not.
 //
-//   npx tsc -p . && node dist/bench/footprint.js [--count 30] [--gap 100] [--node-args=ARGS] [--wait S]   (root)
+//   npx tsc -p . && node dist/bench/footprint.js [--count 30] [--gap 100] [--node-args=ARGS] [--wait S] [--esp-udp PORT]   (root)
 //
+// --esp-udp PORT: the switches carry ESP in UDP to PORT (underlay.espUdpPort), as the lab bench's runs do.
 // --node-args=ARGS: more options for the switches' node, space-separated (the = is needed);
 // --wait S: seconds to let the lab idle after the warm-up, before the samples (V8's idle GCs).
 // 1. The floor: bench/lab/wake-floor.ts, a Node process that wakes on a FIFO through the
@@ -30,11 +31,12 @@ import { clearReferenced, ownTotal, referencedPages, REGIONS, type Region } from
 import { median } from './lab/report.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const v = benchOptions({ count: { type: 'string' }, gap: { type: 'string' }, 'node-args': { type: 'string' }, wait: { type: 'string' } });
+const v = benchOptions({ count: { type: 'string' }, gap: { type: 'string' }, 'node-args': { type: 'string' }, wait: { type: 'string' }, 'esp-udp': { type: 'string' } });
 const COUNT = integer('count', v.count ?? '30');
 const GAP_MS = integer('gap', v.gap ?? '100');
 const NODE_ARGS = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
 const WAIT_S = integer('wait', v.wait ?? '0', 0);
+const ESP_UDP = v['esp-udp'] === undefined ? 0 : integer('esp-udp', v['esp-udp']);
 const SETTLE_MS = 20;
 const FLOOR_SCRIPT = fileURLToPath(new URL('./lab/wake-floor.js', import.meta.url));
 
@@ -118,7 +120,9 @@ try {
   if (process.getuid?.() !== 0) refuse('bench/footprint needs root');
   const floor = await floorSamples(lab.dir, lab);
 
-  const cfg = lab.config();
+  const cfg = lab.config((doc) => {
+    if (ESP_UDP !== 0) doc.setIn(['underlay', 'espUdpPort'], ESP_UDP);
+  });
   await lab.up(NODE_ARGS);
   const pids = ['h1', 'h2'].map((h) => readState(cfg)?.switches.find((s) => s.host === h)?.pid);
   if (pids.some((p) => p === undefined)) throw new Error('the lab state names no switch for h1 or h2');
