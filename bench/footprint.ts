@@ -59,8 +59,8 @@ function medians(samples: readonly Pages[]): Map<string, number> {
   return out;
 }
 
-async function floorSamples(dir: string, lab: BenchLab): Promise<{ wake: Pages[]; idle: Pages[] }> {
-  const fifo = join(dir, 'wake.fifo');
+async function floorSamples(lab: BenchLab): Promise<{ wake: Pages[]; idle: Pages[] }> {
+  const fifo = join(lab.dir, 'wake.fifo');
   execFileSync('mkfifo', [fifo]);
   const child = spawn(process.execPath, [FLOOR_SCRIPT, fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
   lab.children.push(child);
@@ -118,7 +118,7 @@ async function walk(spanMb: number, gapMs: number): Promise<number> {
 const lab = new BenchLab('footprint');
 try {
   if (process.getuid?.() !== 0) refuse('bench/footprint needs root');
-  const floor = await floorSamples(lab.dir, lab);
+  const floor = await floorSamples(lab);
 
   const cfg = lab.config((doc) => {
     if (ESP_UDP !== 0) doc.setIn(['underlay', 'espUdpPort'], ESP_UDP);
