@@ -6,7 +6,8 @@
 //
 // Pages of shared libraries (libc, ld.so) count as referenced when any process touched them
 // (the page's own flag, not only this process's page table): they are reported apart and left
-// out of a process's own total.
+// out of a process's own total. A mapping on huge pages (THP, node's --use-largepages) counts
+// all 512 of a huge page's 4 KB pages when any of them was touched.
 
 import { readFileSync, writeFileSync } from 'node:fs';
 
