@@ -3,9 +3,10 @@
 // packet's time grows with the pages it touches; a page count is the same on a quiet and on
 // a noisy hour, where the time is not.
 //
-//   npx tsc -p . && node dist/bench/footprint.js [--count 30] [--gap 100] [--node-args=ARGS] [--wait S] [--esp-udp PORT]   (root)
+//   npx tsc -p . && node dist/bench/footprint.js [--count 30] [--gap 100] [--node-args=ARGS] [--wait S] [--esp-udp PORT] [--workers N]   (root)
 //
 // --esp-udp PORT: the switches carry ESP in UDP to PORT (underlay.espUdpPort), as the lab bench's runs do.
+// --workers N: the switches with N data-path threads (switch.workers).
 // --node-args=ARGS: more options for the switches' node, space-separated (the = is needed);
 // --wait S: seconds to let the lab idle after the warm-up, before the samples (V8's idle GCs).
 // 1. The floor: bench/lab/wake-floor.ts, a Node process that wakes on a FIFO through the
@@ -31,12 +32,13 @@ import { clearReferenced, ownTotal, referencedPages, REGIONS, type Region } from
 import { median } from './lab/report.js';
 import { benchOptions, integer, refuse } from './options.js';
 
-const v = benchOptions({ count: { type: 'string' }, gap: { type: 'string' }, 'node-args': { type: 'string' }, wait: { type: 'string' }, 'esp-udp': { type: 'string' } });
+const v = benchOptions({ count: { type: 'string' }, gap: { type: 'string' }, 'node-args': { type: 'string' }, wait: { type: 'string' }, 'esp-udp': { type: 'string' }, workers: { type: 'string' } });
 const COUNT = integer('count', v.count ?? '30');
 const GAP_MS = integer('gap', v.gap ?? '100');
 const NODE_ARGS = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
 const WAIT_S = integer('wait', v.wait ?? '0', 0);
 const ESP_UDP = v['esp-udp'] === undefined ? 0 : integer('esp-udp', v['esp-udp']);
+const WORKERS = v.workers === undefined ? undefined : integer('workers', v.workers);
 const SETTLE_MS = 20;
 const FLOOR_SCRIPT = fileURLToPath(new URL('./lab/wake-floor.js', import.meta.url));
 
@@ -122,6 +124,7 @@ try {
 
   const cfg = lab.config((doc) => {
     if (ESP_UDP !== 0) doc.setIn(['underlay', 'espUdpPort'], ESP_UDP);
+    if (WORKERS !== undefined) doc.setIn(['switch', 'workers'], WORKERS);
   });
   await lab.up(NODE_ARGS);
   const pids = ['h1', 'h2'].map((h) => readState(cfg)?.switches.find((s) => s.host === h)?.pid);
