@@ -117,9 +117,9 @@ async function walk(spanMb: number, gapMs: number): Promise<number> {
   return median(t);
 }
 
+if (process.getuid?.() !== 0) refuse('bench/footprint needs root');
 const lab = new BenchLab('footprint');
 try {
-  if (process.getuid?.() !== 0) refuse('bench/footprint needs root');
   const floor = await floorSamples(lab);
 
   const cfg = lab.config((doc) => {

@@ -51,12 +51,12 @@ function pings(v: Variant, target: string, interval: string): Pings {
   };
 }
 
+if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
 const variants: Variant[] = [
   { label: 'A (shipped)', lab: new BenchLab('ab-a'), prefix: 'nvi-a-', pids: new Map(), rows: new Map() },
   { label: `B (${[...NODE_ARGS, ...(BUSY_POLL === undefined ? [] : [`busyPollUs ${BUSY_POLL}`])].join(' ')})`, lab: new BenchLab('ab-b'), prefix: 'nvi-c-', pids: new Map(), rows: new Map() },
 ];
 try {
-  if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
   let target = '';
   for (const [k, v] of variants.entries()) {
     const cfg = v.lab.config((doc) => {
