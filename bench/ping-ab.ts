@@ -47,7 +47,8 @@ function pings(v: Variant, target: string, interval: string): Pings {
     avg: rtts.reduce((s, x) => s + x, 0) / rtts.length,
     med: rtts[rtts.length >> 1]!,
     p99: rtts[Math.ceil(0.99 * rtts.length) - 1]!,
-    cpu: Object.values(use.procs).reduce((s, p) => s + p.pct, 0),
+    // CpuWatch leaves out windows of 0.1 s or less: no figure then
+    cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0),
   };
 }
 
@@ -76,13 +77,14 @@ try {
     process.stdout.write(`round ${r + 1}/${ROUNDS}: ${INTERVALS.map((i) => `-i ${i} ${variants.map((v) => v.rows.get(i)![r]!.avg.toFixed(3)).join(' / ')} ms`).join(', ')}\n`);
   }
   const f3 = (x: number): string => x.toFixed(3);
+  const cpuText = (pct: number): string => (Number.isNaN(pct) ? 'n/a (pings under 0.1 s)' : `${pct.toFixed(0)}% of a core`);
   process.stdout.write(`\nweb1 -> web2 (cross host, ESP), ${ROUNDS} rounds of ping -c ${COUNT}; medians over the rounds\n`);
   for (const i of INTERVALS) {
     process.stdout.write(`ping -i ${i}\n`);
     for (const v of variants) {
       const rows = v.rows.get(i)!;
       const m = (f: (p: Pings) => number): number => median(rows.map(f));
-      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.avg))}  median ${f3(m((p) => p.med))}  p99 ${f3(m((p) => p.p99))} ms  switches ${m((p) => p.cpu).toFixed(0)}% of a core\n`);
+      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.avg))}  median ${f3(m((p) => p.med))}  p99 ${f3(m((p) => p.p99))} ms  switches ${cpuText(m((p) => p.cpu))}\n`);
     }
     const [a, b] = variants.map((v) => v.rows.get(i)!);
     const wins = b!.filter((p, k) => p.avg < a![k]!.avg).length;
