@@ -29,6 +29,8 @@ import { fileURLToPath } from 'node:url';
 import { readState } from '../src/lab/lab.js';
 import { BenchLab, PREFIX } from './lab/bench-lab.js';
 import { clearReferenced, ownTotal, referencedPages, REGIONS, type Region } from './lab/page-refs.js';
+import { pingTest, type Path } from './lab/measure.js';
+import { delay } from './lab/proc.js';
 import { median } from './lab/report.js';
 import { benchOptions, integer, refuse } from './options.js';
 
@@ -43,13 +45,12 @@ const SETTLE_MS = 20;
 const FLOOR_SCRIPT = fileURLToPath(new URL('./lab/wake-floor.js', import.meta.url));
 
 type Pages = Map<Region, number>;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 /** Clear the pids' accessed bits, act, settle, count: one Pages per pid. */
-async function sample(pids: readonly number[], act: () => void): Promise<Pages[]> {
+async function sample(pids: readonly number[], act: () => void | Promise<void>): Promise<Pages[]> {
   for (const pid of pids) clearReferenced(pid);
-  act();
-  await sleep(SETTLE_MS);
+  await act();
+  await delay(SETTLE_MS);
   return pids.map((pid) => referencedPages(pid));
 }
 
@@ -75,14 +76,14 @@ async function floorSamples(lab: BenchLab): Promise<{ wake: Pages[]; idle: Pages
   try {
     for (let i = 0; i < 300; i++) {
       writeSync(fd, byte);
-      await sleep(2);
+      await delay(2);
     }
     const wake: Pages[] = [];
     const idle: Pages[] = [];
     for (let i = 0; i < COUNT; i++) {
-      await sleep(GAP_MS);
-      wake.push(...(await sample([child.pid!], () => writeSync(fd, byte))));
-      await sleep(GAP_MS);
+      await delay(GAP_MS);
+      wake.push(...(await sample([child.pid!], () => void writeSync(fd, byte))));
+      await delay(GAP_MS);
       idle.push(...(await sample([child.pid!], () => {})));
     }
     return { wake, idle };
@@ -109,7 +110,7 @@ async function walk(spanMb: number, gapMs: number): Promise<number> {
   for (let n = 0; n < 200; n++) run();
   const t: number[] = [];
   for (let n = 0; n < 40; n++) {
-    await sleep(gapMs);
+    await delay(gapMs);
     const a = process.hrtime.bigint();
     if (run() !== at[0]) throw new Error('walk: the chain is broken');
     t.push(Number(process.hrtime.bigint() - a) / LINES);
@@ -130,22 +131,21 @@ try {
   const pids = ['h1', 'h2'].map((h) => readState(cfg)?.switches.find((s) => s.host === h)?.pid);
   if (pids.some((p) => p === undefined)) throw new Error('the lab state names no switch for h1 or h2');
   const [h1, h2] = pids as number[];
-  const web2 = cfg.vms.get('web2')!.identityText;
-  const ping = (count: number, interval: string): string =>
-    execFileSync('ip', ['netns', 'exec', `${PREFIX}web1`, 'ping', '-6', '-n', '-c', String(count), '-i', interval, '-W', '1', web2], { encoding: 'utf8' });
-  ping(2000, '0.002');
-  await sleep(WAIT_S * 1000);
+  const path: Path = {
+    key: 'nvi', scope: 'cross', label: 'web1 -> web2', src: `${PREFIX}web1`, dst: `${PREFIX}web2`, dstAddr: cfg.vms.get('web2')!.identityText,
+    datapath: [], ifaces: [], udpSockets: [], rawSockets: [],
+  };
+  await pingTest(path, 2000, 0.002);
+  await delay(WAIT_S * 1000);
   const pinged: Pages[][] = [];
   const idle: Pages[][] = [];
   const rtts: number[] = [];
   for (let i = 0; i < COUNT; i++) {
-    await sleep(GAP_MS);
-    pinged.push(await sample([h1!, h2!], () => {
-      const rtt = /time=([\d.]+) ms/.exec(ping(1, '1'));
-      if (rtt === null) throw new Error('a lone ping web1 -> web2 got no reply');
-      rtts.push(Number(rtt[1]));
+    await delay(GAP_MS);
+    pinged.push(await sample([h1!, h2!], async () => {
+      rtts.push((await pingTest(path, 1)).meanMs);
     }));
-    await sleep(GAP_MS);
+    await delay(GAP_MS);
     idle.push(await sample([h1!, h2!], () => {}));
   }
 

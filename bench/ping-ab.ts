@@ -13,9 +13,9 @@
 // the median over the rounds of each round's average, median and p99; the median of B's
 // average over A's in the same round, and in how many rounds B's average was the lower.
 
-import { execFileSync } from 'node:child_process';
 import { readState } from '../src/lab/lab.js';
 import { BenchLab } from './lab/bench-lab.js';
+import { pingTest, type Path, type PingResult } from './lab/measure.js';
 import { CpuWatch } from './lab/proc.js';
 import { median } from './lab/report.js';
 import { benchOptions, integer, refuse } from './options.js';
@@ -32,24 +32,16 @@ const NODE_ARGS = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
 const BUSY_POLL = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us'], 0);
 if (NODE_ARGS.length === 0 && BUSY_POLL === undefined) refuse('B is the same as A: give --node-args=ARGS or --busy-poll-us N');
 
-interface Pings { avg: number; med: number; p99: number; cpu: number }
-interface Variant { label: string; lab: BenchLab; prefix: string; pids: Map<string, number>; rows: Map<string, Pings[]> }
+type Pings = PingResult & { readonly cpu: number };
+interface Variant { label: string; lab: BenchLab; prefix: string; pids: Map<string, number>; path?: Path; rows: Map<string, Pings[]> }
 
-function pings(v: Variant, target: string, interval: string): Pings {
+async function pings(v: Variant, interval: string): Promise<Pings> {
   const watch = new CpuWatch(v.pids);
   watch.begin();
-  const out = execFileSync('ip', ['netns', 'exec', `${v.prefix}web1`, 'ping', '-6', '-n', '-c', String(COUNT), '-i', interval, '-W', '1', target],
-    { encoding: 'utf8', timeout: COUNT * (Number(interval) + 1) * 1000 + 10_000 });
+  const r = await pingTest(v.path!, COUNT, Number(interval));
   const use = watch.end();
-  const rtts = [...out.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((a, b) => a - b);
-  if (rtts.length === 0) throw new Error(`${v.label}: ping web1 -> web2 got no reply`);
-  return {
-    avg: rtts.reduce((s, x) => s + x, 0) / rtts.length,
-    med: rtts[rtts.length >> 1]!,
-    p99: rtts[Math.ceil(0.99 * rtts.length) - 1]!,
-    // CpuWatch leaves out windows of 0.1 s or less: no figure then
-    cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0),
-  };
+  // CpuWatch leaves out windows of 0.1 s or less: no figure then
+  return { ...r, cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0) };
 }
 
 if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
@@ -58,7 +50,6 @@ const variants: Variant[] = [
   { label: `B (${[...NODE_ARGS, ...(BUSY_POLL === undefined ? [] : [`busyPollUs ${BUSY_POLL}`])].join(' ')})`, lab: new BenchLab('ab-b'), prefix: 'nvi-c-', pids: new Map(), rows: new Map() },
 ];
 try {
-  let target = '';
   for (const [k, v] of variants.entries()) {
     const cfg = v.lab.config((doc) => {
       doc.setIn(['lab', 'prefix'], v.prefix);
@@ -67,14 +58,17 @@ try {
     await v.lab.up(k === 1 ? NODE_ARGS : []);
     for (const s of readState(cfg)?.switches ?? []) v.pids.set(s.host, s.pid);
     if (v.pids.size !== 2) throw new Error(`${v.label}: the lab state names ${v.pids.size} switches, not 2`);
-    target = cfg.vms.get('web2')!.identityText;
+    v.path = {
+      key: 'nvi', scope: 'cross', label: `${v.label} web1 -> web2`, src: `${v.prefix}web1`, dst: `${v.prefix}web2`, dstAddr: cfg.vms.get('web2')!.identityText,
+      datapath: [], ifaces: [], udpSockets: [], rawSockets: [],
+    };
     for (const i of INTERVALS) v.rows.set(i, []);
   }
-  for (const v of variants) execFileSync('ip', ['netns', 'exec', `${v.prefix}web1`, 'ping', '-6', '-n', '-q', '-c', '1000', '-i', '0.002', target]);
+  for (const v of variants) await pingTest(v.path!, 1000, 0.002);
   for (let r = 0; r < ROUNDS; r++) {
     const order = r % 2 === 0 ? variants : [...variants].reverse();
-    for (const i of INTERVALS) for (const v of order) v.rows.get(i)!.push(pings(v, target, i));
-    process.stdout.write(`round ${r + 1}/${ROUNDS}: ${INTERVALS.map((i) => `-i ${i} ${variants.map((v) => v.rows.get(i)![r]!.avg.toFixed(3)).join(' / ')} ms`).join(', ')}\n`);
+    for (const i of INTERVALS) for (const v of order) v.rows.get(i)!.push(await pings(v, i));
+    process.stdout.write(`round ${r + 1}/${ROUNDS}: ${INTERVALS.map((i) => `-i ${i} ${variants.map((v) => v.rows.get(i)![r]!.meanMs.toFixed(3)).join(' / ')} ms`).join(', ')}\n`);
   }
   const f3 = (x: number): string => x.toFixed(3);
   const cpuText = (pct: number): string => (Number.isNaN(pct) ? 'n/a (pings under 0.1 s)' : `${pct.toFixed(0)}% of a core`);
@@ -84,11 +78,11 @@ try {
     for (const v of variants) {
       const rows = v.rows.get(i)!;
       const m = (f: (p: Pings) => number): number => median(rows.map(f));
-      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.avg))}  median ${f3(m((p) => p.med))}  p99 ${f3(m((p) => p.p99))} ms  switches ${cpuText(m((p) => p.cpu))}\n`);
+      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.meanMs))}  median ${f3(m((p) => p.medianMs))}  p99 ${f3(m((p) => p.p99Ms))} ms  switches ${cpuText(m((p) => p.cpu))}\n`);
     }
     const [a, b] = variants.map((v) => v.rows.get(i)!);
-    const wins = b!.filter((p, k) => p.avg < a![k]!.avg).length;
-    process.stdout.write(`  B / A (avg, same round): median ${median(b!.map((p, k) => p.avg / a![k]!.avg)).toFixed(3)}; B lower in ${wins} of ${ROUNDS} rounds\n`);
+    const wins = b!.filter((p, k) => p.meanMs < a![k]!.meanMs).length;
+    process.stdout.write(`  B / A (avg, same round): median ${median(b!.map((p, k) => p.meanMs / a![k]!.meanMs)).toFixed(3)}; B lower in ${wins} of ${ROUNDS} rounds\n`);
   }
 } finally {
   for (const v of variants) await v.lab.cleanup();
