@@ -7,6 +7,7 @@
         "src/native/napi_util.c",
         "src/native/poll.c",
         "src/native/busy_poll.c",
+        "src/native/wake_times.c",
         "src/native/fd_io.c",
         "src/native/tap.c",
         "src/native/raw_socket.c",

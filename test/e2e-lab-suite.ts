@@ -195,6 +195,11 @@ export function labSuite(opts: LabSuiteOptions): void {
     between('nvi_packets_total{pipeline="egress",fate="underlay"}', before.h1.egress.underlay, after.h1.egress.underlay);
     between('nvi_packets_total{pipeline="ingress",fate="delivered"}', before.h1.ingress.delivered, after.h1.ingress.delivered);
     assert.ok((m.get('nvi_upcall_duration_seconds_count') ?? 0) > 0, 'upcalls were timed');
+    // Each packet the tests sent woke h1 on a port that it then carried: the wake times count them.
+    const wakes = m.get('nvi_wake_pipeline_seconds_count') ?? 0;
+    assert.ok(wakes > 0 && wakes === m.get('nvi_wake_entry_seconds_count'), `wakes timed: ${wakes}`);
+    const pipeline = (m.get('nvi_wake_pipeline_seconds_sum') ?? 0) / wakes;
+    assert.ok(pipeline > 0 && pipeline < 0.1, `a wake's pipeline took ${pipeline} s on average`);
     assert.ok((m.get('nvi_port_received_bytes_total{port="nvi-web1",vm="web1"}') ?? 0) > 0, "web1's port counted bytes");
     const missing = await lab.inNs(lab.hostNs('h1'), 'curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', 'http://127.0.0.1:9477/other']);
     assert.is(missing.stdout, '404');

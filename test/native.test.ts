@@ -1,7 +1,8 @@
 // The native addon's event-loop watcher (uv_poll) and loader, on a FIFO: callbacks once per
 // readiness event while data waits, none after close, an unref'd watcher lets the process
 // exit, busy polling keeps the loop turning for its window after a readiness event and no
-// longer (each thread its own), and a missing addon says how to build it.
+// longer (each thread its own), wake times count a callback's read and first write, and a
+// missing addon says how to build it.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -10,7 +11,8 @@ import { closeSync, constants, copyFileSync, mkdirSync, mkdtempSync, openSync, r
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { POLL_READABLE, loadNative } from '../src/native/addon.js';
+import { POLL_READABLE, TX_STATUS_LEN, loadNative } from '../src/native/addon.js';
+import { wakeTimes } from '../src/switch/wake-times.js';
 
 const native = loadNative();
 const dir = mkdtempSync(join(tmpdir(), 'nvi-native-'));
@@ -153,6 +155,47 @@ test('without the built addon, loading says to run npm install', () => {
   }
 });
 
+
+test('wake times: a callback that reads and writes is one sample of each; one that only reads, and a write outside any callback, are none', async () => {
+  const bounds = native.wakeTimeBounds();
+  assert.ok(bounds.length > 10 && bounds.every((b, k) => b > 0 && (k === 0 || b > bounds[k - 1]!)), `ascending bounds: ${bounds}`);
+  const counts = (): [number, number, number] => {
+    const t = wakeTimes(native);
+    return [t.entry.count, t.pipeline.count, t.pipeline.sum];
+  };
+  const inFd = fifo();
+  const outFd = fifo();
+  const buf = Buffer.alloc(4 * 2048);
+  const lens = new Int32Array(4);
+  const start = Int32Array.of(0);
+  const idx = Int32Array.of(0);
+  const status = new Int32Array(TX_STATUS_LEN);
+  let echo = true;
+  const w = native.pollCreate(inFd, () => {
+    const n = native.tapRead(inFd, buf, 0, 2048, 2048, 4, lens, 0);
+    if (echo && n > 0) native.tapWrite(outFd, buf, start, Int32Array.of(lens[0]!), idx, 1, 0, status);
+  });
+  native.pollStart(w, POLL_READABLE);
+  try {
+    const [e0, p0, s0] = counts();
+    writeSync(inFd, 'frame');
+    await sleep(20);
+    const [e1, p1, s1] = counts();
+    assert.is(e1 - e0, 1, 'one wake, one entry');
+    assert.is(p1 - p0, 1, 'and one pipeline');
+    assert.ok(s1 - s0 > 0 && s1 - s0 < 1, `its time: ${s1 - s0} s`);
+    assert.is(readSync(outFd, Buffer.alloc(64), 0, 64, null), 5, 'the frame went out');
+    echo = false;
+    writeSync(inFd, 'frame');
+    await sleep(20);
+    native.tapWrite(outFd, buf, start, Int32Array.of(5), idx, 1, 0, status); // not in a callback
+    assert.equal(counts().slice(0, 2), [e1, p1], 'a read with no write, a write with no wake: no sample');
+  } finally {
+    native.pollClose(w);
+    closeSync(inFd);
+    closeSync(outFd);
+  }
+});
 
 test('busy polling: after a readiness event or a touch the loop turns without sleeping for the window, then sleeps again', async () => {
   const fd = fifo();

@@ -39,3 +39,30 @@ export class Histogram {
     return { buckets, sum: this.sum, count: this.count };
   }
 }
+
+/** What `after` counted since `before` (two snapshots of one histogram). */
+export function histogramDelta(after: HistogramSnapshot, before: HistogramSnapshot): HistogramSnapshot {
+  if (after.buckets.length !== before.buckets.length) throw new RangeError('histogramDelta: snapshots of different histograms');
+  return {
+    buckets: after.buckets.map((b, k) => ({ le: b.le, count: b.count - before.buckets[k]!.count })),
+    sum: after.sum - before.sum,
+    count: after.count - before.count,
+  };
+}
+
+/**
+ * The q-quantile (0..1) estimated from the buckets, linear within the bucket it falls in (the
+ * first bucket from 0); NaN when empty, the last bound when it falls above every bound.
+ */
+export function histogramQuantile(h: HistogramSnapshot, q: number): number {
+  if (h.count === 0) return NaN;
+  const rank = q * h.count;
+  let below = 0;
+  let lower = 0;
+  for (const b of h.buckets) {
+    if (b.count >= rank && b.count > below) return lower + ((b.le - lower) * (rank - below)) / (b.count - below);
+    below = b.count;
+    lower = b.le;
+  }
+  return lower;
+}

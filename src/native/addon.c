@@ -23,7 +23,7 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_value max;
   napi_create_int32(env, NVI_BATCH_MAX, &max);
   napi_set_named_property(env, exports, "batchMax", max);
-  if (nvi_init_poll(env, exports) || nvi_init_busy_poll(env, exports) || nvi_init_tap(env, exports) ||
+  if (nvi_init_poll(env, exports) || nvi_init_busy_poll(env, exports) || nvi_init_wake_times(env, exports) || nvi_init_tap(env, exports) ||
       nvi_init_raw_socket(env, exports) || nvi_init_udp_esp(env, exports) || nvi_init_esp_gcm(env, exports) || nvi_init_gso(env, exports) || nvi_init_gro(env, exports) ||
       nvi_init_packet_port(env, exports) || nvi_init_affinity(env, exports) || nvi_init_thread_policy(env, exports) ||
       nvi_init_kx_sockets(env, exports)) {

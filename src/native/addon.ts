@@ -95,6 +95,10 @@ export interface NativeAddon {
   yieldHelperThreads(): number;
   /** Event-loop turns this thread spent busy polling since it started. */
   busyPollTurns(): number;
+  /** The wake-time histograms' upper bounds, seconds (wake_times.c). */
+  wakeTimeBounds(): number[];
+  /** This thread's wake times: per histogram (entry, pipeline) the bucket counts (the last: above the bounds), then the sum of seconds. */
+  wakeTimes(out: Float64Array): void;
 
   /** Create or attach TAP `name` (IFF_TAP|IFF_NO_PI, non-blocking, close-on-exec), set mtu (>0) and bring it up. */
   tapOpen(name: string, mtu: number, flags: number, netnsPath: string | null, mac: Buffer | null): { fd: number; name: string };

@@ -66,6 +66,10 @@ int nvi_u32_array(napi_env env, napi_value v, const char *name, uint32_t **data,
   return typed(env, v, name, napi_uint32_array, "Uint32Array", (void **)data, len);
 }
 
+int nvi_f64_array(napi_env env, napi_value v, const char *name, double **data, size_t *len) {
+  return typed(env, v, name, napi_float64_array, "Float64Array", (void **)data, len);
+}
+
 int nvi_string(napi_env env, napi_value v, const char *name, char *out, size_t cap) {
   size_t need = 0;
   if (napi_get_value_string_utf8(env, v, NULL, 0, &need) != napi_ok) {

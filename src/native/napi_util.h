@@ -25,6 +25,7 @@ int nvi_bool(napi_env env, napi_value v, const char *name, int *out);
 int nvi_bytes(napi_env env, napi_value v, const char *name, uint8_t **data, size_t *len);
 int nvi_i32_array(napi_env env, napi_value v, const char *name, int32_t **data, size_t *len);
 int nvi_u32_array(napi_env env, napi_value v, const char *name, uint32_t **data, size_t *len);
+int nvi_f64_array(napi_env env, napi_value v, const char *name, double **data, size_t *len);
 
 /** A string no longer than cap-1 bytes, copied NUL-terminated into out. */
 int nvi_string(napi_env env, napi_value v, const char *name, char *out, size_t cap);
@@ -45,6 +46,7 @@ int nvi_export(napi_env env, napi_value exports, const char *name, napi_callback
 /** Each file registers its functions on the exports object. */
 int nvi_init_poll(napi_env env, napi_value exports);
 int nvi_init_busy_poll(napi_env env, napi_value exports);
+int nvi_init_wake_times(napi_env env, napi_value exports);
 int nvi_init_tap(napi_env env, napi_value exports);
 int nvi_init_raw_socket(napi_env env, napi_value exports);
 int nvi_init_udp_esp(napi_env env, napi_value exports);

@@ -21,6 +21,7 @@
 #include <uv.h>
 
 #include "busy_poll.h"
+#include "wake_times.h"
 
 typedef struct {
   uv_poll_t handle;
@@ -67,6 +68,7 @@ static void finalize(napi_env env, void *data, void *hint) {
 static void on_poll(uv_poll_t *h, int status, int events) {
   watcher *w = h->data;
   if (w->closed) return;
+  nvi_wake_mark();
   nvi_busy_poll_touch(h->loop);
   napi_env env = w->env;
   napi_handle_scope scope;
@@ -82,6 +84,7 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     napi_get_and_clear_last_exception(env, &err);
     napi_fatal_exception(env, err);  // goes to process 'uncaughtException'
   }
+  nvi_wake_done();  // a send after this callback (a miss resolved later) is not this wake's
   napi_close_handle_scope(env, scope);
 }
 

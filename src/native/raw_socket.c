@@ -26,6 +26,7 @@
 #define _GNU_SOURCE
 #include "fd_io.h"
 #include "napi_util.h"
+#include "wake_times.h"
 #include "netns.h"
 
 #include <arpa/inet.h>
@@ -142,6 +143,7 @@ static napi_value raw_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value raw_recv(napi_env env, napi_callback_info info) {
+  nvi_wake_read();
   napi_value argv[8];
   int32_t fd, firstOff, stride, cap, n;
   uint8_t *buf;
@@ -188,6 +190,7 @@ static napi_value raw_recv(napi_env env, napi_callback_info info) {
 }
 
 static napi_value raw_send(napi_env env, napi_callback_info info) {
+  nvi_wake_send();
   napi_value argv[8];
   int32_t fd, n;
   uint8_t *buf;

@@ -25,6 +25,7 @@
 #include "gro.h"
 #include "gso.h"
 #include "napi_util.h"
+#include "wake_times.h"
 #include "netns.h"
 
 #include <errno.h>
@@ -161,6 +162,7 @@ static napi_value tap_open(napi_env env, napi_callback_info info) {
 }
 
 static napi_value tap_read(napi_env env, napi_callback_info info) {
+  nvi_wake_read();
   napi_value argv[8];
   int32_t fd, firstOff, stride, cap, n, hdr;
   uint8_t *buf;
@@ -205,6 +207,7 @@ static napi_value tap_read(napi_env env, napi_callback_info info) {
 }
 
 static napi_value tap_write(napi_env env, napi_callback_info info) {
+  nvi_wake_send();
   napi_value argv[8];
   int32_t fd, n, hdr;
   uint8_t *buf;
@@ -267,6 +270,7 @@ static napi_value tap_write(napi_env env, napi_callback_info info) {
  * fd has no end and never returns 0): the call stops there rather than read again forever.
  */
 static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
+  nvi_wake_read();
   napi_value argv[10];
   int32_t fd, first_off, stride, cap, n, *state, *lens, *counts;
   uint8_t *scratch, *buf;
@@ -325,6 +329,7 @@ static napi_value tap_read_gso(napi_env env, napi_callback_info info) {
  * written when the run's write succeeds; failures as tapWrite.
  */
 static napi_value tap_write_gro(napi_env env, napi_callback_info info) {
+  nvi_wake_send();
   napi_value argv[9];
   int32_t fd, n;
   uint8_t *buf, *scratch;

@@ -35,6 +35,7 @@
 #define _GNU_SOURCE
 #include "fd_io.h"
 #include "napi_util.h"
+#include "wake_times.h"
 #include "netns.h"
 #include "reuseport_group.h"
 
@@ -268,6 +269,7 @@ static int read_datagrams(int fd, recv_job *J) {
 }
 
 static napi_value udp_esp_recv(napi_env env, napi_callback_info info) {
+  nvi_wake_read();
   napi_value argv[11];
   int32_t fd;
   size_t buf_len, scratch_len, state_len, lens_len, addrs_len;
@@ -297,6 +299,7 @@ static napi_value udp_esp_recv(napi_env env, napi_callback_info info) {
 }
 
 static napi_value udp_esp_send(napi_env env, napi_callback_info info) {
+  nvi_wake_send();
   napi_value argv[10];
   int32_t udp_fd, raw_fd, n, port;
   uint8_t *buf;

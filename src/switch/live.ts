@@ -49,6 +49,7 @@ import { SwitchMetrics } from './metrics.js';
 import { VerdictStream, type Verdict, type VerdictFilter } from './verdicts.js';
 import { VmPorts } from './vm-ports.js';
 import { detachedVms } from './detached-list.js';
+import { wakeTimes } from './wake-times.js';
 import { restoreHandover, saveHandover, type HandoverState } from './handover-state.js';
 import { handoverRefusal, Successor, type HandoverResult, type ThreadHandover, type ThreadTakeover } from './handover.js';
 
@@ -430,6 +431,7 @@ export class LiveSwitch implements ControlHandler {
       memory: process.memoryUsage(),
       cpus: threadCpus(), // the data-path thread's (hosts.<name>.cpus pins it)
       busyPoll: { windowUs: this.cloud.config.switch.busyPollUs, turns: loadNative().busyPollTurns() },
+      wake: wakeTimes(loadNative()),
       underlay: this.underlay && { rx: this.underlay.rxPackets, rxBytes: this.underlay.rxBytes, rxErrors: this.underlay.rxErrors, tx: this.underlay.txPackets, txBytes: this.underlay.txBytes, txRefused: this.underlay.txRefused, txBusy: this.underlay.txBusy },
     };
   }

@@ -35,6 +35,8 @@ export interface StatsView {
   }[];
   readonly vms?: Readonly<Record<string, unknown>>;
   readonly verdicts?: Readonly<Record<string, unknown>>;
+  /** Wake times (wake-times.ts): a port's callback to its read, that read to the first send. */
+  readonly wake?: { readonly entry: HistogramSnapshot; readonly pipeline: HistogramSnapshot };
   readonly underlay?: { readonly rx: number; readonly rxBytes: number; readonly rxErrors: number; readonly tx: number; readonly txBytes: number; readonly txRefused: number; readonly txBusy: number };
 }
 
@@ -123,6 +125,10 @@ export class SwitchMetrics {
     def('nvi_upcall_released_packets_total', 'counter', 'Held packets released when their cable was installed.', (s) => [{ value: s.upcall.released }]);
     def('nvi_upcall_queued_packets', 'gauge', 'Packets held now, waiting for their cable.', (s) => [{ value: s.upcall.queued }]);
     def('nvi_upcall_duration_seconds', 'histogram', 'Time from a miss to its cable installed.', (s) => histogram('nvi_upcall_duration_seconds', s.upcall.latency));
+    const wake = (name: string, part: 'entry' | 'pipeline') => (s: StatsView): Sample[] => (s.wake ? histogram(name, s.wake[part]) : []);
+    def('nvi_wake_entry_seconds', 'histogram', 'From a port waking the data path to its read: the event loop and the JS before it; grows when packets come alone.',
+      wake('nvi_wake_entry_seconds', 'entry'));
+    def('nvi_wake_pipeline_seconds', 'histogram', 'From that read to the first packet it sent: the read, the pipeline and the encryption.', wake('nvi_wake_pipeline_seconds', 'pipeline'));
     def('nvi_cables_installed_total', 'counter', 'Cables installed by a miss, by decision (plugged, unplugged) and the reason of an unplugged one.',
       (s) => [{ labels: { decision: 'plugged', reason: '' }, value: s.upcall.decisions.plugged },
         ...Object.entries(s.upcall.decisions.unplugged).map(([reason, n]) => ({ labels: { decision: 'unplugged', reason }, value: n }))]);
