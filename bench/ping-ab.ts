@@ -11,9 +11,17 @@
 // (cross host, ESP) `ping -c COUNT -i INTERVAL` in A and in B (which goes first alternates),
 // with the CPU both switches of that lab used meanwhile (% of one core). Figures per interval:
 // the median over the rounds of each round's average, median and p99; the median of B's
-// average over A's in the same round, and in how many rounds B's average was the lower.
+// average over A's in the same round, and in how many rounds B's average was the lower; and
+// the switches' own time per traversal over the same pings (their wake times: a port's wake
+// to its read, the entry, and that read to the first packet sent, the pipeline; median µs,
+// h1 and h2 together), which leaves out the kernel's part and the CPUs' wake-ups.
 
 import { readState } from '../src/lab/lab.js';
+import { histogramDelta, histogramQuantile } from '../src/base/histogram.js';
+import { controlRequest } from '../src/switch/control.js';
+import { controlPath } from '../src/switch/paths.js';
+import type { WakeTimes } from '../src/switch/wake-times.js';
+import { mergeStats } from '../src/switch/workers/merge-stats.js';
 import { BenchLab } from './lab/bench-lab.js';
 import { pingTest, type Path, type PingResult } from './lab/measure.js';
 import { CpuWatch } from './lab/proc.js';
@@ -32,16 +40,19 @@ const NODE_ARGS = (v['node-args'] ?? '').split(' ').filter((a) => a !== '');
 const BUSY_POLL = v['busy-poll-us'] === undefined ? undefined : integer('busy-poll-us', v['busy-poll-us'], 0);
 if (NODE_ARGS.length === 0 && BUSY_POLL === undefined) refuse('B is the same as A: give --node-args=ARGS or --busy-poll-us N');
 
-type Pings = PingResult & { readonly cpu: number };
-interface Variant { label: string; lab: BenchLab; prefix: string; pids: Map<string, number>; path?: Path; rows: Map<string, Pings[]> }
+type Pings = PingResult & { readonly cpu: number; readonly entryUs: number; readonly pipelineUs: number };
+interface Variant { label: string; lab: BenchLab; prefix: string; pids: Map<string, number>; path?: Path; rows: Map<string, Pings[]>; wake?: () => Promise<WakeTimes> }
 
 async function pings(v: Variant, interval: string): Promise<Pings> {
+  const before = await v.wake!();
   const watch = new CpuWatch(v.pids);
   watch.begin();
   const r = await pingTest(v.path!, COUNT, Number(interval));
   const use = watch.end();
+  const after = await v.wake!();
+  const us = (part: keyof WakeTimes): number => histogramQuantile(histogramDelta(after[part], before[part]), 0.5) * 1e6;
   // CpuWatch leaves out windows of 0.1 s or less: no figure then
-  return { ...r, cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0) };
+  return { ...r, cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0), entryUs: us('entry'), pipelineUs: us('pipeline') };
 }
 
 if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
@@ -63,6 +74,8 @@ try {
       datapath: [], ifaces: [], udpSockets: [], rawSockets: [],
     };
     for (const i of INTERVALS) v.rows.set(i, []);
+    // Both switches' wake times added up (as `stats` adds up a host's workers).
+    v.wake = async () => mergeStats(await Promise.all(['h1', 'h2'].map((h) => controlRequest(controlPath(cfg, h), { cmd: 'stats' }).then((s) => (s as { wake: WakeTimes }).wake)))) as WakeTimes;
   }
   for (const v of variants) await pingTest(v.path!, 1000, 0.002);
   for (let r = 0; r < ROUNDS; r++) {
@@ -78,11 +91,13 @@ try {
     for (const v of variants) {
       const rows = v.rows.get(i)!;
       const m = (f: (p: Pings) => number): number => median(rows.map(f));
-      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.meanMs))}  median ${f3(m((p) => p.medianMs))}  p99 ${f3(m((p) => p.p99Ms))} ms  switches ${cpuText(m((p) => p.cpu))}\n`);
+      process.stdout.write(`  ${v.label.padEnd(30)} avg ${f3(m((p) => p.meanMs))}  median ${f3(m((p) => p.medianMs))}  p99 ${f3(m((p) => p.p99Ms))} ms  switches ${cpuText(m((p) => p.cpu))}; entry ${m((p) => p.entryUs).toFixed(1)} µs, pipeline ${m((p) => p.pipelineUs).toFixed(1)} µs\n`);
     }
     const [a, b] = variants.map((v) => v.rows.get(i)!);
     const wins = b!.filter((p, k) => p.meanMs < a![k]!.meanMs).length;
     process.stdout.write(`  B / A (avg, same round): median ${median(b!.map((p, k) => p.meanMs / a![k]!.meanMs)).toFixed(3)}; B lower in ${wins} of ${ROUNDS} rounds\n`);
+    const pipes = b!.filter((p, k) => p.pipelineUs < a![k]!.pipelineUs).length;
+    process.stdout.write(`  B / A (pipeline, same round): median ${median(b!.map((p, k) => p.pipelineUs / a![k]!.pipelineUs)).toFixed(3)}; B lower in ${pipes} of ${ROUNDS} rounds\n`);
   }
 } finally {
   for (const v of variants) await v.lab.cleanup();
