@@ -17,15 +17,12 @@
 // each switch's median entry and pipeline (µs, estimated from the histograms' buckets).
 
 import { readState } from '../src/lab/lab.js';
-import { histogramDelta, histogramQuantile } from '../src/base/histogram.js';
-import { controlRequest } from '../src/switch/control.js';
-import { controlPath } from '../src/switch/paths.js';
-import type { WakeTimes } from '../src/switch/wake-times.js';
 import { baselineNamespaces, buildBaselines, ovpnDevice } from './lab/baselines.js';
 import { BenchLab, PREFIX } from './lab/bench-lab.js';
 import { pingTest, type Path } from './lab/measure.js';
 import { BenchError, delay, sh, start, stopChildren, trySh, type Running } from './lab/proc.js';
 import { median } from './lab/report.js';
+import { medianUs, switchWake } from './lab/wake.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const v = benchOptions({ rounds: { type: 'string' } });
@@ -46,7 +43,7 @@ type Row = { rtt: Record<Key, number[]>; entry: Record<string, number[]>; pipeli
 
 /** A path for pingTest: only the namespaces and the address matter here. */
 function path(key: Key, src: string, dstAddr: string): Path {
-  return { key: key === 'nvi' ? 'nvi' : key, scope: 'cross', label: src, src, dst: src, dstAddr, datapath: [], ifaces: [], udpSockets: [], rawSockets: [] };
+  return { key, scope: 'cross', label: src, src, dst: src, dstAddr, datapath: [], ifaces: [], udpSockets: [], rawSockets: [] };
 }
 
 const lab = new BenchLab('cold-path');
@@ -75,7 +72,6 @@ try {
   for (const p of [...Object.values(paths), warmers.nvi!]) await pingTest(p, 5, 0.2); // plugged, keyed, handshaken
   const state = readState(cfg)!;
   const pid = (h: string): number => state.switches.find((s) => s.host === h)!.pid;
-  const wake = async (h: string): Promise<WakeTimes> => ((await controlRequest(controlPath(cfg, h), { cmd: 'stats' })) as { wake: WakeTimes }).wake;
   process.stdout.write(`switches h1 ${pid('h1')}, h2 ${pid('h2')}; openvpn ${base.ovpn.pids.map((p) => p.pid).join(', ')} (${ovpnDevice(PREFIX, 1)}, ${ovpnDevice(PREFIX, 2)}); ${ROUNDS} rounds\n`);
 
   const rows = new Map<Mode, Row>(MODES.map((m) => [m, { rtt: { nvi: [], ovpn: [], kernel: [] }, entry: {}, pipeline: {} }]));
@@ -89,17 +85,17 @@ try {
           bg = start('ip', ['netns', 'exec', warmer.src, 'ping', '-6', '-q', '-i', '0.001', warmer.dstAddr]);
           await delay(300);
         }
-        const before = key === 'nvi' ? await Promise.all(HOSTS.map(wake)) : [];
+        const before = key === 'nvi' ? await Promise.all(HOSTS.map((h) => switchWake(cfg, h))) : [];
         const r = await pingTest(paths[key], mode.count, mode.interval);
-        const after = key === 'nvi' ? await Promise.all(HOSTS.map(wake)) : [];
+        const after = key === 'nvi' ? await Promise.all(HOSTS.map((h) => switchWake(cfg, h))) : [];
         bg?.kill('SIGINT');
         row.rtt[key].push(r.meanMs);
-        HOSTS.forEach((h, k) => {
-          if (key !== 'nvi') return;
-          const q = (part: keyof WakeTimes): number => histogramQuantile(histogramDelta(after[k]![part], before[k]![part]), 0.5) * 1e6;
-          (row.entry[h] ??= []).push(q('entry'));
-          (row.pipeline[h] ??= []).push(q('pipeline'));
-        });
+        if (key === 'nvi') {
+          HOSTS.forEach((h, k) => {
+            (row.entry[h] ??= []).push(medianUs(after[k]!, before[k]!, 'entry'));
+            (row.pipeline[h] ??= []).push(medianUs(after[k]!, before[k]!, 'pipeline'));
+          });
+        }
       }
       process.stdout.write(`round ${round} ${mode.label}: nvi ${row.rtt.nvi.at(-1)!.toFixed(3)} ms, OpenVPN ${row.rtt.ovpn.at(-1)!.toFixed(3)}, kernel ${row.rtt.kernel.at(-1)!.toFixed(3)}\n`);
     }

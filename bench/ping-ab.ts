@@ -17,15 +17,13 @@
 // h1 and h2 together), which leaves out the kernel's part and the CPUs' wake-ups.
 
 import { readState } from '../src/lab/lab.js';
-import { histogramDelta, histogramQuantile } from '../src/base/histogram.js';
-import { controlRequest } from '../src/switch/control.js';
-import { controlPath } from '../src/switch/paths.js';
 import type { WakeTimes } from '../src/switch/wake-times.js';
 import { mergeStats } from '../src/switch/workers/merge-stats.js';
 import { BenchLab } from './lab/bench-lab.js';
 import { pingTest, type Path, type PingResult } from './lab/measure.js';
 import { CpuWatch } from './lab/proc.js';
 import { median } from './lab/report.js';
+import { medianUs, switchWake } from './lab/wake.js';
 import { benchOptions, integer, refuse } from './options.js';
 
 const v = benchOptions({
@@ -50,9 +48,8 @@ async function pings(v: Variant, interval: string): Promise<Pings> {
   const r = await pingTest(v.path!, COUNT, Number(interval));
   const use = watch.end();
   const after = await v.wake!();
-  const us = (part: keyof WakeTimes): number => histogramQuantile(histogramDelta(after[part], before[part]), 0.5) * 1e6;
   // CpuWatch leaves out windows of 0.1 s or less: no figure then
-  return { ...r, cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0), entryUs: us('entry'), pipelineUs: us('pipeline') };
+  return { ...r, cpu: Object.keys(use.procs).length === 0 ? NaN : Object.values(use.procs).reduce((s, p) => s + p.pct, 0), entryUs: medianUs(after, before, 'entry'), pipelineUs: medianUs(after, before, 'pipeline') };
 }
 
 if (process.getuid?.() !== 0) refuse('bench/ping-ab needs root');
@@ -75,7 +72,7 @@ try {
     };
     for (const i of INTERVALS) v.rows.set(i, []);
     // Both switches' wake times added up (as `stats` adds up a host's workers).
-    v.wake = async () => mergeStats(await Promise.all(['h1', 'h2'].map((h) => controlRequest(controlPath(cfg, h), { cmd: 'stats' }).then((s) => (s as { wake: WakeTimes }).wake)))) as WakeTimes;
+    v.wake = async () => mergeStats(await Promise.all(['h1', 'h2'].map((h) => switchWake(cfg, h)))) as WakeTimes;
   }
   for (const v of variants) await pingTest(v.path!, 1000, 0.002);
   for (let r = 0; r < ROUNDS; r++) {
